@@ -1,0 +1,237 @@
+"""Quality and diversity metrics (METHOD.md, section 5) as `evaluate.Metric` modules.
+
+Each metric is a plain function, cheap enough for the sweep's hot loop, and an `evaluate.Metric`
+subclass wrapping it for the usual `Metric().compute(predictions=..., references=...)` interface
+(constructing a Metric costs milliseconds and creates a cache directory, so the sweep calls the functions).
+Nothing is downloaded: the classes are instantiated directly, never through `evaluate.load`.
+
+Quality, per sample:  exact match after "####" (GSM8K), ROUGE-1/2/Lsum F-measure (rouge_score, stemming),
+BLEU and chrF (sacrebleu, 0-100). Diversity, per group of K samples of one prompt: Self-BLEU (0-100, each
+sample against the other K-1) and distinct-n.
+"""
+
+import datasets
+import evaluate
+import numpy as np
+from rouge_score import rouge_scorer
+from sacrebleu.metrics import BLEU, CHRF
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeLsum")
+# Stateless once built (tokenizer + Porter stemmer), so one scorer serves every call.
+_ROUGE_SCORER = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+
+_PAIR_FEATURES = datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")})
+_GROUP_FEATURES = datasets.Features({"predictions": datasets.Sequence(datasets.Value("string"))})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Plain functions
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer after the first "####" (GSM8K convention), normalised, or None if there is none.
+
+    Normalisation drops "," and "$", keeps the first whitespace-separated token of the rest of the line and
+    strips a trailing ".": "#### $1,200." -> "1200", "#### -3 apples" -> "-3".
+    """
+    if "####" not in text:
+        return None
+    line = text.split("####", 1)[1].split("\n", 1)[0].replace(",", "").replace("$", "").split()
+    return line[0].rstrip(".") if line else None
+
+
+def answers_match(prediction: str, reference: str) -> bool:
+    """Whether the "####" answers of prediction and reference agree: numerically when both are numbers
+    ("5.0" == "5"), as strings otherwise. A prediction without an answer never matches."""
+    ref = extract_answer(reference)
+    if ref is None:
+        raise ValueError(f"reference has no '#### answer': {reference!r}")
+    pred = extract_answer(prediction)
+    if pred is None:
+        return False
+    try:
+        return float(pred) == float(ref)
+    except ValueError:
+        return pred == ref
+
+
+def exact_match_scores(predictions: list[str], references: list[str]) -> list[float]:
+    """Per-sample exact match (1.0 or 0.0) of the "####" answers."""
+    return [float(answers_match(p, r)) for p, r in zip(predictions, references, strict=True)]
+
+
+def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
+    """Per-sample ROUGE-1, ROUGE-2 and ROUGE-Lsum F-measures (rouge_score, Porter stemming), in [0, 1].
+
+    ROUGE-Lsum treats each line of a text as one sentence, as rouge_score does. We pass texts unchanged: no
+    sentence splitter is applied (nltk's punkt needs a download), so a one-line summary is one sentence and
+    its ROUGE-Lsum equals its ROUGE-L. Put sentences on separate lines beforehand for summary-level LCS.
+    """
+    out = {t: [] for t in ROUGE_TYPES}
+    for p, r in zip(predictions, references, strict=True):
+        scores = _ROUGE_SCORER.score(target=r, prediction=p)
+        for t in ROUGE_TYPES:
+            out[t].append(scores[t].fmeasure)
+    return out
+
+
+def bleu_scores(predictions: list[str], references: list[str]) -> tuple[float, list[float]]:
+    """Corpus BLEU and per-sample sentence BLEU (effective order), sacrebleu defaults, one reference each."""
+    _check_pairs(predictions, references)
+    corpus = BLEU().corpus_score(predictions, [references]).score
+    sentence = BLEU(effective_order=True)
+    return corpus, [sentence.sentence_score(p, [r]).score for p, r in zip(predictions, references)]
+
+
+def chrf_scores(predictions: list[str], references: list[str]) -> tuple[float, list[float]]:
+    """Corpus chrF and per-sample sentence chrF, sacrebleu defaults (chrF2, char 6-grams), one reference each."""
+    _check_pairs(predictions, references)
+    chrf = CHRF()
+    corpus = chrf.corpus_score(predictions, [references]).score
+    return corpus, [chrf.sentence_score(p, [r]).score for p, r in zip(predictions, references)]
+
+
+def self_bleu(samples: list[str]) -> float:
+    """Self-BLEU of one prompt's K samples: mean over samples of sentence BLEU (sacrebleu, effective order)
+    against the OTHER K-1 samples as references. 100 for K identical samples; lower is more diverse."""
+    k = len(samples)
+    if k < 2:
+        raise ValueError(f"Self-BLEU needs at least 2 samples per group, got {k}")
+    bleu = BLEU(effective_order=True)
+    return sum(bleu.sentence_score(samples[i], samples[:i] + samples[i + 1 :]).score for i in range(k)) / k
+
+
+def distinct_n(samples: list[str], n: int) -> float:
+    """Distinct-n of one group: unique n-grams / total n-grams over all its samples (whitespace tokens,
+    n-grams never cross samples). 0.0 when the samples hold no n-gram at all."""
+    ngrams = []
+    for s in samples:
+        tokens = s.split()
+        ngrams += [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return len(set(ngrams)) / len(ngrams) if ngrams else 0.0
+
+
+def _check_pairs(predictions: list[str], references: list[str]) -> None:
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# evaluate.Metric modules
+
+
+class ExactMatch(evaluate.Metric):
+    """Exact match of the final "####" answer; returns {"exact_match": mean, "exact_match_per_sample": [...]}."""
+
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="Exact match of the final answer after '####' (GSM8K), numbers compared numerically "
+            "after dropping ',', '$' and a trailing '.'; a prediction without '####' scores 0.",
+            citation="@article{cobbe2021gsm8k, title={Training Verifiers to Solve Math Word Problems}, "
+            "author={Cobbe, Karl and others}, journal={arXiv:2110.14168}, year={2021}}",
+            inputs_description="predictions: list of generated solutions; references: list of reference "
+            "solutions, each containing '#### <answer>'.",
+            features=_PAIR_FEATURES,
+        )
+
+    def _compute(self, predictions, references):
+        scores = exact_match_scores(predictions, references)
+        return {"exact_match": float(np.mean(scores)), "exact_match_per_sample": scores}
+
+
+class Rouge(evaluate.Metric):
+    """ROUGE-1/2/Lsum F-measure with stemming; returns each mean and `<type>_per_sample` lists."""
+
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="ROUGE-1, ROUGE-2 and ROUGE-Lsum F-measures from rouge_score with the Porter stemmer. "
+            "Lines of a text are its sentences for ROUGE-Lsum; no sentence splitter is applied.",
+            citation="@inproceedings{lin-2004-rouge, title={ROUGE: A Package for Automatic Evaluation of "
+            "Summaries}, author={Lin, Chin-Yew}, booktitle={Text Summarization Branches Out}, year={2004}}",
+            inputs_description="predictions: list of generated summaries; references: list of reference "
+            "summaries, one per prediction.",
+            features=_PAIR_FEATURES,
+        )
+
+    def _compute(self, predictions, references):
+        per_sample = rouge_scores(predictions, references)
+        out = {t: float(np.mean(s)) for t, s in per_sample.items()}
+        return out | {f"{t}_per_sample": s for t, s in per_sample.items()}
+
+
+class Bleu(evaluate.Metric):
+    """sacrebleu BLEU; returns {"bleu": corpus score, "bleu_per_sample": sentence scores}."""
+
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="Corpus BLEU (sacrebleu defaults, 13a tokenisation) and sentence BLEU with effective "
+            "order per sample, on a 0-100 scale.",
+            citation="@inproceedings{post-2018-call, title={A Call for Clarity in Reporting {BLEU} Scores}, "
+            "author={Post, Matt}, booktitle={WMT}, year={2018}}",
+            inputs_description="predictions: list of translations; references: list of reference "
+            "translations, one per prediction.",
+            features=_PAIR_FEATURES,
+        )
+
+    def _compute(self, predictions, references):
+        corpus, per_sample = bleu_scores(predictions, references)
+        return {"bleu": corpus, "bleu_per_sample": per_sample}
+
+
+class Chrf(evaluate.Metric):
+    """sacrebleu chrF; returns {"chrf": corpus score, "chrf_per_sample": sentence scores}."""
+
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="Corpus chrF (sacrebleu defaults: character 6-grams, beta 2) and sentence chrF per "
+            "sample, on a 0-100 scale.",
+            citation="@inproceedings{popovic-2015-chrf, title={chr{F}: character n-gram {F}-score for automatic "
+            "{MT} evaluation}, author={Popovi{\\'c}, Maja}, booktitle={WMT}, year={2015}}",
+            inputs_description="predictions: list of translations; references: list of reference "
+            "translations, one per prediction.",
+            features=_PAIR_FEATURES,
+        )
+
+    def _compute(self, predictions, references):
+        corpus, per_sample = chrf_scores(predictions, references)
+        return {"chrf": corpus, "chrf_per_sample": per_sample}
+
+
+class SelfBleu(evaluate.Metric):
+    """Self-BLEU over groups of K samples; returns {"self_bleu": mean over groups, "self_bleu_per_group": [...]}."""
+
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="Self-BLEU: each sample's sentence BLEU (sacrebleu, effective order) against the other "
+            "K-1 samples of its group, averaged within the group, then over groups. 0-100, lower is more diverse.",
+            citation="@inproceedings{zhu2018texygen, title={Texygen: A Benchmarking Platform for Text "
+            "Generation Models}, author={Zhu, Yaoming and others}, booktitle={SIGIR}, year={2018}}",
+            inputs_description="predictions: list of groups, each the list of K >= 2 samples for one prompt.",
+            features=_GROUP_FEATURES,
+        )
+
+    def _compute(self, predictions):
+        per_group = [self_bleu(group) for group in predictions]
+        return {"self_bleu": float(np.mean(per_group)), "self_bleu_per_group": per_group}
+
+
+class DistinctN(evaluate.Metric):
+    """Distinct-1 and distinct-2 over groups of samples; returns each mean over groups and per-group lists."""
+
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="Distinct-n (n = 1, 2): unique n-grams over all n-grams of a group's samples "
+            "(whitespace tokens), averaged over groups.",
+            citation="@inproceedings{li-etal-2016-diversity, title={A Diversity-Promoting Objective Function "
+            "for Neural Conversation Models}, author={Li, Jiwei and others}, booktitle={NAACL}, year={2016}}",
+            inputs_description="predictions: list of groups, each the list of samples for one prompt.",
+            features=_GROUP_FEATURES,
+        )
+
+    def _compute(self, predictions):
+        out = {}
+        for n in (1, 2):
+            per_group = [distinct_n(group, n) for group in predictions]
+            out[f"distinct_{n}"] = float(np.mean(per_group))
+            out[f"distinct_{n}_per_group"] = per_group
+        return out

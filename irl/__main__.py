@@ -1,0 +1,33 @@
+"""Command line of the training backend.
+
+    python -m irl train --config configs/demo_mle.yaml [--field value ...]   # train (see irl/train.py)
+    python -m irl train --help                                               # every config field
+    python -m irl data --out data/math                                      # write the built-in task as JSONL
+"""
+
+import sys
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    command, rest = (argv[0], argv[1:]) if argv else ("--help", [])
+    if command == "train":
+        from irl.config import ConfigError
+        from irl.data import DataError
+        from irl.model import ModelError
+        from irl.train import main as train_main
+
+        try:
+            train_main(rest)
+        except (ConfigError, DataError, ModelError) as e:
+            sys.exit(f"error: {e}")
+    elif command == "data":
+        from irl.data import export_builtin
+
+        export_builtin(rest)
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()

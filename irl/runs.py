@@ -1,0 +1,64 @@
+"""The layout of a run directory, in one place. Imports nothing heavy, so the app can use it.
+
+    <run>/config.yaml                          resolved TrainConfig
+    <run>/metrics.jsonl                        one JSON object per log line: step, train/*, iq/*, eval/*, data/*
+    <run>/tokenizer/                           the trained tokenizer (presets)
+    <run>/checkpoint-<step>/                   Hugging Face format: model.safetensors, tokenizer, trainer state
+    <run>/checkpoint-<step>/sweep/<split>/     decoding sweep: samples-<decoding>.parquet per cell, aggregate.parquet
+    <run>/checkpoint-<step>/rewards/<data>/    reward extraction: tokens.parquet, sequences.parquet, ...
+
+A runs root holds run directories at any depth (a run is a directory with config.yaml).
+"""
+
+from pathlib import Path
+
+import yaml
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+def step_of(checkpoint) -> int:
+    return int(Path(checkpoint).name[len(CHECKPOINT_PREFIX) :])
+
+
+def checkpoints(run_dir) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (Trainer writes trainer_state.json last)."""
+    done = [
+        p
+        for p in Path(run_dir).glob(f"{CHECKPOINT_PREFIX}*")
+        if p.name[len(CHECKPOINT_PREFIX) :].isdigit() and (p / "trainer_state.json").is_file()
+    ]
+    return sorted(done, key=step_of)
+
+
+def last_checkpoint(run_dir) -> Path | None:
+    """The newest complete checkpoint of a run, or None."""
+    done = checkpoints(run_dir)
+    return done[-1] if done else None
+
+
+def find_runs(root) -> list[Path]:
+    """Run directories under root, sorted."""
+    return sorted(p.parent for p in Path(root).rglob(CONFIG))
+
+
+def read_config(run_dir) -> dict:
+    with open(Path(run_dir) / CONFIG) as fh:
+        return yaml.safe_load(fh)
+
+
+def method_label(config: dict) -> str:
+    """A short name of what a run optimises, the same for runs that differ only in seed."""
+    if config["objective"] == "mle":
+        return f"mle beta={config['beta']:g}" if config.get("beta") else "mle"
+    return f"iqlearn lam={config['lam']:g}" + (f" gamma={config['gamma']:g}" if config["gamma"] != 0.99 else "")
+
+
+def sweep_dir(checkpoint, split: str) -> Path:
+    return Path(checkpoint) / "sweep" / split
+
+
+def rewards_dir(checkpoint, data_name: str) -> Path:
+    return Path(checkpoint) / "rewards" / data_name

@@ -1,0 +1,149 @@
+"""Train a language model by MLE or IQLearn into a run directory.
+
+    python -m irl train --config configs/demo_mle.yaml [--field value ...]
+    accelerate launch --num_processes 2 -m irl train --config configs/tiny.yaml   # several processes
+
+A run directory holds config.yaml (the resolved config), metrics.jsonl (train/*, iq/*, eval/nll, data/*
+counts), tokenizer/ (for presets) and checkpoint-<step>/ directories in Hugging Face format (safetensors
+weights, tokenizer, optimizer and scheduler state). `--resume` continues from the last complete checkpoint
+and ends with the same weights as an uninterrupted run.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import datasets
+import torch
+from transformers import TrainingArguments, set_seed
+
+from irl import model as models
+from irl.config import ConfigError, TrainConfig, read_config, save_config
+from irl.data import Collator, encode, load_splits
+from irl.io import append_jsonl, write_jsonl
+from irl.runs import last_checkpoint
+from irl.trainer import IRLTrainer
+
+
+def weights_sha256(model) -> str:
+    """A fingerprint of a model's weights, to show that two runs start from the same ones."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _check_run_dir(cfg: TrainConfig, run_dir: Path):
+    """Refuse to overwrite a run; on resume, refuse a config that differs from the run's."""
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        if cfg.resume:
+            raise ConfigError(f"resume=True: {run_dir} holds no run to resume")
+        return None
+    if not cfg.resume:
+        raise ConfigError(f"output_dir={str(run_dir)!r}: a run exists there; pass --resume or choose another directory")
+    old = read_config(saved).to_dict()
+    changed = sorted(k for k, v in cfg.to_dict().items() if k != "resume" and old.get(k) != v)
+    if changed:
+        raise ConfigError(f"resume: fields {changed} differ from {saved}; a resumed run keeps its config")
+    return last_checkpoint(run_dir)
+
+
+def _truncate_metrics(path: Path, step: int):
+    """Drop log lines written after the checkpoint a run resumes from (they will be written again)."""
+    if path.exists():
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        write_jsonl(path, [r for r in rows if r["step"] <= step])
+
+
+def load_tokenizer_and_model(cfg: TrainConfig, train_examples, run_dir: Path):
+    if cfg.model in models.PRESETS:
+        tok_dir = run_dir / "tokenizer"
+        if cfg.tokenizer:
+            tokenizer = models.load_tokenizer(cfg.tokenizer, cfg.trust_remote_code)
+        elif tok_dir.exists():
+            tokenizer = models.load_tokenizer(str(tok_dir))
+        else:
+            tokenizer = models.train_tokenizer((ex["prompt"] + ex["completion"] for ex in train_examples), cfg.vocab_size)
+            tokenizer.save_pretrained(tok_dir)
+        model = models.build_preset(cfg.model, tokenizer, cfg.max_length, cfg.seed)
+    else:
+        tokenizer = models.load_tokenizer(cfg.tokenizer or cfg.model, cfg.trust_remote_code)
+        model = models.load_model(cfg.model, cfg.trust_remote_code)
+    return tokenizer, model
+
+
+def training_arguments(cfg: TrainConfig) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=cfg.output_dir,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        bf16=cfg.bf16,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        eval_strategy="steps",
+        eval_steps=cfg.eval_steps or cfg.max_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+
+def train(cfg: TrainConfig, callbacks=None) -> IRLTrainer:
+    """Train per `cfg`; returns the finished Trainer (its model holds the final weights)."""
+    run_dir = Path(cfg.output_dir)
+    resume_from = _check_run_dir(cfg, run_dir)
+    args = training_arguments(cfg)
+    set_seed(cfg.seed)
+    splits = load_splits(cfg)
+    tokenizer, model = load_tokenizer_and_model(cfg, splits["train"], run_dir)
+    encoded, counts = {}, {}
+    for split in ("train", "validation"):
+        encoded[split], counts[split] = encode(splits.get(split, []), tokenizer, cfg.max_length, cfg.overlong)
+    if not encoded["train"]:
+        raise ConfigError(f"data={cfg.data!r}: no training example left after encoding ({counts['train']})")
+
+    trainer = IRLTrainer(
+        model=model,
+        args=args,
+        cfg=cfg,
+        train_dataset=datasets.Dataset.from_list(encoded["train"]),
+        eval_dataset=datasets.Dataset.from_list(encoded["validation"]) if encoded["validation"] else None,
+        data_collator=Collator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    if trainer.is_world_process_zero():
+        if resume_from is None:  # a new run, or one interrupted before its first checkpoint: start afresh
+            run_dir.mkdir(parents=True, exist_ok=True)
+            trainer.metrics_path.unlink(missing_ok=True)
+            save_config(cfg, run_dir / "config.yaml")
+            record = {f"data/{split}/{k}": v for split, c in counts.items() for k, v in c.items()}
+            record["init/weights_sha256"] = weights_sha256(model)
+            record["init/parameters"] = models.count_parameters(model)
+            append_jsonl(trainer.metrics_path, {"step": 0, **record})
+            print(json.dumps(record), flush=True)
+        else:
+            _truncate_metrics(trainer.metrics_path, int(resume_from.name.split("-")[-1]))
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    return trainer
+
+
+def main(argv=None):
+    from irl.config import load_config
+
+    train(load_config(argv))

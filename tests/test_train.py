@@ -1,0 +1,157 @@
+"""End-to-end training on the tiny preset: every objective steps, checkpoints reload, resume is exact,
+lam=0 reproduces MLE, bad input fails clearly, and `accelerate launch` runs two processes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, TrainerCallback
+
+from irl import trainer as trainer_module
+from irl.config import ConfigError, TrainConfig
+from irl.model import ModelError, build_preset, load_model, load_tokenizer, train_tokenizer
+from irl.train import train
+from irl.runs import checkpoints, last_checkpoint
+from irl.trainer import NonFiniteLossError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny(tmp_path, name="run", **overrides) -> TrainConfig:
+    values = dict(
+        output_dir=str(tmp_path / name),
+        model="tiny",
+        vocab_size=400,
+        math_sizes=[64, 16, 16],
+        max_length=160,
+        batch_size=4,
+        max_steps=3,
+        lr=3e-3,
+        warmup_steps=0,
+        logging_steps=1,
+        eval_steps=0,
+        save_steps=3,
+    )
+    return TrainConfig(**{**values, **overrides})
+
+
+def final_weights(run_dir):
+    return load_file(str(last_checkpoint(run_dir) / "model.safetensors"))
+
+
+@pytest.mark.parametrize(
+    "objective", [dict(objective="mle"), dict(objective="mle", beta=0.1), dict(objective="iqlearn", lam=0.1)]
+)
+def test_each_objective_steps_saves_and_reloads(tmp_path, objective):
+    cfg = tiny(tmp_path, **objective)
+    trainer = train(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if "train/loss" in r]
+    assert len(logged) == 3 and all(torch.isfinite(torch.tensor(r["train/loss"])) for r in logged)
+    for key in ("iq/nll", "iq/td", "iq/reward_mean", "iq/v_mean", "iq/entropy", "train/lr", "train/tokens_per_s"):
+        assert key in logged[-1]
+    assert any("eval/nll" in r for r in rows)
+    # every trainable parameter moved away from the (same-seed) initial weights
+    tokenizer = load_tokenizer(str(tmp_path / "run" / "tokenizer"))
+    initial = build_preset("tiny", tokenizer, 160, cfg.seed).state_dict()
+    for name, p in trainer.model.named_parameters():
+        assert not torch.equal(p.detach(), initial[name]), f"{name} did not change"
+    # the checkpoint is HF format with safetensors and the tokenizer, and reloads to identical logits
+    ckpt = last_checkpoint(cfg.output_dir)
+    assert ckpt.name == "checkpoint-3" and (ckpt / "model.safetensors").is_file() and (ckpt / "tokenizer.json").is_file()
+    reloaded = load_model(str(ckpt)).eval()
+    ids = torch.tensor([tokenizer("Question: A kid has 3 books.\nAnswer: 1 + 2 = 3")["input_ids"]])
+    trainer.model.eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, trainer.model(ids).logits)
+
+
+def test_resume_after_interruption_matches_uninterrupted(tmp_path):
+    overrides = dict(max_steps=6, save_steps=2, logging_steps=2, objective="iqlearn", lam=0.2)
+    train(tiny(tmp_path, "straight", **overrides))
+
+    class Crash(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 5:
+                raise KeyboardInterrupt("simulated interruption")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, "resumed", **overrides), callbacks=[Crash()])
+    assert [p.name for p in checkpoints(tmp_path / "resumed")] == ["checkpoint-2", "checkpoint-4"]
+    train(tiny(tmp_path, "resumed", resume=True, **overrides))
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps)  # lines after checkpoint-4 were dropped before being written again
+
+
+def test_same_seed_mle_and_iqlearn_lam0_end_identical(tmp_path):
+    train(tiny(tmp_path, "mle", objective="mle"))
+    train(tiny(tmp_path, "iq", objective="iqlearn", lam=0.0))
+    a, b = final_weights(tmp_path / "mle"), final_weights(tmp_path / "iq")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    head = [json.loads(open(tmp_path / r / "metrics.jsonl").readline()) for r in ("mle", "iq")]
+    assert head[0]["init/weights_sha256"] == head[1]["init/weights_sha256"]
+
+
+def test_run_directory_is_never_overwritten(tmp_path):
+    train(tiny(tmp_path, max_steps=1, save_steps=1))
+    with pytest.raises(ConfigError, match="a run exists there"):
+        train(tiny(tmp_path, max_steps=1, save_steps=1))
+    with pytest.raises(ConfigError, match=r"fields \['lr'\] differ"):
+        train(tiny(tmp_path, max_steps=1, save_steps=1, lr=1.0, resume=True))
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_module, "objective_fn", lambda cfg: lambda terms: (terms.q.sum() * float("nan"), {}))
+    with pytest.raises(NonFiniteLossError, match="non-finite loss nan at step 0"):
+        train(tiny(tmp_path))
+    assert last_checkpoint(tmp_path / "run") is None
+
+
+def test_wrong_model_paths_fail_clearly(tmp_path):
+    with pytest.raises(ModelError, match="not a model directory"):
+        load_model(str(tmp_path / "missing"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelError, match="cannot load a tokenizer"):
+        load_tokenizer(str(empty))
+    out = subprocess.run(
+        [sys.executable, "-m", "irl", "train", "--model", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "r")],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert out.returncode != 0 and "not a model directory" in out.stderr
+
+
+def test_any_causal_lm_by_local_path(tmp_path):
+    """A GPT-2 model and a tokenizer without a pad token, loaded through AutoModelForCausalLM from disk."""
+    base = train_tokenizer(["Question: 1 + 2?\nAnswer: 3\n#### 3"] * 10, vocab_size=300)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=base.backend_tokenizer, eos_token="<|endoftext|>")
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=160, n_embd=32, n_layer=1, n_head=2))
+    model.save_pretrained(tmp_path / "gpt2")
+    tokenizer.save_pretrained(tmp_path / "gpt2")
+    trainer = train(tiny(tmp_path, model=str(tmp_path / "gpt2"), objective="iqlearn", max_steps=2, save_steps=2))
+    assert trainer.processing_class.pad_token == "<|endoftext|>"
+    assert (last_checkpoint(tmp_path / "run") / "model.safetensors").is_file()
+
+
+def test_accelerate_launch_two_processes(tmp_path):
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu",
+        "-m", "irl", "train", "--config", "configs/tiny.yaml", "--output_dir", str(tmp_path / "ddp"),
+        "--objective", "iqlearn", "--max_steps", "4", "--save_steps", "4", "--eval_steps", "4",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert sum("train/loss" in r for r in rows) == 2  # logged once, by the main process
+    assert any("eval/nll" in r for r in rows)
+    state = json.loads((tmp_path / "ddp" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    assert load_model(str(tmp_path / "ddp" / "checkpoint-4")) is not None
