@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m irl.demo --runs $(RUNS)
+	$(PY) demo.py --runs $(RUNS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

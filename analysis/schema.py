@@ -95,3 +95,24 @@ def se_col(metric: str) -> str:
 def seed_se_col(column: str) -> str:
     """Seed-aggregate column holding the standard error over seeds of an aggregate column."""
     return f"{column}_seed_se"
+
+
+# Decoding sweep (analysis/sweep.py).
+COMPLETION_CALC = "completion_calc"  # math: the completion decoded with the calculator, same seed as COMPLETION
+EXACT_MATCH = "exact_match"
+EXACT_MATCH_CALC = "exact_match_calc"  # exact match of COMPLETION_CALC
+ROUGE_METRICS = ("rouge1", "rouge2", "rougeLsum")
+# Per-sample quality metrics of each kind of task: "math" for the built-in task, "text" for any other data.
+TASK_METRICS = {"math": (EXACT_MATCH,), "text": ROUGE_METRICS}
+ON_FRONT = "on_front"  # bool column added by analysis.pareto.pareto_by
+
+# Preference pairs (analysis/rewards.py writes <checkpoint>/rewards/<data>/pairs.parquet): one row per pair.
+PAIRS_FILE = "pairs.parquet"
+CHOSEN_R = "chosen_R"  # sequence reward R of the chosen completion
+REJECTED_R = "rejected_R"  # sequence reward R of the rejected completion
+MARGIN = "margin"  # CHOSEN_R - REJECTED_R
+
+# Columns the app adds when it gathers tables from many run directories (app/data.py).
+CHECKPOINT = "checkpoint"  # label "<run>@<step>", the run being its path under the runs root
+SPLIT = "split"  # sweep split, from sweep/<split>/
+DATA = "data"  # reward data name, from rewards/<data>/

@@ -58,8 +58,16 @@ def build_preset(name: str, tokenizer, max_length: int, seed: int) -> LlamaForCa
     return LlamaForCausalLM(config)
 
 
+def _check_local(name_or_path: str, what: str, marker: str) -> None:
+    """A path-like name must be an existing directory holding `marker`: a typo fails here, not on the hub."""
+    path = Path(name_or_path).expanduser()
+    if (name_or_path.startswith((".", "/", "~")) or path.exists()) and not (path / marker).is_file():
+        raise ModelError(f"{name_or_path!r} is not a {what} directory (no {marker})")
+
+
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     """A tokenizer by name or path, with a pad token (EOS when it has none, as for GPT-2)."""
+    _check_local(name_or_path, "tokenizer", "tokenizer_config.json")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
@@ -73,9 +81,7 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
 
 def load_model(name_or_path: str, trust_remote_code: bool = False, dtype=torch.float32):
     """An AutoModelForCausalLM by hub name or local path (a checkpoint directory of a run included)."""
-    looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()
-    if looks_local and not (Path(name_or_path).expanduser() / "config.json").is_file():
-        raise ModelError(f"{name_or_path!r} is not a model directory (no config.json)")
+    _check_local(name_or_path, "model", "config.json")
     try:
         return AutoModelForCausalLM.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, dtype=dtype)
     except (OSError, ValueError) as e:

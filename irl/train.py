@@ -69,8 +69,8 @@ def load_tokenizer_and_model(cfg: TrainConfig, train_examples, run_dir: Path):
             tokenizer.save_pretrained(tok_dir)
         model = models.build_preset(cfg.model, tokenizer, cfg.max_length, cfg.seed)
     else:
-        tokenizer = models.load_tokenizer(cfg.tokenizer or cfg.model, cfg.trust_remote_code)
         model = models.load_model(cfg.model, cfg.trust_remote_code)
+        tokenizer = models.load_tokenizer(cfg.tokenizer or cfg.model, cfg.trust_remote_code)
     return tokenizer, model
 
 

@@ -119,7 +119,7 @@ def test_wrong_model_paths_fail_clearly(tmp_path):
         load_model(str(tmp_path / "missing"))
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ModelError, match="cannot load a tokenizer"):
+    with pytest.raises(ModelError, match="not a tokenizer directory"):
         load_tokenizer(str(empty))
     out = subprocess.run(
         [sys.executable, "-m", "irl", "train", "--model", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "r")],

@@ -1,0 +1,219 @@
+"""Pure builders from DataFrames to Plotly figures (and the token HTML). No streamlit, no I/O: each takes the
+table the page shows next to it, so a figure and its CSV always agree.
+
+Colours: one per method, assigned in sorted method order. Text from the data is escaped before it enters
+hover labels or HTML (app/safety.py).
+"""
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+from analysis import schema as S
+from app.safety import escape
+
+SYMBOLS = {"greedy": "circle", "sample": "diamond", "beam": "square"}
+TOKEN_QUANTITIES = {S.REWARD: "reward", S.LOGP: "log π", S.V: "V", S.Q: "Q"}
+RUNNING_R = "running_R"  # cumulative sum of reward along the completion
+
+
+def method_colors(methods) -> dict[str, str]:
+    """A colour per method, in sorted order of the method labels."""
+    palette = qualitative.Plotly
+    return {m: palette[i % len(palette)] for i, m in enumerate(sorted(set(methods)))}
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
+    fig.update_layout(
+        title=title, xaxis_title=x, yaxis_title=y, margin=dict(l=10, r=10, t=40, b=10), legend_title_text=""
+    )
+    return fig
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def curve_figure(band: pd.DataFrame, title: str) -> go.Figure:
+    """Training curve per method: the mean over seeds as a line, and the min-max over seeds as a band.
+    `band` has method, step, mean, lo, hi, n_seeds (tables.seed_band)."""
+    fig = go.Figure()
+    colors = method_colors(band[S.METHOD])
+    for method, g in band.groupby(S.METHOD, sort=True):
+        c = colors[method]
+        fig.add_trace(go.Scatter(
+            x=np.r_[g[S.STEP], g[S.STEP][::-1]], y=np.r_[g["hi"], g["lo"][::-1]], fill="toself",
+            fillcolor=_rgba(c, 0.2), line=dict(width=0), hoverinfo="skip", showlegend=False, legendgroup=method,
+            name=f"{method} seeds",
+        ))  # fmt: skip
+        fig.add_trace(go.Scatter(
+            x=g[S.STEP], y=g["mean"], mode="lines", name=method, line=dict(color=c), legendgroup=method,
+            customdata=g[["n_seeds"]], hovertemplate="step %{x}<br>%{y:.4g}<br>%{customdata[0]} seed(s)",
+        ))  # fmt: skip
+    return _layout(fig, title, "step", title)
+
+
+def pareto_figure(points: pd.DataFrame, quality: str, diversity: str) -> go.Figure:
+    """Quality (y) against diversity (x): one marker per (method, step, decoding) with error bars over seeds,
+    colour by method, symbol by decoding kind, and each method's Pareto front (rows with on_front) as a line.
+    `points` is tables.pareto_points' output."""
+    fig = go.Figure()
+    colors = method_colors(points[S.METHOD])
+    hover = (
+        "%{customdata[0]}<br>step %{customdata[1]}, %{customdata[2]}<br>"
+        f"{escape(quality)} %{{y:.4g}}<br>{escape(diversity)} %{{x:.4g}}<br>%{{customdata[3]}} seed(s)<extra></extra>"
+    )
+    for (method, kind), g in points.groupby([S.METHOD, S.KIND], sort=True):
+        fig.add_trace(go.Scatter(
+            x=g[diversity], y=g[quality], mode="markers", name=f"{method} · {kind}", legendgroup=method,
+            marker=dict(color=colors[method], symbol=SYMBOLS.get(kind, "circle"), size=10),
+            error_x=dict(type="data", array=g[S.seed_se_col(diversity)], visible=True, thickness=1),
+            error_y=dict(type="data", array=g[S.seed_se_col(quality)], visible=True, thickness=1),
+            customdata=np.c_[g[S.METHOD].map(escape), g[S.STEP], g[S.DECODING].map(escape), g[S.N_SEEDS]],
+            hovertemplate=hover,
+        ))  # fmt: skip
+    for method, g in points[points[S.ON_FRONT]].groupby(S.METHOD, sort=True):
+        g = g.sort_values(diversity, kind="stable")
+        fig.add_trace(go.Scatter(
+            x=g[diversity], y=g[quality], mode="lines", name=f"{method} front", legendgroup=method,
+            line=dict(color=colors[method], dash="dot"), hoverinfo="skip",
+        ))  # fmt: skip
+    x_title = f"{diversity} (lower = more diverse)" if diversity == S.SELF_BLEU else diversity
+    return _layout(fig, f"{quality} vs {diversity}", x_title, quality)
+
+
+def temperature_figure(points: pd.DataFrame, quality: str) -> go.Figure:
+    """Quality against sampling temperature: a line per (method, step) through greedy (temperature 0) and the
+    sampling settings, with error bars over seeds; beam-search settings as separate square markers at 0."""
+    fig = go.Figure()
+    colors = method_colors(points[S.METHOD])
+    several_steps = points[S.STEP].nunique() > 1
+    err = S.seed_se_col(quality)
+    lines = points[points[S.KIND].isin(["greedy", "sample"])]
+    for (method, step), g in lines.groupby([S.METHOD, S.STEP], sort=True):
+        g = g.sort_values(S.TEMPERATURE)
+        fig.add_trace(go.Scatter(
+            x=g[S.TEMPERATURE], y=g[quality], mode="lines+markers", legendgroup=method,
+            name=f"{method} @ {step}" if several_steps else method, line=dict(color=colors[method]),
+            error_y=dict(type="data", array=g[err], visible=True, thickness=1),
+            customdata=g[[S.DECODING]].map(escape), hovertemplate="%{customdata[0]}: %{y:.4g}<extra></extra>",
+        ))  # fmt: skip
+    beams = points[points[S.KIND] == "beam"]
+    for method, g in beams.groupby(S.METHOD, sort=True):
+        fig.add_trace(go.Scatter(
+            x=g[S.TEMPERATURE], y=g[quality], mode="markers+text", name=f"{method} · beam", legendgroup=method,
+            marker=dict(color=colors[method], symbol="square-open", size=11), text=g[S.DECODING].map(escape),
+            textposition="middle right", error_y=dict(type="data", array=g[err], visible=True, thickness=1),
+            customdata=np.c_[g[S.DECODING].map(escape), g[S.STEP]],
+            hovertemplate="%{customdata[0]} @ %{customdata[1]}: %{y:.4g}<extra></extra>",
+        ))  # fmt: skip
+    return _layout(fig, f"{quality} vs temperature", "temperature (greedy and beam at 0)", quality)
+
+
+def with_running_reward(tokens: pd.DataFrame) -> pd.DataFrame:
+    """`tokens` of one completion, sorted by position, with RUNNING_R = cumulative sum of reward."""
+    tokens = tokens.sort_values(S.POSITION)
+    return tokens.assign(**{RUNNING_R: tokens[S.REWARD].cumsum()})
+
+
+def tokens_html(tokens: pd.DataFrame, quantity: str) -> str:
+    """The completion as HTML spans, one per token, background coloured by `quantity` on a diverging scale
+    centred at zero (blue above, red below, opacity |value| / max |value|), title (hover) listing q, v,
+    v_next, logp, reward and the running sum. Token text is escaped; a newline token shows as ↵."""
+    tokens = with_running_reward(tokens)
+    values = tokens[quantity].to_numpy(float)
+    scale = np.abs(values).max() if len(values) and np.abs(values).max() > 0 else 1.0
+    spans = []
+    for row, value in zip(tokens.itertuples(index=False), values):
+        rgb = "33,102,172" if value >= 0 else "178,24,43"
+        title = (
+            f"{getattr(row, S.TOKEN)!r}  position {getattr(row, S.POSITION)}\n"
+            f"q={row.q:.3f}  v={row.v:.3f}  v_next={row.v_next:.3f}\n"
+            f"logp={row.logp:.3f}  reward={row.reward:.3f}  running R={getattr(row, RUNNING_R):.3f}"
+        )
+        text = getattr(row, S.TOKEN).replace("\n", "↵\n")
+        spans.append(
+            f'<span title="{escape(title)}" style="background:rgba({rgb},{0.85 * abs(value) / scale:.3f});'
+            f'border-radius:3px">{escape(text)}</span>'
+        )
+    return (
+        '<div class="token-rewards" style="font-family:monospace;white-space:pre-wrap;line-height:1.8">'
+        + "".join(spans)
+        + "</div>"
+    )
+
+
+def token_figure(tokens: pd.DataFrame, quantity: str, title: str = "") -> go.Figure:
+    """Per-token lines along the completion: `quantity` and the running reward shown, the other terms (q, v,
+    v_next, logp, reward) one legend click away; hover names the token."""
+    tokens = with_running_reward(tokens)
+    fig = go.Figure()
+    labels = tokens[S.TOKEN].map(lambda t: escape(repr(t)))
+    for col in (quantity, RUNNING_R, *[c for c in (S.Q, S.V, S.V_NEXT, S.LOGP, S.REWARD) if c != quantity]):
+        fig.add_trace(go.Scatter(
+            x=tokens[S.POSITION], y=tokens[col], mode="lines+markers", name=col, customdata=labels,
+            visible=True if col in (quantity, RUNNING_R) else "legendonly",
+            hovertemplate="%{customdata}<br>" + col + " %{y:.3f}<extra></extra>",
+        ))  # fmt: skip
+    return _layout(fig, title, "token position", "value")
+
+
+def reward_quality_figure(seqs: pd.DataFrame, r: str, metric: str, rho: float) -> go.Figure:
+    """Sequence reward `r` against a per-sample metric. A 0/1 metric (exact match) gets a box with every point
+    per value; a continuous one a scatter. The title carries Spearman's rho and n."""
+    title = f"{r} vs {metric}: Spearman ρ = {rho:.3f} (n = {len(seqs)})"
+    values = seqs[metric].dropna().unique()
+    if set(values) <= {0.0, 1.0}:
+        fig = go.Figure(go.Box(
+            x=seqs[metric], y=seqs[r], boxpoints="all", jitter=0.4, pointpos=0, name=r,
+            marker=dict(size=4, opacity=0.6),
+        ))  # fmt: skip
+        fig.update_xaxes(tickvals=[0, 1])
+    else:
+        fig = go.Figure(go.Scatter(x=seqs[metric], y=seqs[r], mode="markers", marker=dict(size=5, opacity=0.6)))
+    return _layout(fig, title, metric, r)
+
+
+def accuracy_figure(acc: pd.DataFrame) -> go.Figure:
+    """Pairwise accuracy per checkpoint (column "checkpoint") as bars with 95% interval error bars (lo, hi)
+    and chance (0.5) as a dashed line."""
+    fig = go.Figure(go.Bar(
+        x=acc[S.CHECKPOINT], y=acc["accuracy"], customdata=acc[["n"]],
+        error_y=dict(type="data", array=acc["hi"] - acc["accuracy"], arrayminus=acc["accuracy"] - acc["lo"]),
+        hovertemplate="%{x}<br>accuracy %{y:.3f}<br>n = %{customdata[0]}<extra></extra>",
+    ))  # fmt: skip
+    fig.add_hline(y=0.5, line_dash="dash", line_color="grey")
+    fig.update_yaxes(range=[0, 1])
+    return _layout(fig, "P(R(chosen) > R(rejected)), 95% Wilson interval", "checkpoint", "pairwise accuracy")
+
+
+def margin_figure(pairs: pd.DataFrame) -> go.Figure:
+    """Overlaid histograms of the margin R(chosen) - R(rejected), one per checkpoint; 0 marked."""
+    fig = go.Figure()
+    for ckpt, g in pairs.groupby(S.CHECKPOINT, sort=True):
+        fig.add_trace(go.Histogram(x=g[S.MARGIN], name=ckpt, opacity=0.6))
+    fig.add_vline(x=0, line_dash="dash", line_color="grey")
+    fig.update_layout(barmode="overlay")
+    return _layout(fig, "margin distribution", "R(chosen) - R(rejected)", "pairs")
+
+
+def correlation_lam_figure(corr: pd.DataFrame) -> go.Figure:
+    """Spearman(R, metric) against lam (0 for MLE): every checkpoint as a marker coloured by method, and a
+    line per step through the mean over checkpoints at each lam."""
+    fig = go.Figure()
+    colors = method_colors(corr[S.METHOD])
+    for step, g in corr.groupby(S.STEP, sort=True):
+        mean = g.groupby("lam", sort=True)["spearman"].mean()
+        fig.add_trace(go.Scatter(
+            x=mean.index, y=mean.to_numpy(), mode="lines", name=f"step {step}: mean", line=dict(dash="dot", width=1),
+        ))  # fmt: skip
+    for method, g in corr.groupby(S.METHOD, sort=True):
+        fig.add_trace(go.Scatter(
+            x=g["lam"], y=g["spearman"], mode="markers", name=method, marker=dict(color=colors[method], size=9),
+            customdata=np.c_[g[S.RUN].map(escape), g[S.STEP]],
+            hovertemplate="%{customdata[0]} @ %{customdata[1]}<br>lam %{x}<br>ρ %{y:.3f}<extra></extra>",
+        ))  # fmt: skip
+    fig.add_hline(y=0, line_color="grey", line_width=1)
+    return _layout(fig, "Spearman ρ(R, metric) against lam", "lam (0 = MLE)", "Spearman ρ")

@@ -1,0 +1,56 @@
+"""Samples: one prompt with its completions side by side across checkpoints and decoding settings."""
+
+import streamlit as st
+
+from analysis import schema as S
+from app import data, widgets
+
+root, runs, results = widgets.context()
+st.header("Samples")
+splits = sorted(results.loc[results["kind"] == "sweep", "name"].unique())
+if not splits:
+    st.info("No decoding sweeps yet. Run `python -m analysis sweep --run <run>`.")
+    st.stop()
+
+top = st.columns([1, 4])
+split = top[0].selectbox("Split", splits)
+prompts = data.prompts(root, results, split)
+text = dict(zip(prompts[S.PROMPT_ID], prompts[S.PROMPT]))
+prompt_id = top[1].selectbox(
+    "Prompt", prompts[S.PROMPT_ID], format_func=lambda p: f"{p}: {text[p][:100]!r}"
+)  # fmt: skip
+samples = data.samples_of_prompt(root, results, split, prompt_id)
+first = samples.iloc[0]
+left, right = st.columns(2)
+with left:
+    st.markdown("**Prompt**")
+    widgets.text_block(first[S.PROMPT])
+with right:
+    st.markdown("**Reference**")
+    widgets.text_block(first[S.REFERENCE])
+
+ckpts = list(samples.sort_values([S.STEP, S.RUN])[S.CHECKPOINT].unique())
+# default: the last checkpoint of one seed of each method
+last = samples[samples[S.STEP] == samples[S.STEP].max()].sort_values([S.SEED, S.RUN]).drop_duplicates(S.METHOD)
+kind_order = samples[S.KIND].map({"greedy": 0, "sample": 1, "beam": 2})
+decodings = list(samples.assign(o=kind_order).sort_values(["o", S.TEMPERATURE, S.BEAMS])[S.DECODING].unique())
+pick = st.columns(2)
+shown = pick[0].multiselect("Checkpoints", ckpts, default=sorted(last[S.CHECKPOINT]))
+settings = pick[1].multiselect("Decodings", decodings, default=decodings[:2])
+metrics = [c for c in samples.columns if c in S.HIGHER_IS_BETTER and c != S.ENTROPY]
+table = samples[samples[S.CHECKPOINT].isin(shown) & samples[S.DECODING].isin(settings)]
+
+for ckpt, column in zip(shown, st.columns(max(len(shown), 1))):
+    with column:
+        st.subheader(ckpt, divider="gray")
+        for decoding in settings:
+            st.markdown(f"*{decoding}*")
+            for _, row in table[(table[S.CHECKPOINT] == ckpt) & (table[S.DECODING] == decoding)].iterrows():
+                widgets.text_block(row[S.COMPLETION])
+                if S.COMPLETION_CALC in row and row[S.COMPLETION_CALC] != row[S.COMPLETION]:
+                    st.caption("with the calculator:")
+                    widgets.text_block(row[S.COMPLETION_CALC])
+                scores = " · ".join(f"{m} {row[m]:.2f}" for m in metrics if m in row and row[m] == row[m])
+                st.caption(f"#{row[S.SAMPLE]} · {row[S.N_TOKENS]} tokens · {scores}")
+
+st.dataframe(table.drop(columns=[S.PROMPT, S.REFERENCE]), hide_index=True)

@@ -1,0 +1,141 @@
+"""Sweep throughput: generated tokens per second of `analysis.sweep.sweep` against a loop that calls
+`generate` one prompt at a time (same checkpoint, same prompts, K=5 samples at temperature 1, no calculator),
+and the share of the sweep's time spent computing metrics (per-sample quality, Self-BLEU, distinct-n).
+
+    .venv/bin/python benchmarks/sweep_throughput.py [--checkpoint DIR] [--prompts 48] [--batch-size 16]
+
+The checkpoint defaults to the last one of runs/demo/mle; without it (a fresh clone) a short run of the small
+preset is trained into a temporary directory first (about a minute). The sweep writes into a temporary copy of
+the run, never into runs/. Its time excludes loading the task's data (the same for any evaluation; reported
+as `data_s`). Goals: speedup >= 5, metrics_share <= 0.10. The last line is JSON.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from analysis import schema as S  # noqa: E402
+from analysis import sweep as sweep_module  # noqa: E402
+from analysis.generation import left_padded  # noqa: E402
+from irl import runs  # noqa: E402
+from irl.config import TrainConfig  # noqa: E402
+from irl.data import load_splits  # noqa: E402
+from irl.model import load_model, load_tokenizer  # noqa: E402
+
+K = 5
+TEMPERATURE = 1.0
+DEMO_RUN = REPO / "runs" / "demo" / "mle"
+
+
+def run_with_checkpoint(checkpoint: Path | None, tmp: Path) -> tuple[Path, str]:
+    """(run directory in `tmp`, where its checkpoint came from): a copy of `checkpoint` (config.yaml and
+    weights, no results), or a freshly trained short run of the small preset when there is none."""
+    if checkpoint is None and runs.last_checkpoint(DEMO_RUN) is None:
+        from irl.train import train
+
+        print("no checkpoint in runs/demo/mle: training a short run of the small preset", file=sys.stderr)
+        cfg = TrainConfig(
+            output_dir=str(tmp / "run"), model="small", math_sizes=[4000, 50, 200], max_steps=80, batch_size=32,
+            lr=2e-3, warmup_steps=10, logging_steps=20, eval_steps=0, save_steps=80,
+        )  # fmt: skip
+        train(cfg)
+        return tmp / "run", f"small preset trained {cfg.max_steps} steps"
+    checkpoint = Path(checkpoint) if checkpoint else runs.last_checkpoint(DEMO_RUN)
+    run = tmp / "run"
+    run.mkdir()
+    shutil.copy(checkpoint.parent / runs.CONFIG, run / runs.CONFIG)
+    results = shutil.ignore_patterns("sweep", "rewards", "optimizer.pt")
+    shutil.copytree(checkpoint, run / checkpoint.name, ignore=results)
+    return run, str(checkpoint)
+
+
+def timed(fn, totals: dict, key: str):
+    """`fn`, adding its wall time to totals[key] at each call."""
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            totals[key] += time.perf_counter() - start
+
+    return wrapper
+
+
+@torch.no_grad()
+def one_prompt_at_a_time(checkpoint: Path, prompts: list[str], max_new_tokens: int) -> tuple[int, float]:
+    """(generated tokens, seconds) of K samples per prompt with one `generate` call per prompt."""
+    tokenizer, model = load_tokenizer(str(checkpoint)), load_model(str(checkpoint)).eval()
+    tokens, start = 0, time.perf_counter()
+    for i, prompt in enumerate(prompts):
+        batch = left_padded(tokenizer, [prompt], model.device)
+        torch.manual_seed(i)
+        sequences = model.generate(
+            **batch, do_sample=True, temperature=TEMPERATURE, top_k=0, top_p=1.0, num_return_sequences=K,
+            max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        )  # fmt: skip
+        generated = sequences[:, batch["input_ids"].shape[1] :]
+        tokens += int(sweep_module.completion_lengths(generated, tokenizer.eos_token_id).sum())
+    return tokens, time.perf_counter() - start
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--prompts", type=int, default=48)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run, source = run_with_checkpoint(args.checkpoint, Path(tmp))
+        checkpoint = runs.last_checkpoint(run)
+        totals = {"data": 0.0, "metrics": 0.0}
+        sweep_module.load_splits = timed(load_splits, totals, "data")
+        sweep_module.quality_scores = timed(sweep_module.quality_scores, totals, "metrics")
+        sweep_module.aggregate = timed(sweep_module.aggregate, totals, "metrics")
+        start = time.perf_counter()
+        sweep_module.sweep(
+            run, temperatures=(TEMPERATURE,), beams=(), samples=K, limit=args.prompts, calculator=False,
+            batch_size=args.batch_size,
+        )  # fmt: skip
+        total_s = time.perf_counter() - start
+        sweep_s = total_s - totals["data"]
+        out_dir = runs.sweep_dir(checkpoint, "test")
+        sweep_tokens = int(pd.read_parquet(out_dir / f"samples-t={TEMPERATURE:g}.parquet")[S.N_TOKENS].sum())
+        max_new_tokens = json.loads((out_dir / sweep_module.MANIFEST).read_text())["max_new_tokens"]
+        prompts = [ex["prompt"] for ex in load_splits(TrainConfig(**runs.read_config(run)))["test"][: args.prompts]]
+        loop_tokens, loop_s = one_prompt_at_a_time(checkpoint, prompts, max_new_tokens)
+
+    result = {
+        "checkpoint": source,
+        "prompts": args.prompts,
+        "samples": K,
+        "batch_size": args.batch_size,
+        "max_new_tokens": max_new_tokens,
+        "sweep_tokens": sweep_tokens,
+        "sweep_s": round(sweep_s, 2),
+        "data_s": round(totals["data"], 2),
+        "sweep_tokens_per_s": round(sweep_tokens / sweep_s, 1),
+        "loop_tokens": loop_tokens,
+        "loop_s": round(loop_s, 2),
+        "loop_tokens_per_s": round(loop_tokens / loop_s, 1),
+        "speedup": round((sweep_tokens / sweep_s) / (loop_tokens / loop_s), 2),
+        "speedup_with_data_loading": round((sweep_tokens / total_s) / (loop_tokens / loop_s), 2),
+        "metrics_s": round(totals["metrics"], 2),
+        "metrics_share": round(totals["metrics"] / sweep_s, 4),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

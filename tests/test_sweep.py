@@ -1,0 +1,232 @@
+"""The decoding sweep on a tiny checkpoint: documented columns, skip-and-resume, same seed same rows, one
+process against two under `accelerate launch`, and aggregates recomputed from the sample rows."""
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from analysis import schema as S
+from analysis import sweep as sweep_module
+from analysis.metrics import self_bleu
+from analysis.sweep import (
+    Decoding,
+    SweepError,
+    aggregate,
+    completion_entropy,
+    completion_lengths,
+    decoding_grid,
+    format_table,
+    sweep,
+)
+from analysis.generation import left_padded
+from irl.config import TrainConfig
+from irl.model import load_model, load_tokenizer
+from irl.runs import sweep_dir
+from irl.train import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# 5 prompts in batches of 2: three batches, shared 2 + 1 between two processes.
+SWEEP = dict(temperatures=(0, 1.0), beams=(2,), samples=3, limit=5, max_new_tokens=10, batch_size=2)
+CELLS = ("samples-greedy.parquet", "samples-t=1.parquet", "samples-beam=2.parquet")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A pristine 3-step run of the tiny preset on the math task; tests sweep copies of it."""
+    root = tmp_path_factory.mktemp("sweep")
+    cfg = TrainConfig(
+        output_dir=str(root / "run"), model="tiny", vocab_size=400, math_sizes=[64, 16, 16], max_length=160,
+        batch_size=4, max_steps=3, lr=3e-3, warmup_steps=0, logging_steps=1, eval_steps=0, save_steps=3,
+    )  # fmt: skip
+    train(cfg)
+    return root / "run"
+
+
+def copy_run(tiny_run, tmp_path, name="run"):
+    return shutil.copytree(tiny_run, tmp_path / name)
+
+
+@pytest.fixture(scope="session")
+def swept(tiny_run, tmp_path_factory):
+    """(aggregate returned, sweep directory) of one uninterrupted sweep of a copy of the tiny run."""
+    run = copy_run(tiny_run, tmp_path_factory.mktemp("swept"))
+    return sweep(run, **SWEEP), sweep_dir(run / "checkpoint-3", "test")
+
+
+def rows(out_dir) -> pd.DataFrame:
+    """Every sample row of a sweep directory, without the run path (copies of a run live elsewhere)."""
+    tables = [pd.read_parquet(out_dir / name) for name in CELLS]
+    return pd.concat(tables, ignore_index=True).drop(columns=S.RUN)
+
+
+def test_decoding_grid_is_greedy_once_then_temperatures_then_beams():
+    grid = decoding_grid((0, 0.5, 1.0), (1, 4, 8))
+    assert [d.label for d in grid] == ["greedy", "t=0.5", "t=1", "beam=4", "beam=8"]
+    assert [d.samples_per_prompt(5) for d in grid] == [1, 5, 5, 4, 5]
+    assert [d.label for d in decoding_grid((0.25,), (2,))] == ["t=0.25", "beam=2"]  # no 0, no 1: no greedy
+
+
+def test_aggregate_of_hand_made_samples():
+    base = {S.RUN: "r", S.METHOD: "mle", S.SEED: 0, S.STEP: 3}
+    sampled = pd.DataFrame(
+        {
+            **base, S.DECODING: "t=1", S.KIND: "sample", S.TEMPERATURE: 1.0, S.BEAMS: 1,
+            S.PROMPT_ID: ["p1", "p1", "p2", "p2"],
+            S.COMPLETION: ["a b c", "d e f", "x y", "x y"],
+            S.EXACT_MATCH: [1.0, 0.0, 1.0, 1.0],
+            S.ENTROPY: [1.0, 2.0, 3.0, 4.0],
+        }
+    )  # fmt: skip
+    greedy = pd.DataFrame(
+        {
+            **base, S.DECODING: "greedy", S.KIND: "greedy", S.TEMPERATURE: 0.0, S.BEAMS: 1,
+            S.PROMPT_ID: ["p1", "p2"], S.COMPLETION: ["a b", "x y"], S.EXACT_MATCH: [1.0, 0.0], S.ENTROPY: [0.5, 1.5],
+        }
+    )  # fmt: skip
+    agg = aggregate(pd.concat([sampled, greedy])).set_index(S.DECODING)
+    # sampled: EM mean 3/4, SE std([1,0,1,1], ddof=1) / 2 = 0.5 / 2; Self-BLEU: p1 disjoint 0, p2 identical 100
+    # distinct-1: p1 6/6, p2 2/4; distinct-2: p1 4/4, p2 1/2
+    assert agg.loc["t=1", "exact_match_mean"] == 0.75 and agg.loc["t=1", "exact_match_se"] == 0.25
+    assert agg.loc["t=1", S.SELF_BLEU] == pytest.approx(50.0)
+    assert agg.loc["t=1", S.DISTINCT_1] == 0.75 and agg.loc["t=1", S.DISTINCT_2] == 0.75
+    assert agg.loc["t=1", S.ENTROPY] == 2.5 and agg.loc["t=1", S.N] == 4
+    # greedy: one sample per prompt, so no diversity; SE std([1,0]) / sqrt(2) = 0.5
+    assert agg.loc["greedy", "exact_match_mean"] == 0.5 and agg.loc["greedy", "exact_match_se"] == pytest.approx(0.5)
+    assert agg.loc["greedy", [S.SELF_BLEU, S.DISTINCT_1, S.DISTINCT_2]].isna().all()
+    assert agg.loc["greedy", S.ENTROPY] == 1.0 and agg.loc["greedy", S.N] == 2
+
+
+def test_format_table_marks_each_methods_front():
+    agg = pd.DataFrame(
+        {
+            S.RUN: ["a", "a", "a", "b"], S.METHOD: ["mle", "mle", "mle", "iq"], S.STEP: 3,
+            S.DECODING: ["greedy", "t=0.5", "t=1", "t=1"], S.KIND: ["greedy", "sample", "sample", "sample"],
+            S.TEMPERATURE: [0.0, 0.5, 1.0, 1.0], S.BEAMS: 1,
+            "exact_match_mean": [0.9, 0.5, 0.4, 0.1], "exact_match_se": 0.1,
+            S.SELF_BLEU: [np.nan, 40.0, 50.0, 90.0], S.DISTINCT_1: 0.5, S.DISTINCT_2: 0.5, S.ENTROPY: 1.0, S.N: 10,
+        }
+    )  # fmt: skip
+    lines = format_table(agg).splitlines()
+    # greedy has no Self-BLEU; mle t=0.5 beats mle t=1 on both axes; iq's single point is its own front;
+    # a point off the front has an empty marker, so its line ends with n = 10
+    assert [line.split()[-1] for line in lines[1:]] == ["-", "*", "10", "*"]
+    assert "0.500 ± 0.100" in lines[2] and "40.0" in lines[2]
+
+
+def test_entropy_from_one_forward_pass_matches_generate_logits(tiny_run):
+    """The teacher-forced entropy over left-padded prompts equals the entropy of generate's raw logits."""
+    checkpoint = str(tiny_run / "checkpoint-3")
+    tokenizer, model = load_tokenizer(checkpoint), load_model(checkpoint).eval()
+    batch = left_padded(tokenizer, ["Question: 1 + 2 =", "Question: a much longer prompt, 3 + 4 ="], "cpu")
+    torch.manual_seed(0)
+    out = model.generate(
+        **batch, do_sample=True, top_k=0, temperature=0.5, num_return_sequences=2, max_new_tokens=8,
+        output_logits=True, return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    width = batch["input_ids"].shape[1]
+    lengths = completion_lengths(out.sequences[:, width:], tokenizer.eos_token_id)
+    logp = torch.log_softmax(torch.stack(out.logits, dim=1), dim=-1)  # (N, G, V), untempered
+    per_step = -(logp.exp() * logp).sum(-1)
+    expected = torch.stack([per_step[i, :n].mean() for i, n in enumerate(lengths.tolist())])
+    mask = batch["attention_mask"].repeat_interleave(2, dim=0)
+    torch.testing.assert_close(completion_entropy(model, mask, out.sequences, lengths), expected, atol=1e-4, rtol=0)
+
+
+def test_sweep_writes_documented_columns(swept):
+    returned, out_dir = swept
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted([*CELLS, "aggregate.parquet", "manifest.json"])
+    samples = {name: pd.read_parquet(out_dir / name) for name in CELLS}
+    extra = [S.COMPLETION_CALC, S.EXACT_MATCH, S.EXACT_MATCH_CALC]
+    for table in samples.values():
+        assert list(table.columns) == [*S.SAMPLE_COLUMNS, *extra]
+    # 5 prompts: greedy 1 row each, sampling K = 3, beam search min(K, 2) beams
+    assert [len(t) for t in samples.values()] == [5, 15, 10]
+    assert samples["samples-t=1.parquet"][S.SAMPLE].tolist() == [0, 1, 2] * 5
+    assert samples["samples-t=1.parquet"][S.PROMPT_ID].tolist()[:4] == ["math-test-0"] * 3 + ["math-test-1"]
+    beam = samples["samples-beam=2.parquet"].iloc[0]
+    keys = (S.METHOD, S.SEED, S.STEP, S.DECODING, S.KIND, S.TEMPERATURE, S.BEAMS)
+    assert tuple(beam[list(keys)]) == ("mle", 0, 3, "beam=2", "beam", 0.0, 2)
+    for table in samples.values():
+        assert table[S.N_TOKENS].between(1, 10).all() and (table[S.ENTROPY] > 0).all()
+    assert returned[S.DECODING].tolist() == ["greedy", "t=1", "beam=2"]
+    assert f"{S.EXACT_MATCH_CALC}_mean" in returned
+
+
+def test_aggregate_matches_rows_recomputed_here(swept):
+    returned, out_dir = swept
+    for name in CELLS:
+        table = pd.read_parquet(out_dir / name)
+        agg = returned.set_index(S.DECODING).loc[table[S.DECODING].iloc[0]]
+        for metric in (S.EXACT_MATCH, S.EXACT_MATCH_CALC):
+            values = table[metric].to_numpy()
+            assert agg[f"{metric}_mean"] == pytest.approx(values.mean())
+            assert agg[f"{metric}_se"] == pytest.approx(values.std(ddof=1) / math.sqrt(len(values)))
+        assert agg[S.ENTROPY] == pytest.approx(table[S.ENTROPY].mean()) and agg[S.N] == len(table)
+        groups = [g[S.COMPLETION].tolist() for _, g in table.groupby(S.PROMPT_ID)]
+        if name == "samples-greedy.parquet":
+            assert math.isnan(agg[S.SELF_BLEU])
+        else:
+            assert agg[S.SELF_BLEU] == pytest.approx(np.mean([self_bleu(g) for g in groups]))
+
+
+def test_rerun_writes_nothing_and_other_settings_fail(swept):
+    _, out_dir = swept
+    run = out_dir.parents[2]
+    before = {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()}
+    again = sweep(run, **SWEEP)
+    assert {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()} == before
+    pd.testing.assert_frame_equal(again, swept[0])
+    with pytest.raises(SweepError, match="samples: 3 there, 4 now"):
+        sweep(run, **{**SWEEP, "samples": 4})
+
+
+def test_interrupted_sweep_finishes_with_the_same_rows(tiny_run, swept, tmp_path, monkeypatch):
+    run = copy_run(tiny_run, tmp_path)
+    write = sweep_module.write_parquet
+
+    def write_one_cell_then_die(path, table):
+        if any(p.name.startswith("samples-") for p in path.parent.glob("*.parquet")):
+            raise KeyboardInterrupt
+        write(path, table)
+
+    monkeypatch.setattr(sweep_module, "write_parquet", write_one_cell_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(run, **SWEEP)
+    out_dir = sweep_dir(run / "checkpoint-3", "test")
+    assert sorted(p.name for p in out_dir.glob("*.parquet")) == ["samples-greedy.parquet"]
+    monkeypatch.setattr(sweep_module, "write_parquet", write)
+    sweep(run, **SWEEP)
+    pd.testing.assert_frame_equal(rows(out_dir), rows(swept[1]))
+    aggregate_table = pd.read_parquet(out_dir / "aggregate.parquet").drop(columns=S.RUN)
+    pd.testing.assert_frame_equal(aggregate_table, swept[0].drop(columns=S.RUN))
+
+
+def test_same_seed_same_rows_other_seed_other_samples(tiny_run, swept, tmp_path):
+    reference = pd.read_parquet(swept[1] / "samples-t=1.parquet").drop(columns=S.RUN)
+    for seed, same in ((0, True), (1, False)):
+        run = copy_run(tiny_run, tmp_path, f"seed{seed}")
+        sweep(run, **{**SWEEP, "temperatures": (1.0,), "beams": (), "seed": seed})
+        table = pd.read_parquet(sweep_dir(run / "checkpoint-3", "test") / "samples-t=1.parquet").drop(columns=S.RUN)
+        assert table.equals(reference) == same
+
+
+def test_two_processes_write_the_same_rows(tiny_run, swept, tmp_path):
+    run = copy_run(tiny_run, tmp_path)
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu",
+        "-m", "analysis", "sweep", "--run", str(run), "--temperatures", "0,1", "--beams", "2", "--samples", "3",
+        "--limit", "5", "--max-new-tokens", "10", "--batch-size", "2",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("beam=2") == 1  # the table is printed once, by the main process
+    two = rows(sweep_dir(run / "checkpoint-3", "test"))
+    pd.testing.assert_frame_equal(two, rows(swept[1]), check_exact=False, rtol=1e-5)
