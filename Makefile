@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export HF_EVALUATE_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test app bench clean-demo
+.PHONY: demo test app bench chromium clean-demo
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +20,21 @@ $(VENV)/.installed: requirements.txt
 demo: $(VENV)/.installed
 	$(PY) demo.py --runs $(RUNS)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed chromium
 	$(PY) -m pytest -q
 
-bench: $(VENV)/.installed
+app: $(VENV)/.installed
+	$(PY) -m streamlit run app/main.py --server.headless true -- --runs-dir $(RUNS)
+
+# Debian's package, for the browser test; Playwright's own browser download is not used.
+chromium:
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+
+bench: $(VENV)/.installed chromium
 	$(PY) benchmarks/objective_overhead.py
+	$(PY) benchmarks/sweep_throughput.py
+	$(PY) benchmarks/reward_throughput.py
+	$(PY) benchmarks/app_latency.py
 
 clean-demo:
 	rm -rf $(RUNS)

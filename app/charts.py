@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
+from plotly.subplots import make_subplots
 
 from analysis import schema as S
 from app.safety import escape
@@ -36,23 +37,31 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def curve_figure(band: pd.DataFrame, title: str) -> go.Figure:
-    """Training curve per method: the mean over seeds as a line, and the min-max over seeds as a band.
-    `band` has method, step, mean, lo, hi, n_seeds (tables.seed_band)."""
-    fig = go.Figure()
-    colors = method_colors(band[S.METHOD])
-    for method, g in band.groupby(S.METHOD, sort=True):
-        c = colors[method]
-        fig.add_trace(go.Scatter(
-            x=np.r_[g[S.STEP], g[S.STEP][::-1]], y=np.r_[g["hi"], g["lo"][::-1]], fill="toself",
-            fillcolor=_rgba(c, 0.2), line=dict(width=0), hoverinfo="skip", showlegend=False, legendgroup=method,
-            name=f"{method} seeds",
-        ))  # fmt: skip
-        fig.add_trace(go.Scatter(
-            x=g[S.STEP], y=g["mean"], mode="lines", name=method, line=dict(color=c), legendgroup=method,
-            customdata=g[["n_seeds"]], hovertemplate="step %{x}<br>%{y:.4g}<br>%{customdata[0]} seed(s)",
-        ))  # fmt: skip
-    return _layout(fig, title, "step", title)
+def curves_figure(bands: pd.DataFrame, titles: dict[str, str]) -> go.Figure:
+    """Training curves, one panel per logged key in `titles` order (two columns): per method, the mean over
+    seeds as a line and the min-max over seeds as a band. `bands` has key, method, step, mean, lo, hi,
+    n_seeds (tables.seed_band per key)."""
+    keys = [k for k in titles if (bands["key"] == k).any()]
+    rows = (len(keys) + 1) // 2
+    fig = make_subplots(rows=rows, cols=2, subplot_titles=[titles[k] for k in keys], vertical_spacing=0.3 / rows)
+    colors = method_colors(bands[S.METHOD])
+    for i, key in enumerate(keys):
+        at = dict(row=i // 2 + 1, col=i % 2 + 1)
+        for method, g in bands[bands["key"] == key].groupby(S.METHOD, sort=True):
+            c = colors[method]
+            fig.add_trace(go.Scatter(
+                x=np.r_[g[S.STEP], g[S.STEP][::-1]], y=np.r_[g["hi"], g["lo"][::-1]], fill="toself", mode="lines",
+                fillcolor=_rgba(c, 0.2), line=dict(width=0), hoverinfo="skip", showlegend=False, legendgroup=method,
+                name=f"{method} seeds",
+            ), **at)  # fmt: skip
+            fig.add_trace(go.Scatter(
+                x=g[S.STEP], y=g["mean"], mode="lines", name=method, line=dict(color=c), legendgroup=method,
+                showlegend=i == 0, customdata=g[["n_seeds"]],
+                hovertemplate=f"{escape(titles[key])}<br>step %{{x}}: %{{y:.4g}}<br>%{{customdata[0]}} seed(s)",
+            ), **at)  # fmt: skip
+    fig.update_xaxes(title_text="step", row=rows)
+    fig.update_layout(height=260 * rows + 60, margin=dict(l=10, r=10, t=40, b=10), legend_title_text="")
+    return fig
 
 
 def pareto_figure(points: pd.DataFrame, quality: str, diversity: str) -> go.Figure:
@@ -113,17 +122,18 @@ def temperature_figure(points: pd.DataFrame, quality: str) -> go.Figure:
 
 
 def with_running_reward(tokens: pd.DataFrame) -> pd.DataFrame:
-    """`tokens` of one completion, sorted by position, with RUNNING_R = cumulative sum of reward."""
+    """`tokens` of one completion, sorted by position, with RUNNING_R = cumulative sum of reward. A NaN
+    reward (the last token of a truncated completion, which has no next state) adds nothing, as in R."""
     tokens = tokens.sort_values(S.POSITION)
-    return tokens.assign(**{RUNNING_R: tokens[S.REWARD].cumsum()})
+    return tokens.assign(**{RUNNING_R: tokens[S.REWARD].fillna(0.0).cumsum()})
 
 
 def tokens_html(tokens: pd.DataFrame, quantity: str) -> str:
     """The completion as HTML spans, one per token, background coloured by `quantity` on a diverging scale
-    centred at zero (blue above, red below, opacity |value| / max |value|), title (hover) listing q, v,
-    v_next, logp, reward and the running sum. Token text is escaped; a newline token shows as ↵."""
+    centred at zero (blue above, red below, opacity |value| / max |value|, none for NaN), title (hover)
+    listing q, v, v_next, logp, reward and the running sum. Token text is escaped; a newline shows as ↵."""
     tokens = with_running_reward(tokens)
-    values = tokens[quantity].to_numpy(float)
+    values = np.nan_to_num(tokens[quantity].to_numpy(float), nan=0.0)
     scale = np.abs(values).max() if len(values) and np.abs(values).max() > 0 else 1.0
     spans = []
     for row, value in zip(tokens.itertuples(index=False), values):
@@ -205,13 +215,13 @@ def correlation_lam_figure(corr: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     colors = method_colors(corr[S.METHOD])
     for step, g in corr.groupby(S.STEP, sort=True):
-        mean = g.groupby("lam", sort=True)["spearman"].mean()
+        mean = g.groupby(S.LAM, sort=True)["spearman"].mean()
         fig.add_trace(go.Scatter(
             x=mean.index, y=mean.to_numpy(), mode="lines", name=f"step {step}: mean", line=dict(dash="dot", width=1),
         ))  # fmt: skip
     for method, g in corr.groupby(S.METHOD, sort=True):
         fig.add_trace(go.Scatter(
-            x=g["lam"], y=g["spearman"], mode="markers", name=method, marker=dict(color=colors[method], size=9),
+            x=g[S.LAM], y=g["spearman"], mode="markers", name=method, marker=dict(color=colors[method], size=9),
             customdata=np.c_[g[S.RUN].map(escape), g[S.STEP]],
             hovertemplate="%{customdata[0]} @ %{customdata[1]}<br>lam %{x}<br>ρ %{y:.3f}<extra></extra>",
         ))  # fmt: skip

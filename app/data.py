@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import streamlit as st
 
@@ -21,8 +23,7 @@ from app.safety import OutsideRunsDir, inside
 from irl import runs as R
 
 DEFAULT_RUNS_DIR = "runs/demo"
-TOKENS_FILE, SEQUENCES_FILE, AGGREGATE_FILE = "tokens.parquet", "sequences.parquet", "aggregate.parquet"
-SAMPLES_GLOB = "samples-*.parquet"
+AGGREGATE_FILE = "aggregate.parquet"  # analysis/sweep.py's AGGREGATE (importing that module would pull torch)
 
 
 def runs_root(argv=None) -> Path:
@@ -44,24 +45,29 @@ def index(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     result directory (run, step, kind "sweep"|"rewards", name = split or data name, files = parquet file
     names); and the messages of paths refused for resolving outside the root (they are left out).
     Refreshed every 10 s so new runs and results appear."""
-    run_rows, result_rows, refused = [], [], []
+    configs, steps, result_rows, refused = {}, {}, [], []
     for found in R.find_runs(root):
+        run = found.relative_to(root).as_posix()
         try:
-            run = found.relative_to(root).as_posix()
-            run_dir = inside(root, run)
             inside(root, f"{run}/{R.CONFIG}")
-            config = R.read_config(run_dir)
-            ckpts = R.checkpoints(run_dir)
-            run_rows.append(tables.run_row(run, config, [R.step_of(c) for c in ckpts]))
-            for ckpt, kind in ((c, k) for c in ckpts for k in ("sweep", "rewards")):
-                for d in sorted((ckpt / kind).glob("*")):
-                    d = inside(root, d.relative_to(root))
-                    if d.is_dir():
-                        files = frozenset(p.name for p in d.glob("*.parquet"))
-                        result_rows.append({S.RUN: run, S.STEP: R.step_of(ckpt), "kind": kind, "name": d.name, "files": files})
+            configs[run] = R.read_config(inside(root, run))
         except OutsideRunsDir as e:
             refused.append(str(e))
-    runs = pd.DataFrame(run_rows, columns=tables.RUN_COLUMNS)
+            continue
+        ckpts = R.checkpoints(inside(root, run))
+        steps[run] = [R.step_of(c) for c in ckpts]
+        for ckpt, kind in ((c, k) for c in ckpts for k in ("sweep", "rewards")):
+            for d in sorted((ckpt / kind).glob("*")):
+                try:
+                    d = inside(root, d.relative_to(root))
+                except OutsideRunsDir as e:
+                    refused.append(str(e))
+                    continue
+                if d.is_dir():
+                    files = frozenset(p.name for p in d.glob("*.parquet"))
+                    row = {S.RUN: run, S.STEP: R.step_of(ckpt), "kind": kind, "name": d.name, "files": files}
+                    result_rows.append(row)
+    runs = tables.runs_table(configs, steps)
     results = pd.DataFrame(result_rows, columns=[S.RUN, S.STEP, "kind", "name", "files"])
     return runs, results, refused
 
@@ -81,14 +87,51 @@ def result_path(run: str, step: int, kind: str, name: str, file: str) -> str:
     return f"{run}/{R.CHECKPOINT_PREFIX}{step}/{kind}/{name}/{file}"
 
 
+def _concat(stamped: tuple, columns: tuple | None, where: tuple | None, keys: tuple | None) -> pd.DataFrame:
+    """Parquet files concatenated. `stamped`: (path, mtime) per file, the mtime only keys the cache; `where`:
+    (column, value) rows to keep; `keys`: per file, (column, value) pairs to add."""
+    parts = []
+    for (path, _), key in zip(stamped, keys or [()] * len(stamped)):
+        # ParquetFile.read costs ~0.3 ms for a small file, read_table's dataset machinery ~3 ms: sweeps are
+        # hundreds of small files. Concatenated in arrow, converted to pandas once.
+        table = pq.ParquetFile(path).read(columns=list(columns) if columns else None)
+        if where is not None:
+            table = table.filter(pc.equal(table[where[0]], where[1]))
+        for name, value in key:  # replaces a column of that name (a sweep's own run path, say)
+            i, column = table.schema.get_field_index(name), pa.repeat(value, len(table))
+            table = table.set_column(i, name, column) if i >= 0 else table.append_column(name, column)
+        parts.append(table)
+    return pa.concat_tables(parts, promote_options="permissive").to_pandas()
+
+
+_read = st.cache_data(_concat, max_entries=128, show_spinner=False)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _prompts(stamped: tuple) -> pd.DataFrame:
+    # deduplicated before caching: a cache hit unpickles the value, and every sample repeats its prompt
+    return _concat(stamped, (S.PROMPT_ID, S.PROMPT), None, None).drop_duplicates(S.PROMPT_ID).reset_index(drop=True)
+
+
+def read_parquet(root: Path, relative: str, columns=None) -> pd.DataFrame:
+    """A parquet file under the runs root (optionally only some columns)."""
+    return read_many(root, [relative], columns)
+
+
+def read_many(root: Path, relatives, columns=None, where=None, keys=None) -> pd.DataFrame:
+    """Parquet files under the runs root concatenated, one cache entry for all: optionally only some
+    columns, only rows where column `where[0]` equals `where[1]`, and per file a dict `keys` of columns to add
+    (e.g. run and step)."""
+    return _read(
+        tuple(_stamp(root, r) for r in relatives), tuple(columns) if columns else None,
+        tuple(where) if where else None, tuple(tuple(k.items()) for k in keys) if keys else None,
+    )  # fmt: skip
+
+
 @st.cache_data(max_entries=256, show_spinner=False)
-def _parquet(path: str, mtime: float, columns: tuple | None = None, filters: tuple | None = None) -> pd.DataFrame:
-    return pq.read_table(path, columns=list(columns) if columns else None, filters=list(filters) if filters else None).to_pandas()
-
-
-def read_parquet(root: Path, relative: str, columns=None, filters=None) -> pd.DataFrame:
-    """A parquet file under the runs root (optionally some columns, rows matching pyarrow `filters`)."""
-    return _parquet(*_stamp(root, relative), tuple(columns) if columns else None, tuple(filters) if filters else None)
+def _example_tokens(path: str, mtime: float, example_id: int) -> pd.DataFrame:
+    # filters skip the row groups whose example_id statistics exclude it: token tables are large and sorted
+    return pq.read_table(path, filters=[(S.EXAMPLE_ID, "==", example_id)]).to_pandas().sort_values(S.POSITION)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -113,15 +156,13 @@ def metrics(root: Path, run: str) -> pd.DataFrame:
 def gather(root: Path, results: pd.DataFrame, kind: str, name: str, file: str, runs: pd.DataFrame) -> pd.DataFrame:
     """One table from every checkpoint with `<kind>/<name>/<file>`, with run (path under root), step,
     checkpoint label, method, lam (0 for MLE) and objective columns set by the app."""
-    has = (results["kind"] == kind) & (results["name"] == name) & results["files"].map(lambda f: file in f)
-    parts = [
-        read_parquet(root, result_path(r.run, r.step, kind, name, file)).assign(**{S.RUN: r.run, S.STEP: r.step})
-        for r in results[has].itertuples()
-    ]
-    if not parts:
+    has = results[(results["kind"] == kind) & (results["name"] == name) & results["files"].map(lambda f: file in f)]
+    if has.empty:
         return pd.DataFrame()
-    meta = runs.assign(lam=tables.effective_lam(runs))[[S.RUN, S.METHOD, "lam", "objective"]]
-    table = pd.concat(parts, ignore_index=True).drop(columns=[S.METHOD, "lam", "objective"], errors="ignore")
+    paths = [result_path(r.run, r.step, kind, name, file) for r in has.itertuples()]
+    table = read_many(root, paths, keys=[{S.RUN: r.run, S.STEP: r.step} for r in has.itertuples()])
+    meta = runs.assign(**{S.LAM: tables.effective_lam(runs)})[[S.RUN, S.METHOD, S.LAM, "objective"]]
+    table = table.drop(columns=[S.METHOD, S.LAM, "objective"], errors="ignore")
     table = table.merge(meta, on=S.RUN, how="left")
     table[S.CHECKPOINT] = [checkpoint_label(r, s) for r, s in zip(table[S.RUN], table[S.STEP])]
     return table
@@ -129,13 +170,12 @@ def gather(root: Path, results: pd.DataFrame, kind: str, name: str, file: str, r
 
 def tokens(root: Path, run: str, step: int, data: str, example_id: int) -> pd.DataFrame:
     """Token rows of one example of a checkpoint's reward table, read with a pyarrow filter."""
-    path = result_path(run, step, "rewards", data, TOKENS_FILE)
-    return read_parquet(root, path, filters=[(S.EXAMPLE_ID, "==", int(example_id))]).sort_values(S.POSITION)
+    return _example_tokens(*_stamp(root, result_path(run, step, "rewards", data, S.TOKENS_FILE)), int(example_id))
 
 
 def token_rewards(root: Path, run: str, step: int, data: str) -> pd.DataFrame:
     """A checkpoint's token table with only what reward comparisons need."""
-    path = result_path(run, step, "rewards", data, TOKENS_FILE)
+    path = result_path(run, step, "rewards", data, S.TOKENS_FILE)
     return read_parquet(root, path, columns=[S.EXAMPLE_ID, S.POSITION, S.TOKEN_ID, S.TOKEN, S.REWARD])
 
 
@@ -152,18 +192,19 @@ def sample_files(results: pd.DataFrame, split: str) -> list[tuple[str, int, str]
 
 def prompts(root: Path, results: pd.DataFrame, split: str) -> pd.DataFrame:
     """prompt_id and prompt text of every prompt in a split's sweeps (those in `results`), first-seen order."""
-    parts = [read_parquet(root, path, columns=[S.PROMPT_ID, S.PROMPT]) for _, _, path in sample_files(results, split)]
-    if not parts:
+    files = sample_files(results, split)
+    if not files:
         return pd.DataFrame(columns=[S.PROMPT_ID, S.PROMPT])
-    return pd.concat(parts).drop_duplicates(S.PROMPT_ID).reset_index(drop=True)
+    return _prompts(tuple(_stamp(root, path) for _, _, path in files))
 
 
-def samples_of_prompt(root: Path, results: pd.DataFrame, split: str, prompt_id: str) -> pd.DataFrame:
-    """Every sample of one prompt across the split's checkpoints and decodings (run = path under root)."""
-    parts = [
-        read_parquet(root, path, filters=[(S.PROMPT_ID, "==", prompt_id)]).assign(
-            **{S.RUN: run, S.STEP: step, S.CHECKPOINT: checkpoint_label(run, step)}
-        )
-        for run, step, path in sample_files(results, split)
+def samples_of_prompt(root: Path, runs: pd.DataFrame, results: pd.DataFrame, split: str, prompt_id: str):
+    """Every sample of one prompt across the split's checkpoints and decodings, with run (path under root),
+    method (its seed group, as in `runs`) and checkpoint label."""
+    files = sample_files(results, split)
+    method = dict(zip(runs[S.RUN], runs[S.METHOD]))
+    keys = [
+        {S.RUN: run, S.METHOD: method[run], S.STEP: step, S.CHECKPOINT: checkpoint_label(run, step)}
+        for run, step, _ in files
     ]
-    return pd.concat(parts, ignore_index=True)
+    return read_many(root, [path for _, _, path in files], where=(S.PROMPT_ID, prompt_id), keys=keys)

@@ -2,8 +2,9 @@
 
     streamlit run app/main.py -- --runs-dir runs/demo      # or: make app
 
-This file only routes: it names the pages (app/pages/), and shows what to run while the runs directory is
-empty. The app reads nothing outside --runs-dir (app/safety.py).
+This file only routes: it names the pages (app/views/), and shows what to run while the runs directory is
+empty. The app reads nothing outside --runs-dir (app/safety.py). The pages are not in a folder named pages/:
+Streamlit would serve a first request for a page's URL from such a folder directly, bypassing this file.
 """
 
 import sys
@@ -18,20 +19,21 @@ from app import data  # noqa: E402
 EMPTY = """No runs in `{root}` yet. Fill it with the demo, or train and analyse your own:
 
 ```
-make demo                                                   # trains runs/demo/mle and runs/demo/iqlearn
+make demo                                               # trains runs/demo/mle and runs/demo/iqlearn
 python -m irl train --config configs/demo_mle.yaml --output_dir {root}/mle
-python -m analysis sweep --run {root}/mle                   # decoding sweep: samples and aggregates
-python -m analysis rewards --checkpoint {root}/mle/checkpoint-300 --data validation
+python -m analysis sweep --run {root}/mle               # decoding sweep: samples and aggregates
+python -m analysis rewards --checkpoint {root}/mle/checkpoint-300 --data test              # the sweep's samples
+python -m analysis rewards --checkpoint {root}/mle/checkpoint-300 --data math-preferences  # preference pairs
 ```
 then press **Reload** (or start the app with `-- --runs-dir DIR` to browse another directory)."""
 
 st.set_page_config(page_title="IRL workbench", layout="wide")
 PAGES = [
-    st.Page("pages/runs.py", title="Runs", icon=":material/table_chart:", default=True),
-    st.Page("pages/token_rewards.py", title="Token rewards", icon=":material/format_color_text:"),
-    st.Page("pages/quality_diversity.py", title="Quality vs diversity", icon=":material/scatter_plot:"),
-    st.Page("pages/rewards_quality.py", title="Rewards vs quality", icon=":material/insights:"),
-    st.Page("pages/samples.py", title="Samples", icon=":material/notes:"),
+    st.Page("views/runs.py", title="Runs", icon=":material/table_chart:", default=True),
+    st.Page("views/token_rewards.py", title="Token rewards", icon=":material/format_color_text:"),
+    st.Page("views/quality_diversity.py", title="Quality vs diversity", icon=":material/scatter_plot:"),
+    st.Page("views/rewards_quality.py", title="Rewards vs quality", icon=":material/insights:"),
+    st.Page("views/samples.py", title="Samples", icon=":material/notes:"),
 ]
 page = st.navigation(PAGES)
 root = data.runs_root()

@@ -2,11 +2,15 @@
 correlations, pairwise accuracy and token reward differences. No streamlit, no I/O.
 """
 
+import posixpath
+from collections import defaultdict
+
 import numpy as np
 import pandas as pd
 
 from analysis import pareto
 from analysis import schema as S
+from irl.runs import method_label
 
 FINISHED, INCOMPLETE = "finished", "running/incomplete"
 # Logged keys drawn on the Runs page, with their titles (irl/objectives.py token_stats, irl/trainer.py).
@@ -19,22 +23,20 @@ CURVES = {
     "iq/entropy": "entropy",
     "eval/nll": "validation NLL",
 }
-RUN_COLUMNS = (S.RUN, S.METHOD, "objective", "lam", "gamma", "alpha", "beta", S.SEED, "model", "data",
-               "max_steps", "checkpoint", "status")  # fmt: skip
+RUN_COLUMNS = (S.RUN, S.METHOD, "objective", S.LAM, "gamma", "alpha", "beta", S.SEED, "model", "data",
+               "max_steps", "last_checkpoint", "status")  # fmt: skip
 
 
 def run_row(run: str, config: dict, steps: list[int]) -> dict:
-    """One row of the runs table. lam and gamma are blank for MLE runs (their config still holds the unused
-    defaults); alpha is blank where the config has none. Finished means the last checkpoint is max_steps."""
-    from irl.runs import method_label
-
-    iq = config["objective"] != "mle"
+    """One row of the runs table. lam and gamma are blank except for IQLearn (other configs still hold the
+    unused defaults); alpha is blank where the config has none. Finished: the last checkpoint is max_steps."""
+    iq = config["objective"] == "iqlearn"
     last = steps[-1] if steps else None
     return {
         S.RUN: run,
         S.METHOD: method_label(config),
         "objective": config["objective"],
-        "lam": config["lam"] if iq else np.nan,
+        S.LAM: config["lam"] if iq else np.nan,
         "gamma": config["gamma"] if iq else np.nan,
         "alpha": config.get("alpha", np.nan),
         "beta": config.get("beta", 0.0),
@@ -42,14 +44,56 @@ def run_row(run: str, config: dict, steps: list[int]) -> dict:
         "model": config["model"],
         "data": config["data"],
         "max_steps": config["max_steps"],
-        "checkpoint": last,
+        "last_checkpoint": last,
         "status": FINISHED if last == config["max_steps"] else INCOMPLETE,
     }
 
 
+# Config fields that differ between runs of one experiment repeated over seeds.
+PER_SEED_FIELDS = ("seed", "output_dir", "resume")
+
+
+def seed_groups(configs: dict[str, dict]) -> dict[str, str]:
+    """Per run, the label of its group: the runs whose configs differ only in PER_SEED_FIELDS, averaged over
+    seeds on every page. The label is the method label, followed, where groups share it, by the settings that
+    tell them apart (e.g. "mle model=tiny" and "mle model=small"), or by the group's common path if more
+    than two settings differ; in a group where a seed repeats (the same experiment run twice) each run is
+    labelled by its own path instead."""
+
+    def shared(config):
+        return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in PER_SEED_FIELDS))
+
+    groups = defaultdict(list)  # shared settings -> runs
+    for run, config in configs.items():
+        groups[shared(config)].append(run)
+    firsts = {key: configs[members[0]] for key, members in groups.items()}
+    labels = {}
+    for key, members in groups.items():
+        label = method_label(firsts[key])
+        rivals = [c for c in firsts.values() if method_label(c) == label]
+        fields = set().union(*rivals) - set(PER_SEED_FIELDS)
+        varying = sorted(f for f in fields if len({repr(c.get(f)) for c in rivals}) > 1)
+        settings = [f"{f}={str(firsts[key].get(f))[:30]}" for f in varying] if len(varying) <= 2 else []
+        seeds = [configs[run]["seed"] for run in members]
+        for run in members:
+            if len(set(seeds)) < len(seeds):
+                tag = [f"[{run}]"]
+            else:
+                tag = [f"({posixpath.commonpath(members)})"] if len(varying) > 2 else []
+            labels[run] = " ".join([label, *settings, *tag])
+    return labels
+
+
+def runs_table(configs: dict[str, dict], steps: dict[str, list[int]]) -> pd.DataFrame:
+    """The runs table (RUN_COLUMNS), one row per run, method being its seed group's label (seed_groups)."""
+    groups = seed_groups(configs)
+    rows = [run_row(run, configs[run], steps[run]) | {S.METHOD: groups[run]} for run in configs]
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
 def effective_lam(runs: pd.DataFrame) -> pd.Series:
-    """The TD weight each run trained with: lam for IQLearn, 0 for MLE (IQLearn at lam=0 is MLE)."""
-    return runs["lam"].where(runs["objective"] != "mle", 0.0)
+    """The TD weight each run trained with: lam for IQLearn, 0 for MLE (IQLearn at lam=0 is MLE), else NaN."""
+    return runs[S.LAM].where(runs["objective"] != "mle", 0.0)
 
 
 def long_metrics(metrics: pd.DataFrame, keys=tuple(CURVES)) -> pd.DataFrame:
@@ -61,11 +105,10 @@ def long_metrics(metrics: pd.DataFrame, keys=tuple(CURVES)) -> pd.DataFrame:
 
 
 def seed_band(curves: pd.DataFrame) -> pd.DataFrame:
-    """Per (method, step): mean over runs (seeds) of `value` with its min and max, and the number of seeds.
-    `curves` has method, seed, step, value (one key)."""
-    g = curves.groupby([S.METHOD, S.STEP], sort=True)["value"]
-    out = g.agg(mean="mean", lo="min", hi="max", n_seeds="count").reset_index()
-    return out
+    """Per (key, method, step): the mean over runs (seeds) of `value`, its min and max, and the number of
+    seeds. `curves` has key, method, seed, step, value (long_metrics rows of several runs)."""
+    g = curves.groupby(["key", S.METHOD, S.STEP], sort=True)["value"]
+    return g.agg(mean="mean", lo="min", hi="max", n_seeds="count").reset_index()
 
 
 def pareto_points(agg: pd.DataFrame, quality: str, diversity: str) -> pd.DataFrame:

@@ -51,9 +51,15 @@ def read_config(run_dir) -> dict:
 
 def method_label(config: dict) -> str:
     """A short name of what a run optimises, the same for runs that differ only in seed."""
-    if config["objective"] == "mle":
+    objective = config["objective"]
+    if objective == "mle":
         return f"mle beta={config['beta']:g}" if config.get("beta") else "mle"
-    return f"iqlearn lam={config['lam']:g}" + (f" gamma={config['gamma']:g}" if config["gamma"] != 0.99 else "")
+    if objective == "gail":
+        return f"gail kl={config['kl_coef']:g} mle_weight={config['mle_weight']:g}"
+    label = f"iqlearn lam={config['lam']:g}"
+    if config.get("alpha"):
+        label += f" alpha={config['alpha']:g}"
+    return label + (f" gamma={config['gamma']:g}" if config["gamma"] != 0.99 else "")
 
 
 def sweep_dir(checkpoint, split: str) -> Path:

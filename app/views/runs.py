@@ -9,7 +9,7 @@ from app import charts, data, tables, widgets
 root, runs, results = widgets.context()
 st.header("Runs")
 # blank, not "None", where a setting does not apply (lam, gamma of MLE) or is absent (alpha)
-shown = runs.assign(**{c: runs[c].map(lambda v: "" if pd.isna(v) else f"{v:g}") for c in ("lam", "gamma", "alpha")})
+shown = runs.assign(**{c: runs[c].map(lambda v: "" if pd.isna(v) else f"{v:g}") for c in (S.LAM, "gamma", "alpha")})
 event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs-table")
 picked = runs.iloc[event.selection.rows] if event.selection.rows else runs
 st.caption(
@@ -20,11 +20,8 @@ long = pd.concat(
     [tables.long_metrics(data.metrics(root, run)).assign(**{S.METHOD: method, S.SEED: seed})
      for run, method, seed in picked[[S.RUN, S.METHOD, S.SEED]].itertuples(index=False)]
 )  # fmt: skip
-columns = st.columns(2)
-shown = [key for key in tables.CURVES if (long["key"] == key).any()]
-for i, key in enumerate(shown):
-    band = tables.seed_band(long[long["key"] == key])
-    with columns[i % 2]:
-        widgets.chart(charts.curve_figure(band, tables.CURVES[key]), band, f"curve-{key}")
-if not shown:
+if long.empty:
     st.info("The selected runs have logged no training metrics yet.")
+else:
+    bands = tables.seed_band(long)
+    widgets.chart(charts.curves_figure(bands, tables.CURVES), bands, "training-curves")

@@ -1,5 +1,6 @@
 """Samples: one prompt with its completions side by side across checkpoints and decoding settings."""
 
+import pandas as pd
 import streamlit as st
 
 from analysis import schema as S
@@ -19,7 +20,7 @@ text = dict(zip(prompts[S.PROMPT_ID], prompts[S.PROMPT]))
 prompt_id = top[1].selectbox(
     "Prompt", prompts[S.PROMPT_ID], format_func=lambda p: f"{p}: {text[p][:100]!r}"
 )  # fmt: skip
-samples = data.samples_of_prompt(root, results, split, prompt_id)
+samples = data.samples_of_prompt(root, runs, results, split, prompt_id)
 first = samples.iloc[0]
 left, right = st.columns(2)
 with left:
@@ -50,7 +51,7 @@ for ckpt, column in zip(shown, st.columns(max(len(shown), 1))):
                 if S.COMPLETION_CALC in row and row[S.COMPLETION_CALC] != row[S.COMPLETION]:
                     st.caption("with the calculator:")
                     widgets.text_block(row[S.COMPLETION_CALC])
-                scores = " · ".join(f"{m} {row[m]:.2f}" for m in metrics if m in row and row[m] == row[m])
+                scores = " · ".join(f"{m} {row[m]:.2f}" for m in metrics if pd.notna(row[m]))
                 st.caption(f"#{row[S.SAMPLE]} · {row[S.N_TOKENS]} tokens · {scores}")
 
 st.dataframe(table.drop(columns=[S.PROMPT, S.REFERENCE]), hide_index=True)

@@ -21,7 +21,7 @@ qualities = [m for m in S.HIGHER_IS_BETTER if m not in S.DIVERSITY_COLUMNS and S
 quality = S.mean_col(top[1].selectbox("Quality", qualities))
 diversity = top[2].selectbox("Diversity", [d for d in (S.SELF_BLEU, S.DISTINCT_1, S.DISTINCT_2) if d in agg.columns])
 steps = sorted(agg[S.STEP].unique())
-picked = top[3].multiselect("Checkpoint steps", steps, default=steps[-1:]) or steps
+picked = top[3].multiselect("Checkpoint steps", steps, default=steps[-1:], help="None picked: all.") or steps
 agg = agg[agg[S.STEP].isin(picked)]
 
 left, right = st.columns(2)

@@ -1,0 +1,131 @@
+"""Token rewards: one completion's per-token terms under one checkpoint, or two side by side, coloured by the
+chosen quantity; examples found by correctness or reward; the tokens where two checkpoints differ most."""
+
+import streamlit as st
+
+from analysis import schema as S
+from app import charts, data, tables, widgets
+
+root, runs, results = widgets.context()
+st.header("Token rewards")
+scored = results[(results["kind"] == "rewards") & results["files"].map({S.TOKENS_FILE, S.SEQUENCES_FILE}.issubset)]
+if scored.empty:
+    st.info("No reward tables yet. Run `python -m analysis rewards --checkpoint <run>/checkpoint-<step> --data ...`.")
+    st.stop()
+
+top = st.columns([1, 2, 2])
+data_name = top[0].selectbox("Data", sorted(scored["name"].unique()))
+ckpts = scored[scored["name"] == data_name].merge(runs[[S.RUN, S.METHOD]], on=S.RUN).sort_values([S.STEP, S.RUN])
+labels = [data.checkpoint_label(r, s) for r, s in zip(ckpts[S.RUN], ckpts[S.STEP])]
+where = dict(zip(labels, zip(ckpts[S.RUN], ckpts[S.STEP], ckpts[S.METHOD])))
+last = [label for label in labels if where[label][1] == ckpts[S.STEP].max()]
+label_a = top[1].selectbox("Checkpoint", labels, index=labels.index(last[-1]))
+others = [label for label in labels if label != label_a]
+# default partner: another method at the same step (e.g. MLE next to IQLearn)
+partner = [o for o in others if where[o][1] == where[label_a][1] and where[o][2] != where[label_a][2]]
+label_b = top[2].selectbox(
+    "Side by side with", ["none", *others], index=1 + others.index(partner[0]) if partner else 0
+)  # fmt: skip
+chosen = [label_a] + ([label_b] if label_b != "none" else [])
+
+
+def sequences(label):
+    run, step, _ = where[label]
+    return data.read_parquet(root, data.result_path(run, step, "rewards", data_name, S.SEQUENCES_FILE))
+
+
+seqs = sequences(label_a)
+find = st.columns(3)
+correctness = "all"
+if S.EXACT_MATCH in seqs.columns:
+    options = ["all", "correct", "incorrect"]
+    correctness = find[0].segmented_control("Find by correctness", options, default="all", required=True)
+options = ["highest first", "lowest first"]
+order = find[1].segmented_control("Order by reward", options, default="highest first", required=True)
+r_col = find[2].segmented_control(
+    "Sequence reward", [S.R, S.R_CENTERED], default=S.R_CENTERED, required=True,
+    help="R_centered subtracts the mean R of the prompt's completions.",
+)  # fmt: skip
+found = seqs if correctness == "all" else seqs[(seqs[S.EXACT_MATCH] == 1) == (correctness == "correct")]
+found = found.sort_values(r_col, ascending=order == "lowest first", kind="stable")
+if found.empty:
+    st.info("No example matches.")
+    st.stop()
+
+
+def source(row) -> str:
+    """Which completion an example is, as far as the table says: a side of a preference pair, a sample of a
+    decoding setting, or the data set's own completion."""
+    if S.SIDE in row:
+        return f"{row[S.SIDE]} of pair {row[S.PAIR_ID]}"
+    if S.DECODING in row:
+        return f"{row[S.DECODING]} #{row[S.SAMPLE]}"
+    return f"example {row[S.EXAMPLE_ID]}"
+
+
+run_a, step_a, _ = where[label_a]
+if S.PROMPT in seqs.columns:
+    text = dict(zip(seqs[S.PROMPT_ID], seqs[S.PROMPT]))
+else:  # from the checkpoint's sweep of a split of the same name, if any
+    sweep = results[(results[S.RUN] == run_a) & (results[S.STEP] == step_a) & (results["kind"] == "sweep")]
+    texts = data.prompts(root, sweep, data_name)
+    text = dict(zip(texts[S.PROMPT_ID], texts[S.PROMPT]))
+pick = st.columns([1, 1])
+prompt_id = pick[0].selectbox(
+    "Prompt (best match first)", found[S.PROMPT_ID].unique(),
+    format_func=lambda p: f"{p}: {text[p][:90]!r}" if p in text else p,
+)  # fmt: skip
+of_prompt = found[found[S.PROMPT_ID] == prompt_id].set_index(S.EXAMPLE_ID, drop=False)
+mark = {1.0: " ✓", 0.0: " ✗"}
+example_id = pick[1].selectbox(
+    "Completion", of_prompt.index,
+    format_func=lambda e: f"{source(of_prompt.loc[e])}   {r_col} = {of_prompt.loc[e, r_col]:.2f}"
+    + (mark.get(of_prompt.loc[e, S.EXACT_MATCH], "") if S.EXACT_MATCH in of_prompt else ""),
+)  # fmt: skip
+if prompt_id in text:
+    widgets.text_block(text[prompt_id])
+
+
+@st.fragment  # recolouring reruns only this part
+def show_tokens(example_id: int) -> None:
+    """The completion under each chosen checkpoint, coloured by the quantity picked here."""
+    quantity = st.segmented_control(
+        "Colour by", list(charts.TOKEN_QUANTITIES), default=S.REWARD, format_func=charts.TOKEN_QUANTITIES.get,
+        required=True, help="reward r_t = Q(s_t,a_t) - gamma V(s_t+1);  log π(a_t|s_t) = Q - V;  V(s_t) = logsumexp.",
+    )  # fmt: skip
+    token_ids = {}
+    for label, column in zip(chosen, st.columns(len(chosen))):
+        run, step, _ = where[label]
+        with column:
+            st.subheader(label, divider="gray")
+            toks = data.tokens(root, run, step, data_name, example_id)
+            if toks.empty:
+                st.info(f"{label} has no example {example_id} in `{data_name}`.")
+                continue
+            token_ids[label] = tuple(toks[S.TOKEN_ID])
+            row = sequences(label).set_index(S.EXAMPLE_ID).loc[example_id]
+            metrics = [f"{c} = {row[c]:g}" for c in row.index if c in S.HIGHER_IS_BETTER]
+            sums = f"R = {row[S.R]:.3f} · R_centered = {row[S.R_CENTERED]:.3f} · {len(toks)} tokens"
+            st.caption(" · ".join([sums, *metrics]))
+            st.html(charts.tokens_html(toks, quantity))
+            figure = charts.token_figure(toks, quantity, "per token")
+            widgets.chart(figure, toks, f"tokens-{label}-{data_name}-{example_id}")
+    if len(set(token_ids.values())) > 1:
+        st.warning(f"The checkpoints scored different completions under example {example_id}: compare with care.")
+
+
+show_tokens(example_id)
+with st.expander(f"{len(found)} matching examples of {label_a}"):
+    st.dataframe(found, hide_index=True)
+
+if len(chosen) == 2:
+    st.subheader(f"Tokens whose reward differs most: {label_b} minus {label_a}")
+    run_b, step_b, _ = where[label_b]
+    diff = tables.reward_differences(
+        data.token_rewards(root, run_a, step_a, data_name), data.token_rewards(root, run_b, step_b, data_name)
+    )  # fmt: skip
+    if diff.empty:
+        st.info("The two checkpoints scored no completion in common (same tokens under the same example id).")
+    else:
+        names = {f"{S.REWARD}_a": f"reward {label_a}", f"{S.REWARD}_b": f"reward {label_b}", "diff": "difference"}
+        st.dataframe(diff.rename(columns=names), hide_index=True)
