@@ -1,6 +1,8 @@
-"""Cost of offline IQLearn against MLE per training step: time and peak memory, same model, same batch.
+"""Cost of offline IQLearn against MLE per training step: time and peak memory, same model, same batch; and the
+per-update cost of the methods that sample (online IQLearn, GAIL), split into sampling and update.
 
     python benchmarks/objective_overhead.py [--vocabs 2000,32000] [--reps 7] [--batch 8] [--seq 256]
+    python benchmarks/objective_overhead.py --parts online [--online_steps 8] [--online_batch 32] [--max_new_tokens 64]
 
 For each vocabulary size, a small Llama model (hidden 256, 4 layers) takes full training steps (forward,
 objective, backward, AdamW) on one fixed batch, the objectives alternating repetition by repetition so that
@@ -12,12 +14,25 @@ the straightforward log_softmax route, and `mle_cross_entropy`, transformers' us
 an outside reference for the MLE step itself. One JSON line per vocabulary:
 {"vocab", "time_ratio", "mem_ratio", "naive_time_ratio", "naive_mem_ratio", "mle_vs_cross_entropy", "ms": {...}}
 with ratios against `mle`.
+
+Online part (`--parts online`): real training runs through irl/train.py on the built-in task, small preset, the
+same batches for every method: MLE, online IQLearn (alpha=0.1, one completion per prompt) and GAIL (two per
+prompt, from the MLE run's checkpoint). Each run logs every step its seconds spent sampling (time/sample_s) and
+in the rest of the step (time/update_s: forward, backward, GAIL's discriminator step and reference pass; the
+optimizer step is outside, alike for all); the first two steps are warm-up, the median of the others is kept.
+The models are barely trained, so completions mostly run to max_new_tokens: the sampling cost is that of
+completions of that length. The runs follow one another: on a shared machine, a change of load between them
+skews the ratios (pin the cores, e.g. `taskset -c 0,1`, and run it alone). One JSON line per objective:
+{"objective", "sample_s", "update_s", "time_ratio", "update_ratio", "sample_length", ...} with ratios of
+(sample_s + update_s) and of update_s against MLE's update_s (the paper, T5-base: MLE 189 ms, IQLearn 196 ms,
+sampling 443 ms per batch).
 """
 
 import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -127,17 +142,72 @@ def measure(vocab, reps, batch_size, seq, device, names):
     }
 
 
+def measure_online(steps: int, batch_size: int, max_new_tokens: int, data: str = "math") -> list[dict]:
+    """Median seconds per step spent sampling and updating, from the logs of short MLE, online IQLearn and GAIL runs."""
+    from irl.config import TrainConfig
+    from irl.train import train
+
+    runs = {
+        "mle": dict(objective="mle"),
+        "iqlearn_online": dict(objective="iqlearn", lam=0.1, alpha=0.1),
+        "gail": dict(objective="gail"),  # init: the MLE run's last checkpoint
+    }
+    base = dict(
+        data=data, model="small", vocab_size=1024, math_sizes=[steps * batch_size, 32, 32], max_length=256, seed=0,
+        batch_size=batch_size, max_steps=steps, lr=1e-3, warmup_steps=0, logging_steps=1, eval_steps=steps,
+        save_steps=steps, sample_max_new_tokens=max_new_tokens,
+    )
+    medians = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, overrides in runs.items():
+            cfg = {**base, **overrides, "output_dir": f"{tmp}/{name}"}
+            if name == "gail":
+                cfg["model"] = cfg["init"] = f"{tmp}/mle/checkpoint-{steps}"
+            trainer = train(TrainConfig(**cfg))
+            rows = [json.loads(line) for line in trainer.metrics_path.read_text().splitlines()]
+            logged = [r for r in rows if "train/loss" in r][2:]  # two warm-up steps
+            medians[name] = {
+                key: statistics.median(r.get(key, 0.0) for r in logged)
+                for key in ("time/sample_s", "time/update_s", "sample/length")
+            }
+    mle_s = medians["mle"]["time/update_s"]
+    return [
+        {
+            "objective": name,
+            "sample_s": round(m["time/sample_s"], 4),
+            "update_s": round(m["time/update_s"], 4),
+            "time_ratio": round((m["time/sample_s"] + m["time/update_s"]) / mle_s, 3),
+            "update_ratio": round(m["time/update_s"] / mle_s, 3),
+            "sample_length": round(m["sample/length"], 1),
+            "batch": batch_size,
+            "max_new_tokens": max_new_tokens,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+        }
+        for name, m in medians.items()
+    ]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", default="vocab,online", help="Comma-separated: vocab (offline), online.")
     parser.add_argument("--vocabs", default="2000,32000")
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--online_steps", type=int, default=8, help="Online part: steps per run (2 are warm-up).")
+    parser.add_argument("--online_batch", type=int, default=32, help="Online part: prompts per batch.")
+    parser.add_argument("--max_new_tokens", type=int, default=64, help="Online part: tokens per sampled completion.")
+    parser.add_argument("--data", default="math", help="Online part: training data (TrainConfig.data).")
     args = parser.parse_args()
-    names = ["mle", "iqlearn", "iqlearn_naive", "mle_cross_entropy"]
-    for vocab in map(int, args.vocabs.split(",")):
-        print(json.dumps(measure(vocab, args.reps, args.batch, args.seq, args.device, names)), flush=True)
+    parts = set(args.parts.split(","))
+    if "vocab" in parts:
+        names = ["mle", "iqlearn", "iqlearn_naive", "mle_cross_entropy"]
+        for vocab in map(int, args.vocabs.split(",")):
+            print(json.dumps(measure(vocab, args.reps, args.batch, args.seq, args.device, names)), flush=True)
+    if "online" in parts:
+        for line in measure_online(args.online_steps, args.online_batch, args.max_new_tokens, args.data):
+            print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import yaml
 
 PRESETS = ("tiny", "small")  # models built from a config (irl/model.py); anything else is a name or a path
-OBJECTIVES = ("mle", "iqlearn")
+OBJECTIVES = ("mle", "iqlearn", "gail")
 OVERLONG = ("truncate", "drop")
 # gsm_symbolic generators of the built-in task (irl/math_task.py says why these).
 MATH_TEMPLATES = (10, 16, 31, 43, 72)
@@ -41,6 +41,21 @@ class TrainConfig:
     lam: float = _f(0.1, "IQLearn: weight of the TD regulariser lam * mean r_t^2; >= 0 (0 is MLE).")
     gamma: float = _f(0.99, "IQLearn: discount in r_t = Q(s_t,a_t) - gamma V(s_t+1); in (0, 1].")
     stop_grad_next: bool = _f(False, "IQLearn ablation: stop the gradient through V(s_t+1).")
+    alpha: float = _f(
+        0.0,
+        "Online IQLearn: share of the value term taken on states of completions sampled from the current model for "
+        "the batch's prompts; in [0, 1] (0: offline IQLearn, nothing sampled).",
+    )
+    reg_policy: bool = _f(True, "Online IQLearn: the TD regulariser sees policy states too (false: expert only).")
+    kl_coef: float = _f(0.05, "GAIL: weight of the per-token KL to the initial policy, taken off the reward; >= 0.")
+    mle_weight: float = _f(1.0, "GAIL: weight of the MLE loss on the data added to the policy loss; >= 0.")
+    disc_lr: typing.Optional[float] = _f(None, "GAIL: learning rate of the discriminator (AdamW, constant; None: lr).")
+    # sampling (online IQLearn, GAIL)
+    num_samples: typing.Optional[int] = _f(
+        None, "Completions sampled per prompt (default: 2 for gail, whose baseline is their mean; 1 otherwise)."
+    )
+    sample_temperature: float = _f(1.0, "Temperature of the completions sampled during training; > 0.")
+    sample_max_new_tokens: int = _f(128, "Maximum tokens of a sampled completion (never past max_length); > 0.")
     # data
     data: str = _f(
         "math",
@@ -61,6 +76,11 @@ class TrainConfig:
     data_seed: int = _f(0, "Seed of the built-in task's generation and of held-out validation splits.")
     # model
     model: str = _f("tiny", f"A preset built from a config {PRESETS}, or a model name or local path.")
+    init: typing.Optional[str] = _f(
+        None,
+        "Checkpoint to start from (required by gail: an MLE checkpoint). The policy, GAIL's KL reference and its "
+        "discriminator's body are loaded from it; `model` is set to it (leave model out, or give the same path).",
+    )
     tokenizer: typing.Optional[str] = _f(None, "Tokenizer name or path (default: the model's, or trained).")
     vocab_size: int = _f(1024, "Presets: size of the BPE tokenizer trained on the training split.")
     trust_remote_code: bool = _f(False, "Allow model code from the hub (off: only transformers' own code runs).")
@@ -107,7 +127,28 @@ class TrainConfig:
             check(getattr(self, name) >= 0, name, "must be >= 0")
         check(self.lr > 0, "lr", "must be > 0")
         check(self.max_grad_norm > 0, "max_grad_norm", "must be > 0")
-        check(self.objective == "mle" or self.beta == 0, "beta", "the entropy bonus belongs to objective 'mle'")
+        check(self.objective != "iqlearn" or self.beta == 0, "beta", "the entropy bonus belongs to 'mle' and 'gail'")
+        check(0 <= self.alpha <= 1, "alpha", "must be in [0, 1]")
+        check(self.alpha == 0 or self.objective == "iqlearn", "alpha", "the policy mix-in belongs to 'iqlearn'")
+        check(self.kl_coef >= 0, "kl_coef", "must be >= 0")
+        check(self.mle_weight >= 0, "mle_weight", "must be >= 0")
+        check(self.sample_temperature > 0, "sample_temperature", "must be > 0")
+        check(self.sample_max_new_tokens > 0, "sample_max_new_tokens", "must be > 0")
+        check(self.objective != "gail" or self.init, "init", "'gail' starts from an MLE checkpoint: set init")
+        if self.init is not None:  # the policy starts from init: `model` is that path
+            default_model = next(f.default for f in dataclasses.fields(self) if f.name == "model")
+            check(self.model in (self.init, default_model), "model", "with init set, leave it out or give init's path")
+            self.model = self.init
+        if self.num_samples is None:
+            self.num_samples = 2 if self.objective == "gail" else 1
+        check(self.num_samples >= 1, "num_samples", "must be >= 1")
+        check(self.objective != "gail" or self.num_samples >= 2, "num_samples", "gail's per-prompt baseline needs >= 2")
+        check(self.disc_lr is None or self.disc_lr > 0, "disc_lr", "must be > 0")
+
+    @property
+    def samples_policy(self) -> bool:
+        """Whether training samples completions from the current model (online IQLearn, GAIL)."""
+        return self.objective == "gail" or self.alpha > 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -138,7 +179,7 @@ def _parse_value(f, text: str):
 
 
 def build_parser(prog="python -m irl train") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Train a language model by MLE or IQLearn.")
+    parser = argparse.ArgumentParser(prog=prog, description="Train a language model by MLE, IQLearn or GAIL.")
     parser.add_argument("--config", help="YAML file whose keys are the fields below.")
     for f in dataclasses.fields(TrainConfig):
         if _field_type(f) is bool:

@@ -141,10 +141,15 @@ def encode(examples, tokenizer, max_length: int, overlong: str = "truncate"):
 
 
 class Collator:
-    """Right-pads {"input_ids", "completion_mask"} features into (B, T) tensors plus attention_mask."""
+    """Right-pads {"input_ids", "completion_mask"} features into (B, T) tensors plus attention_mask.
 
-    def __init__(self, pad_token_id: int):
+    With `prompts=True` (variants that sample completions during training) it adds the prompts alone, left-padded
+    for `generate`: prompt_input_ids and prompt_attention_mask, (B, P) with P the longest prompt.
+    """
+
+    def __init__(self, pad_token_id: int, prompts: bool = False):
         self.pad_token_id = pad_token_id
+        self.prompts = prompts
 
     def __call__(self, features):
         width = max(len(f["input_ids"]) for f in features)
@@ -153,11 +158,17 @@ class Collator:
             return torch.tensor([f[key] + [value] * (width - len(f[key])) for f in features])
 
         lengths = torch.tensor([len(f["input_ids"]) for f in features])
-        return {
+        batch = {
             "input_ids": pad("input_ids", self.pad_token_id),
             "attention_mask": (torch.arange(width)[None, :] < lengths[:, None]).long(),
             "completion_mask": pad("completion_mask", 0),
         }
+        if self.prompts:
+            prompts = [f["input_ids"][: f["completion_mask"].index(1)] for f in features]
+            p = max(map(len, prompts))
+            batch["prompt_input_ids"] = torch.tensor([[self.pad_token_id] * (p - len(x)) + x for x in prompts])
+            batch["prompt_attention_mask"] = torch.tensor([[0] * (p - len(x)) + [1] * len(x) for x in prompts])
+        return batch
 
 
 def export_builtin(argv=None) -> None:

@@ -1,12 +1,17 @@
-"""Train a language model by MLE or IQLearn into a run directory.
+"""Train a language model by MLE, IQLearn (offline or online) or GAIL into a run directory.
 
     python -m irl train --config configs/demo_mle.yaml [--field value ...]
-    accelerate launch --num_processes 2 -m irl train --config configs/tiny.yaml   # several processes
+    python -m irl train --config configs/demo_online.yaml                        # online IQLearn (alpha > 0)
+    python -m irl train --config configs/demo_gail.yaml                          # GAIL, from an MLE checkpoint
+    accelerate launch --num_processes 2 -m irl train --config configs/tiny.yaml   # several processes (GPUs)
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m irl train --config configs/tiny.yaml
+                                             # two CPU processes (`--cpu` alone starts one unless given MPI hosts)
 
-A run directory holds config.yaml (the resolved config), metrics.jsonl (train/*, iq/*, eval/nll, data/*
-counts), tokenizer/ (for presets) and checkpoint-<step>/ directories in Hugging Face format (safetensors
-weights, tokenizer, optimizer and scheduler state). `--resume` continues from the last complete checkpoint
-and ends with the same weights as an uninterrupted run.
+A run directory holds config.yaml (the resolved config), metrics.jsonl (train/*, iq/*, gail/*, time/*,
+eval/nll, data/* counts), samples.jsonl (a few completions sampled at each logging step, for the variants that
+sample), tokenizer/ (for presets) and checkpoint-<step>/ directories in Hugging Face format (safetensors
+weights, tokenizer, optimizer and scheduler state; GAIL adds discriminator/). `--resume` continues from the
+last complete checkpoint and ends with the same weights as an uninterrupted run.
 """
 
 import hashlib
@@ -20,6 +25,7 @@ from transformers import TrainingArguments, set_seed
 from irl import model as models
 from irl.config import ConfigError, TrainConfig, read_config, save_config
 from irl.data import Collator, encode, load_splits
+from irl.gail import GAILTrainer
 from irl.io import append_jsonl, write_jsonl
 from irl.runs import last_checkpoint
 from irl.trainer import IRLTrainer
@@ -50,7 +56,7 @@ def _check_run_dir(cfg: TrainConfig, run_dir: Path):
     return last_checkpoint(run_dir)
 
 
-def _truncate_metrics(path: Path, step: int):
+def _truncate_log(path: Path, step: int):
     """Drop log lines written after the checkpoint a run resumes from (they will be written again)."""
     if path.exists():
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -107,6 +113,8 @@ def train(cfg: TrainConfig, callbacks=None) -> IRLTrainer:
     """Train per `cfg`; returns the finished Trainer (its model holds the final weights)."""
     run_dir = Path(cfg.output_dir)
     resume_from = _check_run_dir(cfg, run_dir)
+    if cfg.init is not None and not (Path(cfg.init) / "config.json").is_file():
+        raise ConfigError(f"init={cfg.init!r}: not a checkpoint directory (no config.json)")
     args = training_arguments(cfg)
     set_seed(cfg.seed)
     splits = load_splits(cfg)
@@ -117,13 +125,14 @@ def train(cfg: TrainConfig, callbacks=None) -> IRLTrainer:
     if not encoded["train"]:
         raise ConfigError(f"data={cfg.data!r}: no training example left after encoding ({counts['train']})")
 
-    trainer = IRLTrainer(
+    trainer_class = GAILTrainer if cfg.objective == "gail" else IRLTrainer
+    trainer = trainer_class(
         model=model,
         args=args,
         cfg=cfg,
         train_dataset=datasets.Dataset.from_list(encoded["train"]),
         eval_dataset=datasets.Dataset.from_list(encoded["validation"]) if encoded["validation"] else None,
-        data_collator=Collator(tokenizer.pad_token_id),
+        data_collator=Collator(tokenizer.pad_token_id, prompts=cfg.samples_policy),
         processing_class=tokenizer,
         callbacks=callbacks,
     )
@@ -131,6 +140,7 @@ def train(cfg: TrainConfig, callbacks=None) -> IRLTrainer:
         if resume_from is None:  # a new run, or one interrupted before its first checkpoint: start afresh
             run_dir.mkdir(parents=True, exist_ok=True)
             trainer.metrics_path.unlink(missing_ok=True)
+            trainer.samples_path.unlink(missing_ok=True)
             save_config(cfg, run_dir / "config.yaml")
             record = {f"data/{split}/{k}": v for split, c in counts.items() for k, v in c.items()}
             record["init/weights_sha256"] = weights_sha256(model)
@@ -138,7 +148,8 @@ def train(cfg: TrainConfig, callbacks=None) -> IRLTrainer:
             append_jsonl(trainer.metrics_path, {"step": 0, **record})
             print(json.dumps(record), flush=True)
         else:
-            _truncate_metrics(trainer.metrics_path, int(resume_from.name.split("-")[-1]))
+            for path in (trainer.metrics_path, trainer.samples_path):
+                _truncate_log(path, int(resume_from.name.split("-")[-1]))
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     return trainer
 

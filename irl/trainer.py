@@ -3,8 +3,12 @@ pass overridden, and nothing else. Mixed precision, gradient accumulation, check
 multi-process training (`accelerate launch`, DeepSpeed, FSDP) are Trainer's.
 
 The objective sees only per-token tensors (irl/objectives.py), so MLE and IQLearn runs differ in the loss
-alone. A variant that samples completions during training (online IQLearn, GAIL) adds its policy states to
-`inputs` in `training_step` before `compute_loss` reads them; the rest of this loop stays as it is.
+alone. A variant that samples completions during training (online IQLearn, GAIL) samples them in
+`training_step` for the batch's prompts (irl/sampling.py), adds them to `inputs` as `inputs["policy"]` (with
+the objective's extra arguments, `policy_kwargs`: GAIL's discriminator step and rewards, irl/gail.py) and
+then runs Trainer's own step, whose `compute_loss` reads expert and sampled rows in one forward pass.
+Sampling is timed apart from the update (time/sample_s, time/update_s) and a few sampled completions of each
+logging step go to `<output_dir>/samples.jsonl`.
 """
 
 import functools
@@ -17,6 +21,9 @@ from transformers import Trainer
 
 from irl import objectives
 from irl.io import append_jsonl
+from irl.sampling import cat_rows, pad_to, sample_completions
+
+SAMPLES_LOGGED = 2  # sampled completions written to samples.jsonl per logging step
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; training stops before the weights are updated with it."""
@@ -26,12 +33,21 @@ def objective_fn(cfg):
     """The configured objective as a function TokenTerms -> (loss, stats)."""
     if cfg.objective == "mle":
         return functools.partial(objectives.mle, beta=cfg.beta)
+    if cfg.objective == "gail":
+        return functools.partial(
+            objectives.gail, num_samples=cfg.num_samples, kl_coef=cfg.kl_coef, mle_weight=cfg.mle_weight, beta=cfg.beta
+        )
+    if cfg.alpha > 0:
+        return functools.partial(
+            objectives.online_iqlearn, lam=cfg.lam, gamma=cfg.gamma, alpha=cfg.alpha, reg_policy=cfg.reg_policy
+        )
     return functools.partial(objectives.iqlearn, lam=cfg.lam, gamma=cfg.gamma)
 
 
 class IRLTrainer(Trainer):
-    """Trainer whose loss is an objective of irl/objectives.py, logging train/*, iq/* and eval/nll to
-    `<output_dir>/metrics.jsonl` (one JSON object per line, append-only)."""
+    """Trainer whose loss is an objective of irl/objectives.py, logging train/*, time/*, iq/* (and gail/*,
+    sample/* for the variants that sample) and eval/nll to `<output_dir>/metrics.jsonl` (one JSON object per
+    line, append-only)."""
 
     def __init__(self, *args, cfg, **kwargs):
         super().__init__(*args, **kwargs)
@@ -39,9 +55,14 @@ class IRLTrainer(Trainer):
         self.objective = objective_fn(cfg)
         self.eos_token_id = self.processing_class.eos_token_id
         self.metrics_path = Path(self.args.output_dir) / "metrics.jsonl"
+        self.samples_path = Path(self.args.output_dir) / "samples.jsonl"
         self._stats = defaultdict(list)
-        self._tokens = 0  # non-padding tokens processed since the last log
-        self._step_time = 0.0  # seconds inside training_step since the last log (no eval, no saving)
+        self._tokens = 0  # non-padding expert tokens processed since the last log
+        # Seconds inside training_step since the last log: sampling, forward, backward (and GAIL's discriminator
+        # step); the optimizer step, evaluation and saving happen outside it.
+        self._step_time = 0.0
+        self._sample_time = 0.0  # of which sampling completions
+        self._samples = None  # the first rows of the last sampled batch, for samples.jsonl
         self._evaluated_at = None  # (step, metrics) of the last validation pass
 
     def terms(self, model, inputs) -> objectives.TokenTerms:
@@ -50,41 +71,104 @@ class IRLTrainer(Trainer):
             logits, inputs["input_ids"], inputs["completion_mask"], self.eos_token_id, self.cfg.stop_grad_next
         )
 
+    def sample(self, model, inputs) -> dict:
+        """`num_samples` completions per prompt of the batch from the current policy, in training layout."""
+        cfg, tokenizer = self.cfg, self.processing_class
+        prompt_width = inputs["prompt_input_ids"].shape[1]
+        return sample_completions(
+            self.accelerator.unwrap_model(model),
+            inputs["prompt_input_ids"],
+            inputs["prompt_attention_mask"],
+            num_samples=cfg.num_samples,
+            max_new_tokens=min(cfg.sample_max_new_tokens, cfg.max_length - prompt_width),  # data's length limit
+            temperature=cfg.sample_temperature,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+
+    def policy_kwargs(self, expert: dict, policy: dict) -> dict:
+        """Extra keyword arguments of the objective from the sampled batch: none here (GAIL's: irl/gail.py)."""
+        return {}
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         start = time.perf_counter()
+        if self.cfg.samples_policy:
+            inputs = self._prepare_inputs(inputs)
+            policy = self.sample(model, inputs)
+            self._sample_time += time.perf_counter() - start
+            truncated = policy.pop("truncated")
+            self.record({
+                "sample/length": policy["completion_mask"].sum(1).float().mean(),
+                "sample/truncated": truncated.float().mean(),  # each cut completion's last token leaves the TD terms
+            })
+            width = max(inputs["input_ids"].shape[1], policy["input_ids"].shape[1])
+            pad_id = self.processing_class.pad_token_id
+            expert, policy = pad_to(inputs, width, pad_id), pad_to(policy, width, pad_id)
+            self._samples = {k: v[:SAMPLES_LOGGED].cpu() for k, v in policy.items()}
+            inputs = {**expert, "policy": policy, "policy_kwargs": self.policy_kwargs(expert, policy)}
         loss = super().training_step(model, inputs, num_items_in_batch)
+        if loss.is_cuda:
+            torch.cuda.synchronize()  # time the backward pass, not only its launch
         self._step_time += time.perf_counter() - start
         return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        terms = self.terms(model, inputs)
-        loss, _ = self.objective(terms)
+        if "policy" in inputs:  # expert and sampled rows in one forward pass (one pass of a DDP-wrapped model)
+            n = inputs["input_ids"].shape[0]
+            both = self.terms(model, cat_rows(inputs, inputs["policy"]))
+            terms = both.rows(slice(0, n))
+            loss, stats = self.objective(terms, both.rows(slice(n, None)), **inputs["policy_kwargs"])
+        else:
+            terms = self.terms(model, inputs)
+            loss, stats = self.objective(terms)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"non-finite loss {loss.item()} at step {self.state.global_step}; weights left as at the last "
                 f"checkpoint (lower lr, check the data, or resume with --resume)"
             )
-        for key, value in objectives.token_stats(terms, self.cfg.gamma).items():
-            self._stats[key].append(value.item())
+        self.record({**objectives.token_stats(terms, self.cfg.gamma), **stats})
         self._tokens += int(inputs["attention_mask"].sum())
         return loss
+
+    def record(self, stats: dict) -> None:
+        """Keep scalar statistics of this step; `log` writes their mean over the window and the processes."""
+        for key, value in stats.items():
+            self._stats[key].append(value.detach().item())
 
     def log(self, logs: dict, start_time=None) -> None:
         if "loss" in logs:  # a training log: rename Trainer's keys, add the objective's statistics
             tokens = self.accelerator.reduce(torch.tensor(float(self._tokens), device=self.args.device), "sum")
+            times = torch.tensor([self._step_time - self._sample_time, self._sample_time], device=self.args.device)
+            update_s, sample_s = self.accelerator.reduce(times, "mean").tolist()  # seconds in this window
             logs = {
                 "train/loss": logs.pop("loss"),
                 "train/lr": logs.pop("learning_rate", None),
                 "train/grad_norm": logs.pop("grad_norm", None),
                 "train/tokens_per_s": tokens.item() / max(self._step_time, 1e-9),
+                "time/update_s": update_s,
+                **({"time/sample_s": sample_s} if self.cfg.samples_policy else {}),
                 **self._reduced_stats(),
                 **logs,
             }
             self._stats.clear()
-            self._tokens, self._step_time = 0, 0.0
+            self._tokens, self._step_time, self._sample_time = 0, 0.0, 0.0
+            if self._samples is not None and self.is_world_process_zero():
+                self._write_samples()
         super().log(logs, start_time)
         if self.is_world_process_zero():
             append_jsonl(self.metrics_path, {"step": self.state.global_step, **logs})
+
+    def _write_samples(self) -> None:
+        """Append the first sampled completions of the last step to samples.jsonl: step, prompt, completion, ended."""
+        tokenizer, batch = self.processing_class, self._samples
+        for ids, attention, completion in zip(batch["input_ids"], batch["attention_mask"], batch["completion_mask"]):
+            prompt_ids, completion_ids = ids[attention.bool() & ~completion.bool()], ids[completion.bool()]
+            append_jsonl(self.samples_path, {
+                "step": self.state.global_step,
+                "prompt": tokenizer.decode(prompt_ids),
+                "completion": tokenizer.decode(completion_ids, skip_special_tokens=True),
+                "ended": bool(completion_ids[-1] == self.eos_token_id),  # False: cut by the length limit
+            })
 
     def _reduced_stats(self) -> dict:
         """Each statistic's mean over the steps since the last log and over processes."""

@@ -141,17 +141,20 @@ def test_any_causal_lm_by_local_path(tmp_path):
 
 
 def test_accelerate_launch_two_processes(tmp_path):
+    # --multi_gpu with ACCELERATE_USE_CPU starts two CPU processes (gloo); `--cpu` alone would start only one.
     cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu",
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "-m", "irl", "train", "--config", "configs/tiny.yaml", "--output_dir", str(tmp_path / "ddp"),
         "--objective", "iqlearn", "--max_steps", "4", "--save_steps", "4", "--eval_steps", "4",
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
+    ckpt = tmp_path / "ddp" / "checkpoint-4"
+    assert (ckpt / "rng_state_0.pth").is_file() and (ckpt / "rng_state_1.pth").is_file()  # two processes ran
     rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert sum("train/loss" in r for r in rows) == 2  # logged once, by the main process
     assert any("eval/nll" in r for r in rows)
-    state = json.loads((tmp_path / "ddp" / "checkpoint-4" / "trainer_state.json").read_text())
-    assert state["global_step"] == 4
-    assert load_model(str(tmp_path / "ddp" / "checkpoint-4")) is not None
+    assert json.loads((ckpt / "trainer_state.json").read_text())["global_step"] == 4
+    assert load_model(str(ckpt)) is not None

@@ -1,0 +1,106 @@
+"""GAIL on the shared loop: a discriminator, a frozen reference policy, and the Trainer hooks that save them.
+
+The discriminator is a separate sequence model with one logit per position: the policy's architecture, with
+the init (MLE) checkpoint's body and a new one-logit head (`AutoModelForTokenClassification`, num_labels=1).
+Its logit at the position of token a_t reads (x, y_<=t), i.e. D(s_t, a_t). Each training step
+(`GAILTrainer.policy_kwargs`, called by IRLTrainer.training_step after sampling):
+
+1. one discriminator step: binary cross-entropy, expert completion tokens against the sampled ones
+   (objectives.discriminator_loss), with its own AdamW optimizer, prepared by the Trainer's accelerator so that
+   its gradients are synchronised across processes; under gradient accumulation it steps with the policy;
+2. the sampled tokens' rewards: the discriminator logits of that same forward pass, i.e. before its update;
+3. log pi_ref of the sampled tokens under the frozen initial policy (the KL reference).
+
+The policy loss is then objectives.gail. Checkpoints hold the discriminator in
+checkpoint-<step>/discriminator/ (Hugging Face format, safetensors, plus optimizer.pt); resume restores both.
+"""
+
+import copy
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model
+from transformers import AutoConfig, AutoModelForTokenClassification
+
+from irl import objectives
+from irl.model import ModelError
+from irl.sampling import cat_rows
+from irl.trainer import IRLTrainer
+
+DISCRIMINATOR_DIR = "discriminator"
+DISCRIMINATOR_OPTIMIZER = "optimizer.pt"
+
+
+def load_discriminator(path: str, trust_remote_code: bool = False):
+    """A one-logit-per-position model on the body of the causal LM at `path` (a new, randomly initialised head).
+
+    Dropout before the head is off, so that the logits used as rewards are those the loss trained.
+    """
+    try:
+        config = AutoConfig.from_pretrained(path, num_labels=1, trust_remote_code=trust_remote_code)
+        config.classifier_dropout = 0.0
+        return AutoModelForTokenClassification.from_pretrained(
+            path, config=config, trust_remote_code=trust_remote_code, dtype=torch.float32
+        )
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot build a discriminator from {path!r}: {e}") from None
+
+
+def action_logits(discriminator, batch: dict) -> torch.Tensor:
+    """Discriminator logit of every action, (B, T-1): entry k scores token k+1 in its context."""
+    return discriminator(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., 0][:, 1:]
+
+
+class GAILTrainer(IRLTrainer):
+    """IRLTrainer with GAIL's discriminator step and reference policy; the loop and the loss path are IRLTrainer's."""
+
+    def __init__(self, *args, cfg, **kwargs):
+        super().__init__(*args, cfg=cfg, **kwargs)
+        self.ref_model = copy.deepcopy(self.model).requires_grad_(False).eval()  # the initial policy, frozen
+        discriminator = load_discriminator(cfg.init, cfg.trust_remote_code)
+        lr = cfg.lr if cfg.disc_lr is None else cfg.disc_lr
+        optimizer = torch.optim.AdamW(discriminator.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+        self.discriminator, self.disc_optimizer = self.accelerator.prepare(discriminator, optimizer)
+
+    def policy_kwargs(self, expert: dict, policy: dict) -> dict:
+        """One discriminator step on (expert, sampled) tokens; the sampled tokens' rewards and log pi_ref."""
+        n = expert["input_ids"].shape[0]
+        both = cat_rows(expert, policy)
+        self.discriminator.train()
+        logits = action_logits(self.discriminator, both)  # (B + B*K, T-1)
+        actions = both["completion_mask"][:, 1:].bool()
+        loss, stats = objectives.discriminator_loss(logits[:n], actions[:n], logits[n:], actions[n:])
+        self.accelerator.backward(loss / self.current_gradient_accumulation_steps)
+        if self.accelerator.sync_gradients:  # the accelerated optimizer steps (and zeroes) only then, too
+            self.accelerator.clip_grad_norm_(self.discriminator.parameters(), self.args.max_grad_norm)
+        self.disc_optimizer.step()
+        self.disc_optimizer.zero_grad()
+        with torch.no_grad():
+            ref_logits = self.ref_model(input_ids=policy["input_ids"], attention_mask=policy["attention_mask"]).logits
+            logp_ref = objectives.token_terms(
+                ref_logits, policy["input_ids"], policy["completion_mask"], self.eos_token_id
+            ).logp
+        self.record(stats)
+        return {"reward": logits[n:].detach(), "logp_ref": logp_ref}
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            out = Path(output_dir or self.args.output_dir) / DISCRIMINATOR_DIR
+            self.accelerator.unwrap_model(self.discriminator).save_pretrained(out)
+
+    def _save_optimizer_and_scheduler(self, output_dir):
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.args.should_save:
+            torch.save(self.disc_optimizer.state_dict(), Path(output_dir) / DISCRIMINATOR_DIR / DISCRIMINATOR_OPTIMIZER)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        weights = Path(resume_from_checkpoint) / DISCRIMINATOR_DIR / "model.safetensors"
+        load_model(self.accelerator.unwrap_model(self.discriminator), str(weights), device=str(self.args.device))
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            state = torch.load(Path(checkpoint) / DISCRIMINATOR_DIR / DISCRIMINATOR_OPTIMIZER, weights_only=True)
+            self.disc_optimizer.load_state_dict(state)
