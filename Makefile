@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export HF_EVALUATE_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test app bench chromium clean-demo
+.PHONY: demo demo-all test app bench chromium clean-demo
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ $(VENV)/.installed: requirements.txt
 
 demo: $(VENV)/.installed
 	$(PY) demo.py --runs $(RUNS)
+
+demo-all: $(VENV)/.installed
+	$(PY) demo.py --runs $(RUNS) --all
 
 test: $(VENV)/.installed chromium
 	$(PY) -m pytest -q

@@ -2,10 +2,15 @@
 task, then evaluate both.
 
     make demo                       # or: python demo.py --runs runs/demo
+    make demo-all                   # also online IQLearn and GAIL: python demo.py --runs runs/demo --all
 
 Steps: (1) train configs/demo_mle.yaml and configs/demo_iqlearn.yaml into <runs>/mle and <runs>/iqlearn (a
 finished run is kept, an interrupted one resumed); (2) print validation NLL and greedy exact match on the
-test split for both. Each step prints its wall time.
+test split for both; (3) sweep both last checkpoints over the default decoding grid on the first `--limit`
+test prompts and print the quality/diversity table with each method's Pareto front; (4) extract both
+checkpoints' rewards and print their pairwise accuracy on the built-in preference set, their Spearman
+correlation with correctness and the best-of-N gain. Each step prints its wall time; every step skips what
+is already on disk, so a second `make demo` only prints.
 """
 
 import argparse
@@ -17,13 +22,16 @@ from irl.config import load_config, read_config
 from irl.runs import CONFIG, METRICS, last_checkpoint, step_of
 
 CONFIGS = {"mle": "configs/demo_mle.yaml", "iqlearn": "configs/demo_iqlearn.yaml"}
+ONLINE_CONFIGS = {"online": "configs/demo_online.yaml", "gail": "configs/demo_gail.yaml"}  # with --all
+LIMIT = 100  # test prompts swept: the default grid on two checkpoints then fits the demo's time budget
 
 
-def train_run(name: str, run_dir: Path) -> Path:
+def train_run(config: str, run_dir: Path, *extra: str) -> Path:
     """Train one demo run (or finish it); returns its last checkpoint."""
     from irl.train import train
 
-    flags = ["--config", CONFIGS[name], "--output_dir", str(run_dir)]
+    name = run_dir.name
+    flags = ["--config", config, "--output_dir", str(run_dir), *extra]
     if (run_dir / CONFIG).exists():
         ckpt = last_checkpoint(run_dir)
         if ckpt is not None and step_of(ckpt) == read_config(run_dir / CONFIG).max_steps:
@@ -55,19 +63,46 @@ def greedy_exact_match(checkpoint: Path) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", default="runs/demo", help="Directory of the demo's runs.")
+    parser.add_argument("--limit", type=int, default=LIMIT, help="Test prompts in the sweep and reward steps.")
+    parser.add_argument("--all", action="store_true", help="Also train online IQLearn and GAIL (make demo-all).")
     args = parser.parse_args()
     runs = Path(args.runs)
     start = time.perf_counter()
     ckpts = {}
-    for name in CONFIGS:
+    for name, config in (CONFIGS | ONLINE_CONFIGS if args.all else CONFIGS).items():
         t = time.perf_counter()
-        ckpts[name] = train_run(name, runs / name)
+        extra = ["--init", str(ckpts["mle"])] if name == "gail" else []  # GAIL starts from the MLE demo's end
+        ckpts[name] = train_run(config, runs / name, *extra)
         print(f"[{name}] trained in {time.perf_counter() - t:.0f} s -> {ckpts[name]}", flush=True)
     t = time.perf_counter()
     print(f"\n{'method':<10} {'val NLL':>8} {'greedy exact match (test)':>26}")
     for name, ckpt in ckpts.items():
         print(f"{name:<10} {validation_nll(ckpt.parent):>8.4f} {greedy_exact_match(ckpt):>26.3f}")
-    print(f"evaluated in {time.perf_counter() - t:.0f} s; demo total {time.perf_counter() - start:.0f} s")
+    print(f"evaluated in {time.perf_counter() - t:.0f} s", flush=True)
+
+    from analysis.rewards import reward_report
+    from analysis.sweep import format_table, sweep
+
+    t = time.perf_counter()
+    table = sweep([ckpt.parent for ckpt in ckpts.values()], checkpoints="last", split="test", limit=args.limit)
+    print(f"\nQuality and diversity on the first {args.limit} test prompts (* = on its method's Pareto front of")
+    print("exact match against Self-BLEU; - = greedy, one sample per prompt, no Self-BLEU):")
+    print(format_table(table))
+    print(f"swept in {time.perf_counter() - t:.0f} s", flush=True)
+
+    t = time.perf_counter()
+    print(f"\n{'method':<10} {'pref. accuracy [95% CI]':>26} {'Spearman(R, correct) [95% CI]':>32} {'best-of-N gain':>15}")
+    for name, ckpt in ckpts.items():
+        report = reward_report(ckpt, sweep_split="test", limit=args.limit)
+        pref, corr, best = report["preferences"], report["correlation"], report["best_of_n"]
+        print(
+            f"{name:<10} {pref['accuracy']:>9.3f} [{pref['low']:.3f}, {pref['high']:.3f}]"
+            f" {corr['spearman']:>14.3f} [{corr['spearman_low']:.3f}, {corr['spearman_high']:.3f}]"
+            f" {best['gain']:>+15.3f}"
+        )
+    print("(preferences: reference vs corrupted solutions and correct vs wrong samples; Spearman and best-of-N")
+    print(f" over the {report['decoding']} samples: exact match of the highest-R sample minus a random one)")
+    print(f"rewards in {time.perf_counter() - t:.0f} s; demo total {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -112,7 +112,19 @@ CHOSEN_R = "chosen_R"  # sequence reward R of the chosen completion
 REJECTED_R = "rejected_R"  # sequence reward R of the rejected completion
 MARGIN = "margin"  # CHOSEN_R - REJECTED_R
 
-# Columns the app adds when it gathers tables from many run directories (app/data.py).
+# Column the app adds when it gathers tables from many run directories (app/data.py).
 CHECKPOINT = "checkpoint"  # label "<run>@<step>", the run being its path under the runs root
-SPLIT = "split"  # sweep split, from sweep/<split>/
-DATA = "data"  # reward data name, from rewards/<data>/
+
+# Reward extraction (analysis/rewards.py writes <checkpoint>/rewards/<data>/): files and the columns beyond
+# TOKEN_COLUMNS, SEQUENCE_COLUMNS and the pairs columns above.
+TOKENS_FILE = "tokens.parquet"
+SEQUENCES_FILE = "sequences.parquet"
+SUMMARY_FILE = "summary.json"
+TRUNCATED = "truncated"  # bool: completion cut at the model's context; its last token has no next state
+ROUNDTRIP = "roundtrip"  # bool: tokenizer.decode(tokenizer.encode(completion)) == completion
+PAIR_ID = "pair_id"  # int index of a preference pair
+SIDE = "side"  # "chosen" | "rejected": which completion of its pair a sequence is
+PAIR_SOURCE = "source"  # built-in math preferences: how a pair was made (carried, operation, dropped, sample)
+CHOSEN_LOGP_SUM = "chosen_logp_sum"  # log pi(chosen | prompt)
+REJECTED_LOGP_SUM = "rejected_logp_sum"  # log pi(rejected | prompt)
+LAM = "lam"  # TD weight of the run (config field), for correlation against lam

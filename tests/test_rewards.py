@@ -1,0 +1,238 @@
+"""Reward extraction on a tiny trained checkpoint: the command's rewards against a plain forward pass recomputed
+here (logsumexp and gather, not token_terms), the gamma = 1 telescoping identity, every --data form, the demo's
+report, and each bad input."""
+
+import json
+import random
+import shutil
+
+import datasets
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from analysis import schema as S
+from analysis.__main__ import main as analysis_main
+from analysis.metrics import answers_match
+from analysis.preferences import corrupt
+from analysis.rewards import RewardError, main, math_test_split, reward_report, run_gamma
+from irl.config import TrainConfig
+from irl.data import DataError
+from irl.model import load_model, load_tokenizer
+from irl.runs import last_checkpoint, rewards_dir, sweep_dir
+from irl.train import train
+
+CONTEXT = 160  # max_length of the tiny run: the model's max_position_embeddings
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A 3-step tiny MLE run on the math task, with a sweep of its 16 test prompts (t=1: K=3, and greedy)."""
+    root = tmp_path_factory.mktemp("rewards")
+    cfg = TrainConfig(
+        output_dir=str(root / "run"), model="tiny", vocab_size=400, math_sizes=[64, 16, 16], max_length=CONTEXT,
+        batch_size=4, max_steps=3, lr=3e-3, warmup_steps=0, logging_steps=1, eval_steps=0, save_steps=3,
+    )  # fmt: skip
+    train(cfg)
+    ckpt = last_checkpoint(cfg.output_dir)
+    write_sweep(ckpt, math_test_split(ckpt))
+    return ckpt
+
+
+def write_sweep(ckpt, examples):
+    """samples-t=1.parquet (the reference, a carried and a dropped corruption) and samples-greedy.parquet."""
+    out = sweep_dir(ckpt, "test")
+    out.mkdir(parents=True)
+    rng = random.Random(0)
+    cells = {"t=1": ("sample", 1.0, 3), "greedy": ("greedy", 0.0, 1)}
+    for label, (kind, temperature, k) in cells.items():
+        rows = []
+        for ex in examples:
+            texts = [ex["completion"], corrupt(ex["completion"], "carried", rng) or ex["completion"] + " ok",
+                     corrupt(ex["completion"], "dropped", rng) or " #### 0"]  # fmt: skip
+            for i, text in enumerate(texts[:k]):
+                rows.append({
+                    S.RUN: str(ckpt.parent), S.METHOD: "mle", S.SEED: 0, S.STEP: 3, S.DECODING: label, S.KIND: kind,
+                    S.TEMPERATURE: temperature, S.BEAMS: 1, S.PROMPT_ID: ex["id"], S.SAMPLE: i, S.PROMPT: ex["prompt"],
+                    S.COMPLETION: text, S.REFERENCE: ex["completion"], S.N_TOKENS: 30, S.ENTROPY: 1.0,
+                    S.EXACT_MATCH: float(answers_match(text, ex["completion"])),
+                })  # fmt: skip
+        pd.DataFrame(rows).to_parquet(out / f"samples-{label}.parquet", index=False)
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(checkpoint):
+    return load_model(str(checkpoint)).eval(), load_tokenizer(str(checkpoint))
+
+
+def plain_rewards(model, tokenizer, prompt, completion, gamma):
+    """q, v, v_next, logp, reward per completion token from one unpadded forward pass, computed directly."""
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    ids = prompt_ids + tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].double()  # (T, V)
+    first = len(prompt_ids) - 1  # the state in which the first completion token is chosen
+    states = logits[first:-1]  # (C, V)
+    q = states.gather(-1, torch.tensor(ids[first + 1 :])[:, None])[:, 0]
+    v = torch.logsumexp(states, -1)
+    v_next = torch.logsumexp(logits[first + 1 :], -1)
+    v_next[-1] = 0.0  # the state after EOS is terminal
+    return {"token_id": ids[first + 1 :], S.Q: q, S.V: v, S.V_NEXT: v_next, S.LOGP: q - v, S.REWARD: q - gamma * v_next}
+
+
+def read(ckpt, name, file):
+    return pd.read_parquet(rewards_dir(ckpt, name) / file)
+
+
+def test_command_rewards_equal_a_plain_forward_pass(checkpoint, model_and_tokenizer, tmp_path):
+    model, tokenizer = model_and_tokenizer
+    examples = math_test_split(checkpoint)[:4]
+    rows = [{"prompt": e["prompt"], "completion": e["completion"], "score": float(i)} for i, e in enumerate(examples)]
+    rows.append({"prompt": examples[0]["prompt"], "completion": " 3 + 4 = 7\n#### 7", "score": 9.0})
+    analysis_main(["rewards", "--checkpoint", str(checkpoint), "--data", write_jsonl(tmp_path / "plain.jsonl", rows),
+                   "--gamma", "0.9", "--metrics", "score", "--batch_tokens", "300"])  # fmt: skip
+    tokens, seqs = read(checkpoint, "plain", S.TOKENS_FILE), read(checkpoint, "plain", S.SEQUENCES_FILE)
+    assert list(tokens.columns) == list(S.TOKEN_COLUMNS)
+    assert list(seqs.columns[:9]) == [*S.SEQUENCE_COLUMNS, S.TRUNCATED, S.ROUNDTRIP]
+    assert list(seqs["score"]) == [0.0, 1.0, 2.0, 3.0, 9.0]  # extra columns kept
+    for example_id, row in enumerate(rows):
+        expected = plain_rewards(model, tokenizer, row["prompt"], row["completion"], gamma=0.9)
+        got = tokens[tokens[S.EXAMPLE_ID] == example_id].sort_values(S.POSITION)
+        assert list(got[S.POSITION]) == list(range(len(expected["token_id"])))
+        assert list(got[S.TOKEN_ID]) == expected["token_id"]
+        assert list(got[S.TOKEN]) == [tokenizer.decode([i]) for i in expected["token_id"]]
+        for key in (S.Q, S.V, S.V_NEXT, S.LOGP, S.REWARD):
+            np.testing.assert_allclose(got[key], expected[key].numpy(), atol=2e-4, rtol=1e-5, err_msg=key)
+        seq = seqs.iloc[example_id]
+        assert seq[S.R] == pytest.approx(expected[S.REWARD].sum().item(), abs=2e-3)
+        assert seq[S.LOGP_SUM] == pytest.approx(expected[S.LOGP].sum().item(), abs=2e-3)
+        assert seq[S.V0] == pytest.approx(expected[S.V][0].item(), abs=2e-4)
+        assert seq[S.LENGTH] == len(expected["token_id"])
+    # rows 0 and 4 share a prompt: centred on their mean; the others are alone (0)
+    assert seqs[S.R_CENTERED].iloc[0] == pytest.approx((seqs[S.R].iloc[0] - seqs[S.R].iloc[4]) / 2)
+    assert seqs[S.R_CENTERED].iloc[1:4].abs().max() < 1e-9
+    summary = json.loads((rewards_dir(checkpoint, "plain") / S.SUMMARY_FILE).read_text())
+    assert summary["gamma"] == 0.9 and summary["counts"]["tokens"] == len(tokens)
+    found = [(c["reward"], c["metric"], c["n"]) for c in summary["correlations"]]
+    assert found == [(S.R, "score", 5), (S.R_CENTERED, "score", 5)]
+
+
+def test_gamma_one_telescopes_to_loglik_plus_v0(checkpoint, tmp_path):
+    rows = [{"prompt": ex["prompt"], "completion": ex["completion"]} for ex in math_test_split(checkpoint)]
+    main(["--checkpoint", str(checkpoint), "--data", write_jsonl(tmp_path / "g1.jsonl", rows), "--gamma", "1"])
+    seqs = read(checkpoint, "g1", S.SEQUENCES_FILE)
+    assert len(seqs) == 16
+    np.testing.assert_allclose(seqs[S.R], seqs[S.LOGP_SUM] + seqs[S.V0], atol=1e-3, rtol=1e-5)
+
+
+def test_gamma_defaults_to_the_runs_then_099(checkpoint, tmp_path):
+    assert run_gamma(checkpoint) == 0.99  # from config.yaml; the tiny run keeps TrainConfig's default
+    config = checkpoint.parent / "config.yaml"
+    assert "gamma: 0.99" in config.read_text()
+    assert run_gamma(tmp_path / "loose-checkpoint") == 0.99
+
+
+def test_preference_jsonl_and_a_dataset_with_a_column_mapping(checkpoint, tmp_path):
+    examples = math_test_split(checkpoint)[:6]
+    pairs = [
+        {"prompt": ex["prompt"], "chosen": ex["completion"], "rejected": " 1 + 1 = 2\n#### 2", "margin": 1.5}
+        for ex in examples
+    ]
+    main(["--checkpoint", str(checkpoint), "--data", write_jsonl(tmp_path / "prefs.jsonl", pairs)])
+    table = read(checkpoint, "prefs", S.PAIRS_FILE)
+    assert len(table) == 6 and list(table["data_margin"]) == [1.5] * 6  # the data's own margin, renamed
+    np.testing.assert_allclose(table[S.MARGIN], table[S.CHOSEN_R] - table[S.REJECTED_R])
+    seqs = read(checkpoint, "prefs", S.SEQUENCES_FILE)
+    assert list(seqs[S.SIDE][:2]) == ["chosen", "rejected"] and len(seqs) == 12
+    summary = json.loads((rewards_dir(checkpoint, "prefs") / S.SUMMARY_FILE).read_text())
+    wins = int((table[S.MARGIN] > 0).sum())
+    assert summary["preferences"]["accuracy"] == wins / 6 and summary["counts"]["pairs"] == 6
+
+    renamed = [{"question": p["prompt"], "good": p["chosen"], "bad": p["rejected"]} for p in pairs]
+    datasets.Dataset.from_list(renamed).save_to_disk(str(tmp_path / "hfprefs"))
+    main(["--checkpoint", str(checkpoint), "--data", str(tmp_path / "hfprefs"), "--prompt_field", "question",
+          "--chosen_field", "good", "--rejected_field", "bad"])  # fmt: skip
+    again = read(checkpoint, "hfprefs", S.PAIRS_FILE)
+    np.testing.assert_allclose(again[S.CHOSEN_R], table[S.CHOSEN_R], atol=1e-5)
+    np.testing.assert_allclose(again[S.REJECTED_R], table[S.REJECTED_R], atol=1e-5)
+
+
+def test_sweep_and_builtin_preferences(checkpoint):
+    main(["--checkpoint", str(checkpoint), "--data", "test", "--n_boot", "20"])  # the checkpoint's sweep of "test"
+    seqs = read(checkpoint, "test", S.SEQUENCES_FILE)
+    assert len(seqs) == 16 * 3 + 16 and set(seqs[S.DECODING]) == {"t=1", "greedy"}
+    summary = json.loads((rewards_dir(checkpoint, "test") / S.SUMMARY_FILE).read_text())
+    found = {(c["reward"], c["metric"]) for c in summary["correlations"]}
+    assert found == {(S.R, S.EXACT_MATCH), (S.R_CENTERED, S.EXACT_MATCH)}
+    assert set(summary["best_of_n"]) == {"t=1/exact_match"}  # greedy has one sample per prompt
+    assert summary["best_of_n"]["t=1/exact_match"]["oracle"] == 1.0  # the reference is among each prompt's samples
+
+    main(["--checkpoint", str(checkpoint), "--data", "math-preferences"])
+    pairs = read(checkpoint, "math-preferences", S.PAIRS_FILE)
+    assert set(pairs[S.PAIR_SOURCE]) == {"carried", "operation", "dropped", "sample"}
+    seqs = read(checkpoint, "math-preferences", S.SEQUENCES_FILE)
+    assert (seqs[S.EXACT_MATCH] == (seqs[S.SIDE] == "chosen")).all()
+
+
+def test_reward_report(checkpoint):
+    report = reward_report(checkpoint, n_boot=20)
+    assert report["decoding"] == "t=1" and report["gamma"] == 0.99
+    prefs = report["preferences"]
+    assert prefs["n"] == report["counts"]["pairs"] and 0 <= prefs["accuracy"] <= 1 and prefs["low"] <= prefs["high"]
+    assert set(report["preferences_by_source"]) == {"carried", "operation", "dropped", "sample"}
+    assert report["correlation"]["n"] == 48 and report["correlation_centered"]["reward"] == S.R_CENTERED
+    best = report["best_of_n"]
+    assert best["prompts"] == 16 and best["n"] == 3 and best["gain"] == pytest.approx(best["reward"] - best["random"])
+    assert (rewards_dir(checkpoint, "test-t=1") / S.TOKENS_FILE).is_file()
+    small = reward_report(checkpoint, limit=4, n_boot=10)  # the first 4 test prompts
+    assert small["best_of_n"]["prompts"] == 4 and small["correlation"]["n"] == 12
+    assert set(read(checkpoint, "math-preferences-4", S.PAIRS_FILE)[S.PROMPT_ID]) == {f"math-test-{i}" for i in range(4)}
+
+
+def test_bad_inputs_are_counted_and_flagged(checkpoint, model_and_tokenizer, tmp_path):
+    _, tokenizer = model_and_tokenizer
+    prompt = "Question: A kid has 3 books.\nAnswer:"
+    rows = [
+        {"prompt": prompt, "completion": " 1" * 300},  # longer than the context: cut
+        {"prompt": "Question:" + " 9" * 300, "completion": " 1"},  # the prompt alone fills the context: left out
+        {"prompt": prompt, "completion": ""},  # empty: the EOS action alone
+        {"prompt": prompt, "completion": " 5<|endoftext|> 6"},  # special-token text: does not round-trip
+    ]
+    main(["--checkpoint", str(checkpoint), "--data", write_jsonl(tmp_path / "bad.jsonl", rows)])
+    summary = json.loads((rewards_dir(checkpoint, "bad") / S.SUMMARY_FILE).read_text())
+    counts = summary["counts"]
+    found = [counts[k] for k in ("truncated", "dropped_no_room", "empty_completion", "not_roundtrip")]
+    assert found == [1, 1, 1, 1]
+    seqs = read(checkpoint, "bad", S.SEQUENCES_FILE).set_index(S.EXAMPLE_ID)
+    tokens = read(checkpoint, "bad", S.TOKENS_FILE)
+    assert list(seqs.index) == [0, 2, 3]
+    assert list(seqs[S.TRUNCATED]) == [True, False, False] and list(seqs[S.ROUNDTRIP]) == [True, True, False]
+    cut = tokens[tokens[S.EXAMPLE_ID] == 0]
+    assert len(cut) == CONTEXT - len(tokenizer(prompt)["input_ids"]) == seqs.loc[0, S.LENGTH]
+    assert np.isnan(cut[S.REWARD].iloc[-1]) and not cut[S.REWARD].iloc[:-1].isna().any()  # no next state
+    assert seqs.loc[0, S.R] == pytest.approx(cut[S.REWARD].iloc[:-1].sum(), rel=1e-5)
+    empty = tokens[tokens[S.EXAMPLE_ID] == 2]
+    assert list(empty[S.TOKEN]) == [tokenizer.eos_token] and empty[S.V_NEXT].iloc[0] == 0.0
+    assert seqs.loc[2, S.R] == pytest.approx(empty[S.Q].iloc[0])
+
+
+def test_checkpoint_without_tokenizer_and_malformed_data_fail_clearly(checkpoint, tmp_path):
+    bare = tmp_path / "checkpoint-1"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(checkpoint / name, bare / name)
+    with pytest.raises(RewardError, match=f"checkpoint {bare} has no usable tokenizer"):
+        main(["--checkpoint", str(bare), "--data", "math-preferences"])
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a", \n')
+    with pytest.raises(DataError, match=f"{path}:2: malformed JSON"):
+        main(["--checkpoint", str(checkpoint), "--data", str(path)])
+    path.write_text('{"prompt": "a", "completion": "b"}\n\n{"prompt": "a", "completion": 3}\n')
+    with pytest.raises(DataError, match=f"{path}:3: field 'completion' must be a string"):
+        main(["--checkpoint", str(checkpoint), "--data", str(path)])
