@@ -4,11 +4,13 @@ diversity, and print the quality/diversity table with each method's Pareto front
     python -m analysis sweep --run runs/demo/mle --run runs/demo/iqlearn --limit 100
     python -m analysis sweep --run 'runs/demo/*' --checkpoints all --temperatures 0,0.5,1 --beams 4 --samples 5
     accelerate launch --num_processes 2 -m analysis sweep --run runs/demo/mle     # prompts split between processes
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m analysis sweep ...   # two CPU processes
 
 Grid: greedy once (temperature 0 or beam width 1), ancestral sampling at each temperature > 0 (top_k=0,
 top_p=1: the policy's own distribution, tempered) and beam search at each width > 1. K samples per prompt:
 K independent samples, the top min(K, width) beams, and ONE greedy completion (K greedy copies would be
-identical, so greedy has no Self-BLEU or distinct-n: those columns are NaN for it). On the math task every
+identical, so greedy has no Self-BLEU or distinct-n: those columns are NaN for it). Self-BLEU and distinct-n
+depend on the number of samples per prompt, so compare cells with the same number (beam=2 has 2). On the math task every
 cell is decoded a second time with the calculator (analysis/calculator.py), with the same seed.
 
 Written next to each checkpoint (irl.runs.sweep_dir(checkpoint, split)):
@@ -118,24 +120,29 @@ def completion_lengths(generated: torch.Tensor, eos_token_id: int) -> torch.Tens
     return torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, generated.shape[1])
 
 
-@torch.no_grad()
-def completion_entropy(model, prompt_mask, sequences, lengths) -> torch.Tensor:
-    """Mean entropy (nats) of the policy softmax(logits) over each row's generated tokens, EOS included.
+def _entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of softmax over the last dimension, in nats, computed in float32."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
 
-    One teacher-forced forward pass over the left-padded prompts (mask (N, P)) and their completions
-    (`sequences` (N, P + G)), with position ids counted from each row's first real token as in `generate`.
-    The same for every decoding kind: under sampling it is the entropy of the untempered policy, and under
-    beam search it follows the returned beams (generate's per-step logits follow hypotheses, not beams).
+
+def completion_entropy(step_logits, lengths: torch.Tensor, beam_indices: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean entropy (nats) of the policy softmax(logits) over each returned sequence's generated tokens, EOS
+    included: one value per sequence, (N,).
+
+    `step_logits` is `generate(..., output_logits=True).logits`: at each step the raw logits (before
+    temperature or any processor) of every running row, (R, V). Row n is sequence n, except under beam search,
+    where rows are hypotheses and `beam_indices` (N, G) names the row each returned beam was in at each step.
     """
-    prompt_len, gen_len = prompt_mask.shape[1], sequences.shape[1] - prompt_mask.shape[1]
-    gen_mask = torch.arange(gen_len, device=sequences.device)[None, :] < lengths[:, None]  # (N, G)
-    mask = torch.cat([prompt_mask, gen_mask.long()], dim=1)
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    # the last G + 1 positions predict the G generated tokens (and one past the end, dropped)
-    logits = model(input_ids=sequences, attention_mask=mask, position_ids=position_ids, logits_to_keep=gen_len + 1)
-    logp = torch.log_softmax(logits.logits[:, :-1].float(), dim=-1)  # (N, G, V)
-    entropy = -(logp.exp() * logp).sum(-1)  # (N, G)
-    return (entropy * gen_mask).sum(1) / lengths
+    entropy = torch.stack([_entropy(logits) for logits in step_logits], dim=1)  # (R, steps)
+    width = int(lengths.max())
+    steps = torch.arange(width, device=lengths.device)[None, :]
+    if beam_indices is None:
+        rows = torch.arange(len(lengths), device=lengths.device)[:, None]
+    else:
+        rows = beam_indices[:, :width].clamp(min=0)  # -1 marks the steps after a beam ended
+    per_token = entropy[rows, steps]  # (N, width)
+    return (per_token * (steps < lengths[:, None])).sum(1) / lengths
 
 
 def _texts(tokenizer, generated: torch.Tensor, lengths: torch.Tensor) -> list[str]:
@@ -154,32 +161,33 @@ def generate_batch(
     """
     batch = left_padded(tokenizer, prompts, model.device)
     width = batch["input_ids"].shape[1]
-    n = decoding.samples_per_prompt(k)
 
-    def decode(logits_processor=None):
+    def decode(**extra):
         torch.manual_seed(seed)
-        sequences = model.generate(
+        out = model.generate(
             **batch,
             **decoding.generate_kwargs(k),
             max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
-            logits_processor=logits_processor,
+            return_dict_in_generate=True,
+            **extra,
         )
-        return sequences, completion_lengths(sequences[:, width:], tokenizer.eos_token_id)
+        generated = out.sequences[:, width:]  # (len(prompts) * n, G)
+        return out, generated, completion_lengths(generated, tokenizer.eos_token_id)
 
-    sequences, lengths = decode()
-    prompt_mask = batch["attention_mask"].repeat_interleave(n, dim=0)
-    out = {
-        S.COMPLETION: _texts(tokenizer, sequences[:, width:], lengths),
+    out, generated, lengths = decode(output_logits=True)
+    beam_indices = out.beam_indices if decoding.kind == "beam" else None
+    columns = {
+        S.COMPLETION: _texts(tokenizer, generated, lengths),
         S.N_TOKENS: lengths.tolist(),
-        S.ENTROPY: completion_entropy(model, prompt_mask, sequences, lengths).tolist(),
+        S.ENTROPY: completion_entropy(out.logits, lengths, beam_indices).tolist(),
     }
     if calculator:
         processor = CalculatorLogitsProcessor(tokenizer, prompt_length=width)
-        calc, calc_lengths = decode(LogitsProcessorList([processor]))
-        out[S.COMPLETION_CALC] = _texts(tokenizer, calc[:, width:], calc_lengths)
-    return out
+        _, calc, calc_lengths = decode(logits_processor=LogitsProcessorList([processor]))
+        columns[S.COMPLETION_CALC] = _texts(tokenizer, calc, calc_lengths)
+    return columns
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -193,13 +201,16 @@ def task_metrics(config: dict) -> tuple[str, ...]:
 
 def quality_scores(metrics, predictions: list[str], references: list[str]) -> dict[str, list[float]]:
     """{metric: per-sample scores} for each name in `metrics` (one of QUALITY_METRICS)."""
-    rouge = M.rouge_scores(predictions, references) if set(metrics) & set(S.ROUGE_METRICS) else {}
-    scorers = {
-        S.EXACT_MATCH: lambda: M.exact_match_scores(predictions, references),
-        "bleu": lambda: M.bleu_scores(predictions, references)[1],
-        "chrf": lambda: M.chrf_scores(predictions, references)[1],
-    } | {name: (lambda name=name: rouge[name]) for name in S.ROUGE_METRICS}
-    return {m: scorers[m]() for m in metrics}
+    scores = {}
+    if set(metrics) & set(S.ROUGE_METRICS):
+        scores |= M.rouge_scores(predictions, references)
+    if S.EXACT_MATCH in metrics:
+        scores[S.EXACT_MATCH] = M.exact_match_scores(predictions, references)
+    if "bleu" in metrics:
+        scores["bleu"] = M.bleu_scores(predictions, references)[1]
+    if "chrf" in metrics:
+        scores["chrf"] = M.chrf_scores(predictions, references)[1]
+    return {m: scores[m] for m in metrics}
 
 
 def quality_columns(table: pd.DataFrame) -> list[str]:
@@ -360,14 +371,12 @@ def _plan(state: PartialState, run_dirs, checkpoints, grid: list[Decoding], spli
         for checkpoint in select_checkpoints(run_dir, checkpoints):
             tokenizer = load_tokenizer(str(checkpoint))
             context = AutoConfig.from_pretrained(checkpoint).max_position_embeddings
-            settings = Settings(
-                **asked
-                | dict(
-                    max_new_tokens=asked["max_new_tokens"] or default_max_new_tokens(tokenizer, examples, context),
-                    calculator=is_math if asked["calculator"] is None else asked["calculator"],
-                    metrics=tuple(asked["metrics"] or task_metrics(config)),
-                )
+            resolved = dict(
+                max_new_tokens=asked["max_new_tokens"] or default_max_new_tokens(tokenizer, examples, context),
+                calculator=is_math if asked["calculator"] is None else asked["calculator"],
+                metrics=tuple(asked["metrics"] or task_metrics(config)),
             )
+            settings = Settings(**{**asked, **resolved})
             out_dir = runs.sweep_dir(checkpoint, split)
             check_manifest(out_dir, settings)
             todo = [d for d in grid if not cell_path(out_dir, d).exists()]
@@ -441,7 +450,7 @@ def sweep(
     unknown = sorted(set(metrics or ()) - set(QUALITY_METRICS))
     if unknown:
         raise SweepError(f"unknown metric(s) {unknown}; choose from {list(QUALITY_METRICS)}")
-    state = PartialState()
+    state = _process_state()
     grid = decoding_grid(temperatures, beams)
     asked = dict(samples=samples, limit=limit, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
                  calculator=calculator, metrics=metrics)  # fmt: skip
@@ -495,6 +504,12 @@ def format_table(aggregate_table: pd.DataFrame, quality: str | None = None) -> s
     return table.loc[order].to_string(index=False)
 
 
+def _process_state() -> PartialState:
+    """This process's place among those `accelerate launch` started; without CUDA they are CPU processes, which
+    PartialState only joins into one group when told (otherwise each would run the whole sweep alone)."""
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x]
 
@@ -522,5 +537,7 @@ def main(argv=None) -> None:
         )  # fmt: skip
     except (SweepError, ModelError, DataError) as e:
         sys.exit(f"error: {e}")
-    if PartialState().is_main_process:
+    state = _process_state()
+    if state.is_main_process:
+        print(f"{len(table)} cells, decoded by {state.num_processes} process(es)")
         print(format_table(table))

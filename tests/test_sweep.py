@@ -73,6 +73,12 @@ def test_decoding_grid_is_greedy_once_then_temperatures_then_beams():
     assert [d.label for d in decoding_grid((0.25,), (2,))] == ["t=0.25", "beam=2"]  # no 0, no 1: no greedy
 
 
+def test_completion_lengths_count_up_to_and_including_the_first_eos():
+    eos, pad = 1, 0
+    generated = torch.tensor([[5, eos, pad, pad], [5, 6, 7, 8], [eos, pad, pad, pad], [5, eos, 6, eos]])
+    assert completion_lengths(generated, eos).tolist() == [2, 4, 1, 2]
+
+
 def test_aggregate_of_hand_made_samples():
     base = {S.RUN: "r", S.METHOD: "mle", S.SEED: 0, S.STEP: 3}
     sampled = pd.DataFrame(
@@ -120,23 +126,31 @@ def test_format_table_marks_each_methods_front():
     assert "0.500 ± 0.100" in lines[2] and "40.0" in lines[2]
 
 
-def test_entropy_from_one_forward_pass_matches_generate_logits(tiny_run):
-    """The teacher-forced entropy over left-padded prompts equals the entropy of generate's raw logits."""
+@pytest.mark.parametrize("decoding", [Decoding("sample", temperature=0.5), Decoding("beam", beams=3)])
+def test_entropy_from_generate_logits_matches_a_forward_pass(tiny_run, decoding):
+    """Per-sample entropy read off generate's per-step logits (through beam_indices under beam search) equals
+    the entropy of a teacher-forced forward pass over the returned left-padded sequences."""
     checkpoint = str(tiny_run / "checkpoint-3")
     tokenizer, model = load_tokenizer(checkpoint), load_model(checkpoint).eval()
     batch = left_padded(tokenizer, ["Question: 1 + 2 =", "Question: a much longer prompt, 3 + 4 ="], "cpu")
     torch.manual_seed(0)
     out = model.generate(
-        **batch, do_sample=True, top_k=0, temperature=0.5, num_return_sequences=2, max_new_tokens=8,
-        output_logits=True, return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
+        **batch, **decoding.generate_kwargs(2), max_new_tokens=8, output_logits=True, return_dict_in_generate=True,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
     )  # fmt: skip
     width = batch["input_ids"].shape[1]
     lengths = completion_lengths(out.sequences[:, width:], tokenizer.eos_token_id)
-    logp = torch.log_softmax(torch.stack(out.logits, dim=1), dim=-1)  # (N, G, V), untempered
-    per_step = -(logp.exp() * logp).sum(-1)
-    expected = torch.stack([per_step[i, :n].mean() for i, n in enumerate(lengths.tolist())])
-    mask = batch["attention_mask"].repeat_interleave(2, dim=0)
-    torch.testing.assert_close(completion_entropy(model, mask, out.sequences, lengths), expected, atol=1e-4, rtol=0)
+    beam_indices = out.beam_indices if decoding.kind == "beam" else None
+    entropy = completion_entropy(out.logits, lengths, beam_indices)
+
+    generated = torch.arange(out.sequences.shape[1] - width)[None, :] < lengths[:, None]
+    mask = torch.cat([batch["attention_mask"].repeat_interleave(2, dim=0), generated.long()], dim=1)
+    with torch.no_grad():
+        logits = model(out.sequences, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+    logp = torch.log_softmax(logits[:, width - 1 : -1], dim=-1)  # (N, G, V): the states of the generated tokens
+    per_token = -(logp.exp() * logp).sum(-1)
+    expected = torch.stack([per_token[i, :n].mean() for i, n in enumerate(lengths.tolist())])
+    torch.testing.assert_close(entropy, expected, atol=1e-4, rtol=0)
 
 
 def test_sweep_writes_documented_columns(swept):
@@ -219,14 +233,18 @@ def test_same_seed_same_rows_other_seed_other_samples(tiny_run, swept, tmp_path)
 
 def test_two_processes_write_the_same_rows(tiny_run, swept, tmp_path):
     run = copy_run(tiny_run, tmp_path)
+    # --multi_gpu with ACCELERATE_USE_CPU starts two CPU processes; `--cpu` alone would start one
     cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu",
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "-m", "analysis", "sweep", "--run", str(run), "--temperatures", "0,1", "--beams", "2", "--samples", "3",
         "--limit", "5", "--max-new-tokens", "10", "--batch-size", "2",
     ]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "decoded by 2 process(es)" in out.stdout
     assert out.stdout.count("beam=2") == 1  # the table is printed once, by the main process
     two = rows(sweep_dir(run / "checkpoint-3", "test"))
+    # texts exactly; entropies to 1e-5, as launched processes run one thread each (sums may reorder)
     pd.testing.assert_frame_equal(two, rows(swept[1]), check_exact=False, rtol=1e-5)
