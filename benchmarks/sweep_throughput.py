@@ -1,8 +1,10 @@
 """Sweep throughput: generated tokens per second of `analysis.sweep.sweep` against a loop that calls
 `generate` one prompt at a time (same checkpoint, same prompts, K=5 samples at temperature 1, no calculator),
 and the share of the sweep's time spent computing metrics (per-sample quality, Self-BLEU, distinct-n).
+`speedup` compares with one call per prompt returning its K samples, `speedup_vs_one_sample_per_call` with
+K calls per prompt.
 
-    .venv/bin/python benchmarks/sweep_throughput.py [--checkpoint DIR] [--prompts 48] [--batch-size 16]
+    .venv/bin/python benchmarks/sweep_throughput.py [--checkpoint DIR] [--prompts 32] [--batch-size 16]
 
 The checkpoint defaults to the last one of runs/demo/mle; without it (a fresh clone) a short run of the small
 preset is trained into a temporary directory first (about a minute). The sweep writes into a temporary copy of
@@ -73,26 +75,29 @@ def timed(fn, totals: dict, key: str):
 
 
 @torch.no_grad()
-def one_prompt_at_a_time(checkpoint: Path, prompts: list[str], max_new_tokens: int) -> tuple[int, float]:
-    """(generated tokens, seconds) of K samples per prompt with one `generate` call per prompt."""
+def loop(checkpoint: Path, prompts: list[str], max_new_tokens: int, per_call: int) -> tuple[int, float]:
+    """(generated tokens, seconds) of K samples per prompt from a loop of `generate` calls on one prompt,
+    `per_call` samples each (K: one call per prompt; 1: one call per sample)."""
     tokenizer, model = load_tokenizer(str(checkpoint)), load_model(str(checkpoint)).eval()
     tokens, start = 0, time.perf_counter()
     for i, prompt in enumerate(prompts):
         batch = left_padded(tokenizer, [prompt], model.device)
-        torch.manual_seed(i)
-        sequences = model.generate(
-            **batch, do_sample=True, temperature=TEMPERATURE, top_k=0, top_p=1.0, num_return_sequences=K,
-            max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        )  # fmt: skip
-        generated = sequences[:, batch["input_ids"].shape[1] :]
-        tokens += int(sweep_module.completion_lengths(generated, tokenizer.eos_token_id).sum())
+        for j in range(K // per_call):
+            torch.manual_seed(i * K + j)
+            sequences = model.generate(
+                **batch, do_sample=True, temperature=TEMPERATURE, top_k=0, top_p=1.0, num_return_sequences=per_call,
+                max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )  # fmt: skip
+            generated = sequences[:, batch["input_ids"].shape[1] :]
+            tokens += int(sweep_module.completion_lengths(generated, tokenizer.eos_token_id).sum())
     return tokens, time.perf_counter() - start
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=None)
-    parser.add_argument("--prompts", type=int, default=48)
+    parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(argv)
 
@@ -114,7 +119,8 @@ def main(argv=None):
         sweep_tokens = int(pd.read_parquet(out_dir / f"samples-t={TEMPERATURE:g}.parquet")[S.N_TOKENS].sum())
         max_new_tokens = json.loads((out_dir / sweep_module.MANIFEST).read_text())["max_new_tokens"]
         prompts = [ex["prompt"] for ex in load_splits(TrainConfig(**runs.read_config(run)))["test"][: args.prompts]]
-        loop_tokens, loop_s = one_prompt_at_a_time(checkpoint, prompts, max_new_tokens)
+        loop_tokens, loop_s = loop(checkpoint, prompts, max_new_tokens, per_call=K)
+        single_tokens, single_s = loop(checkpoint, prompts, max_new_tokens, per_call=1)
 
     result = {
         "checkpoint": source,
@@ -129,8 +135,10 @@ def main(argv=None):
         "loop_tokens": loop_tokens,
         "loop_s": round(loop_s, 2),
         "loop_tokens_per_s": round(loop_tokens / loop_s, 1),
+        "single_tokens_per_s": round(single_tokens / single_s, 1),
         "speedup": round((sweep_tokens / sweep_s) / (loop_tokens / loop_s), 2),
         "speedup_with_data_loading": round((sweep_tokens / total_s) / (loop_tokens / loop_s), 2),
+        "speedup_vs_one_sample_per_call": round((sweep_tokens / sweep_s) / (single_tokens / single_s), 2),
         "metrics_s": round(totals["metrics"], 2),
         "metrics_share": round(totals["metrics"] / sweep_s, 4),
     }
