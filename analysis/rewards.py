@@ -60,7 +60,7 @@ import torch
 from analysis import agreement
 from analysis import schema as S
 from irl import runs
-from irl.data import DataError
+from irl.data import DataError, iter_jsonl
 from irl.io import atomic_write, atomic_write_text
 from irl.model import ModelError, load_model, load_tokenizer
 from irl.objectives import token_terms
@@ -323,20 +323,8 @@ def pairs_table(sequences: pd.DataFrame, meta: pd.DataFrame) -> tuple[pd.DataFra
 
 def _read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
     """The JSON objects of a JSONL file and where each is ("file:line")."""
-    records, where = [], []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            records.append(obj)
-            where.append(f"{path}:{lineno}")
-    return records, where
+    found = list(iter_jsonl(path))
+    return [obj for obj, _ in found], [where for _, where in found]
 
 
 def _read_hf(source: str, split: str) -> tuple[list[dict], list[str]]:

@@ -26,9 +26,8 @@ class DataError(ValueError):
     """Bad training data; the message names the file, line or field."""
 
 
-def read_jsonl(path, prompt_field="prompt", completion_field="completion", extra_fields=()) -> list[dict]:
-    """Rows of a JSONL file as {"id", "prompt", "completion", ...}; errors name the file and line."""
-    rows = []
+def iter_jsonl(path):
+    """(object, "file:line") for each non-blank line of a JSONL file; a malformed line fails naming both."""
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -39,7 +38,14 @@ def read_jsonl(path, prompt_field="prompt", completion_field="completion", extra
                 raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            rows.append(_example(obj, f"{path}:{lineno}", prompt_field, completion_field, extra_fields, len(rows)))
+            yield obj, f"{path}:{lineno}"
+
+
+def read_jsonl(path, prompt_field="prompt", completion_field="completion", extra_fields=()) -> list[dict]:
+    """Rows of a JSONL file as {"id", "prompt", "completion", ...}; errors name the file and line."""
+    rows = []
+    for obj, where in iter_jsonl(path):
+        rows.append(_example(obj, where, prompt_field, completion_field, extra_fields, len(rows)))
     return rows
 
 

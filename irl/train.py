@@ -157,4 +157,9 @@ def train(cfg: TrainConfig, callbacks=None) -> IRLTrainer:
 def main(argv=None):
     from irl.config import load_config
 
-    train(load_config(argv))
+    try:
+        train(load_config(argv))
+    finally:
+        # Leave the process group before the interpreter tears down gloo's threads (under accelerate launch).
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

@@ -4,8 +4,6 @@ that move the policy and the discriminator; the discriminator saved, reloaded an
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -19,8 +17,7 @@ from irl.model import load_model, load_tokenizer
 from irl.objectives import TokenTerms, discriminator_loss, gail, sequence_advantages
 from irl.runs import checkpoints, last_checkpoint
 from irl.train import train
-from tests.test_online import CPU_ENV, TWO_CPU_PROCESSES
-from tests.test_train import REPO, tiny
+from tests.test_train import launch_two_processes, tiny
 
 LN = math.log
 
@@ -173,18 +170,10 @@ def test_gail_resume_restores_the_discriminator(gail_run, mle_checkpoint):
 
 
 def test_accelerate_launch_two_processes_gail(tmp_path, mle_checkpoint):
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", *TWO_CPU_PROCESSES,
-        "-m", "irl", "train", "--config", "configs/tiny.yaml", "--output_dir", str(tmp_path / "ddp"),
-        "--objective", "gail", "--init", mle_checkpoint, "--sample_max_new_tokens", "8",
+    rows = launch_two_processes(
+        tmp_path / "ddp", "--objective", "gail", "--init", mle_checkpoint, "--sample_max_new_tokens", "8",
         "--max_steps", "2", "--save_steps", "2", "--eval_steps", "2", "--logging_steps", "1",
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, env=CPU_ENV)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert {p.name for p in (tmp_path / "ddp" / "checkpoint-2").glob("rng_state_*.pth")} == {
-        "rng_state_0.pth", "rng_state_1.pth"
-    }  # two processes ran (a single one writes rng_state.pth)
-    rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    )
     logged = [r for r in rows if "train/loss" in r]
     assert len(logged) == 2 and all("gail/disc_acc_policy" in r for r in logged)
     assert (tmp_path / "ddp" / "checkpoint-2" / DISCRIMINATOR_DIR / "model.safetensors").is_file()

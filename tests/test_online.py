@@ -4,9 +4,6 @@ data's layout (a completion cut by the length limit included), a few training st
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -21,15 +18,10 @@ from irl.runs import checkpoints, last_checkpoint
 from irl.sampling import pack_samples, sample_completions
 from irl.train import train
 from irl.trainer import objective_fn
-from tests.test_train import REPO, final_weights, tiny
+from tests.test_train import final_weights, launch_two_processes, tiny
 
 EOS = 0
 LN = math.log
-# `accelerate launch --cpu` starts ONE process unless given an MPI host file; two CPU processes need the
-# torchrun launcher (--multi_gpu) with ACCELERATE_USE_CPU so that each process joins a gloo group on CPU.
-TWO_CPU_PROCESSES = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-                     "--dynamo_backend", "no"]
-CPU_ENV = {**os.environ, "ACCELERATE_USE_CPU": "true"}
 
 
 def hand_worked():
@@ -233,18 +225,10 @@ def test_online_resume_matches_uninterrupted(online_run):
 
 
 def test_accelerate_launch_two_processes_online(tmp_path):
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", *TWO_CPU_PROCESSES,
-        "-m", "irl", "train", "--config", "configs/tiny.yaml", "--output_dir", str(tmp_path / "ddp"),
-        "--objective", "iqlearn", "--alpha", "0.1", "--sample_max_new_tokens", "8",
+    rows = launch_two_processes(
+        tmp_path / "ddp", "--objective", "iqlearn", "--alpha", "0.1", "--sample_max_new_tokens", "8",
         "--max_steps", "2", "--save_steps", "2", "--eval_steps", "2", "--logging_steps", "1",
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, env=CPU_ENV)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert {p.name for p in (tmp_path / "ddp" / "checkpoint-2").glob("rng_state_*.pth")} == {
-        "rng_state_0.pth", "rng_state_1.pth"
-    }  # two processes ran (a single one writes rng_state.pth)
-    rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    )
     logged = [r for r in rows if "train/loss" in r]
     assert len(logged) == 2 and all("iq/value_policy" in r and "time/sample_s" in r for r in logged)
     assert json.loads((tmp_path / "ddp" / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2

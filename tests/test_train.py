@@ -140,21 +140,30 @@ def test_any_causal_lm_by_local_path(tmp_path):
     assert (last_checkpoint(tmp_path / "run") / "model.safetensors").is_file()
 
 
-def test_accelerate_launch_two_processes(tmp_path):
-    # --multi_gpu with ACCELERATE_USE_CPU starts two CPU processes (gloo); `--cpu` alone would start only one.
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "irl", "train", "--config", "configs/tiny.yaml", "--output_dir", str(tmp_path / "ddp"),
-        "--objective", "iqlearn", "--max_steps", "4", "--save_steps", "4", "--eval_steps", "4",
-    ]
+# --multi_gpu with ACCELERATE_USE_CPU starts two CPU processes (gloo); `--cpu` alone would start only one.
+TWO_CPU_PROCESSES = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+                     "--dynamo_backend", "no"]  # fmt: skip
+
+
+def launch_two_processes(run_dir, *flags) -> list[dict]:
+    """`accelerate launch` two CPU processes of `python -m irl train` on configs/tiny.yaml; the metrics rows."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *TWO_CPU_PROCESSES, "-m", "irl", "train",
+           "--config", "configs/tiny.yaml", "--output_dir", str(run_dir), *flags]  # fmt: skip
     env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
-    ckpt = tmp_path / "ddp" / "checkpoint-4"
-    assert (ckpt / "rng_state_0.pth").is_file() and (ckpt / "rng_state_1.pth").is_file()  # two processes ran
-    rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    ckpt = last_checkpoint(run_dir)
+    # two processes ran: each saved its RNG state (a single one writes rng_state.pth)
+    assert {p.name for p in ckpt.glob("rng_state*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_accelerate_launch_two_processes(tmp_path):
+    rows = launch_two_processes(
+        tmp_path / "ddp", "--objective", "iqlearn", "--max_steps", "4", "--save_steps", "4", "--eval_steps", "4"
+    )
     assert sum("train/loss" in r for r in rows) == 2  # logged once, by the main process
     assert any("eval/nll" in r for r in rows)
+    ckpt = tmp_path / "ddp" / "checkpoint-4"
     assert json.loads((ckpt / "trainer_state.json").read_text())["global_step"] == 4
     assert load_model(str(ckpt)) is not None
