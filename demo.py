@@ -73,7 +73,7 @@ def main():
         t = time.perf_counter()
         extra = ["--init", str(ckpts["mle"])] if name == "gail" else []  # GAIL starts from the MLE demo's end
         ckpts[name] = train_run(config, runs / name, *extra)
-        print(f"[{name}] trained in {time.perf_counter() - t:.0f} s -> {ckpts[name]}", flush=True)
+        print(f"[{name}] ready in {time.perf_counter() - t:.0f} s -> {ckpts[name]}", flush=True)
     t = time.perf_counter()
     print(f"\n{'method':<10} {'val NLL':>8} {'greedy exact match (test)':>26}")
     for name, ckpt in ckpts.items():
