@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 
 from irl import gail as gail_module
 from irl.config import ConfigError, TrainConfig, load_config
@@ -17,7 +16,7 @@ from irl.model import load_model, load_tokenizer
 from irl.objectives import TokenTerms, discriminator_loss, gail, sequence_advantages
 from irl.runs import checkpoints, last_checkpoint
 from irl.train import train
-from tests.test_train import launch_two_processes, tiny
+from tests.test_train import CrashAt, launch_two_processes, tiny
 
 LN = math.log
 
@@ -153,13 +152,8 @@ def test_gail_checkpoint_holds_the_discriminator(gail_run):
 def test_gail_resume_restores_the_discriminator(gail_run, mle_checkpoint):
     tmp, _, _ = gail_run
 
-    class Crash(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 3:
-                raise KeyboardInterrupt("simulated interruption")
-
     with pytest.raises(KeyboardInterrupt):
-        train(gail_cfg(tmp, "resumed", mle_checkpoint), callbacks=[Crash()])
+        train(gail_cfg(tmp, "resumed", mle_checkpoint), callbacks=[CrashAt(3)])
     assert [p.name for p in checkpoints(tmp / "resumed")] == ["checkpoint-2"]
     train(gail_cfg(tmp, "resumed", mle_checkpoint, resume=True))
     for part in (".", DISCRIMINATOR_DIR):  # policy, then discriminator: as if never interrupted

@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from transformers import TrainerCallback
 
 from irl import objectives
 from irl.config import ConfigError, TrainConfig, load_config
@@ -18,7 +17,7 @@ from irl.runs import checkpoints, last_checkpoint
 from irl.sampling import pack_samples, sample_completions
 from irl.train import train
 from irl.trainer import objective_fn
-from tests.test_train import final_weights, launch_two_processes, tiny
+from tests.test_train import CrashAt, final_weights, launch_two_processes, tiny
 
 EOS = 0
 LN = math.log
@@ -208,13 +207,8 @@ def test_online_steps_logs_and_reloads(online_run):
 def test_online_resume_matches_uninterrupted(online_run):
     tmp, _ = online_run
 
-    class Crash(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 3:
-                raise KeyboardInterrupt("simulated interruption")
-
     with pytest.raises(KeyboardInterrupt):
-        train(tiny(tmp, "resumed", **ONLINE), callbacks=[Crash()])
+        train(tiny(tmp, "resumed", **ONLINE), callbacks=[CrashAt(3)])
     assert [p.name for p in checkpoints(tmp / "resumed")] == ["checkpoint-2"]
     train(tiny(tmp, "resumed", resume=True, **ONLINE))
     a, b = final_weights(tmp / "straight"), final_weights(tmp / "resumed")

@@ -39,6 +39,17 @@ def tiny(tmp_path, name="run", **overrides) -> TrainConfig:
     return TrainConfig(**{**values, **overrides})
 
 
+class CrashAt(TrainerCallback):
+    """Interrupts training at the end of a step, as a killed process would (after the checkpoints before it)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt("simulated interruption")
+
+
 def final_weights(run_dir):
     return load_file(str(last_checkpoint(run_dir) / "model.safetensors"))
 
@@ -74,13 +85,8 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path):
     overrides = dict(max_steps=6, save_steps=2, logging_steps=2, objective="iqlearn", lam=0.2)
     train(tiny(tmp_path, "straight", **overrides))
 
-    class Crash(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 5:
-                raise KeyboardInterrupt("simulated interruption")
-
     with pytest.raises(KeyboardInterrupt):
-        train(tiny(tmp_path, "resumed", **overrides), callbacks=[Crash()])
+        train(tiny(tmp_path, "resumed", **overrides), callbacks=[CrashAt(5)])
     assert [p.name for p in checkpoints(tmp_path / "resumed")] == ["checkpoint-2", "checkpoint-4"]
     train(tiny(tmp_path, "resumed", resume=True, **overrides))
     a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
