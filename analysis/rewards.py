@@ -61,7 +61,7 @@ from analysis import agreement
 from analysis import schema as S
 from irl import runs
 from irl.data import DataError, iter_jsonl
-from irl.io import atomic_write, atomic_write_text
+from irl.io import atomic_write_text, write_parquet
 from irl.model import ModelError, load_model, load_tokenizer
 from irl.objectives import token_terms
 
@@ -491,12 +491,10 @@ def write(out_dir, rewards: Rewards, pairs: pd.DataFrame | None, summary: dict) 
     """The tables and summary.json in `out_dir`, each written atomically; a stale pairs.parquet is removed."""
     out_dir = Path(out_dir)
     # row groups of TOKEN_ROW_GROUP rows in example order, so a reader filtering one example reads one or two
-    atomic_write(
-        out_dir / S.TOKENS_FILE, lambda tmp: rewards.tokens.to_parquet(tmp, index=False, row_group_size=TOKEN_ROW_GROUP)
-    )
-    atomic_write(out_dir / S.SEQUENCES_FILE, lambda tmp: rewards.sequences.to_parquet(tmp, index=False))
+    write_parquet(out_dir / S.TOKENS_FILE, rewards.tokens, row_group_size=TOKEN_ROW_GROUP)
+    write_parquet(out_dir / S.SEQUENCES_FILE, rewards.sequences)
     if pairs is not None:
-        atomic_write(out_dir / S.PAIRS_FILE, lambda tmp: pairs.to_parquet(tmp, index=False))
+        write_parquet(out_dir / S.PAIRS_FILE, pairs)
     else:
         (out_dir / S.PAIRS_FILE).unlink(missing_ok=True)
     atomic_write_text(out_dir / S.SUMMARY_FILE, json.dumps(_json_safe(summary), indent=1) + "\n")

@@ -50,7 +50,7 @@ from analysis.pareto import pareto_by
 from irl import config as irl_config
 from irl import runs
 from irl.data import DataError, load_splits
-from irl.io import atomic_write, atomic_write_text
+from irl.io import atomic_write_text, write_parquet
 from irl.model import ModelError, load_model, load_tokenizer
 
 TEMPERATURES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -288,10 +288,6 @@ def default_max_new_tokens(tokenizer, examples: list[dict], context: int) -> int
 
 def cell_path(out_dir: Path, decoding: Decoding) -> Path:
     return out_dir / f"samples-{decoding.label}.parquet"
-
-
-def write_parquet(path: Path, table: pd.DataFrame) -> None:
-    atomic_write(path, lambda tmp: table.to_parquet(tmp, index=False))
 
 
 def check_manifest(out_dir: Path, settings: Settings) -> None:

@@ -24,6 +24,11 @@ def atomic_write_text(path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def write_parquet(path, table, **kwargs) -> None:
+    """A pandas DataFrame as parquet, atomically (kwargs go to DataFrame.to_parquet)."""
+    atomic_write(path, lambda tmp: table.to_parquet(tmp, index=False, **kwargs))
+
+
 def write_jsonl(path, rows) -> None:
     atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 

@@ -27,7 +27,7 @@ from irl.config import ConfigError, TrainConfig, read_config, save_config
 from irl.data import Collator, encode, load_splits
 from irl.gail import GAILTrainer
 from irl.io import append_jsonl, write_jsonl
-from irl.runs import last_checkpoint
+from irl.runs import last_checkpoint, step_of
 from irl.trainer import IRLTrainer
 
 
@@ -149,7 +149,7 @@ def train(cfg: TrainConfig, callbacks=None) -> IRLTrainer:
             print(json.dumps(record), flush=True)
         else:
             for path in (trainer.metrics_path, trainer.samples_path):
-                _truncate_log(path, int(resume_from.name.split("-")[-1]))
+                _truncate_log(path, step_of(resume_from))
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     return trainer
 
