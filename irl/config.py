@@ -74,6 +74,11 @@ class TrainConfig:
     math_sizes: list = _f([20000, 200, 200], "Built-in task: sizes of the train, validation and test splits.")
     math_templates: list = _f(list(MATH_TEMPLATES), "Built-in task: gsm_symbolic generator indices to use.")
     data_seed: int = _f(0, "Seed of the built-in task's generation and of held-out validation splits.")
+    train_size: typing.Optional[int] = _f(
+        None,
+        "Train on the first N training examples after a shuffle seeded by data_seed (None: all); smaller sizes "
+        "are subsets of larger ones.",
+    )
     # model
     model: str = _f("tiny", f"A preset built from a config {PRESETS}, or a model name or local path.")
     init: typing.Optional[str] = _f(
@@ -121,6 +126,7 @@ class TrainConfig:
         check(self.max_length >= 2, "max_length", "must be >= 2")
         check(len(self.math_sizes) == 3 and all(n > 0 for n in self.math_sizes), "math_sizes", "three sizes > 0")
         check(len(self.math_templates) > 0, "math_templates", "must not be empty")
+        check(self.train_size is None or self.train_size > 0, "train_size", "must be > 0 (or None: all)")
         for name in ("max_steps", "batch_size", "grad_accum", "vocab_size", "logging_steps", "save_steps"):
             check(getattr(self, name) > 0, name, "must be > 0")
         for name in ("eval_steps", "warmup_steps", "eval_size", "weight_decay"):
