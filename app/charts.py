@@ -25,10 +25,12 @@ def method_colors(methods) -> dict[str, str]:
     return {m: palette[i % len(palette)] for i, m in enumerate(sorted(set(methods)))}
 
 
-def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
+def _layout(fig: go.Figure, title: str, x: str, y: str, subtitle: str = "") -> go.Figure:
+    """Title (and a subtitle, e.g. how rewards were read: tables.reward_rule), axis titles, tight margins."""
     fig.update_layout(
-        title=title, xaxis_title=x, yaxis_title=y, margin=dict(l=10, r=10, t=40, b=10), legend_title_text=""
-    )
+        title=dict(text=title, subtitle=dict(text=subtitle)), xaxis_title=x, yaxis_title=y, legend_title_text="",
+        margin=dict(l=10, r=10, t=70 if subtitle else 40, b=10),
+    )  # fmt: skip
     return fig
 
 
@@ -170,10 +172,14 @@ def token_figure(tokens: pd.DataFrame, quantity: str, title: str = "") -> go.Fig
     return _layout(fig, title, "token position", "value")
 
 
-def reward_quality_figure(seqs: pd.DataFrame, r: str, metric: str, rho: float) -> go.Figure:
+def reward_quality_figure(seqs: pd.DataFrame, r: str, metric: str, corr: dict, rule: str = "") -> go.Figure:
     """Sequence reward `r` against a per-sample metric. A 0/1 metric (exact match) gets a box with every point
-    per value; a continuous one a scatter. The title carries Spearman's rho and n."""
-    title = f"{r} vs {metric}: Spearman ρ = {rho:.3f} (n = {len(seqs)})"
+    per value; a continuous one a scatter. The title carries Spearman's rho, its bootstrap interval and n as
+    analysis/rewards.py wrote them (`corr`: a row of tables.summary_correlations), the subtitle `rule`."""
+    rho = "n/a (a side is constant)" if np.isnan(corr["spearman"]) else (
+        f"{corr['spearman']:.3f} [{corr['spearman_low']:.3f}, {corr['spearman_high']:.3f}]"
+    )  # fmt: skip
+    title = f"{escape(r)} vs {escape(metric)}: Spearman ρ = {rho} (n = {int(corr['n'])})"
     values = seqs[metric].dropna().unique()
     if set(values) <= {0.0, 1.0}:
         fig = go.Figure(go.Box(
@@ -183,35 +189,43 @@ def reward_quality_figure(seqs: pd.DataFrame, r: str, metric: str, rho: float) -
         fig.update_xaxes(tickvals=[0, 1])
     else:
         fig = go.Figure(go.Scatter(x=seqs[metric], y=seqs[r], mode="markers", marker=dict(size=5, opacity=0.6)))
-    return _layout(fig, title, metric, r)
+    return _layout(fig, title, metric, r, rule)
 
 
-def accuracy_figure(acc: pd.DataFrame) -> go.Figure:
-    """Pairwise accuracy per checkpoint (column "checkpoint") as bars with 95% interval error bars (lo, hi)
-    and chance (0.5) as a dashed line."""
+def accuracy_figure(acc: pd.DataFrame, rule: str = "") -> go.Figure:
+    """Pairwise accuracy of R per checkpoint (column "checkpoint"; ties count half, as analysis/agreement.py
+    counts them) as bars with their 95% Wilson interval (low, high), the accuracy of the log-likelihood
+    log π(y|x) on the same pairs beside them as markers, and chance (0.5) as a dashed line."""
     fig = go.Figure(go.Bar(
-        x=acc[S.CHECKPOINT], y=acc["accuracy"], customdata=acc[["n"]],
-        error_y=dict(type="data", array=acc["hi"] - acc["accuracy"], arrayminus=acc["accuracy"] - acc["lo"]),
-        hovertemplate="%{x}<br>accuracy %{y:.3f}<br>n = %{customdata[0]}<extra></extra>",
+        x=acc[S.CHECKPOINT], y=acc["accuracy"], name="R", customdata=acc[["n", "ties"]],
+        error_y=dict(type="data", array=acc["high"] - acc["accuracy"], arrayminus=acc["accuracy"] - acc["low"]),
+        hovertemplate="%{x}<br>accuracy of R %{y:.3f}<br>n = %{customdata[0]}, ties %{customdata[1]}<extra></extra>",
+    ))  # fmt: skip
+    fig.add_trace(go.Scatter(
+        x=acc[S.CHECKPOINT], y=acc["likelihood_accuracy"], name="log π(y|x)", mode="markers",
+        marker=dict(symbol="line-ew-open", size=28, line=dict(width=3, color="black")),
+        hovertemplate="%{x}<br>accuracy of log π(y|x) %{y:.3f}<extra></extra>",
     ))  # fmt: skip
     fig.add_hline(y=0.5, line_dash="dash", line_color="grey")
     fig.update_yaxes(range=[0, 1])
-    return _layout(fig, "P(R(chosen) > R(rejected)), 95% Wilson interval", "checkpoint", "pairwise accuracy")
+    title = "P(R(chosen) > R(rejected)), ties ½, 95% Wilson interval; log π(y|x) beside"
+    return _layout(fig, title, "checkpoint", "pairwise accuracy", rule)
 
 
-def margin_figure(pairs: pd.DataFrame) -> go.Figure:
+def margin_figure(pairs: pd.DataFrame, rule: str = "") -> go.Figure:
     """Overlaid histograms of the margin R(chosen) - R(rejected), one per checkpoint; 0 marked."""
     fig = go.Figure()
     for ckpt, g in pairs.groupby(S.CHECKPOINT, sort=True):
         fig.add_trace(go.Histogram(x=g[S.MARGIN], name=ckpt, opacity=0.6))
     fig.add_vline(x=0, line_dash="dash", line_color="grey")
     fig.update_layout(barmode="overlay")
-    return _layout(fig, "margin distribution", "R(chosen) - R(rejected)", "pairs")
+    return _layout(fig, "margin distribution", "R(chosen) - R(rejected)", "pairs", rule)
 
 
-def correlation_lam_figure(corr: pd.DataFrame) -> go.Figure:
-    """Spearman(R, metric) against lam (0 for MLE): every checkpoint as a marker coloured by method, and a
-    line per step through the mean over checkpoints at each lam."""
+def correlation_lam_figure(corr: pd.DataFrame, rule: str = "") -> go.Figure:
+    """Spearman(R, metric) against lam (0 for MLE): every checkpoint as a marker coloured by method with its
+    bootstrap interval (spearman_low, spearman_high, as written in summary.json), and a line per step through
+    the mean over checkpoints at each lam."""
     fig = go.Figure()
     colors = method_colors(corr[S.METHOD])
     for step, g in corr.groupby(S.STEP, sort=True):
@@ -222,8 +236,29 @@ def correlation_lam_figure(corr: pd.DataFrame) -> go.Figure:
     for method, g in corr.groupby(S.METHOD, sort=True):
         fig.add_trace(go.Scatter(
             x=g[S.LAM], y=g["spearman"], mode="markers", name=method, marker=dict(color=colors[method], size=9),
-            customdata=np.c_[g[S.RUN].map(escape), g[S.STEP]],
-            hovertemplate="%{customdata[0]} @ %{customdata[1]}<br>lam %{x}<br>ρ %{y:.3f}<extra></extra>",
+            error_y=dict(type="data", array=g["spearman_high"] - g["spearman"],
+                         arrayminus=g["spearman"] - g["spearman_low"], thickness=1),
+            customdata=np.c_[g[S.RUN].map(escape), g[S.STEP], g["n"]],
+            hovertemplate="%{customdata[0]} @ %{customdata[1]}<br>lam %{x}<br>ρ %{y:.3f}, n = %{customdata[2]}"
+            "<extra></extra>",
         ))  # fmt: skip
     fig.add_hline(y=0, line_color="grey", line_width=1)
-    return _layout(fig, "Spearman ρ(R, metric) against lam", "lam (0 = MLE)", "Spearman ρ")
+    title = "Spearman ρ(R, metric) against lam, 95% bootstrap interval over prompts"
+    return _layout(fig, title, "lam (0 = MLE)", "Spearman ρ", rule)
+
+
+BEST_OF_N_PICKS = {"reward": "highest R", "likelihood": "highest log π(y|x)", "random": "random", "oracle": "best"}
+
+
+def best_of_n_figure(best: pd.DataFrame, metric: str, rule: str = "") -> go.Figure:
+    """Best-of-N per checkpoint (column "checkpoint"): grouped bars of the `metric` reached by picking each
+    prompt's sample of highest R, of highest likelihood, a random one and the best one (summary.json)."""
+    fig = go.Figure()
+    for pick, label in BEST_OF_N_PICKS.items():
+        fig.add_trace(go.Bar(
+            x=best[S.CHECKPOINT], y=best[pick], name=label, customdata=best[["n", "prompts"]],
+            hovertemplate=f"%{{x}}<br>{label}: %{{y:.3f}}<br>N = %{{customdata[0]:g}}, %{{customdata[1]:g}} prompts"
+            "<extra></extra>",
+        ))  # fmt: skip
+    fig.update_layout(barmode="group")
+    return _layout(fig, f"best of N: {escape(metric)} of the sample picked", "checkpoint", escape(metric), rule)

@@ -37,3 +37,10 @@ with right:
     by_temperature = pareto.aggregate_seeds(agg.dropna(subset=[quality]), metrics=[quality])
     widgets.chart(charts.temperature_figure(by_temperature, quality), by_temperature, f"temperature-{split}-{quality}")
     st.caption("Lines: greedy (at 0) and sampling temperatures; open squares: beam search widths.")
+
+quality_name = quality.removesuffix("_mean")
+written = [S.CHECKPOINT, S.METHOD, S.DECODING, quality, S.se_col(quality_name), S.N, diversity]
+written = agg.sort_values([S.STEP, S.RUN, S.KIND, S.TEMPERATURE, S.BEAMS])[written]
+st.markdown(f"**{quality_name} per run, as the sweep wrote it** (`{data.AGGREGATE_FILE}`: mean over samples, "
+            "standard error of that mean)")  # fmt: skip
+widgets.table(written, f"aggregate-{split}-{quality_name}")

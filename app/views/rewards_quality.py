@@ -1,5 +1,9 @@
-"""Rewards vs quality and preferences: sequence reward R against a per-sample metric (Spearman), the
-correlation per checkpoint and against lam, and pairwise accuracy and margins on preference data."""
+"""Rewards vs quality and preferences: sequence reward R against a per-sample metric, the rank correlation per
+checkpoint and against lam, best-of-N, and pairwise accuracy and margins on preference data.
+
+Every figure is the one analysis/rewards.py wrote to summary.json (computed by analysis/agreement.py); the
+page draws the points and distributions behind them from sequences.parquet and pairs.parquet.
+"""
 
 import streamlit as st
 
@@ -9,74 +13,85 @@ from app import charts, data, tables, widgets
 root, runs, results = widgets.context()
 st.header("Rewards vs quality")
 rewards = results[results["kind"] == "rewards"]
-with_seqs = rewards[rewards["files"].map(lambda f: S.SEQUENCES_FILE in f)]
-with_pairs = rewards[rewards["files"].map(lambda f: S.PAIRS_FILE in f)]
+with_seqs = rewards[rewards["files"].map(lambda f: {S.SEQUENCES_FILE, S.SUMMARY_FILE} <= f)]
+with_pairs = rewards[rewards["files"].map(lambda f: {S.PAIRS_FILE, S.SUMMARY_FILE} <= f)]
 if with_seqs.empty and with_pairs.empty:
     st.info("No reward tables yet. Run `python -m analysis rewards --checkpoint <run>/checkpoint-<step> --data ...`.")
     st.stop()
 
 
-def sequences(name: str):
-    """Every checkpoint's sequences of a reward data set, and the quality metrics among their columns."""
-    seqs = data.gather(root, results, "rewards", name, S.SEQUENCES_FILE, runs)
-    return seqs, [m for m in S.HIGHER_IS_BETTER if m in seqs.columns and m not in S.DIVERSITY_COLUMNS]
+def correlations(name: str):
+    """The correlations summary.json holds for a data set, with the runs' method and lam, and its summaries."""
+    found = data.summaries(root, results, name)
+    return data.with_runs(tables.summary_correlations(found), runs), found
 
 
-def varies(name: str) -> bool:
-    seqs, metrics = sequences(name)
-    return any(seqs[m].nunique() > 1 for m in metrics)
-
-
-seqs, metrics = None, []
-if not with_seqs.empty:
+# data sets whose summary holds correlations (sweep samples; preference pairs have none), the first default
+# whose correlation is defined somewhere (a data set's own references are all correct)
+names = [n for n in sorted(with_seqs["name"].unique()) if not correlations(n)[0].empty]
+if names:
     top = st.columns(3)
-    names = sorted(with_seqs["name"].unique())
-    # default: the first data set with a metric to correlate with (a data set's own references are all correct)
-    data_name = top[0].selectbox("Data", names, index=next((i for i, n in enumerate(names) if varies(n)), 0))
-    seqs, metrics = sequences(data_name)
-    if not metrics:
-        st.info(f"The sequences of `{data_name}` carry no per-sample metric to correlate with.")
-
-
-@st.fragment  # switching checkpoint reruns only the scatter
-def reward_scatter(seqs, metric: str, r_col: str) -> None:
-    """R against the metric for one checkpoint, with Spearman's rho in the title."""
-    ckpts = seqs.drop_duplicates(S.CHECKPOINT).sort_values([S.STEP, S.RUN])[S.CHECKPOINT].tolist()
-    ckpt = st.selectbox("Checkpoint", ckpts, index=len(ckpts) - 1)
-    one = seqs[seqs[S.CHECKPOINT] == ckpt].dropna(subset=[metric])
-    rho = tables.spearman(one[r_col], one[metric])
-    widgets.chart(charts.reward_quality_figure(one, r_col, metric, rho), one, f"reward-vs-{metric}-{ckpt}")
-
-
-if metrics:
-    metric = top[1].selectbox("Metric", metrics)
-    r_col = top[2].selectbox("Reward", [S.R, S.R_CENTERED], help="R_centered: R minus the mean R of the prompt.")
-    corr = tables.correlations(seqs, metric, r_col).merge(
-        seqs.drop_duplicates(S.RUN)[[S.RUN, S.METHOD, S.LAM]], on=S.RUN
+    defined = [i for i, n in enumerate(names) if correlations(n)[0]["spearman"].notna().any()]
+    data_name = top[0].selectbox("Data", names, index=defined[0] if defined else 0)
+    corr, summaries = correlations(data_name)
+    rule = tables.reward_rule(summaries)
+    metrics = list(dict.fromkeys(corr["metric"]))
+    defined = corr.loc[corr["spearman"].notna(), "metric"].tolist()  # default: one R varies with somewhere
+    metric = top[1].selectbox(
+        "Metric", metrics, index=metrics.index(defined[0]) if defined else 0,
+        help="The metrics the analysis correlated R with (exact_match_calc scores another text, the calculator's).",
     )  # fmt: skip
+    r_col = top[2].selectbox("Reward", [S.R, S.R_CENTERED], help="R_centered: R minus the mean R of the prompt.")
+    corr = corr[(corr["reward"] == r_col) & (corr["metric"] == metric)]
+    seqs = data.gather(root, results, "rewards", data_name, S.SEQUENCES_FILE, runs)
+
+    @st.fragment  # switching checkpoint reruns only the scatter
+    def reward_scatter() -> None:
+        """R against the metric for one checkpoint, with the Spearman rho summary.json holds for it."""
+        ckpts = corr.sort_values([S.STEP, S.RUN])[S.CHECKPOINT].tolist()
+        ckpt = st.selectbox("Checkpoint", ckpts, index=len(ckpts) - 1)
+        one = seqs[seqs[S.CHECKPOINT] == ckpt].dropna(subset=[metric])
+        row = corr[corr[S.CHECKPOINT] == ckpt].iloc[0]
+        fig = charts.reward_quality_figure(one, r_col, metric, row, rule)
+        widgets.chart(fig, one, f"reward-vs-{metric}-{ckpt}")
+
     left, right = st.columns(2)
     with left:
-        reward_scatter(seqs, metric, r_col)
+        reward_scatter()
     with right:
-        widgets.chart(charts.correlation_lam_figure(corr), corr, f"spearman-vs-lam-{data_name}-{metric}")
-    with st.expander("Spearman per checkpoint"):
+        widgets.chart(charts.correlation_lam_figure(corr, rule), corr, f"spearman-vs-lam-{data_name}-{metric}")
+    with st.expander(f"Rank correlations per checkpoint ({rule})"):
         st.dataframe(corr, hide_index=True)
+    best = data.with_runs(tables.summary_best_of_n(summaries), runs)
+    best = best[best["metric"] == metric]
+    if not best.empty:
+        cells = list(dict.fromkeys(best["decoding"]))
+        cell = st.selectbox("Best of N among the samples of", cells, help="Decoding cells with N > 1 per prompt.")
+        best = best[best["decoding"] == cell].sort_values([S.STEP, S.RUN])
+        widgets.chart(charts.best_of_n_figure(best, metric, rule), best, f"best-of-n-{data_name}-{cell}-{metric}")
+elif not with_seqs.empty:
+    st.info("No reward data set with a per-sample quality metric yet: score a sweep's samples "
+            "(`python -m analysis rewards --checkpoint <ckpt> --data test`).")  # fmt: skip
 
 st.subheader("Preferences")
 if with_pairs.empty:
     st.info(f"No preference pairs yet: score a data set of (prompt, chosen, rejected) to get `{S.PAIRS_FILE}`.")
     st.stop()
-names = sorted(with_pairs["name"].unique())
-pref = st.selectbox("Preference data", names)
+pref = st.selectbox("Preference data", sorted(with_pairs["name"].unique()))
+summaries = data.summaries(root, results, pref)
+rule = tables.reward_rule(summaries)
+acc = data.with_runs(tables.summary_preferences(summaries), runs).sort_values([S.STEP, S.RUN])
 pairs = data.gather(root, results, "rewards", pref, S.PAIRS_FILE, runs)
-acc = tables.pairwise_accuracy(pairs).merge(runs[[S.RUN, S.METHOD]], on=S.RUN)
-acc[S.CHECKPOINT] = [data.checkpoint_label(r, s) for r, s in zip(acc[S.RUN], acc[S.STEP])]
 # default: the last checkpoint of one run of each method
 last = acc[acc[S.STEP] == acc[S.STEP].max()].drop_duplicates(S.METHOD)
 shown = st.multiselect("Margins of", list(acc[S.CHECKPOINT]), default=list(last[S.CHECKPOINT]))
 left, right = st.columns(2)
 with left:
-    widgets.chart(charts.accuracy_figure(acc), acc, f"pairwise-accuracy-{pref}")
+    widgets.chart(charts.accuracy_figure(acc, rule), acc, f"pairwise-accuracy-{pref}")
 with right:
     margins = pairs[pairs[S.CHECKPOINT].isin(shown)]
-    widgets.chart(charts.margin_figure(margins), margins, f"margins-{pref}")
+    widgets.chart(charts.margin_figure(margins, rule), margins, f"margins-{pref}")
+by_source = tables.summary_preferences_by_source(summaries)
+if not by_source.empty:
+    with st.expander(f"Pairwise accuracy per pair source ({rule})"):
+        st.dataframe(data.with_runs(by_source, runs), hide_index=True)

@@ -27,6 +27,12 @@ label_b = top[2].selectbox(
     "Side by side with", ["none", *others], index=1 + others.index(partner[0]) if partner else 0
 )  # fmt: skip
 chosen = [label_a] + ([label_b] if label_b != "none" else [])
+summaries = data.summaries(root, results, data_name)
+summaries = {where[label][:2]: summaries[where[label][:2]] for label in chosen if where[label][:2] in summaries}
+# the per-sample metrics the analysis correlated R with (exact_match_calc scores another text than this one)
+metrics = list(dict.fromkeys(tables.summary_correlations(summaries)["metric"]))
+if summaries:
+    st.caption(f"Rewards: {tables.reward_rule(summaries)}.")
 
 
 def sequences(label):
@@ -104,9 +110,9 @@ def show_tokens(example_id: int) -> None:
                 continue
             token_ids[label] = tuple(toks[S.TOKEN_ID])
             row = sequences(label).set_index(S.EXAMPLE_ID).loc[example_id]
-            metrics = [f"{c} = {row[c]:g}" for c in row.index if c in S.HIGHER_IS_BETTER]
+            scores = [f"{c} = {row[c]:g}" for c in metrics if c in row.index]
             sums = f"R = {row[S.R]:.3f} · R_centered = {row[S.R_CENTERED]:.3f} · {len(toks)} tokens"
-            st.caption(" · ".join([sums, *metrics]))
+            st.caption(" · ".join([sums, *scores]))
             st.html(charts.tokens_html(toks, quantity))
             figure = charts.token_figure(toks, quantity, "per token")
             widgets.chart(figure, toks, f"tokens-{label}-{data_name}-{example_id}")
