@@ -208,7 +208,7 @@ def accuracy_figure(acc: pd.DataFrame, rule: str = "") -> go.Figure:
     ))  # fmt: skip
     fig.add_hline(y=0.5, line_dash="dash", line_color="grey")
     fig.update_yaxes(range=[0, 1])
-    title = "P(R(chosen) > R(rejected)), ties ½, 95% Wilson interval; log π(y|x) beside"
+    title = "P(R(chosen) > R(rejected)), ties ½, 95% Wilson"
     return _layout(fig, title, "checkpoint", "pairwise accuracy", rule)
 
 
@@ -243,7 +243,7 @@ def correlation_lam_figure(corr: pd.DataFrame, rule: str = "") -> go.Figure:
             "<extra></extra>",
         ))  # fmt: skip
     fig.add_hline(y=0, line_color="grey", line_width=1)
-    title = "Spearman ρ(R, metric) against lam, 95% bootstrap interval over prompts"
+    title = "Spearman ρ(R, metric) vs lam, 95% interval"
     return _layout(fig, title, "lam (0 = MLE)", "Spearman ρ", rule)
 
 

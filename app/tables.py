@@ -180,7 +180,7 @@ def reward_rule(summaries: dict) -> str:
     rule, for table headers and chart titles."""
     gammas = sorted({s["gamma"] for s in summaries.values()})
     gamma = " or ".join(f"{g:g}" for g in gammas) + (" (per checkpoint)" if len(gammas) > 1 else "")
-    return f"r_t = Q − γ·V(s_t+1), γ = {gamma}; EOS terminal (V = 0 after it); a cut completion's last token has no next state"
+    return f"r_t = Q − γV(s_t+1), γ = {gamma}, EOS terminal, a cut completion's last token has no next state"
 
 
 def reward_differences(a: pd.DataFrame, b: pd.DataFrame, top: int = 20) -> pd.DataFrame:

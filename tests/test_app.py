@@ -132,7 +132,7 @@ def test_token_rewards_page_escapes_tokens(monkeypatch, real_runs):
     select(at, "Prompt (best match first)").set_value("h0").run()
     select(at, "Completion").set_value(0).run()  # example 0: the chosen side of pair 0, holding the hostile text
     assert not at.exception
-    assert f"γ = {summary(real_runs, 'mle/seed0', HOSTILE)['gamma']:g}; EOS terminal" in at.caption[0].value
+    assert f"γ = {summary(real_runs, 'mle/seed0', HOSTILE)['gamma']:g}, EOS terminal" in at.caption[0].value
     assert HOSTILE_TOKENS[0] in at.code[0].value  # the prompt, shown verbatim
     bodies = [h.proto.body for h in at.get("html")]
     assert len(bodies) == 2  # two checkpoints side by side
@@ -190,7 +190,7 @@ def test_rewards_quality_page_shows_the_analysis_correlations(monkeypatch, real_
     assert mine["spearman"] == pytest.approx(rho, abs=1e-12)
     expected = f"R vs rouge1: Spearman ρ = {rho:.3f} [{mine['spearman_low']:.3f}, {mine['spearman_high']:.3f}]"
     assert title(scatter) == f"{expected} (n = {len(seqs)})"
-    assert "γ = 0.99; EOS terminal" in scatter["layout"]["title"]["subtitle"]["text"]
+    assert "γ = 0.99, EOS terminal" in scatter["layout"]["title"]["subtitle"]["text"]
     assert sorted(scatter["data"][0]["y"]) == pytest.approx(sorted(seqs[S.R]))
     # per checkpoint against lam: summary.json's rho and its bootstrap interval, as error bars
     markers = [t for t in by_lam["data"] if t["mode"] == "markers"]
@@ -539,7 +539,7 @@ def test_summary_tables_read_the_written_figures():
     assert tables.summary_preferences_by_source(summaries)[S.PAIR_SOURCE].tolist() == ["carried"]
     b = tables.summary_best_of_n(summaries)
     assert b[["decoding", "metric", "reward", "likelihood", "oracle"]].values.tolist() == [["t=1", "em", 0.5, 0.0, 1.0]]
-    assert tables.reward_rule(summaries).startswith("r_t = Q − γ·V(s_t+1), γ = 0.99 or 1 (per checkpoint); EOS")
+    assert tables.reward_rule(summaries).startswith("r_t = Q − γV(s_t+1), γ = 0.99 or 1 (per checkpoint), EOS")
 
 
 def test_reward_and_preference_figures():
