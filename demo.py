@@ -47,17 +47,29 @@ def validation_nll(run_dir: Path) -> float:
     return [r["eval/nll"] for r in rows if "eval/nll" in r][-1]
 
 
-def greedy_exact_match(checkpoint: Path) -> float:
-    """Share of test problems whose greedy solution ends in the right `#### <number>`."""
-    from analysis.generation import generate
-    from analysis.metrics import answers_match
+def greedy_quality(checkpoint: Path) -> str:
+    """Greedy quality of a checkpoint on its run's whole test split, as "metric mean ± SE" of the task's first
+    metric, decoded by the generation module the sweep uses and scored by the sweep's metric code."""
+    from analysis import metrics as M
+    from analysis import schema as S
+    from analysis.stats import mean_se
     from irl.data import load_splits
+    from irl.generation import Decoding, decode, left_padded
     from irl.model import load_model, load_tokenizer
 
-    test = load_splits(read_config(checkpoint.parent / CONFIG))["test"]
+    config = read_config(checkpoint.parent / CONFIG)
+    test = load_splits(config)["test"]
     model, tokenizer = load_model(str(checkpoint)).eval(), load_tokenizer(str(checkpoint))
-    outs = generate(model, tokenizer, [ex["prompt"] for ex in test], max_new_tokens=128, do_sample=False)
-    return sum(answers_match(out[0], ex["completion"]) for out, ex in zip(outs, test)) / len(test)
+    completions = []
+    for start in range(0, len(test), 64):
+        batch = left_padded(tokenizer, [ex["prompt"] for ex in test[start : start + 64]], model.device)
+        out = decode(model, batch, Decoding("greedy"), 1, max_new_tokens=128, seed=0,
+                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+        completions += tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
+    metric = S.TASK_METRICS[S.task_of(config.to_dict())][0]
+    scores = M.quality_scores([metric], completions, [ex["completion"] for ex in test])[metric]
+    mean, se = mean_se(scores)
+    return f"{metric} {mean:.3f} ± {se:.3f}"
 
 
 def main():
@@ -77,10 +89,10 @@ def main():
     t = time.perf_counter()
     print(f"\n{'method':<10} {'val NLL':>8} {'greedy exact match (test)':>26}")
     for name, ckpt in ckpts.items():
-        print(f"{name:<10} {validation_nll(ckpt.parent):>8.4f} {greedy_exact_match(ckpt):>26.3f}")
+        print(f"{name:<10} {validation_nll(ckpt.parent):>8.4f} {greedy_quality(ckpt):>26}")
     print(f"evaluated in {time.perf_counter() - t:.0f} s", flush=True)
 
-    from analysis.rewards import reward_report
+    from analysis.report import format_report, reward_report
     from analysis.sweep import format_table, sweep
 
     t = time.perf_counter()
@@ -91,17 +103,8 @@ def main():
     print(f"swept in {time.perf_counter() - t:.0f} s", flush=True)
 
     t = time.perf_counter()
-    print(f"\n{'method':<10} {'pref. accuracy [95% CI]':>26} {'Spearman(R, correct) [95% CI]':>32} {'best-of-N gain':>15}")
-    for name, ckpt in ckpts.items():
-        report = reward_report(ckpt, sweep_split="test", limit=args.limit)
-        pref, corr, best = report["preferences"], report["correlation"], report["best_of_n"]
-        print(
-            f"{name:<10} {pref['accuracy']:>9.3f} [{pref['low']:.3f}, {pref['high']:.3f}]"
-            f" {corr['spearman']:>14.3f} [{corr['spearman_low']:.3f}, {corr['spearman_high']:.3f}]"
-            f" {best['gain']:>+15.3f}"
-        )
-    print("(preferences: reference vs corrupted solutions and correct vs wrong samples; Spearman and best-of-N")
-    print(f" over the {report['decoding']} samples: exact match of the highest-R sample minus a random one)")
+    reports = {name: reward_report(ckpt, sweep_split="test", limit=args.limit) for name, ckpt in ckpts.items()}
+    print("\n" + format_report(reports))
     print(f"rewards in {time.perf_counter() - t:.0f} s; demo total {time.perf_counter() - start:.0f} s")
 
 

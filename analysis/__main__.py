@@ -3,6 +3,9 @@
     python -m analysis sweep   --run runs/demo/mle [...]          # decoding grid -> samples and aggregate tables
     python -m analysis rewards --checkpoint <dir> --data <...>    # per-token rewards of a checkpoint
     python -m analysis <command> --help                           # the options of each
+
+Options are parsed (analysis/cli.py) before the stage's module, and torch with it, is imported. A command's
+own errors print as one line and exit with status 1.
 """
 
 import sys
@@ -11,12 +14,15 @@ import sys
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     command, rest = (argv[0], argv[1:]) if argv else ("--help", [])
+    if command not in ("sweep", "rewards"):
+        sys.exit(__doc__)
+    from analysis import cli
+
+    (cli.sweep_parser() if command == "sweep" else cli.rewards_parser()).parse_args(rest)  # --help, bad flags
     if command == "sweep":
         from analysis.sweep import main as run
-    elif command == "rewards":
-        from analysis.rewards import main as run
     else:
-        sys.exit(__doc__)
+        from analysis.rewards import main as run
     run(rest)
 
 

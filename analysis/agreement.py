@@ -1,75 +1,36 @@
-"""How well extracted rewards agree with task quality and with preferences (METHOD.md §4). Pure pandas, numpy
-and scipy: these functions read the tables analysis/rewards.py writes and never touch a model.
+"""How well extracted rewards agree with task quality and with preferences (METHOD.md section 4), always beside
+the likelihood baselines (schema.SCORES: R, R_mean, R_centered against log pi(y|x) summed and per token, and
+length), since with gamma near 1 R ranks one prompt's samples almost as log pi(y|x) does. Pure pandas, numpy and
+scipy over the tables analysis/rewards.py writes; the statistics are analysis/stats.py's.
 
-- Rank correlation of the sequence reward R (raw or centred per prompt) with a per-sample quality metric:
-  Spearman's rho and Kendall's tau-b (ties averaged, as scipy does), with percentile bootstrap intervals that
-  resample whole prompts (the K samples of one prompt are not independent), seeded.
-- The same correlation per run, as a function of `lam` (the paper's reward-correlation analysis).
-- Preferences: pairwise accuracy P(R(chosen) > R(rejected)) with ties counted as half a win, its Wilson
-  interval (taken at the tie-adjusted proportion), ROC AUC of chosen against rejected rewards (Mann-Whitney,
-  ties half), and the margins R(chosen) - R(rejected).
-- Best-of-N: per prompt, the quality reached by picking the sample of highest R, of highest likelihood, a
-  uniformly random sample (its expectation: the prompt's mean quality) and the best sample (oracle).
+- Rank correlation of each score with a per-sample quality metric, with prompt-clustered bootstrap intervals;
+  per run as a function of `lam` (the paper's reward-correlation analysis).
+- Preferences: pairwise accuracy of each score (ties half, Wilson interval), ROC AUC, and R's margins.
+- Best-of-N: per prompt, the quality reached by picking the sample of highest score, a uniformly random sample
+  (its expectation: the prompt's mean quality) and the best sample (oracle).
+- Error localisation: on rejected completions whose first wrong token is known, the rank of that token when
+  the completion's tokens are ranked by reward (lowest first), against log pi (lowest first), the policy's
+  entropy (highest first) and a random ranking: Hit@1, Hit@3 and mean reciprocal rank.
 """
-
-import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from analysis import schema as S
-
-LEVEL = 0.95
-
-
-def rank_correlations(reward, metric) -> dict[str, float]:
-    """Spearman's rho and Kendall's tau-b of two equally long sequences; NaN where one is constant."""
-    x, y = np.asarray(reward, float), np.asarray(metric, float)
-    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return {"spearman": np.nan, "kendall": np.nan}
-    return {"spearman": float(stats.spearmanr(x, y).statistic), "kendall": float(stats.kendalltau(x, y).statistic)}
-
-
-def bootstrap_correlations(
-    reward, metric, groups=None, n_boot: int = 1000, seed: int = 0, level: float = LEVEL
-) -> dict[str, float]:
-    """`rank_correlations` with percentile bootstrap intervals: {"n", "spearman", "spearman_low",
-    "spearman_high", "kendall", "kendall_low", "kendall_high"}.
-
-    Each replicate draws as many groups as there are (with replacement) and keeps all rows of each drawn group,
-    so samples of one prompt stay together; `groups=None` resamples rows. Replicates where a side is constant
-    (NaN) are left out of the percentiles. Deterministic for a given seed.
-    """
-    x, y = np.asarray(reward, float), np.asarray(metric, float)
-    codes = np.arange(len(x)) if groups is None else pd.factorize(np.asarray(groups))[0]
-    members = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes))[:-1])
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_boot):
-        rows = np.concatenate([members[g] for g in rng.integers(len(members), size=len(members))])
-        draws.append(rank_correlations(x[rows], y[rows]))
-    out = {"n": len(x)}
-    tails = 100 * np.array([(1 - level) / 2, (1 + level) / 2])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN replicates: an interval of NaN
-        for name, point in rank_correlations(x, y).items():
-            values = np.array([d[name] for d in draws])
-            out[name] = point
-            out[f"{name}_low"], out[f"{name}_high"] = np.nanpercentile(values, tails) if n_boot else (np.nan, np.nan)
-    return {k: float(v) if k != "n" else v for k, v in out.items()}
+from analysis.stats import LEVEL, bootstrap_correlations, margin_summary, pairwise_accuracy, roc_auc
 
 
 def correlation_table(
     sequences: pd.DataFrame,
     metrics,
-    rewards=(S.R, S.R_CENTERED),
+    rewards=S.SCORES,
     group: str | None = S.PROMPT_ID,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """One row per (reward column, metric): `bootstrap_correlations` over the rows where the metric is known,
-    resampling `group` (None: rows). Columns: reward, metric, n, spearman[_low/_high], kendall[_low/_high]."""
+    """One row per (score column, metric): `bootstrap_correlations` over the rows where the metric is known,
+    resampling `group` (None: rows). Columns: reward (the score), metric, n, spearman[_low/_high],
+    kendall[_low/_high]."""
     rows = []
     for metric in metrics:
         known = sequences.dropna(subset=[metric])
@@ -101,56 +62,16 @@ def correlation_vs_lam(
     return pd.DataFrame(rows).sort_values([S.LAM, S.RUN], kind="stable", ignore_index=True)
 
 
-def wilson_interval(p: float, n: int, level: float = LEVEL) -> tuple[float, float]:
-    """Wilson score interval of a proportion p observed over n trials."""
-    if n == 0:
-        return np.nan, np.nan
-    z = stats.norm.ppf((1 + level) / 2)
-    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
-    half = z / (1 + z**2 / n) * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
-    return float(centre - half), float(centre + half)
-
-
-def pairwise_accuracy(chosen, rejected, level: float = LEVEL) -> dict[str, float]:
-    """P(R(chosen) > R(rejected)) over pairs, a tie counting as half a win, with the Wilson interval at that
-    proportion: {"accuracy", "low", "high", "n", "wins", "ties", "losses"}."""
-    margin = np.asarray(chosen, float) - np.asarray(rejected, float)
-    wins, ties, n = int((margin > 0).sum()), int((margin == 0).sum()), len(margin)
-    accuracy = (wins + 0.5 * ties) / n if n else np.nan
-    low, high = wilson_interval(accuracy, n, level)
-    losses = n - wins - ties
-    return {"accuracy": accuracy, "low": low, "high": high, "n": n, "wins": wins, "ties": ties, "losses": losses}
-
-
-def roc_auc(positive, negative) -> float:
-    """Area under the ROC curve of scores of positives against negatives: the probability that a random
-    positive scores above a random negative, ties counting half (Mann-Whitney U / (n_pos * n_neg))."""
-    pos, neg = np.asarray(positive, float), np.asarray(negative, float)
-    ranks = stats.rankdata(np.concatenate([pos, neg]))  # average ranks: ties count half
-    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
-    return float(u / (len(pos) * len(neg)))
-
-
-def margin_summary(margins) -> dict[str, float]:
-    """Distribution of margins R(chosen) - R(rejected): mean, std, and the 5/25/50/75/95th percentiles."""
-    m = np.asarray(margins, float)
-    q = np.percentile(m, [5, 25, 50, 75, 95])
-    return {"mean": float(m.mean()), "std": float(m.std(ddof=1)) if len(m) > 1 else np.nan} | {
-        f"q{p}": float(v) for p, v in zip((5, 25, 50, 75, 95), q)
-    }
-
-
-def preference_metrics(pairs: pd.DataFrame, level: float = LEVEL) -> dict:
-    """Metrics of a pairs table (columns chosen_R, rejected_R, margin, and chosen_/rejected_logp_sum):
-    pairwise accuracy with its interval, ROC AUC, the margin distribution, and as a baseline the accuracy of
-    the sequence log-likelihood log pi(y|x) on the same pairs."""
-    likelihood = pairwise_accuracy(pairs[S.CHOSEN_LOGP_SUM], pairs[S.REJECTED_LOGP_SUM], level)
-    return {
-        **pairwise_accuracy(pairs[S.CHOSEN_R], pairs[S.REJECTED_R], level),
-        "auc": roc_auc(pairs[S.CHOSEN_R], pairs[S.REJECTED_R]),
-        "margin": margin_summary(pairs[S.MARGIN]),
-        "likelihood_accuracy": likelihood["accuracy"],
-    }
+def preference_metrics(pairs: pd.DataFrame, scores=S.SCORES, level: float = LEVEL) -> dict:
+    """Per score of `scores` (pairs columns chosen_<score>, rejected_<score>): pairwise accuracy with its
+    Wilson interval (ties half) and ROC AUC of chosen against rejected; under "R" also the margin distribution
+    R(chosen) - R(rejected)."""
+    out = {}
+    for score in scores:
+        chosen, rejected = pairs[f"chosen_{score}"], pairs[f"rejected_{score}"]
+        out[score] = pairwise_accuracy(chosen, rejected, level) | {"auc": roc_auc(chosen, rejected)}
+    out[S.R]["margin"] = margin_summary(pairs[S.MARGIN])
+    return out
 
 
 def _expected_at_max(score: pd.Series, quality: pd.Series, keys) -> pd.Series:
@@ -159,23 +80,55 @@ def _expected_at_max(score: pd.Series, quality: pd.Series, keys) -> pd.Series:
     return quality[top].groupby([k[top] for k in keys]).mean()
 
 
-def best_of_n(
-    sequences: pd.DataFrame, metric: str, group=(S.PROMPT_ID,), reward: str = S.R, likelihood: str = S.LOGP_SUM
-) -> dict[str, float]:
-    """Quality reached per group (a prompt's N samples) by each way of picking one sample, averaged over
-    groups: "reward" (highest R), "likelihood" (highest log pi(y|x)), "random" (expected: the group's mean
-    quality), "oracle" (the best sample); "gain" = reward - random; "n" = mean samples per group. Ties for
-    the highest score count as a random pick among the tied samples."""
+def best_of_n(sequences: pd.DataFrame, metric: str, group=(S.PROMPT_ID,), scores=S.SCORES) -> dict[str, float]:
+    """Quality reached per group (a prompt's N samples) by each way of picking one sample, averaged over groups:
+    the sample of highest score for each score of `scores` (R, R_mean, ... logp_sum, ...), "random" (expected:
+    the group's mean quality), "oracle" (the best sample); "gain" = R's pick - random; "prompts"; "n" = mean
+    samples per group. Ties for the highest score count as a random pick among the tied samples."""
     table = sequences.dropna(subset=[metric])
     keys = [table[g] for g in group]
     quality = table[metric].astype(float)
     by = quality.groupby(keys)
-    out = {
-        "prompts": int(by.ngroups),
-        "n": float(by.size().mean()),
-        "reward": float(_expected_at_max(table[reward], quality, keys).mean()),
-        "likelihood": float(_expected_at_max(table[likelihood], quality, keys).mean()),
-        "random": float(by.mean().mean()),
-        "oracle": float(by.max().mean()),
-    }
-    return out | {"gain": out["reward"] - out["random"]}
+    out = {"prompts": int(by.ngroups), "n": float(by.size().mean())}
+    out |= {score: float(_expected_at_max(table[score], quality, keys).mean()) for score in scores}
+    out |= {"random": float(by.mean().mean()), "oracle": float(by.max().mean())}
+    return out | {"gain": out[S.R] - out["random"]}
+
+
+def expected_rank_hits(scores, target: int, ks=(1, 3)) -> dict[str, float]:
+    """Where token `target` lands when the tokens are ranked by `scores`, best first (ties broken uniformly at
+    random, in expectation): {"hit@k": P(rank <= k) for k in ks, "rr": E[1 / rank]}.
+
+    With r0 = 1 + (tokens scoring strictly better) and m = tokens tied with it (itself included), its rank is
+    uniform over r0 .. r0 + m - 1. A random ranking is the case where all n tokens tie."""
+    x = np.asarray(scores, float)
+    r0 = 1 + int((x > x[target]).sum())
+    m = int((x == x[target]).sum())
+    ranks = np.arange(r0, r0 + m)
+    return {f"hit@{k}": float((ranks <= k).mean()) for k in ks} | {"rr": float((1.0 / ranks).mean())}
+
+
+def error_localisation(tokens: pd.DataFrame, sequences: pd.DataFrame, ks=(1, 3)) -> dict:
+    """Per ranking of schema.TOKEN_RANKINGS (reward and log pi lowest first, entropy highest first, random), the
+    mean over the sequences with a known `error_position` of Hit@k and the reciprocal rank of that position
+    among the sequence's tokens; "n" sequences. Tokens without a reward (a cut last token) take no part."""
+    known = sequences.dropna(subset=[S.ERROR_POSITION])
+    tokens = tokens[tokens[S.EXAMPLE_ID].isin(known[S.EXAMPLE_ID])].dropna(subset=[S.REWARD])
+    target = dict(zip(known[S.EXAMPLE_ID], known[S.ERROR_POSITION].astype(int)))
+    rows = {name: [] for name in S.TOKEN_RANKINGS}
+    for example_id, toks in tokens.groupby(S.EXAMPLE_ID, sort=True):
+        at = np.flatnonzero(toks[S.POSITION].to_numpy() == target[example_id])
+        if not len(at):
+            continue
+        for name in S.TOKEN_RANKINGS:
+            if name == "random":
+                score = np.zeros(len(toks))
+            else:
+                score = toks[name].to_numpy(float) * (1 if name == S.TOKEN_ENTROPY else -1)  # best = most suspect
+            rows[name].append(expected_rank_hits(score, int(at[0]), ks))
+    n = len(rows[S.REWARD])
+    out = {"n": n}
+    for name, found in rows.items():
+        out[name] = {k: float(np.mean([f[k] for f in found])) if found else np.nan for k in (*[f"hit@{k}" for k in ks], "rr")}
+        out[name]["mrr"] = out[name].pop("rr")
+    return out

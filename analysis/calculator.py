@@ -16,6 +16,7 @@ Usage:
 
 import ast
 import re
+import weakref
 from fractions import Fraction
 
 import torch
@@ -155,6 +156,9 @@ def calculator_rewrite(solution_text: str) -> str:
     return out
 
 
+_SURFACES = weakref.WeakKeyDictionary()  # tokenizer -> (block_after_number, block_after_separator)
+
+
 def _token_surfaces(tokenizer) -> list[str]:
     """The text each token id adds after other text, leading space included.
 
@@ -196,10 +200,21 @@ class CalculatorLogitsProcessor(LogitsProcessor):
 
     def __init__(self, tokenizer, prompt_length: int):
         self.tokenizer = tokenizer
-        self.prompt_length = prompt_length
-        surfaces = _token_surfaces(tokenizer)
-        self.block_after_number = torch.tensor([i for i, s in enumerate(surfaces) if re.match(r"[0-9]|[.,/][0-9]", s)])
-        self.block_after_separator = torch.tensor([i for i, s in enumerate(surfaces) if re.match(r"[0-9]", s)])
+        self.prompt_length = prompt_length  # the column generation starts at; set per batch of prompts
+        if tokenizer not in _SURFACES:  # decoding the whole vocabulary: once per tokenizer
+            surfaces = _token_surfaces(tokenizer)
+            _SURFACES[tokenizer] = (
+                torch.tensor([i for i, s in enumerate(surfaces) if re.match(r"[0-9]|[.,/][0-9]", s)]),
+                torch.tensor([i for i, s in enumerate(surfaces) if re.match(r"[0-9]", s)]),
+            )
+        self.block_after_number, self.block_after_separator = _SURFACES[tokenizer]
+
+    def forced_positions(self, completion_ids: list[int]) -> list[int]:
+        """Positions of a completion decoded with this processor whose token the calculator forced. The action
+        depends only on the ids before a position, so replaying it on each prefix finds them exactly."""
+        return [
+            t for t in range(len(completion_ids)) if self._action(completion_ids[:t]) == ("force", completion_ids[t])
+        ]
 
     def _action(self, ids: list[int]) -> tuple[str, int | torch.Tensor] | None:
         """("force", token id), ("block", token ids) or None for one row's generated ids."""

@@ -1,20 +1,27 @@
 """Quality and diversity metrics (METHOD.md, section 5) as `evaluate.Metric` modules.
 
-Each metric is a plain function, cheap enough for the sweep's hot loop, and an `evaluate.Metric`
-subclass wrapping it for the usual `Metric().compute(predictions=..., references=...)` interface
-(constructing a Metric costs milliseconds and creates a cache directory, so the sweep calls the functions).
-Nothing is downloaded: the classes are instantiated directly, never through `evaluate.load`.
+Each metric is a plain function and an `evaluate.Metric` subclass wrapping it, and the pipeline computes every
+per-sample quality score through that interface (`metric_module`, `quality_scores`): a built-in name gets the
+project's module, built once, in memory, never downloaded; any other name goes to `evaluate.load` (a local
+module path, or a hub name when online), so `--metrics` takes any evaluate module. `aggregate` turns a sweep
+cell's per-sample scores into its row of means, clustered standard errors and diversity.
 
 Quality, per sample:  exact match after "####" (GSM8K), ROUGE-1/2/Lsum F-measure (rouge_score, stemming),
 BLEU and chrF (sacrebleu, 0-100). Diversity, per group of K samples of one prompt: Self-BLEU (0-100, each
 sample against the other K-1) and distinct-n.
 """
 
+import functools
+
 import datasets
 import evaluate
 import numpy as np
+import pandas as pd
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
+
+from analysis import schema as S
+from analysis.stats import mean_se
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeLsum")
 # Stateless once built (tokenizer + Porter stemmer), so one scorer serves every call.
@@ -235,3 +242,73 @@ class DistinctN(evaluate.Metric):
             out[f"distinct_{n}"] = float(np.mean(per_group))
             out[f"distinct_{n}_per_group"] = per_group
         return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The pipeline's interface
+
+# Built-in metric names and the module that computes each (ROUGE's module computes all three).
+MODULES = {"exact_match": ExactMatch, "rouge1": Rouge, "rouge2": Rouge, "rougeLsum": Rouge, "bleu": Bleu, "chrf": Chrf}
+
+
+class MetricError(ValueError):
+    """A metric name that names no built-in metric and no loadable evaluate module."""
+
+
+@functools.cache
+def metric_module(name: str) -> evaluate.EvaluationModule:
+    """The evaluate module computing metric `name`: the project's (built once, kept in memory), else
+    `evaluate.load(name)`: a local module path, or a hub name when online."""
+    if name in MODULES:
+        return MODULES[name](keep_in_memory=True)
+    try:
+        return evaluate.load(name, keep_in_memory=True)
+    except Exception as e:  # evaluate raises FileNotFoundError, ConnectionError, ValueError... for a bad name
+        raise MetricError(f"metric {name!r}: not built in ({', '.join(MODULES)}) and not loadable: {e}") from None
+
+
+def quality_scores(metrics, predictions: list[str], references: list[str]) -> dict[str, list[float]]:
+    """{metric: per-sample scores} for each name in `metrics`, each computed by its `metric_module`.
+
+    A module returning `<name>_per_sample` (the built-in ones) is called once for the batch; another module is
+    called once per sample and its `<name>` value taken as that sample's score."""
+    _check_pairs(predictions, references)
+    results = {}
+    for name in metrics:
+        module = metric_module(name)
+        if id(module) not in results:
+            results[id(module)] = module.compute(predictions=predictions, references=references)
+        result = results[id(module)]
+        if f"{name}_per_sample" in result:
+            scores = result[f"{name}_per_sample"]
+        else:
+            scores = [module.compute(predictions=[p], references=[r])[name] for p, r in zip(predictions, references)]
+        results[name] = [float(x) for x in scores]
+    return {name: results[name] for name in metrics}
+
+
+def aggregate(samples: pd.DataFrame, metrics=None) -> pd.DataFrame:
+    """One row per (run, step, decoding) of a samples table, keyed by schema.AGG_KEYS:
+
+    - `<m>_mean`, `<m>_se` for each quality metric m (default: the table's schema.quality_columns): the mean
+      over samples and its standard error clustered by prompt (analysis.stats.mean_se: the K samples of one
+      prompt are one cluster);
+    - Self-BLEU, distinct-1, distinct-2 of each prompt's samples, averaged over prompts (NaN when prompts have
+      a single sample, as under greedy);
+    - entropy: mean over samples of their mean per-token entropy; n: number of samples.
+    """
+    metrics = S.quality_columns(samples.columns) if metrics is None else list(metrics)
+    rows = []
+    for keys, cell in samples.groupby(list(S.AGG_KEYS), sort=False):
+        row = dict(zip(S.AGG_KEYS, keys))
+        for m in metrics:
+            row[S.mean_col(m)], row[S.se_col(m)] = mean_se(cell[m], cell[S.PROMPT_ID])
+        groups = [group[S.COMPLETION].tolist() for _, group in cell.groupby(S.PROMPT_ID, sort=False)]
+        several = min(len(g) for g in groups) > 1
+        row[S.SELF_BLEU] = np.mean([self_bleu(g) for g in groups]) if several else np.nan
+        row[S.DISTINCT_1] = np.mean([distinct_n(g, 1) for g in groups]) if several else np.nan
+        row[S.DISTINCT_2] = np.mean([distinct_n(g, 2) for g in groups]) if several else np.nan
+        row[S.ENTROPY] = cell[S.ENTROPY].mean()
+        row[S.N] = len(cell)
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,7 +1,8 @@
 """The built-in preference set of the math task: (prompt, chosen, rejected) pairs labelled by the task's own
 checker (analysis.metrics.answers_match), to measure whether extracted rewards prefer right solutions.
 
-Two kinds of pairs, each carrying its `source`:
+Two kinds of pairs, each carrying its `source`; a corrupted rejected side records `rejected_error_char`, the
+character where it first departs from the reference, for token-level error localisation:
 
 - Reference against a corruption of it. A solution is a few lines "... <expression> = <result> ...", ending
   "#### <answer>". Every corruption keeps the solution's wording and its format, and is kept only when the
@@ -18,6 +19,7 @@ Two kinds of pairs, each carrying its `source`:
   pair per prompt where both exist, drawn with the seeded generator; identical texts are never paired).
 """
 
+import os
 import random
 import re
 
@@ -128,30 +130,30 @@ def corruption_pairs(examples: list[dict], kinds=CORRUPTIONS, seed: int = 0) -> 
             bad = corrupt(ex["completion"], kind, rng)
             if bad is not None and not answers_match(bad, ex["completion"]):
                 pair = {S.PROMPT_ID: ex["id"], S.PROMPT: ex["prompt"], "chosen": ex["completion"], "rejected": bad}
-                pairs.append(pair | {S.PAIR_SOURCE: kind})
+                error_char = len(os.path.commonprefix([ex["completion"], bad]))  # where the rejected one goes wrong
+                pairs.append(pair | {S.PAIR_SOURCE: kind, "rejected_error_char": error_char})
     return pairs
 
 
 def sample_pairs(samples: pd.DataFrame, seed: int = 0) -> list[dict]:
     """One (correct, incorrect) pair of model samples per prompt of a sweep samples table (columns prompt_id,
-    prompt, completion, reference), correctness by `answers_match` against the reference."""
+    prompt, completion, reference and the token record), correctness by `answers_match` against the reference.
+    Each side keeps its generated token ids (chosen_/rejected_ prompt_ids, completion_ids, ended), so it is
+    scored as it was sampled."""
     pairs = []
     for prompt_id, group in samples.groupby(S.PROMPT_ID, sort=True):
         reference = group[S.REFERENCE].iloc[0]
-        texts = group[S.COMPLETION].drop_duplicates()
-        right = [t for t in texts if answers_match(t, reference)]
-        wrong = [t for t in texts if not answers_match(t, reference)]
+        distinct = group.drop_duplicates(S.COMPLETION)
+        right = [row for _, row in distinct.iterrows() if answers_match(row[S.COMPLETION], reference)]
+        wrong = [row for _, row in distinct.iterrows() if not answers_match(row[S.COMPLETION], reference)]
         if right and wrong:
             rng = random.Random(f"{seed}/{prompt_id}")
-            pairs.append(
-                {
-                    S.PROMPT_ID: prompt_id,
-                    S.PROMPT: group[S.PROMPT].iloc[0],
-                    "chosen": rng.choice(right),
-                    "rejected": rng.choice(wrong),
-                    S.PAIR_SOURCE: "sample",
-                }
-            )
+            chosen, rejected = rng.choice(right), rng.choice(wrong)
+            pair = {S.PROMPT_ID: prompt_id, S.PROMPT: group[S.PROMPT].iloc[0], S.PAIR_SOURCE: "sample"}
+            for side, row in (("chosen", chosen), ("rejected", rejected)):
+                pair[side] = row[S.COMPLETION]
+                pair |= {f"{side}_{c}": row[c] for c in (S.PROMPT_IDS, S.COMPLETION_IDS, S.ENDED) if c in row}
+            pairs.append(pair)
     return pairs
 
 

@@ -1,4 +1,6 @@
-"""Column names of every result table, and the direction of every metric.
+"""Column names of every result table, the direction of every metric, which columns are a task's quality
+metrics, and the order of the decoding grid. Torch-free: the app imports it. The run-directory layout is in
+irl/runs.py and the statistics in analysis/stats.py; nothing else defines either.
 
 Tables (all tidy, written as parquet):
 
@@ -30,11 +32,20 @@ SAMPLE = "sample"  # int index within the prompt's K samples
 PROMPT = "prompt"
 COMPLETION = "completion"
 REFERENCE = "reference"
-N_TOKENS = "n_tokens"  # generated tokens
+N_TOKENS = "n_tokens"  # generated tokens, EOS included when the sample ended
 ENTROPY = "entropy"  # mean per-token policy entropy along the sample, nats
+# Token-level record of a sample (the sweep stores what was generated, the rewards score exactly that).
+PROMPT_IDS = "prompt_ids"  # list<int>: the prompt's token ids as the model read them (no padding)
+COMPLETION_IDS = "completion_ids"  # list<int>: the generated ids up to and including the first EOS
+ENDED = "ended"  # bool: the sample ended with EOS; False: cut at max_new_tokens (its last token has no next state)
+COMPLETION_CALC_IDS = "completion_calc_ids"  # list<int>: ids generated with the calculator
+ENDED_CALC = "ended_calc"  # bool: as ENDED, for the calculator's completion
+CALC_FORCED = "calc_forced"  # list<int>: positions of COMPLETION_CALC_IDS the calculator forced
 
 AGG_KEYS = (RUN, METHOD, SEED, STEP, DECODING, KIND, TEMPERATURE, BEAMS)
-SAMPLE_COLUMNS = AGG_KEYS + (PROMPT_ID, SAMPLE, PROMPT, COMPLETION, REFERENCE, N_TOKENS, ENTROPY)
+SAMPLE_COLUMNS = AGG_KEYS + (
+    PROMPT_ID, SAMPLE, PROMPT, COMPLETION, REFERENCE, N_TOKENS, ENTROPY, PROMPT_IDS, COMPLETION_IDS, ENDED
+)
 
 # Aggregate diversity columns (per prompt over its K samples, then averaged over prompts) and sample count.
 SELF_BLEU = "self_bleu"
@@ -57,14 +68,25 @@ V = "v"
 V_NEXT = "v_next"
 LOGP = "logp"
 REWARD = "reward"
-TOKEN_COLUMNS = (EXAMPLE_ID, POSITION, TOKEN_ID, TOKEN, Q, V, V_NEXT, LOGP, REWARD)
+TOKEN_ENTROPY = "entropy"  # entropy of the policy in the state the token was chosen in, nats
+TOKEN_COLUMNS = (EXAMPLE_ID, POSITION, TOKEN_ID, TOKEN, Q, V, V_NEXT, LOGP, REWARD, TOKEN_ENTROPY)
 
-R = "R"
-R_CENTERED = "R_centered"
-LOGP_SUM = "logp_sum"
+R = "R"  # sum of the rewards of the completion's tokens that have a next state
+R_MEAN = "R_mean"  # R / the number of those tokens
+R_CENTERED = "R_centered"  # R minus the mean R of the rows with the same prompt_id
+LOGP_SUM = "logp_sum"  # log pi(y|x)
+LOGP_MEAN = "logp_mean"  # log pi(y|x) / length
 V0 = "v0"
-LENGTH = "length"
-SEQUENCE_COLUMNS = (EXAMPLE_ID, PROMPT_ID, R, R_CENTERED, LOGP_SUM, V0, LENGTH)
+LENGTH = "length"  # completion tokens scored, EOS included
+SEQUENCE_COLUMNS = (EXAMPLE_ID, PROMPT_ID, R, R_MEAN, R_CENTERED, LOGP_SUM, LOGP_MEAN, V0, LENGTH)
+# The sequence scores every reward figure is reported with: the rewards, then the likelihood baselines they must
+# beat to say something beyond likelihood (METHOD.md section 4: with gamma near 1, R ranks one prompt's samples
+# almost as log pi(y|x) does). Each is read "higher ranks higher".
+REWARD_SCORES = (R, R_MEAN, R_CENTERED)
+LIKELIHOOD_SCORES = (LOGP_SUM, LOGP_MEAN, LENGTH)
+SCORES = REWARD_SCORES + LIKELIHOOD_SCORES
+# How each score ranks the tokens of one completion in error localisation (lowest first, except entropy).
+TOKEN_RANKINGS = {REWARD: "lowest first", LOGP: "lowest first", TOKEN_ENTROPY: "highest first", "random": "uniform"}
 
 # Every metric and whether higher is better.
 HIGHER_IS_BETTER = {
@@ -80,6 +102,39 @@ HIGHER_IS_BETTER = {
     DISTINCT_2: True,
     ENTROPY: True,
 }
+
+
+# Per-sample quality metrics of each built-in task; any other data is scored as "text".
+TASK_METRICS = {
+    "math": ("exact_match",),
+    "summarize": ("rouge1", "rouge2", "rougeLsum"),
+    "translate": ("bleu", "chrf"),
+    "text": ("rouge1", "rouge2", "rougeLsum"),
+}
+# Metrics scored on another text than the sample's completion (the calculator's): never correlated with R.
+OTHER_TEXT_METRICS = ("exact_match_calc",)
+
+
+def task_of(config: dict) -> str:
+    """The task a run's config trains on: a built-in task's name, else "text"."""
+    return config["data"] if config["data"] in TASK_METRICS else "text"
+
+
+def quality_columns(columns, same_text: bool = False) -> list[str]:
+    """The per-sample quality metric columns among `columns`, in their order; with `same_text`, only those
+    scored on the sample's own completion (the ones a sequence reward can be compared with)."""
+    skip = set(DIVERSITY_COLUMNS) | (set(OTHER_TEXT_METRICS) if same_text else set())
+    return [c for c in columns if c in HIGHER_IS_BETTER and c not in skip]
+
+
+# Decoding grid: kinds in this order, then temperature, then beam width.
+KIND_ORDER = {"greedy": 0, "sample": 1, "beam": 2}
+GRID_ORDER = (KIND, TEMPERATURE, BEAMS)
+
+
+def grid_sort_key(column):
+    """`key=` for DataFrame.sort_values over GRID_ORDER columns (and any others): kinds in KIND_ORDER."""
+    return column.map(KIND_ORDER) if column.name == KIND else column
 
 
 def mean_col(metric: str) -> str:
@@ -102,8 +157,6 @@ COMPLETION_CALC = "completion_calc"  # math: the completion decoded with the cal
 EXACT_MATCH = "exact_match"
 EXACT_MATCH_CALC = "exact_match_calc"  # exact match of COMPLETION_CALC
 ROUGE_METRICS = ("rouge1", "rouge2", "rougeLsum")
-# Per-sample quality metrics of each kind of task: "math" for the built-in task, "text" for any other data.
-TASK_METRICS = {"math": (EXACT_MATCH,), "text": ROUGE_METRICS}
 ON_FRONT = "on_front"  # bool column added by analysis.pareto.pareto_by
 
 # Preference pairs (analysis/rewards.py writes <checkpoint>/rewards/<data>/pairs.parquet): one row per pair.
@@ -121,10 +174,11 @@ TOKENS_FILE = "tokens.parquet"
 SEQUENCES_FILE = "sequences.parquet"
 SUMMARY_FILE = "summary.json"
 TRUNCATED = "truncated"  # bool: completion cut at the model's context; its last token has no next state
-ROUNDTRIP = "roundtrip"  # bool: tokenizer.decode(tokenizer.encode(completion)) == completion
+ERROR_POSITION = "error_position"  # int: position of the first wrong token of a corrupted rejected completion
 PAIR_ID = "pair_id"  # int index of a preference pair
 SIDE = "side"  # "chosen" | "rejected": which completion of its pair a sequence is
 PAIR_SOURCE = "source"  # built-in math preferences: how a pair was made (carried, operation, dropped, sample)
 CHOSEN_LOGP_SUM = "chosen_logp_sum"  # log pi(chosen | prompt)
 REJECTED_LOGP_SUM = "rejected_logp_sum"  # log pi(rejected | prompt)
+# (pairs.parquet holds chosen_<score> and rejected_<score> for every score of SCORES)
 LAM = "lam"  # TD weight of the run (config field), for correlation against lam

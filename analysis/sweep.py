@@ -14,20 +14,25 @@ depend on the number of samples per prompt, so compare cells with the same numbe
 cell is decoded a second time with the calculator (analysis/calculator.py), with the same seed.
 
 Written next to each checkpoint (irl.runs.sweep_dir(checkpoint, split)):
-    samples-<decoding>.parquet   one row per sample: schema.SAMPLE_COLUMNS, completion_calc, per-sample metrics
-    aggregate.parquet            one row per decoding, rebuilt from the samples files (see `aggregate`)
+    samples-<decoding>.parquet   one row per sample: schema.SAMPLE_COLUMNS (the token record: prompt_ids,
+                                 completion_ids up to and including EOS, ended), the calculator's record
+                                 (completion_calc_ids, ended_calc, calc_forced, completion_calc), per-sample metrics
+    aggregate.parquet            one row per decoding, rebuilt from the samples files (analysis.metrics.aggregate)
     manifest.json                the settings (`Settings`) every cell there was made with
 Each file is written atomically. A rerun skips the cells already written, so an interrupted sweep finishes
 where it stopped; asking for other settings in the same directory is an error.
 
-Reproducibility: the prompts are cut into fixed batches of `batch_size` prompts, and each batch is decoded with
-torch seeded from (seed, decoding, batch index). Processes share out whole batches, so a prompt's samples do
-not depend on the number of processes (nor on which cells were done before).
+Speed: greedy and sampled cells decode step by step with finished rows leaving the batch
+(irl.generation.decode_compact), prompts are batched by length, and the calculator's vocabulary-wide tables are
+built once per tokenizer.
+
+Reproducibility: the prompts, ordered by length, are cut into fixed batches of `batch_size` prompts, and each
+batch is decoded with torch seeded from (seed, decoding, batch index). Processes share out whole batches, so a
+prompt's samples do not depend on the number of processes (nor on which cells were done before). Tables keep
+the split's order.
 """
 
-import argparse
 import glob
-import hashlib
 import json
 import math
 import sys
@@ -42,48 +47,23 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from transformers import AutoConfig, LogitsProcessorList
 
+from analysis import cli
 from analysis import metrics as M
 from analysis import schema as S
 from analysis.calculator import CalculatorLogitsProcessor
-from analysis.generation import left_padded
 from analysis.pareto import pareto_by
 from irl import config as irl_config
 from irl import runs
-from irl.data import DataError, load_splits
+from irl.data import DataError, held_out_split, load_splits
+from irl.generation import Decoding, batch_seed, decode, left_padded
 from irl.io import atomic_write_text, write_parquet
 from irl.model import ModelError, load_model, load_tokenizer
 
-TEMPERATURES = (0.0, 0.25, 0.5, 0.75, 1.0)
-BEAMS = (1, 2, 4, 8)
-QUALITY_METRICS = (S.EXACT_MATCH, *S.ROUGE_METRICS, "bleu", "chrf")  # what --metrics accepts
-AGGREGATE = "aggregate.parquet"
-MANIFEST = "manifest.json"
+TEMPERATURES, BEAMS = cli.TEMPERATURES, cli.BEAMS
 
 
 class SweepError(ValueError):
     """A sweep cannot run as asked; the message says why."""
-
-
-@dataclass(frozen=True)
-class Decoding:
-    """One decoding setting of the grid."""
-
-    kind: str  # "greedy" | "sample" | "beam"
-    temperature: float = 0.0
-    beams: int = 1
-
-    @property
-    def label(self) -> str:
-        return {"greedy": "greedy", "sample": f"t={self.temperature:g}", "beam": f"beam={self.beams}"}[self.kind]
-
-    def samples_per_prompt(self, k: int) -> int:
-        return {"greedy": 1, "sample": k, "beam": min(k, self.beams)}[self.kind]
-
-    def generate_kwargs(self, k: int) -> dict:
-        n = self.samples_per_prompt(k)
-        if self.kind == "sample":
-            return dict(do_sample=True, temperature=self.temperature, top_k=0, top_p=1.0, num_return_sequences=n)
-        return dict(do_sample=False, num_beams=self.beams, num_return_sequences=n)
 
 
 def decoding_grid(temperatures=TEMPERATURES, beams=BEAMS) -> list[Decoding]:
@@ -114,134 +94,37 @@ class Settings:
 # Decoding one batch of prompts
 
 
-def completion_lengths(generated: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """Generated tokens per row of `generated` (N, G), up to and including the first EOS (G when none)."""
-    is_eos = generated == eos_token_id
-    return torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, generated.shape[1])
+def _texts(tokenizer, ids: list[list[int]]) -> list[str]:
+    """The text of generated ids, EOS and other special tokens left out (for metrics and display only)."""
+    return tokenizer.batch_decode(ids, skip_special_tokens=True)
 
 
-def _entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of softmax over the last dimension, in nats, computed in float32."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
-
-
-def completion_entropy(step_logits, lengths: torch.Tensor, beam_indices: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean entropy (nats) of the policy softmax(logits) over each returned sequence's generated tokens, EOS
-    included: one value per sequence, (N,).
-
-    `step_logits` is `generate(..., output_logits=True).logits`: at each step the raw logits (before
-    temperature or any processor) of every running row, (R, V). Row n is sequence n, except under beam search,
-    where rows are hypotheses and `beam_indices` (N, G) names the row each returned beam was in at each step.
-    """
-    entropy = torch.stack([_entropy(logits) for logits in step_logits], dim=1)  # (R, steps)
-    width = int(lengths.max())
-    steps = torch.arange(width, device=lengths.device)[None, :]
-    if beam_indices is None:
-        rows = torch.arange(len(lengths), device=lengths.device)[:, None]
-    else:
-        rows = beam_indices[:, :width].clamp(min=0)  # -1 marks the steps after a beam ended
-    per_token = entropy[rows, steps]  # (N, width)
-    return (per_token * (steps < lengths[:, None])).sum(1) / lengths
-
-
-def _texts(tokenizer, generated: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-    return [tokenizer.decode(ids[:n], skip_special_tokens=True) for ids, n in zip(generated.tolist(), lengths.tolist())]
-
-
-@torch.no_grad()
-def generate_batch(
-    model, tokenizer, prompts: list[str], decoding: Decoding, k: int, max_new_tokens: int, seed: int, calculator: bool
-) -> dict[str, list]:
-    """Decode a batch of prompts: {completion, n_tokens, entropy[, completion_calc]}, each a list of
-    len(prompts) * decoding.samples_per_prompt(k) values, prompt-major (row i * n + j: sample j of prompt i).
-
-    torch is seeded with `seed` before each `generate`, so the calculator pass draws the same random numbers
-    as the plain one (its completions differ from the first forced token on).
-    """
+def generate_batch(model, tokenizer, prompts: list[str], decoding: Decoding, k: int, max_new_tokens: int, seed: int,
+                   calculator: CalculatorLogitsProcessor | None) -> dict[str, list]:
+    """Decode a batch of prompts: the token record of every sample (schema: prompt_ids, completion_ids, ended,
+    n_tokens, entropy, and the completion's text), each a list of len(prompts) * decoding.samples_per_prompt(k)
+    values, prompt-major (row i * n + j: sample j of prompt i). With a `calculator`, the batch is decoded a second
+    time with it, from the same seed: completion_calc_ids, ended_calc, calc_forced and completion_calc."""
     batch = left_padded(tokenizer, prompts, model.device)
-    width = batch["input_ids"].shape[1]
-
-    def decode(**extra):
-        torch.manual_seed(seed)
-        out = model.generate(
-            **batch,
-            **decoding.generate_kwargs(k),
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            return_dict_in_generate=True,
-            **extra,
-        )
-        generated = out.sequences[:, width:]  # (len(prompts) * n, G)
-        return out, generated, completion_lengths(generated, tokenizer.eos_token_id)
-
-    out, generated, lengths = decode(output_logits=True)
-    beam_indices = out.beam_indices if decoding.kind == "beam" else None
+    ids = dict(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    out = decode(model, batch, decoding, k, max_new_tokens=max_new_tokens, seed=seed, entropy=True, **ids)
     columns = {
-        S.COMPLETION: _texts(tokenizer, generated, lengths),
-        S.N_TOKENS: lengths.tolist(),
-        S.ENTROPY: completion_entropy(out.logits, lengths, beam_indices).tolist(),
+        S.PROMPT_IDS: out.prompt_ids,
+        S.COMPLETION_IDS: out.completion_ids,
+        S.ENDED: out.ended,
+        S.COMPLETION: _texts(tokenizer, out.completion_ids),
+        S.N_TOKENS: [len(c) for c in out.completion_ids],
+        S.ENTROPY: out.entropy,
     }
-    if calculator:
-        processor = CalculatorLogitsProcessor(tokenizer, prompt_length=width)
-        _, calc, calc_lengths = decode(logits_processor=LogitsProcessorList([processor]))
-        columns[S.COMPLETION_CALC] = _texts(tokenizer, calc, calc_lengths)
+    if calculator is not None:
+        calculator.prompt_length = batch["input_ids"].shape[1]
+        calc = decode(model, batch, decoding, k, max_new_tokens=max_new_tokens, seed=seed,
+                      logits_processor=LogitsProcessorList([calculator]), **ids)  # fmt: skip
+        columns[S.COMPLETION_CALC_IDS] = calc.completion_ids
+        columns[S.ENDED_CALC] = calc.ended
+        columns[S.CALC_FORCED] = [calculator.forced_positions(c) for c in calc.completion_ids]
+        columns[S.COMPLETION_CALC] = _texts(tokenizer, calc.completion_ids)
     return columns
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Metrics
-
-
-def task_metrics(config: dict) -> tuple[str, ...]:
-    """The per-sample quality metrics of a run's task: exact match on the built-in math task, ROUGE otherwise."""
-    return S.TASK_METRICS["math" if config["data"] == "math" else "text"]
-
-
-def quality_scores(metrics, predictions: list[str], references: list[str]) -> dict[str, list[float]]:
-    """{metric: per-sample scores} for each name in `metrics` (one of QUALITY_METRICS)."""
-    scores = {}
-    if set(metrics) & set(S.ROUGE_METRICS):
-        scores |= M.rouge_scores(predictions, references)
-    if S.EXACT_MATCH in metrics:
-        scores[S.EXACT_MATCH] = M.exact_match_scores(predictions, references)
-    if "bleu" in metrics:
-        scores["bleu"] = M.bleu_scores(predictions, references)[1]
-    if "chrf" in metrics:
-        scores["chrf"] = M.chrf_scores(predictions, references)[1]
-    return {m: scores[m] for m in metrics}
-
-
-def quality_columns(table: pd.DataFrame) -> list[str]:
-    """The per-sample quality metric columns of a samples table, in table order."""
-    return [c for c in table.columns if c in S.HIGHER_IS_BETTER and c not in S.DIVERSITY_COLUMNS]
-
-
-def aggregate(samples: pd.DataFrame) -> pd.DataFrame:
-    """One row per (run, step, decoding) of a samples table, keyed by schema.AGG_KEYS:
-
-    - `<m>_mean`, `<m>_se` for each quality metric m: mean over samples and its standard error
-      std(ddof=1) / sqrt(n);
-    - Self-BLEU, distinct-1, distinct-2 of each prompt's samples, averaged over prompts (NaN when prompts have
-      a single sample, as under greedy);
-    - entropy: mean over samples of their mean per-token entropy; n: number of samples.
-    """
-    rows = []
-    for keys, cell in samples.groupby(list(S.AGG_KEYS), sort=False):
-        row = dict(zip(S.AGG_KEYS, keys))
-        for m in quality_columns(cell):
-            row[S.mean_col(m)] = cell[m].mean()
-            row[S.se_col(m)] = cell[m].std(ddof=1) / math.sqrt(len(cell))
-        groups = [group[S.COMPLETION].tolist() for _, group in cell.groupby(S.PROMPT_ID, sort=False)]
-        several = min(len(g) for g in groups) > 1
-        row[S.SELF_BLEU] = np.mean([M.self_bleu(g) for g in groups]) if several else np.nan
-        row[S.DISTINCT_1] = np.mean([M.distinct_n(g, 1) for g in groups]) if several else np.nan
-        row[S.DISTINCT_2] = np.mean([M.distinct_n(g, 2) for g in groups]) if several else np.nan
-        row[S.ENTROPY] = cell[S.ENTROPY].mean()
-        row[S.N] = len(cell)
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -287,12 +170,12 @@ def default_max_new_tokens(tokenizer, examples: list[dict], context: int) -> int
 
 
 def cell_path(out_dir: Path, decoding: Decoding) -> Path:
-    return out_dir / f"samples-{decoding.label}.parquet"
+    return out_dir / runs.cell_file(decoding.label)
 
 
 def check_manifest(out_dir: Path, settings: Settings) -> None:
     """Refuse a sweep directory whose cells were made with other settings."""
-    path = out_dir / MANIFEST
+    path = out_dir / runs.MANIFEST
     if not path.is_file():
         return
     old, new = json.loads(path.read_text()), json.loads(json.dumps(asdict(settings)))
@@ -303,25 +186,19 @@ def check_manifest(out_dir: Path, settings: Settings) -> None:
                          f"or delete that directory")
 
 
-_KIND_ORDER = {"greedy": 0, "sample": 1, "beam": 2}
-
-
-def _grid_order(column: pd.Series) -> pd.Series:
-    """Sort key putting decoding kinds in grid order (greedy, sampling, beam search)."""
-    return column.map(_KIND_ORDER) if column.name == S.KIND else column
-
-
 def rebuild_aggregate(out_dir: Path) -> pd.DataFrame:
     """aggregate.parquet of a sweep directory, recomputed when the samples files there are not all in it."""
-    cells = sorted(out_dir.glob("samples-*.parquet"))
-    path = out_dir / AGGREGATE
-    labels = {p.name[len("samples-") : -len(".parquet")] for p in cells}
+    cells = sorted(out_dir.glob(runs.cell_file("*")))
+    path = out_dir / runs.AGGREGATE
+    labels = {runs.cell_label(p) for p in cells}
     if path.is_file():
         table = pd.read_parquet(path)
         if set(table[S.DECODING]) == labels:
             return table
-    table = pd.concat([aggregate(pd.read_parquet(p)) for p in cells], ignore_index=True)
-    table = table.sort_values([S.KIND, S.TEMPERATURE, S.BEAMS], key=_grid_order, kind="stable", ignore_index=True)
+    manifest = json.loads((out_dir / runs.MANIFEST).read_text())
+    metrics = [*manifest["metrics"], *([S.EXACT_MATCH_CALC] if manifest["calculator"] else [])]
+    table = pd.concat([M.aggregate(pd.read_parquet(p), metrics) for p in cells], ignore_index=True)
+    table = table.sort_values(list(S.GRID_ORDER), key=S.grid_sort_key, kind="stable", ignore_index=True)
     write_parquet(path, table)
     return table
 
@@ -339,16 +216,11 @@ class _Job:
     checkpoint: Path
     tokenizer: object
     out_dir: Path
-    examples: list[dict]
+    examples: list[dict]  # sorted by prompt length, each with "_order", its place in the split
     settings: Settings
     todo: list[Decoding]
     batches: list[int]  # indices of batches of settings.batch_size prompts
-
-
-def batch_seed(seed: int, decoding: Decoding, batch: int) -> int:
-    """The torch seed of one batch of one decoding: a hash, so nearby (seed, batch) pairs are unrelated."""
-    digest = hashlib.sha256(f"{seed}/{decoding.label}/{batch}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") % 2**63
+    calculator: CalculatorLogitsProcessor | None  # built once per tokenizer when settings.calculator
 
 
 def _plan(state: PartialState, run_dirs, checkpoints, grid: list[Decoding], split: str, asked: dict) -> list[_Job]:
@@ -358,9 +230,12 @@ def _plan(state: PartialState, run_dirs, checkpoints, grid: list[Decoding], spli
     for run_dir in resolve_runs(run_dirs):
         config = runs.read_config(run_dir)
         splits = load_splits(irl_config.TrainConfig(**config))
-        if split not in splits:
-            raise SweepError(f"{run_dir}: data {config['data']!r} has no split {split!r} (it has {sorted(splits)})")
-        examples = splits[split][: asked["limit"]]
+        this_split = split or held_out_split(splits)
+        if this_split not in splits:
+            raise SweepError(
+                f"{run_dir}: data {config['data']!r} has no split {this_split!r} (it has {sorted(splits)})"
+            )
+        examples = splits[this_split][: asked["limit"]]
         is_math = config["data"] == "math"
         if asked["calculator"] and not is_math:
             raise SweepError(f"{run_dir}: the calculator is for the math task, not data {config['data']!r}")
@@ -370,15 +245,21 @@ def _plan(state: PartialState, run_dirs, checkpoints, grid: list[Decoding], spli
             resolved = dict(
                 max_new_tokens=asked["max_new_tokens"] or default_max_new_tokens(tokenizer, examples, context),
                 calculator=is_math if asked["calculator"] is None else asked["calculator"],
-                metrics=tuple(asked["metrics"] or task_metrics(config)),
+                metrics=tuple(asked["metrics"] or S.TASK_METRICS[S.task_of(config)]),
             )
             settings = Settings(**{**asked, **resolved})
-            out_dir = runs.sweep_dir(checkpoint, split)
+            out_dir = runs.sweep_dir(checkpoint, this_split)
             check_manifest(out_dir, settings)
             todo = [d for d in grid if not cell_path(out_dir, d).exists()]
             n_batches = math.ceil(len(examples) / settings.batch_size)
+            # batches of prompts of similar length (less padding); the cell tables keep the split's order
+            lengths = [len(ids) for ids in tokenizer([ex["prompt"] for ex in examples])["input_ids"]]
+            by_length = [dict(ex, _order=i) for i, ex in sorted(enumerate(examples), key=lambda e: lengths[e[0]])]
+            calculator = CalculatorLogitsProcessor(tokenizer, prompt_length=0) if settings.calculator else None
             with state.split_between_processes(list(range(n_batches))) as batches:
-                jobs.append(_Job(run_dir, config, checkpoint, tokenizer, out_dir, examples, settings, todo, batches))
+                jobs.append(
+                    _Job(run_dir, config, checkpoint, tokenizer, out_dir, by_length, settings, todo, batches, calculator)
+                )
     return jobs
 
 
@@ -389,16 +270,18 @@ def _decode_cell(model, job: _Job, decoding: Decoding, progress) -> list:
         chunk = job.examples[b * s.batch_size : (b + 1) * s.batch_size]
         columns = generate_batch(
             model, job.tokenizer, [ex["prompt"] for ex in chunk], decoding, s.samples, s.max_new_tokens,
-            batch_seed(s.seed, decoding, b), s.calculator,
+            batch_seed(s.seed, decoding.label, b), job.calculator,
         )  # fmt: skip
         n = decoding.samples_per_prompt(s.samples)
         columns[S.PROMPT_ID] = [ex["id"] for ex in chunk for _ in range(n)]
+        columns["_order"] = [ex["_order"] for ex in chunk for _ in range(n)]
         columns[S.SAMPLE] = list(range(n)) * len(chunk)
         columns[S.PROMPT] = [ex["prompt"] for ex in chunk for _ in range(n)]
         columns[S.REFERENCE] = [ex["completion"] for ex in chunk for _ in range(n)]
-        columns |= quality_scores(s.metrics, columns[S.COMPLETION], columns[S.REFERENCE])
+        columns |= M.quality_scores(s.metrics, columns[S.COMPLETION], columns[S.REFERENCE])
         if s.calculator:
-            columns[S.EXACT_MATCH_CALC] = M.exact_match_scores(columns[S.COMPLETION_CALC], columns[S.REFERENCE])
+            columns[S.EXACT_MATCH_CALC] = M.quality_scores([S.EXACT_MATCH], columns[S.COMPLETION_CALC],
+                                                           columns[S.REFERENCE])[S.EXACT_MATCH]  # fmt: skip
         out.append((b, columns))
         progress.update()
     return out
@@ -407,6 +290,7 @@ def _decode_cell(model, job: _Job, decoding: Decoding, progress) -> list:
 def _cell_table(job: _Job, decoding: Decoding, parts: list) -> pd.DataFrame:
     """The samples table of one cell from the (batch index, columns) parts of every process."""
     table = pd.concat([pd.DataFrame(columns) for _, columns in sorted(parts, key=lambda p: p[0])], ignore_index=True)
+    table = table.sort_values(["_order", S.SAMPLE], kind="stable", ignore_index=True).drop(columns="_order")
     keys = {
         S.RUN: str(job.run_dir),
         S.METHOD: runs.method_label(job.config),
@@ -427,7 +311,7 @@ def sweep(
     temperatures=TEMPERATURES,
     beams=BEAMS,
     samples: int = 5,
-    split: str = "test",
+    split: str | None = None,
     limit: int | None = None,
     max_new_tokens: int | None = None,
     metrics=None,
@@ -438,14 +322,17 @@ def sweep(
     """Run the decoding sweep (see the module docstring) and return the aggregate rows of the asked-for cells.
 
     run_dirs: a run directory, a directory of runs, a glob, or a list of these. checkpoints: "last", "all" or
-    steps. metrics: per-sample quality metrics (default: the task's, `task_metrics`). calculator: decode the
+    steps. split: default each run's held-out split (irl.data.held_out_split). metrics: per-sample quality
+    metrics, names of analysis.metrics.metric_module (default: the task's, schema.TASK_METRICS). calculator: decode the
     math task a second time with the calculator (default: on for math). max_new_tokens: default
     `default_max_new_tokens`. Under `accelerate launch` each process decodes its share of the batches and the
     main process writes; every process returns the same table.
     """
-    unknown = sorted(set(metrics or ()) - set(QUALITY_METRICS))
-    if unknown:
-        raise SweepError(f"unknown metric(s) {unknown}; choose from {list(QUALITY_METRICS)}")
+    try:
+        for name in metrics or ():
+            M.metric_module(name)  # an unknown name fails here, before any decoding
+    except M.MetricError as e:
+        raise SweepError(str(e)) from None
     state = _process_state()
     grid = decoding_grid(temperatures, beams)
     asked = dict(samples=samples, limit=limit, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
@@ -457,8 +344,8 @@ def sweep(
     for job in jobs:
         if job.todo:
             model = load_model(str(job.checkpoint)).to(state.device).eval()
-            if state.is_main_process and not (job.out_dir / MANIFEST).is_file():
-                atomic_write_text(job.out_dir / MANIFEST, json.dumps(asdict(job.settings), indent=1) + "\n")
+            if state.is_main_process and not (job.out_dir / runs.MANIFEST).is_file():
+                atomic_write_text(job.out_dir / runs.MANIFEST, json.dumps(asdict(job.settings), indent=1) + "\n")
         for decoding in job.todo:
             progress.set_postfix_str(f"{job.run_dir.name} step {runs.step_of(job.checkpoint)} {decoding.label}")
             parts = gather_object(_decode_cell(model, job, decoding, progress))
@@ -469,7 +356,7 @@ def sweep(
     progress.close()
     state.wait_for_everyone()
     labels = {d.label for d in grid}
-    tables = [pd.read_parquet(job.out_dir / AGGREGATE) for job in jobs]
+    tables = [pd.read_parquet(job.out_dir / runs.AGGREGATE) for job in jobs]
     table = pd.concat(tables, ignore_index=True)
     return table[table[S.DECODING].isin(labels)].reset_index(drop=True)
 
@@ -496,7 +383,7 @@ def format_table(aggregate_table: pd.DataFrame, quality: str | None = None) -> s
         table[col] = agg[col].map("{:.3f}".format)
     table[S.N] = agg[S.N]
     table["front"] = front
-    order = agg.sort_values([S.RUN, S.STEP, S.KIND, S.TEMPERATURE, S.BEAMS], key=_grid_order, kind="stable").index
+    order = agg.sort_values([S.RUN, S.STEP, *S.GRID_ORDER], key=S.grid_sort_key, kind="stable").index
     return table.loc[order].to_string(index=False)
 
 
@@ -506,32 +393,14 @@ def _process_state() -> PartialState:
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x]
-
-
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m analysis sweep", description=__doc__.split("\n\n")[0])
-    add = parser.add_argument
-    add("--run", action="append", required=True, help="Run directory, directory of runs, or glob; repeatable.")
-    add("--checkpoints", default="last", help="last, all, or steps such as 100,300.")
-    add("--temperatures", type=_floats, default=TEMPERATURES, help="Comma-separated; 0 is greedy.")
-    add("--beams", type=lambda t: [int(x) for x in _floats(t)], default=BEAMS, help="Beam widths; 1 is greedy.")
-    add("--samples", type=int, default=5, help="K: samples (or top beams) per prompt.")
-    add("--split", default="test")
-    add("--limit", type=int, default=None, help="Only the first N prompts of the split.")
-    add("--max-new-tokens", type=int, default=None, help="Default: 1.5 x the longest reference completion.")
-    add("--metrics", type=lambda t: t.split(","), default=None, help=f"Some of {','.join(QUALITY_METRICS)}.")
-    add("--calculator", action=argparse.BooleanOptionalAction, default=None, help="Default: on for math.")
-    add("--seed", type=int, default=0)
-    add("--batch-size", type=int, default=16, help="Prompts per generate call (changes the sampled rows).")
-    args = parser.parse_args(argv)
+    args = cli.sweep_parser().parse_args(argv)
     try:
         table = sweep(
             args.run, args.checkpoints, args.temperatures, args.beams, args.samples, args.split, args.limit,
             args.max_new_tokens, args.metrics, args.calculator, args.seed, args.batch_size,
         )  # fmt: skip
-    except (SweepError, ModelError, DataError) as e:
+    except (SweepError, ModelError, DataError, irl_config.ConfigError) as e:
         sys.exit(f"error: {e}")
     state = _process_state()
     if state.is_main_process:

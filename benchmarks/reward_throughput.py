@@ -6,12 +6,12 @@ Model: the `small` preset's shape (Llama, hidden 256, 4 layers) with a `--vocab`
 initialised (speed does not depend on the weights), and a word-level tokenizer of the same size. Texts: random
 words, every prompt `--prompt` tokens and every completion `--completion` tokens (EOS included).
 
-- extraction: analysis.rewards.score_batch on the `--batch` tokenised sequences: one forward pass, the token
+- extraction: analysis.scoring.score_batch on the `--batch` tokenised sequences: one forward pass, the token
   terms and the per-token arrays on the host; tokens/s = completion tokens scored / median seconds.
 - sampling: model.generate of the same tokenised prompts (ancestral sampling, top_k=0, KV cache), forced to the
   same length with min_new_tokens; tokens/s = generated tokens / median seconds.
 - speedup = sampling seconds / extraction seconds: token ids in, numbers out, both ways.
-- end to end: analysis.rewards.score_texts on the texts (tokenising, the round-trip check, decoding each token's
+- end to end: analysis.scoring.score on the texts (encoded by training's rule, decoding each token's
   text and building the tables included), reported as end_to_end_tokens_per_s and end_to_end_speedup; on a GPU
   this host-side work, not the forward pass, sets its speed.
 - peak memory of one extraction batch (score_batch), weights excluded: CUDA max_memory_allocated above what was
@@ -37,7 +37,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from analysis import schema as S  # noqa: E402
-from analysis.rewards import Encoded, score_batch, score_texts  # noqa: E402
+from analysis.scoring import from_texts, score, score_batch  # noqa: E402
+from irl.data import Encoded  # noqa: E402
 from irl.model import EOS, PAD, PRESETS  # noqa: E402
 from objective_overhead import PeakTensorMemory  # noqa: E402
 
@@ -102,7 +103,7 @@ def main():
     texts[S.COMPLETION] = [text(args.completion - 1) for _ in range(args.batch)]  # + EOS = args.completion
     prompts = tokenizer(list(texts[S.PROMPT]), return_tensors="pt")["input_ids"].to(args.device)
     completions = tokenizer(list(texts[S.COMPLETION]), add_special_tokens=False)["input_ids"]
-    batch = [Encoded(p, c + [1]) for p, c in zip(prompts.tolist(), completions)]
+    batch = [Encoded(p, c + [1], True) for p, c in zip(prompts.tolist(), completions)]
     n_tokens = args.batch * args.completion
 
     def extract():
@@ -110,7 +111,8 @@ def main():
 
     def end_to_end():
         whole = args.batch * (args.prompt + args.completion)  # the whole batch in one forward pass
-        assert len(score_texts(model, tokenizer, texts, 0.99, batch_tokens=whole)[1]) == n_tokens
+        encoded, _ = from_texts(tokenizer, texts[S.PROMPT], texts[S.COMPLETION], config.max_position_embeddings)
+        assert len(score(model, tokenizer, encoded, 0.99, batch_tokens=whole)[1]) == n_tokens
 
     @torch.inference_mode()
     def sample(n=args.completion):

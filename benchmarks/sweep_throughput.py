@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from analysis import schema as S  # noqa: E402
 from analysis import sweep as sweep_module  # noqa: E402
-from analysis.generation import left_padded  # noqa: E402
+from irl.generation import completion_lengths, left_padded  # noqa: E402
 from irl import runs  # noqa: E402
 from irl.config import TrainConfig  # noqa: E402
 from irl.data import load_splits  # noqa: E402
@@ -90,7 +90,7 @@ def loop(checkpoint: Path, prompts: list[str], max_new_tokens: int, per_call: in
                 eos_token_id=tokenizer.eos_token_id,
             )  # fmt: skip
             generated = sequences[:, batch["input_ids"].shape[1] :]
-            tokens += int(sweep_module.completion_lengths(generated, tokenizer.eos_token_id).sum())
+            tokens += int(completion_lengths(generated, tokenizer.eos_token_id).sum())
     return tokens, time.perf_counter() - start
 
 
@@ -106,8 +106,8 @@ def main(argv=None):
         checkpoint = runs.last_checkpoint(run)
         totals = {"data": 0.0, "metrics": 0.0}
         sweep_module.load_splits = timed(load_splits, totals, "data")
-        sweep_module.quality_scores = timed(sweep_module.quality_scores, totals, "metrics")
-        sweep_module.aggregate = timed(sweep_module.aggregate, totals, "metrics")
+        sweep_module.M.quality_scores = timed(sweep_module.M.quality_scores, totals, "metrics")
+        sweep_module.M.aggregate = timed(sweep_module.M.aggregate, totals, "metrics")
         start = time.perf_counter()
         sweep_module.sweep(
             run, temperatures=(TEMPERATURE,), beams=(), samples=K, limit=args.prompts, calculator=False,
@@ -117,7 +117,7 @@ def main(argv=None):
         sweep_s = total_s - totals["data"]
         out_dir = runs.sweep_dir(checkpoint, "test")
         sweep_tokens = int(pd.read_parquet(out_dir / f"samples-t={TEMPERATURE:g}.parquet")[S.N_TOKENS].sum())
-        max_new_tokens = json.loads((out_dir / sweep_module.MANIFEST).read_text())["max_new_tokens"]
+        max_new_tokens = json.loads((out_dir / runs.MANIFEST).read_text())["max_new_tokens"]
         prompts = [ex["prompt"] for ex in load_splits(TrainConfig(**runs.read_config(run)))["test"][: args.prompts]]
         loop_tokens, loop_s = loop(checkpoint, prompts, max_new_tokens, per_call=K)
         single_tokens, single_s = loop(checkpoint, prompts, max_new_tokens, per_call=1)

@@ -3,6 +3,9 @@
     python -m irl train --config configs/demo_mle.yaml [--field value ...]   # train (see irl/train.py)
     python -m irl train --help                                               # every config field
     python -m irl data --out data/math                                      # write the built-in task as JSONL
+
+Options are parsed before torch is imported, so `--help` and a bad flag answer at once. A command's own errors
+(bad config, data or model path) print as one line and exit with status 1.
 """
 
 import sys
@@ -12,13 +15,18 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     command, rest = (argv[0], argv[1:]) if argv else ("--help", [])
     if command == "train":
-        from irl.config import ConfigError
-        from irl.data import DataError
-        from irl.model import ModelError
-        from irl.train import main as train_main
+        from irl.config import ConfigError, load_config
 
         try:
-            train_main(rest)
+            cfg = load_config(rest)  # --help exits here, before torch is imported
+        except ConfigError as e:
+            sys.exit(f"error: {e}")
+        from irl.data import DataError
+        from irl.model import ModelError
+        from irl.train import run
+
+        try:
+            run(cfg)
         except (ConfigError, DataError, ModelError) as e:
             sys.exit(f"error: {e}")
     elif command == "data":

@@ -15,6 +15,7 @@ by `encode` are counted and logged (see its docstring).
 
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -60,9 +61,12 @@ def _example(obj, where, prompt_field, completion_field, extra_fields, index) ->
     return example
 
 
-def _hf_splits(source: str, prompt_field: str, completion_field: str) -> dict[str, list[dict]]:
+def load_hf(source: str, split: str | None = None):
+    """A dataset saved by `datasets.save_to_disk` (a directory) or anything `datasets.load_dataset` accepts, as a
+    DatasetDict (a single Dataset becomes its "train" split), or one split of it when `split` is given."""
     import datasets
 
+    check_source(source)
     path = Path(source)
     if (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists():
         loaded = datasets.load_from_disk(source)
@@ -70,14 +74,42 @@ def _hf_splits(source: str, prompt_field: str, completion_field: str) -> dict[st
         loaded = datasets.load_dataset(source)
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
+    if split is None:
+        return loaded
+    if split not in loaded:
+        raise DataError(f"{source}: no split {split!r} (it has {sorted(loaded)})")
+    return loaded[split]
+
+
+def _hf_splits(source: str, prompt_field: str, completion_field: str) -> dict[str, list[dict]]:
     aliases = {"valid": "validation", "dev": "validation"}
     return {
         aliases.get(split, split): [
             _example(row, f"{source}[{split}][{i}]", prompt_field, completion_field, (), i)
             for i, row in enumerate(ds)
         ]
-        for split, ds in loaded.items()
+        for split, ds in load_hf(source).items()
     }
+
+
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt", ".arrow")
+
+
+def check_source(source: str) -> None:
+    """A data source that is not an existing path must look like a hub dataset name ("name" or "org/name" whose
+    first part is not a local directory); anything else is a misspelt path and fails here, before any hub call."""
+    path = Path(source).expanduser()
+    if path.exists():
+        return
+    parts = Path(source).parts
+    looks_local = (
+        source.startswith((".", "/", "~"))
+        or path.suffix in DATA_SUFFIXES
+        or len(parts) > 2
+        or (len(parts) == 2 and Path(parts[0]).is_dir())
+    )
+    if looks_local:
+        raise DataError(f"data={source!r}: no such file or directory")
 
 
 def load_splits(cfg) -> dict[str, list[dict]]:
@@ -87,8 +119,7 @@ def load_splits(cfg) -> dict[str, list[dict]]:
         return math_task.generate_splits(cfg.math_sizes, cfg.math_templates, cfg.data_seed)
     path = Path(source)
     if path.suffix == ".jsonl":
-        if not path.is_file():
-            raise DataError(f"data={source!r}: no such file")
+        check_source(source)
         splits = {"train": read_jsonl(path, cfg.prompt_field, cfg.completion_field)}
     elif path.is_dir() and list(path.glob("*.jsonl")):
         splits = {
@@ -107,39 +138,81 @@ def load_splits(cfg) -> dict[str, list[dict]]:
     return splits
 
 
-def encode(examples, tokenizer, max_length: int, overlong: str = "truncate"):
-    """Tokenise examples into {"input_ids", "completion_mask"} and count what was dropped or cut.
+# What `encode_example` did with an example; every status but OK and TRUNCATED drops it.
+OK, TRUNCATED = "ok", "truncated"
+EMPTY_COMPLETION, EMPTY_PROMPT, DROPPED_OVERLONG = "empty_completion", "empty_prompt", "dropped_overlong"
 
-    A sequence is prompt tokens (with the tokenizer's special prefix, e.g. BOS), completion tokens and EOS;
-    completion_mask is 1 on the completion tokens and the EOS. Treatment of bad examples:
-    - empty (whitespace-only) completion: dropped, counted as `empty_completion`;
-    - prompt that tokenises to nothing: dropped (`empty_prompt`), no state to act from;
-    - longer than max_length: with overlong='truncate' the completion is cut and gets no EOS (the episode did
-      not end, so its last token leaves the TD term, METHOD.md §1), counted as `truncated`; with 'drop' it is
-      skipped (`dropped_overlong`). A prompt that leaves no room for one completion token is always dropped.
+
+@dataclass
+class Encoded:
+    """The token ids of one episode: the state's prompt and the completion's actions."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]  # up to and including EOS when `ended`
+    ended: bool  # False: cut by the length limit, so the last action has no next state
+    after_eos: int = 0  # tokens the completion text held after an EOS written inside it (not scored)
+
+
+def held_out_split(splits) -> str:
+    """The split a trained model is evaluated on: "test" when the data has one, else "validation" (a single
+    JSONL file's held-out `eval_size` examples)."""
+    return "test" if "test" in splits else "validation"
+
+
+def encode_example(tokenizer, prompt: str, completion: str, max_length: int, overlong: str = "truncate"):
+    """(Encoded or None, status) of one prompt/completion text: the one encoding rule of training and rewards.
+
+    - The prompt is tokenised with the tokenizer's special prefix (e.g. BOS), the completion without; the two
+      are joined as token sequences, so a completion that starts with a space begins with the word token it
+      would have in running text (the built-in text tasks write completions that way).
+    - The episode ends at the first EOS: at one the completion text holds (the text of the EOS token written
+      in it: the tokens after it are not actions of this episode and are counted in `after_eos`), else at an
+      EOS appended after the completion.
+    - Whitespace-only completion: dropped (EMPTY_COMPLETION). Prompt that tokenises to nothing: dropped
+      (EMPTY_PROMPT), there is no state to act from.
+    - Longer than max_length: with overlong='truncate' the completion is cut and gets no EOS (the episode did
+      not end, so its last token leaves every term that needs V(s_{t+1}), METHOD.md section 1): TRUNCATED;
+      with 'drop' it is skipped (DROPPED_OVERLONG). A prompt that leaves no room for one completion token is
+      always dropped.
     """
-    counts = {"examples": len(examples), "empty_completion": 0, "empty_prompt": 0, "truncated": 0, "dropped_overlong": 0}
+    if not completion.strip():
+        return None, EMPTY_COMPLETION
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    if not prompt_ids:
+        return None, EMPTY_PROMPT
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    end = completion_ids.index(eos) if eos in completion_ids else len(completion_ids)
+    after_eos = len(completion_ids) - end - 1 if end < len(completion_ids) else 0
+    completion_ids = completion_ids[:end] + [eos]
+    room = max_length - len(prompt_ids)
+    if len(completion_ids) <= room:
+        return Encoded(prompt_ids, completion_ids, True, after_eos), OK
+    if overlong == "drop" or room < 1:
+        return None, DROPPED_OVERLONG
+    return Encoded(prompt_ids, completion_ids[:room], False, after_eos), TRUNCATED
+
+
+def encode(examples, tokenizer, max_length: int, overlong: str = "truncate"):
+    """Tokenise examples with `encode_example` into {"input_ids", "completion_mask"} features (completion_mask 1
+    on the completion's actions, EOS included) and count what happened: `examples`, `kept`, one count per
+    status (`empty_completion`, `empty_prompt`, `truncated`, `dropped_overlong`), `eos_in_text` (examples whose
+    completion text held an EOS) and `after_eos_tokens` (tokens after it, not trained on)."""
+    counts = dict.fromkeys((EMPTY_COMPLETION, EMPTY_PROMPT, TRUNCATED, DROPPED_OVERLONG, "eos_in_text"), 0)
+    counts = {"examples": len(examples), **counts, "after_eos_tokens": 0}
     features = []
     for ex in examples:
-        if not ex["completion"].strip():
-            counts["empty_completion"] += 1
+        encoded, status = encode_example(tokenizer, ex["prompt"], ex["completion"], max_length, overlong)
+        if status != OK:
+            counts[status] += 1
+        if encoded is None:
             continue
-        prompt_ids = tokenizer(ex["prompt"])["input_ids"]
-        completion_ids = tokenizer(ex["completion"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        if not prompt_ids:
-            counts["empty_prompt"] += 1
-            continue
-        room = max_length - len(prompt_ids)
-        if len(completion_ids) > room:
-            if overlong == "drop" or room < 1:
-                counts["dropped_overlong"] += 1
-                continue
-            counts["truncated"] += 1
-            completion_ids = completion_ids[:room]
+        counts["eos_in_text"] += encoded.after_eos > 0  # an EOS with more text after it
+        counts["after_eos_tokens"] += encoded.after_eos
         features.append(
             {
-                "input_ids": prompt_ids + completion_ids,
-                "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids),
+                "input_ids": encoded.prompt_ids + encoded.completion_ids,
+                "completion_mask": [0] * len(encoded.prompt_ids) + [1] * len(encoded.completion_ids),
             }
         )
     counts["kept"] = len(features)

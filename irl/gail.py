@@ -24,7 +24,7 @@ from transformers import AutoConfig, AutoModelForTokenClassification
 
 from irl import objectives
 from irl.model import ModelError
-from irl.sampling import cat_rows
+from irl.generation import cat_rows
 from irl.trainer import IRLTrainer
 
 DISCRIMINATOR_DIR = "discriminator"

@@ -3,9 +3,13 @@
     <run>/config.yaml                          resolved TrainConfig
     <run>/metrics.jsonl                        one JSON object per log line: step, train/*, iq/*, eval/*, data/*
     <run>/tokenizer/                           the trained tokenizer (presets)
-    <run>/checkpoint-<step>/                   Hugging Face format: model.safetensors, tokenizer, trainer state
-    <run>/checkpoint-<step>/sweep/<split>/     decoding sweep: samples-<decoding>.parquet per cell, aggregate.parquet
-    <run>/checkpoint-<step>/rewards/<data>/    reward extraction: tokens.parquet, sequences.parquet, ...
+    <run>/samples.jsonl                        completions sampled during training (online IQLearn, GAIL)
+    <run>/checkpoint-<step>/                   Hugging Face format: model.safetensors, tokenizer, trainer state,
+                                               and train_config.yaml (the run's config)
+    <run>/checkpoint-<step>/sweep/<split>/     decoding sweep: samples-<decoding>.parquet per cell, aggregate.parquet,
+                                               manifest.json
+    <run>/checkpoint-<step>/rewards/<name>/    reward extraction: tokens.parquet, sequences.parquet, pairs.parquet,
+                                               summary.json, manifest.json
 
 A runs root holds run directories at any depth (a run is a directory with config.yaml).
 """
@@ -16,7 +20,19 @@ import yaml
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
+SAMPLES = "samples.jsonl"
+TOKENIZER = "tokenizer"
 CHECKPOINT_PREFIX = "checkpoint-"
+CHECKPOINT_CONFIG = "train_config.yaml"  # the run's config, copied into every checkpoint
+# Results next to a checkpoint.
+SWEEP, REWARDS = "sweep", "rewards"
+SAMPLES_PREFIX = "samples-"  # a sweep cell: samples-<decoding>.parquet
+AGGREGATE = "aggregate.parquet"
+MANIFEST = "manifest.json"  # the settings a sweep or rewards directory was made with
+TOKENS_FILE = "tokens.parquet"
+SEQUENCES_FILE = "sequences.parquet"
+PAIRS_FILE = "pairs.parquet"
+SUMMARY_FILE = "summary.json"
 
 
 def step_of(checkpoint) -> int:
@@ -62,9 +78,29 @@ def method_label(config: dict) -> str:
     return label + (f" gamma={config['gamma']:g}" if config["gamma"] != 0.99 else "")
 
 
+def checkpoint_config(checkpoint) -> dict | None:
+    """The training config of a checkpoint: its own train_config.yaml, else its run's config.yaml (checkpoints
+    written before configs were copied into them), else None."""
+    for path in (Path(checkpoint) / CHECKPOINT_CONFIG, Path(checkpoint).parent / CONFIG):
+        if path.is_file():
+            with open(path) as fh:
+                return yaml.safe_load(fh)
+    return None
+
+
 def sweep_dir(checkpoint, split: str) -> Path:
-    return Path(checkpoint) / "sweep" / split
+    return Path(checkpoint) / SWEEP / split
 
 
-def rewards_dir(checkpoint, data_name: str) -> Path:
-    return Path(checkpoint) / "rewards" / data_name
+def cell_file(decoding_label: str) -> str:
+    """File name of one decoding cell of a sweep."""
+    return f"{SAMPLES_PREFIX}{decoding_label}.parquet"
+
+
+def cell_label(path) -> str:
+    """The decoding label of a sweep cell file (inverse of `cell_file`)."""
+    return Path(path).name[len(SAMPLES_PREFIX) : -len(".parquet")]
+
+
+def rewards_dir(checkpoint, name: str) -> Path:
+    return Path(checkpoint) / REWARDS / name

@@ -63,16 +63,18 @@ def _truncate_log(path: Path, step: int):
         write_jsonl(path, [r for r in rows if r["step"] <= step])
 
 
-def load_tokenizer_and_model(cfg: TrainConfig, train_examples, run_dir: Path):
+def load_tokenizer_and_model(cfg: TrainConfig, train_examples, run_dir: Path, args: TrainingArguments):
     if cfg.model in models.PRESETS:
         tok_dir = run_dir / "tokenizer"
         if cfg.tokenizer:
             tokenizer = models.load_tokenizer(cfg.tokenizer, cfg.trust_remote_code)
-        elif tok_dir.exists():
-            tokenizer = models.load_tokenizer(str(tok_dir))
         else:
-            tokenizer = models.train_tokenizer((ex["prompt"] + ex["completion"] for ex in train_examples), cfg.vocab_size)
-            tokenizer.save_pretrained(tok_dir)
+            # trained once, by the main process; the others wait and load what it saved
+            with args.main_process_first(local=False, desc="tokenizer"):
+                if not (tok_dir / "tokenizer_config.json").is_file():
+                    texts = (ex["prompt"] + ex["completion"] for ex in train_examples)
+                    models.train_tokenizer(texts, cfg.vocab_size).save_pretrained(tok_dir)
+                tokenizer = models.load_tokenizer(str(tok_dir))
         model = models.build_preset(cfg.model, tokenizer, cfg.max_length, cfg.seed)
     else:
         model = models.load_model(cfg.model, cfg.trust_remote_code)
@@ -80,7 +82,8 @@ def load_tokenizer_and_model(cfg: TrainConfig, train_examples, run_dir: Path):
     return tokenizer, model
 
 
-def training_arguments(cfg: TrainConfig) -> TrainingArguments:
+def training_arguments(cfg: TrainConfig, evaluate: bool = True) -> TrainingArguments:
+    """Trainer's arguments from the config; `evaluate=False` (no validation data) turns evaluation off."""
     return TrainingArguments(
         output_dir=cfg.output_dir,
         max_steps=cfg.max_steps,
@@ -96,7 +99,7 @@ def training_arguments(cfg: TrainConfig) -> TrainingArguments:
         seed=cfg.seed,
         data_seed=cfg.seed,
         logging_steps=cfg.logging_steps,
-        eval_strategy="steps",
+        eval_strategy="steps" if evaluate else "no",
         eval_steps=cfg.eval_steps or cfg.max_steps,
         save_strategy="steps",
         save_steps=cfg.save_steps,
@@ -115,15 +118,17 @@ def train(cfg: TrainConfig, callbacks=None) -> IRLTrainer:
     resume_from = _check_run_dir(cfg, run_dir)
     if cfg.init is not None and not (Path(cfg.init) / "config.json").is_file():
         raise ConfigError(f"init={cfg.init!r}: not a checkpoint directory (no config.json)")
-    args = training_arguments(cfg)
     set_seed(cfg.seed)
     splits = load_splits(cfg)
-    tokenizer, model = load_tokenizer_and_model(cfg, splits["train"], run_dir)
+    args = training_arguments(cfg, evaluate=bool(splits.get("validation")))
+    tokenizer, model = load_tokenizer_and_model(cfg, splits["train"], run_dir, args)
     encoded, counts = {}, {}
     for split in ("train", "validation"):
         encoded[split], counts[split] = encode(splits.get(split, []), tokenizer, cfg.max_length, cfg.overlong)
     if not encoded["train"]:
         raise ConfigError(f"data={cfg.data!r}: no training example left after encoding ({counts['train']})")
+    if splits.get("validation") and not encoded["validation"]:
+        args = training_arguments(cfg, evaluate=False)
 
     trainer_class = GAILTrainer if cfg.objective == "gail" else IRLTrainer
     trainer = trainer_class(
@@ -157,8 +162,13 @@ def train(cfg: TrainConfig, callbacks=None) -> IRLTrainer:
 def main(argv=None):
     from irl.config import load_config
 
+    run(load_config(argv))
+
+
+def run(cfg: TrainConfig) -> None:
+    """Train per `cfg`, then leave the process group (the command's entry point)."""
     try:
-        train(load_config(argv))
+        train(cfg)
     finally:
         # Leave the process group before the interpreter tears down gloo's threads (under accelerate launch).
         if torch.distributed.is_available() and torch.distributed.is_initialized():

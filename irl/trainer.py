@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 from transformers import Trainer
 
-from irl import objectives
+from irl import objectives, runs
+from irl.config import save_config
 from irl.io import append_jsonl
-from irl.sampling import cat_rows, pad_to, sample_completions
+from irl.generation import cat_rows, pad_to, sample_completions
 
 SAMPLES_LOGGED = 2  # sampled completions written to samples.jsonl per logging step
 
@@ -197,3 +198,10 @@ class IRLTrainer(Trainer):
         self._evaluated_at = (self.state.global_step, metrics)
         model.train()
         return metrics
+
+    def _save(self, output_dir=None, state_dict=None) -> None:
+        """Trainer's save (weights, tokenizer), plus the run's config: a checkpoint says how it was trained (gamma
+        for its rewards, the task for its sweep) also when copied out of its run directory."""
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            save_config(self.cfg, Path(output_dir or self.args.output_dir) / runs.CHECKPOINT_CONFIG)

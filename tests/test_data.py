@@ -80,7 +80,8 @@ def test_encode_counts_and_treats_bad_examples(tokenizer):
     prompt_len = len(tokenizer(examples[3]["prompt"])["input_ids"])
     features, counts = encode(examples, tokenizer, max_length=prompt_len + 3, overlong="truncate")
     assert counts == {
-        "examples": 4, "empty_completion": 1, "empty_prompt": 1, "truncated": 1, "dropped_overlong": 0, "kept": 2
+        "examples": 4, "empty_completion": 1, "empty_prompt": 1, "truncated": 1, "dropped_overlong": 0, "kept": 2,
+        "eos_in_text": 0, "after_eos_tokens": 0,
     }
     cut = features[1]
     assert len(cut["input_ids"]) == prompt_len + 3 and cut["input_ids"][-1] != tokenizer.eos_token_id

@@ -14,7 +14,7 @@ from irl.data import Collator
 from irl.model import build_preset, load_model, load_tokenizer, train_tokenizer
 from irl.objectives import iqlearn, online_iqlearn, token_terms
 from irl.runs import checkpoints, last_checkpoint
-from irl.sampling import pack_samples, sample_completions
+from irl.generation import Decoded, pack_samples, sample_completions
 from irl.train import train
 from irl.trainer import objective_fn
 from tests.test_train import CrashAt, final_weights, launch_two_processes, tiny
@@ -114,14 +114,14 @@ def test_collator_left_pads_prompts():
 
 @pytest.mark.parametrize("pad", [0, 9])  # a pad token of its own, or EOS as pad (GPT-2)
 def test_pack_samples_literal_and_truncated_completion(pad):
-    """Left-padded prompts (P = 3) and 4 generated tokens; EOS = 9."""
-    sequences = torch.tensor([
-        [pad, 5, 6, 7, 9, pad, pad],  # ends with EOS after one token
-        [4, 5, 6, 7, 8, 7, 8],  # never reaches EOS: cut by the length limit
-        [pad, pad, 6, 9, pad, pad, pad],  # EOS at once: a completion of EOS alone
-    ])
-    prompt_mask = torch.tensor([[0, 1, 1], [1, 1, 1], [0, 0, 1]])
-    batch = pack_samples(sequences, prompt_mask, eos_token_id=9, pad_token_id=pad)
+    """Prompts of 2, 3 and 1 tokens and their decoded completions (at most 4 tokens); EOS = 9."""
+    decoded = Decoded(
+        prompt_ids=[[5, 6], [4, 5, 6], [6]],
+        completion_ids=[[7, 9], [7, 8, 7, 8], [9]],  # EOS after one token; cut by the length limit; EOS at once
+        ended=[True, False, True],
+        entropy=None,
+    )
+    batch = pack_samples(decoded, pad_token_id=pad)
     p = pad
     assert batch["input_ids"].tolist() == [[5, 6, 7, 9, p, p, p], [4, 5, 6, 7, 8, 7, 8], [6, 9, p, p, p, p, p]]
     assert batch["completion_mask"].tolist() == [[0, 0, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1, 1], [0, 1, 0, 0, 0, 0, 0]]

@@ -16,11 +16,14 @@ from analysis import schema as S
 from analysis.__main__ import main as analysis_main
 from analysis.metrics import answers_match
 from analysis.preferences import corrupt
-from analysis.rewards import RewardError, main, math_test_split, reward_report, run_gamma
+from analysis.report import reward_report
+from analysis.reward_data import math_test_split as _math_test_split
+from analysis.rewards import main
 from irl.config import TrainConfig
 from irl.data import DataError
 from irl.model import load_model, load_tokenizer
-from irl.runs import last_checkpoint, rewards_dir, sweep_dir
+from irl import runs
+from irl.runs import checkpoint_config, last_checkpoint, rewards_dir, sweep_dir
 from irl.train import train
 
 CONTEXT = 160  # max_length of the tiny run: the model's max_position_embeddings
@@ -38,6 +41,10 @@ def checkpoint(tmp_path_factory):
     ckpt = last_checkpoint(cfg.output_dir)
     write_sweep(ckpt, math_test_split(ckpt))
     return ckpt
+
+
+def math_test_split(ckpt):
+    return _math_test_split(checkpoint_config(ckpt), ckpt)
 
 
 def write_sweep(ckpt, examples):
@@ -97,9 +104,9 @@ def test_command_rewards_equal_a_plain_forward_pass(checkpoint, model_and_tokeni
     rows.append({"prompt": examples[0]["prompt"], "completion": " 3 + 4 = 7\n#### 7", "score": 9.0})
     analysis_main(["rewards", "--checkpoint", str(checkpoint), "--data", write_jsonl(tmp_path / "plain.jsonl", rows),
                    "--gamma", "0.9", "--metrics", "score", "--batch_tokens", "300"])  # fmt: skip
-    tokens, seqs = read(checkpoint, "plain", S.TOKENS_FILE), read(checkpoint, "plain", S.SEQUENCES_FILE)
+    tokens, seqs = read(checkpoint, "plain", runs.TOKENS_FILE), read(checkpoint, "plain", runs.SEQUENCES_FILE)
     assert list(tokens.columns) == list(S.TOKEN_COLUMNS)
-    assert list(seqs.columns[:9]) == [*S.SEQUENCE_COLUMNS, S.TRUNCATED, S.ROUNDTRIP]
+    assert list(seqs.columns[:10]) == [*S.SEQUENCE_COLUMNS, S.TRUNCATED]
     assert list(seqs["score"]) == [0.0, 1.0, 2.0, 3.0, 9.0]  # extra columns kept
     for example_id, row in enumerate(rows):
         expected = plain_rewards(model, tokenizer, row["prompt"], row["completion"], gamma=0.9)
@@ -117,25 +124,18 @@ def test_command_rewards_equal_a_plain_forward_pass(checkpoint, model_and_tokeni
     # rows 0 and 4 share a prompt: centred on their mean; the others are alone (0)
     assert seqs[S.R_CENTERED].iloc[0] == pytest.approx((seqs[S.R].iloc[0] - seqs[S.R].iloc[4]) / 2)
     assert seqs[S.R_CENTERED].iloc[1:4].abs().max() < 1e-9
-    summary = json.loads((rewards_dir(checkpoint, "plain") / S.SUMMARY_FILE).read_text())
+    summary = json.loads((rewards_dir(checkpoint, "plain") / runs.SUMMARY_FILE).read_text())
     assert summary["gamma"] == 0.9 and summary["counts"]["tokens"] == len(tokens)
     found = [(c["reward"], c["metric"], c["n"]) for c in summary["correlations"]]
-    assert found == [(S.R, "score", 5), (S.R_CENTERED, "score", 5)]
+    assert found == [(score, "score", 5) for score in S.SCORES]  # every reward figure beside the baselines
 
 
 def test_gamma_one_telescopes_to_loglik_plus_v0(checkpoint, tmp_path):
     rows = [{"prompt": ex["prompt"], "completion": ex["completion"]} for ex in math_test_split(checkpoint)]
     main(["--checkpoint", str(checkpoint), "--data", write_jsonl(tmp_path / "g1.jsonl", rows), "--gamma", "1"])
-    seqs = read(checkpoint, "g1", S.SEQUENCES_FILE)
+    seqs = read(checkpoint, "g1", runs.SEQUENCES_FILE)
     assert len(seqs) == 16
     np.testing.assert_allclose(seqs[S.R], seqs[S.LOGP_SUM] + seqs[S.V0], atol=1e-3, rtol=1e-5)
-
-
-def test_gamma_defaults_to_the_runs_then_099(checkpoint, tmp_path):
-    assert run_gamma(checkpoint) == 0.99  # from config.yaml; the tiny run keeps TrainConfig's default
-    config = checkpoint.parent / "config.yaml"
-    assert "gamma: 0.99" in config.read_text()
-    assert run_gamma(tmp_path / "loose-checkpoint") == 0.99
 
 
 def test_preference_jsonl_and_a_dataset_with_a_column_mapping(checkpoint, tmp_path):
@@ -145,54 +145,62 @@ def test_preference_jsonl_and_a_dataset_with_a_column_mapping(checkpoint, tmp_pa
         for ex in examples
     ]
     main(["--checkpoint", str(checkpoint), "--data", write_jsonl(tmp_path / "prefs.jsonl", pairs)])
-    table = read(checkpoint, "prefs", S.PAIRS_FILE)
+    table = read(checkpoint, "prefs", runs.PAIRS_FILE)
     assert len(table) == 6 and list(table["data_margin"]) == [1.5] * 6  # the data's own margin, renamed
     np.testing.assert_allclose(table[S.MARGIN], table[S.CHOSEN_R] - table[S.REJECTED_R])
-    seqs = read(checkpoint, "prefs", S.SEQUENCES_FILE)
+    seqs = read(checkpoint, "prefs", runs.SEQUENCES_FILE)
     assert list(seqs[S.SIDE][:2]) == ["chosen", "rejected"] and len(seqs) == 12
-    summary = json.loads((rewards_dir(checkpoint, "prefs") / S.SUMMARY_FILE).read_text())
-    wins = int((table[S.MARGIN] > 0).sum())
-    assert summary["preferences"]["accuracy"] == wins / 6 and summary["counts"]["pairs"] == 6
+    summary = json.loads((rewards_dir(checkpoint, "prefs") / runs.SUMMARY_FILE).read_text())
+    wins, ties = int((table[S.MARGIN] > 0).sum()), int((table[S.MARGIN] == 0).sum())
+    assert summary["preferences"][S.R]["accuracy"] == (wins + ties / 2) / 6 and summary["counts"]["pairs"] == 6
+    lik = (table["chosen_logp_sum"] > table["rejected_logp_sum"]).mean()
+    assert summary["preferences"][S.LOGP_SUM]["accuracy"] == pytest.approx(lik)
 
     renamed = [{"question": p["prompt"], "good": p["chosen"], "bad": p["rejected"]} for p in pairs]
     datasets.Dataset.from_list(renamed).save_to_disk(str(tmp_path / "hfprefs"))
     main(["--checkpoint", str(checkpoint), "--data", str(tmp_path / "hfprefs"), "--prompt_field", "question",
           "--chosen_field", "good", "--rejected_field", "bad"])  # fmt: skip
-    again = read(checkpoint, "hfprefs", S.PAIRS_FILE)
+    again = read(checkpoint, "hfprefs", runs.PAIRS_FILE)
     np.testing.assert_allclose(again[S.CHOSEN_R], table[S.CHOSEN_R], atol=1e-5)
     np.testing.assert_allclose(again[S.REJECTED_R], table[S.REJECTED_R], atol=1e-5)
 
 
 def test_sweep_and_builtin_preferences(checkpoint):
     main(["--checkpoint", str(checkpoint), "--data", "test", "--n_boot", "20"])  # the checkpoint's sweep of "test"
-    seqs = read(checkpoint, "test", S.SEQUENCES_FILE)
+    seqs = read(checkpoint, "test", runs.SEQUENCES_FILE)
     assert len(seqs) == 16 * 3 + 16 and set(seqs[S.DECODING]) == {"t=1", "greedy"}
-    summary = json.loads((rewards_dir(checkpoint, "test") / S.SUMMARY_FILE).read_text())
+    summary = json.loads((rewards_dir(checkpoint, "test") / runs.SUMMARY_FILE).read_text())
     found = {(c["reward"], c["metric"]) for c in summary["correlations"]}
-    assert found == {(S.R, S.EXACT_MATCH), (S.R_CENTERED, S.EXACT_MATCH)}
+    assert found == {(score, S.EXACT_MATCH) for score in S.SCORES}
     assert set(summary["best_of_n"]) == {"t=1/exact_match"}  # greedy has one sample per prompt
     assert summary["best_of_n"]["t=1/exact_match"]["oracle"] == 1.0  # the reference is among each prompt's samples
 
-    main(["--checkpoint", str(checkpoint), "--data", "math-preferences"])
-    pairs = read(checkpoint, "math-preferences", S.PAIRS_FILE)
+    main(["--checkpoint", str(checkpoint), "--data", "math-preferences", "--n_boot", "20"])
+    pairs = read(checkpoint, "math-preferences", runs.PAIRS_FILE)
     assert set(pairs[S.PAIR_SOURCE]) == {"carried", "operation", "dropped", "sample"}
-    seqs = read(checkpoint, "math-preferences", S.SEQUENCES_FILE)
+    seqs = read(checkpoint, "math-preferences", runs.SEQUENCES_FILE)
     assert (seqs[S.EXACT_MATCH] == (seqs[S.SIDE] == "chosen")).all()
+    corrupted = seqs[seqs[S.ERROR_POSITION].notna()]
+    assert set(corrupted[S.SIDE]) == {"rejected"} and len(corrupted) == (pairs[S.PAIR_SOURCE] != "sample").sum()
+    summary = json.loads((rewards_dir(checkpoint, "math-preferences") / runs.SUMMARY_FILE).read_text())
+    assert summary["error_localisation"]["n"] == len(corrupted)
 
 
 def test_reward_report(checkpoint):
     report = reward_report(checkpoint, n_boot=20)
     assert report["decoding"] == "t=1" and report["gamma"] == 0.99
-    prefs = report["preferences"]
+    prefs = report["preferences"][S.R]
     assert prefs["n"] == report["counts"]["pairs"] and 0 <= prefs["accuracy"] <= 1 and prefs["low"] <= prefs["high"]
+    assert set(report["preferences"]) == set(S.SCORES)
     assert set(report["preferences_by_source"]) == {"carried", "operation", "dropped", "sample"}
-    assert report["correlation"]["n"] == 48 and report["correlation_centered"]["reward"] == S.R_CENTERED
+    assert report["correlations"][S.R]["n"] == 48 and set(report["correlations"]) == set(S.SCORES)
     best = report["best_of_n"]
-    assert best["prompts"] == 16 and best["n"] == 3 and best["gain"] == pytest.approx(best["reward"] - best["random"])
-    assert (rewards_dir(checkpoint, "test-t=1") / S.TOKENS_FILE).is_file()
+    assert best["prompts"] == 16 and best["n"] == 3 and best["gain"] == pytest.approx(best[S.R] - best["random"])
+    assert set(report["error_localisation"]) == {"n", *S.TOKEN_RANKINGS}
+    assert (rewards_dir(checkpoint, "test-t=1") / runs.TOKENS_FILE).is_file()
     small = reward_report(checkpoint, limit=4, n_boot=10)  # the first 4 test prompts
-    assert small["best_of_n"]["prompts"] == 4 and small["correlation"]["n"] == 12
-    assert set(read(checkpoint, "math-preferences-4", S.PAIRS_FILE)[S.PROMPT_ID]) == {f"math-test-{i}" for i in range(4)}
+    assert small["best_of_n"]["prompts"] == 4 and small["correlations"][S.R]["n"] == 12
+    assert set(read(checkpoint, "math-preferences-4", runs.PAIRS_FILE)[S.PROMPT_ID]) == {f"math-test-{i}" for i in range(4)}
 
 
 def test_bad_inputs_are_counted_and_flagged(checkpoint, model_and_tokenizer, tmp_path):
@@ -201,25 +209,24 @@ def test_bad_inputs_are_counted_and_flagged(checkpoint, model_and_tokenizer, tmp
     rows = [
         {"prompt": prompt, "completion": " 1" * 300},  # longer than the context: cut
         {"prompt": "Question:" + " 9" * 300, "completion": " 1"},  # the prompt alone fills the context: left out
-        {"prompt": prompt, "completion": ""},  # empty: the EOS action alone
-        {"prompt": prompt, "completion": " 5<|endoftext|> 6"},  # special-token text: does not round-trip
+        {"prompt": prompt, "completion": ""},  # empty: left out, as training drops it
+        {"prompt": prompt, "completion": " 5<|endoftext|> 6"},  # EOS written inside: the episode ends there
     ]
     main(["--checkpoint", str(checkpoint), "--data", write_jsonl(tmp_path / "bad.jsonl", rows)])
-    summary = json.loads((rewards_dir(checkpoint, "bad") / S.SUMMARY_FILE).read_text())
+    summary = json.loads((rewards_dir(checkpoint, "bad") / runs.SUMMARY_FILE).read_text())
     counts = summary["counts"]
-    found = [counts[k] for k in ("truncated", "dropped_no_room", "empty_completion", "not_roundtrip")]
+    found = [counts[k] for k in ("truncated", "dropped_overlong", "empty_completion", "eos_in_text")]
     assert found == [1, 1, 1, 1]
-    seqs = read(checkpoint, "bad", S.SEQUENCES_FILE).set_index(S.EXAMPLE_ID)
-    tokens = read(checkpoint, "bad", S.TOKENS_FILE)
-    assert list(seqs.index) == [0, 2, 3]
-    assert list(seqs[S.TRUNCATED]) == [True, False, False] and list(seqs[S.ROUNDTRIP]) == [True, True, False]
+    seqs = read(checkpoint, "bad", runs.SEQUENCES_FILE).set_index(S.EXAMPLE_ID)
+    tokens = read(checkpoint, "bad", runs.TOKENS_FILE)
+    assert list(seqs.index) == [0, 3]
+    assert list(seqs[S.TRUNCATED]) == [True, False]
     cut = tokens[tokens[S.EXAMPLE_ID] == 0]
     assert len(cut) == CONTEXT - len(tokenizer(prompt)["input_ids"]) == seqs.loc[0, S.LENGTH]
     assert np.isnan(cut[S.REWARD].iloc[-1]) and not cut[S.REWARD].iloc[:-1].isna().any()  # no next state
     assert seqs.loc[0, S.R] == pytest.approx(cut[S.REWARD].iloc[:-1].sum(), rel=1e-5)
-    empty = tokens[tokens[S.EXAMPLE_ID] == 2]
-    assert list(empty[S.TOKEN]) == [tokenizer.eos_token] and empty[S.V_NEXT].iloc[0] == 0.0
-    assert seqs.loc[2, S.R] == pytest.approx(empty[S.Q].iloc[0])
+    ended = tokens[tokens[S.EXAMPLE_ID] == 3]
+    assert list(ended[S.TOKEN_ID]) == tokenizer(" 5", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
 
 
 def test_checkpoint_without_tokenizer_and_malformed_data_fail_clearly(checkpoint, tmp_path):
@@ -227,12 +234,12 @@ def test_checkpoint_without_tokenizer_and_malformed_data_fail_clearly(checkpoint
     bare.mkdir()
     for name in ("config.json", "model.safetensors"):
         shutil.copy(checkpoint / name, bare / name)
-    with pytest.raises(RewardError, match=f"checkpoint {bare} has no usable tokenizer"):
-        main(["--checkpoint", str(bare), "--data", "math-preferences"])
+    with pytest.raises(SystemExit, match=f"checkpoint {bare} has no usable tokenizer"):
+        main(["--checkpoint", str(bare), "--data", "math-preferences", "--gamma", "1"])
     path = tmp_path / "broken.jsonl"
     path.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a", \n')
-    with pytest.raises(DataError, match=f"{path}:2: malformed JSON"):
+    with pytest.raises(SystemExit, match=f"{path}:2: malformed JSON"):
         main(["--checkpoint", str(checkpoint), "--data", str(path)])
     path.write_text('{"prompt": "a", "completion": "b"}\n\n{"prompt": "a", "completion": 3}\n')
-    with pytest.raises(DataError, match=f"{path}:3: field 'completion' must be a string"):
+    with pytest.raises(SystemExit, match=f"{path}:3: field 'completion' must be a string"):
         main(["--checkpoint", str(checkpoint), "--data", str(path)])

@@ -15,17 +15,9 @@ import torch
 from analysis import schema as S
 from analysis import sweep as sweep_module
 from analysis.metrics import self_bleu
-from analysis.sweep import (
-    Decoding,
-    SweepError,
-    aggregate,
-    completion_entropy,
-    completion_lengths,
-    decoding_grid,
-    format_table,
-    sweep,
-)
-from analysis.generation import left_padded
+from analysis.metrics import aggregate
+from analysis.sweep import SweepError, decoding_grid, format_table, sweep
+from irl.generation import Decoding, completion_entropy, completion_lengths, left_padded
 from irl.config import TrainConfig
 from irl.model import load_model, load_tokenizer
 from irl.runs import sweep_dir
@@ -97,7 +89,8 @@ def test_aggregate_of_hand_made_samples():
         }
     )  # fmt: skip
     agg = aggregate(pd.concat([sampled, greedy])).set_index(S.DECODING)
-    # sampled: EM mean 3/4, SE std([1,0,1,1], ddof=1) / 2 = 0.5 / 2; Self-BLEU: p1 disjoint 0, p2 identical 100
+    # sampled: EM mean 3/4, SE clustered by prompt: residual sums p1 -0.5, p2 0.5, sqrt(2/1 * 0.5) / 4 = 0.25;
+    # Self-BLEU: p1 disjoint 0, p2 identical 100
     # distinct-1: p1 6/6, p2 2/4; distinct-2: p1 4/4, p2 1/2
     assert agg.loc["t=1", "exact_match_mean"] == 0.75 and agg.loc["t=1", "exact_match_se"] == 0.25
     assert agg.loc["t=1", S.SELF_BLEU] == pytest.approx(50.0)
@@ -157,7 +150,7 @@ def test_sweep_writes_documented_columns(swept):
     returned, out_dir = swept
     assert sorted(p.name for p in out_dir.iterdir()) == sorted([*CELLS, "aggregate.parquet", "manifest.json"])
     samples = {name: pd.read_parquet(out_dir / name) for name in CELLS}
-    extra = [S.COMPLETION_CALC, S.EXACT_MATCH, S.EXACT_MATCH_CALC]
+    extra = [S.COMPLETION_CALC_IDS, S.ENDED_CALC, S.CALC_FORCED, S.COMPLETION_CALC, S.EXACT_MATCH, S.EXACT_MATCH_CALC]
     for table in samples.values():
         assert list(table.columns) == [*S.SAMPLE_COLUMNS, *extra]
     # 5 prompts: greedy 1 row each, sampling K = 3, beam search min(K, 2) beams
@@ -181,7 +174,10 @@ def test_aggregate_matches_rows_recomputed_here(swept):
         for metric in (S.EXACT_MATCH, S.EXACT_MATCH_CALC):
             values = table[metric].to_numpy()
             assert agg[f"{metric}_mean"] == pytest.approx(values.mean())
-            assert agg[f"{metric}_se"] == pytest.approx(values.std(ddof=1) / math.sqrt(len(values)))
+            # clustered by prompt: the K samples of a prompt are one cluster
+            residual = (table[metric] - values.mean()).groupby(table[S.PROMPT_ID]).sum()
+            g = len(residual)
+            assert agg[f"{metric}_se"] == pytest.approx(math.sqrt(g / (g - 1) * (residual**2).sum()) / len(values))
         assert agg[S.ENTROPY] == pytest.approx(table[S.ENTROPY].mean()) and agg[S.N] == len(table)
         groups = [g[S.COMPLETION].tolist() for _, g in table.groupby(S.PROMPT_ID)]
         if name == "samples-greedy.parquet":
@@ -238,7 +234,7 @@ def test_two_processes_write_the_same_rows(tiny_run, swept, tmp_path):
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "-m", "analysis", "sweep", "--run", str(run), "--temperatures", "0,1", "--beams", "2", "--samples", "3",
-        "--limit", "5", "--max-new-tokens", "10", "--batch-size", "2",
+        "--limit", "5", "--max_new_tokens", "10", "--batch_size", "2",
     ]  # fmt: skip
     env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, env=env)

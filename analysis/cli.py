@@ -1,0 +1,68 @@
+"""The options of the analysis commands, in a module that imports nothing heavy: `--help` answers at once, and
+`python -m analysis` parses its arguments before torch is imported. One flag style, underscores, as
+`python -m irl train` and transformers use.
+"""
+
+import argparse
+
+TEMPERATURES = (0.0, 0.25, 0.5, 0.75, 1.0)
+BEAMS = (1, 2, 4, 8)
+# Padded tokens per forward pass of reward extraction (rows x the longest row): bounds the activations, and the
+# logits kept (completion positions only) to at most BATCH_TOKENS x V floats: 512 MiB at V = 32k.
+BATCH_TOKENS = 4096
+BUILTIN_PREFERENCES = "math-preferences"
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x]
+
+
+def sweep_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis sweep",
+        description="Decode checkpoints under a grid of decoding settings; score quality and diversity.",
+    )
+    add = parser.add_argument
+    add("--run", action="append", required=True, help="Run directory, directory of runs, or glob; repeatable.")
+    add("--checkpoints", default="last", help="last, all, or steps such as 100,300.")
+    add("--temperatures", type=_floats, default=TEMPERATURES, help="Comma-separated; 0 is greedy.")
+    add("--beams", type=lambda t: [int(x) for x in _floats(t)], default=BEAMS, help="Beam widths; 1 is greedy.")
+    add("--samples", type=int, default=5, help="K: samples (or top beams) per prompt.")
+    add("--split", default=None, help="Split of the run's data to decode. Default: its held-out split, 'test' "
+        "when the data has one (the built-in tasks, a directory with test.jsonl), else 'validation' (a single "
+        "JSONL file, whose held-out prompts are its eval_size validation examples).")  # fmt: skip
+    add("--limit", type=int, default=None, help="Only the first N prompts of the split.")
+    add("--max_new_tokens", type=int, default=None, help="Default: 1.5 x the longest reference completion.")
+    add("--metrics", type=lambda t: t.split(","), default=None,
+        help="Per-sample quality metrics: built in exact_match, rouge1, rouge2, rougeLsum, bleu, chrf, or any "
+        "evaluate module (local path, or hub name when online). Default: the task's.")  # fmt: skip
+    add("--calculator", action=argparse.BooleanOptionalAction, default=None, help="Default: on for math.")
+    add("--seed", type=int, default=0)
+    add("--batch_size", type=int, default=16, help="Prompts per generate call (changes the sampled rows).")
+    return parser
+
+
+def rewards_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis rewards",
+        description="Per-token rewards r_t = Q(s_t,a_t) - gamma V(s_t+1) of a checkpoint on any completions.",
+    )
+    add = parser.add_argument
+    add("--checkpoint", required=True, help="Checkpoint directory (model, tokenizer, train_config.yaml).")
+    add("--data", required=True, help=f"{BUILTIN_PREFERENCES}, a sweep split name, a sweep directory or "
+        "samples-*.parquet file, a JSONL file, a saved dataset directory or a dataset name.")  # fmt: skip
+    add("--gamma", type=float, default=None, help="Discount. Default: the checkpoint's training gamma; required "
+        "when the checkpoint carries no training config.")  # fmt: skip
+    add("--name", default=None, help="Name of the output directory under <checkpoint>/rewards/ (default: from "
+        "--data). Results made with other settings are never overwritten: choose another name.")  # fmt: skip
+    add("--split", default="train", help="Dataset split (datasets only).")
+    add("--prompt_field", default="prompt")
+    add("--completion_field", default="completion")
+    add("--chosen_field", default="chosen")
+    add("--rejected_field", default="rejected")
+    add("--metrics", default=None, help="Comma-separated per-sample quality columns to correlate the scores with "
+        "(default: the table's quality metrics scored on the completion itself).")  # fmt: skip
+    add("--batch_tokens", type=int, default=BATCH_TOKENS, help="Padded tokens per forward pass.")
+    add("--n_boot", type=int, default=1000, help="Bootstrap replicates of correlation intervals.")
+    add("--seed", type=int, default=0, help="Seed of the bootstrap.")
+    return parser

@@ -1,0 +1,84 @@
+"""The demo's reward report of a math-task checkpoint: the built-in preference set and the checkpoint's sweep
+samples scored in one pass, and the figures the demo prints, each beside the likelihood baselines.
+
+    from analysis.report import reward_report, format_report
+    print(format_report({"mle": reward_report(ckpt_mle), "iqlearn": reward_report(ckpt_iq)}))
+"""
+
+import time
+
+from analysis import reward_data as D
+from analysis import schema as S
+from analysis.cli import BUILTIN_PREFERENCES
+from analysis.rewards import Settings, checkpoint_gamma, extract, finish, load_checkpoint
+from irl import runs
+
+
+def reward_report(checkpoint, sweep_split: str = "test", limit: int | None = None, n_boot: int = 1000, seed: int = 0):
+    """Rewards of a math-task checkpoint on the built-in preference set and, when irl.runs.sweep_dir(checkpoint,
+    sweep_split) holds a sweep, on the samples of its default cell (sampling at the highest temperature), for the
+    first `limit` test prompts (None: all). Writes both (rewards/math-preferences and
+    rewards/<split>-<decoding>, "-<limit>" appended when limited) and returns: checkpoint, gamma, terminal,
+    counts, preferences and preferences_by_source (per score: accuracy with its Wilson interval, ties half, and
+    AUC), error_localisation (Hit@1, Hit@3, MRR of the first wrong token per ranking), decoding (the sweep cell,
+    or None), correlations (per score: Spearman and Kendall with exact match, prompt-clustered bootstrap
+    intervals), best_of_n (exact match of the sample picked by each score, random, oracle), seconds."""
+    start = time.perf_counter()
+    model, tokenizer = load_checkpoint(checkpoint)
+    gamma = checkpoint_gamma(checkpoint)
+    examples = D.math_test_split(runs.checkpoint_config(checkpoint), checkpoint)[:limit]
+    suffix = "" if limit is None else f"-{limit}"
+    sweep = runs.sweep_dir(checkpoint, sweep_split)
+    cell = decoding = None
+    if sweep.is_dir():
+        samples = D.read_sweep(sweep)
+        decoding = D.default_decoding(samples)
+        prompts = samples[S.PROMPT_ID].isin([ex["id"] for ex in examples])
+        cell = D.sweep_rows(samples[(samples[S.DECODING] == decoding) & prompts])
+    pref_rows, meta = D.builtin_rows(examples, cell)
+    pref = extract(model, tokenizer, pref_rows, gamma)
+    settings = Settings(gamma, None, n_boot, seed)
+    summary = finish(checkpoint, BUILTIN_PREFERENCES + suffix, pref_rows, pref, meta, settings)
+    keys = ("checkpoint", "gamma", "terminal", "counts", "preferences", "preferences_by_source", "error_localisation")
+    report = {k: summary.get(k) for k in keys}
+    report |= {"decoding": decoding, "correlations": None, "best_of_n": None}
+    if cell is not None:
+        rewards = extract(model, tokenizer, cell, gamma)
+        found = finish(checkpoint, f"{sweep_split}-{decoding}{suffix}", cell, rewards, None,
+                       Settings(gamma, (S.EXACT_MATCH,), n_boot, seed))  # fmt: skip
+        report["correlations"] = {row["reward"]: row for row in found["correlations"]}
+        report["best_of_n"] = found["best_of_n"][f"{decoding}/{S.EXACT_MATCH}"]
+    report["seconds"] = time.perf_counter() - start
+    return report
+
+
+def format_report(reports: dict[str, dict]) -> str:
+    """The demo's reward tables for several checkpoints ({name: reward_report(...)}): preference accuracy,
+    Spearman with exact match and best-of-N for each score, then error localisation per ranking."""
+    first = next(iter(reports.values()))
+    lines = [f"Rewards (gamma={first['gamma']:g}; {first['terminal']}), each score beside the likelihood baselines:",
+             f"{'method':<10} {'score':<11} {'pref. accuracy [95% CI]':>26} {'Spearman(score, correct) [95% CI]':>35} "
+             f"{'best-of-N':>9}"]  # fmt: skip
+    for name, r in reports.items():
+        for score in S.SCORES:
+            pref = r["preferences"][score]
+            line = f"{name:<10} {score:<11} {pref['accuracy']:>9.3f} [{pref['low']:.3f}, {pref['high']:.3f}]"
+            if r["correlations"] is not None:
+                c = r["correlations"][score]
+                line += f" {c['spearman']:>17.3f} [{c['spearman_low']:.3f}, {c['spearman_high']:.3f}]"
+                line += f" {r['best_of_n'][score]:>9.3f}"
+            lines.append(line)
+        if r["best_of_n"] is not None:
+            b = r["best_of_n"]
+            lines.append(f"{name:<10} {'random':<11} {'':>26} {'':>35} {b['random']:>9.3f}  (oracle {b['oracle']:.3f})")
+    lines.append(f"(preferences: reference vs corrupted solutions and correct vs wrong samples; Spearman and best-of-N "
+                 f"over the {first['decoding']} samples)")  # fmt: skip
+    lines.append("\nError localisation on corrupted solutions (rank of the first wrong token among the solution's):")
+    lines.append(f"{'method':<10} {'ranking':<24} {'Hit@1':>6} {'Hit@3':>6} {'MRR':>6}   n")
+    for name, r in reports.items():
+        loc = r["error_localisation"]
+        for ranking, how in S.TOKEN_RANKINGS.items():
+            m = loc[ranking]
+            label = f"{ranking} ({how})"
+            lines.append(f"{name:<10} {label:<24} {m['hit@1']:>6.3f} {m['hit@3']:>6.3f} {m['mrr']:>6.3f}   {loc['n']}")
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""Per-token rewards read off a checkpoint's logits (METHOD.md sections 2 and 4), for completions given as token
+ids: r_t = Q(s_t, a_t) - gamma * V(s_{t+1}), with V = 0 after EOS and no reward for an action without a next
+state (the last token of a completion cut by a length limit). One forward pass per batch, no generation.
+
+What is scored is exactly a list of `irl.data.Encoded` episodes: a sweep's samples as their generated ids
+(`from_ids`), texts through the encoding rule training uses (`from_texts`, irl.data.encode_example).
+"""
+
+import numpy as np
+import pandas as pd
+import torch
+
+from analysis import schema as S
+from irl.data import OK, TRUNCATED, Encoded, encode_example
+from irl.objectives import token_terms
+
+
+def from_texts(tokenizer, prompts, completions, context: int) -> tuple[list[Encoded | None], list[str]]:
+    """(Encoded or None, status) per prompt/completion text, by irl.data.encode_example with the model's
+    context as the length limit (a completion that does not fit is cut and loses its EOS)."""
+    found = [encode_example(tokenizer, p, c, context) for p, c in zip(prompts, completions)]
+    return [e for e, _ in found], [status for _, status in found]
+
+
+def from_ids(prompt_ids, completion_ids, ended, context: int) -> tuple[list[Encoded], list[str]]:
+    """Encoded episodes of generated token ids, as they were generated; one longer than the context is cut to
+    fit (its last kept token then has no next state)."""
+    encoded, status = [], []
+    for p, c, e in zip(prompt_ids, completion_ids, ended):
+        p, c = list(map(int, p)), list(map(int, c))
+        room = context - len(p)
+        cut = len(c) > room
+        encoded.append(Encoded(p, c[:room], bool(e) and not cut))
+        status.append(TRUNCATED if cut else OK)
+    return encoded, status
+
+
+def _batches(encoded: list, batch_tokens: int) -> list[list[int]]:
+    """Indices of the scorable episodes in batches of at most `batch_tokens` padded tokens, longest first."""
+    lengths = {i: len(e.prompt_ids) + len(e.completion_ids) for i, e in enumerate(encoded) if e is not None}
+    batches, current, width = [], [], 0
+    for i in sorted(lengths, key=lambda i: -lengths[i]):
+        width = width or lengths[i]  # sorted: the first sequence of a batch is its widest
+        if current and (len(current) + 1) * width > batch_tokens:
+            batches.append(current)
+            current, width = [], lengths[i]
+        current.append(i)
+    return batches + [current] if current else batches
+
+
+@torch.inference_mode()
+def score_batch(model, batch: list[Encoded], pad_id: int, eos_id: int, gamma: float) -> dict[str, np.ndarray]:
+    """Per completion action of a batch, row-major: q, v, v_next, logp, reward, entropy (v_next and reward NaN
+    for an action without a next state). One forward pass of the left-padded batch, logits kept for the
+    completion positions only (`logits_to_keep`), then irl.objectives.token_terms, as in training."""
+    seqs = [e.prompt_ids + e.completion_ids for e in batch]
+    width = max(map(len, seqs))
+    keep = max(len(e.completion_ids) for e in batch) + 1  # logits of the completions and the last prompt token
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    completion = torch.zeros_like(ids)
+    for row, (seq, e) in enumerate(zip(seqs, batch)):  # left padding: every sequence ends at the last column
+        ids[row, width - len(seq) :] = torch.tensor(seq)
+        attention[row, width - len(seq) :] = 1
+        completion[row, width - len(e.completion_ids) :] = 1
+    positions = (attention.cumsum(1) - 1).clamp(min=0)  # as if unpadded
+    device = model.device
+    ids, attention, positions = ids.to(device), attention.to(device), positions.to(device)
+    logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, logits_to_keep=keep).logits
+    # logits (B, keep, V): column k holds the state in which the action ids[:, width - keep + k + 1] is taken
+    terms = token_terms(logits, ids[:, -keep:], completion[:, -keep:].to(device), eos_id)
+    mask, no_next = terms.mask, terms.mask & ~terms.td_mask  # (B, keep - 1)
+    nan = torch.tensor(float("nan"), device=device)
+    out = {
+        S.Q: terms.q,
+        S.V: terms.v,
+        S.V_NEXT: torch.where(no_next, nan, terms.v_next),
+        S.LOGP: terms.logp,
+        S.REWARD: torch.where(no_next, nan, terms.reward(gamma)),
+        S.TOKEN_ENTROPY: terms.entropy,
+    }
+    return {k: v[mask].float().cpu().numpy() for k, v in out.items()}
+
+
+def score(model, tokenizer, encoded: list[Encoded | None], gamma: float, batch_tokens: int):
+    """Score episodes: (per-episode table indexed like `encoded`, per-token table).
+
+    Per episode (NaN where `encoded` holds None): R (the rewards of the tokens with a next state, summed),
+    R_mean (their mean), logp_sum, logp_mean (per token), v0 (V of the first state), length (tokens scored, EOS
+    included), truncated (no EOS: the last token has no next state). Per token: `episode` (the index in
+    `encoded`), position (0 = first completion token), token_id, token (tokenizer.decode([id])), q, v, v_next,
+    logp, reward, entropy.
+    """
+    chunks, index = [], []
+    for batch in _batches(encoded, batch_tokens):
+        chunks.append(
+            score_batch(model, [encoded[i] for i in batch], tokenizer.pad_token_id, tokenizer.eos_token_id, gamma)
+        )
+        index += batch
+    lengths = np.array([len(encoded[i].completion_ids) for i in index], dtype=int)
+    token_ids = np.concatenate([encoded[i].completion_ids for i in index]).astype(int) if index else np.zeros(0, int)
+    tokens = pd.DataFrame(
+        {
+            "episode": np.repeat(np.array(index, dtype=int), lengths),
+            S.POSITION: np.concatenate([np.arange(n) for n in lengths]) if index else np.zeros(0, int),
+            S.TOKEN_ID: token_ids,
+        }
+    )
+    vocab = {i: tokenizer.decode([i]) for i in np.unique(token_ids).tolist()}
+    tokens[S.TOKEN] = tokens[S.TOKEN_ID].map(vocab)
+    for key in (S.Q, S.V, S.V_NEXT, S.LOGP, S.REWARD, S.TOKEN_ENTROPY):
+        tokens[key] = np.concatenate([c[key] for c in chunks]) if chunks else np.zeros(0, np.float32)
+    by = tokens.groupby("episode", sort=False)
+    per = pd.DataFrame(
+        {
+            S.R: by[S.REWARD].sum().astype(float),  # skips NaN: a cut last token has no reward
+            S.R_MEAN: by[S.REWARD].mean().astype(float),
+            S.LOGP_SUM: by[S.LOGP].sum().astype(float),
+            S.LOGP_MEAN: by[S.LOGP].mean().astype(float),
+            S.V0: by[S.V].first().astype(float),
+            S.LENGTH: by.size(),
+        }
+    ).reindex(range(len(encoded)))
+    per[S.TRUNCATED] = [e is not None and not e.ended for e in encoded]
+    return per, tokens
+
+
+def error_position(tokenizer, completion_ids: list[int], error_char: int) -> int:
+    """The position of the token of `completion_ids` that holds character `error_char` of the completion's
+    text (the first token whose decoded prefix reaches past it)."""
+    for t in range(len(completion_ids)):
+        if len(tokenizer.decode(completion_ids[: t + 1], skip_special_tokens=True)) > error_char:
+            return t
+    return len(completion_ids) - 1

@@ -1,0 +1,254 @@
+"""Batched decoding with the KV cache, the one place `generate` is called: the decoding sweep and the demo
+(`decode`), and completions sampled during training for online IQLearn and GAIL (`sample_completions`).
+
+Prompts are tokenised by the training rule (irl/data.py `encode_example`: the tokenizer's special prefix, no
+completion) and left-padded, so every row's generated tokens start at the same column. What comes back is token
+ids, never re-encoded text: each completion is its generated ids up to and including the first EOS, with a
+flag saying whether it ended there or was cut at the length limit (then its last token has no next state and
+leaves every term that needs V(s_{t+1}), METHOD.md section 1).
+
+`sample_completions` repacks its samples (`pack_samples`) into the layout of the data (prompt, completion,
+right padding, completion_mask), so `token_terms` reads sampled and expert sequences alike.
+"""
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+
+BATCH_KEYS = ("input_ids", "attention_mask", "completion_mask")
+
+
+def left_padded(tokenizer, prompts, device) -> dict:
+    """Prompts tokenised as in training and left-padded: input_ids, attention_mask (B, P) on `device`."""
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        batch = tokenizer(list(prompts), return_tensors="pt", padding=True)
+    finally:
+        tokenizer.padding_side = side
+    return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+
+
+def completion_lengths(generated: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """Generated tokens per row of `generated` (N, G), up to and including the first EOS (G when none)."""
+    is_eos = generated == eos_token_id
+    return torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, generated.shape[1])
+
+
+def _entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of softmax over the last dimension, in nats, computed in float32."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def completion_entropy(step_logits, lengths: torch.Tensor, beam_indices: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean entropy (nats) of the policy softmax(logits) over each returned sequence's generated tokens, EOS
+    included: one value per sequence, (N,).
+
+    `step_logits` is `generate(..., output_logits=True).logits`: at each step the raw logits (before
+    temperature or any processor) of every running row, (R, V). Row n is sequence n, except under beam search,
+    where rows are hypotheses and `beam_indices` (N, G) names the row each returned beam was in at each step.
+    """
+    entropy = torch.stack([_entropy(logits) for logits in step_logits], dim=1)  # (R, steps)
+    width = int(lengths.max())
+    steps = torch.arange(width, device=lengths.device)[None, :]
+    if beam_indices is None:
+        rows = torch.arange(len(lengths), device=lengths.device)[:, None]
+    else:
+        rows = beam_indices[:, :width].clamp(min=0)  # -1 marks the steps after a beam ended
+    per_token = entropy[rows, steps]  # (N, width)
+    return (per_token * (steps < lengths[:, None])).sum(1) / lengths
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """One decoding setting of the sweep's grid."""
+
+    kind: str  # "greedy" | "sample" | "beam"
+    temperature: float = 0.0
+    beams: int = 1
+
+    @property
+    def label(self) -> str:
+        return {"greedy": "greedy", "sample": f"t={self.temperature:g}", "beam": f"beam={self.beams}"}[self.kind]
+
+    def samples_per_prompt(self, k: int) -> int:
+        return {"greedy": 1, "sample": k, "beam": min(k, self.beams)}[self.kind]
+
+    def generate_kwargs(self, k: int) -> dict:
+        n = self.samples_per_prompt(k)
+        if self.kind == "sample":
+            return dict(do_sample=True, temperature=self.temperature, top_k=0, top_p=1.0, num_return_sequences=n)
+        return dict(do_sample=False, num_beams=self.beams, num_return_sequences=n)
+
+
+def batch_seed(seed: int, label: str, batch: int) -> int:
+    """The torch seed of one batch of one decoding: a hash, so nearby (seed, batch) pairs are unrelated."""
+    digest = hashlib.sha256(f"{seed}/{label}/{batch}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % 2**63
+
+
+@dataclass
+class Decoded:
+    """What `decode` generated for a batch: one entry per returned sequence, prompt-major (row i * n + j is
+    sequence j of prompt i, n = decoding.samples_per_prompt(k))."""
+
+    prompt_ids: list[list[int]]  # the prompt's ids as the model read them, padding removed
+    completion_ids: list[list[int]]  # generated ids up to and including the first EOS
+    ended: list[bool]  # True: ended by EOS; False: cut at max_new_tokens
+    entropy: list[float] | None  # mean policy entropy along the completion (with `entropy=True`)
+
+
+@torch.no_grad()
+def decode(model, batch: dict, decoding: Decoding, k: int, *, max_new_tokens: int, seed: int | None, eos_token_id: int,
+           pad_token_id: int, entropy: bool = False, logits_processor=None, compact: bool = True) -> Decoded:
+    """Decode a left-padded batch of prompts (`left_padded`) with one decoding setting: K samples per prompt,
+    the top min(K, width) beams, or one greedy completion.
+
+    torch is seeded with `seed` first (None: not reseeded), so two calls with the same seed draw the same random
+    numbers (the sweep's calculator pass differs from the plain one only from its first forced token on).
+    `entropy` asks for the mean per-token entropy of the policy (raw logits, before temperature and processors).
+    Greedy and sampled decoding run `decode_compact` (finished rows leave the batch); with `compact=False`, and
+    for beam search, transformers' `generate` decodes.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    n = decoding.samples_per_prompt(k)
+    if compact and decoding.kind != "beam":
+        return decode_compact(model, batch, decoding, n, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
+                              entropy=entropy, logits_processor=logits_processor)  # fmt: skip
+    out = model.generate(
+        **batch,
+        **decoding.generate_kwargs(k),
+        max_new_tokens=max_new_tokens,
+        pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id,
+        return_dict_in_generate=True,
+        output_logits=entropy,
+        logits_processor=logits_processor,
+    )
+    width = batch["input_ids"].shape[1]
+    generated = out.sequences[:, width:]  # (B * n, G)
+    lengths = completion_lengths(generated, eos_token_id)
+    prompts = [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
+    mean_entropy = None
+    if entropy:
+        beam_indices = out.beam_indices if decoding.kind == "beam" else None
+        mean_entropy = completion_entropy(out.logits, lengths, beam_indices).tolist()
+    return Decoded(
+        prompt_ids=[p for p in prompts for _ in range(n)],
+        completion_ids=[ids[:m] for ids, m in zip(generated.tolist(), lengths.tolist())],
+        ended=(generated == eos_token_id).any(1).tolist(),
+        entropy=mean_entropy,
+    )
+
+
+@torch.no_grad()
+def decode_compact(model, batch: dict, decoding: Decoding, n: int, *, max_new_tokens: int, eos_token_id: int,
+                   entropy: bool = False, logits_processor=None) -> Decoded:
+    """Greedy or ancestral decoding of `n` completions per prompt, step by step with the KV cache, where a row
+    that has generated EOS leaves the batch (its cache rows are dropped): finished rows stop costing compute.
+
+    Each step reads the raw logits of the active rows (float32), applies `logits_processor` to them with the rows'
+    ids so far (prompt included, as `generate` passes them), then takes the argmax (greedy) or samples from
+    softmax(scores / temperature) over the full vocabulary (no top-k/top-p). Greedy rows equal `generate`'s; sampled
+    rows are reproducible for a seed (the random draws are those of the active rows only, so they differ from
+    `generate`'s)."""
+    ids = batch["input_ids"].repeat_interleave(n, 0)  # (N, P): row i * n + j is sample j of prompt i
+    attention = batch["attention_mask"].repeat_interleave(n, 0)
+    total, device = ids.shape[0], ids.device
+    rows = torch.arange(total, device=device)  # the original row of each active row
+    generated = torch.zeros((total, max_new_tokens), dtype=torch.long, device=device)
+    lengths = torch.zeros(total, dtype=torch.long, device=device)
+    ended = torch.zeros(total, dtype=torch.bool, device=device)
+    entropy_sum = torch.zeros(total, device=device)
+    positions = (attention.cumsum(1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache, logits = out.past_key_values, out.logits[:, -1]
+    for t in range(max_new_tokens):
+        raw = logits.float()  # (R, V)
+        if entropy:
+            entropy_sum[rows] += _entropy(raw)
+        scores = raw if logits_processor is None else logits_processor(ids, raw)
+        if decoding.kind == "sample":
+            token = torch.multinomial(torch.softmax(scores / decoding.temperature, dim=-1), 1)[:, 0]
+        else:
+            token = scores.argmax(-1)
+        generated[rows, t] = token
+        lengths[rows] += 1
+        done = token == eos_token_id
+        ended[rows[done]] = True
+        if t == max_new_tokens - 1 or done.all():
+            break
+        ids = torch.cat([ids, token[:, None]], 1)
+        attention = torch.cat([attention, attention.new_ones((len(rows), 1))], 1)
+        if done.any():  # drop finished rows from every batch-shaped state
+            keep = (~done).nonzero()[:, 0]
+            cache.batch_select_indices(keep)
+            rows, ids, attention, token = rows[keep], ids[keep], attention[keep], token[keep]
+        position = attention.sum(1, keepdim=True) - 1
+        out = model(input_ids=token[:, None], attention_mask=attention, position_ids=position, past_key_values=cache,
+                    use_cache=True)  # fmt: skip
+        cache, logits = out.past_key_values, out.logits[:, -1]
+    prompts = [p[m.bool()].tolist() for p, m in zip(batch["input_ids"], batch["attention_mask"])]
+    return Decoded(
+        prompt_ids=[p for p in prompts for _ in range(n)],
+        completion_ids=[g[:m] for g, m in zip(generated.tolist(), lengths.tolist())],
+        ended=ended.tolist(),
+        entropy=(entropy_sum / lengths).tolist() if entropy else None,
+    )
+
+
+@torch.no_grad()
+def sample_completions(model, prompt_input_ids, prompt_attention_mask, *, num_samples: int, max_new_tokens: int,
+                       temperature: float, eos_token_id: int, pad_token_id: int) -> dict:
+    """`num_samples` completions per prompt from `model` (an unwrapped causal LM), in training layout.
+
+    prompt_input_ids, prompt_attention_mask: (B, P), left-padded. Sampling is from the full softmax at
+    `temperature` (no top-k/top-p), in eval mode, without reseeding torch; the model's train/eval mode is restored
+    afterwards. Returns `pack_samples` of the B * num_samples sequences, the completions of prompt i in rows
+    i*K ... i*K + K-1.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        decoded = decode(
+            model, {"input_ids": prompt_input_ids, "attention_mask": prompt_attention_mask},
+            Decoding("sample", temperature=temperature), num_samples, max_new_tokens=max_new_tokens, seed=None,
+            eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+        )  # fmt: skip
+    finally:
+        model.train(was_training)
+    return pack_samples(decoded, pad_token_id, prompt_input_ids.device)
+
+
+def pack_samples(decoded: Decoded, pad_token_id: int, device=None) -> dict:
+    """Decoded sequences in training layout: each row its prompt tokens, its completion (up to and including
+    the first EOS, or cut with no EOS appended), then right padding: input_ids, attention_mask, completion_mask
+    (N, W) with W the longest row, plus `truncated` (N,) bool, True where the completion did not end."""
+    rows = [p + c for p, c in zip(decoded.prompt_ids, decoded.completion_ids)]
+    width = max(map(len, rows))
+    batch = {
+        "input_ids": torch.full((len(rows), width), pad_token_id, dtype=torch.long),
+        "attention_mask": torch.zeros((len(rows), width), dtype=torch.long),
+        "completion_mask": torch.zeros((len(rows), width), dtype=torch.long),
+    }
+    for i, (prompt, row) in enumerate(zip(decoded.prompt_ids, rows)):
+        batch["input_ids"][i, : len(row)] = torch.tensor(row)
+        batch["attention_mask"][i, : len(row)] = 1
+        batch["completion_mask"][i, len(prompt) : len(row)] = 1
+    batch["truncated"] = ~torch.tensor(decoded.ended, dtype=torch.bool)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def pad_to(batch: dict, width: int, pad_token_id: int) -> dict:
+    """input_ids, attention_mask, completion_mask of `batch` right-padded to `width` columns."""
+    extra = width - batch["input_ids"].shape[1]
+    values = {"input_ids": pad_token_id, "attention_mask": 0, "completion_mask": 0}
+    return {k: torch.nn.functional.pad(batch[k], (0, extra), value=values[k]) for k in BATCH_KEYS}
+
+
+def cat_rows(a: dict, b: dict) -> dict:
+    """Two batches of the same width as one: a's rows, then b's."""
+    return {k: torch.cat([a[k], b[k]]) for k in BATCH_KEYS}

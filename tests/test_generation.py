@@ -1,0 +1,70 @@
+"""The generation module: step-by-step decoding where finished rows leave the batch gives the rows transformers'
+`generate` gives (greedy, with a logits processor that ends rows at different steps), reproducible samples, and
+the token record (ids up to EOS, ended flags, entropy)."""
+
+import pytest
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from irl.generation import Decoding, decode, left_padded
+from irl.model import build_preset, train_tokenizer
+
+PROMPTS = ["Question: 1 + 2?\nAnswer:", "Question: 2?\nAnswer:", "hi", "Question: 10 + 20 + 30?\nAnswer:"]
+
+
+class EndAfter(LogitsProcessor):
+    """Forces EOS once a row has generated (its first prompt token mod 5) + 2 tokens: rows end at different steps."""
+
+    def __init__(self, width: int, eos: int):
+        self.width, self.eos = width, eos
+
+    def __call__(self, input_ids, scores):
+        scores = scores.clone()
+        for row, ids in enumerate(input_ids.tolist()):
+            if len(ids) - self.width >= ids[self.width - 1] % 5 + 2:
+                scores[row] = -float("inf")
+                scores[row, self.eos] = 0.0
+        return scores
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer():
+    tokenizer = train_tokenizer(["Question: 1 + 2?\nAnswer: 1 + 2 = 3\n#### 3", "hello world and more"] * 10, 300)
+    return build_preset("tiny", tokenizer, 128, seed=0).eval(), tokenizer
+
+
+def run(model, tokenizer, decoding, k, compact, processor=True):
+    batch = left_padded(tokenizer, PROMPTS, "cpu")
+    processors = LogitsProcessorList([EndAfter(batch["input_ids"].shape[1], tokenizer.eos_token_id)])
+    return decode(model, batch, decoding, k, max_new_tokens=12, seed=3, eos_token_id=tokenizer.eos_token_id,
+                  pad_token_id=tokenizer.pad_token_id, entropy=True,
+                  logits_processor=processors if processor else None, compact=compact)  # fmt: skip
+
+
+def test_compact_greedy_equals_generate(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    compact = run(model, tokenizer, Decoding("greedy"), 1, compact=True)
+    full = run(model, tokenizer, Decoding("greedy"), 1, compact=False)
+    assert compact.completion_ids == full.completion_ids and compact.ended == full.ended
+    assert len({len(c) for c in compact.completion_ids}) > 1 and all(compact.ended)  # rows ended at different steps
+    assert all(c[-1] == tokenizer.eos_token_id and tokenizer.eos_token_id not in c[:-1] for c in compact.completion_ids)
+    assert compact.entropy == pytest.approx(full.entropy, abs=1e-5)
+    assert compact.prompt_ids[0] == tokenizer(PROMPTS[0])["input_ids"]  # padding removed
+
+
+def test_sampling_is_reproducible_and_cut_rows_are_flagged(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    a = run(model, tokenizer, Decoding("sample", temperature=1.0), 3, compact=True, processor=False)
+    b = run(model, tokenizer, Decoding("sample", temperature=1.0), 3, compact=True, processor=False)
+    assert a.completion_ids == b.completion_ids and len(a.completion_ids) == 12
+    for ids, ended in zip(a.completion_ids, a.ended):
+        assert ended == (ids[-1] == tokenizer.eos_token_id) and (ended or len(ids) == 12)
+    c = run(model, tokenizer, Decoding("sample", temperature=1.0), 3, compact=True)
+    assert all(c.ended) and len({len(x) for x in c.completion_ids}) > 1
+
+
+def test_beam_search_goes_through_generate(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    beams = run(model, tokenizer, Decoding("beam", beams=2), 2, compact=True)
+    again = run(model, tokenizer, Decoding("beam", beams=2), 2, compact=False)
+    assert beams.completion_ids == again.completion_ids and len(beams.completion_ids) == 8
