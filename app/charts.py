@@ -15,7 +15,7 @@ from analysis import schema as S
 from app.safety import escape
 
 SYMBOLS = {"greedy": "circle", "sample": "diamond", "beam": "square"}
-TOKEN_QUANTITIES = {S.REWARD: "reward", S.LOGP: "log π", S.V: "V", S.Q: "Q"}
+TOKEN_QUANTITIES = {S.REWARD: "reward", S.LOGP: "log π", S.V: "V", S.Q: "Q", S.TOKEN_ENTROPY: "entropy"}
 RUNNING_R = "running_R"  # cumulative sum of reward along the completion
 
 
@@ -130,25 +130,32 @@ def with_running_reward(tokens: pd.DataFrame) -> pd.DataFrame:
     return tokens.assign(**{RUNNING_R: tokens[S.REWARD].fillna(0.0).cumsum()})
 
 
-def tokens_html(tokens: pd.DataFrame, quantity: str) -> str:
+def tokens_html(tokens: pd.DataFrame, quantity: str, error_position=None) -> str:
     """The completion as HTML spans, one per token, background coloured by `quantity` on a diverging scale
     centred at zero (blue above, red below, opacity |value| / max |value|, none for NaN), title (hover)
-    listing q, v, v_next, logp, reward and the running sum. Token text is escaped; a newline shows as ↵."""
+    listing q, v, v_next, logp, reward, entropy (where scored) and the running sum. The token at
+    `error_position` (the known first wrong token of a corrupted completion; None: unknown) is outlined and
+    has the class "known-error". Token text is escaped; a newline shows as ↵."""
     tokens = with_running_reward(tokens)
     values = np.nan_to_num(tokens[quantity].to_numpy(float), nan=0.0)
     scale = np.abs(values).max() if len(values) and np.abs(values).max() > 0 else 1.0
     spans = []
-    for row, value in zip(tokens.itertuples(index=False), values):
+    for row, value in zip(tokens.to_dict("records"), values):
         rgb = "33,102,172" if value >= 0 else "178,24,43"
+        error = error_position is not None and row[S.POSITION] == error_position
         title = (
-            f"{getattr(row, S.TOKEN)!r}  position {getattr(row, S.POSITION)}\n"
-            f"q={row.q:.3f}  v={row.v:.3f}  v_next={row.v_next:.3f}\n"
-            f"logp={row.logp:.3f}  reward={row.reward:.3f}  running R={getattr(row, RUNNING_R):.3f}"
+            ("known first wrong token\n" if error else "")
+            + f"{row[S.TOKEN]!r}  position {row[S.POSITION]}\n"
+            + f"q={row[S.Q]:.3f}  v={row[S.V]:.3f}  v_next={row[S.V_NEXT]:.3f}\n"
+            + f"logp={row[S.LOGP]:.3f}  reward={row[S.REWARD]:.3f}  running R={row[RUNNING_R]:.3f}"
+            + (f"\nentropy={row[S.TOKEN_ENTROPY]:.3f}" if S.TOKEN_ENTROPY in row else "")
         )
-        text = getattr(row, S.TOKEN).replace("\n", "↵\n")
+        text = row[S.TOKEN].replace("\n", "↵\n")
+        mark = ' class="known-error"' if error else ""
+        outline = "outline:2px solid #111;" if error else ""
         spans.append(
-            f'<span title="{escape(title)}" style="background:rgba({rgb},{0.85 * abs(value) / scale:.3f});'
-            f'border-radius:3px">{escape(text)}</span>'
+            f'<span{mark} title="{escape(title)}" style="background:rgba({rgb},{0.85 * abs(value) / scale:.3f});'
+            f'{outline}border-radius:3px">{escape(text)}</span>'
         )
     return (
         '<div class="token-rewards" style="font-family:monospace;white-space:pre-wrap;line-height:1.8">'
@@ -157,18 +164,22 @@ def tokens_html(tokens: pd.DataFrame, quantity: str) -> str:
     )
 
 
-def token_figure(tokens: pd.DataFrame, quantity: str, title: str = "") -> go.Figure:
+def token_figure(tokens: pd.DataFrame, quantity: str, title: str = "", error_position=None) -> go.Figure:
     """Per-token lines along the completion: `quantity` and the running reward shown, the other terms (q, v,
-    v_next, logp, reward) one legend click away; hover names the token."""
+    v_next, logp, reward, entropy where scored) one legend click away; hover names the token; the known first
+    wrong token, if any, marked by a vertical line."""
     tokens = with_running_reward(tokens)
     fig = go.Figure()
     labels = tokens[S.TOKEN].map(lambda t: escape(repr(t)))
-    for col in (quantity, RUNNING_R, *[c for c in (S.Q, S.V, S.V_NEXT, S.LOGP, S.REWARD) if c != quantity]):
+    terms = [c for c in (S.Q, S.V, S.V_NEXT, S.LOGP, S.REWARD, S.TOKEN_ENTROPY) if c in tokens and c != quantity]
+    for col in (quantity, RUNNING_R, *terms):
         fig.add_trace(go.Scatter(
             x=tokens[S.POSITION], y=tokens[col], mode="lines+markers", name=col, customdata=labels,
             visible=True if col in (quantity, RUNNING_R) else "legendonly",
             hovertemplate="%{customdata}<br>" + col + " %{y:.3f}<extra></extra>",
         ))  # fmt: skip
+    if error_position is not None:
+        fig.add_vline(x=error_position, line_dash="dot", line_color="#111", annotation_text="known error")
     return _layout(fig, title, "token position", "value")
 
 
@@ -192,24 +203,44 @@ def reward_quality_figure(seqs: pd.DataFrame, r: str, metric: str, corr: dict, r
     return _layout(fig, title, metric, r, rule)
 
 
+# Scores of schema.SCORES: the rewards in blues, the likelihood baselines they must beat in greys.
+SCORE_COLORS = dict(zip(S.SCORES, ("#1f4e9c", "#4a86d8", "#8fb8ee", "#4d4d4d", "#8c8c8c", "#c4c4c4")))
+
+
 def accuracy_figure(acc: pd.DataFrame, rule: str = "") -> go.Figure:
-    """Pairwise accuracy of R per checkpoint (column "checkpoint"; ties count half, as analysis/agreement.py
-    counts them) as bars with their 95% Wilson interval (low, high), the accuracy of the log-likelihood
-    log π(y|x) on the same pairs beside them as markers, and chance (0.5) as a dashed line."""
-    fig = go.Figure(go.Bar(
-        x=acc[S.CHECKPOINT], y=acc["accuracy"], name="R", customdata=acc[["n", "ties"]],
-        error_y=dict(type="data", array=acc["high"] - acc["accuracy"], arrayminus=acc["accuracy"] - acc["low"]),
-        hovertemplate="%{x}<br>accuracy of R %{y:.3f}<br>n = %{customdata[0]}, ties %{customdata[1]}<extra></extra>",
-    ))  # fmt: skip
-    fig.add_trace(go.Scatter(
-        x=acc[S.CHECKPOINT], y=acc["likelihood_accuracy"], name="log π(y|x)", mode="markers",
-        marker=dict(symbol="line-ew-open", size=28, line=dict(width=3, color="black")),
-        hovertemplate="%{x}<br>accuracy of log π(y|x) %{y:.3f}<extra></extra>",
-    ))  # fmt: skip
+    """Pairwise accuracy per checkpoint (column "checkpoint") and score (column "score": each reward beside each
+    likelihood baseline): grouped bars with their 95% Wilson interval (low, high), ties counting half as
+    analysis/stats.py counts them; chance (0.5) as a dashed line."""
+    fig = go.Figure()
+    for score, g in acc.groupby("score", sort=False):
+        fig.add_trace(go.Bar(
+            x=g[S.CHECKPOINT], y=g["accuracy"], name=score, marker_color=SCORE_COLORS.get(score),
+            error_y=dict(type="data", array=g["high"] - g["accuracy"], arrayminus=g["accuracy"] - g["low"]),
+            customdata=g[["n", "ties"]],
+            hovertemplate=f"%{{x}}<br>{escape(score)}: accuracy %{{y:.3f}}<br>n = %{{customdata[0]:g}}, "
+            "ties %{customdata[1]:g}<extra></extra>",
+        ))  # fmt: skip
     fig.add_hline(y=0.5, line_dash="dash", line_color="grey")
     fig.update_yaxes(range=[0, 1])
-    title = "P(R(chosen) > R(rejected)), ties ½, 95% Wilson"
+    fig.update_layout(barmode="group")
+    title = "P(score(chosen) > score(rejected)), ties ½, 95% Wilson"
     return _layout(fig, title, "checkpoint", "pairwise accuracy", rule)
+
+
+def score_correlations_figure(corr: pd.DataFrame, metric: str, rule: str = "") -> go.Figure:
+    """Spearman rho of every score with `metric` per checkpoint, grouped bars with their bootstrap intervals:
+    the rewards beside the likelihood baselines (rows of tables.summary_correlations for one metric)."""
+    fig = go.Figure()
+    for score, g in corr.groupby("reward", sort=False):
+        fig.add_trace(go.Bar(
+            x=g[S.CHECKPOINT], y=g["spearman"], name=score, marker_color=SCORE_COLORS.get(score),
+            error_y=dict(type="data", array=g["spearman_high"] - g["spearman"],
+                         arrayminus=g["spearman"] - g["spearman_low"]),
+            hovertemplate=f"%{{x}}<br>{escape(score)}: ρ %{{y:.3f}}<extra></extra>",
+        ))  # fmt: skip
+    fig.add_hline(y=0, line_color="grey", line_width=1)
+    fig.update_layout(barmode="group")
+    return _layout(fig, f"Spearman ρ(score, {escape(metric)}), 95% interval", "checkpoint", "Spearman ρ", rule)
 
 
 def margin_figure(pairs: pd.DataFrame, rule: str = "") -> go.Figure:
@@ -247,18 +278,39 @@ def correlation_lam_figure(corr: pd.DataFrame, rule: str = "") -> go.Figure:
     return _layout(fig, title, "lam (0 = MLE)", "Spearman ρ", rule)
 
 
-BEST_OF_N_PICKS = {"reward": "highest R", "likelihood": "highest log π(y|x)", "random": "random", "oracle": "best"}
-
-
 def best_of_n_figure(best: pd.DataFrame, metric: str, rule: str = "") -> go.Figure:
     """Best-of-N per checkpoint (column "checkpoint"): grouped bars of the `metric` reached by picking each
-    prompt's sample of highest R, of highest likelihood, a random one and the best one (summary.json)."""
+    prompt's sample of highest score, for each reward and likelihood baseline, against a random and the best
+    sample (tables.summary_best_of_n rows)."""
     fig = go.Figure()
-    for pick, label in BEST_OF_N_PICKS.items():
+    picks = {**{s: f"highest {s}" for s in S.SCORES}, "random": "random", "oracle": "best"}
+    colors = {**SCORE_COLORS, "random": "#e45756", "oracle": "#f2b701"}
+    for pick, label in picks.items():
         fig.add_trace(go.Bar(
-            x=best[S.CHECKPOINT], y=best[pick], name=label, customdata=best[["n", "prompts"]],
-            hovertemplate=f"%{{x}}<br>{label}: %{{y:.3f}}<br>N = %{{customdata[0]:g}}, %{{customdata[1]:g}} prompts"
-            "<extra></extra>",
+            x=best[S.CHECKPOINT], y=best[pick], name=label, marker_color=colors[pick],
+            customdata=best[["n", "prompts"]],
+            hovertemplate=f"%{{x}}<br>{escape(label)}: %{{y:.3f}}<br>N = %{{customdata[0]:g}}, "
+            "%{customdata[1]:g} prompts<extra></extra>",
         ))  # fmt: skip
     fig.update_layout(barmode="group")
     return _layout(fig, f"best of N: {escape(metric)} of the sample picked", "checkpoint", escape(metric), rule)
+
+
+def localisation_figure(loc: pd.DataFrame, measure: str, rule: str = "") -> go.Figure:
+    """Error localisation per checkpoint: grouped bars of `measure` (hit@1, hit@3 or mrr) of the known first wrong
+    token when a corrupted completion's tokens are ranked by reward, log π, entropy or at random
+    (tables.summary_error_localisation rows)."""
+    fig = go.Figure()
+    colors = {S.REWARD: SCORE_COLORS[S.R], S.LOGP: SCORE_COLORS[S.LOGP_SUM], S.TOKEN_ENTROPY: "#54a24b",
+              "random": "#e45756"}  # fmt: skip
+    for ranking, g in loc.groupby("ranking", sort=False):
+        order = S.TOKEN_RANKINGS.get(ranking, "")
+        fig.add_trace(go.Bar(
+            x=g[S.CHECKPOINT], y=g[measure], name=f"{ranking} ({order})", marker_color=colors.get(ranking),
+            customdata=g[["n"]],
+            hovertemplate=f"%{{x}}<br>{escape(ranking)}: {measure} %{{y:.3f}}<br>%{{customdata[0]:g}} completions"
+            "<extra></extra>",
+        ))  # fmt: skip
+    fig.update_yaxes(range=[0, 1])
+    fig.update_layout(barmode="group")
+    return _layout(fig, f"finding the known error: {measure}", "checkpoint", measure, rule)

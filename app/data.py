@@ -25,7 +25,6 @@ from app.safety import OutsideRunsDir, inside, scandir
 from irl import runs as R
 
 DEFAULT_RUNS_DIR = "runs/demo"
-AGGREGATE_FILE = "aggregate.parquet"  # analysis/sweep.py's AGGREGATE (importing that module would pull torch)
 
 
 def runs_root(argv=None) -> Path:
@@ -42,8 +41,8 @@ def checkpoint_label(run: str, step: int) -> str:
 
 
 TRAINER_STATE = "trainer_state.json"  # irl.runs.checkpoints: a checkpoint is complete once Trainer wrote it
-RESULT_KINDS = ("sweep", "rewards")  # irl.runs.sweep_dir, irl.runs.rewards_dir
-RESULT_FILE = re.compile(rf"\.parquet$|^{re.escape(S.SUMMARY_FILE)}$")
+RESULT_KINDS = (R.SWEEP, R.REWARDS)
+RESULT_FILE = re.compile(rf"\.parquet$|^{re.escape(R.SUMMARY_FILE)}$")
 # config.yaml keys the runs table reads (tables.run_row)
 RUN_KEYS = ("objective", "lam", "gamma", "seed", "model", "data", "max_steps")
 
@@ -250,10 +249,10 @@ def _summary(path: str, mtime: float) -> dict:
 def summaries(root: Path, results: pd.DataFrame, name: str) -> dict[tuple[str, int], dict]:
     """(run, step) -> summary.json of every checkpoint's rewards/<name>/ that has one: the figures
     analysis/rewards.py computed (gamma, counts, correlations, best_of_n, preferences), shown as written."""
-    has = results[(results["kind"] == "rewards") & (results["name"] == name)]
-    has = has[has["files"].map(lambda f: S.SUMMARY_FILE in f)]
+    has = results[(results["kind"] == R.REWARDS) & (results["name"] == name)]
+    has = has[has["files"].map(lambda f: R.SUMMARY_FILE in f)]
     return {
-        (r.run, r.step): _summary(*_stamp(root, result_path(r.run, r.step, "rewards", name, S.SUMMARY_FILE)))
+        (r.run, r.step): _summary(*_stamp(root, result_path(r.run, r.step, R.REWARDS, name, R.SUMMARY_FILE)))
         for r in has.itertuples()
     }
 
@@ -279,23 +278,28 @@ def with_runs(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 
 def tokens(root: Path, run: str, step: int, data: str, example_id: int) -> pd.DataFrame:
     """Token rows of one example of a checkpoint's reward table, read with a pyarrow filter."""
-    return _example_tokens(*_stamp(root, result_path(run, step, "rewards", data, S.TOKENS_FILE)), int(example_id))
+    return _example_tokens(*_stamp(root, result_path(run, step, R.REWARDS, data, R.TOKENS_FILE)), int(example_id))
+
+
+def token_columns(root: Path, run: str, step: int, data: str) -> list[str]:
+    """The columns of a checkpoint's token table (from the parquet footer: no rows are read)."""
+    return pq.read_schema(_stamp(root, result_path(run, step, R.REWARDS, data, R.TOKENS_FILE))[0]).names
 
 
 def token_rewards(root: Path, run: str, step: int, data: str) -> pd.DataFrame:
     """A checkpoint's token table with only what reward comparisons need."""
-    path = result_path(run, step, "rewards", data, S.TOKENS_FILE)
+    path = result_path(run, step, R.REWARDS, data, R.TOKENS_FILE)
     return read_parquet(root, path, columns=[S.EXAMPLE_ID, S.POSITION, S.TOKEN_ID, S.TOKEN, S.REWARD])
 
 
 def sample_files(results: pd.DataFrame, split: str) -> list[tuple[str, int, str]]:
     """(run, step, path under root) of every samples-<decoding>.parquet of a split."""
-    rows = results[(results["kind"] == "sweep") & (results["name"] == split)]
+    rows = results[(results["kind"] == R.SWEEP) & (results["name"] == split)]
     return [
-        (r.run, r.step, result_path(r.run, r.step, "sweep", split, f))
+        (r.run, r.step, result_path(r.run, r.step, R.SWEEP, split, f))
         for r in rows.itertuples()
         for f in sorted(r.files)
-        if f.startswith("samples-")
+        if f.startswith(R.SAMPLES_PREFIX)
     ]
 
 

@@ -6,19 +6,20 @@ chromium (tests/test_app_browser.py, benchmarks/app_latency.py).
                           widths at K = 5: ~100k samples, ~1.3M token rows
 
 Training and decoding at that scale take hours, so two things are drawn instead of made: the training curves
-in metrics.jsonl, and each sample, which is the reference solution or one of its corruptions
-(analysis.preferences.corruption_pairs), picked with a probability of being right that grows with the step and falls
-with the temperature. The checkpoints hold trainer_state.json only. Everything else is the real code:
+in metrics.jsonl, and each sample, which is the reference solution or one of its corruptions (the rejected
+sides of analysis.preferences.corruption_pairs), picked with a probability of being right that grows with the
+step and falls with the temperature. The checkpoints hold trainer_state.json only. Everything else is made by
+the real code:
 
 - problems: the built-in math task (irl.math_task.generate_splits); configs: irl.config.save_config;
-- samples files: per-sample metrics by analysis.sweep.quality_scores (the task's checker, ROUGE-1), the
-  decoding grid of analysis.sweep.decoding_grid, written with irl.io.write_parquet; aggregate.parquet by
-  analysis.sweep.rebuild_aggregate;
-- rewards: a tiny model trained here for a few steps (irl.train.train) scores, on every checkpoint, the
-  samples at the highest temperature (`<split>-t=1`) and the corruption preference pairs
-  (analysis.preferences.corruption_pairs, `math-pairs`) through analysis.rewards.load_data, extract and
-  finish: tokens, sequences, pairs and summary.json as the command writes them. The same model scores every
-  checkpoint, so the rewards differ only between texts.
+- sweep: the decoding grid of analysis.sweep.decoding_grid, per-sample metrics by analysis.metrics.quality_scores
+  (the task's checker, ROUGE-1), the manifest of analysis.sweep.Settings, aggregate.parquet by
+  analysis.sweep.rebuild_aggregate (prompt-clustered SEs of analysis.stats.mean_se);
+- rewards: a tiny model trained here for 2 steps (irl.train.train) scores, on every checkpoint, the samples at
+  the highest temperature (`<split>-t=1`, by their token ids) and the corruption preference pairs (`math-pairs`)
+  through analysis.reward_data.load_data and analysis.rewards.extract and finish: tokens, sequences, pairs,
+  summary.json and manifest.json as the command writes them. The same model scores every checkpoint, so the
+  rewards differ between texts only.
 """
 
 import json
@@ -29,6 +30,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +38,7 @@ import pandas as pd
 
 from analysis import schema as S
 from irl.config import MATH_TEMPLATES, TrainConfig, save_config
-from irl.runs import method_label, sweep_dir
+from irl.runs import MANIFEST, cell_file, method_label, sweep_dir
 
 METHODS = (("mle", 0.0), ("iqlearn", 0.1))  # (objective, lam)
 SPLIT = "validation"
@@ -45,7 +47,9 @@ SCORER = dict(
     model="tiny", vocab_size=400, math_sizes=[64, 8, 8], max_length=256, batch_size=4, max_steps=2, warmup_steps=0,
     logging_steps=1, eval_steps=0, save_steps=2,
 )  # fmt: skip
-N_BOOT = 100  # bootstrap replicates of the correlations in summary.json (the command's default is 1000)
+METRICS = (S.EXACT_MATCH, "rouge1")
+N_BOOT = 10  # bootstrap replicates of the correlations in summary.json (the command's default is 1000): the
+# intervals are wide, the files and pages the same
 
 
 def build_runs(
@@ -65,10 +69,12 @@ def build_runs(
     import torch
 
     from analysis import rewards
+    from analysis.metrics import quality_scores
     from analysis.preferences import corruption_pairs
+    from analysis.reward_data import load_data
     from analysis.sweep import decoding_grid
     from irl.math_task import generate_splits
-    from irl.runs import last_checkpoint
+    from irl.runs import checkpoint_config, last_checkpoint
     from irl.train import train
 
     root = Path(root)
@@ -77,7 +83,17 @@ def build_runs(
     pairs = corruption_pairs(problems, seed=seed)  # the reference against each of its wrong corruptions
     pairs_file = root.parent / f"{PAIRS}.jsonl"
     pairs_file.write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
-    wrong = {ex["id"]: [pair["rejected"] for pair in pairs if pair[S.PROMPT_ID] == ex["id"]] for ex in problems}
+    # each prompt's texts: its reference, then its wrong corruptions; scored once (a sample is one of them)
+    texts = {ex["id"]: [ex["completion"]] for ex in problems}
+    for pair in pairs:
+        texts[pair[S.PROMPT_ID]].append(pair["rejected"])
+    flat = [(ex["completion"], text) for ex in problems for text in texts[ex["id"]]]
+    scored = quality_scores(METRICS, [text for _, text in flat], [reference for reference, _ in flat])
+    scores, at = {}, 0
+    for ex in problems:
+        n = len(texts[ex["id"]])
+        scores[ex["id"]] = {m: scored[m][at : at + n] for m in METRICS}
+        at += n
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -98,11 +114,12 @@ def build_runs(
                     ckpt = run / f"checkpoint-{step}"
                     ckpt.mkdir()
                     (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
-                    hottest = _write_sweep(ckpt, cfg, step, problems, wrong, grid, k, rng)
-                    for data in (str(sweep_dir(ckpt, SPLIT) / f"samples-{hottest}.parquet"), str(pairs_file)):
-                        name, rows, meta = rewards.load_data(data, ckpt, fields)
-                        scored = rewards.extract(model, tokenizer, rows, cfg.gamma)
-                        rewards.finish(ckpt, name, scored, meta, cfg.gamma, n_boot=N_BOOT)
+                    hottest = _write_sweep(ckpt, cfg, step, problems, texts, scores, grid, k, tokenizer, rng)
+                    settings = rewards.Settings(gamma=rewards.checkpoint_gamma(ckpt), n_boot=N_BOOT)
+                    for data in (str(sweep_dir(ckpt, SPLIT) / cell_file(hottest)), str(pairs_file)):
+                        name, rows, meta = load_data(data, ckpt, checkpoint_config(ckpt), fields)
+                        scored = rewards.extract(model, tokenizer, rows, settings.gamma)
+                        rewards.finish(ckpt, name, rows, scored, meta, settings, data)
     finally:
         torch.set_num_threads(threads)
     return root
@@ -130,13 +147,26 @@ def _write_run(run: Path, cfg: TrainConfig, rng) -> None:
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _write_sweep(ckpt: Path, cfg: TrainConfig, step: int, problems, wrong, grid, k: int, rng) -> str:
-    """One samples-<decoding>.parquet per setting (each sample the reference or one of its corruptions) and
+def _write_sweep(ckpt: Path, cfg: TrainConfig, step: int, problems, texts, scores, grid, k, tokenizer, rng) -> str:
+    """One samples-<decoding>.parquet per setting (each sample one of its prompt's `texts`, the reference first,
+    with its `scores` and the token record the sweep keeps, as `tokenizer` encodes it), the manifest and
     aggregate.parquet; returns the label of the sampling cell at the highest temperature."""
-    from analysis.sweep import quality_scores, rebuild_aggregate
-    from irl.io import write_parquet
+    from analysis.sweep import Settings, rebuild_aggregate
+    from irl.io import atomic_write_text, write_parquet
 
     out = sweep_dir(ckpt, SPLIT)
+    out.mkdir(parents=True)
+    settings = Settings(samples=k, limit=None, max_new_tokens=256, seed=0, batch_size=16, calculator=True,
+                        metrics=METRICS)  # fmt: skip
+    atomic_write_text(out / MANIFEST, json.dumps(asdict(settings), indent=1) + "\n")
+    ids = {}  # (text, is completion) -> token ids: a prompt's few distinct texts are encoded once
+
+    def encode(text: str, completion: bool) -> list[int]:
+        if (text, completion) not in ids:
+            found = tokenizer(text, add_special_tokens=not completion)["input_ids"]
+            ids[text, completion] = found + [tokenizer.eos_token_id] if completion else found
+        return ids[text, completion]
+
     keys = {S.RUN: str(ckpt.parent), S.METHOD: method_label(cfg.to_dict()), S.SEED: cfg.seed, S.STEP: step}
     for decoding in grid:
         better = 0.5 * step / cfg.max_steps + 0.1 * (cfg.objective == "iqlearn") - 0.3 * decoding.temperature
@@ -144,18 +174,20 @@ def _write_sweep(ckpt: Path, cfg: TrainConfig, step: int, problems, wrong, grid,
         rows = []
         for ex in problems:
             for sample in range(decoding.samples_per_prompt(k)):
-                right = rng.random() < p_right or not wrong[ex["id"]]
-                text = ex["completion"] if right else wrong[ex["id"]][rng.integers(len(wrong[ex["id"]]))]
+                right = rng.random() < p_right or len(texts[ex["id"]]) == 1
+                j = 0 if right else int(rng.integers(1, len(texts[ex["id"]])))
+                text, completion_ids = texts[ex["id"]][j], encode(texts[ex["id"]][j], True)
                 rows.append({
                     **keys, S.DECODING: decoding.label, S.KIND: decoding.kind, S.TEMPERATURE: decoding.temperature,
                     S.BEAMS: decoding.beams, S.PROMPT_ID: ex["id"], S.SAMPLE: sample, S.PROMPT: ex["prompt"],
-                    S.COMPLETION: text, S.REFERENCE: ex["completion"], S.N_TOKENS: len(text.split()),
-                    S.ENTROPY: 0.2 + decoding.temperature * rng.random(), S.COMPLETION_CALC: text,
+                    S.COMPLETION: text, S.REFERENCE: ex["completion"], S.N_TOKENS: len(completion_ids),
+                    S.ENTROPY: 0.2 + decoding.temperature * rng.random(), S.PROMPT_IDS: encode(ex["prompt"], False),
+                    S.COMPLETION_IDS: completion_ids, S.ENDED: True, S.COMPLETION_CALC: text,
+                    **{m: scores[ex["id"]][m][j] for m in METRICS},
+                    S.EXACT_MATCH_CALC: scores[ex["id"]][S.EXACT_MATCH][j],
                 })  # fmt: skip
         samples = pd.DataFrame(rows)
-        scores = quality_scores((S.EXACT_MATCH, "rouge1"), list(samples[S.COMPLETION]), list(samples[S.REFERENCE]))
-        samples = samples.assign(**scores, **{S.EXACT_MATCH_CALC: scores[S.EXACT_MATCH]})
-        write_parquet(out / f"samples-{decoding.label}.parquet", samples)
+        write_parquet(out / cell_file(decoding.label), samples)
     rebuild_aggregate(out)
     return [d for d in grid if d.kind == "sample"][-1].label
 
@@ -174,7 +206,7 @@ PAGES = {
     "": {"charts": 1},
     "token_rewards": {"charts": 2, "selector": ".token-rewards"},
     "quality_diversity": {"charts": 2},
-    "rewards_quality": {"charts": 5},
+    "rewards_quality": {"charts": 6},
     "samples": {"charts": 0, "selector": '[data-testid="stCode"]'},
 }
 TITLES = {"": "Runs", "token_rewards": "Token rewards", "quality_diversity": "Quality vs diversity",

@@ -26,7 +26,7 @@ TRAIN = dict(
     model="tiny", vocab_size=400, math_sizes=[64, 8, 6], max_length=160, batch_size=4, max_steps=4, lr=3e-3,
     warmup_steps=0, logging_steps=1, eval_steps=2, save_steps=2,
 )  # fmt: skip
-RUNS = {"mle/seed0": ("mle", 0), "mle/seed1": ("mle", 1), "iqlearn/seed0": ("iqlearn", 0), "iqlearn/seed1": ("iqlearn", 1)}
+RUNS = {f"{objective}/seed{seed}": (objective, seed) for objective in ("mle", "iqlearn") for seed in (0, 1)}
 SWEEP = dict(
     checkpoints="last", temperatures=(0.0, 1.0), beams=(2,), samples=3, split="test", limit=6, max_new_tokens=24,
     metrics=["exact_match", "rouge1"],
@@ -54,9 +54,10 @@ def build_real_runs(root: Path) -> RealRuns:
     import torch
 
     from analysis import rewards
+    from analysis.reward_data import load_data
     from analysis.sweep import sweep
     from irl.config import TrainConfig
-    from irl.runs import last_checkpoint
+    from irl.runs import checkpoint_config, last_checkpoint
     from irl.train import train
 
     threads = torch.get_num_threads()
@@ -71,11 +72,11 @@ def build_real_runs(root: Path) -> RealRuns:
         checkpoints = {run: last_checkpoint(root / run) for run in RUNS}
         for run, ckpt in checkpoints.items():
             model, tokenizer = rewards.load_checkpoint(ckpt)
-            gamma = rewards.run_gamma(ckpt)
+            settings = rewards.Settings(gamma=rewards.checkpoint_gamma(ckpt), n_boot=50)
             for data in ["math-preferences", SWEEP["split"], *([str(hostile)] if run in SCORED_HOSTILE else [])]:
-                name, rows, meta = rewards.load_data(data, ckpt, fields)
-                scored = rewards.extract(model, tokenizer, rows, gamma)
-                rewards.finish(ckpt, name, scored, meta, gamma, n_boot=200)
+                name, rows, meta = load_data(data, ckpt, checkpoint_config(ckpt), fields)
+                scored = rewards.extract(model, tokenizer, rows, settings.gamma)
+                rewards.finish(ckpt, name, rows, scored, meta, settings, data)
     finally:
         torch.set_num_threads(threads)
     return RealRuns(root, checkpoints, SWEEP["split"])

@@ -23,9 +23,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from analysis import agreement, pareto
+from analysis import pareto, stats
 from analysis import schema as S
-from analysis.rewards import quality_metrics
 from app import charts, data, tables
 from app.safety import OutsideRunsDir, inside
 from tests.conftest import HOSTILE, HOSTILE_TOKENS, RUNS, SCORED_HOSTILE, SWEEP, TRAIN
@@ -132,7 +131,7 @@ def test_token_rewards_page_escapes_tokens(monkeypatch, real_runs):
     select(at, "Prompt (best match first)").set_value("h0").run()
     select(at, "Completion").set_value(0).run()  # example 0: the chosen side of pair 0, holding the hostile text
     assert not at.exception
-    assert f"γ = {summary(real_runs, 'mle/seed0', HOSTILE)['gamma']:g}, EOS terminal" in at.caption[0].value
+    assert f"γ = {summary(real_runs, 'mle/seed0', HOSTILE)['gamma']:g}; EOS terminal" in at.caption[0].value
     assert HOSTILE_TOKENS[0] in at.code[0].value  # the prompt, shown verbatim
     bodies = [h.proto.body for h in at.get("html")]
     assert len(bodies) == 2  # two checkpoints side by side
@@ -166,6 +165,11 @@ def test_quality_diversity_page_shows_the_sweeps_standard_errors(monkeypatch, re
     columns = ["rouge1_mean", "rouge1_se", S.N]
     np.testing.assert_array_equal(shown.set_index([S.RUN, S.DECODING])[columns].sort_index(),
                                   written.set_index([S.RUN, S.DECODING])[columns].sort_index())  # fmt: skip
+    # which is the prompt-clustered SE of analysis/stats.py over the samples the sweep wrote
+    samples = pd.read_parquet(real_runs.checkpoints["mle/seed0"] / "sweep" / SWEEP["split"] / "samples-t=1.parquet")
+    row = shown[(shown[S.RUN] == "mle/seed0") & (shown[S.DECODING] == "t=1")].iloc[0]
+    clustered = stats.mean_se(samples["rouge1"], samples[S.PROMPT_ID])
+    assert (row["rouge1_mean"], row["rouge1_se"]) == pytest.approx(clustered)
     # the temperature lines' error bars are analysis/pareto.py's SE over seeds of those means
     over_seeds = pareto.aggregate_seeds(written, metrics=["rouge1_mean"])
     mle = over_seeds[(over_seeds[S.METHOD] == "mle") & over_seeds[S.KIND].isin(["greedy", "sample"])]
@@ -179,18 +183,19 @@ def test_rewards_quality_page_shows_the_analysis_correlations(monkeypatch, real_
     assert select(at, "Data").value == SWEEP["split"]
     seqs = pd.read_parquet(rewards_file(real_runs, "mle/seed0", SWEEP["split"], S.SEQUENCES_FILE))
     assert S.EXACT_MATCH_CALC in seqs.columns
-    assert select(at, "Metric").options == quality_metrics(seqs)  # the analysis' rule: no exact_match_calc
+    assert select(at, "Metric").options == S.quality_columns(seqs.columns, same_text=True)  # no exact_match_calc
     assert select(at, "Metric").value == "rouge1"  # the tiny model's exact match is all 0: rho undefined
+    assert select(at, "Score").options == list(S.SCORES) and select(at, "Score").value == S.R
     select(at, "Checkpoint").set_value(f"mle/seed0@{LAST}").run()
-    scatter, by_lam = figure(at, 0), figure(at, 1)
+    scatter, by_lam, by_score = figure(at, 0), figure(at, 1), figure(at, 2)
     written = {(run, row["reward"], row["metric"]): row for run in RUNS
                for row in summary(real_runs, run, SWEEP["split"])["correlations"]}  # fmt: skip
     mine = written[("mle/seed0", S.R, "rouge1")]
-    rho = agreement.rank_correlations(seqs[S.R], seqs["rouge1"])["spearman"]  # the analysis' function, again
+    rho = stats.rank_correlations(seqs[S.R], seqs["rouge1"])["spearman"]  # the analysis' function, again
     assert mine["spearman"] == pytest.approx(rho, abs=1e-12)
     expected = f"R vs rouge1: Spearman ρ = {rho:.3f} [{mine['spearman_low']:.3f}, {mine['spearman_high']:.3f}]"
     assert title(scatter) == f"{expected} (n = {len(seqs)})"
-    assert "γ = 0.99, EOS terminal" in scatter["layout"]["title"]["subtitle"]["text"]
+    assert "γ = 0.99; EOS terminal" in scatter["layout"]["title"]["subtitle"]["text"]
     assert sorted(scatter["data"][0]["y"]) == pytest.approx(sorted(seqs[S.R]))
     # per checkpoint against lam: summary.json's rho and its bootstrap interval, as error bars
     markers = [t for t in by_lam["data"] if t["mode"] == "markers"]
@@ -199,26 +204,64 @@ def test_rewards_quality_page_shows_the_analysis_correlations(monkeypatch, real_
         for (run, step, _), rho, high in zip(t["customdata"], t["y"], t["error_y"]["array"]):
             row = written[(run, S.R, "rouge1")]
             assert rho == pytest.approx(row["spearman"]) and high == pytest.approx(row["spearman_high"] - rho)
+    # every reward beside every likelihood baseline, per checkpoint, as written
+    assert [t["name"] for t in by_score["data"]] == list(S.SCORES)
+    for t in by_score["data"]:
+        runs = [x.split("@")[0] for x in t["x"]]
+        rhos = [written[(run, t["name"], "rouge1")]["spearman"] for run in runs]
+        assert t["y"] == pytest.approx([np.nan if r is None else r for r in rhos], nan_ok=True)  # null: undefined
+    # a written correlation needs the switch to another score only: logp_sum's
+    select(at, "Score").set_value(S.LOGP_SUM).run()
+    rho = stats.rank_correlations(seqs[S.LOGP_SUM], seqs["rouge1"])["spearman"]
+    assert title(figure(at, 0)).startswith(f"logp_sum vs rouge1: Spearman ρ = {rho:.3f} [")
 
 
 def test_rewards_quality_page_counts_a_tie_as_half(monkeypatch, real_runs):
     at = app(monkeypatch, real_runs.root, "views/rewards_quality.py")
     assert select(at, "Preference data").value == HOSTILE
     accuracy = next(figure(at, i) for i in range(len(at.get("plotly_chart"))) if "ties ½" in title(figure(at, i)))
-    bars, likelihood = accuracy["data"]
-    assert bars["x"] == [f"iqlearn/seed0@{LAST}", f"mle/seed0@{LAST}"]
-    for run, y, high, low in zip(["iqlearn/seed0", "mle/seed0"], bars["y"], bars["error_y"]["array"],
-                                 bars["error_y"]["arrayminus"]):  # fmt: skip
-        pairs = pd.read_parquet(rewards_file(real_runs, run, HOSTILE, S.PAIRS_FILE))
-        written = summary(real_runs, run, HOSTILE)["preferences"]
-        computed = agreement.pairwise_accuracy(pairs[S.CHOSEN_R], pairs[S.REJECTED_R])
-        assert written["ties"] == computed["ties"] == 1
-        assert y == written["accuracy"] == pytest.approx(computed["accuracy"])
-        assert y != (pairs[S.MARGIN] > 0).mean()  # a tie counted as a loss would show less
-        assert (y + high, y - low) == pytest.approx((written["high"], written["low"]))
-    # beside each bar, the accuracy of log pi(y|x) on the same pairs, as written
-    written = [summary(real_runs, run, HOSTILE)["preferences"]["likelihood_accuracy"] for run in SCORED_HOSTILE[::-1]]
-    assert likelihood["name"] == "log π(y|x)" and likelihood["y"] == written
+    assert [t["name"] for t in accuracy["data"]] == list(S.SCORES)  # each reward beside each likelihood baseline
+    for bars in accuracy["data"]:
+        score = bars["name"]
+        assert bars["x"] == [f"iqlearn/seed0@{LAST}", f"mle/seed0@{LAST}"]
+        for run, y, high, low in zip(["iqlearn/seed0", "mle/seed0"], bars["y"], bars["error_y"]["array"],
+                                     bars["error_y"]["arrayminus"]):  # fmt: skip
+            pairs = pd.read_parquet(rewards_file(real_runs, run, HOSTILE, S.PAIRS_FILE))
+            written = summary(real_runs, run, HOSTILE)["preferences"][score]
+            computed = stats.pairwise_accuracy(pairs[f"chosen_{score}"], pairs[f"rejected_{score}"])
+            assert written["ties"] == computed["ties"] >= 1  # the pair whose two sides are the same text
+            assert y == written["accuracy"] == pytest.approx(computed["accuracy"])
+            margin = pairs[f"chosen_{score}"] - pairs[f"rejected_{score}"]
+            assert y == pytest.approx((margin > 0).mean() + 0.5 * (margin == 0).mean())
+            assert y != (margin > 0).mean()  # a tie counted as a loss would show less
+            assert (y + high, y - low) == pytest.approx((written["high"], written["low"]))
+
+
+def test_token_view_marks_the_known_error(monkeypatch, real_runs):
+    """A corrupted rejected completion of the built-in preference set: the token the corruption changed first is
+    outlined and marked in the per-token chart, and the error-localisation figure is the written one."""
+    name = "math-preferences"
+    seqs = pd.read_parquet(rewards_file(real_runs, "mle/seed0", name, S.SEQUENCES_FILE))
+    rejected = seqs.dropna(subset=[S.ERROR_POSITION]).iloc[0]
+    at = app(monkeypatch, real_runs.root, "views/token_rewards.py")
+    select(at, "Data").set_value(name).run()
+    select(at, "Checkpoint").set_value(f"mle/seed0@{LAST}").run()
+    select(at, "Prompt (best match first)").set_value(rejected[S.PROMPT_ID]).run()
+    select(at, "Completion").set_value(rejected[S.EXAMPLE_ID]).run()
+    assert not at.exception
+    error = int(rejected[S.ERROR_POSITION])
+    body = at.get("html")[0].proto.body
+    spans = re.findall(r"<span([^>]*)>", body)
+    assert [i for i, attrs in enumerate(spans) if 'class="known-error"' in attrs] == [error]
+    assert f"position {error})" in " ".join(c.value for c in at.caption)
+    assert [s["x0"] for s in figure(at, 0)["layout"]["shapes"]] == [error]
+    with_pairs = app(monkeypatch, real_runs.root, "views/rewards_quality.py")
+    select(with_pairs, "Preference data").set_value(name).run()
+    localisation = figure(with_pairs, len(with_pairs.get("plotly_chart")) - 1)
+    written = {run: summary(real_runs, run, name)["error_localisation"] for run in RUNS}
+    for t in localisation["data"]:
+        ranking = t["name"].split(" ")[0]
+        assert t["y"] == [written[x.split("@")[0]][ranking]["mrr"] for x in t["x"]]
 
 
 def test_samples_page(monkeypatch, real_runs):
@@ -335,7 +378,8 @@ def hostile_runs_dir(real_runs, tmp: Path) -> tuple[Path, Path]:
         "mle/seed1/metrics.jsonl": "mle/seed1/metrics.jsonl",
         f"mle/seed1/{ckpt}/sweep": f"mle/seed1/{ckpt}/sweep",
         f"mle/seed0/{ckpt}/rewards/stolen": f"iqlearn/seed0/{ckpt}/rewards/{SWEEP['split']}",
-        f"mle/seed0/{ckpt}/rewards/math-preferences/{S.PAIRS_FILE}": f"mle/seed0/{ckpt}/rewards/math-preferences/{S.PAIRS_FILE}",
+        f"mle/seed0/{ckpt}/rewards/math-preferences/{S.PAIRS_FILE}": f"mle/seed1/{ckpt}/rewards/math-preferences/"
+        f"{S.PAIRS_FILE}",
         "evil/config.yaml": "iqlearn/seed1/config.yaml",
     }  # fmt: skip
     for link, target in links.items():
@@ -520,26 +564,33 @@ def test_tokens_html_escapes_and_colours():
 
 
 def test_summary_tables_read_the_written_figures():
-    """summary.json as tables: null (an undefined correlation) becomes NaN; the rule names every gamma."""
+    """summary.json as tables: null (an undefined correlation) becomes NaN; one row per score; the rule names
+    every gamma and the terminal rule as written."""
     corr = {"reward": "R", "metric": "em", "n": 4, "spearman": None, "spearman_low": None, "spearman_high": None,
             "kendall": None, "kendall_low": None, "kendall_high": None}  # fmt: skip
-    prefs = {"accuracy": 0.625, "low": 0.3, "high": 0.9, "n": 4, "wins": 2, "ties": 1, "losses": 1, "auc": 0.7,
-             "margin": {"mean": 1.0}, "likelihood_accuracy": 0.25}  # fmt: skip
+    acc = {"accuracy": 0.625, "low": 0.3, "high": 0.9, "n": 4, "wins": 2, "ties": 1, "losses": 1, "auc": 0.7}
+    prefs = {S.R: acc | {"margin": {"mean": 1.0}}, S.LOGP_SUM: acc | {"accuracy": 0.25}}
+    best = {"prompts": 2, "n": 3.0, **dict.fromkeys(S.SCORES, 0.5), "random": 0.25, "oracle": 1.0, "gain": 0.25}
+    terminal = "EOS terminal (V=0 after it)"
     summaries = {
-        ("a", 5): {"gamma": 0.99, "correlations": [corr, corr | {"metric": "rouge1", "spearman": 0.5}],
-                   "best_of_n": {"t=1/em": {"prompts": 2, "n": 3.0, "reward": 0.5, "likelihood": 0.0, "random": 0.25,
-                                            "oracle": 1.0, "gain": 0.25}}},
-        ("b", 5): {"gamma": 1.0, "preferences": prefs, "preferences_by_source": {"carried": prefs}},
+        ("a", 5): {"gamma": 0.99, "terminal": terminal, "best_of_n": {"t=1/em": best},
+                   "correlations": [corr, corr | {"metric": "r1", "spearman": 0.5}]},
+        ("b", 5): {"gamma": 1.0, "terminal": terminal, "preferences": prefs,
+                   "preferences_by_source": {"carried": prefs},
+                   "error_localisation": {"n": 3, "reward": {"hit@1": 1 / 3, "hit@3": 1.0, "mrr": 0.5}}},
     }  # fmt: skip
     c = tables.summary_correlations(summaries)
-    assert c[[S.RUN, S.STEP, "metric"]].values.tolist() == [["a", 5, "em"], ["a", 5, "rouge1"]]
+    assert c[[S.RUN, S.STEP, "metric"]].values.tolist() == [["a", 5, "em"], ["a", 5, "r1"]]
     assert np.isnan(c["spearman"].iloc[0]) and c["spearman"].iloc[1] == 0.5 and c["n"].dtype == float
     p = tables.summary_preferences(summaries)
-    assert p[[S.RUN, "accuracy", "ties", "likelihood_accuracy"]].values.tolist() == [["b", 0.625, 1.0, 0.25]]
-    assert tables.summary_preferences_by_source(summaries)[S.PAIR_SOURCE].tolist() == ["carried"]
+    rows = [["b", S.R, 0.625, 1.0], ["b", S.LOGP_SUM, 0.25, 1.0]]
+    assert p[[S.RUN, "score", "accuracy", "ties"]].values.tolist() == rows
+    assert tables.summary_preferences_by_source(summaries)[S.PAIR_SOURCE].tolist() == ["carried", "carried"]
     b = tables.summary_best_of_n(summaries)
-    assert b[["decoding", "metric", "reward", "likelihood", "oracle"]].values.tolist() == [["t=1", "em", 0.5, 0.0, 1.0]]
-    assert tables.reward_rule(summaries).startswith("r_t = Q − γV(s_t+1), γ = 0.99 or 1 (per checkpoint), EOS")
+    assert b[["decoding", "metric", S.R, S.LOGP_SUM, "oracle"]].values.tolist() == [["t=1", "em", 0.5, 0.5, 1.0]]
+    loc = tables.summary_error_localisation(summaries)
+    assert loc[[S.RUN, "ranking", "n", "hit@1", "mrr"]].values.tolist() == [["b", "reward", 3.0, 1 / 3, 0.5]]
+    assert tables.reward_rule(summaries) == f"r_t = Q − γV(s_t+1), γ = 0.99 or 1 (per checkpoint); {terminal}"
 
 
 def test_reward_and_preference_figures():
@@ -554,16 +605,16 @@ def test_reward_and_preference_figures():
     undefined = charts.reward_quality_figure(seqs, S.R, "em", corr | {"spearman": np.nan})
     assert undefined.layout.title.text == "R vs em: Spearman ρ = n/a (a side is constant) (n = 3)"
 
-    acc = pd.DataFrame({S.CHECKPOINT: ["a@1"], "accuracy": [0.75], "low": [0.3006], "high": [0.9544], "n": [4],
-                        "ties": [1], "likelihood_accuracy": [0.5]})  # fmt: skip
-    bar, likelihood = charts.accuracy_figure(acc).data
-    assert list(bar.error_y.array) == pytest.approx([0.2044])  # high - accuracy
-    assert list(bar.error_y.arrayminus) == pytest.approx([0.4494])  # accuracy - low
-    assert list(likelihood.y) == [0.5]
+    acc = pd.DataFrame({S.CHECKPOINT: ["a@1", "a@1"], "score": [S.R, S.LOGP_SUM], "accuracy": [0.75, 0.5],
+                        "low": [0.3006, 0.2], "high": [0.9544, 0.8], "n": [4, 4], "ties": [1, 0]})  # fmt: skip
+    r, logp = charts.accuracy_figure(acc).data
+    assert (r.name, logp.name, list(logp.y)) == (S.R, S.LOGP_SUM, [0.5])
+    assert list(r.error_y.array) == pytest.approx([0.2044])  # high - accuracy
+    assert list(r.error_y.arrayminus) == pytest.approx([0.4494])  # accuracy - low
 
     corr = pd.DataFrame({S.RUN: ["m0", "m1", "i0"], S.METHOD: ["mle", "mle", "iq"], S.STEP: 5, S.LAM: [0.0, 0.0, 0.1],
-                         "spearman": [0.1, -0.1, 0.6], "spearman_low": [0.0, -0.3, 0.5], "spearman_high": [0.2, 0.0, 0.9],
-                         "n": 10})  # fmt: skip
+                         "spearman": [0.1, -0.1, 0.6], "spearman_low": [0.0, -0.3, 0.5],
+                         "spearman_high": [0.2, 0.0, 0.9], "n": 10})  # fmt: skip
     mean, iq, mle = charts.correlation_lam_figure(corr).data
     assert (mean.name, list(mean.x), list(mean.y)) == ("step 5: mean", [0.0, 0.1], pytest.approx([0.0, 0.6]))
     assert (iq.name, list(iq.y), mle.name, list(mle.y)) == ("iq", [0.6], "mle", [0.1, -0.1])
