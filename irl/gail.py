@@ -76,10 +76,7 @@ class GAILTrainer(IRLTrainer):
         self.disc_optimizer.step()
         self.disc_optimizer.zero_grad()
         with torch.no_grad():
-            ref_logits = self.ref_model(input_ids=policy["input_ids"], attention_mask=policy["attention_mask"]).logits
-            logp_ref = objectives.token_terms(
-                ref_logits, policy["input_ids"], policy["completion_mask"], self.eos_token_id
-            ).logp
+            logp_ref = self.terms(self.ref_model, policy).logp  # chunked like the policy's own terms
         self.record(stats)
         return {"reward": logits[n:].detach(), "logp_ref": logp_ref}
 

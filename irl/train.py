@@ -109,6 +109,7 @@ def training_arguments(cfg: TrainConfig, evaluate: bool = True) -> TrainingArgum
         disable_tqdm=True,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        logging_nan_inf_filter=False,  # a non-finite loss stops training (IRLTrainer); the filter read it every step
     )
 
 
