@@ -3,6 +3,7 @@
     python -m irl train --config configs/demo_mle.yaml [--field value ...]   # train (see irl/train.py)
     python -m irl train --help                                               # every config field
     python -m irl data --out data/math                                      # write the built-in task as JSONL
+    python -m irl corpus --out data/corpus                                  # English text corpus (irl/corpus.py)
 
 Options are parsed before torch is imported, so `--help` and a bad flag answer at once. A command's own errors
 (bad config, data or model path) print as one line and exit with status 1.
@@ -33,6 +34,10 @@ def main(argv=None):
         from irl.data import export_builtin
 
         export_builtin(rest)
+    elif command == "corpus":
+        from irl.corpus import main as corpus_main
+
+        corpus_main(rest)
     else:
         sys.exit(__doc__)
 
