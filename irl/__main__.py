@@ -5,6 +5,7 @@
     python -m irl data --out data/math                                      # write the built-in task as JSONL
     python -m irl pretrain --config configs/base.yaml [--field value ...]    # pretrain a base model (irl/pretrain.py)
     python -m irl export --run build/base/run --out models/base             # ship a pretraining run's checkpoint
+    python -m irl corpus --out data/corpus                                  # English text corpus (irl/corpus.py)
 """
 
 import sys
@@ -37,6 +38,10 @@ def main(argv=None):
         from irl.data import export_builtin
 
         export_builtin(rest)
+    elif command == "corpus":
+        from irl.corpus import main as corpus_main
+
+        corpus_main(rest)
     else:
         sys.exit(__doc__)
 
