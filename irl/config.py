@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-PRESETS = ("tiny", "small")  # models built from a config (irl/model.py); anything else is a name or a path
+PRESETS = ("tiny", "small", "base")  # models built from a config (irl/model.py); anything else is a name or a path
 OBJECTIVES = ("mle", "iqlearn", "gail")
 OVERLONG = ("truncate", "drop")
 # gsm_symbolic generators of the built-in task (irl/math_task.py says why these).
@@ -185,10 +185,13 @@ def _parse_value(f, text: str):
         raise ConfigError(f"{f.name}={text!r}: expected {t.__name__}") from None
 
 
-def build_parser(prog="python -m irl train") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Train a language model by MLE, IQLearn or GAIL.")
+def build_parser(prog="python -m irl train", cls=None) -> argparse.ArgumentParser:
+    """`--config` plus one flag per field of `cls` (TrainConfig, or a subclass such as irl.pretrain's)."""
+    cls = cls or TrainConfig
+    description = "Train a language model by MLE, IQLearn or GAIL." if cls is TrainConfig else cls.__doc__
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", help="YAML file whose keys are the fields below.")
-    for f in dataclasses.fields(TrainConfig):
+    for f in dataclasses.fields(cls):
         if _field_type(f) is bool:
             parser.add_argument(f"--{f.name}", nargs="?", const="true", default=None, help=f.metadata["help"])
         else:
@@ -196,22 +199,23 @@ def build_parser(prog="python -m irl train") -> argparse.ArgumentParser:
     return parser
 
 
-def load_config(argv=None) -> TrainConfig:
-    """Parse `--config file.yaml --field value ...` into a validated TrainConfig."""
-    args = build_parser().parse_args(argv)
+def load_config(argv=None, cls=None, prog="python -m irl train") -> TrainConfig:
+    """Parse `--config file.yaml --field value ...` into a validated TrainConfig (or `cls`, a subclass)."""
+    cls = cls or TrainConfig
+    args = build_parser(prog, cls).parse_args(argv)
     values = {}
     if args.config:
         with open(args.config) as fh:
             values = yaml.safe_load(fh) or {}
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
             raise ConfigError(f"{args.config}: unknown field(s) {unknown}")
-    for f in dataclasses.fields(TrainConfig):
+    for f in dataclasses.fields(cls):
         text = getattr(args, f.name)
         if text is not None:
             values[f.name] = _parse_value(f, text)
-    return TrainConfig(**values)
+    return cls(**values)
 
 
 def save_config(cfg: TrainConfig, path) -> None:
@@ -220,6 +224,6 @@ def save_config(cfg: TrainConfig, path) -> None:
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
-def read_config(path) -> TrainConfig:
+def read_config(path, cls=None) -> TrainConfig:
     with open(path) as fh:
-        return TrainConfig(**yaml.safe_load(fh))
+        return (cls or TrainConfig)(**yaml.safe_load(fh))

@@ -49,7 +49,7 @@ def _check_run_dir(cfg: TrainConfig, run_dir: Path):
         return None
     if not cfg.resume:
         raise ConfigError(f"output_dir={str(run_dir)!r}: a run exists there; pass --resume or choose another directory")
-    old = read_config(saved).to_dict()
+    old = read_config(saved, type(cfg)).to_dict()
     changed = sorted(k for k, v in cfg.to_dict().items() if k != "resume" and old.get(k) != v)
     if changed:
         raise ConfigError(f"resume: fields {changed} differ from {saved}; a resumed run keeps its config")
