@@ -223,7 +223,6 @@ class TrainConfig(TrainingArguments):
             default_model = next(f.default for f in dataclasses.fields(self) if f.name == "model")
             check(self.model in (self.init, default_model), "model", "with init set, leave it out or give init's path")
             self.model = self.init
-        check(not (self.use_peft and self.model in PRESETS), "use_peft", "LoRA adapts a pretrained model, not a preset")
         if self.num_samples is None:
             self.num_samples = 2 if self.objective == "gail" else 1
         check(self.num_samples >= 1, "num_samples", "must be >= 1")
