@@ -84,7 +84,7 @@ def load_hf(source: str, split: str | None = None, name: str | None = None):
         try:
             loaded = datasets.load_dataset(source, name)
         except ValueError as e:  # a missing or unknown configuration name: datasets lists the available ones
-            raise DataError(f"data={source!r}, dataset_config={name!r}: {e}") from None
+            raise DataError(f"data={source!r}, dataset_config={name!r}: {' '.join(str(e).split())}") from None
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
     if split is None:
