@@ -75,6 +75,19 @@ def action_logits(discriminator, batch: dict) -> torch.Tensor:
     return discriminator(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., 0][:, 1:]
 
 
+def average_gradients(module) -> None:
+    """Each gradient of `module` replaced by its mean over the processes of the default group (one all-reduce of
+    all of them, flattened), as DDP would average them; nothing outside a process group."""
+    if not (torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1):
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= torch.distributed.get_world_size()
+    for g, mean in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(mean.view_as(g))
+
+
 class GAILTrainer(IRLTrainer):
     """IRLTrainer with GAIL's discriminator step and reference policy; the loop and the loss path are IRLTrainer's."""
 
@@ -99,7 +112,7 @@ class GAILTrainer(IRLTrainer):
         loss, stats = objectives.discriminator_loss(logits[:n], actions[:n], logits[n:], actions[n:])
         (loss / self.current_gradient_accumulation_steps).backward()
         if self.accelerator.sync_gradients:  # steps with the policy's optimizer
-            self._average_discriminator_gradients()
+            average_gradients(self.discriminator)
             torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), self.args.max_grad_norm)
             self.disc_optimizer.step()
             self.disc_optimizer.zero_grad()
@@ -111,14 +124,6 @@ class GAILTrainer(IRLTrainer):
         self.record(stats)
         return {"reward": logits[n:].detach(), "logp_ref": logp_ref}
 
-    def _average_discriminator_gradients(self) -> None:
-        """Each discriminator gradient replaced by its mean over processes (one all-reduce of all of them)."""
-        if self.accelerator.num_processes == 1:
-            return
-        grads = [p.grad for p in self.discriminator.parameters() if p.grad is not None]
-        flat = self.accelerator.reduce(torch.cat([g.flatten() for g in grads]), "mean")
-        for g, mean in zip(grads, flat.split([g.numel() for g in grads])):
-            g.copy_(mean.view_as(g))
 
     def _reference_logits(self, batch: dict) -> torch.Tensor:
         """Logits of the initial policy: the frozen copy, or with LoRA the policy with its adapters disabled (run

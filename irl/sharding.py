@@ -20,13 +20,29 @@ from contextlib import contextmanager
 from accelerate.utils import DistributedType
 
 
+def sharding_of(accelerator) -> str | None:
+    """How the prepared model's weights are split: "zero3", "fsdp" (version 1), "fsdp2", or None (whole on each
+    process: one process, DDP, ZeRO-1/2)."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return "zero3" if accelerator.state.deepspeed_plugin.zero_stage == 3 else None
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return "fsdp2" if accelerator.is_fsdp2 else "fsdp"
+    return None
+
+
 @contextmanager
 def unwrap_for_generation(model, accelerator):
-    """Yield (module to call `generate`/forward on, synced): `synced` says that every process must take the same
-    number of forward steps (FSDP)."""
-    unwrapped = accelerator.unwrap_model(model)
-    plugin = accelerator.state.deepspeed_plugin
-    if accelerator.distributed_type == DistributedType.DEEPSPEED and plugin.zero_stage == 3:
+    """Yield (module to call `generate`/forward on, synced) for the prepared `model`: `synced` says that every
+    process must take the same number of forward steps (FSDP)."""
+    with gathered_for_generation(model, accelerator.unwrap_model(model), sharding_of(accelerator),
+                                 accelerator.num_processes) as found:  # fmt: skip
+        yield found
+
+
+@contextmanager
+def gathered_for_generation(model, unwrapped, sharding: str | None, num_processes: int):
+    """`unwrapped` (the module inside the wrapper `model`) ready to generate under `sharding` (module docstring)."""
+    if sharding == "zero3":
         import deepspeed
 
         with deepspeed.zero.GatheredParameters(list(model.parameters())):
@@ -35,13 +51,13 @@ def unwrap_for_generation(model, accelerator):
                 yield unwrapped, False
             finally:
                 _zero3_hooks(model, remove=False)
-    elif accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2:
+    elif sharding == "fsdp":
         from torch.distributed.fsdp import FullyShardedDataParallel
 
         with FullyShardedDataParallel.summon_full_params(model, recurse=False, writeback=False):
-            yield unwrapped, accelerator.num_processes > 1
+            yield unwrapped, num_processes > 1
     else:
-        yield unwrapped, accelerator.distributed_type == DistributedType.FSDP and accelerator.num_processes > 1
+        yield unwrapped, sharding == "fsdp2" and num_processes > 1
 
 
 def _zero3_hooks(engine, remove: bool) -> None:
