@@ -37,6 +37,7 @@ from irl import objectives, runs
 from irl.config import save_config
 from irl.io import append_jsonl
 from irl.generation import cat_rows, pad_to, sample_completions
+from irl.sharding import unwrap_for_generation
 
 SAMPLES_LOGGED = 2  # sampled completions written to samples.jsonl per logging step
 
@@ -171,19 +172,22 @@ class IRLTrainer(Trainer):
             )
 
     def sample(self, model, inputs) -> dict:
-        """`num_samples` completions per prompt of the batch from the current policy, in training layout."""
+        """`num_samples` completions per prompt of the batch from the current policy, in training layout. Under
+        ZeRO-3 and FSDP the sharded weights are gathered for generation first (irl/sharding.py)."""
         cfg, tokenizer = self.cfg, self.processing_class
         prompt_width = inputs["prompt_input_ids"].shape[1]
-        return sample_completions(
-            self.accelerator.unwrap_model(model),
-            inputs["prompt_input_ids"],
-            inputs["prompt_attention_mask"],
-            num_samples=cfg.num_samples,
-            max_new_tokens=min(cfg.sample_max_new_tokens, cfg.max_length - prompt_width),  # data's length limit
-            temperature=cfg.sample_temperature,
-            eos_token_id=self.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+        with unwrap_for_generation(model, self.accelerator) as (unwrapped, synced):
+            return sample_completions(
+                unwrapped,
+                inputs["prompt_input_ids"],
+                inputs["prompt_attention_mask"],
+                num_samples=cfg.num_samples,
+                max_new_tokens=min(cfg.sample_max_new_tokens, cfg.max_length - prompt_width),  # data's length limit
+                temperature=cfg.sample_temperature,
+                eos_token_id=self.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                synced_gpus=synced,
+            )
 
     def policy_kwargs(self, expert: dict, policy: dict) -> dict:
         """Extra keyword arguments of the objective from the sampled batch: none here (GAIL's: irl/gail.py)."""
@@ -325,4 +329,7 @@ class IRLTrainer(Trainer):
         for its rewards, the task for its sweep) also when copied out of its run directory."""
         super()._save(output_dir, state_dict)
         if self.args.should_save:
-            save_config(self.cfg, Path(output_dir or self.args.output_dir) / runs.CHECKPOINT_CONFIG)
+            out = Path(output_dir or self.args.output_dir)
+            save_config(self.cfg, out / runs.CHECKPOINT_CONFIG)
+            if self.cfg.use_peft:  # beside peft's adapter files: the base's config.json (context length, architecture)
+                self.accelerator.unwrap_model(self.model).get_base_model().config.save_pretrained(out)

@@ -272,7 +272,7 @@ def test_models_that_transform_their_logits_train_on_full_logits():
 
 @pytest.mark.parametrize(
     "overrides",
-    [dict(objective="iqlearn", lam=0.2, grad_accum=2, logging_steps=2, max_steps=4),
+    [dict(objective="iqlearn", lam=0.2, gradient_accumulation_steps=2, logging_steps=2, max_steps=4),
      dict(objective="iqlearn", lam=0.2, alpha=0.5, sample_max_new_tokens=8, logging_steps=2, max_steps=4)],
     ids=["offline_accumulated", "online"],
 )
@@ -302,7 +302,7 @@ def test_logged_statistics_are_window_means_of_the_step_values(tmp_path, monkeyp
         for key in keys:
             window = [v for (k, step), values in recorded.items() if k == key and previous <= step < row["step"]
                       for v in values]
-            assert len(window) == (row["step"] - previous) * cfg.grad_accum
+            assert len(window) == (row["step"] - previous) * cfg.gradient_accumulation_steps
             assert row[key] == pytest.approx(sum(window) / len(window), rel=1e-6, abs=1e-7), (key, row["step"])
         previous = row["step"]
 

@@ -84,7 +84,7 @@ def test_packed_blocks_target_every_token_once():
 
 def test_pretrain_then_finetune_through_the_command_line(tmp_path, corpus):
     run = tmp_path / "pre"
-    flags = ["--model", "tiny", "--vocab_size", 300, "--max_length", 32, "--max_steps", 4, "--batch_size", 4,
+    flags = ["--model", "tiny", "--vocab_size", 300, "--max_length", 32, "--max_steps", 4, "--per_device_train_batch_size", 4,
              "--logging_steps", 2, "--eval_steps", 2, "--save_steps", 4, "--warmup_steps", 0, "--lr", 3e-3]
     out = run_cli("pretrain", "--config", "configs/base.yaml", "--data", corpus, "--output_dir", run, *flags)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -106,7 +106,7 @@ def test_pretrain_then_finetune_through_the_command_line(tmp_path, corpus):
     # fine-tune from the pretrained checkpoint: its weights are the start, its tokenizer is used
     ft = tmp_path / "ft"
     out = run_cli("train", "--model", ckpt, "--data", summaries(tmp_path), "--eval_size", 4, "--output_dir", ft,
-                  "--max_steps", 2, "--batch_size", 4, "--max_length", 64, "--save_steps", 2, "--logging_steps", 1)
+                  "--max_steps", 2, "--per_device_train_batch_size", 4, "--max_length", 64, "--save_steps", 2, "--logging_steps", 1)
     assert out.returncode == 0, out.stderr[-3000:]
     head = rows_of(ft)[0]
     assert head["init/weights_sha256"] == weights_sha256(load_model(str(ckpt)))
@@ -128,7 +128,7 @@ def test_pretrain_then_finetune_through_the_command_line(tmp_path, corpus):
 def test_bad_pretrain_config_fails_naming_the_field(tmp_path, corpus):
     out = run_cli("pretrain", "--config", "configs/base.yaml", "--objective", "iqlearn", "--output_dir", tmp_path / "r")
     assert out.returncode != 0 and "objective='iqlearn'" in out.stderr and not (tmp_path / "r").exists()
-    for field, value in (("max_length", 1), ("text_field", ""), ("lr", 0.0), ("vocab_size", 0)):
+    for field, value in (("max_length", 1), ("text_field", ""), ("learning_rate", 0.0), ("vocab_size", 0)):
         with pytest.raises(ConfigError, match=f"^{field}="):
             PretrainConfig(**{field: value})
     bad = tmp_path / "bad.yaml"
