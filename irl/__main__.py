@@ -4,6 +4,7 @@
     python -m irl train --help                                               # every config field
     python -m irl data --out data/math                                      # write the built-in task as JSONL
     python -m irl corpus --out data/corpus                                  # English text corpus (irl/corpus.py)
+    python -m irl tasks --out data                                          # summarize/translate (irl/text_tasks.py)
 """
 
 import sys
@@ -30,6 +31,10 @@ def main(argv=None):
         from irl.corpus import main as corpus_main
 
         corpus_main(rest)
+    elif command == "tasks":
+        from irl.text_tasks import main as tasks_main
+
+        tasks_main(rest)
     else:
         sys.exit(__doc__)
 
