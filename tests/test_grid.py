@@ -88,8 +88,8 @@ def test_bad_grids_fail_naming_the_key(change, match):
 def tiny_grid(tmp_path, seeds=(0, 1)) -> object:
     spec = {
         "output_dir": str(tmp_path / "g"),
-        "base": dict(model="tiny", vocab_size=400, math_sizes=[64, 16, 16], max_length=160, batch_size=4, max_steps=4,
-                     lr=3e-3, warmup_steps=0, logging_steps=1, eval_steps=0, save_steps=2),  # fmt: skip
+        "base": dict(model="tiny", vocab_size=400, math_sizes=[64, 16, 16], max_length=160, per_device_train_batch_size=4, max_steps=4,
+                     learning_rate=3e-3, warmup_steps=0, logging_steps=1, eval_steps=0, save_steps=2),  # fmt: skip
         "methods": [{"name": "iq", "objective": "iqlearn", "lam": 0.1}],
         "grid": [{"axes": {"method": ["iq"], "seed": list(seeds)}}],
     }
@@ -121,8 +121,8 @@ def test_grid_skips_finished_runs_and_resumes_an_interrupted_one(tmp_path):
 
     # a finished run trained with other settings than the grid file now says is refused, not silently kept
     changed = tiny_grid(tmp_path)
-    changed.points[0].values["lr"] = 1e-2
-    with pytest.raises(GridError, match=r"iq/seed0 was trained with other settings \(lr: 0.003 there, 0.01"):
+    changed.points[0].values["learning_rate"] = 1e-2
+    with pytest.raises(GridError, match=r"iq/seed0 was trained with other settings \(learning_rate: 0.003 there, 0.01"):
         train_all(changed)
 
 
