@@ -10,8 +10,9 @@
                              (`--data test`); on mle/seed0 and iqlearn/seed0 also `hostile.jsonl`, preference
                              pairs whose text holds HOSTILE_TOKENS, and a tie (one pair's chosen == rejected)
 
-So a change in a writer changes what the app's tests read. About 30 s on a free 2-core CPU, torch on one
-thread (more threads are several times slower when the cores are shared).
+So a change in a writer changes what the app's tests read. About 17 s of CPU time, torch on one thread (more
+threads are several times slower when the cores are shared); 66 s of wall time measured with load average 11
+on 2 cores.
 """
 
 import json
