@@ -1,13 +1,20 @@
 """Models and tokenizers: presets built from a config with a locally trained BPE tokenizer, or any
-`AutoModelForCausalLM` by name or local path.
+`AutoModelForCausalLM` by name or local path, optionally with LoRA adapters (peft).
 
 Presets are Llama-architecture models (RMSNorm, rotary positions, SwiGLU) sized for CPU work:
 `tiny` (~0.2M parameters at a 1k vocabulary, tests) and `small` (~3M, the demo). Their tokenizer is a
 byte-level BPE trained with `tokenizers` on the training split, digits split one per token (so that numbers
 are written digit by digit, which small models learn far more easily than multi-digit tokens), and saved
 in Hugging Face format with every checkpoint.
+
+LoRA (`use_peft`, `add_lora`): the checkpoint holds the adapter as peft saves it (adapter_model.safetensors,
+adapter_config.json naming the base model) beside the base's config.json; `load_model`, the one loader of every
+later stage, loads such a checkpoint on its base and merges the adapter into it (`merge_and_unload`), so the
+sweep and reward extraction run a plain model at full speed. Merged weights W + (lora_alpha / lora_r) B A equal
+the adapted model's function up to float rounding (the adapted model adds B A x to W x instead).
 """
 
+import json
 from pathlib import Path
 
 import torch
@@ -15,10 +22,13 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
+ADAPTER_CONFIG = "adapter_config.json"  # peft's: marks a LoRA checkpoint
+BASE_MODEL = "base_model"  # <run>/base_model/: the initial weights of a preset trained with LoRA
 
 PRESETS = {
     "tiny": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4),
     "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8),
+    "base": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=8),
 }
 
 
@@ -79,13 +89,62 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     return tokenizer
 
 
+def is_adapter(path) -> bool:
+    """Whether `path` is a LoRA checkpoint (peft's adapter_config.json)."""
+    return (Path(path).expanduser() / ADAPTER_CONFIG).is_file()
+
+
 def load_model(name_or_path: str, trust_remote_code: bool = False, dtype=torch.float32):
-    """An AutoModelForCausalLM by hub name or local path (a checkpoint directory of a run included)."""
+    """An AutoModelForCausalLM by hub name or local path (a checkpoint directory of a run included). A LoRA
+    checkpoint is loaded on its base model and merged into it (module docstring)."""
+    if is_adapter(name_or_path):
+        return _load_merged(Path(name_or_path).expanduser(), trust_remote_code, dtype)
     _check_local(name_or_path, "model", "config.json")
     try:
         return AutoModelForCausalLM.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, dtype=dtype)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load a model from {name_or_path!r}: {e}") from None
+
+
+def adapter_base(checkpoint: Path) -> str:
+    """The base model of a LoRA checkpoint: adapter_config.json's base_model_name_or_path, a hub name, an absolute
+    path, or a path relative to the checkpoint (a preset's ../base_model)."""
+    base = json.loads((checkpoint / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
+    if base is None:
+        raise ModelError(f"{checkpoint}: {ADAPTER_CONFIG} names no base model")
+    beside = checkpoint / base
+    return str(beside.resolve()) if not Path(base).is_absolute() and beside.is_dir() else base
+
+
+def _load_merged(checkpoint: Path, trust_remote_code: bool, dtype):
+    from peft import PeftModel
+
+    base = load_model(adapter_base(checkpoint), trust_remote_code, dtype)  # itself merged if it is a LoRA checkpoint
+    try:
+        return PeftModel.from_pretrained(base, str(checkpoint)).merge_and_unload()
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load the LoRA adapter at {checkpoint}: {e}") from None
+
+
+def add_lora(model, cfg, base_name_or_path: str):
+    """`model` wrapped by peft with fresh LoRA adapters per `cfg` (lora_r, lora_alpha, lora_dropout,
+    lora_target_modules); only the adapters train. B starts at zero, so the adapted model starts as the base
+    bit for bit. `base_name_or_path` is what the saved adapter_config.json names as its base."""
+    from peft import LoraConfig, get_peft_model
+
+    target = cfg.lora_target_modules
+    config = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=target[0] if target == ["all-linear"] else target,
+        task_type="CAUSAL_LM",
+    )
+    model.name_or_path = base_name_or_path  # peft records it as base_model_name_or_path
+    try:
+        return get_peft_model(model, config)
+    except ValueError as e:  # e.g. target modules that the architecture lacks
+        raise ModelError(f"lora_target_modules={target!r}: {e}") from None
 
 
 def count_parameters(model) -> int:

@@ -44,7 +44,7 @@ METHODS = (("mle", 0.0), ("iqlearn", 0.1))  # (objective, lam)
 SPLIT = "validation"
 PAIRS = "math-pairs"
 SCORER = dict(
-    model="tiny", vocab_size=400, math_sizes=[64, 8, 8], max_length=256, batch_size=4, max_steps=2, warmup_steps=0,
+    model="tiny", vocab_size=400, math_sizes=[64, 8, 8], max_length=256, per_device_train_batch_size=4, max_steps=2, warmup_steps=0,
     logging_steps=1, eval_steps=0, save_steps=2,
 )  # fmt: skip
 METRICS = (S.EXACT_MATCH, "rouge1")
