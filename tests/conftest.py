@@ -24,8 +24,8 @@ import pytest
 HOSTILE_TOKENS = ("<script>alert(1)</script>", "<img src=x onerror=alert(1)>")
 HOSTILE = "hostile"  # name of the scored JSONL (its stem) and of its rewards/<name>/ directory
 TRAIN = dict(
-    model="tiny", vocab_size=400, math_sizes=[64, 8, 6], max_length=160, per_device_train_batch_size=4, max_steps=4, learning_rate=3e-3,
-    warmup_steps=0, logging_steps=1, eval_steps=2, save_steps=2,
+    model="tiny", vocab_size=400, math_sizes=[64, 8, 6], max_length=160, per_device_train_batch_size=4, max_steps=4,
+    learning_rate=3e-3, warmup_steps=0, logging_steps=1, eval_steps=2, save_steps=2,
 )  # fmt: skip
 RUNS = {f"{objective}/seed{seed}": (objective, seed) for objective in ("mle", "iqlearn") for seed in (0, 1)}
 SWEEP = dict(
