@@ -15,17 +15,19 @@ code scores every baseline and every model:
   and then alphabetically first string.
 - `copy_input` (translation): the English input unchanged.
 
-Scores are per-sample means with standard errors std(ddof=1)/sqrt(n); sentence BLEU and chrF are sacrebleu's
+Scores are per-sample means with standard errors (analysis.stats.mean_se: one prediction per input, so the
+ordinary std(ddof=1)/sqrt(n)); sentence BLEU and chrF are sacrebleu's
 (effective order for BLEU), and corpus BLEU/chrF are reported beside them. Nothing here imports torch.
 """
 
 import argparse
 import json
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from analysis.metrics import bleu_scores, chrf_scores, rouge_scores
+from analysis import schema as S
+from analysis.metrics import bleu_scores, chrf_scores, quality_scores
+from analysis.stats import mean_se
 from irl.text_tasks import TASKS, task_input, task_splits
 
 K_RANGE = range(1, 41)
@@ -45,25 +47,9 @@ def references(examples: list[dict]) -> list[str]:
 
 
 def score(task: str, predictions: list[str], refs: list[str]) -> dict[str, list[float]]:
-    """{metric: per-sample scores} for the task's metrics (TASKS[task]["metrics"])."""
-    metrics = TASKS[task]["metrics"]
-    out = {}
-    if {"rouge1", "rouge2", "rougeLsum"} & set(metrics):
-        out |= {k: v for k, v in rouge_scores(predictions, refs).items() if k in metrics}
-    if "bleu" in metrics:
-        out["bleu"] = bleu_scores(predictions, refs)[1]
-    if "chrf" in metrics:
-        out["chrf"] = chrf_scores(predictions, refs)[1]
-    return {m: out[m] for m in metrics}
-
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, float("nan")
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(var / n)
+    """{metric: per-sample scores} for the task's metrics (schema.TASK_METRICS), by the metric modules every
+    stage scores with."""
+    return quality_scores(S.TASK_METRICS[task], predictions, refs)
 
 
 def main_score(task: str, predictions: list[str], refs: list[str]) -> float:
@@ -139,9 +125,9 @@ def report(task: str, splits: dict[str, list[dict]], split: str = "test") -> lis
         row = {"baseline": b.name, "setting": b.setting, "n": len(refs)}
         for metric, values in score(task, b.predictions, refs).items():
             row[metric], row[f"{metric}_se"] = mean_se(values)
-        if "bleu" in TASKS[task]["metrics"]:
+        if "bleu" in S.TASK_METRICS[task]:
             row["corpus_bleu"] = bleu_scores(b.predictions, refs)[0]
-        if "chrf" in TASKS[task]["metrics"]:
+        if "chrf" in S.TASK_METRICS[task]:
             row["corpus_chrf"] = chrf_scores(b.predictions, refs)[0]
         rows.append(row)
     return rows
@@ -149,7 +135,7 @@ def report(task: str, splits: dict[str, list[dict]], split: str = "test") -> lis
 
 def format_report(task: str, rows: list[dict]) -> str:
     """A Markdown table of `report` rows: metric columns as mean ± SE (ROUGE in [0, 1], BLEU/chrF in 0-100)."""
-    metrics = TASKS[task]["metrics"]
+    metrics = S.TASK_METRICS[task]
     extra = [c for c in ("corpus_bleu", "corpus_chrf") if rows and c in rows[0]]
     head = ["baseline", "setting", *metrics, *extra]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -48,7 +48,7 @@ from irl.config import ConfigError, TrainConfig, _f, load_config, read_config, s
 from irl.data import Collator, DataError, iter_jsonl
 from irl.io import append_jsonl
 from irl.runs import CONFIG, METRICS, last_checkpoint, step_of
-from irl.train import _check_run_dir, _truncate_log, load_tokenizer_and_model, training_arguments, weights_sha256
+from irl.train import _check_run_dir, _truncate_log, load_tokenizer_and_model, weights_sha256
 from irl.trainer import IRLTrainer
 
 SPLITS = ("train", "validation")
@@ -150,7 +150,6 @@ def pretrain(cfg: PretrainConfig, callbacks=None) -> IRLTrainer:
     if cfg.init is not None and not (Path(cfg.init) / "config.json").is_file():
         raise ConfigError(f"init={cfg.init!r}: not a checkpoint directory (no config.json)")
     corpus = load_corpus(cfg)
-    args = training_arguments(cfg)
     set_seed(cfg.seed)
     # A document is an example whose completion is all of it: the tokenizer is trained on the texts.
     documents = [{"prompt": "", "completion": text} for text in corpus["train"]]
@@ -170,7 +169,7 @@ def pretrain(cfg: PretrainConfig, callbacks=None) -> IRLTrainer:
 
     trainer = IRLTrainer(
         model=model,
-        args=args,
+        args=cfg,  # the config is the Trainer's arguments
         cfg=cfg,
         train_dataset=datasets["train"],
         eval_dataset=datasets["validation"],

@@ -18,6 +18,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from analysis.schema import HIGHER_IS_BETTER, TASK_METRICS
+
 TASK_SPLITS = ("train", "validation", "test")
 # Fractions of keys in the held-out splits; the rest is train.
 TEST_FRACTION = 0.1
@@ -150,17 +152,14 @@ PROMPTS = {
 
 # Each task's quality metrics (analysis/metrics.py names, as in analysis.schema) with their directions; "main"
 # is the one the baselines' settings are chosen by.
+# Each task's quality metrics, main one first, as analysis/schema.py declares them for every stage.
 TASKS = {
-    "summarize": {
-        "metrics": ("rougeLsum", "rouge1", "rouge2"),
-        "higher_is_better": {"rougeLsum": True, "rouge1": True, "rouge2": True},
-        "main": "rougeLsum",
-    },
-    "translate": {
-        "metrics": ("chrf", "bleu"),
-        "higher_is_better": {"chrf": True, "bleu": True},
-        "main": "chrf",
-    },
+    task: {
+        "metrics": TASK_METRICS[task],
+        "higher_is_better": {m: HIGHER_IS_BETTER[m] for m in TASK_METRICS[task]},
+        "main": TASK_METRICS[task][0],
+    }
+    for task in ("summarize", "translate")
 }
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"

@@ -85,7 +85,7 @@ def test_packed_blocks_target_every_token_once():
 def test_pretrain_then_finetune_through_the_command_line(tmp_path, corpus):
     run = tmp_path / "pre"
     flags = ["--model", "tiny", "--vocab_size", 300, "--max_length", 32, "--max_steps", 4, "--per_device_train_batch_size", 4,
-             "--logging_steps", 2, "--eval_steps", 2, "--save_steps", 4, "--warmup_steps", 0, "--lr", 3e-3]
+             "--logging_steps", 2, "--eval_steps", 2, "--save_steps", 4, "--warmup_steps", 0, "--learning_rate", 3e-3]
     out = run_cli("pretrain", "--config", "configs/base.yaml", "--data", corpus, "--output_dir", run, *flags)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = rows_of(run)
