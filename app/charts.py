@@ -97,10 +97,14 @@ def pareto_figure(points: pd.DataFrame, quality: str, diversity: str) -> go.Figu
     return _layout(fig, f"{quality} vs {diversity}", x_title, quality)
 
 
-def temperature_figure(points: pd.DataFrame, quality: str) -> go.Figure:
+def temperature_figure(points: pd.DataFrame, quality: str, baselines: pd.DataFrame | None = None) -> go.Figure:
     """Quality against sampling temperature: a line per (method, step) through greedy (temperature 0) and the
-    sampling settings, with error bars over seeds; beam-search settings as separate square markers at 0."""
+    sampling settings, with error bars over seeds; beam-search settings as separate square markers at 0; a text
+    task's trivial baselines (`baselines`, the sweep's baselines.parquet rows) as dashed horizontal lines."""
     fig = go.Figure()
+    for row in (baselines if baselines is not None and quality in baselines else pd.DataFrame()).itertuples():
+        fig.add_hline(y=getattr(row, quality), line=dict(color="grey", dash="dash", width=1),
+                      annotation_text=escape(f"baseline: {getattr(row, S.BASELINE)}"))  # fmt: skip
     colors = method_colors(points[S.METHOD])
     several_steps = points[S.STEP].nunique() > 1
     err = S.seed_se_col(quality)

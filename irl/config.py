@@ -66,6 +66,13 @@ class TrainConfig(TrainingArguments):
     lam: float = _f(0.1, "IQLearn: weight of the TD regulariser lam * mean r_t^2; >= 0 (0 is MLE).")
     gamma: float = _f(0.99, "IQLearn: discount in r_t = Q(s_t,a_t) - gamma V(s_t+1); in (0, 1].")
     stop_grad_next: bool = _f(False, "IQLearn ablation: stop the gradient through V(s_t+1).")
+    chunked_loss: bool = _f(
+        True,
+        "Compute Q, V, V(s') and the entropy from the final hidden states, a chunk of rows at a time, never holding "
+        "the (batch, length, vocab) logits (irl/objectives.py head_token_terms). Models whose logits are more than "
+        "lm_head(hidden) (soft-capping, scaling: irl/trainer.py HEAD_IS_LINEAR) and FSDP/DeepSpeed runs use the "
+        "full logits whatever this says; false: always the full logits.",
+    )
     alpha: float = _f(
         0.0,
         "Online IQLearn: share of the value term taken on states of completions sampled from the current model for "
