@@ -4,8 +4,9 @@
     python -m irl train --help                                               # every config field
     python -m irl data --out data/math                                      # write the built-in task as JSONL
 
-Options are parsed before torch is imported, so `--help` and a bad flag answer at once. A command's own errors
-(bad config, data or model path) print as one line and exit with status 1.
+`train` parses its options before any work, so `--help` and a bad flag answer before data or models load; the
+config is transformers' TrainingArguments, whose module imports torch, so that costs the torch import. A
+command's own errors (bad config, data or model path) print as one line and exit with status 1.
 """
 
 import sys
@@ -18,7 +19,7 @@ def main(argv=None):
         from irl.config import ConfigError, load_config
 
         try:
-            cfg = load_config(rest)  # --help exits here, before torch is imported
+            cfg = load_config(rest)  # --help exits here, before data or models load
         except ConfigError as e:
             sys.exit(f"error: {e}")
         from irl.data import DataError

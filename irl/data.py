@@ -29,8 +29,6 @@ from pathlib import Path
 
 import torch
 
-from irl import math_task
-
 
 class DataError(ValueError):
     """Bad training data; the message names the file, line or field."""
@@ -190,6 +188,8 @@ def load_splits(cfg) -> dict[str, list[dict]]:
     """All splits of the configured data source as lists of {"id", "prompt", "completion", ...}."""
     source = cfg.data
     if source == "math":
+        from irl import math_task  # reasoning-gym, only for the built-in task
+
         return math_task.generate_splits(cfg.math_sizes, cfg.math_templates, cfg.data_seed)
     path = Path(source)
     if path.suffix == ".jsonl":
@@ -347,6 +347,7 @@ def export_builtin(argv=None) -> None:
     """`python -m irl data --out DIR`: write the built-in task's splits as DIR/<split>.jsonl."""
     import argparse
 
+    from irl import math_task
     from irl.config import TrainConfig
     from irl.io import write_jsonl
 

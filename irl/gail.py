@@ -136,8 +136,8 @@ class GAILTrainer(IRLTrainer):
         peft_model.eval()  # as the frozen copy: no dropout
         try:
             with peft_model.disable_adapter():
-                forward = self.model_wrapped if self.accelerator.distributed_type == DistributedType.FSDP else peft_model
-                return forward(**inputs).logits
+                fsdp = self.accelerator.distributed_type == DistributedType.FSDP  # the root's forward gathers
+                return (self.model_wrapped if fsdp else peft_model)(**inputs).logits
         finally:
             peft_model.train(was_training)
 

@@ -15,7 +15,8 @@ from irl.model import ADAPTER_CONFIG, BASE_MODEL, load_model, load_tokenizer
 from irl.train import train
 from tests.test_train import tiny
 
-LORA = dict(use_peft=True, lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_target_modules=["q_proj", "v_proj", "down_proj"])
+LORA = dict(use_peft=True, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+            lora_target_modules=["q_proj", "v_proj", "down_proj"])
 
 
 @pytest.fixture(scope="module")
