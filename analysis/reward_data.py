@@ -72,8 +72,11 @@ def pair_rows(pairs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     pair, chosen then rejected, with pair_id and side; the pair table holds pair_id and the pairs' other fields
     (a field named like a computed column gets the prefix "data_"). Per-side fields `chosen_<c>` and
     `rejected_<c>` (the token record of generated samples, `rejected_error_char`) become column <c> of their
-    side's row."""
+    side's row; a pair's `error_char` (where a corrupted rejected completion first departs from the chosen one)
+    is the rejected side's."""
     pairs = pairs.reset_index(drop=True)
+    if "error_char" in pairs and f"{REJECTED}_error_char" not in pairs:
+        pairs = pairs.rename(columns={"error_char": f"{REJECTED}_error_char"})
     per_side = {c.split("_", 1)[1] for c in pairs.columns if c.startswith((f"{CHOSEN}_", f"{REJECTED}_"))}
     sides = []
     for side in (CHOSEN, REJECTED):

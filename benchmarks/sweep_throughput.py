@@ -1,10 +1,11 @@
 """Sweep throughput: generated tokens per second of `analysis.sweep.sweep` against a loop that calls
-`generate` one prompt at a time (same checkpoint, same prompts, K=5 samples at temperature 1, no calculator),
-and the share of the sweep's time spent computing metrics (per-sample quality, Self-BLEU, distinct-n).
-`speedup` compares with one call per prompt returning its K samples, `speedup_vs_one_sample_per_call` with
-K calls per prompt.
+`generate` one prompt at a time (same checkpoint, same prompts, K=5 samples at temperature 1), and the share of
+the sweep's time spent computing metrics (per-sample quality, Self-BLEU, distinct-n). `speedup` compares with
+one call per prompt returning its K samples (no calculator), `speedup_vs_one_sample_per_call` with K calls per
+prompt, and `speedup_calc` does the same with the calculator on, as the math sweep runs by default (the sweep
+then decodes every cell twice, plain and with the calculator, and so does the loop).
 
-    .venv/bin/python benchmarks/sweep_throughput.py [--checkpoint DIR] [--prompts 32] [--batch-size 16]
+    .venv/bin/python benchmarks/sweep_throughput.py [--checkpoint DIR] [--prompts 32] [--batch_size 16]
 
 The checkpoint defaults to the last one of runs/demo/mle; without it (a fresh clone) a short run of the small
 preset is trained into a temporary directory first (about a minute). The sweep writes into a temporary copy of
@@ -22,12 +23,14 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from transformers import LogitsProcessorList
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from analysis import schema as S  # noqa: E402
 from analysis import sweep as sweep_module  # noqa: E402
+from analysis.calculator import CalculatorLogitsProcessor  # noqa: E402
 from irl.generation import completion_lengths, left_padded  # noqa: E402
 from irl import runs  # noqa: E402
 from irl.config import TrainConfig  # noqa: E402
@@ -76,22 +79,25 @@ def timed(fn, totals: dict, key: str):
 
 
 @torch.no_grad()
-def loop(checkpoint: Path, prompts: list[str], max_new_tokens: int, per_call: int) -> tuple[int, float]:
+def loop(checkpoint: Path, prompts: list[str], max_new_tokens: int, per_call: int, calculator: bool = False):
     """(generated tokens, seconds) of K samples per prompt from a loop of `generate` calls on one prompt,
-    `per_call` samples each (K: one call per prompt; 1: one call per sample)."""
+    `per_call` samples each (K: one call per prompt; 1: one call per sample); with `calculator`, each call is
+    made a second time with the calculator's logits processor."""
     tokenizer, model = load_tokenizer(str(checkpoint)), load_model(str(checkpoint)).eval()
     tokens, start = 0, time.perf_counter()
     for i, prompt in enumerate(prompts):
         batch = left_padded(tokenizer, [prompt], model.device)
+        width = batch["input_ids"].shape[1]
+        passes = [None] + ([LogitsProcessorList([CalculatorLogitsProcessor(tokenizer, width)])] if calculator else [])
         for j in range(K // per_call):
-            torch.manual_seed(i * K + j)
-            sequences = model.generate(
-                **batch, do_sample=True, temperature=TEMPERATURE, top_k=0, top_p=1.0, num_return_sequences=per_call,
-                max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )  # fmt: skip
-            generated = sequences[:, batch["input_ids"].shape[1] :]
-            tokens += int(completion_lengths(generated, tokenizer.eos_token_id).sum())
+            for processors in passes:
+                torch.manual_seed(i * K + j)
+                sequences = model.generate(
+                    **batch, do_sample=True, temperature=TEMPERATURE, top_k=0, top_p=1.0,
+                    num_return_sequences=per_call, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id, logits_processor=processors,
+                )  # fmt: skip
+                tokens += int(completion_lengths(sequences[:, width:], tokenizer.eos_token_id).sum())
     return tokens, time.perf_counter() - start
 
 
@@ -99,7 +105,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--prompts", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch_size", type=int, default=16)
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,6 +129,19 @@ def main(argv=None):
         loop_tokens, loop_s = loop(checkpoint, prompts, max_new_tokens, per_call=K)
         single_tokens, single_s = loop(checkpoint, prompts, max_new_tokens, per_call=1)
 
+        calc_run = run.parent / "run-calc"
+        shutil.copytree(run, calc_run, ignore=shutil.ignore_patterns(runs.SWEEP))
+        start = time.perf_counter()
+        data_before = totals["data"]
+        sweep_module.sweep(
+            calc_run, temperatures=(TEMPERATURE,), beams=(), samples=K, limit=args.prompts, calculator=True,
+            batch_size=args.batch_size, max_new_tokens=max_new_tokens,
+        )  # fmt: skip
+        calc_s = time.perf_counter() - start - (totals["data"] - data_before)
+        cell = pd.read_parquet(runs.sweep_dir(runs.last_checkpoint(calc_run), "test") / runs.cell_file(f"t={TEMPERATURE:g}"))
+        calc_tokens = int(cell[S.N_TOKENS].sum() + cell[S.COMPLETION_CALC_IDS].map(len).sum())
+        loop_calc_tokens, loop_calc_s = loop(checkpoint, prompts, max_new_tokens, per_call=K, calculator=True)
+
     result = {
         "checkpoint": source,
         "prompts": args.prompts,
@@ -140,6 +159,9 @@ def main(argv=None):
         "speedup": round((sweep_tokens / sweep_s) / (loop_tokens / loop_s), 2),
         "speedup_with_data_loading": round((sweep_tokens / total_s) / (loop_tokens / loop_s), 2),
         "speedup_vs_one_sample_per_call": round((sweep_tokens / sweep_s) / (single_tokens / single_s), 2),
+        "calc_tokens_per_s": round(calc_tokens / calc_s, 1),
+        "loop_calc_tokens_per_s": round(loop_calc_tokens / loop_calc_s, 1),
+        "speedup_calc": round((calc_tokens / calc_s) / (loop_calc_tokens / loop_calc_s), 2),
         "metrics_s": round(totals["metrics"], 2),
         "metrics_share": round(totals["metrics"] / sweep_s, 4),
     }

@@ -176,13 +176,17 @@ class TrainConfig(TrainingArguments):
     disable_tqdm: bool | None = _f(True, "Disable tqdm progress bars (log lines are printed instead).")
     remove_unused_columns: bool = _f(False, "Keep the collated columns (completion masks, prompts): leave false.")
     dataloader_pin_memory: bool = _f(False, "Pin host memory of batches (token batches are small: off).")
+    logging_nan_inf_filter: bool = _f(
+        False, "Trainer's filter of non-finite losses from the logs: off, since a non-finite loss stops training "
+        "(IRLTrainer) and the filter would read the loss from the device at every step.",
+    )
 
     def __post_init__(self):
         def check(ok, name, why):
             if not ok:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: {why}")
 
-        hints = _own_hints()
+        hints = _own_hints(type(self))
         for name, t in hints.items():
             value = getattr(self, name)
             if value is None and t.optional:
@@ -281,25 +285,26 @@ def _describe(annotation) -> _Type:
 _HINTS = {}
 
 
-def _hints() -> dict:
-    """Every field's accepted types. HfArgumentParser rewrites `field.type` in place, so types are read from
-    the class annotations (typing.get_type_hints), once."""
-    if not _HINTS:
-        init = {f.name for f in dataclasses.fields(TrainConfig) if f.init}
-        _HINTS.update({k: _describe(t) for k, t in typing.get_type_hints(TrainConfig).items() if k in init})
-    return _HINTS
+def _hints(cls) -> dict:
+    """Every field's accepted types in config class `cls`. HfArgumentParser rewrites `field.type` in place, so
+    types are read from the class annotations (typing.get_type_hints), once per class."""
+    if cls not in _HINTS:
+        init = {f.name for f in dataclasses.fields(cls) if f.init}
+        _HINTS[cls] = {k: _describe(t) for k, t in typing.get_type_hints(cls).items() if k in init}
+    return _HINTS[cls]
 
 
-def _own_hints() -> dict:
-    """Types of the fields this class declares (the project's and the Trainer defaults it changes)."""
-    own = TrainConfig.__dict__["__annotations__"]
-    return {k: t for k, t in _hints().items() if k in own and (t.scalars or t.item)}
+def _own_hints(cls) -> dict:
+    """Types of the fields the project's config classes declare (TrainConfig's, the Trainer defaults it changes,
+    and a subclass's own)."""
+    own = {k for c in cls.__mro__ if issubclass(c, TrainConfig) for k in c.__dict__.get("__annotations__", {})}
+    return {k: t for k, t in _hints(cls).items() if k in own and (t.scalars or t.item)}
 
 
-def check_values(values: dict, where: str) -> None:
+def check_values(values: dict, where: str, cls=None) -> None:
     """YAML values: no unknown or renamed field, and scalars of the field's type (checked before parsing, as the
     command line's are by argparse)."""
-    hints = _hints()
+    hints = _hints(cls or TrainConfig)
     for key, value in values.items():
         if key in RENAMED:
             raise ConfigError(f"{where}: field '{key}' is now '{RENAMED[key]}' (transformers' name); rename it")
@@ -323,13 +328,16 @@ def check_values(values: dict, where: str) -> None:
 
 
 class ConfigParser(HfArgumentParser):
-    """HfArgumentParser over TrainConfig plus `--config FILE.yaml`; a bad option raises ConfigError."""
+    """HfArgumentParser over TrainConfig (or a subclass, `cls`) plus `--config FILE.yaml`; a bad option raises
+    ConfigError."""
 
-    def __init__(self, prog="python -m irl train"):
+    def __init__(self, prog="python -m irl train", cls=None):
+        cls = cls or TrainConfig
+        what = "Train a language model by MLE, IQLearn or GAIL." if cls is TrainConfig else cls.__doc__.split("\n")[0]
         super().__init__(
-            TrainConfig, prog=prog, allow_abbrev=False,
-            description="Train a language model by MLE, IQLearn or GAIL. The project's fields come first, then "
-                        "every option of transformers' TrainingArguments.",
+            cls, prog=prog, allow_abbrev=False,
+            description=f"{what} The project's fields come first, then every option of transformers' "
+                        "TrainingArguments.",
         )  # fmt: skip
         self.add_argument("--config", help="YAML file whose keys are the fields below (flags override it).")
 
@@ -344,18 +352,19 @@ def _refuse_renamed(argv) -> None:
             raise ConfigError(f"--{name} is now --{RENAMED[name]} (transformers' name)")
 
 
-def load_config(argv=None) -> TrainConfig:
-    """Parse `--config file.yaml --field value ...` into a validated TrainConfig."""
+def load_config(argv=None, cls=None, prog="python -m irl train") -> TrainConfig:
+    """Parse `--config file.yaml --field value ...` into a validated TrainConfig (or `cls`, a subclass)."""
+    cls = cls or TrainConfig
     argv = list(sys.argv[1:] if argv is None else argv)
     _refuse_renamed(argv)
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config")
     known, _ = pre.parse_known_args(argv)
-    parser = ConfigParser()
+    parser = ConfigParser(prog, cls)
     if known.config:
         with open(known.config) as fh:
             values = yaml.safe_load(fh) or {}
-        check_values(values, known.config)
+        check_values(values, known.config, cls)
         parser.set_defaults(**values)
     cfg, _, remaining = parser.parse_args_into_dataclasses(
         argv, return_remaining_strings=True, look_for_args_file=False
@@ -376,9 +385,9 @@ def save_config(cfg: TrainConfig, path) -> None:
     atomic_write_text(path, yaml.safe_dump(config_dict(cfg), sort_keys=False))
 
 
-def read_config(path) -> TrainConfig:
-    """The TrainConfig saved in a run's config.yaml or a checkpoint's train_config.yaml. Runs saved before fields
-    took Trainer's names (batch_size, lr, ...) are read under the new names."""
+def read_config(path, cls=None) -> TrainConfig:
+    """The TrainConfig (or `cls`) saved in a run's config.yaml or a checkpoint's train_config.yaml. Runs saved
+    before fields took Trainer's names (batch_size, lr, ...) are read under the new names."""
     with open(path) as fh:
         values = yaml.safe_load(fh)
-    return TrainConfig(**{RENAMED.get(k, k): v for k, v in values.items()})
+    return (cls or TrainConfig)(**{RENAMED.get(k, k): v for k, v in values.items()})

@@ -3,6 +3,7 @@ into completion-masked sequences and collated into padded batches.
 
 Sources (`TrainConfig.data`):
 - `math`: the built-in task (irl/math_task.py), splits train/validation/test.
+- `summarize`, `translate`: the built-in real-text tasks (irl/text_tasks.py), data/<task>/<split>.jsonl.
 - `file.jsonl`: one JSON object per line with the prompt and completion fields (TRL's `prompt`/`completion`
   by default); it is the train split, and `eval_size` examples are held out as validation.
 - a directory of `<split>.jsonl` files (train.jsonl, validation.jsonl, test.jsonl).
@@ -28,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from irl import math_task, text_tasks
 
 
 class DataError(ValueError):
@@ -188,9 +191,12 @@ def load_splits(cfg) -> dict[str, list[dict]]:
     """All splits of the configured data source as lists of {"id", "prompt", "completion", ...}."""
     source = cfg.data
     if source == "math":
-        from irl import math_task  # reasoning-gym, only for the built-in task
-
         return math_task.generate_splits(cfg.math_sizes, cfg.math_templates, cfg.data_seed)
+    if source in text_tasks.TASKS:  # built-in real-text tasks: the committed data/<task>/<split>.jsonl
+        files = {split: text_tasks.task_dir(source) / f"{split}.jsonl" for split in text_tasks.TASK_SPLITS}
+        if missing := [str(f) for f in files.values() if not f.is_file()]:
+            raise DataError(f"data={source!r}: missing {', '.join(missing)} (rebuild: python -m irl tasks --out data)")
+        return {split: read_jsonl(f) for split, f in files.items()}
     path = Path(source)
     if path.suffix == ".jsonl":
         check_source(source)
@@ -347,7 +353,6 @@ def export_builtin(argv=None) -> None:
     """`python -m irl data --out DIR`: write the built-in task's splits as DIR/<split>.jsonl."""
     import argparse
 
-    from irl import math_task
     from irl.config import TrainConfig
     from irl.io import write_jsonl
 

@@ -119,27 +119,24 @@ class GAILTrainer(IRLTrainer):
             self.disc_optimizer.step()
             self.disc_optimizer.zero_grad()
         with torch.no_grad():
-            ref_logits = self._reference_logits(policy)
-            logp_ref = objectives.token_terms(
-                ref_logits, policy["input_ids"], policy["completion_mask"], self.eos_token_id
-            ).logp
+            logp_ref = self._reference_logp(policy)
         self.record(stats)
         return {"reward": logits[n:].detach(), "logp_ref": logp_ref}
 
 
-    def _reference_logits(self, batch: dict) -> torch.Tensor:
-        """Logits of the initial policy: the frozen copy, or with LoRA the policy with its adapters disabled (run
-        through the prepared model, so a sharded policy gathers its weights as in training)."""
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    def _reference_logp(self, batch: dict) -> torch.Tensor:
+        """log pi_ref(a_t|s_t) of the initial policy, by the same (chunked) route as the policy's own terms: the
+        frozen copy, or with LoRA the policy with its adapters disabled (run through the prepared model, so a
+        sharded policy gathers its weights as in training)."""
         if self.ref_model is not None:
-            return self.ref_model(**inputs).logits
+            return self.terms(self.ref_model, batch).logp
         peft_model = self.accelerator.unwrap_model(self.model_wrapped)
         was_training = peft_model.training
         peft_model.eval()  # as the frozen copy: no dropout
         try:
             with peft_model.disable_adapter():
                 fsdp = self.accelerator.distributed_type == DistributedType.FSDP  # the root's forward gathers
-                return (self.model_wrapped if fsdp else peft_model)(**inputs).logits
+                return self.terms(self.model_wrapped if fsdp else peft_model, batch).logp
         finally:
             peft_model.train(was_training)
 

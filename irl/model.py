@@ -28,6 +28,7 @@ BASE_MODEL = "base_model"  # <run>/base_model/: the initial weights of a preset 
 PRESETS = {
     "tiny": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4),
     "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8),
+    "base": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=8),
 }
 
 

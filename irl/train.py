@@ -54,7 +54,7 @@ def _check_run_dir(cfg: TrainConfig, run_dir: Path):
         return None
     if not cfg.resume:
         raise ConfigError(f"output_dir={str(run_dir)!r}: a run exists there; pass --resume or choose another directory")
-    old = config_dict(read_config(saved))
+    old = config_dict(read_config(saved, type(cfg)))
     changed = sorted(k for k, v in config_dict(cfg).items() if k not in RESUME_MAY_CHANGE and old.get(k) != v)
     if changed:
         raise ConfigError(f"resume: fields {changed} differ from {saved}; a resumed run keeps its config")
