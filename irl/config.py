@@ -58,7 +58,7 @@ def _f(default, help, **kw):
 class TrainConfig(TrainingArguments):
     # run
     output_dir: str = _f("runs/default", "Run directory: resolved config, metrics.jsonl and checkpoint-<step>/.")
-    seed: int = _f(0, "Seed of model initialisation and of sampling (same seed and data_seed: same start, same batches).")
+    seed: int = _f(0, "Seed of model initialisation and of sampling (same seed and data_seed: same start and batches).")
     resume: bool = _f(False, "Resume from the last complete checkpoint in output_dir.")
     # objective
     objective: str = _f("mle", f"Training objective, one of {OBJECTIVES}.")
@@ -116,7 +116,7 @@ class TrainConfig(TrainingArguments):
         "it. The final assistant turn is the completion, everything before it the prompt.",
     )
     prompt_template: str = _f(
-        "{prompt}", "Text of a string prompt, with '{prompt}' standing for the prompt column (e.g. 'summarize: {prompt}')."
+        "{prompt}", "Text of a string prompt, '{prompt}' standing for the prompt column (e.g. 'summarize: {prompt}')."
     )
     apply_chat_template: bool = _f(
         False,
@@ -170,7 +170,9 @@ class TrainConfig(TrainingArguments):
     warmup_steps: float = _f(20, "Linear warm-up steps (a value below 1 is a fraction of max_steps).")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm; > 0.")
     logging_steps: float = _f(10, "Log train/* and iq/* every this many steps.")
-    eval_strategy: IntervalStrategy | str = _f("steps", "Validation 'steps' (every eval_steps) or 'no'; off when the data has none.")
+    eval_strategy: IntervalStrategy | str = _f(
+        "steps", "Validation 'steps' (every eval_steps) or 'no'; off when the data has none."
+    )
     eval_steps: float | None = _f(100, "Validation NLL every this many steps (0: only at the end).")
     save_steps: float = _f(100, "Checkpoint every this many steps (the last step is always saved).")
     report_to: None | str | list[str] = _f(
@@ -371,7 +373,9 @@ def load_config(argv=None, cls=None, prog="python -m irl train") -> TrainConfig:
             values = yaml.safe_load(fh) or {}
         check_values(values, known.config, cls)
         parser.set_defaults(**values)
-    cfg, _, remaining = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True, look_for_args_file=False)
+    cfg, _, remaining = parser.parse_args_into_dataclasses(
+        argv, return_remaining_strings=True, look_for_args_file=False
+    )
     if remaining:
         raise ConfigError(f"unknown option(s) {remaining}")
     return cfg
