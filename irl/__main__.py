@@ -6,6 +6,7 @@
     python -m irl pretrain --config configs/base.yaml [--field value ...]    # pretrain a base model (irl/pretrain.py)
     python -m irl export --run build/base/run --out models/base             # ship a pretraining run's checkpoint
     python -m irl corpus --out data/corpus                                  # English text corpus (irl/corpus.py)
+    python -m irl tasks --out data                                          # summarize/translate (irl/text_tasks.py)
 """
 
 import sys
@@ -42,6 +43,10 @@ def main(argv=None):
         from irl.corpus import main as corpus_main
 
         corpus_main(rest)
+    elif command == "tasks":
+        from irl.text_tasks import main as tasks_main
+
+        tasks_main(rest)
     else:
         sys.exit(__doc__)
 

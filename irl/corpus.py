@@ -8,19 +8,21 @@ PKG=VERSION` (after one `apt-get update`) and unpacked with `dpkg-deb -x` into t
 a second run reuses the cache. From the unpacked trees the builder reads:
 
 - man pages (usr/share/man/man*/, English only): roff converted to plain text (irl.debian.roff_to_sections);
-  `.so` aliases and BSD mdoc pages are skipped and counted;
+  `.so` aliases and BSD mdoc pages are skipped and counted, and so are Perl's release notes and module pages
+  (`man_exclude`);
 - gettext catalogs (usr/share/locale/*/LC_MESSAGES/*.mo): the English msgids, the union over a domain's
-  languages, those of at least `min_msgid_words` words that are mostly letters; `mo_chunk` per document;
-- WordNet 3.0 (usr/share/wordnet/data.*): "words: gloss" lines, `wordnet_chunk` synsets per document;
-- the Python documentation's reStructuredText sources (usr/share/doc/python3.*/html/_sources/, What's New
-  left out), converted to plain text (irl.debian.rst_to_text).
+  languages, those that read as prose (is_prose_msgid: no format directive, mostly letters, at least
+  `min_msgid_words` words); `mo_chunk` per document;
+- WordNet 3.0 (usr/share/wordnet/data.verb, .adj, .adv): "words: gloss" lines, `wordnet_chunk` synsets per document;
+- the Python documentation's reStructuredText sources (usr/share/doc/python3.*/html/_sources/; release
+  notes, the C API and legacy distutils guides left out), converted to plain text (irl.debian.rst_to_text).
 
 Held-out task items never enter the corpus. Each man page and each msgid is given the split of the task
 item it would make (irl.text_tasks.split_of on its summary or msgid key) and is left out unless that split
-is train, whether or not it becomes a task item. The inputs and references of the pages and messages left
-out (task inputs: description excerpts and msgids; references: summaries and French msgstrs) are then
-scrubbed from every remaining document: a line holding one of at least `scrub_min_chars` characters
-(compared with whitespace collapsed, lines joined by a space) or equal to a shorter one is dropped.
+is train, whether or not it becomes a task item. The inputs and references of the held-out task items
+(description excerpts and summaries; msgids and French msgstrs) are then scrubbed from every remaining
+document: a line holding one of at least `scrub_min_chars` characters (compared with whitespace collapsed,
+lines joined by a space, at token boundaries) or equal to a shorter one is dropped (see `scrub`).
 
 Output, byte-identical for the same packages (sorted iteration, no time stamps):
 
@@ -70,8 +72,14 @@ class CorpusConfig:
     """Held-out strings at least this long are searched inside lines; shorter ones only as whole lines."""
     translate_language: str = "fr"
     """The target language of the translation task, whose references are scrubbed."""
-    python_doc_exclude: tuple[str, ...] = ("whatsnew", "includes")
-    """Top-level folders of the Python documentation sources left out (release notes, include fragments)."""
+    python_doc_exclude: tuple[str, ...] = ("whatsnew", "includes", "c-api", "distutils", "install", "license.rst.txt")
+    """Top-level entries of the Python documentation sources left out: release notes, include fragments, the
+    C API reference, legacy distutils and install guides, the licence texts."""
+    man_exclude: str = r"^perl\d+delta\.|^perl(toc|api|intern)\.|\.3perl$"
+    """Regex on "<name>.<section>" of man pages left out: Perl's release notes, table of contents and generated
+    API listings, and its 3perl module pages (they would make Perl a quarter of the corpus)."""
+    wordnet_files: tuple[str, ...] = ("data.verb", "data.adj", "data.adv")
+    """WordNet data files read (the nouns' 8 M characters of glosses would outweigh the rest of the corpus)."""
 
     def __post_init__(self):
         if not 0 <= self.validation_fraction < 1:
@@ -100,9 +108,19 @@ def document_split(key: str, fraction: float) -> str:
     return "validation" if u < fraction else "train"
 
 
-def _mostly_letters(text: str) -> bool:
-    letters = sum(c.isalpha() for c in text)
-    return letters >= 0.6 * len(text.replace(" ", "") or "x")
+# printf and Python format directives, {placeholders}: messages holding one are templates, not prose
+_FORMAT = re.compile(r"%[-+ #0-9.*]*[hlLqjzt]*[a-zA-Z%]|%\(\w+\)|\{[\w.]*\}")
+
+
+def is_prose_msgid(text: str, min_words: int) -> bool:
+    """A msgid worth a place in the corpus: at least `min_words` words, starts with a letter, no format
+    directive or placeholder, at least 60% letters (spaces aside)."""
+    return (
+        len(text.split()) >= min_words
+        and text[:1].isalpha()
+        and not _FORMAT.search(text)
+        and sum(c.isalpha() for c in text) >= 0.6 * len(text.replace(" ", ""))
+    )
 
 
 class _Collector:
@@ -113,13 +131,14 @@ class _Collector:
         self.documents: list[Document] = []
         self.files: dict[str, list[str]] = {}  # package -> files used, relative to its tree
         self.heldout: set[str] = set()  # inputs and references of held-out pages and messages, normalised
-        self.counts = {"man_pages": 0, "man_aliases": 0, "man_mdoc": 0, "man_heldout": 0,
+        self.counts = {"man_pages": 0, "man_aliases": 0, "man_mdoc": 0, "man_excluded": 0, "man_heldout": 0,
                        "msgids": 0, "msgids_heldout": 0}
 
     def use(self, package, tree, path):
         self.files.setdefault(package, []).append(str(Path(path).relative_to(tree)))
 
     def man_pages(self, package, tree):
+        exclude = re.compile(self.cfg.man_exclude)
         for name, section, path in debian.man_files(tree):
             source = debian.read_man_source(path)
             kind = debian.roff_kind(source)
@@ -130,10 +149,12 @@ class _Collector:
             parsed = name_line(sections)
             if parsed is not None and split_of("summarize", summary_key(parsed[1])) != "train":
                 self.counts["man_heldout"] += 1
-                self.heldout.add(normalize(parsed[1]))
                 candidate = summarize_candidate(sections)
                 if candidate is not None:
-                    self.heldout.add(candidate["document"])
+                    self.heldout.update((candidate["summary"], candidate["document"]))
+                continue
+            if exclude.search(f"{name}.{section}"):  # after the held-out check: its task item may be held out
+                self.counts["man_excluded"] += 1
                 continue
             self.counts["man_pages"] += 1
             self.use(package, tree, path)
@@ -147,17 +168,14 @@ class _Collector:
             self.use(package, tree, path)
             for msgctxt, msgid, msgstr in debian.read_mo(path):
                 if split_of("translate", msgid_key(msgid)) != "train":
-                    heldout.add(normalize(msgid))
-                    if lang == self.cfg.translate_language:
-                        pair = translate_candidate(msgctxt, msgid, msgstr)
-                        if pair is not None:
-                            self.heldout.add(pair["target"])
+                    heldout.add(msgid_key(msgid))
+                    pair = translate_candidate(msgctxt, msgid, msgstr) if lang == self.cfg.translate_language else None
+                    if pair is not None:
+                        self.heldout.update((pair["source"], pair["target"]))
                     continue
-                text = normalize(msgid)
-                if len(text.split()) >= self.cfg.min_msgid_words and _mostly_letters(text):
+                if is_prose_msgid(msgid.strip(), self.cfg.min_msgid_words):
                     domains.setdefault(domain, {})[msgid.strip()] = None
         self.counts["msgids_heldout"] += len(heldout)
-        self.heldout |= heldout
         for domain in sorted(domains):
             msgids = sorted(domains[domain])
             self.counts["msgids"] += len(msgids)
@@ -167,6 +185,8 @@ class _Collector:
 
     def wordnet(self, package, tree):
         for path in sorted((Path(tree) / "usr/share/wordnet").glob("data.*")):
+            if path.name not in self.cfg.wordnet_files:
+                continue
             self.use(package, tree, path)
             synsets = debian.wordnet_synsets(path)
             for start in range(0, len(synsets), self.cfg.wordnet_chunk):
@@ -176,7 +196,8 @@ class _Collector:
                 self.documents.append(Document(key, f"wordnet:{package}", package, text))
 
     def python_doc(self, package, tree):
-        for root in sorted((Path(tree) / "usr/share/doc").glob("python3*/html/_sources")):
+        roots = {r.resolve(): r for r in sorted((Path(tree) / "usr/share/doc").glob("python3*/html/_sources"))}
+        for root in sorted(roots.values()):  # python3.11-doc/html is a link to python3.11/html: read it once
             for path in sorted(root.rglob("*.rst.txt")):
                 rel = path.relative_to(root)
                 if rel.parts[0] in self.cfg.python_doc_exclude:
@@ -188,41 +209,41 @@ class _Collector:
 
 def scrub(documents: list[Document], heldout: set[str], min_chars: int) -> int:
     """Drop, in place, every line of every document that holds a held-out string of at least `min_chars`
-    characters, or equals a shorter one, comparing with whitespace collapsed and lines joined by a space; a
-    string that spans lines drops all of them. Repeats until none is found. Returns the lines dropped."""
-    long_strings = sorted(s for s in heldout if len(s) >= min_chars)
+    characters, or equals a shorter one, comparing with whitespace collapsed and a document's non-blank lines
+    joined by a space (a string that spans lines drops all of them). Occurrences are looked for at token boundaries
+    (not strictly inside a word), through a dict of the strings' first `min_chars` characters. Repeats until
+    none is found. Returns the number of lines dropped."""
+    by_anchor: dict[str, list[str]] = {}
+    for s in sorted(heldout):
+        if len(s) >= min_chars:
+            by_anchor.setdefault(s[:min_chars], []).append(s)
     short_strings = {s for s in heldout if 0 < len(s) < min_chars}
-    dropped = 0
-    while True:
-        paragraphs = [[normalize(p) for p in d.text.split("\n")] for d in documents]
-        flagged = [set() for _ in documents]
-        # one string of all documents, lines joined by " " and documents by "\0", searched per string
-        starts, doc_starts, pieces, offset = [], [], [], 0
-        for paras in paragraphs:
-            doc_starts.append(offset)
-            starts.append([])
-            for p in paras:
-                starts[-1].append(offset)
-                offset += len(p) + 1
-            pieces.append(" ".join(paras))
-        big = "\0".join(pieces)
-        for s in long_strings:
-            at = big.find(s)
-            while at != -1:
-                d = bisect_right(doc_starts, at) - 1
-                first = bisect_right(starts[d], at) - 1
-                last = bisect_right(starts[d], at + len(s) - 1) - 1
-                flagged[d].update(range(first, last + 1))
-                at = big.find(s, at + 1)
-        for d, paras in enumerate(paragraphs):
-            flagged[d].update(i for i, p in enumerate(paras) if p in short_strings)
-        if not any(flagged):
-            return dropped
-        for d, doc in enumerate(documents):
-            if flagged[d]:
-                kept = [p for i, p in enumerate(doc.text.split("\n")) if i not in flagged[d]]
-                dropped += len(flagged[d])
-                doc.text = "\n".join(kept)
+    boundary = re.compile(r"(?<!\w)|(?!\w)")
+    dropped, pending = 0, list(range(len(documents)))
+    while pending:
+        changed = []
+        for d in pending:
+            lines = [normalize(line) for line in documents[d].text.split("\n")]
+            kept_at = [i for i, line in enumerate(lines) if line]  # blank lines join nothing
+            starts, offset = [], 0
+            for i in kept_at:
+                starts.append(offset)
+                offset += len(lines[i]) + 1
+            joined = " ".join(lines[i] for i in kept_at)
+            flagged = {i for i, line in enumerate(lines) if line in short_strings}
+            for m in boundary.finditer(joined):
+                at = m.start()
+                for s in by_anchor.get(joined[at : at + min_chars], ()):
+                    if joined.startswith(s, at):
+                        first, last = bisect_right(starts, at) - 1, bisect_right(starts, at + len(s) - 1) - 1
+                        flagged.update(kept_at[first : last + 1])
+            if flagged:
+                kept = [line for i, line in enumerate(documents[d].text.split("\n")) if i not in flagged]
+                documents[d].text = "\n".join(kept)
+                dropped += len(flagged)
+                changed.append(d)
+        pending = changed
+    return dropped
 
 
 def collect(trees: dict[str, Path], cfg: CorpusConfig) -> tuple[list[Document], dict[str, list[str]], dict]:

@@ -3,6 +3,7 @@ into completion-masked sequences and collated into padded batches.
 
 Sources (`TrainConfig.data`):
 - `math`: the built-in task (irl/math_task.py), splits train/validation/test.
+- `summarize`, `translate`: the built-in real-text tasks (irl/text_tasks.py), data/<task>/<split>.jsonl.
 - `file.jsonl`: one JSON object per line with the prompt and completion fields (TRL's `prompt`/`completion`
   by default); it is the train split, and `eval_size` examples are held out as validation.
 - a directory of `<split>.jsonl` files (train.jsonl, validation.jsonl, test.jsonl).
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from irl import math_task
+from irl import math_task, text_tasks
 
 
 class DataError(ValueError):
@@ -85,6 +86,11 @@ def load_splits(cfg) -> dict[str, list[dict]]:
     source = cfg.data
     if source == "math":
         return math_task.generate_splits(cfg.math_sizes, cfg.math_templates, cfg.data_seed)
+    if source in text_tasks.TASKS:  # built-in real-text tasks: the committed data/<task>/<split>.jsonl
+        files = {split: text_tasks.task_dir(source) / f"{split}.jsonl" for split in text_tasks.TASK_SPLITS}
+        if missing := [str(f) for f in files.values() if not f.is_file()]:
+            raise DataError(f"data={source!r}: missing {', '.join(missing)} (rebuild: python -m irl tasks --out data)")
+        return {split: read_jsonl(f) for split, f in files.items()}
     path = Path(source)
     if path.suffix == ".jsonl":
         if not path.is_file():

@@ -247,7 +247,9 @@ class _Roff:
         self.pending_tag = False
         self.prefix = ""  # an .IP bullet waiting for its paragraph
         self.last_cond = True
-        self.continued = False
+        self.continued = False  # the last expanded text ended in \c: the next text joins it without a space
+        self.join_next = False
+        self.link = ""  # the URL of an open .UR/.MT
 
     # -- escapes --------------------------------------------------------------------------------------------
 
@@ -361,10 +363,13 @@ class _Roff:
             self.words.append(text)
             self.paragraph()
             return
-        if self.fill:
+        if self.fill and self.join_next and self.words:
+            self.words[-1] += text
+        elif self.fill:
             self.words.append(text)
         else:
             self.lines.append(text.rstrip())
+        self.join_next = self.continued
 
     def line_break(self):
         if self.words:
@@ -514,10 +519,17 @@ class _Roff:
             return
         if name in self.macros:
             args = _args(rest)
+            body = []
             for body_line in self.macros[name]:
                 body_line = re.sub(r"\\\$(\d)", lambda a: args[int(a.group(1)) - 1] if int(a.group(1)) <= len(args) else "", body_line)
-                body_line = body_line.replace("\\$*", " ".join(args)).replace("\\$@", " ".join(f'"{a}"' for a in args))
-                self.line(body_line, depth + 1)
+                body.append(body_line.replace("\\$*", " ".join(args)).replace("\\$@", " ".join(f'"{a}"' for a in args)))
+            # the body is read as its own input, so that a skipped conditional block stays inside it
+            saved = self.lines_in, self.pos
+            self.lines_in, self.pos = body, 0
+            while self.pos < len(self.lines_in):
+                self.pos += 1
+                self.line(self.lines_in[self.pos - 1], depth + 1)
+            self.lines_in, self.pos = saved
             return
         args = _args(rest)
         if name in ("ds", "ds1", "as", "as1"):
@@ -582,8 +594,8 @@ class _Roff:
         elif name in ("UR", "MT"):
             self.link = args[0] if args else ""
         elif name in ("UE", "ME"):
-            link = getattr(self, "link", "")
-            self.add_text(f"<{link}>" + "".join(args) if link else "".join(args))
+            text = self.expand("".join(args))
+            self.add_text(f"<{self.link}>{text}" if self.link else text)
             self.link = ""
         elif name == "SY":
             self.paragraph()
@@ -680,9 +692,13 @@ def _args(rest: str) -> list[str]:
         else:
             j = i
             while j < n and rest[j] not in " \t":
-                if rest[j] == "\\" and rest[j + 1 : j + 2] == '"':
-                    break
+                if rest[j] == "\\":
+                    if rest[j + 1 : j + 2] == '"':
+                        break
+                    j += 2  # an escape, "\ " included, stays inside the argument
+                    continue
                 j += 1
+            j = min(j, n)
             if rest[i:j]:
                 args.append(rest[i:j])
             if rest[j : j + 2] == '\\"':
@@ -697,20 +713,52 @@ def _number(expr: str) -> int:
 
 
 def _numeric_true(expr: str) -> bool:
-    """A numeric condition after interpolation: "1", "0", "3>2", "1=1"; anything else is false."""
-    m = re.fullmatch(r"\(?([-+]?\d+)(?:([<>]=?|==?|!=)([-+]?\d+))?\)?", expr.strip())
-    if m is None:
+    """A numeric condition after interpolation, evaluated as roff does (left to right, no precedence; units
+    ignored): "1", "0-1", "3>2", "(1:0)&1". Anything it cannot read is false."""
+    tokens = re.findall(r"\d+(?:\.\d*)?|<=|>=|==|!=|[-+*/%<>=&:()]|\S", re.sub(r"(?<=\d)[uicpPmnvsMf]", "", expr))
+    pos = 0
+
+    def value():
+        nonlocal pos
+        if pos < len(tokens) and tokens[pos] == "(":
+            pos += 1
+            v = chain()
+            pos += pos < len(tokens) and tokens[pos] == ")"
+            return v
+        sign = 1
+        while pos < len(tokens) and tokens[pos] in "+-":
+            sign = -sign if tokens[pos] == "-" else sign
+            pos += 1
+        if pos < len(tokens) and re.fullmatch(r"\d+(?:\.\d*)?", tokens[pos]):
+            pos += 1
+            return sign * float(tokens[pos - 1])
+        raise ValueError(expr)
+
+    ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+           "/": lambda a, b: a // b if b else 0, "%": lambda a, b: a % b if b else 0, "<": lambda a, b: float(a < b),
+           ">": lambda a, b: float(a > b), "<=": lambda a, b: float(a <= b), ">=": lambda a, b: float(a >= b),
+           "=": lambda a, b: float(a == b), "==": lambda a, b: float(a == b), "!=": lambda a, b: float(a != b),
+           "&": lambda a, b: float(a > 0 and b > 0), ":": lambda a, b: float(a > 0 or b > 0)}
+
+    def chain():
+        nonlocal pos
+        v = value()
+        while pos < len(tokens) and tokens[pos] in ops:
+            op = tokens[pos]
+            pos += 1
+            v = ops[op](v, value())
+        return v
+
+    try:
+        v = chain()
+    except ValueError:
         return False
-    a = int(m.group(1))
-    if m.group(2) is None:
-        return a > 0
-    b = int(m.group(3))
-    return {"<": a < b, ">": a > b, "<=": a <= b, ">=": a >= b, "=": a == b, "==": a == b, "!=": a != b}[m.group(2)]
+    return pos == len(tokens) and v > 0
 
 
 def roff_kind(source: str) -> str:
-    """"man" for a page in the man macro package, "alias" for a `.so other/page` redirection, "mdoc" for a
-    BSD mdoc page (not converted)."""
+    """The kind of a man page source: "man" (the man macro package), "alias" (a `.so other/page` redirection)
+    or "mdoc" (a BSD mdoc page, not converted)."""
     for line in source.split("\n"):
         s = line.strip()
         if not s or s.startswith(('.\\"', "'\\\"", '.\\#', "'\\#")) or s in (".", "'"):
@@ -802,6 +850,7 @@ _REF = re.compile(r"`([^`<]+?)\s*<[^`>]*>`_{1,2}")
 _INTERPRETED = re.compile(r"`([^`]+)`_{0,2}")
 _EMPHASIS = re.compile(r"(?<![\w*])\*{1,2}(?=\S)([^*]+?)(?<=\S)\*{1,2}(?![\w*])")
 _UNDERLINE = re.compile(r"^([=\-~^\"'`#*+<>_:.])\1{2,}\s*$")
+_TABLE_LINE = re.compile(r"^(\+[-=+]+\+|=+( +=+)+|\|.*\|)$")
 _DIRECTIVE = re.compile(r"^(\s*)\.\.\s+([\w:-]+)::\s*(.*)$")
 # Directives whose body is text worth keeping; any other directive (index, toctree, image, module
 # metadata, audit events...) is dropped with its body.
@@ -852,6 +901,8 @@ def rst_to_text(source: str) -> str:
                 block = "\n".join(buf).strip("\n").rstrip()
                 if block.strip():
                     paragraphs.append(_dedent(block))
+            elif any(_TABLE_LINE.match(x.strip()) for x in buf):  # grid or simple table: keep its lines
+                paragraphs.append("\n".join(x.rstrip() for x in buf))
             else:
                 text = " ".join(" ".join(buf).split())
                 if text:
@@ -911,7 +962,7 @@ def rst_to_text(source: str) -> str:
             literal, literal_indent = True, indent - 1
             buf.append(line)
             continue
-        buf.append(rst_inline(stripped))
+        buf.append(rst_inline(stripped) if not _TABLE_LINE.match(stripped) else stripped)
     flush()
     return "\n\n".join(p for p in paragraphs if p.strip())
 

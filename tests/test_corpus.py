@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from irl import debian
-from irl.corpus import CorpusConfig, build_corpus
+from irl.corpus import CorpusConfig, Document, build_corpus, is_prose_msgid, scrub
 from irl.text_tasks import msgid_key, normalize, split_of, summarize_candidate, summary_key
 
 ROFF = r""".\" A comment that must not show
@@ -140,6 +140,25 @@ The :func:`~shutil.copy` function copies ``src`` to *dst*; see `the docs <https:
     )
 
 
+def test_scrub_drops_lines_holding_heldout_strings():
+    text = "Title\n\nThe first held out\nsentence spans lines.\n\nKept line here.\nunload a kernel module\nshort"
+    docs = [Document("k", "man:p", "p", text)]
+    heldout = {"The first held out sentence spans lines.", "load a kernel module", "short"}
+    assert scrub(docs, heldout, min_chars=20) == 3
+    # the spanning string drops both its lines; a string inside a word
+    # ("un|load") is not at a token boundary and stays; a short string goes only as a whole line
+    assert docs[0].text == "Title\n\n\nKept line here.\nunload a kernel module"
+    docs = [Document("k", "man:p", "p", "Intro.\n\nSynchronize cached writes\n\nIf one or more files.")]
+    assert scrub(docs, {"Synchronize cached writes If one or more files."}, min_chars=20) == 2
+    assert docs[0].text == "Intro.\n\n"  # a string across a blank line is found too
+
+
+def test_prose_msgids():
+    assert is_prose_msgid("Cannot open the file now", 3)
+    for msgid in ("%B: cannot link", "Value {name} is bad", "Use it", "--help display", "12 34 56 78"):
+        assert not is_prose_msgid(msgid, 3), msgid
+
+
 def _page(name, summary, description):
     return f'.TH {name.upper()} 1\n.SH NAME\n{name} \\- {summary}\n.SH DESCRIPTION\n{description}\n'
 
@@ -177,7 +196,7 @@ def make_fixture(root):
              [(m, f"Die Operation {i} schlug fehl.") for i, (m, _) in enumerate(msgs)] + [(german_only, "Nur hier.")])
     wn = root / "fake-wordnet" / "usr/share/wordnet"
     wn.mkdir(parents=True)
-    wn.joinpath("data.noun").write_text(
+    wn.joinpath("data.verb").write_text(
         "  1 This software and database is being provided to you, the LICENSEE\n"
         + "".join(f"{100 + k:08d} 03 n 02 word_{k} 0 synonym{k}(a) 0 000 | a made-up meaning number {k}; \"an example\"\n" for k in range(5))
     )
