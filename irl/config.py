@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 import yaml
 
-PRESETS = ("tiny", "small")  # models built from a config (irl/model.py); anything else is a name or a path
+# models built from a config (irl/model.py; the t5-* ones are encoder-decoder); anything else is a name or a path
+PRESETS = ("tiny", "small", "t5-tiny", "t5-small")
+MODEL_KINDS = ("causal", "seq2seq")  # irl/model.py model_kind
 OBJECTIVES = ("mle", "iqlearn", "gail")
 OVERLONG = ("truncate", "drop")
 # gsm_symbolic generators of the built-in task (irl/math_task.py says why these).
@@ -84,6 +86,11 @@ class TrainConfig:
     tokenizer: typing.Optional[str] = _f(None, "Tokenizer name or path (default: the model's, or trained).")
     vocab_size: int = _f(1024, "Presets: size of the BPE tokenizer trained on the training split.")
     trust_remote_code: bool = _f(False, "Allow model code from the hub (off: only transformers' own code runs).")
+    model_kind: typing.Optional[str] = _f(
+        None,
+        f"Derived, not to be set: one of {MODEL_KINDS}, read from the model's config (is_encoder_decoder) when the "
+        "model is loaded and recorded in config.yaml and every checkpoint's train_config.yaml.",
+    )
     # optimisation
     max_steps: int = _f(500, "Optimizer steps.")
     batch_size: int = _f(32, "Examples per device per step (before gradient accumulation).")
@@ -144,6 +151,7 @@ class TrainConfig:
         check(self.num_samples >= 1, "num_samples", "must be >= 1")
         check(self.objective != "gail" or self.num_samples >= 2, "num_samples", "gail's per-prompt baseline needs >= 2")
         check(self.disc_lr is None or self.disc_lr > 0, "disc_lr", "must be > 0")
+        check(self.model_kind in (None, *MODEL_KINDS), "model_kind", f"one of {MODEL_KINDS}, derived from the model")
 
     @property
     def samples_policy(self) -> bool:

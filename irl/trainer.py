@@ -9,6 +9,10 @@ the objective's extra arguments, `policy_kwargs`: GAIL's discriminator step and 
 then runs Trainer's own step, whose `compute_loss` reads expert and sampled rows in one forward pass.
 Sampling is timed apart from the update (time/sample_s, time/update_s) and a few sampled completions of each
 logging step go to `<output_dir>/samples.jsonl`.
+
+Encoder-decoder models (cfg.model_kind "seq2seq", e.g. T5) run the same loop and objectives: a batch holds the
+prompt as the encoder's input and [decoder start] + completion as the decoder's (irl/data.py `episode_features`),
+and the per-token terms are read off the decoder's logits, materialised (B, T, V) (objectives.token_terms).
 """
 
 import functools
@@ -22,7 +26,8 @@ from transformers import Trainer
 from irl import objectives, runs
 from irl.config import save_config
 from irl.io import append_jsonl
-from irl.generation import cat_rows, pad_to, sample_completions
+from irl.data import action_ids, batch_keys, model_inputs
+from irl.generation import cat_rows, pad_together, sample_completions
 
 SAMPLES_LOGGED = 2  # sampled completions written to samples.jsonl per logging step
 
@@ -55,6 +60,7 @@ class IRLTrainer(Trainer):
         self.cfg = cfg
         self.objective = objective_fn(cfg)
         self.eos_token_id = self.processing_class.eos_token_id
+        self.seq2seq = cfg.model_kind == "seq2seq"  # the batch layout (irl/data.py batch_keys)
         self.metrics_path = Path(self.args.output_dir) / "metrics.jsonl"
         self.samples_path = Path(self.args.output_dir) / "samples.jsonl"
         self._stats = defaultdict(list)
@@ -67,10 +73,11 @@ class IRLTrainer(Trainer):
         self._evaluated_at = None  # (step, metrics) of the last validation pass
 
     def terms(self, model, inputs) -> objectives.TokenTerms:
-        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits  # (B, T, V)
+        logits = model(**model_inputs(inputs, self.seq2seq)).logits  # (B, T, V); T: the decoder's for seq2seq
         return objectives.token_terms(
-            logits, inputs["input_ids"], inputs["completion_mask"], self.eos_token_id, self.cfg.stop_grad_next
-        )
+            logits, action_ids(inputs, self.seq2seq), inputs["completion_mask"], self.eos_token_id,
+            self.cfg.stop_grad_next,
+        )  # fmt: skip
 
     def sample(self, model, inputs) -> dict:
         """`num_samples` completions per prompt of the batch from the current policy, in training layout."""
@@ -102,9 +109,8 @@ class IRLTrainer(Trainer):
                 "sample/length": policy["completion_mask"].sum(1).float().mean(),
                 "sample/truncated": truncated.float().mean(),  # each cut completion's last token leaves the TD terms
             })
-            width = max(inputs["input_ids"].shape[1], policy["input_ids"].shape[1])
             pad_id = self.processing_class.pad_token_id
-            expert, policy = pad_to(inputs, width, pad_id), pad_to(policy, width, pad_id)
+            expert, policy = pad_together(inputs, policy, pad_id, batch_keys(self.seq2seq))
             self._samples = {k: v[:SAMPLES_LOGGED].cpu() for k, v in policy.items()}
             inputs = {**expert, "policy": policy, "policy_kwargs": self.policy_kwargs(expert, policy)}
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -116,7 +122,7 @@ class IRLTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "policy" in inputs:  # expert and sampled rows in one forward pass (one pass of a DDP-wrapped model)
             n = inputs["input_ids"].shape[0]
-            both = self.terms(model, cat_rows(inputs, inputs["policy"]))
+            both = self.terms(model, cat_rows(inputs, inputs["policy"], batch_keys(self.seq2seq)))
             terms = both.rows(slice(0, n))
             loss, stats = self.objective(terms, both.rows(slice(n, None)), **inputs["policy_kwargs"])
         else:
@@ -128,7 +134,8 @@ class IRLTrainer(Trainer):
                 f"checkpoint (lower lr, check the data, or resume with --resume)"
             )
         self.record({**objectives.token_stats(terms, self.cfg.gamma), **stats})
-        self._tokens += int(inputs["attention_mask"].sum())
+        self._tokens += int(inputs["attention_mask"].sum())  # the encoder's, for seq2seq; then the decoder's:
+        self._tokens += int(inputs["decoder_attention_mask"].sum()) if self.seq2seq else 0
         return loss
 
     def record(self, stats: dict) -> None:
@@ -162,8 +169,12 @@ class IRLTrainer(Trainer):
     def _write_samples(self) -> None:
         """Append the first sampled completions of the last step to samples.jsonl: step, prompt, completion, ended."""
         tokenizer, batch = self.processing_class, self._samples
-        for ids, attention, completion in zip(batch["input_ids"], batch["attention_mask"], batch["completion_mask"]):
-            prompt_ids, completion_ids = ids[attention.bool() & ~completion.bool()], ids[completion.bool()]
+        actions = action_ids(batch, self.seq2seq)
+        for ids, attention, completion, acted in zip(batch["input_ids"], batch["attention_mask"],
+                                                     batch["completion_mask"], actions):  # fmt: skip
+            # the prompt: the encoder's input (seq2seq), else the sequence's tokens before the completion
+            prompt_ids = ids[attention.bool()] if self.seq2seq else ids[attention.bool() & ~completion.bool()]
+            completion_ids = acted[completion.bool()]
             append_jsonl(self.samples_path, {
                 "step": self.state.global_step,
                 "prompt": tokenizer.decode(prompt_ids),
