@@ -35,6 +35,7 @@ chromium:
 
 bench: $(VENV)/.installed chromium
 	$(PY) benchmarks/objective_overhead.py
+	$(PY) benchmarks/logging_overhead.py
 	$(PY) benchmarks/sweep_throughput.py
 	$(PY) benchmarks/reward_throughput.py
 	$(PY) benchmarks/app_latency.py

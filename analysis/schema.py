@@ -54,6 +54,10 @@ DISTINCT_2 = "distinct_2"
 DIVERSITY_COLUMNS = (SELF_BLEU, DISTINCT_1, DISTINCT_2, ENTROPY)
 N = "n"
 
+# Trivial baselines of a text task (sweep/<split>/baselines.parquet): name, setting (JSON), then <m>_mean/_se, n.
+BASELINE = "baseline"  # "first_k_words", "best_constant", "copy_input"
+BASELINE_SETTING = "setting"
+
 # Seed aggregate: runs differing only in seed are grouped by these keys.
 SEED_GROUP_KEYS = (METHOD, STEP, DECODING, KIND, TEMPERATURE, BEAMS)
 N_SEEDS = "n_seeds"
@@ -105,11 +109,12 @@ HIGHER_IS_BETTER = {
 
 
 # Per-sample quality metrics of each built-in task; any other data is scored as "text".
+# The first of each is the task's main metric (the headline of tables; trivial baselines are chosen by it).
 TASK_METRICS = {
     "math": ("exact_match",),
-    "summarize": ("rouge1", "rouge2", "rougeLsum"),
-    "translate": ("bleu", "chrf"),
-    "text": ("rouge1", "rouge2", "rougeLsum"),
+    "summarize": ("rougeLsum", "rouge1", "rouge2"),
+    "translate": ("chrf", "bleu"),
+    "text": ("rougeLsum", "rouge1", "rouge2"),
 }
 # Metrics scored on another text than the sample's completion (the calculator's): never correlated with R.
 OTHER_TEXT_METRICS = ("exact_match_calc",)

@@ -52,6 +52,7 @@ from analysis import metrics as M
 from analysis import schema as S
 from analysis.calculator import CalculatorLogitsProcessor
 from analysis.pareto import pareto_by
+from analysis.stats import mean_se
 from irl import config as irl_config
 from irl import runs
 from irl.data import DataError, held_out_split, load_splits
@@ -190,6 +191,28 @@ def check_manifest(out_dir: Path, settings: Settings) -> None:
                          f"or delete that directory")
 
 
+BASELINE_TASKS = ("summarize", "translate")  # built-in text tasks with trivial baselines (analysis/baselines.py)
+
+
+def baseline_table(task: str, splits: dict, split: str, n: int) -> pd.DataFrame:
+    """The trivial baselines of a built-in text task on the first `n` prompts of `split` (the prompts a sweep
+    decodes), scored by the sweep's metric code: one row per baseline with baseline, setting (JSON), the task's
+    metrics' `<m>_mean` / `<m>_se`, and n. Their settings are chosen on train and validation."""
+    from analysis.baselines import baselines
+
+    examples = splits[split][:n]
+    references = [ex["completion"] for ex in examples]
+    metrics = S.TASK_METRICS[task]
+    rows = []
+    for b in baselines(task, splits, split):
+        scores = M.quality_scores(metrics, b.predictions[:n], references)
+        row = {S.BASELINE: b.name, S.BASELINE_SETTING: json.dumps(b.setting), S.N: n}
+        for m in metrics:
+            row[S.mean_col(m)], row[S.se_col(m)] = mean_se(scores[m])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def rebuild_aggregate(out_dir: Path) -> pd.DataFrame:
     """aggregate.parquet of a sweep directory, recomputed when the samples files there are not all in it."""
     cells = sorted(out_dir.glob(runs.cell_file("*")))
@@ -225,6 +248,7 @@ class _Job:
     todo: list[Decoding]
     batches: list[int]  # indices of batches of settings.batch_size prompts
     calculator: CalculatorLogitsProcessor | None  # built once per tokenizer when settings.calculator
+    baselines: pd.DataFrame | None  # a built-in text task's trivial baselines on the same prompts
 
 
 def _plan(state: PartialState, run_dirs, checkpoints, grid: list[Decoding], split: str, asked: dict) -> list[_Job]:
@@ -240,6 +264,8 @@ def _plan(state: PartialState, run_dirs, checkpoints, grid: list[Decoding], spli
                 f"{run_dir}: data {config['data']!r} has no split {this_split!r} (it has {sorted(splits)})"
             )
         examples = splits[this_split][: asked["limit"]]
+        task = S.task_of(config)
+        trivial = baseline_table(task, splits, this_split, len(examples)) if task in BASELINE_TASKS else None
         is_math = config["data"] == "math"
         if asked["calculator"] and not is_math:
             raise SweepError(f"{run_dir}: the calculator is for the math task, not data {config['data']!r}")
@@ -262,7 +288,8 @@ def _plan(state: PartialState, run_dirs, checkpoints, grid: list[Decoding], spli
             calculator = CalculatorLogitsProcessor(tokenizer, prompt_length=0) if settings.calculator else None
             with state.split_between_processes(list(range(n_batches))) as batches:
                 jobs.append(
-                    _Job(run_dir, config, checkpoint, tokenizer, out_dir, by_length, settings, todo, batches, calculator)
+                    _Job(run_dir, config, checkpoint, tokenizer, out_dir, by_length, settings, todo, batches, calculator,
+                         trivial)  # fmt: skip
                 )
     return jobs
 
@@ -357,6 +384,8 @@ def sweep(
                 write_parquet(cell_path(job.out_dir, decoding), _cell_table(job, decoding, parts))
         if state.is_main_process:
             rebuild_aggregate(job.out_dir)
+            if job.baselines is not None and not (job.out_dir / runs.BASELINES).is_file():
+                write_parquet(job.out_dir / runs.BASELINES, job.baselines)
     progress.close()
     state.wait_for_everyone()
     labels = {d.label for d in grid}
@@ -391,6 +420,15 @@ def format_table(aggregate_table: pd.DataFrame, quality: str | None = None) -> s
     return table.loc[order].to_string(index=False)
 
 
+def format_baselines(baselines: pd.DataFrame) -> str:
+    """A text task's trivial baselines (`baseline_table`), quality as "mean ± SE", one line each."""
+    table = pd.DataFrame({S.BASELINE: baselines[S.BASELINE], S.BASELINE_SETTING: baselines[S.BASELINE_SETTING]})
+    for m in [m for m in S.HIGHER_IS_BETTER if S.mean_col(m) in baselines]:
+        table[m] = [f"{mean:.3f} ± {se:.3f}" for mean, se in zip(baselines[S.mean_col(m)], baselines[S.se_col(m)])]
+    table[S.N] = baselines[S.N]
+    return table.to_string(index=False)
+
+
 def _process_state() -> PartialState:
     """This process's place among those `accelerate launch` started; without CUDA they are CPU processes, which
     PartialState only joins into one group when told (otherwise each would run the whole sweep alone)."""
@@ -410,3 +448,7 @@ def main(argv=None) -> None:
     if state.is_main_process:
         print(f"{len(table)} cells, decoded by {state.num_processes} process(es)")
         print(format_table(table))
+        checkpoints = {Path(run) / f"{runs.CHECKPOINT_PREFIX}{step}" for run, step in zip(table[S.RUN], table[S.STEP])}
+        for path in sorted(p for c in checkpoints for p in (c / runs.SWEEP).glob(f"{args.split or '*'}/{runs.BASELINES}")):
+            print(f"\nTrivial baselines on the same prompts ({path.parent}):")
+            print(format_baselines(pd.read_parquet(path)))

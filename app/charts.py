@@ -15,7 +15,7 @@ from analysis import schema as S
 from app.safety import escape
 
 SYMBOLS = {"greedy": "circle", "sample": "diamond", "beam": "square"}
-TOKEN_QUANTITIES = {S.REWARD: "reward", S.LOGP: "log π", S.V: "V", S.Q: "Q"}
+TOKEN_QUANTITIES = {S.REWARD: "reward", S.LOGP: "log π", S.V: "V", S.Q: "Q", S.TOKEN_ENTROPY: "entropy"}
 RUNNING_R = "running_R"  # cumulative sum of reward along the completion
 
 
@@ -25,10 +25,12 @@ def method_colors(methods) -> dict[str, str]:
     return {m: palette[i % len(palette)] for i, m in enumerate(sorted(set(methods)))}
 
 
-def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
+def _layout(fig: go.Figure, title: str, x: str, y: str, subtitle: str = "") -> go.Figure:
+    """Title (and a subtitle, e.g. how rewards were read: tables.reward_rule), axis titles, tight margins."""
     fig.update_layout(
-        title=title, xaxis_title=x, yaxis_title=y, margin=dict(l=10, r=10, t=40, b=10), legend_title_text=""
-    )
+        title=dict(text=title, subtitle=dict(text=subtitle)), xaxis_title=x, yaxis_title=y, legend_title_text="",
+        margin=dict(l=10, r=10, t=70 if subtitle else 40, b=10),
+    )  # fmt: skip
     return fig
 
 
@@ -93,10 +95,14 @@ def pareto_figure(points: pd.DataFrame, quality: str, diversity: str) -> go.Figu
     return _layout(fig, f"{quality} vs {diversity}", x_title, quality)
 
 
-def temperature_figure(points: pd.DataFrame, quality: str) -> go.Figure:
+def temperature_figure(points: pd.DataFrame, quality: str, baselines: pd.DataFrame | None = None) -> go.Figure:
     """Quality against sampling temperature: a line per (method, step) through greedy (temperature 0) and the
-    sampling settings, with error bars over seeds; beam-search settings as separate square markers at 0."""
+    sampling settings, with error bars over seeds; beam-search settings as separate square markers at 0; a text
+    task's trivial baselines (`baselines`, the sweep's baselines.parquet rows) as dashed horizontal lines."""
     fig = go.Figure()
+    for row in (baselines if baselines is not None and quality in baselines else pd.DataFrame()).itertuples():
+        fig.add_hline(y=getattr(row, quality), line=dict(color="grey", dash="dash", width=1),
+                      annotation_text=escape(f"baseline: {getattr(row, S.BASELINE)}"))  # fmt: skip
     colors = method_colors(points[S.METHOD])
     several_steps = points[S.STEP].nunique() > 1
     err = S.seed_se_col(quality)
@@ -128,25 +134,32 @@ def with_running_reward(tokens: pd.DataFrame) -> pd.DataFrame:
     return tokens.assign(**{RUNNING_R: tokens[S.REWARD].fillna(0.0).cumsum()})
 
 
-def tokens_html(tokens: pd.DataFrame, quantity: str) -> str:
+def tokens_html(tokens: pd.DataFrame, quantity: str, error_position=None) -> str:
     """The completion as HTML spans, one per token, background coloured by `quantity` on a diverging scale
     centred at zero (blue above, red below, opacity |value| / max |value|, none for NaN), title (hover)
-    listing q, v, v_next, logp, reward and the running sum. Token text is escaped; a newline shows as ↵."""
+    listing q, v, v_next, logp, reward, entropy (where scored) and the running sum. The token at
+    `error_position` (the known first wrong token of a corrupted completion; None: unknown) is outlined and
+    has the class "known-error". Token text is escaped; a newline shows as ↵."""
     tokens = with_running_reward(tokens)
     values = np.nan_to_num(tokens[quantity].to_numpy(float), nan=0.0)
     scale = np.abs(values).max() if len(values) and np.abs(values).max() > 0 else 1.0
     spans = []
-    for row, value in zip(tokens.itertuples(index=False), values):
+    for row, value in zip(tokens.to_dict("records"), values):
         rgb = "33,102,172" if value >= 0 else "178,24,43"
+        error = error_position is not None and row[S.POSITION] == error_position
         title = (
-            f"{getattr(row, S.TOKEN)!r}  position {getattr(row, S.POSITION)}\n"
-            f"q={row.q:.3f}  v={row.v:.3f}  v_next={row.v_next:.3f}\n"
-            f"logp={row.logp:.3f}  reward={row.reward:.3f}  running R={getattr(row, RUNNING_R):.3f}"
+            ("known first wrong token\n" if error else "")
+            + f"{row[S.TOKEN]!r}  position {row[S.POSITION]}\n"
+            + f"q={row[S.Q]:.3f}  v={row[S.V]:.3f}  v_next={row[S.V_NEXT]:.3f}\n"
+            + f"logp={row[S.LOGP]:.3f}  reward={row[S.REWARD]:.3f}  running R={row[RUNNING_R]:.3f}"
+            + (f"\nentropy={row[S.TOKEN_ENTROPY]:.3f}" if S.TOKEN_ENTROPY in row else "")
         )
-        text = getattr(row, S.TOKEN).replace("\n", "↵\n")
+        text = row[S.TOKEN].replace("\n", "↵\n")
+        mark = ' class="known-error"' if error else ""
+        outline = "outline:2px solid #111;" if error else ""
         spans.append(
-            f'<span title="{escape(title)}" style="background:rgba({rgb},{0.85 * abs(value) / scale:.3f});'
-            f'border-radius:3px">{escape(text)}</span>'
+            f'<span{mark} title="{escape(title)}" style="background:rgba({rgb},{0.85 * abs(value) / scale:.3f});'
+            f'{outline}border-radius:3px">{escape(text)}</span>'
         )
     return (
         '<div class="token-rewards" style="font-family:monospace;white-space:pre-wrap;line-height:1.8">'
@@ -155,25 +168,33 @@ def tokens_html(tokens: pd.DataFrame, quantity: str) -> str:
     )
 
 
-def token_figure(tokens: pd.DataFrame, quantity: str, title: str = "") -> go.Figure:
+def token_figure(tokens: pd.DataFrame, quantity: str, title: str = "", error_position=None) -> go.Figure:
     """Per-token lines along the completion: `quantity` and the running reward shown, the other terms (q, v,
-    v_next, logp, reward) one legend click away; hover names the token."""
+    v_next, logp, reward, entropy where scored) one legend click away; hover names the token; the known first
+    wrong token, if any, marked by a vertical line."""
     tokens = with_running_reward(tokens)
     fig = go.Figure()
     labels = tokens[S.TOKEN].map(lambda t: escape(repr(t)))
-    for col in (quantity, RUNNING_R, *[c for c in (S.Q, S.V, S.V_NEXT, S.LOGP, S.REWARD) if c != quantity]):
+    terms = [c for c in (S.Q, S.V, S.V_NEXT, S.LOGP, S.REWARD, S.TOKEN_ENTROPY) if c in tokens and c != quantity]
+    for col in (quantity, RUNNING_R, *terms):
         fig.add_trace(go.Scatter(
             x=tokens[S.POSITION], y=tokens[col], mode="lines+markers", name=col, customdata=labels,
             visible=True if col in (quantity, RUNNING_R) else "legendonly",
             hovertemplate="%{customdata}<br>" + col + " %{y:.3f}<extra></extra>",
         ))  # fmt: skip
+    if error_position is not None:
+        fig.add_vline(x=error_position, line_dash="dot", line_color="#111", annotation_text="known error")
     return _layout(fig, title, "token position", "value")
 
 
-def reward_quality_figure(seqs: pd.DataFrame, r: str, metric: str, rho: float) -> go.Figure:
+def reward_quality_figure(seqs: pd.DataFrame, r: str, metric: str, corr: dict, rule: str = "") -> go.Figure:
     """Sequence reward `r` against a per-sample metric. A 0/1 metric (exact match) gets a box with every point
-    per value; a continuous one a scatter. The title carries Spearman's rho and n."""
-    title = f"{r} vs {metric}: Spearman ρ = {rho:.3f} (n = {len(seqs)})"
+    per value; a continuous one a scatter. The title carries Spearman's rho, its bootstrap interval and n as
+    analysis/rewards.py wrote them (`corr`: a row of tables.summary_correlations), the subtitle `rule`."""
+    rho = "n/a (a side is constant)" if np.isnan(corr["spearman"]) else (
+        f"{corr['spearman']:.3f} [{corr['spearman_low']:.3f}, {corr['spearman_high']:.3f}]"
+    )  # fmt: skip
+    title = f"{escape(r)} vs {escape(metric)}: Spearman ρ = {rho} (n = {int(corr['n'])})"
     values = seqs[metric].dropna().unique()
     if set(values) <= {0.0, 1.0}:
         fig = go.Figure(go.Box(
@@ -183,35 +204,63 @@ def reward_quality_figure(seqs: pd.DataFrame, r: str, metric: str, rho: float) -
         fig.update_xaxes(tickvals=[0, 1])
     else:
         fig = go.Figure(go.Scatter(x=seqs[metric], y=seqs[r], mode="markers", marker=dict(size=5, opacity=0.6)))
-    return _layout(fig, title, metric, r)
+    return _layout(fig, title, metric, r, rule)
 
 
-def accuracy_figure(acc: pd.DataFrame) -> go.Figure:
-    """Pairwise accuracy per checkpoint (column "checkpoint") as bars with 95% interval error bars (lo, hi)
-    and chance (0.5) as a dashed line."""
-    fig = go.Figure(go.Bar(
-        x=acc[S.CHECKPOINT], y=acc["accuracy"], customdata=acc[["n"]],
-        error_y=dict(type="data", array=acc["hi"] - acc["accuracy"], arrayminus=acc["accuracy"] - acc["lo"]),
-        hovertemplate="%{x}<br>accuracy %{y:.3f}<br>n = %{customdata[0]}<extra></extra>",
-    ))  # fmt: skip
+# Scores of schema.SCORES: the rewards in blues, the likelihood baselines they must beat in greys.
+SCORE_COLORS = dict(zip(S.SCORES, ("#1f4e9c", "#4a86d8", "#8fb8ee", "#4d4d4d", "#8c8c8c", "#c4c4c4")))
+
+
+def accuracy_figure(acc: pd.DataFrame, rule: str = "") -> go.Figure:
+    """Pairwise accuracy per checkpoint (column "checkpoint") and score (column "score": each reward beside each
+    likelihood baseline): grouped bars with their 95% Wilson interval (low, high), ties counting half as
+    analysis/stats.py counts them; chance (0.5) as a dashed line."""
+    fig = go.Figure()
+    for score, g in acc.groupby("score", sort=False):
+        fig.add_trace(go.Bar(
+            x=g[S.CHECKPOINT], y=g["accuracy"], name=score, marker_color=SCORE_COLORS.get(score),
+            error_y=dict(type="data", array=g["high"] - g["accuracy"], arrayminus=g["accuracy"] - g["low"]),
+            customdata=g[["n", "ties"]],
+            hovertemplate=f"%{{x}}<br>{escape(score)}: accuracy %{{y:.3f}}<br>n = %{{customdata[0]:g}}, "
+            "ties %{customdata[1]:g}<extra></extra>",
+        ))  # fmt: skip
     fig.add_hline(y=0.5, line_dash="dash", line_color="grey")
     fig.update_yaxes(range=[0, 1])
-    return _layout(fig, "P(R(chosen) > R(rejected)), 95% Wilson interval", "checkpoint", "pairwise accuracy")
+    fig.update_layout(barmode="group")
+    title = "P(score(chosen) > score(rejected)), ties ½, 95% Wilson"
+    return _layout(fig, title, "checkpoint", "pairwise accuracy", rule)
 
 
-def margin_figure(pairs: pd.DataFrame) -> go.Figure:
+def score_correlations_figure(corr: pd.DataFrame, metric: str, rule: str = "") -> go.Figure:
+    """Spearman rho of every score with `metric` per checkpoint, grouped bars with their bootstrap intervals:
+    the rewards beside the likelihood baselines (rows of tables.summary_correlations for one metric)."""
+    fig = go.Figure()
+    for score, g in corr.groupby("reward", sort=False):
+        fig.add_trace(go.Bar(
+            x=g[S.CHECKPOINT], y=g["spearman"], name=score, marker_color=SCORE_COLORS.get(score),
+            error_y=dict(type="data", array=g["spearman_high"] - g["spearman"],
+                         arrayminus=g["spearman"] - g["spearman_low"]),
+            hovertemplate=f"%{{x}}<br>{escape(score)}: ρ %{{y:.3f}}<extra></extra>",
+        ))  # fmt: skip
+    fig.add_hline(y=0, line_color="grey", line_width=1)
+    fig.update_layout(barmode="group")
+    return _layout(fig, f"Spearman ρ(score, {escape(metric)}), 95% interval", "checkpoint", "Spearman ρ", rule)
+
+
+def margin_figure(pairs: pd.DataFrame, rule: str = "") -> go.Figure:
     """Overlaid histograms of the margin R(chosen) - R(rejected), one per checkpoint; 0 marked."""
     fig = go.Figure()
     for ckpt, g in pairs.groupby(S.CHECKPOINT, sort=True):
         fig.add_trace(go.Histogram(x=g[S.MARGIN], name=ckpt, opacity=0.6))
     fig.add_vline(x=0, line_dash="dash", line_color="grey")
     fig.update_layout(barmode="overlay")
-    return _layout(fig, "margin distribution", "R(chosen) - R(rejected)", "pairs")
+    return _layout(fig, "margin distribution", "R(chosen) - R(rejected)", "pairs", rule)
 
 
-def correlation_lam_figure(corr: pd.DataFrame) -> go.Figure:
-    """Spearman(R, metric) against lam (0 for MLE): every checkpoint as a marker coloured by method, and a
-    line per step through the mean over checkpoints at each lam."""
+def correlation_lam_figure(corr: pd.DataFrame, rule: str = "") -> go.Figure:
+    """Spearman(R, metric) against lam (0 for MLE): every checkpoint as a marker coloured by method with its
+    bootstrap interval (spearman_low, spearman_high, as written in summary.json), and a line per step through
+    the mean over checkpoints at each lam."""
     fig = go.Figure()
     colors = method_colors(corr[S.METHOD])
     for step, g in corr.groupby(S.STEP, sort=True):
@@ -222,8 +271,50 @@ def correlation_lam_figure(corr: pd.DataFrame) -> go.Figure:
     for method, g in corr.groupby(S.METHOD, sort=True):
         fig.add_trace(go.Scatter(
             x=g[S.LAM], y=g["spearman"], mode="markers", name=method, marker=dict(color=colors[method], size=9),
-            customdata=np.c_[g[S.RUN].map(escape), g[S.STEP]],
-            hovertemplate="%{customdata[0]} @ %{customdata[1]}<br>lam %{x}<br>ρ %{y:.3f}<extra></extra>",
+            error_y=dict(type="data", array=g["spearman_high"] - g["spearman"],
+                         arrayminus=g["spearman"] - g["spearman_low"], thickness=1),
+            customdata=np.c_[g[S.RUN].map(escape), g[S.STEP], g["n"]],
+            hovertemplate="%{customdata[0]} @ %{customdata[1]}<br>lam %{x}<br>ρ %{y:.3f}, n = %{customdata[2]}"
+            "<extra></extra>",
         ))  # fmt: skip
     fig.add_hline(y=0, line_color="grey", line_width=1)
-    return _layout(fig, "Spearman ρ(R, metric) against lam", "lam (0 = MLE)", "Spearman ρ")
+    title = "Spearman ρ(R, metric) vs lam, 95% interval"
+    return _layout(fig, title, "lam (0 = MLE)", "Spearman ρ", rule)
+
+
+def best_of_n_figure(best: pd.DataFrame, metric: str, rule: str = "") -> go.Figure:
+    """Best-of-N per checkpoint (column "checkpoint"): grouped bars of the `metric` reached by picking each
+    prompt's sample of highest score, for each reward and likelihood baseline, against a random and the best
+    sample (tables.summary_best_of_n rows)."""
+    fig = go.Figure()
+    picks = {**{s: f"highest {s}" for s in S.SCORES}, "random": "random", "oracle": "best"}
+    colors = {**SCORE_COLORS, "random": "#e45756", "oracle": "#f2b701"}
+    for pick, label in picks.items():
+        fig.add_trace(go.Bar(
+            x=best[S.CHECKPOINT], y=best[pick], name=label, marker_color=colors[pick],
+            customdata=best[["n", "prompts"]],
+            hovertemplate=f"%{{x}}<br>{escape(label)}: %{{y:.3f}}<br>N = %{{customdata[0]:g}}, "
+            "%{customdata[1]:g} prompts<extra></extra>",
+        ))  # fmt: skip
+    fig.update_layout(barmode="group")
+    return _layout(fig, f"best of N: {escape(metric)} of the sample picked", "checkpoint", escape(metric), rule)
+
+
+def localisation_figure(loc: pd.DataFrame, measure: str, rule: str = "") -> go.Figure:
+    """Error localisation per checkpoint: grouped bars of `measure` (hit@1, hit@3 or mrr) of the known first wrong
+    token when a corrupted completion's tokens are ranked by reward, log π, entropy or at random
+    (tables.summary_error_localisation rows)."""
+    fig = go.Figure()
+    colors = {S.REWARD: SCORE_COLORS[S.R], S.LOGP: SCORE_COLORS[S.LOGP_SUM], S.TOKEN_ENTROPY: "#54a24b",
+              "random": "#e45756"}  # fmt: skip
+    for ranking, g in loc.groupby("ranking", sort=False):
+        order = S.TOKEN_RANKINGS.get(ranking, "")
+        fig.add_trace(go.Bar(
+            x=g[S.CHECKPOINT], y=g[measure], name=f"{ranking} ({order})", marker_color=colors.get(ranking),
+            customdata=g[["n"]],
+            hovertemplate=f"%{{x}}<br>{escape(ranking)}: {measure} %{{y:.3f}}<br>%{{customdata[0]:g}} completions"
+            "<extra></extra>",
+        ))  # fmt: skip
+    fig.update_yaxes(range=[0, 1])
+    fig.update_layout(barmode="group")
+    return _layout(fig, f"finding the known error: {measure}", "checkpoint", measure, rule)

@@ -8,6 +8,7 @@ Imports neither torch nor transformers nor evaluate.
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -16,14 +17,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import streamlit as st
+import yaml
 
 from analysis import schema as S
 from app import tables
-from app.safety import OutsideRunsDir, inside
+from app.safety import OutsideRunsDir, inside, scandir
 from irl import runs as R
 
 DEFAULT_RUNS_DIR = "runs/demo"
-AGGREGATE_FILE = "aggregate.parquet"  # analysis/sweep.py's AGGREGATE (importing that module would pull torch)
 
 
 def runs_root(argv=None) -> Path:
@@ -39,37 +40,120 @@ def checkpoint_label(run: str, step: int) -> str:
     return f"{run}@{step}"
 
 
+TRAINER_STATE = "trainer_state.json"  # irl.runs.checkpoints: a checkpoint is complete once Trainer wrote it
+RESULT_KINDS = (R.SWEEP, R.REWARDS)
+RESULT_FILE = re.compile(rf"\.parquet$|^{re.escape(R.SUMMARY_FILE)}$")
+# config.yaml keys the runs table reads (tables.run_row)
+RUN_KEYS = ("objective", "lam", "gamma", "seed", "model", "data", "max_steps")
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
+
+
+def _entries(root: Path, relative: str, skipped: list[str], wanted=lambda name: True) -> dict[str, Path]:
+    """name -> resolved path of the entries of directory `relative` whose name `wanted` accepts and that
+    resolve inside the root; each accepted entry that does not is added to `skipped` instead. The directory
+    is listed only after it is checked (safety.scandir); nothing is listed for a file or an unreadable one."""
+    try:
+        listed = scandir(root, relative)
+    except NotADirectoryError:
+        return {}
+    except OSError as e:
+        skipped.append(f"{relative}: unreadable ({e.strerror})")
+        return {}
+    found = {}
+    for entry in listed:
+        if wanted(entry.name):
+            try:
+                found[entry.name] = inside(root, _join(relative, entry.name))
+            except OutsideRunsDir as e:
+                skipped.append(str(e))
+    return found
+
+
+def find_runs(root: Path, skipped: list[str]) -> list[str]:
+    """Paths under root of the run directories (holding config.yaml) at any depth, sorted; "." for the root
+    itself. A run's own tree is not searched for runs. A symlink is not followed: one that points outside is
+    added to `skipped`, one that stays inside leads to a directory the walk reaches anyway."""
+    found = []
+
+    def walk(relative: str) -> None:
+        try:
+            listed = scandir(root, relative)
+        except OSError as e:
+            skipped.append(f"{relative}: unreadable ({e.strerror})")
+            return
+        if any(e.name == R.CONFIG for e in listed):
+            found.append(relative or ".")
+            return
+        for entry in listed:
+            path = _join(relative, entry.name)
+            if entry.is_symlink():
+                try:
+                    inside(root, path)
+                except OutsideRunsDir as e:
+                    skipped.append(f"{e}, not followed")
+            elif entry.is_dir():
+                walk(path)
+
+    walk("")
+    return sorted(found)
+
+
+def _is_checkpoint(name: str) -> bool:
+    return name.startswith(R.CHECKPOINT_PREFIX) and name[len(R.CHECKPOINT_PREFIX) :].isdigit()
+
+
+def _read_run(root: Path, run: str, skipped: list[str]) -> tuple[dict, list[int], list[dict]] | None:
+    """(config, steps of its complete checkpoints, result rows) of one run, every path checked before it is
+    listed or read; None when its config.yaml is outside the root or is not a run's config."""
+    found = _entries(root, run, skipped, lambda name: name in (R.CONFIG, R.METRICS) or _is_checkpoint(name))
+    if R.CONFIG not in found:
+        return None
+    try:
+        with open(found[R.CONFIG]) as fh:
+            config = yaml.safe_load(fh)
+    except (OSError, yaml.YAMLError) as e:
+        skipped.append(f"{run}/{R.CONFIG}: unreadable ({type(e).__name__})")
+        return None
+    missing = [k for k in RUN_KEYS if not isinstance(config, dict) or k not in config]
+    if missing:
+        skipped.append(f"{run}/{R.CONFIG}: not a run config (no {', '.join(missing)})")
+        return None
+    steps, rows = [], []
+    for name in sorted((n for n in found if _is_checkpoint(n)), key=R.step_of):
+        ckpt = f"{run}/{name}"
+        parts = _entries(root, ckpt, skipped, lambda n: n in (TRAINER_STATE, *RESULT_KINDS))
+        if TRAINER_STATE not in parts or not parts[TRAINER_STATE].is_file():
+            continue  # incomplete: Trainer is still writing it
+        steps.append(R.step_of(name))
+        for kind in (k for k in RESULT_KINDS if k in parts):
+            for result in _entries(root, f"{ckpt}/{kind}", skipped):
+                files = _entries(root, f"{ckpt}/{kind}/{result}", skipped, RESULT_FILE.search)
+                if files:
+                    rows.append({S.RUN: run, S.STEP: R.step_of(name), "kind": kind, "name": result,
+                                 "files": frozenset(files)})  # fmt: skip
+    return config, steps, rows
+
+
 @st.cache_data(ttl=10, show_spinner=False)
 def index(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """(runs, results, refused): the runs table (tables.RUN_COLUMNS, run = path under root); one row per
-    result directory (run, step, kind "sweep"|"rewards", name = split or data name, files = parquet file
-    names); and the messages of paths refused for resolving outside the root (they are left out).
+    """(runs, results, skipped): the runs table (tables.RUN_COLUMNS, run = path under root); one row per
+    result directory (run, step, kind "sweep"|"rewards", name = split or data name, files = names of its
+    parquet files and summary.json); and one message per entry left out, naming it by its path under the
+    root: a symlink resolving outside the root (run, checkpoint, metrics.jsonl, result directory or file,
+    ...), an unreadable directory or config. Every path is resolved and checked before it is listed or read.
     Refreshed every 10 s so new runs and results appear."""
-    configs, steps, result_rows, refused = {}, {}, [], []
-    for found in R.find_runs(root):
-        run = found.relative_to(root).as_posix()
-        try:
-            inside(root, f"{run}/{R.CONFIG}")
-            configs[run] = R.read_config(inside(root, run))
-        except OutsideRunsDir as e:
-            refused.append(str(e))
-            continue
-        ckpts = R.checkpoints(inside(root, run))
-        steps[run] = [R.step_of(c) for c in ckpts]
-        for ckpt, kind in ((c, k) for c in ckpts for k in ("sweep", "rewards")):
-            for d in sorted((ckpt / kind).glob("*")):
-                try:
-                    d = inside(root, d.relative_to(root))
-                except OutsideRunsDir as e:
-                    refused.append(str(e))
-                    continue
-                if d.is_dir():
-                    files = frozenset(p.name for p in d.glob("*.parquet"))
-                    row = {S.RUN: run, S.STEP: R.step_of(ckpt), "kind": kind, "name": d.name, "files": files}
-                    result_rows.append(row)
+    configs, steps, result_rows, skipped = {}, {}, [], []
+    for run in find_runs(root, skipped):
+        read = _read_run(root, run, skipped)
+        if read is not None:
+            configs[run], steps[run], rows = read
+            result_rows += rows
     runs = tables.runs_table(configs, steps)
     results = pd.DataFrame(result_rows, columns=[S.RUN, S.STEP, "kind", "name", "files"])
-    return runs, results, refused
+    return runs, results, skipped
 
 
 def clear() -> None:
@@ -149,8 +233,28 @@ def _metrics(path: str, mtime: float) -> pd.DataFrame:
 def metrics(root: Path, run: str) -> pd.DataFrame:
     """metrics.jsonl of a run, wide: one row per logged line, NaN where a line lacks a key (no rows before
     the run has logged anything)."""
-    path = inside(root, f"{run}/{R.METRICS}")
+    try:
+        path = inside(root, f"{run}/{R.METRICS}")
+    except OutsideRunsDir:  # index() lists it among the skipped entries; the run has no curves
+        return pd.DataFrame(columns=[S.STEP])
     return _metrics(str(path), path.stat().st_mtime) if path.is_file() else pd.DataFrame(columns=[S.STEP])
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _summary(path: str, mtime: float) -> dict:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def summaries(root: Path, results: pd.DataFrame, name: str) -> dict[tuple[str, int], dict]:
+    """(run, step) -> summary.json of every checkpoint's rewards/<name>/ that has one: the figures
+    analysis/rewards.py computed (gamma, counts, correlations, best_of_n, preferences), shown as written."""
+    has = results[(results["kind"] == R.REWARDS) & (results["name"] == name)]
+    has = has[has["files"].map(lambda f: R.SUMMARY_FILE in f)]
+    return {
+        (r.run, r.step): _summary(*_stamp(root, result_path(r.run, r.step, R.REWARDS, name, R.SUMMARY_FILE)))
+        for r in has.itertuples()
+    }
 
 
 def gather(root: Path, results: pd.DataFrame, kind: str, name: str, file: str, runs: pd.DataFrame) -> pd.DataFrame:
@@ -160,33 +264,42 @@ def gather(root: Path, results: pd.DataFrame, kind: str, name: str, file: str, r
     if has.empty:
         return pd.DataFrame()
     paths = [result_path(r.run, r.step, kind, name, file) for r in has.itertuples()]
-    table = read_many(root, paths, keys=[{S.RUN: r.run, S.STEP: r.step} for r in has.itertuples()])
+    return with_runs(read_many(root, paths, keys=[{S.RUN: r.run, S.STEP: r.step} for r in has.itertuples()]), runs)
+
+
+def with_runs(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """`table` (with run and step columns) with the method, lam (0 for MLE), objective and checkpoint label
+    of each row's run."""
     meta = runs.assign(**{S.LAM: tables.effective_lam(runs)})[[S.RUN, S.METHOD, S.LAM, "objective"]]
-    table = table.drop(columns=[S.METHOD, S.LAM, "objective"], errors="ignore")
-    table = table.merge(meta, on=S.RUN, how="left")
+    table = table.drop(columns=[S.METHOD, S.LAM, "objective"], errors="ignore").merge(meta, on=S.RUN, how="left")
     table[S.CHECKPOINT] = [checkpoint_label(r, s) for r, s in zip(table[S.RUN], table[S.STEP])]
     return table
 
 
 def tokens(root: Path, run: str, step: int, data: str, example_id: int) -> pd.DataFrame:
     """Token rows of one example of a checkpoint's reward table, read with a pyarrow filter."""
-    return _example_tokens(*_stamp(root, result_path(run, step, "rewards", data, S.TOKENS_FILE)), int(example_id))
+    return _example_tokens(*_stamp(root, result_path(run, step, R.REWARDS, data, R.TOKENS_FILE)), int(example_id))
+
+
+def token_columns(root: Path, run: str, step: int, data: str) -> list[str]:
+    """The columns of a checkpoint's token table (from the parquet footer: no rows are read)."""
+    return pq.read_schema(_stamp(root, result_path(run, step, R.REWARDS, data, R.TOKENS_FILE))[0]).names
 
 
 def token_rewards(root: Path, run: str, step: int, data: str) -> pd.DataFrame:
     """A checkpoint's token table with only what reward comparisons need."""
-    path = result_path(run, step, "rewards", data, S.TOKENS_FILE)
+    path = result_path(run, step, R.REWARDS, data, R.TOKENS_FILE)
     return read_parquet(root, path, columns=[S.EXAMPLE_ID, S.POSITION, S.TOKEN_ID, S.TOKEN, S.REWARD])
 
 
 def sample_files(results: pd.DataFrame, split: str) -> list[tuple[str, int, str]]:
     """(run, step, path under root) of every samples-<decoding>.parquet of a split."""
-    rows = results[(results["kind"] == "sweep") & (results["name"] == split)]
+    rows = results[(results["kind"] == R.SWEEP) & (results["name"] == split)]
     return [
-        (r.run, r.step, result_path(r.run, r.step, "sweep", split, f))
+        (r.run, r.step, result_path(r.run, r.step, R.SWEEP, split, f))
         for r in rows.itertuples()
         for f in sorted(r.files)
-        if f.startswith("samples-")
+        if f.startswith(R.SAMPLES_PREFIX)
     ]
 
 

@@ -3,7 +3,8 @@
     streamlit run app/main.py -- --runs-dir runs/demo      # or: make app
 
 This file only routes: it names the pages (app/views/), and shows what to run while the runs directory is
-empty. The app reads nothing outside --runs-dir (app/safety.py). The pages are not in a folder named pages/:
+empty, and the entries of the runs directory it skipped. The app reads nothing outside --runs-dir
+(app/safety.py). The pages are not in a folder named pages/:
 Streamlit would serve a first request for a page's URL from such a folder directly, bypassing this file.
 """
 
@@ -14,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run` 
 
 import streamlit as st  # noqa: E402
 
-from app import data  # noqa: E402
+from app import data, widgets  # noqa: E402
 
 EMPTY = """No runs in `{root}` yet. Fill it with the demo, or train and analyse your own:
 
@@ -37,14 +38,15 @@ PAGES = [
 ]
 page = st.navigation(PAGES)
 root = data.runs_root()
-runs, _, refused = data.index(root)
+runs, _, skipped = data.index(root)
 with st.sidebar:
     st.caption(f"Runs directory: `{root}`")
     if st.button("Reload", icon=":material/refresh:"):
         data.clear()
         st.rerun()
-for message in refused:
-    st.warning(f"Skipped: {message}")
+if skipped:  # named by their paths under the root, shown verbatim (a file name is not markup)
+    st.warning(f"Skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} of the runs directory, not read:")
+    widgets.text_block("\n".join(skipped))
 if runs.empty:
     st.info(EMPTY.format(root=root))
 else:

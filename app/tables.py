@@ -1,5 +1,9 @@
-"""Pure pandas transforms behind the pages: run rows, training-curve bands over seeds, Pareto points,
-correlations, pairwise accuracy and token reward differences. No streamlit, no I/O.
+"""Pure pandas transforms behind the pages: run rows, training-curve bands over seeds, Pareto points, the
+figures of summary.json as tables, and token reward differences. No streamlit, no I/O.
+
+The app computes no statistic of its own: correlations, pairwise accuracy, intervals and best-of-N are read
+from summary.json (analysis/rewards.py, computed by analysis/agreement.py), sweep means and standard errors
+from aggregate.parquet (analysis/sweep.py), means over seeds and their standard errors by analysis/pareto.py.
 """
 
 import posixpath
@@ -120,37 +124,95 @@ def pareto_points(agg: pd.DataFrame, quality: str, diversity: str) -> pd.DataFra
     return pareto.pareto_by(points, quality, S.METHOD, diversity, lower_diversity_is_better=diversity == S.SELF_BLEU)
 
 
-def spearman(x: pd.Series, y: pd.Series) -> float:
-    """Spearman's rank correlation (average ranks for ties), NaN if either side is constant."""
-    return float(pd.Series(np.asarray(x, float)).rank().corr(pd.Series(np.asarray(y, float)).rank()))
+# Columns of the figures analysis/rewards.py writes to summary.json (analysis/agreement.py computes them with
+# analysis/stats.py). "reward" names the score: a reward (R, R_mean, R_centered) or a likelihood baseline
+# (logp_sum, logp_mean, length), schema.SCORES.
+CORRELATION_COLUMNS = ("reward", "metric", "n", "spearman", "spearman_low", "spearman_high", "kendall",
+                       "kendall_low", "kendall_high")  # fmt: skip
+PREFERENCE_COLUMNS = ("score", "accuracy", "low", "high", "n", "wins", "ties", "losses", "auc")
+BEST_OF_N_COLUMNS = ("decoding", "metric", "prompts", "n", *S.SCORES, "random", "oracle", "gain")
+LOCALISATION_COLUMNS = ("ranking", "n", "hit@1", "hit@3", "mrr")
+_TEXT = {S.RUN, "reward", "score", "metric", "decoding", "ranking", S.PAIR_SOURCE}
 
 
-def correlations(seqs: pd.DataFrame, metric: str, r: str = S.R) -> pd.DataFrame:
-    """Per checkpoint (run, step): Spearman between sequence reward `r` and the per-sample `metric`, and n."""
+def _frame(rows: list[dict], columns) -> pd.DataFrame:
+    """Rows read from JSON as a frame keyed by run and step, null as NaN in the numeric columns."""
+    table = pd.DataFrame(rows, columns=[S.RUN, S.STEP, *columns])
+    return table.astype({c: float for c in table.columns if c not in _TEXT | {S.STEP}})
+
+
+def summary_correlations(summaries: dict) -> pd.DataFrame:
+    """The rank correlations of a reward data set as analysis/rewards.py wrote them, one row per (checkpoint,
+    score, metric): run, step and CORRELATION_COLUMNS. `summaries`: (run, step) -> summary.json. The metrics are
+    the analysis' choice (schema.quality_columns(same_text=True): exact_match_calc scores another text)."""
     rows = [
-        {S.RUN: run, S.STEP: step, "spearman": spearman(g[r], g[metric]), "n": len(g)}
-        for (run, step), g in seqs.dropna(subset=[metric]).groupby([S.RUN, S.STEP], sort=True)
+        {S.RUN: run, S.STEP: step, **row} for (run, step), s in summaries.items() for row in s.get("correlations", [])
     ]
-    return pd.DataFrame(rows, columns=[S.RUN, S.STEP, "spearman", "n"])
+    return _frame(rows, CORRELATION_COLUMNS)
 
 
-def wilson_interval(k, n, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of a binomial proportion k/n (95% for z=1.96): (lower, upper)."""
-    k, n = np.asarray(k, float), np.asarray(n, float)
-    p = k / n
-    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
-    half = z / (1 + z**2 / n) * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
-    return centre - half, centre + half
+def _preference_rows(run, step, by_score: dict, **keys) -> list[dict]:
+    return [
+        {S.RUN: run, S.STEP: step, **keys, "score": score, **{k: v for k, v in found.items() if k != "margin"}}
+        for score, found in by_score.items()
+    ]
 
 
-def pairwise_accuracy(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Per checkpoint (run, step): the fraction of pairs with R(chosen) > R(rejected), its 95% Wilson
-    interval (lo, hi) and the number of pairs n."""
-    g = (pairs[S.MARGIN] > 0).groupby([pairs[S.RUN], pairs[S.STEP]], sort=True)
-    out = g.agg(wins="sum", n="count").reset_index()
-    out["accuracy"] = out["wins"] / out["n"]
-    out["lo"], out["hi"] = wilson_interval(out["wins"], out["n"])
-    return out.drop(columns="wins")
+def summary_preferences(summaries: dict) -> pd.DataFrame:
+    """Pairwise accuracy as analysis/rewards.py wrote it, one row per (checkpoint, score): each reward and each
+    likelihood baseline, ties counting half a win, the 95% Wilson interval low-high, and ROC AUC."""
+    rows = [
+        r
+        for (run, step), s in summaries.items()
+        if "preferences" in s
+        for r in _preference_rows(run, step, s["preferences"])
+    ]
+    return _frame(rows, PREFERENCE_COLUMNS)
+
+
+def summary_preferences_by_source(summaries: dict) -> pd.DataFrame:
+    """The same per pair source (built-in math preferences: carried, operation, dropped, sample)."""
+    rows = [
+        r
+        for (run, step), s in summaries.items()
+        for source, by_score in s.get("preferences_by_source", {}).items()
+        for r in _preference_rows(run, step, by_score, **{S.PAIR_SOURCE: source})
+    ]
+    return _frame(rows, (S.PAIR_SOURCE, *PREFERENCE_COLUMNS))
+
+
+def summary_best_of_n(summaries: dict) -> pd.DataFrame:
+    """Best-of-N as analysis/rewards.py wrote it: per checkpoint, decoding cell and metric, the quality reached
+    by the sample of highest score, for every score, against a random and the best sample (BEST_OF_N_COLUMNS)."""
+    rows = [
+        {S.RUN: run, S.STEP: step, "decoding": key.split("/", 1)[0], "metric": key.split("/", 1)[1], **found}
+        for (run, step), s in summaries.items()
+        for key, found in s.get("best_of_n", {}).items()
+    ]
+    return _frame(rows, BEST_OF_N_COLUMNS)
+
+
+def summary_error_localisation(summaries: dict) -> pd.DataFrame:
+    """Error localisation as analysis/rewards.py wrote it: per checkpoint and token ranking (reward, log pi,
+    entropy, random; schema.TOKEN_RANKINGS), Hit@1, Hit@3 and the mean reciprocal rank of the known first wrong
+    token of the corrupted completions, over n of them."""
+    rows = [
+        {S.RUN: run, S.STEP: step, "ranking": ranking, "n": s["error_localisation"]["n"], **found}
+        for (run, step), s in summaries.items()
+        if "error_localisation" in s
+        for ranking, found in s["error_localisation"].items()
+        if ranking != "n"
+    ]
+    return _frame(rows, LOCALISATION_COLUMNS)
+
+
+def reward_rule(summaries: dict) -> str:
+    """How the rewards of these summaries were read off the logits, for table headers and chart titles: the
+    discount(s) gamma and the terminal rule, as summary.json states them."""
+    gammas = sorted({s["gamma"] for s in summaries.values()})
+    gamma = " or ".join(f"{g:g}" for g in gammas) + (" (per checkpoint)" if len(gammas) > 1 else "")
+    terminal = "; ".join(sorted({s["terminal"] for s in summaries.values()}))
+    return f"r_t = Q − γV(s_t+1), γ = {gamma}; {terminal}"
 
 
 def reward_differences(a: pd.DataFrame, b: pd.DataFrame, top: int = 20) -> pd.DataFrame:

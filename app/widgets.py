@@ -30,3 +30,13 @@ def chart(fig: go.Figure, table: pd.DataFrame, name: str) -> None:
 def text_block(text: str) -> None:
     """Model or data text shown verbatim (no Markdown, no HTML), wrapped."""
     st.code(text, language=None, wrap_lines=True)
+
+
+def table(frame: pd.DataFrame, name: str) -> None:
+    """A table and a button downloading it as `name`.csv."""
+    name = re.sub(r"[^\w.=-]+", "_", name)
+    st.dataframe(frame, hide_index=True, key=f"table-{name}")
+    st.download_button(
+        "Download CSV", data=lambda: frame.to_csv(index=False), file_name=f"{name}.csv", mime="text/csv",
+        key=f"csv-{name}", icon=":material/download:",
+    )  # fmt: skip

@@ -1,10 +1,12 @@
-"""Latency of the app in a real browser, on a synthetic runs directory of realistic shape.
+"""Latency of the app in a real browser, on a runs directory of realistic shape.
 
     .venv/bin/python benchmarks/app_latency.py            # needs /usr/bin/chromium (apt-get install -y chromium)
 
-Builds 2 methods x 2 seeds x 5 checkpoints (20 checkpoints) with ~1.2M token rows, ~100k samples (150 prompts,
-greedy + 4 temperatures + 3 beam widths, K=5) and 150 preference pairs per checkpoint (tests/app_fixtures.py);
-serves the app (`streamlit run`), and measures in chromium:
+Builds 2 methods x 2 seeds x 5 checkpoints (20 checkpoints) with ~100k samples (150 math prompts, greedy + 4
+temperatures + 3 beam widths, K=5), their aggregates, and per checkpoint the rewards of the 750 samples at t=1
+and of ~400 corruption preference pairs (tests/app_fixtures.py: drawn samples and curves, every table and
+summary.json by the real writers; a few minutes to build); serves the app (`streamlit run`), and measures in
+chromium:
 
 - app start: a new browser loads the app from a new server (Streamlit's frontend, the server's first script
   run with its imports, Plotly's first load) until the Runs page is drawn.
@@ -57,7 +59,7 @@ def interactions(page) -> dict:
         "recolour tokens": ("token_rewards", [segment("V"), segment("reward")]),
         "switch diversity axis": ("quality_diversity", [pick("Diversity", d) for d in ("distinct_2", "self_bleu")]),
         "switch checkpoint": ("rewards_quality", [pick("Checkpoint", c) for c in ("mle/seed0@100", "mle/seed1@500")]),
-        "switch prompt": ("samples", [pick("Prompt", "p1:"), pick("Prompt", "p0:")]),
+        "switch prompt": ("samples", [pick("Prompt", "math-validation-1:"), pick("Prompt", "math-validation-0:")]),
     }  # fmt: skip
 
 
@@ -66,7 +68,7 @@ def main():
         tmp = Path(tmp)
         root = build_runs(
             tmp / "runs", seeds=(0, 1), steps=(100, 200, 300, 400, 500), n_prompts=150, k=5,
-            temperatures=(0.25, 0.5, 0.75, 1.0), beams=(2, 4, 8), solution_lines=(2, 7),
+            temperatures=(0.25, 0.5, 0.75, 1.0), beams=(2, 4, 8),
         )  # fmt: skip
         print("runs directory:", shape(root), flush=True)
         first, interaction = {}, {}

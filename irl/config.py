@@ -1,16 +1,28 @@
-"""The training configuration: one typed dataclass, read from YAML and overridden from the command line.
+"""The training configuration: a `transformers.TrainingArguments` subclass (as TRL's configs are), read from YAML
+and overridden from the command line by transformers' `HfArgumentParser`.
 
-Precedence: dataclass defaults < YAML file < `--field value` flags. Every field carries a help text (shown by
-`python -m irl train --help`); `__post_init__` validates once, so a bad value fails before any work.
+    python -m irl train --config configs/demo_iqlearn.yaml --lam 0.3 --gradient_checkpointing true
+    python -m irl train --help          # the project's fields first, then every Trainer option, with help texts
+
+Precedence: field defaults < YAML file < `--field value` flags. Every Trainer option (gradient_checkpointing,
+optim, report_to, torch_compile, deepspeed, fsdp, push_to_hub, ...) is a field, under Trainer's name; the
+project's own fields (objective, lam, gamma, data, model, LoRA, ...) come first. `__post_init__` validates
+once, before any work, and every error names the field; an old field name (batch_size, grad_accum, lr,
+lr_scheduler) fails naming the new one. Importing this module imports torch (transformers' training_args
+does), so `--help` costs the torch import.
 """
 
 import argparse
 import dataclasses
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
+from enum import Enum
 
 import yaml
+from transformers import HfArgumentParser, TrainingArguments
+from transformers.trainer_utils import IntervalStrategy, SchedulerType
 
 # models built from a config (irl/model.py; the t5-* ones are encoder-decoder); anything else is a name or a path
 PRESETS = ("tiny", "small", "t5-tiny", "t5-small")
@@ -19,6 +31,19 @@ OBJECTIVES = ("mle", "iqlearn", "gail")
 OVERLONG = ("truncate", "drop")
 # gsm_symbolic generators of the built-in task (irl/math_task.py says why these).
 MATH_TEMPLATES = (10, 16, 31, 43, 72)
+# Fields renamed to Trainer's name for the same thing: the old name fails naming the new one.
+RENAMED = {
+    "batch_size": "per_device_train_batch_size",
+    "grad_accum": "gradient_accumulation_steps",
+    "lr": "learning_rate",
+    "lr_scheduler": "lr_scheduler_type",
+}
+# Fields a resumed run may change: where and how results are reported or data is moved, never the weights.
+RESUME_MAY_CHANGE = (
+    "resume", "report_to", "run_name", "disable_tqdm", "logging_first_step", "dataloader_num_workers",
+    "dataloader_pin_memory", "push_to_hub", "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo",
+    "hub_always_push", "hub_revision",
+)  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -32,10 +57,10 @@ def _f(default, help, **kw):
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(TrainingArguments):
     # run
     output_dir: str = _f("runs/default", "Run directory: resolved config, metrics.jsonl and checkpoint-<step>/.")
-    seed: int = _f(0, "Seed of model initialisation and batch order (same seed: same start, same batches).")
+    seed: int = _f(0, "Seed of model initialisation and of sampling (same seed and data_seed: same start, same batches).")
     resume: bool = _f(False, "Resume from the last complete checkpoint in output_dir.")
     # objective
     objective: str = _f("mle", f"Training objective, one of {OBJECTIVES}.")
@@ -43,6 +68,13 @@ class TrainConfig:
     lam: float = _f(0.1, "IQLearn: weight of the TD regulariser lam * mean r_t^2; >= 0 (0 is MLE).")
     gamma: float = _f(0.99, "IQLearn: discount in r_t = Q(s_t,a_t) - gamma V(s_t+1); in (0, 1].")
     stop_grad_next: bool = _f(False, "IQLearn ablation: stop the gradient through V(s_t+1).")
+    chunked_loss: bool = _f(
+        True,
+        "Compute Q, V, V(s') and the entropy from the final hidden states, a chunk of rows at a time, never holding "
+        "the (batch, length, vocab) logits (irl/objectives.py head_token_terms). Models whose logits are more than "
+        "lm_head(hidden) (soft-capping, scaling: irl/trainer.py HEAD_IS_LINEAR) and FSDP/DeepSpeed runs use the "
+        "full logits whatever this says; false: always the full logits.",
+    )
     alpha: float = _f(
         0.0,
         "Online IQLearn: share of the value term taken on states of completions sampled from the current model for "
@@ -51,9 +83,9 @@ class TrainConfig:
     reg_policy: bool = _f(True, "Online IQLearn: the TD regulariser sees policy states too (false: expert only).")
     kl_coef: float = _f(0.05, "GAIL: weight of the per-token KL to the initial policy, taken off the reward; >= 0.")
     mle_weight: float = _f(1.0, "GAIL: weight of the MLE loss on the data added to the policy loss; >= 0.")
-    disc_lr: typing.Optional[float] = _f(None, "GAIL: learning rate of the discriminator (AdamW, constant; None: lr).")
+    disc_lr: float | None = _f(None, "GAIL: learning rate of the discriminator (AdamW, constant; None: learning_rate).")
     # sampling (online IQLearn, GAIL)
-    num_samples: typing.Optional[int] = _f(
+    num_samples: int | None = _f(
         None, "Completions sampled per prompt (default: 2 for gail, whose baseline is their mean; 1 otherwise)."
     )
     sample_temperature: float = _f(1.0, "Temperature of the completions sampled during training; > 0.")
@@ -62,10 +94,37 @@ class TrainConfig:
     data: str = _f(
         "math",
         "'math' (built-in task), a .jsonl file, a directory of <split>.jsonl files, a directory saved by "
-        "datasets, or a Hugging Face dataset name.",
+        "datasets, or a Hugging Face dataset name or local dataset directory (see dataset_config).",
     )
-    prompt_field: str = _f("prompt", "Column holding the prompt (e.g. 'question').")
-    completion_field: str = _f("completion", "Column holding the completion (e.g. 'answer').")
+    dataset_config: str | None = _f(
+        None, "Configuration name of a hub dataset (e.g. 'main' for openai/gsm8k), passed to datasets.load_dataset."
+    )
+    train_split: str = _f("train", "Name of the data's training split.")
+    validation_split: str = _f(
+        "validation", "Name of the data's validation split ('valid' and 'dev' are found too); absent: held out."
+    )
+    test_split: str = _f("test", "Name of the data's test split (the sweep's default split when present).")
+    prompt_field: str = _f(
+        "prompt",
+        "Column holding the prompt (e.g. 'question'; 'translation.en' reads a key of a dict column): a string, or "
+        "a list of chat messages.",
+    )
+    completion_field: str = _f(
+        "completion", "Column holding the completion (e.g. 'answer'): a string, or a list of chat messages."
+    )
+    messages_field: str = _f(
+        "messages",
+        "Column holding a whole conversation (TRL's 'messages': a list of {role, content}); used when the data has "
+        "it. The final assistant turn is the completion, everything before it the prompt.",
+    )
+    prompt_template: str = _f(
+        "{prompt}", "Text of a string prompt, with '{prompt}' standing for the prompt column (e.g. 'summarize: {prompt}')."
+    )
+    apply_chat_template: bool = _f(
+        False,
+        "Render string prompt/completion pairs as a user turn and an assistant turn through the tokenizer's chat "
+        "template (conversational data always is).",
+    )
     eval_size: int = _f(200, "Validation examples held out of the training data when it has no validation split.")
     max_length: int = _f(256, "Maximum tokens of prompt + completion + EOS.")
     overlong: str = _f(
@@ -73,52 +132,85 @@ class TrainConfig:
         f"Examples longer than max_length, one of {OVERLONG}: 'truncate' cuts the completion (its last token "
         "then leaves the TD term), 'drop' skips the example. Prompts that leave no room are always dropped.",
     )
-    math_sizes: list = _f([20000, 200, 200], "Built-in task: sizes of the train, validation and test splits.")
-    math_templates: list = _f(list(MATH_TEMPLATES), "Built-in task: gsm_symbolic generator indices to use.")
-    data_seed: int = _f(0, "Seed of the built-in task's generation and of held-out validation splits.")
+    math_sizes: list[int] = _f([20000, 200, 200], "Built-in task: sizes of the train, validation and test splits.")
+    math_templates: list[int] = _f(list(MATH_TEMPLATES), "Built-in task: gsm_symbolic generator indices to use.")
+    data_seed: int = _f(
+        0,
+        "Seed of the data: the built-in task's generation, held-out validation splits and the order of training "
+        "batches (Trainer's data_seed).",
+    )
     # model
     model: str = _f("tiny", f"A preset built from a config {PRESETS}, or a model name or local path.")
-    init: typing.Optional[str] = _f(
+    init: str | None = _f(
         None,
         "Checkpoint to start from (required by gail: an MLE checkpoint). The policy, GAIL's KL reference and its "
         "discriminator's body are loaded from it; `model` is set to it (leave model out, or give the same path).",
     )
-    tokenizer: typing.Optional[str] = _f(None, "Tokenizer name or path (default: the model's, or trained).")
+    tokenizer: str | None = _f(None, "Tokenizer name or path (default: the model's, or trained).")
     vocab_size: int = _f(1024, "Presets: size of the BPE tokenizer trained on the training split.")
     trust_remote_code: bool = _f(False, "Allow model code from the hub (off: only transformers' own code runs).")
-    model_kind: typing.Optional[str] = _f(
+    model_kind: str | None = _f(
         None,
         f"Derived, not to be set: one of {MODEL_KINDS}, read from the model's config (is_encoder_decoder) when the "
-        "model is loaded and recorded in config.yaml and every checkpoint's train_config.yaml.",
+        "run starts and recorded in config.yaml and every checkpoint's train_config.yaml.",
     )
-    # optimisation
-    max_steps: int = _f(500, "Optimizer steps.")
-    batch_size: int = _f(32, "Examples per device per step (before gradient accumulation).")
-    grad_accum: int = _f(1, "Gradient accumulation steps.")
-    lr: float = _f(1e-3, "Peak learning rate (AdamW).")
-    lr_scheduler: str = _f("cosine", "transformers scheduler name: constant, linear, cosine, ...")
-    warmup_steps: int = _f(20, "Linear warm-up steps.")
-    weight_decay: float = _f(0.0, "AdamW weight decay.")
-    max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
-    bf16: bool = _f(False, "bfloat16 mixed precision (GPU).")
-    logging_steps: int = _f(10, "Log train/* and iq/* every this many steps.")
-    eval_steps: int = _f(100, "Validation NLL every this many steps (0: only at the end).")
-    save_steps: int = _f(100, "Checkpoint every this many steps (the last step is always saved).")
-    save_total_limit: typing.Optional[int] = _f(None, "Keep at most this many checkpoints (None: all).")
+    # LoRA (TRL's flag names)
+    use_peft: bool = _f(
+        False,
+        "Train LoRA adapters (peft) instead of every weight; checkpoints hold the adapter, which later stages "
+        "load on its base model.",
+    )
+    lora_r: int = _f(16, "LoRA rank; > 0.")
+    lora_alpha: int = _f(32, "LoRA scaling numerator (the update is scaled by lora_alpha / lora_r); > 0.")
+    lora_dropout: float = _f(0.05, "Dropout on the LoRA input; in [0, 1).")
+    lora_target_modules: list[str] | None = _f(
+        None,
+        "Module names given LoRA adapters (e.g. q_proj v_proj, or all-linear); None: peft's default for the "
+        "architecture.",
+    )
+    # optimisation: Trainer's fields, with this project's defaults
+    max_steps: int = _f(500, "Optimizer steps; > 0.")
+    per_device_train_batch_size: int = _f(32, "Examples per device per step (before gradient accumulation).")
+    per_device_eval_batch_size: int | None = _f(None, "Validation examples per device (None: the training batch size).")
+    learning_rate: float = _f(1e-3, "Peak learning rate (AdamW); > 0.")
+    lr_scheduler_type: SchedulerType | str = _f("cosine", "transformers scheduler name: constant, linear, cosine, ...")
+    warmup_steps: float = _f(20, "Linear warm-up steps (a value below 1 is a fraction of max_steps).")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm; > 0.")
+    logging_steps: float = _f(10, "Log train/* and iq/* every this many steps.")
+    eval_strategy: IntervalStrategy | str = _f("steps", "Validation 'steps' (every eval_steps) or 'no'; off when the data has none.")
+    eval_steps: float | None = _f(100, "Validation NLL every this many steps (0: only at the end).")
+    save_steps: float = _f(100, "Checkpoint every this many steps (the last step is always saved).")
+    report_to: None | str | list[str] = _f(
+        "none",
+        "Loggers besides metrics.jsonl: tensorboard (under output_dir/runs/), wandb (WANDB_MODE=offline works "
+        "without network), ... ('none': none).",
+    )
+    disable_tqdm: bool | None = _f(True, "Disable tqdm progress bars (log lines are printed instead).")
+    remove_unused_columns: bool = _f(False, "Keep the collated columns (completion masks, prompts): leave false.")
+    dataloader_pin_memory: bool = _f(False, "Pin host memory of batches (token batches are small: off).")
+    logging_nan_inf_filter: bool = _f(
+        False, "Trainer's filter of non-finite losses from the logs: off, since a non-finite loss stops training "
+        "(IRLTrainer) and the filter would read the loss from the device at every step.",
+    )
 
     def __post_init__(self):
         def check(ok, name, why):
             if not ok:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: {why}")
 
-        for f in dataclasses.fields(self):
-            value, t = getattr(self, f.name), _field_type(f)
-            if value is None and t is not f.type:  # Optional field left unset
+        hints = _own_hints(type(self))
+        for name, t in hints.items():
+            value = getattr(self, name)
+            if value is None and t.optional:
                 continue
-            if t is float and type(value) is int:
-                setattr(self, f.name, float(value))
+            if float in t.scalars and type(value) is int:
+                setattr(self, name, float(value))
+            elif t.item is not None:
+                ok = isinstance(value, list) and all(isinstance(x, t.item) and type(x) is not bool for x in value)
+                check(ok, name, f"expected a list of {t.item.__name__}")
             else:
-                check(isinstance(value, t) and (t is bool or type(value) is not bool), f.name, f"expected {t.__name__}")
+                ok = isinstance(value, t.scalars) and (bool in t.scalars or type(value) is not bool)
+                check(ok, name, f"expected {' or '.join(s.__name__ for s in t.scalars)}")
 
         check(self.objective in OBJECTIVES, "objective", f"unknown objective; choose one of {OBJECTIVES}")
         check(self.beta >= 0, "beta", "must be >= 0")
@@ -128,11 +220,14 @@ class TrainConfig:
         check(self.max_length >= 2, "max_length", "must be >= 2")
         check(len(self.math_sizes) == 3 and all(n > 0 for n in self.math_sizes), "math_sizes", "three sizes > 0")
         check(len(self.math_templates) > 0, "math_templates", "must not be empty")
-        for name in ("max_steps", "batch_size", "grad_accum", "vocab_size", "logging_steps", "save_steps"):
+        check("{prompt}" in self.prompt_template, "prompt_template", "must contain '{prompt}'")
+        for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "vocab_size",
+                     "logging_steps", "save_steps", "lora_r", "lora_alpha"):  # fmt: skip
             check(getattr(self, name) > 0, name, "must be > 0")
         for name in ("eval_steps", "warmup_steps", "eval_size", "weight_decay"):
-            check(getattr(self, name) >= 0, name, "must be >= 0")
-        check(self.lr > 0, "lr", "must be > 0")
+            check(getattr(self, name) is None or getattr(self, name) >= 0, name, "must be >= 0")
+        check(0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
+        check(self.learning_rate > 0, "learning_rate", "must be > 0")
         check(self.max_grad_norm > 0, "max_grad_norm", "must be > 0")
         check(self.objective != "iqlearn" or self.beta == 0, "beta", "the entropy bonus belongs to 'mle' and 'gail'")
         check(0 <= self.alpha <= 1, "alpha", "must be in [0, 1]")
@@ -152,75 +247,158 @@ class TrainConfig:
         check(self.objective != "gail" or self.num_samples >= 2, "num_samples", "gail's per-prompt baseline needs >= 2")
         check(self.disc_lr is None or self.disc_lr > 0, "disc_lr", "must be > 0")
         check(self.model_kind in (None, *MODEL_KINDS), "model_kind", f"one of {MODEL_KINDS}, derived from the model")
+        # derived values
+        if self.per_device_eval_batch_size is None:
+            self.per_device_eval_batch_size = self.per_device_train_batch_size
+        if self.eval_steps == 0:
+            self.eval_steps = self.max_steps
+        try:
+            super().__post_init__()
+        except ConfigError:
+            raise
+        except ValueError as e:  # Trainer's own checks; their messages name the option (--name)
+            raise ConfigError(f"Trainer option: {e}") from None
 
     @property
     def samples_policy(self) -> bool:
         """Whether training samples completions from the current model (online IQLearn, GAIL)."""
         return self.objective == "gail" or self.alpha > 0
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+
+# ---- field types, for validation of YAML values and of the project's fields ----
 
 
-def _field_type(f):
-    """The scalar type of a field for argparse: Optional[X] -> X; list -> parsed from 'a,b,c'."""
-    t = f.type
-    if typing.get_origin(t) in (typing.Union, types.UnionType):
-        t = next(a for a in typing.get_args(t) if a is not type(None))
-    return t
+class _Type(typing.NamedTuple):
+    scalars: tuple  # accepted scalar types (empty: not checked here)
+    optional: bool
+    item: type | None = None  # element type of a list field
+    choices: tuple = ()  # the values of an Enum field (Trainer's optim, lr_scheduler_type, ...)
 
 
-def _parse_value(f, text: str):
-    t = _field_type(f)
-    if text.lower() in ("none", "null") and typing.get_origin(f.type) in (typing.Union, types.UnionType):
-        return None
-    if t is bool:
-        if text.lower() not in ("true", "false", "1", "0"):
-            raise ConfigError(f"{f.name}={text!r}: expected true or false")
-        return text.lower() in ("true", "1")
-    if t is list:
-        return [yaml.safe_load(x) for x in text.split(",") if x]
-    try:
-        return t(text)
-    except ValueError:
-        raise ConfigError(f"{f.name}={text!r}: expected {t.__name__}") from None
+def _describe(annotation) -> _Type:
+    """The accepted types of a field's annotation: scalars (int, float, bool, str, an Enum's values as str),
+    Optional of them, or a list of a scalar; anything else (dicts, Literal, unions of lists) is left to Trainer."""
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    members = [a for a in args if a is not type(None)] if args else [annotation]
+    optional = bool(args) and len(members) < len(args)
+    scalars, choices = [], ()
+    for a in members:
+        if typing.get_origin(a) is list and len(members) == 1 and typing.get_args(a)[0] in (int, float, str):
+            return _Type((), optional, typing.get_args(a)[0])
+        if isinstance(a, type) and issubclass(a, Enum):
+            a, choices = str, tuple(x.value for x in a)
+        if a not in (int, float, bool, str):
+            return _Type((), optional)
+        scalars.append(a)
+    if float in scalars and int not in scalars:
+        scalars.append(int)
+    return _Type(tuple(dict.fromkeys(scalars)), optional, None, choices)
 
 
-def build_parser(prog="python -m irl train") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Train a language model by MLE, IQLearn or GAIL.")
-    parser.add_argument("--config", help="YAML file whose keys are the fields below.")
-    for f in dataclasses.fields(TrainConfig):
-        if _field_type(f) is bool:
-            parser.add_argument(f"--{f.name}", nargs="?", const="true", default=None, help=f.metadata["help"])
-        else:
-            parser.add_argument(f"--{f.name}", default=None, metavar="VALUE", help=f.metadata["help"])
-    return parser
+_HINTS = {}
 
 
-def load_config(argv=None) -> TrainConfig:
-    """Parse `--config file.yaml --field value ...` into a validated TrainConfig."""
-    args = build_parser().parse_args(argv)
-    values = {}
-    if args.config:
-        with open(args.config) as fh:
+def _hints(cls) -> dict:
+    """Every field's accepted types in config class `cls`. HfArgumentParser rewrites `field.type` in place, so
+    types are read from the class annotations (typing.get_type_hints), once per class."""
+    if cls not in _HINTS:
+        init = {f.name for f in dataclasses.fields(cls) if f.init}
+        _HINTS[cls] = {k: _describe(t) for k, t in typing.get_type_hints(cls).items() if k in init}
+    return _HINTS[cls]
+
+
+def _own_hints(cls) -> dict:
+    """Types of the fields the project's config classes declare (TrainConfig's, the Trainer defaults it changes,
+    and a subclass's own)."""
+    own = {k for c in cls.__mro__ if issubclass(c, TrainConfig) for k in c.__dict__.get("__annotations__", {})}
+    return {k: t for k, t in _hints(cls).items() if k in own and (t.scalars or t.item)}
+
+
+def check_values(values: dict, where: str, cls=None) -> None:
+    """YAML values: no unknown or renamed field, and scalars of the field's type (checked before parsing, as the
+    command line's are by argparse)."""
+    hints = _hints(cls or TrainConfig)
+    for key, value in values.items():
+        if key in RENAMED:
+            raise ConfigError(f"{where}: field '{key}' is now '{RENAMED[key]}' (transformers' name); rename it")
+        if key not in hints:
+            raise ConfigError(f"{where}: unknown field(s) {sorted(set(values) - set(hints))}")
+        t = hints[key]
+        if value is None and t.optional or not (t.scalars or t.item):
+            continue
+        if t.choices and value not in t.choices:
+            raise ConfigError(f"{key}={value!r}: choose one of {list(t.choices)}")
+        if isinstance(value, str) and t.scalars and str not in t.scalars:
+            continue  # parsed by argparse as if given on the command line (YAML reads 1e-3 as a string)
+        ok = (
+            isinstance(value, list) and all(isinstance(x, t.item) and type(x) is not bool for x in value)
+            if t.item
+            else isinstance(value, t.scalars) and (bool in t.scalars or type(value) is not bool)
+        )
+        if not ok:
+            expected = f"a list of {t.item.__name__}" if t.item else " or ".join(s.__name__ for s in t.scalars)
+            raise ConfigError(f"{key}={value!r}: expected {expected}")
+
+
+class ConfigParser(HfArgumentParser):
+    """HfArgumentParser over TrainConfig (or a subclass, `cls`) plus `--config FILE.yaml`; a bad option raises
+    ConfigError."""
+
+    def __init__(self, prog="python -m irl train", cls=None):
+        cls = cls or TrainConfig
+        what = "Train a language model by MLE, IQLearn or GAIL." if cls is TrainConfig else cls.__doc__.split("\n")[0]
+        super().__init__(
+            cls, prog=prog, allow_abbrev=False,
+            description=f"{what} The project's fields come first, then every option of transformers' "
+                        "TrainingArguments.",
+        )  # fmt: skip
+        self.add_argument("--config", help="YAML file whose keys are the fields below (flags override it).")
+
+    def error(self, message):
+        raise ConfigError(message)
+
+
+def _refuse_renamed(argv) -> None:
+    for arg in argv:
+        name = arg[2:].split("=", 1)[0].replace("-", "_") if arg.startswith("--") else None
+        if name in RENAMED:
+            raise ConfigError(f"--{name} is now --{RENAMED[name]} (transformers' name)")
+
+
+def load_config(argv=None, cls=None, prog="python -m irl train") -> TrainConfig:
+    """Parse `--config file.yaml --field value ...` into a validated TrainConfig (or `cls`, a subclass)."""
+    cls = cls or TrainConfig
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _refuse_renamed(argv)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    parser = ConfigParser(prog, cls)
+    if known.config:
+        with open(known.config) as fh:
             values = yaml.safe_load(fh) or {}
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ConfigError(f"{args.config}: unknown field(s) {unknown}")
-    for f in dataclasses.fields(TrainConfig):
-        text = getattr(args, f.name)
-        if text is not None:
-            values[f.name] = _parse_value(f, text)
-    return TrainConfig(**values)
+        check_values(values, known.config, cls)
+        parser.set_defaults(**values)
+    cfg, _, remaining = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True, look_for_args_file=False)
+    if remaining:
+        raise ConfigError(f"unknown option(s) {remaining}")
+    return cfg
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    """The resolved config as plain values (Trainer's to_dict), with secrets (hub_token, ...) left out."""
+    return {k: None if k.endswith("_token") else v for k, v in cfg.to_dict().items()}
 
 
 def save_config(cfg: TrainConfig, path) -> None:
     from irl.io import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(config_dict(cfg), sort_keys=False))
 
 
-def read_config(path) -> TrainConfig:
+def read_config(path, cls=None) -> TrainConfig:
+    """The TrainConfig (or `cls`) saved in a run's config.yaml or a checkpoint's train_config.yaml. Runs saved
+    before fields took Trainer's names (batch_size, lr, ...) are read under the new names."""
     with open(path) as fh:
-        return TrainConfig(**yaml.safe_load(fh))
+        values = yaml.safe_load(fh)
+    return (cls or TrainConfig)(**{RENAMED.get(k, k): v for k, v in values.items()})

@@ -3,11 +3,21 @@ into completion-masked sequences and collated into padded batches.
 
 Sources (`TrainConfig.data`):
 - `math`: the built-in task (irl/math_task.py), splits train/validation/test.
+- `summarize`, `translate`: the built-in real-text tasks (irl/text_tasks.py), data/<task>/<split>.jsonl.
 - `file.jsonl`: one JSON object per line with the prompt and completion fields (TRL's `prompt`/`completion`
   by default); it is the train split, and `eval_size` examples are held out as validation.
 - a directory of `<split>.jsonl` files (train.jsonl, validation.jsonl, test.jsonl).
 - a directory written by `datasets.save_to_disk`, or anything `datasets.load_dataset` accepts (a hub name when
-  online, a local directory of data files), with `prompt_field`/`completion_field` as the column mapping.
+  online, a local directory of data files or laid out as a hub dataset, with `dataset_config` as its
+  configuration name: `load_dataset(data, dataset_config)`), with `prompt_field`/`completion_field` as the column
+  mapping ('translation.en' reads a key of a dict column) and `train_split`/`validation_split`/`test_split` as
+  the split names.
+
+Examples are {"id", "prompt", "completion"}. Prompt and completion are strings, or lists of chat messages
+({role, content}, TRL's conversational form): a `messages` column (the final assistant turn is the completion,
+everything before it the prompt, earlier assistant turns included), chat-form prompt/completion columns, or
+strings turned into a user and an assistant turn with `apply_chat_template`. Chat examples are rendered by the
+tokenizer's chat template when they are encoded (`encode_example`).
 
 Bad input fails with the file and line (malformed JSON, missing or non-string field). Examples dropped or cut
 by `encode` are counted and logged (see its docstring).
@@ -20,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from irl import math_task
+from irl import math_task, text_tasks
 
 
 class DataError(ValueError):
@@ -61,9 +71,10 @@ def _example(obj, where, prompt_field, completion_field, extra_fields, index) ->
     return example
 
 
-def load_hf(source: str, split: str | None = None):
-    """A dataset saved by `datasets.save_to_disk` (a directory) or anything `datasets.load_dataset` accepts, as a
-    DatasetDict (a single Dataset becomes its "train" split), or one split of it when `split` is given."""
+def load_hf(source: str, split: str | None = None, name: str | None = None):
+    """A dataset saved by `datasets.save_to_disk` (a directory) or anything `datasets.load_dataset` accepts, with
+    `name` its configuration (openai/gsm8k's 'main'), as a DatasetDict (a single Dataset becomes its "train"
+    split), or one split of it when `split` is given."""
     import datasets
 
     check_source(source)
@@ -71,7 +82,10 @@ def load_hf(source: str, split: str | None = None):
     if (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists():
         loaded = datasets.load_from_disk(source)
     else:
-        loaded = datasets.load_dataset(source)
+        try:
+            loaded = datasets.load_dataset(source, name)
+        except ValueError as e:  # a missing or unknown configuration name: datasets lists the available ones
+            raise DataError(f"data={source!r}, dataset_config={name!r}: {' '.join(str(e).split())}") from None
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
     if split is None:
@@ -81,15 +95,76 @@ def load_hf(source: str, split: str | None = None):
     return loaded[split]
 
 
-def _hf_splits(source: str, prompt_field: str, completion_field: str) -> dict[str, list[dict]]:
-    aliases = {"valid": "validation", "dev": "validation"}
-    return {
-        aliases.get(split, split): [
-            _example(row, f"{source}[{split}][{i}]", prompt_field, completion_field, (), i)
-            for i, row in enumerate(ds)
+def split_name(split: str, cfg) -> str:
+    """The name the pipeline uses for a split of the data: train, validation or test per the configured split
+    names ('valid' and 'dev' are validation too), else its own."""
+    names = {"valid": "validation", "dev": "validation"}
+    names.update({cfg.train_split: "train", cfg.validation_split: "validation", cfg.test_split: "test"})
+    return names.get(split, split)
+
+
+def _value(row: dict, key: str, where: str):
+    """row[key]; a dotted key reads into dict columns (translation.en)."""
+    value = row
+    for part in key.split(".") if key not in row else [key]:
+        if not isinstance(value, dict) or part not in value:
+            raise DataError(f"{where}: missing field '{key}'")
+        value = value[part]
+    return value
+
+
+def _messages(value, where: str, key: str) -> list[dict]:
+    """A list of chat messages ({role, content}, strings), checked."""
+    ok = isinstance(value, list) and value and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
+    )
+    if not ok:
+        raise DataError(f"{where}: field '{key}' must be a string or a non-empty list of {{role, content}} messages")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def example_of(row: dict, where: str, index: int, cfg) -> dict:
+    """{"id", "prompt", "completion"} of one data row per the config's column mapping (module docstring): strings,
+    or lists of chat messages."""
+    example = {"id": str(row.get("id", index))}
+    if cfg.messages_field in row:
+        messages = _messages(row[cfg.messages_field], where, cfg.messages_field)
+        if messages[-1]["role"] != "assistant":
+            raise DataError(f"{where}: the last message of '{cfg.messages_field}' must be the assistant's")
+        example["prompt"], example["completion"] = messages[:-1], messages[-1:]
+        return example
+    prompt, completion = (_value(row, key, where) for key in (cfg.prompt_field, cfg.completion_field))
+    for key, value in ((cfg.prompt_field, prompt), (cfg.completion_field, completion)):
+        if not isinstance(value, (str, list)):
+            raise DataError(f"{where}: field '{key}' must be a string, got {type(value).__name__}")
+    if isinstance(prompt, str):
+        prompt = cfg.prompt_template.replace("{prompt}", prompt)
+    if cfg.apply_chat_template or isinstance(prompt, list) or isinstance(completion, list):
+        prompt = _messages(prompt, where, cfg.prompt_field) if isinstance(prompt, list) else [
+            {"role": "user", "content": prompt}
         ]
-        for split, ds in load_hf(source).items()
+        completion = _messages(completion, where, cfg.completion_field) if isinstance(completion, list) else [
+            {"role": "assistant", "content": completion}
+        ]
+    example["prompt"], example["completion"] = prompt, completion
+    return example
+
+
+def example_text(example: dict) -> str:
+    """The text of an example (message contents for chat), e.g. to train a tokenizer on."""
+    return "".join(x if isinstance(x, str) else "".join(m["content"] for m in x)
+                   for x in (example["prompt"], example["completion"]))  # fmt: skip
+
+
+def _hf_splits(source: str, cfg) -> dict[str, list[dict]]:
+    return {
+        split_name(split, cfg): [example_of(row, f"{source}[{split}][{i}]", i, cfg) for i, row in enumerate(ds)]
+        for split, ds in load_hf(source, name=cfg.dataset_config).items()
     }
+
+
+def _jsonl_examples(path, cfg) -> list[dict]:
+    return [example_of(obj, where, i, cfg) for i, (obj, where) in enumerate(iter_jsonl(path))]
 
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt", ".arrow")
@@ -117,16 +192,19 @@ def load_splits(cfg) -> dict[str, list[dict]]:
     source = cfg.data
     if source == "math":
         return math_task.generate_splits(cfg.math_sizes, cfg.math_templates, cfg.data_seed)
+    if source in text_tasks.TASKS:  # built-in real-text tasks: the committed data/<task>/<split>.jsonl
+        files = {split: text_tasks.task_dir(source) / f"{split}.jsonl" for split in text_tasks.TASK_SPLITS}
+        if missing := [str(f) for f in files.values() if not f.is_file()]:
+            raise DataError(f"data={source!r}: missing {', '.join(missing)} (rebuild: python -m irl tasks --out data)")
+        return {split: read_jsonl(f) for split, f in files.items()}
     path = Path(source)
     if path.suffix == ".jsonl":
         check_source(source)
-        splits = {"train": read_jsonl(path, cfg.prompt_field, cfg.completion_field)}
+        splits = {"train": _jsonl_examples(path, cfg)}
     elif path.is_dir() and list(path.glob("*.jsonl")):
-        splits = {
-            f.stem: read_jsonl(f, cfg.prompt_field, cfg.completion_field) for f in sorted(path.glob("*.jsonl"))
-        }
+        splits = {split_name(f.stem, cfg): _jsonl_examples(f, cfg) for f in sorted(path.glob("*.jsonl"))}
     else:
-        splits = _hf_splits(source, cfg.prompt_field, cfg.completion_field)
+        splits = _hf_splits(source, cfg)
     if "train" not in splits:
         raise DataError(f"data={source!r}: no train split (found {sorted(splits)})")
     if "validation" not in splits and cfg.eval_size > 0:
@@ -159,12 +237,30 @@ def held_out_split(splits) -> str:
     return "test" if "test" in splits else "validation"
 
 
-def encode_example(tokenizer, prompt: str, completion: str, max_length: int, overlong: str = "truncate"):
-    """(Encoded or None, status) of one prompt/completion text: the one encoding rule of training and rewards.
+def render_chat(tokenizer, prompt: list[dict], completion: list[dict]) -> tuple[str, str]:
+    """The texts of a chat example by the tokenizer's chat template: the prompt's messages with the generation
+    prompt (the assistant turn's opening), and what the whole conversation adds after that (the assistant's
+    content and its end-of-turn marker, trailing whitespace removed)."""
+    if not tokenizer.chat_template:
+        raise DataError("chat data needs a tokenizer with a chat template (set model or tokenizer to one)")
+    prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+    if not full.startswith(prompt_text):
+        raise DataError("the chat template renders the conversation with a different beginning than its prompt")
+    return prompt_text, full[len(prompt_text) :].rstrip()
 
-    - The prompt is tokenised with the tokenizer's special prefix (e.g. BOS), the completion without; the two
-      are joined as token sequences, so a completion that starts with a space begins with the word token it
+
+def encode_example(tokenizer, prompt, completion, max_length: int, overlong: str = "truncate"):
+    """(Encoded or None, status) of one prompt/completion: the one encoding rule of training and rewards.
+
+    - Text: the prompt is tokenised with the tokenizer's special prefix (e.g. BOS), the completion without; the
+      two are joined as token sequences, so a completion that starts with a space begins with the word token it
       would have in running text (the built-in text tasks write completions that way).
+    - Chat (prompt and completion lists of {role, content} messages): rendered by the chat template
+      (`render_chat`); the prompt is everything before the final assistant turn plus the generation prompt,
+      the completion the assistant's content and end-of-turn marker, both tokenised without a special prefix
+      (the template writes its own). Only the completion's tokens are actions: the TD and NLL terms see the
+      assistant's tokens alone.
     - The episode ends at the first EOS: at one the completion text holds (the text of the EOS token written
       in it: the tokens after it are not actions of this episode and are counted in `after_eos`), else at an
       EOS appended after the completion.
@@ -175,9 +271,12 @@ def encode_example(tokenizer, prompt: str, completion: str, max_length: int, ove
       with 'drop' it is skipped (DROPPED_OVERLONG). A prompt that leaves no room for one completion token is
       always dropped.
     """
-    if not completion.strip():
+    chat = not isinstance(prompt, str)
+    if not (completion if not chat else "".join(m["content"] for m in completion)).strip():
         return None, EMPTY_COMPLETION
-    prompt_ids = tokenizer(prompt)["input_ids"]
+    if chat:
+        prompt, completion = render_chat(tokenizer, prompt, completion)
+    prompt_ids = tokenizer(prompt, add_special_tokens=not chat)["input_ids"]
     if not prompt_ids:
         return None, EMPTY_PROMPT
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]

@@ -6,10 +6,23 @@ Its logit at the position of token a_t reads (x, y_<=t), i.e. D(s_t, a_t). Each 
 (`GAILTrainer.policy_kwargs`, called by IRLTrainer.training_step after sampling):
 
 1. one discriminator step: binary cross-entropy, expert completion tokens against the sampled ones
-   (objectives.discriminator_loss), with its own AdamW optimizer, prepared by the Trainer's accelerator so that
-   its gradients are synchronised across processes; under gradient accumulation it steps with the policy;
+   (objectives.discriminator_loss), with its own AdamW optimizer; under gradient accumulation it steps with the
+   policy;
 2. the sampled tokens' rewards: the discriminator logits of that same forward pass, i.e. before its update;
-3. log pi_ref of the sampled tokens under the frozen initial policy (the KL reference).
+3. log pi_ref of the sampled tokens under the initial policy (the KL reference).
+
+The discriminator lives outside the Trainer's engine: every process holds all of it and its optimizer, and
+its gradients are averaged over processes (one all-reduce) before each step, which is what DDP would do. The
+policy alone goes through `accelerator.prepare`, so DeepSpeed (one engine per accelerator, which a second
+prepared model breaks) and FSDP (whose flattened parameters an optimizer created before wrapping does not see)
+accept the run; the price is an unsharded discriminator (the policy's body plus a head) with its AdamW state on
+every process. DeepSpeed ZeRO-3 is refused for GAIL: models loaded under it are partitioned at load time,
+discriminator and reference included.
+
+The KL reference: without LoRA, a frozen copy of the initial (init checkpoint) policy. With `use_peft`, the
+policy is the init checkpoint's weights (an adapter checkpoint merged into its base) plus fresh LoRA adapters
+whose B is zero, so the policy with its adapters disabled is exactly the initial policy, at every step
+(disabled adapters bypass the LoRA path; the frozen weights never change) and after resume: no copy is kept.
 
 The policy loss is then objectives.gail. Checkpoints hold the discriminator in
 checkpoint-<step>/discriminator/ (Hugging Face format, safetensors, plus optimizer.pt); resume restores both.
@@ -27,14 +40,17 @@ import copy
 from pathlib import Path
 
 import torch
+from accelerate.utils import DistributedType
 from safetensors.torch import load_model, save_model
 from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification
 from transformers.modeling_outputs import TokenClassifierOutput
 
+from irl import model as models
 from irl import objectives
+from irl.config import ConfigError
 from irl.data import batch_keys, model_inputs
-from irl.model import SEQ2SEQ, ModelError, model_kind
 from irl.generation import cat_rows
+from irl.model import ModelError
 from irl.trainer import IRLTrainer
 
 DISCRIMINATOR_DIR = "discriminator"
@@ -69,11 +85,21 @@ def load_discriminator(path: str, trust_remote_code: bool = False):
     discriminator saved in a checkpoint's discriminator/ directory.
 
     Causal LMs: AutoModelForTokenClassification, dropout before the head off, so that the logits used as rewards
-    are those the loss trained. Encoder-decoder LMs: `Seq2SeqDiscriminator`.
+    are those the loss trained. Encoder-decoder LMs: `Seq2SeqDiscriminator`. A LoRA checkpoint's body is its base
+    with the adapter merged in.
     """
+    if models.is_adapter(path):
+        causal = models.load_model(path, trust_remote_code)
+        if models.model_kind(causal.config) == models.SEQ2SEQ:
+            return _seq2seq_on(causal, trust_remote_code)
+        config = copy.deepcopy(causal.config)
+        config.num_labels, config.classifier_dropout = 1, 0.0
+        discriminator = AutoModelForTokenClassification.from_config(config, trust_remote_code=trust_remote_code)
+        discriminator.base_model.load_state_dict(causal.base_model.state_dict())
+        return discriminator
     try:
         config = AutoConfig.from_pretrained(path, num_labels=1, trust_remote_code=trust_remote_code)
-        if model_kind(config) == SEQ2SEQ:
+        if models.model_kind(config) == models.SEQ2SEQ:
             return _load_seq2seq(path, config, trust_remote_code)
         config.classifier_dropout = 0.0
         return AutoModelForTokenClassification.from_pretrained(
@@ -92,10 +118,32 @@ def _load_seq2seq(path: str, config, trust_remote_code: bool) -> Seq2SeqDiscrimi
     return Seq2SeqDiscriminator(body)
 
 
+def _seq2seq_on(lm, trust_remote_code: bool) -> Seq2SeqDiscriminator:
+    """A Seq2SeqDiscriminator whose body holds the weights of the encoder-decoder LM `lm` (all but its head)."""
+    discriminator = Seq2SeqDiscriminator(AutoModel.from_config(lm.config, trust_remote_code=trust_remote_code))
+    missing, _ = discriminator.body.load_state_dict(lm.state_dict(), strict=False)  # the LM head is left out
+    if missing:
+        raise ModelError(f"the discriminator's body has weights the LM lacks: {missing[:5]}")
+    return discriminator
+
+
 def action_logits(discriminator, batch: dict, seq2seq: bool) -> torch.Tensor:
     """Discriminator logit of every action, (B, T-1): entry k scores token k+1 (of the decoder's tokens, seq2seq)
     in its context."""
     return discriminator(**model_inputs(batch, seq2seq)).logits[..., 0][:, 1:]
+
+
+def average_gradients(module) -> None:
+    """Each gradient of `module` replaced by its mean over the processes of the default group (one all-reduce of
+    all of them, flattened), as DDP would average them; nothing outside a process group."""
+    if not (torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1):
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= torch.distributed.get_world_size()
+    for g, mean in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(mean.view_as(g))
 
 
 class GAILTrainer(IRLTrainer):
@@ -103,11 +151,14 @@ class GAILTrainer(IRLTrainer):
 
     def __init__(self, *args, cfg, **kwargs):
         super().__init__(*args, cfg=cfg, **kwargs)
-        self.ref_model = copy.deepcopy(self.model).requires_grad_(False).eval()  # the initial policy, frozen
-        discriminator = load_discriminator(cfg.init, cfg.trust_remote_code)
-        lr = cfg.lr if cfg.disc_lr is None else cfg.disc_lr
-        optimizer = torch.optim.AdamW(discriminator.parameters(), lr=lr, weight_decay=cfg.weight_decay)
-        self.discriminator, self.disc_optimizer = self.accelerator.prepare(discriminator, optimizer)
+        if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
+            raise ConfigError("deepspeed: GAIL does not run under ZeRO-3 (its discriminator and reference are "
+                              "loaded unsharded); use ZeRO-1/2 or FSDP")  # fmt: skip
+        # the initial policy, frozen; with LoRA, the policy with its adapters disabled (module docstring)
+        self.ref_model = None if cfg.use_peft else copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.discriminator = load_discriminator(cfg.init, cfg.trust_remote_code).to(self.args.device)
+        lr = cfg.learning_rate if cfg.disc_lr is None else cfg.disc_lr
+        self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=lr, weight_decay=cfg.weight_decay)
 
     def policy_kwargs(self, expert: dict, policy: dict) -> dict:
         """One discriminator step on (expert, sampled) tokens; the sampled tokens' rewards and log pi_ref."""
@@ -117,21 +168,38 @@ class GAILTrainer(IRLTrainer):
         logits = action_logits(self.discriminator, both, self.seq2seq)  # (B + B*K, T-1)
         actions = both["completion_mask"][:, 1:].bool()
         loss, stats = objectives.discriminator_loss(logits[:n], actions[:n], logits[n:], actions[n:])
-        self.accelerator.backward(loss / self.current_gradient_accumulation_steps)
-        if self.accelerator.sync_gradients:  # the accelerated optimizer steps (and zeroes) only then, too
-            self.accelerator.clip_grad_norm_(self.discriminator.parameters(), self.args.max_grad_norm)
-        self.disc_optimizer.step()
-        self.disc_optimizer.zero_grad()
+        (loss / self.current_gradient_accumulation_steps).backward()
+        if self.accelerator.sync_gradients:  # steps with the policy's optimizer
+            average_gradients(self.discriminator)
+            torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), self.args.max_grad_norm)
+            self.disc_optimizer.step()
+            self.disc_optimizer.zero_grad()
         with torch.no_grad():
-            logp_ref = self.terms(self.ref_model, policy).logp  # read as the policy's own terms
+            logp_ref = self._reference_logp(policy)
         self.record(stats)
         return {"reward": logits[n:].detach(), "logp_ref": logp_ref}
+
+
+    def _reference_logp(self, batch: dict) -> torch.Tensor:
+        """log pi_ref(a_t|s_t) of the initial policy, by the same (chunked) route as the policy's own terms: the
+        frozen copy, or with LoRA the policy with its adapters disabled (run through the prepared model, so a
+        sharded policy gathers its weights as in training)."""
+        if self.ref_model is not None:
+            return self.terms(self.ref_model, batch).logp
+        peft_model = self.accelerator.unwrap_model(self.model_wrapped)
+        was_training = peft_model.training
+        peft_model.eval()  # as the frozen copy: no dropout
+        try:
+            with peft_model.disable_adapter():
+                forward = self.model_wrapped if self.accelerator.distributed_type == DistributedType.FSDP else peft_model
+                return self.terms(forward, batch).logp
+        finally:
+            peft_model.train(was_training)
 
     def save_model(self, output_dir=None, _internal_call=False):
         super().save_model(output_dir, _internal_call)
         if self.args.should_save:
-            out = Path(output_dir or self.args.output_dir) / DISCRIMINATOR_DIR
-            self.accelerator.unwrap_model(self.discriminator).save_pretrained(out)
+            self.discriminator.save_pretrained(Path(output_dir or self.args.output_dir) / DISCRIMINATOR_DIR)
 
     def _save_optimizer_and_scheduler(self, output_dir):
         super()._save_optimizer_and_scheduler(output_dir)
@@ -141,7 +209,7 @@ class GAILTrainer(IRLTrainer):
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         weights = Path(resume_from_checkpoint) / DISCRIMINATOR_DIR / "model.safetensors"
-        load_model(self.accelerator.unwrap_model(self.discriminator), str(weights), device=str(self.args.device))
+        load_model(self.discriminator, str(weights), device=str(self.args.device))
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)

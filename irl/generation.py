@@ -108,7 +108,8 @@ class Decoded:
 
 @torch.no_grad()
 def decode(model, batch: dict, decoding: Decoding, k: int, *, max_new_tokens: int, seed: int | None, eos_token_id: int,
-           pad_token_id: int, entropy: bool = False, logits_processor=None, compact: bool = True) -> Decoded:
+           pad_token_id: int, entropy: bool = False, logits_processor=None, compact: bool = True,
+           synced_gpus: bool = False) -> Decoded:
     """Decode a left-padded batch of prompts (`left_padded`) with one decoding setting: K samples per prompt,
     the top min(K, width) beams, or one greedy completion.
 
@@ -116,14 +117,15 @@ def decode(model, batch: dict, decoding: Decoding, k: int, *, max_new_tokens: in
     numbers (the sweep's calculator pass differs from the plain one only from its first forced token on).
     `entropy` asks for the mean per-token entropy of the policy (raw logits, before temperature and processors).
     Greedy and sampled decoding run `decode_compact` (finished rows leave the batch); with `compact=False`, and
-    for beam search, transformers' `generate` decodes. Encoder-decoder models alike: the prompts are the encoder's
-    input, and `logits_processor` sees the decoder's ids ([decoder start] + generated, so the calculator's
-    prompt_length is 1).
+    for beam search, transformers' `generate` decodes. `synced_gpus` (FSDP: each forward is a collective) makes
+    every process step until all are done, through `generate`. Encoder-decoder models alike: the prompts are the
+    encoder's input, and `logits_processor` sees the decoder's ids ([decoder start] + generated, so the
+    calculator's prompt_length is 1).
     """
     if seed is not None:
         torch.manual_seed(seed)
     n = decoding.samples_per_prompt(k)
-    if compact and decoding.kind != "beam":
+    if compact and not synced_gpus and decoding.kind != "beam":
         return decode_compact(model, batch, decoding, n, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
                               entropy=entropy, logits_processor=logits_processor)  # fmt: skip
     out = model.generate(
@@ -135,6 +137,7 @@ def decode(model, batch: dict, decoding: Decoding, k: int, *, max_new_tokens: in
         return_dict_in_generate=True,
         output_logits=entropy,
         logits_processor=logits_processor,
+        synced_gpus=synced_gpus,
     )
     # generate's rows: prompt + generated (decoder-only), [decoder start] + generated (encoder-decoder)
     start = 1 if model.config.is_encoder_decoder else batch["input_ids"].shape[1]
@@ -228,7 +231,7 @@ def decode_compact(model, batch: dict, decoding: Decoding, n: int, *, max_new_to
 
 @torch.no_grad()
 def sample_completions(model, prompt_input_ids, prompt_attention_mask, *, num_samples: int, max_new_tokens: int,
-                       temperature: float, eos_token_id: int, pad_token_id: int) -> dict:
+                       temperature: float, eos_token_id: int, pad_token_id: int, synced_gpus: bool = False) -> dict:
     """`num_samples` completions per prompt from `model` (an unwrapped causal or encoder-decoder LM), in training
     layout.
 
@@ -243,7 +246,7 @@ def sample_completions(model, prompt_input_ids, prompt_attention_mask, *, num_sa
         decoded = decode(
             model, {"input_ids": prompt_input_ids, "attention_mask": prompt_attention_mask},
             Decoding("sample", temperature=temperature), num_samples, max_new_tokens=max_new_tokens, seed=None,
-            eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+            eos_token_id=eos_token_id, pad_token_id=pad_token_id, synced_gpus=synced_gpus,
         )  # fmt: skip
     finally:
         model.train(was_training)

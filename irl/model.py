@@ -1,5 +1,5 @@
 """Models and tokenizers: presets built from a config with a locally trained BPE tokenizer, or any
-`AutoModelForCausalLM` or `AutoModelForSeq2SeqLM` by name or local path.
+`AutoModelForCausalLM` or `AutoModelForSeq2SeqLM` by name or local path, optionally with LoRA adapters (peft).
 
 Presets are Llama-architecture models (RMSNorm, rotary positions, SwiGLU) sized for CPU work:
 `tiny` (~0.2M parameters at a 1k vocabulary, tests) and `small` (~3M, the demo). Their tokenizer is a
@@ -14,8 +14,15 @@ the decoder output scaled by d_model^-1/2 before the head (original T5's; transf
 every case, and the scaling keeps the initial logits at unit scale). The tokenizer's pad token (id 0) is the
 decoder start token and EOS (id 1) ends completions, T5's own convention. A model's kind, decoder-only or
 encoder-decoder, is read from its config once (`model_kind`: `config.is_encoder_decoder`).
+
+LoRA (`use_peft`, `add_lora`): the checkpoint holds the adapter as peft saves it (adapter_model.safetensors,
+adapter_config.json naming the base model) beside the base's config.json; `load_model`, the one loader of every
+later stage, loads such a checkpoint on its base and merges the adapter into it (`merge_and_unload`), so the
+sweep and reward extraction run a plain model at full speed. Merged weights W + (lora_alpha / lora_r) B A equal
+the adapted model's function up to float rounding (the adapted model adds B A x to W x instead).
 """
 
+import json
 from pathlib import Path
 
 import torch
@@ -33,10 +40,13 @@ from transformers import (
 )
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
+ADAPTER_CONFIG = "adapter_config.json"  # peft's: marks a LoRA checkpoint
+BASE_MODEL = "base_model"  # <run>/base_model/: the initial weights of a preset trained with LoRA
 
 PRESETS = {
     "tiny": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4),
     "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8),
+    "base": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=8),
     # T5 (SEQ2SEQ_PRESETS): as many layers in the encoder (reading the prompt) and in the decoder (writing the
     # completion) as the Llama preset of the same size has in all, so a token costs about the same.
     "t5-tiny": dict(d_model=64, d_ff=192, d_kv=16, num_heads=4, num_layers=2, num_decoder_layers=2),
@@ -144,9 +154,17 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     return tokenizer
 
 
+def is_adapter(path) -> bool:
+    """Whether `path` is a LoRA checkpoint (peft's adapter_config.json)."""
+    return (Path(path).expanduser() / ADAPTER_CONFIG).is_file()
+
+
 def load_model(name_or_path: str, trust_remote_code: bool = False, dtype=torch.float32):
     """An AutoModelForCausalLM, or an AutoModelForSeq2SeqLM when its config says `is_encoder_decoder`, by hub name
-    or local path (a checkpoint directory of a run included)."""
+    or local path (a checkpoint directory of a run included). A LoRA checkpoint is loaded on its base model and
+    merged into it (module docstring)."""
+    if is_adapter(name_or_path):
+        return _load_merged(Path(name_or_path).expanduser(), trust_remote_code, dtype)
     _check_local(name_or_path, "model", "config.json")
     try:
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
@@ -154,6 +172,47 @@ def load_model(name_or_path: str, trust_remote_code: bool = False, dtype=torch.f
         return auto.from_pretrained(name_or_path, config=config, trust_remote_code=trust_remote_code, dtype=dtype)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load a model from {name_or_path!r}: {e}") from None
+
+
+def adapter_base(checkpoint: Path) -> str:
+    """The base model of a LoRA checkpoint: adapter_config.json's base_model_name_or_path, a hub name, an absolute
+    path, or a path relative to the checkpoint (a preset's ../base_model)."""
+    base = json.loads((checkpoint / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
+    if base is None:
+        raise ModelError(f"{checkpoint}: {ADAPTER_CONFIG} names no base model")
+    beside = checkpoint / base
+    return str(beside.resolve()) if not Path(base).is_absolute() and beside.is_dir() else base
+
+
+def _load_merged(checkpoint: Path, trust_remote_code: bool, dtype):
+    from peft import PeftModel
+
+    base = load_model(adapter_base(checkpoint), trust_remote_code, dtype)  # itself merged if it is a LoRA checkpoint
+    try:
+        return PeftModel.from_pretrained(base, str(checkpoint)).merge_and_unload()
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load the LoRA adapter at {checkpoint}: {e}") from None
+
+
+def add_lora(model, cfg, base_name_or_path: str):
+    """`model` wrapped by peft with fresh LoRA adapters per `cfg` (lora_r, lora_alpha, lora_dropout,
+    lora_target_modules); only the adapters train. B starts at zero, so the adapted model starts as the base
+    bit for bit. `base_name_or_path` is what the saved adapter_config.json names as its base."""
+    from peft import LoraConfig, get_peft_model
+
+    target = cfg.lora_target_modules
+    config = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=target[0] if target == ["all-linear"] else target,
+        task_type="SEQ_2_SEQ_LM" if model.config.is_encoder_decoder else "CAUSAL_LM",
+    )
+    model.name_or_path = base_name_or_path  # peft records it as base_model_name_or_path
+    try:
+        return get_peft_model(model, config)
+    except ValueError as e:  # e.g. target modules that the architecture lacks
+        raise ModelError(f"lora_target_modules={target!r}: {e}") from None
 
 
 def count_parameters(model) -> int:

@@ -11,10 +11,15 @@ logits are read as a soft Q-function (METHOD.md §2):
     log pi(a_t|s_t) = Q(s_t, a_t) - V(s_t)
     r_t         = Q(s_t, a_t) - gamma * V(s_{t+1}),    V(terminal) = 0
 
-`token_terms` turns a batch of logits into these per-token quantities with one pass over the (B, T, V)
-logits (`fused_q_v_entropy`); `naive_token_terms` is the obvious log_softmax implementation it is tested
-against. All tensors below are per action, shape (B, T-1): position k holds the action `input_ids[:, k+1]`
-taken in the state whose logits are `logits[:, k]`.
+Two routes give these per-token quantities (TokenTerms):
+- `head_token_terms`, used in training wherever the model allows it (irl/trainer.py): from the final hidden
+  states (B, T, H) and the output embedding, computing the logits of a chunk of rows at a time in forward and
+  again in backward (`_HeadQVEntropy`), so the (B, T, V) logits never exist; only the rows some term reads
+  (`action_rows`) are projected;
+- `token_terms`: from materialised (B, T, V) logits, with one fused pass over them (`fused_q_v_entropy`).
+`naive_token_terms` is the obvious log_softmax implementation both are tested against. All tensors below are per
+action, shape (B, T-1): position k holds the action `input_ids[:, k+1]` taken in the state whose logits are
+`logits[:, k]`.
 """
 
 import dataclasses
@@ -26,6 +31,12 @@ import torch.nn.functional as F
 # Rows of the (B*T, V) logits processed at once by the fused function: bounds the temporary softmax to
 # CHUNK_ROWS * V floats (128 MiB at V=32k in float32) instead of a full copy of the logits.
 CHUNK_ROWS = 1024
+# Entries of one chunk's logits in the hidden-state route (`head_token_terms`), at least: its rows per chunk are
+# max(CHUNK_LOGITS // V, N * H / V) for N rows of hidden size H (1024 rows at V = 32k; at V = 152k, 220 rows, or
+# 772 for 32k rows of H = 3584). So a chunk holds 128 MiB of float32 logits, or as many entries as the hidden
+# states when those are larger, and there are at most V / H + 1 chunks: each chunk reads and writes the whole
+# (V, H) weight gradient once, which many small chunks would turn into the backward's main cost on a GPU.
+CHUNK_LOGITS = 2**25
 
 
 @dataclass
@@ -68,12 +79,8 @@ class _FusedQVEntropy(torch.autograd.Function):
         n, acc = logits.shape[0], torch.promote_types(logits.dtype, torch.float32)
         v = torch.empty(n, dtype=acc, device=logits.device)
         entropy = torch.empty_like(v)
-        for start in range(0, n, CHUNK_ROWS):
-            rows = slice(start, start + CHUNK_ROWS)
-            z = logits[rows].to(acc)
-            v[rows] = torch.logsumexp(z, dim=-1)
-            p = torch.exp(z - v[rows, None])
-            entropy[rows] = v[rows] - (p * z).sum(-1)
+        for rows in _chunks(n, CHUNK_ROWS):
+            v[rows], entropy[rows] = _v_entropy(logits[rows].to(acc))
         q = logits.gather(-1, actions[:, None]).squeeze(-1).to(acc)
         ctx.save_for_backward(logits, actions, v, entropy)
         return q, v, entropy
@@ -81,20 +88,113 @@ class _FusedQVEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_q, g_v, g_entropy):
         logits, actions, v, entropy = ctx.saved_tensors
-        needs_softmax = g_v is not None or g_entropy is not None
-        grad = (torch.empty_like if needs_softmax else torch.zeros_like)(logits, dtype=v.dtype)
-        if needs_softmax:
-            g_v = torch.zeros_like(v) if g_v is None else g_v
-            for start in range(0, logits.shape[0], CHUNK_ROWS):
-                rows = slice(start, start + CHUNK_ROWS)
-                logp = torch.sub(logits[rows].to(v.dtype), v[rows, None], out=grad[rows])  # (rows, V) log pi
-                coef = g_v[rows, None]
-                if g_entropy is not None:
-                    coef = coef - g_entropy[rows, None] * (logp + entropy[rows, None])
-                logp.exp_().mul_(coef)  # grad[rows] = p * coef, in place
-        if g_q is not None:
-            grad.scatter_add_(-1, actions[:, None], g_q[:, None])
+        grad = torch.empty_like(logits, dtype=v.dtype)
+        for rows in _chunks(logits.shape[0], CHUNK_ROWS):
+            grad[rows] = logits[rows]
+            _logit_grad_(grad[rows], rows, actions, v, entropy, g_q, g_v, g_entropy)
         return grad.to(logits.dtype), None
+
+
+class _HeadQVEntropy(torch.autograd.Function):
+    """(q, v, entropy) of the rows of logits z = h W^T + b, from the hidden states h (N, H) and the output embedding
+    W (V, H), b (V,) or None, without ever holding more than one chunk of logits.
+
+    forward:  per chunk of `chunk_rows` rows, z = h W^T + b (rows, V), then q, v, H as _FusedQVEntropy; only h,
+              W, b and the per-row v, H are kept.
+    backward: per chunk, z is computed again from h, then
+              dL/dz = p * (g_v - g_H * (z - v + H)) + onehot(a) * g_q          (as _FusedQVEntropy)
+              dL/dh = dL/dz W,    dL/dW = sum over chunks of dL/dz^T h,    dL/db = sum over rows of dL/dz
+    Recomputing z costs one more (rows x H x V) product per chunk (four in all instead of three) and spares the
+    (N, V) logits, their softmax and their gradient. The products run in the autocast dtype when autocast is on at
+    forward (as the model's own lm_head would under mixed precision), else in the promoted dtype of h and W; the
+    softmax statistics in at least float32, and dL/dW accumulates in at least float32.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, actions, chunk_rows):
+        ctx.set_materialize_grads(False)  # an unused output (entropy, when only logged) costs no backward work
+        device = hidden.device.type
+        if torch.is_autocast_enabled(device):
+            dtype = torch.get_autocast_dtype(device)
+        else:
+            dtype = torch.promote_types(hidden.dtype, weight.dtype)
+        acc = torch.promote_types(dtype, torch.float32)
+        n = hidden.shape[0]
+        q, v, entropy = (torch.empty(n, dtype=acc, device=hidden.device) for _ in range(3))
+        with torch.autocast(device, enabled=False):  # dtypes are explicit below
+            w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
+            for rows in _chunks(n, chunk_rows):
+                z = F.linear(hidden[rows].to(dtype), w, b).to(acc)  # (rows, V)
+                q[rows] = z.gather(-1, actions[rows, None]).squeeze(-1)
+                v[rows], entropy[rows] = _v_entropy(z)
+        ctx.save_for_backward(hidden, weight, bias, actions, v, entropy)
+        ctx.dtype, ctx.chunk_rows = dtype, chunk_rows
+        return q, v, entropy
+
+    @staticmethod
+    def backward(ctx, g_q, g_v, g_entropy):
+        hidden, weight, bias, actions, v, entropy = ctx.saved_tensors
+        dtype, device = ctx.dtype, hidden.device.type
+        needs_hidden, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+        acc = torch.promote_types(weight.dtype, torch.float32)
+        grad_hidden = torch.empty_like(hidden) if needs_hidden else None
+        grad_weight = torch.zeros_like(weight, dtype=acc) if needs_weight else None
+        grad_bias = torch.zeros_like(bias, dtype=acc) if needs_bias else None
+        with torch.autocast(device, enabled=False):
+            w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
+            for rows in _chunks(hidden.shape[0], ctx.chunk_rows):
+                h = hidden[rows].to(dtype)
+                z = F.linear(h, w, b).to(v.dtype)  # (rows, V), as in forward
+                grad_z = _logit_grad_(z, rows, actions, v, entropy, g_q, g_v, g_entropy).to(dtype)
+                if needs_hidden:
+                    grad_hidden[rows] = grad_z @ w
+                if needs_weight and dtype == acc:
+                    grad_weight.addmm_(grad_z.T, h)
+                elif needs_weight:  # a low-precision product, added to the float32 sum
+                    grad_weight += grad_z.T @ h
+                if needs_bias:
+                    grad_bias += grad_z.sum(0)
+        grad_weight = grad_weight.to(weight.dtype) if needs_weight else None
+        grad_bias = grad_bias.to(bias.dtype) if needs_bias else None
+        return grad_hidden, grad_weight, grad_bias, None, None
+
+
+def _v_entropy(z):
+    """V = logsumexp(z) and H = V - sum_i p_i z_i of a chunk of logits z (rows, V), with one (rows, V) temporary.
+
+    With m = max_i z_i, e_i = exp(z_i - m) and s = sum_i e_i: V = m + log s and sum_i p_i z_i = sum_i e_i z_i / s.
+    """
+    m = z.amax(-1, keepdim=True)
+    e = torch.sub(z, m).exp_()  # (rows, V)
+    s = e.sum(-1)
+    v = m.squeeze(-1) + s.log()
+    return v, v - e.mul_(z).sum(-1) / s
+
+
+def _chunks(n: int, size: int):
+    """Row slices [0, size), [size, 2 size), ... covering n rows."""
+    return [slice(start, start + size) for start in range(0, n, size)]
+
+
+def _logit_grad_(z, rows, actions, v, entropy, g_q, g_v, g_entropy):
+    """dL/dz of a chunk of rows, written over the chunk's logits z (rows, V), in v's dtype:
+
+        dL/dz = p * (g_v - g_H * (log p + H)) + onehot(a) * g_q,    log p = z - v
+
+    `rows` selects the chunk in the per-row actions, v, entropy and output gradients g_* (N,); a None gradient is
+    an output the loss does not use.
+    """
+    if g_v is None and g_entropy is None:
+        z.zero_()
+    else:
+        logp = z.sub_(v[rows, None])  # (rows, V) log pi
+        coef = torch.zeros_like(v[rows, None]) if g_v is None else g_v[rows, None]
+        if g_entropy is not None:
+            coef = coef - g_entropy[rows, None] * (logp + entropy[rows, None])
+        logp.exp_().mul_(coef)  # p * coef, in place
+    if g_q is not None:
+        z.scatter_add_(-1, actions[rows, None], g_q[rows, None])
+    return z
 
 
 def fused_q_v_entropy(logits: torch.Tensor, actions: torch.Tensor):
@@ -115,6 +215,16 @@ def _action_masks(input_ids, completion_mask, eos_token_id):
     return mask, terminal, td_mask
 
 
+def _shifted_terms(q, v_all, entropy, input_ids, completion_mask, eos_token_id, stop_grad_next) -> TokenTerms:
+    """TokenTerms from per-position q, V, H (B, T): V(s_{t+1}) is the next position's V, zeroed after EOS."""
+    mask, terminal, td_mask = _action_masks(input_ids, completion_mask, eos_token_id)
+    v_next = v_all[:, 1:]
+    if stop_grad_next:
+        v_next = v_next.detach()
+    v_next = v_next.masked_fill(terminal, 0.0)
+    return TokenTerms(q[:, :-1], v_all[:, :-1], v_next, entropy[:, :-1], mask, td_mask)
+
+
 def token_terms(logits, input_ids, completion_mask, eos_token_id, stop_grad_next=False) -> TokenTerms:
     """Per-action Q, V, V(s'), entropy and masks from a forward pass.
 
@@ -122,13 +232,39 @@ def token_terms(logits, input_ids, completion_mask, eos_token_id, stop_grad_next
     appended EOS included. V(s_{t+1}) is the logsumexp at the action's own position, i.e. the next entry of
     `v` shifted by one; it is zeroed after EOS. `stop_grad_next` detaches it (an ablation, off by default).
     """
-    mask, terminal, td_mask = _action_masks(input_ids, completion_mask, eos_token_id)
     q, v_all, entropy = fused_q_v_entropy(logits, F.pad(input_ids[:, 1:], (0, 1)))  # (B, T) each
-    v_next = v_all[:, 1:]
-    if stop_grad_next:
-        v_next = v_next.detach()
-    v_next = v_next.masked_fill(terminal, 0.0)
-    return TokenTerms(q[:, :-1], v_all[:, :-1], v_next, entropy[:, :-1], mask, td_mask)
+    return _shifted_terms(q, v_all, entropy, input_ids, completion_mask, eos_token_id, stop_grad_next)
+
+
+def action_rows(completion_mask) -> torch.Tensor:
+    """Indices into the flattened (B*T) positions of the states whose action is a completion token: the only rows
+    of the logits that any term reads. (V(s_{t+1}) is read only for an action with a next state that is not
+    terminal, and that next action is then a completion token too.) Position k of a row acts `input_ids[k+1]`.
+    """
+    return F.pad(completion_mask[:, 1:].bool(), (0, 1)).flatten().nonzero().squeeze(1)
+
+
+def head_token_terms(hidden, weight, bias, input_ids, completion_mask, eos_token_id, stop_grad_next=False,
+                     rows=None, chunk_rows=None) -> TokenTerms:
+    """`token_terms` of the logits hidden @ weight^T + bias, without materialising them.
+
+    hidden (B, T, H): the model's final hidden states; weight (V, H), bias (V,) or None: its output embedding
+    (for a model whose logits are exactly that projection; irl/trainer.py checks which are). Only the positions
+    in `rows` (default `action_rows(completion_mask)`; pass it precomputed on the host to spare the device a read)
+    are projected, `chunk_rows` at a time (default: see CHUNK_LOGITS), forward and backward (`_HeadQVEntropy`).
+    The V(s_{t+1}) of an action is the V of the next position, which may lie in the next chunk or the next
+    call's rows: it is taken after the chunks are put back in place. Entries outside `mask` are 0 (in
+    `token_terms` they are whatever those logits give); every objective reads only entries inside it.
+    """
+    batch, width, size = hidden.shape
+    if rows is None:
+        rows = action_rows(completion_mask)
+    vocab = weight.shape[0]
+    chunk_rows = chunk_rows or max(1, CHUNK_LOGITS // vocab, -(-len(rows) * size // vocab))
+    actions = F.pad(input_ids[:, 1:], (0, 1)).flatten()[rows]
+    selected = _HeadQVEntropy.apply(hidden.reshape(-1, size)[rows], weight, bias, actions, chunk_rows)
+    q, v_all, entropy = (x.new_zeros(batch * width).index_copy(0, rows, x).view(batch, width) for x in selected)
+    return _shifted_terms(q, v_all, entropy, input_ids, completion_mask, eos_token_id, stop_grad_next)
 
 
 def naive_token_terms(logits, input_ids, completion_mask, eos_token_id, stop_grad_next=False) -> TokenTerms:

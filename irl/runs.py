@@ -7,7 +7,7 @@
     <run>/checkpoint-<step>/                   Hugging Face format: model.safetensors, tokenizer, trainer state,
                                                and train_config.yaml (the run's config)
     <run>/checkpoint-<step>/sweep/<split>/     decoding sweep: samples-<decoding>.parquet per cell, aggregate.parquet,
-                                               manifest.json
+                                               manifest.json, baselines.parquet (built-in text tasks)
     <run>/checkpoint-<step>/rewards/<name>/    reward extraction: tokens.parquet, sequences.parquet, pairs.parquet,
                                                summary.json, manifest.json
 
@@ -28,6 +28,7 @@ CHECKPOINT_CONFIG = "train_config.yaml"  # the run's config, copied into every c
 SWEEP, REWARDS = "sweep", "rewards"
 SAMPLES_PREFIX = "samples-"  # a sweep cell: samples-<decoding>.parquet
 AGGREGATE = "aggregate.parquet"
+BASELINES = "baselines.parquet"  # a text task's trivial baselines on the sweep's prompts
 MANIFEST = "manifest.json"  # the settings a sweep or rewards directory was made with
 TOKENS_FILE = "tokens.parquet"
 SEQUENCES_FILE = "sequences.parquet"

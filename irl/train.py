@@ -12,19 +12,24 @@ eval/nll, data/* counts), samples.jsonl (a few completions sampled at each loggi
 sample), tokenizer/ (for presets) and checkpoint-<step>/ directories in Hugging Face format (safetensors
 weights, tokenizer, optimizer and scheduler state; GAIL adds discriminator/). `--resume` continues from the
 last complete checkpoint and ends with the same weights as an uninterrupted run.
+
+The config is the Trainer's arguments (irl/config.py): every Trainer option applies as transformers documents
+it. With `use_peft`, the model gets LoRA adapters (irl/model.py `add_lora`) and checkpoints hold the adapter; a
+preset's initial weights, the adapter's base, are saved once in <run>/base_model/.
 """
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
 
 import datasets
 import torch
-from transformers import TrainingArguments, set_seed
+from transformers import set_seed
 
 from irl import model as models
-from irl.config import ConfigError, TrainConfig, read_config, save_config
-from irl.data import Collator, encode, load_splits
+from irl.config import RESUME_MAY_CHANGE, ConfigError, TrainConfig, config_dict, read_config, save_config
+from irl.data import Collator, encode, example_text, load_splits
 from irl.gail import GAILTrainer
 from irl.io import append_jsonl, write_jsonl
 from irl.runs import last_checkpoint, step_of
@@ -49,8 +54,8 @@ def _check_run_dir(cfg: TrainConfig, run_dir: Path):
         return None
     if not cfg.resume:
         raise ConfigError(f"output_dir={str(run_dir)!r}: a run exists there; pass --resume or choose another directory")
-    old = read_config(saved).to_dict()
-    changed = sorted(k for k, v in cfg.to_dict().items() if k != "resume" and old.get(k) != v)
+    old = config_dict(read_config(saved, type(cfg)))
+    changed = sorted(k for k, v in config_dict(cfg).items() if k not in RESUME_MAY_CHANGE and old.get(k) != v)
     if changed:
         raise ConfigError(f"resume: fields {changed} differ from {saved}; a resumed run keeps its config")
     return last_checkpoint(run_dir)
@@ -63,53 +68,33 @@ def _truncate_log(path: Path, step: int):
         write_jsonl(path, [r for r in rows if r["step"] <= step])
 
 
-def load_tokenizer_and_model(cfg: TrainConfig, train_examples, run_dir: Path, args: TrainingArguments):
+def load_tokenizer_and_model(cfg: TrainConfig, train_examples, run_dir: Path):
+    """The tokenizer and the model to train: a preset (its tokenizer trained once, by the main process) or a
+    model by name or path, with fresh LoRA adapters when `use_peft`."""
     if cfg.model in models.PRESETS:
         tok_dir = run_dir / "tokenizer"
         if cfg.tokenizer:
             tokenizer = models.load_tokenizer(cfg.tokenizer, cfg.trust_remote_code)
         else:
             # trained once, by the main process; the others wait and load what it saved
-            with args.main_process_first(local=False, desc="tokenizer"):
+            with cfg.main_process_first(local=False, desc="tokenizer"):
                 if not (tok_dir / "tokenizer_config.json").is_file():
-                    texts = (ex["prompt"] + ex["completion"] for ex in train_examples)
+                    texts = map(example_text, train_examples)
                     models.train_tokenizer(texts, cfg.vocab_size).save_pretrained(tok_dir)
                 tokenizer = models.load_tokenizer(str(tok_dir))
         model = models.build_preset(cfg.model, tokenizer, cfg.max_length, cfg.seed)
+        base = f"../{models.BASE_MODEL}"  # the adapter's base, relative to a checkpoint of this run
+        if cfg.use_peft:
+            with cfg.main_process_first(local=False, desc="base model"):
+                if not (run_dir / models.BASE_MODEL / "config.json").is_file():
+                    model.save_pretrained(run_dir / models.BASE_MODEL)
     else:
         model = models.load_model(cfg.model, cfg.trust_remote_code)
         tokenizer = models.load_tokenizer(cfg.tokenizer or cfg.model, cfg.trust_remote_code)
+        base = str(Path(cfg.model).resolve()) if Path(cfg.model).expanduser().is_dir() else cfg.model
+    if cfg.use_peft:
+        model = models.add_lora(model, cfg, base)
     return tokenizer, model
-
-
-def training_arguments(cfg: TrainConfig, evaluate: bool = True) -> TrainingArguments:
-    """Trainer's arguments from the config; `evaluate=False` (no validation data) turns evaluation off."""
-    return TrainingArguments(
-        output_dir=cfg.output_dir,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_steps,
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        bf16=cfg.bf16,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        logging_steps=cfg.logging_steps,
-        eval_strategy="steps" if evaluate else "no",
-        eval_steps=cfg.eval_steps or cfg.max_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        remove_unused_columns=False,
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
-    )
 
 
 def train(cfg: TrainConfig, callbacks=None) -> IRLTrainer:
@@ -125,16 +110,15 @@ def train(cfg: TrainConfig, callbacks=None) -> IRLTrainer:
         raise ConfigError(f"init={cfg.init!r}: not a checkpoint directory (no config.json)")
     set_seed(cfg.seed)
     splits = load_splits(cfg)
-    args = training_arguments(cfg, evaluate=bool(splits.get("validation")))
-    tokenizer, model = load_tokenizer_and_model(cfg, splits["train"], run_dir, args)
+    tokenizer, model = load_tokenizer_and_model(cfg, splits["train"], run_dir)
     encoded, counts = {}, {}
     start = model.config.decoder_start_token_id if seq2seq else None  # encoder-decoder: the decoder's first input
     for split in ("train", "validation"):
         encoded[split], counts[split] = encode(splits.get(split, []), tokenizer, cfg.max_length, cfg.overlong, start)
     if not encoded["train"]:
         raise ConfigError(f"data={cfg.data!r}: no training example left after encoding ({counts['train']})")
-    if splits.get("validation") and not encoded["validation"]:
-        args = training_arguments(cfg, evaluate=False)
+    # the Trainer's arguments are the config, with validation off when there is nothing to validate on
+    args = cfg if encoded["validation"] else dataclasses.replace(cfg, eval_strategy="no")
 
     trainer_class = GAILTrainer if cfg.objective == "gail" else IRLTrainer
     trainer = trainer_class(
@@ -156,6 +140,7 @@ def train(cfg: TrainConfig, callbacks=None) -> IRLTrainer:
             record = {f"data/{split}/{k}": v for split, c in counts.items() for k, v in c.items()}
             record["init/weights_sha256"] = weights_sha256(model)
             record["init/parameters"] = models.count_parameters(model)
+            record["init/trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
             append_jsonl(trainer.metrics_path, {"step": 0, **record})
             print(json.dumps(record), flush=True)
         else:

@@ -10,17 +10,32 @@ then runs Trainer's own step, whose `compute_loss` reads expert and sampled rows
 Sampling is timed apart from the update (time/sample_s, time/update_s) and a few sampled completions of each
 logging step go to `<output_dir>/samples.jsonl`.
 
+The per-token terms come from the model's final hidden states and its output embedding, a chunk of rows at a
+time (`final_hidden`, objectives.head_token_terms), so the (B, T, V) logits never exist in training; models
+outside HEAD_IS_LINEAR, FSDP/DeepSpeed runs and `chunked_loss: false` read the full logits
+(objectives.token_terms).
+
+A micro-step reads nothing back from the device but the index of its completion tokens (`action_rows`), and
+that before its forward pass is queued, right after the batch's copy to the device (blocking unless accelerate's
+dataloader is set to `non_blocking`) has waited for the device anyway. Statistics, token counts and step times
+stay on the device and are read once per logging step. A non-finite loss is noted on the device and stops
+training at the next log or checkpoint, whichever comes first (at most `logging_steps` steps later), so no
+checkpoint holds weights updated with it; the weights in memory may be, but the run ends there.
+
 Encoder-decoder models (cfg.model_kind "seq2seq", e.g. T5) run the same loop and objectives: a batch holds the
 prompt as the encoder's input and [decoder start] + completion as the decoder's (irl/data.py `episode_features`),
-and the per-token terms are read off the decoder's logits, materialised (B, T, V) (objectives.token_terms).
+and the per-token terms are read off the decoder's full logits (objectives.token_terms): T5 is outside
+HEAD_IS_LINEAR (its head reads the decoder's output scaled by d_model^-1/2, and its forward keeps every logit).
 """
 
 import functools
+import logging
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
+from accelerate.utils import DistributedType
 from transformers import Trainer
 
 from irl import objectives, runs
@@ -28,11 +43,78 @@ from irl.config import save_config
 from irl.io import append_jsonl
 from irl.data import action_ids, batch_keys, model_inputs
 from irl.generation import cat_rows, pad_together, sample_completions
+from irl.sharding import unwrap_for_generation
 
 SAMPLES_LOGGED = 2  # sampled completions written to samples.jsonl per logging step
 
+# Model types (config.model_type) whose causal LM computes exactly logits = lm_head(last hidden state) with an
+# nn.Linear lm_head: no final soft-capping (gemma2, gemma3), no logit scaling (cohere, granite, ...). Read from
+# transformers 5's modeling code; tests/test_chunked.py checks each against the model's own logits. Any other
+# model trains on its full logits.
+HEAD_IS_LINEAR = frozenset(
+    {"gemma", "gpt2", "llama", "mistral", "olmo2", "phi", "phi3", "qwen2", "qwen3", "smollm3", "starcoder2"}
+)
+# Set-ups where the lm_head weight is not whole outside the model's forward (sharded by FSDP, DeepSpeed ZeRO-3,
+# Megatron): they train on the full logits.
+SHARDED = frozenset({DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM})
+
+logger = logging.getLogger(__name__)
+
+
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; training stops before the weights are updated with it."""
+    """The loss became NaN or infinite; training stops before any checkpoint holds weights updated with it."""
+
+
+def head_is_linear(model) -> bool:
+    """Whether a causal LM's logits are exactly lm_head(final hidden states): its type is in HEAD_IS_LINEAR."""
+    return model.config.model_type in HEAD_IS_LINEAR
+
+
+def final_hidden(model, input_ids, attention_mask) -> torch.Tensor:
+    """The final hidden states (B, T, H) of a causal LM, i.e. the input of its lm_head.
+
+    Through the model's own forward (so that DDP, mixed precision and hooks wrap it as usual), asking for the
+    logits of no position (`logits_to_keep` an empty index: the lm_head sees (B, 0, H)) and for the hidden states,
+    whose last entry transformers ties to the last hidden state after the final norm.
+    """
+    no_position = input_ids.new_empty(0)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=no_position, output_hidden_states=True)
+    return out.hidden_states[-1]
+
+
+class Stopwatch:
+    """Seconds spent between `start` and `stop`, summed until read, without waiting for the device at each stop: on
+    CUDA from events recorded on the stream (`seconds` waits for the last one), elsewhere from the host clock (the
+    work is synchronous there)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.total, self.spans, self.begun = 0.0, [], None
+
+    def _now(self):
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def start(self) -> None:
+        self.begun = self._now()
+
+    def stop(self) -> None:
+        end = self._now()
+        if self.cuda:
+            self.spans.append((self.begun, end))
+        else:
+            self.total += end - self.begun
+
+    def seconds(self) -> float:
+        """The sum so far; starts a new one."""
+        if self.spans:
+            self.spans[-1][1].synchronize()
+            self.total += sum(a.elapsed_time(b) for a, b in self.spans) / 1e3
+        total, self.total, self.spans = self.total, 0.0, []
+        return total
 
 
 def objective_fn(cfg):
@@ -63,47 +145,70 @@ class IRLTrainer(Trainer):
         self.seq2seq = cfg.model_kind == "seq2seq"  # the batch layout (irl/data.py batch_keys)
         self.metrics_path = Path(self.args.output_dir) / "metrics.jsonl"
         self.samples_path = Path(self.args.output_dir) / "samples.jsonl"
-        self._stats = defaultdict(list)
-        self._tokens = 0  # non-padding expert tokens processed since the last log
-        # Seconds inside training_step since the last log: sampling, forward, backward (and GAIL's discriminator
-        # step); the optimizer step, evaluation and saving happen outside it.
-        self._step_time = 0.0
-        self._sample_time = 0.0  # of which sampling completions
+        distributed = self.accelerator.distributed_type
+        self.chunked = cfg.chunked_loss and head_is_linear(self.model) and distributed not in SHARDED
+        if cfg.chunked_loss and not self.chunked:
+            logger.warning(
+                "chunked_loss: model type %r under %s trains on its full logits (chunked for HEAD_IS_LINEAR %s, "
+                "not under %s)", self.model.config.model_type, distributed, sorted(HEAD_IS_LINEAR), sorted(SHARDED),
+            )
+        # Since the last log, on the device: each statistic's sum over the records (their count on the host), the
+        # non-padding expert tokens processed.
+        self._sums: dict[str, torch.Tensor] = {}
+        self._counts = defaultdict(int)
+        self._tokens = torch.zeros((), device=self.args.device)
+        # Seconds inside training_step since the last log: sampling, and the rest (forward, backward, GAIL's
+        # discriminator step); the optimizer step, evaluation and saving happen outside it.
+        self._update_time, self._sample_time = Stopwatch(self.args.device), Stopwatch(self.args.device)
+        self._nonfinite = torch.tensor([[-1.0, 0.0]], device=self.args.device)  # [step, loss] of the first non-finite loss
         self._samples = None  # the first rows of the last sampled batch, for samples.jsonl
         self._evaluated_at = None  # (step, metrics) of the last validation pass
 
     def terms(self, model, inputs) -> objectives.TokenTerms:
-        logits = model(**model_inputs(inputs, self.seq2seq)).logits  # (B, T, V); T: the decoder's for seq2seq
-        return objectives.token_terms(
-            logits, action_ids(inputs, self.seq2seq), inputs["completion_mask"], self.eos_token_id,
-            self.cfg.stop_grad_next,
-        )  # fmt: skip
+        """Per-token Q, V, V(s'), entropy of a batch under `model` (the policy, or a frozen copy of it)."""
+        ids, attention, completion = inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]
+        if not self.chunked:  # the full logits: (B, T, V), T the decoder's length for seq2seq
+            logits = model(**model_inputs(inputs, self.seq2seq)).logits
+            return objectives.token_terms(
+                logits, action_ids(inputs, self.seq2seq), completion, self.eos_token_id, self.cfg.stop_grad_next
+            )
+        rows = objectives.action_rows(completion)  # read before the forward is queued: nothing to wait for
+        hidden = final_hidden(model, ids, attention)  # (B, T, H)
+        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        with self.accelerator.autocast():  # the precision the model's own lm_head runs in
+            return objectives.head_token_terms(
+                hidden, head.weight, head.bias, ids, completion, self.eos_token_id, self.cfg.stop_grad_next, rows=rows
+            )
 
     def sample(self, model, inputs) -> dict:
-        """`num_samples` completions per prompt of the batch from the current policy, in training layout."""
+        """`num_samples` completions per prompt of the batch from the current policy, in training layout. Under
+        ZeRO-3 and FSDP the sharded weights are gathered for generation first (irl/sharding.py)."""
         cfg, tokenizer = self.cfg, self.processing_class
         prompt_width = inputs["prompt_input_ids"].shape[1]
-        return sample_completions(
-            self.accelerator.unwrap_model(model),
-            inputs["prompt_input_ids"],
-            inputs["prompt_attention_mask"],
-            num_samples=cfg.num_samples,
-            max_new_tokens=min(cfg.sample_max_new_tokens, cfg.max_length - prompt_width),  # data's length limit
-            temperature=cfg.sample_temperature,
-            eos_token_id=self.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+        with unwrap_for_generation(model, self.accelerator) as (unwrapped, synced):
+            return sample_completions(
+                unwrapped,
+                inputs["prompt_input_ids"],
+                inputs["prompt_attention_mask"],
+                num_samples=cfg.num_samples,
+                max_new_tokens=min(cfg.sample_max_new_tokens, cfg.max_length - prompt_width),  # data's length limit
+                temperature=cfg.sample_temperature,
+                eos_token_id=self.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                synced_gpus=synced,
+            )
 
     def policy_kwargs(self, expert: dict, policy: dict) -> dict:
         """Extra keyword arguments of the objective from the sampled batch: none here (GAIL's: irl/gail.py)."""
         return {}
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        start = time.perf_counter()
         if self.cfg.samples_policy:
+            self._sample_time.start()
             inputs = self._prepare_inputs(inputs)
             policy = self.sample(model, inputs)
-            self._sample_time += time.perf_counter() - start
+            self._sample_time.stop()
+            self._update_time.start()
             truncated = policy.pop("truncated")
             self.record({
                 "sample/length": policy["completion_mask"].sum(1).float().mean(),
@@ -111,12 +216,12 @@ class IRLTrainer(Trainer):
             })
             pad_id = self.processing_class.pad_token_id
             expert, policy = pad_together(inputs, policy, pad_id, batch_keys(self.seq2seq))
-            self._samples = {k: v[:SAMPLES_LOGGED].cpu() for k, v in policy.items()}
+            self._samples = {k: v[:SAMPLES_LOGGED] for k, v in policy.items()}  # to the host when written
             inputs = {**expert, "policy": policy, "policy_kwargs": self.policy_kwargs(expert, policy)}
+        else:
+            self._update_time.start()
         loss = super().training_step(model, inputs, num_items_in_batch)
-        if loss.is_cuda:
-            torch.cuda.synchronize()  # time the backward pass, not only its launch
-        self._step_time += time.perf_counter() - start
+        self._update_time.stop()
         return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -128,38 +233,58 @@ class IRLTrainer(Trainer):
         else:
             terms = self.terms(model, inputs)
             loss, stats = self.objective(terms)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite loss {loss.item()} at step {self.state.global_step}; weights left as at the last "
-                f"checkpoint (lower lr, check the data, or resume with --resume)"
-            )
+        self._watch(loss)
         self.record({**objectives.token_stats(terms, self.cfg.gamma), **stats})
-        self._tokens += int(inputs["attention_mask"].sum())  # the encoder's, for seq2seq; then the decoder's:
-        self._tokens += int(inputs["decoder_attention_mask"].sum()) if self.seq2seq else 0
+        self._tokens += inputs["attention_mask"].sum()  # the encoder's, for seq2seq; then the decoder's:
+        self._tokens += inputs["decoder_attention_mask"].sum() if self.seq2seq else 0
         return loss
 
+    def _watch(self, loss) -> None:
+        """Keep the step and value of the first non-finite loss, on the device (read by `_check_finite`)."""
+        value = loss.detach().float()
+        first = ~torch.isfinite(value) & (self._nonfinite[0, 0] < 0)
+        now = torch.stack([torch.full_like(value, self.state.global_step), value])[None]  # (1, 2)
+        self._nonfinite = torch.where(first, now, self._nonfinite)
+
+    def _check_finite(self) -> None:
+        """Raise NonFiniteLossError on every process if any process saw a non-finite loss (one read)."""
+        seen = self.accelerator.gather(self._nonfinite)  # (processes, 2)
+        for step, value in seen.tolist():
+            if step >= 0:
+                raise NonFiniteLossError(
+                    f"non-finite loss {value} at step {int(step)}; no checkpoint holds weights updated with it "
+                    f"(lower lr, check the data, or resume with --resume)"
+                )
+
+    def _save_checkpoint(self, model, trial) -> None:
+        self._check_finite()
+        super()._save_checkpoint(model, trial)
+
     def record(self, stats: dict) -> None:
-        """Keep scalar statistics of this step; `log` writes their mean over the window and the processes."""
+        """Add scalar statistics of this step to their sums on the device; `log` writes their means over the
+        window and the processes."""
         for key, value in stats.items():
-            self._stats[key].append(value.detach().item())
+            value = value.detach().float()
+            self._sums[key] = self._sums[key] + value if key in self._sums else value
+            self._counts[key] += 1
 
     def log(self, logs: dict, start_time=None) -> None:
+        self._check_finite()
         if "loss" in logs:  # a training log: rename Trainer's keys, add the objective's statistics
-            tokens = self.accelerator.reduce(torch.tensor(float(self._tokens), device=self.args.device), "sum")
-            times = torch.tensor([self._step_time - self._sample_time, self._sample_time], device=self.args.device)
-            update_s, sample_s = self.accelerator.reduce(times, "mean").tolist()  # seconds in this window
+            tokens = self.accelerator.reduce(self._tokens.float(), "sum")
+            local = [self._update_time.seconds(), self._sample_time.seconds()]  # seconds in this window
+            update_s, sample_s = self.accelerator.reduce(torch.tensor(local, device=self.args.device), "mean").tolist()
             logs = {
                 "train/loss": logs.pop("loss"),
                 "train/lr": logs.pop("learning_rate", None),
                 "train/grad_norm": logs.pop("grad_norm", None),
-                "train/tokens_per_s": tokens.item() / max(self._step_time, 1e-9),
+                "train/tokens_per_s": tokens.item() / max(sum(local), 1e-9),
                 "time/update_s": update_s,
                 **({"time/sample_s": sample_s} if self.cfg.samples_policy else {}),
                 **self._reduced_stats(),
                 **logs,
             }
-            self._stats.clear()
-            self._tokens, self._step_time, self._sample_time = 0, 0.0, 0.0
+            self._tokens = torch.zeros_like(self._tokens)
             if self._samples is not None and self.is_world_process_zero():
                 self._write_samples()
         super().log(logs, start_time)
@@ -168,7 +293,7 @@ class IRLTrainer(Trainer):
 
     def _write_samples(self) -> None:
         """Append the first sampled completions of the last step to samples.jsonl: step, prompt, completion, ended."""
-        tokenizer, batch = self.processing_class, self._samples
+        tokenizer, batch = self.processing_class, {k: v.cpu() for k, v in self._samples.items()}
         actions = action_ids(batch, self.seq2seq)
         for ids, attention, completion, acted in zip(batch["input_ids"], batch["attention_mask"],
                                                      batch["completion_mask"], actions):  # fmt: skip
@@ -183,11 +308,13 @@ class IRLTrainer(Trainer):
             })
 
     def _reduced_stats(self) -> dict:
-        """Each statistic's mean over the steps since the last log and over processes."""
-        if not self._stats:
+        """Each statistic's mean over the records since the last log and over processes (one read); clears them."""
+        if not self._sums:
             return {}
-        keys = sorted(self._stats)
-        local = torch.tensor([sum(self._stats[k]) / len(self._stats[k]) for k in keys], device=self.args.device)
+        keys = sorted(self._sums)
+        local = torch.stack([self._sums[k] / self._counts[k] for k in keys]).to(self.args.device)
+        self._sums.clear()
+        self._counts.clear()
         return dict(zip(keys, self.accelerator.reduce(local, "mean").tolist()))
 
     @torch.no_grad()
@@ -215,4 +342,7 @@ class IRLTrainer(Trainer):
         for its rewards, the task for its sweep) also when copied out of its run directory."""
         super()._save(output_dir, state_dict)
         if self.args.should_save:
-            save_config(self.cfg, Path(output_dir or self.args.output_dir) / runs.CHECKPOINT_CONFIG)
+            out = Path(output_dir or self.args.output_dir)
+            save_config(self.cfg, out / runs.CHECKPOINT_CONFIG)
+            if self.cfg.use_peft:  # beside peft's adapter files: the base's config.json (context length, architecture)
+                self.accelerator.unwrap_model(self.model).get_base_model().config.save_pretrained(out)

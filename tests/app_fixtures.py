@@ -1,23 +1,28 @@
-"""Synthetic runs directories with the on-disk shape of real runs (irl/runs.py, analysis/schema.py), for the app's
-tests and its latency benchmark. No model is trained: every table is drawn from a seeded generator.
+"""A runs directory at the scale of real work for benchmarks/app_latency.py (the app's tests read the real
+chain's output instead: tests/conftest.py), and the helpers that serve the app and drive it in Debian's
+chromium (tests/test_app_browser.py, benchmarks/app_latency.py).
 
-    build_runs(root)                                  # small: 2 methods x 2 seeds x 2 checkpoints, 6 prompts
-    build_runs(root, n_prompts=150, steps=(100, 200, 300, 400, 500), ...)     # benchmark scale
+    build_runs(root)      2 methods x 2 seeds x 5 checkpoints, 150 prompts, greedy + 4 temperatures + 3 beam
+                          widths at K = 5: ~100k samples, ~1.3M token rows
 
-Layout written, for each run <root>/<method>/seed<seed>/:
-    config.yaml, metrics.jsonl (a step-0 data/init row, train/iq rows, eval/nll rows)
-    checkpoint-<step>/trainer_state.json
-    checkpoint-<step>/sweep/validation/samples-<decoding>.parquet, aggregate.parquet
-    checkpoint-<step>/rewards/validation/{tokens,sequences}.parquet       the references, one per prompt
-    checkpoint-<step>/rewards/validation-t=<T>/{tokens,sequences}.parquet the K samples at the highest T
-    checkpoint-<step>/rewards/prefs/{tokens,sequences,pairs}.parquet      reference vs a wrong answer
+Training and decoding at that scale take hours, so two things are drawn instead of made: the training curves
+in metrics.jsonl, and each sample, which is the reference solution or one of its corruptions (the rejected
+sides of analysis.preferences.corruption_pairs), picked with a probability of being right that grows with the
+step and falls with the temperature. The checkpoints hold trainer_state.json only. Everything else is made by
+the real code:
 
-The reference of prompt "p0" (example 0 of rewards/validation and of rewards/prefs) is made of the hostile
-tokens in `HOSTILE_TOKENS`, and so is the greedy sample of "p0", so the pages must show them as text.
+- problems: the built-in math task (irl.math_task.generate_splits); configs: irl.config.save_config;
+- sweep: the decoding grid of analysis.sweep.decoding_grid, per-sample metrics by analysis.metrics.quality_scores
+  (the task's checker, ROUGE-1), the manifest of analysis.sweep.Settings, aggregate.parquet by
+  analysis.sweep.rebuild_aggregate (prompt-clustered SEs of analysis.stats.mean_se);
+- rewards: a tiny model trained here for 2 steps (irl.train.train) scores, on every checkpoint, the samples at
+  the highest temperature (`<split>-t=1`, by their token ids) and the corruption preference pairs (`math-pairs`)
+  through analysis.reward_data.load_data and analysis.rewards.extract and finish: tokens, sequences, pairs,
+  summary.json and manifest.json as the command writes them. The same model scores every checkpoint, so the
+  rewards differ between texts only.
 """
 
 import json
-import re
 import socket
 import subprocess
 import sys
@@ -25,43 +30,26 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from analysis import schema as S
-from irl.config import TrainConfig
-from irl.runs import method_label
+from irl.config import MATH_TEMPLATES, TrainConfig, save_config
+from irl.runs import MANIFEST, cell_file, method_label, sweep_dir
 
-HOSTILE_TOKENS = ("<script>alert(1)</script>", "<img src=x onerror=alert(1)>")
 METHODS = (("mle", 0.0), ("iqlearn", 0.1))  # (objective, lam)
 SPLIT = "validation"
-PREFS = "prefs"
-# whitespace-led words as tokens; each hostile string is one token
-_PIECE = re.compile("|".join([*(" ?" + re.escape(t) for t in HOSTILE_TOKENS), r" *\S+", r"\n"]))
-
-
-def decoding_grid(temperatures=(0.5, 1.0), beams=(4,)) -> list[dict]:
-    """Decoding settings as the sweep labels them: greedy, t=<T> sampling, beam=<B>."""
-    grid = [{S.DECODING: "greedy", S.KIND: "greedy", S.TEMPERATURE: 0.0, S.BEAMS: 1}]
-    grid += [{S.DECODING: f"t={t:g}", S.KIND: "sample", S.TEMPERATURE: float(t), S.BEAMS: 1} for t in temperatures]
-    grid += [{S.DECODING: f"beam={b}", S.KIND: "beam", S.TEMPERATURE: 0.0, S.BEAMS: int(b)} for b in beams]
-    return grid
-
-
-def _problem(rng, lines: tuple[int, int]) -> tuple[str, str, int]:
-    """A GSM8K-style problem with lines[0] to lines[1] - 1 addition steps: (prompt, reference completion
-    ending "#### <answer>", answer)."""
-    amounts = rng.integers(2, 40, 1 + int(rng.integers(*lines)))
-    prompt = f"Question: Ava has {amounts[0]} apples. " + " ".join(f"She picks {a} more." for a in amounts[1:])
-    prompt += " How many apples does she have?\nAnswer:"
-    lines, total = [f" Ava starts with {amounts[0]} apples."], int(amounts[0])
-    for a in amounts[1:]:
-        lines.append(f"Then she has {total} + {a} = {total + a} apples.")
-        total += int(a)
-    return prompt, "\n".join(lines) + f"\n#### {total}", total
+PAIRS = "math-pairs"
+SCORER = dict(
+    model="tiny", vocab_size=400, math_sizes=[64, 8, 8], max_length=256, per_device_train_batch_size=4, max_steps=2, warmup_steps=0,
+    logging_steps=1, eval_steps=0, save_steps=2,
+)  # fmt: skip
+METRICS = (S.EXACT_MATCH, "rouge1")
+N_BOOT = 10  # bootstrap replicates of the correlations in summary.json (the command's default is 1000): the
+# intervals are wide, the files and pages the same
 
 
 def build_runs(
@@ -69,34 +57,78 @@ def build_runs(
     *,
     methods=METHODS,
     seeds=(0, 1),
-    steps=(50, 100),
-    n_prompts: int = 6,
-    k: int = 3,
-    temperatures=(0.5, 1.0),
-    beams=(4,),
-    solution_lines: tuple[int, int] = (1, 5),
+    steps=(100, 200, 300, 400, 500),
+    n_prompts: int = 150,
+    k: int = 5,
+    temperatures=(0.25, 0.5, 0.75, 1.0),
+    beams=(2, 4, 8),
     seed: int = 0,
 ) -> Path:
     """Write a runs directory under `root` (one run per method x seed, one checkpoint per step, the last step
-    being max_steps, so every run is finished) and return `root`."""
+    being max_steps, so every run is finished) and return `root`. See the module docstring."""
+    import torch
+
+    from analysis import rewards
+    from analysis.metrics import quality_scores
+    from analysis.preferences import corruption_pairs
+    from analysis.reward_data import load_data
+    from analysis.sweep import decoding_grid
+    from irl.math_task import generate_splits
+    from irl.runs import checkpoint_config, last_checkpoint
+    from irl.train import train
+
     root = Path(root)
+    problems = generate_splits([0, n_prompts, 0], list(MATH_TEMPLATES), seed)[SPLIT]
     rng = np.random.default_rng(seed)
-    problems = [_problem(rng, solution_lines) for _ in range(n_prompts)]
-    vocab: dict[str, int] = {}
-    for objective, lam in methods:
-        for run_seed in seeds:
-            run = root / objective / f"seed{run_seed}"
-            cfg = TrainConfig(
-                output_dir=str(run), objective=objective, lam=lam or 0.1, seed=run_seed, model="small",
-                max_steps=max(steps), eval_steps=max(steps) // 2,
-            )  # fmt: skip
-            _write_run(run, cfg, steps, problems, k, decoding_grid(temperatures, beams), vocab, rng)
+    pairs = corruption_pairs(problems, seed=seed)  # the reference against each of its wrong corruptions
+    pairs_file = root.parent / f"{PAIRS}.jsonl"
+    pairs_file.write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
+    # each prompt's texts: its reference, then its wrong corruptions; scored once (a sample is one of them)
+    texts = {ex["id"]: [ex["completion"]] for ex in problems}
+    for pair in pairs:
+        texts[pair[S.PROMPT_ID]].append(pair["rejected"])
+    flat = [(ex["completion"], text) for ex in problems for text in texts[ex["id"]]]
+    scored = quality_scores(METRICS, [text for _, text in flat], [reference for reference, _ in flat])
+    scores, at = {}, 0
+    for ex in problems:
+        n = len(texts[ex["id"]])
+        scores[ex["id"]] = {m: scored[m][at : at + n] for m in METRICS}
+        at += n
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        scorer_dir = root.parent / "scorer"
+        train(TrainConfig(output_dir=str(scorer_dir), **SCORER))
+        model, tokenizer = rewards.load_checkpoint(last_checkpoint(scorer_dir))
+        fields = {"prompt": "prompt", "completion": "completion", "chosen": "chosen", "rejected": "rejected"}
+        grid = decoding_grid((0.0, *temperatures), beams)
+        for objective, lam in methods:
+            for run_seed in seeds:
+                run = root / objective / f"seed{run_seed}"
+                cfg = TrainConfig(
+                    output_dir=str(run), objective=objective, lam=lam or 0.1, seed=run_seed, model="small",
+                    max_steps=max(steps), eval_steps=max(steps) // 2,
+                )  # fmt: skip
+                _write_run(run, cfg, rng)
+                for step in steps:
+                    ckpt = run / f"checkpoint-{step}"
+                    ckpt.mkdir()
+                    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+                    hottest = _write_sweep(ckpt, cfg, step, problems, texts, scores, grid, k, tokenizer, rng)
+                    settings = rewards.Settings(gamma=rewards.checkpoint_gamma(ckpt), n_boot=N_BOOT)
+                    for data in (str(sweep_dir(ckpt, SPLIT) / cell_file(hottest)), str(pairs_file)):
+                        name, rows, meta = load_data(data, ckpt, checkpoint_config(ckpt), fields)
+                        scored = rewards.extract(model, tokenizer, rows, settings.gamma)
+                        rewards.finish(ckpt, name, rows, scored, meta, settings, data)
+    finally:
+        torch.set_num_threads(threads)
     return root
 
 
-def _write_run(run: Path, cfg: TrainConfig, steps, problems, k, grid, vocab, rng) -> None:
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+def _write_run(run: Path, cfg: TrainConfig, rng) -> None:
+    """config.yaml, and metrics.jsonl with the keys irl/trainer.py logs on curves drawn around decaying ones."""
+    run.mkdir(parents=True)
+    save_config(cfg, run / "config.yaml")
     iq = cfg.objective == "iqlearn"
     rows = [{"step": 0, "data/train/examples": 20000, "data/train/kept": 20000, "init/parameters": 1234567}]
     for step in range(10, cfg.max_steps + 1, 10):
@@ -113,123 +145,51 @@ def _write_run(run: Path, cfg: TrainConfig, steps, problems, k, grid, vocab, rng
         if step % cfg.eval_steps == 0:
             rows.append({"step": step, "eval/nll": nll + 0.05, "eval/tokens": 8000, "epoch": step / 600})
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    for step in steps:
-        ckpt = run / f"checkpoint-{step}"
-        ckpt.mkdir(exist_ok=True)
-        (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
-        progress = step / cfg.max_steps
-        keys = {S.RUN: str(run), S.METHOD: method_label(cfg.to_dict()), S.SEED: cfg.seed, S.STEP: step}
-        samples = _write_sweep(ckpt / "sweep" / SPLIT, keys, problems, k, grid, iq, progress, rng)
-        rewards = ckpt / "rewards"
-        _write_rewards(rewards / SPLIT, _references(problems), cfg.gamma, iq, vocab, rng)
-        _write_rewards(rewards / f"{SPLIT}-{samples[S.DECODING].iloc[0]}", samples, cfg.gamma, iq, vocab, rng)
-        _write_pairs(rewards / PREFS, problems, cfg.gamma, iq, vocab, rng)
 
 
-def _write_sweep(out: Path, keys, problems, k, grid, iq, progress, rng) -> pd.DataFrame:
-    """One samples-<decoding>.parquet per setting and aggregate.parquet; returns the samples at the highest
-    temperature."""
-    out.mkdir(parents=True, exist_ok=True)
-    agg_rows, last = [], None
-    for setting in grid:
-        n = 1 if setting[S.KIND] == "greedy" else k
-        t = setting[S.TEMPERATURE]
-        p_correct = min(0.95, 0.2 + 0.5 * progress + (0.1 if iq else 0.0) - 0.3 * t)
+def _write_sweep(ckpt: Path, cfg: TrainConfig, step: int, problems, texts, scores, grid, k, tokenizer, rng) -> str:
+    """One samples-<decoding>.parquet per setting (each sample one of its prompt's `texts`, the reference first,
+    with its `scores` and the token record the sweep keeps, as `tokenizer` encodes it), the manifest and
+    aggregate.parquet; returns the label of the sampling cell at the highest temperature."""
+    from analysis.sweep import Settings, rebuild_aggregate
+    from irl.io import atomic_write_text, write_parquet
+
+    out = sweep_dir(ckpt, SPLIT)
+    out.mkdir(parents=True)
+    settings = Settings(samples=k, limit=None, max_new_tokens=256, seed=0, batch_size=16, calculator=True,
+                        metrics=METRICS)  # fmt: skip
+    atomic_write_text(out / MANIFEST, json.dumps(asdict(settings), indent=1) + "\n")
+    ids = {}  # (text, is completion) -> token ids: a prompt's few distinct texts are encoded once
+
+    def encode(text: str, completion: bool) -> list[int]:
+        if (text, completion) not in ids:
+            found = tokenizer(text, add_special_tokens=not completion)["input_ids"]
+            ids[text, completion] = found + [tokenizer.eos_token_id] if completion else found
+        return ids[text, completion]
+
+    keys = {S.RUN: str(ckpt.parent), S.METHOD: method_label(cfg.to_dict()), S.SEED: cfg.seed, S.STEP: step}
+    for decoding in grid:
+        better = 0.5 * step / cfg.max_steps + 0.1 * (cfg.objective == "iqlearn") - 0.3 * decoding.temperature
+        p_right = min(0.95, 0.2 + better)
         rows = []
-        for pid, (prompt, reference, answer) in enumerate(problems):
-            for sample in range(n):
-                correct = rng.random() < p_correct
-                value = answer if correct else answer + int(rng.integers(1, 9))
-                completion = reference.rsplit("####", 1)[0] + f"#### {value}"
-                if pid == 0 and sample == 0 and setting[S.KIND] == "greedy":
-                    completion = f" {HOSTILE_TOKENS[0]} {HOSTILE_TOKENS[1]}\n#### {value}"
+        for ex in problems:
+            for sample in range(decoding.samples_per_prompt(k)):
+                right = rng.random() < p_right or len(texts[ex["id"]]) == 1
+                j = 0 if right else int(rng.integers(1, len(texts[ex["id"]])))
+                text, completion_ids = texts[ex["id"]][j], encode(texts[ex["id"]][j], True)
                 rows.append({
-                    **keys, **setting, S.PROMPT_ID: f"p{pid}", S.SAMPLE: sample, S.PROMPT: prompt,
-                    S.COMPLETION: completion, S.REFERENCE: reference, S.N_TOKENS: len(_PIECE.findall(completion)),
-                    S.ENTROPY: 0.2 + t * rng.random(), S.COMPLETION_CALC: completion,
-                    S.EXACT_MATCH: float(correct), S.EXACT_MATCH_CALC: float(correct or rng.random() < 0.3),
-                    "rouge1": float(np.clip(0.5 + 0.4 * correct - 0.2 * t + 0.1 * rng.standard_normal(), 0, 1)),
+                    **keys, S.DECODING: decoding.label, S.KIND: decoding.kind, S.TEMPERATURE: decoding.temperature,
+                    S.BEAMS: decoding.beams, S.PROMPT_ID: ex["id"], S.SAMPLE: sample, S.PROMPT: ex["prompt"],
+                    S.COMPLETION: text, S.REFERENCE: ex["completion"], S.N_TOKENS: len(completion_ids),
+                    S.ENTROPY: 0.2 + decoding.temperature * rng.random(), S.PROMPT_IDS: encode(ex["prompt"], False),
+                    S.COMPLETION_IDS: completion_ids, S.ENDED: True, S.COMPLETION_CALC: text,
+                    **{m: scores[ex["id"]][m][j] for m in METRICS},
+                    S.EXACT_MATCH_CALC: scores[ex["id"]][S.EXACT_MATCH][j],
                 })  # fmt: skip
         samples = pd.DataFrame(rows)
-        samples.to_parquet(out / f"samples-{setting[S.DECODING]}.parquet", index=False)
-        agg = {**keys, **setting}
-        for m in (S.EXACT_MATCH, S.EXACT_MATCH_CALC, "rouge1"):
-            agg[S.mean_col(m)] = samples[m].mean()
-            agg[S.se_col(m)] = samples[m].std(ddof=1) / np.sqrt(len(samples))
-        diverse = t + (0.3 if iq else 0.0) * (t > 0)
-        agg |= {
-            S.SELF_BLEU: float(np.clip(95 - 60 * diverse + 5 * rng.standard_normal(), 0, 100)),
-            S.DISTINCT_1: float(np.clip(0.2 + 0.4 * diverse, 0, 1)),
-            S.DISTINCT_2: float(np.clip(0.3 + 0.5 * diverse, 0, 1)),
-            S.ENTROPY: samples[S.ENTROPY].mean(), S.N: len(samples),
-        }  # fmt: skip
-        agg_rows.append(agg)
-        last = samples if setting[S.KIND] == "sample" else last
-    pd.DataFrame(agg_rows).to_parquet(out / "aggregate.parquet", index=False)  # analysis/sweep.py AGGREGATE
-    return last
-
-
-def _write_rewards(out: Path, examples: pd.DataFrame, gamma, iq, vocab, rng) -> pd.DataFrame:
-    """tokens.parquet and sequences.parquet of `examples` (one row per completion: prompt_id, completion and
-    any columns to carry, e.g. the sweep's); returns the sequences."""
-    out.mkdir(parents=True, exist_ok=True)
-    seqs = examples.reset_index(drop=True)
-    seqs.insert(0, S.EXAMPLE_ID, np.arange(len(seqs)))
-    pieces = [_PIECE.findall(text) for text in seqs[S.COMPLETION]]
-    lengths = np.array([len(p) for p in pieces])
-    tokens = np.concatenate(pieces)
-    start = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    position = np.arange(len(tokens)) - start
-    last = position == np.repeat(lengths, lengths) - 1
-    # IQLearn's rewards track correctness; MLE's offset V is unconstrained noise (METHOD.md, section 4).
-    signal = np.repeat(seqs[S.EXACT_MATCH].to_numpy(), lengths) * (0.6 if iq else 0.0)
-    v = (2.0 if iq else 12.0) + rng.normal(0, 1.0 if iq else 3.0, len(tokens))
-    logp = -np.abs(rng.normal(0, 1.2, len(tokens))) * (1.0 - 0.5 * signal)
-    q = logp + v
-    v_next = np.where(last, 0.0, np.roll(v, -1))  # V after EOS is 0
-    table = pd.DataFrame({
-        S.EXAMPLE_ID: np.repeat(seqs[S.EXAMPLE_ID].to_numpy(), lengths), S.POSITION: position,
-        S.TOKEN_ID: [vocab.setdefault(t, len(vocab)) for t in tokens], S.TOKEN: tokens,
-        S.Q: q, S.V: v, S.V_NEXT: v_next, S.LOGP: logp, S.REWARD: q - gamma * v_next,
-    })  # fmt: skip
-    table.to_parquet(out / S.TOKENS_FILE, index=False, row_group_size=20_000)
-    sums = table.groupby(S.EXAMPLE_ID).agg(R=(S.REWARD, "sum"), logp_sum=(S.LOGP, "sum"), v0=(S.V, "first"))
-    seqs[S.R] = sums["R"].to_numpy()
-    seqs[S.R_CENTERED] = seqs[S.R] - seqs.groupby(S.PROMPT_ID)[S.R].transform("mean")
-    seqs[S.LOGP_SUM] = sums["logp_sum"].to_numpy()
-    seqs[S.V0] = sums["v0"].to_numpy()
-    seqs[S.LENGTH] = lengths
-    seqs[S.TRUNCATED], seqs[S.ROUNDTRIP] = False, True
-    first = [*S.SEQUENCE_COLUMNS, S.TRUNCATED, S.ROUNDTRIP]
-    seqs = seqs[first + [c for c in seqs.columns if c not in first]]
-    seqs.to_parquet(out / S.SEQUENCES_FILE, index=False)
-    return seqs
-
-
-def _references(problems) -> pd.DataFrame:
-    """The data set's own completions, one per prompt; the first one made of the hostile tokens."""
-    refs = pd.DataFrame({
-        S.PROMPT_ID: [f"p{i}" for i in range(len(problems))], S.PROMPT: [p for p, _, _ in problems],
-        S.COMPLETION: [c for _, c, _ in problems], S.EXACT_MATCH: 1.0,
-    })  # fmt: skip
-    refs.loc[0, S.COMPLETION] = f" Ava wrote {HOSTILE_TOKENS[0]} and {HOSTILE_TOKENS[1]}\n#### 5"
-    return refs
-
-
-def _write_pairs(out: Path, problems, gamma, iq, vocab, rng) -> None:
-    """A preference set, one pair per prompt: the reference chosen, a wrong final answer rejected."""
-    chosen = _references(problems).assign(**{S.SIDE: "chosen"})
-    rejected = chosen.assign(**{
-        S.SIDE: "rejected", S.EXACT_MATCH: 0.0, S.COMPLETION: [c + "1" for c in chosen[S.COMPLETION]],
-    })  # fmt: skip
-    both = pd.concat([chosen, rejected]).assign(**{S.PAIR_ID: np.tile(np.arange(len(problems)), 2)})
-    seqs = _write_rewards(out, both.sort_values(S.PAIR_ID, kind="stable"), gamma, iq, vocab, rng)
-    c, r = (seqs[seqs[S.SIDE] == side].set_index(S.PAIR_ID) for side in ("chosen", "rejected"))
-    pd.DataFrame({
-        S.PAIR_ID: c.index, S.PROMPT_ID: c[S.PROMPT_ID].to_numpy(), S.CHOSEN_R: c[S.R].to_numpy(),
-        S.REJECTED_R: r[S.R].to_numpy(), S.MARGIN: (c[S.R] - r[S.R]).to_numpy(),
-        "chosen_example_id": c[S.EXAMPLE_ID].to_numpy(), "rejected_example_id": r[S.EXAMPLE_ID].to_numpy(),
-    }).to_parquet(out / S.PAIRS_FILE, index=False)  # fmt: skip
+        write_parquet(out / cell_file(decoding.label), samples)
+    rebuild_aggregate(out)
+    return [d for d in grid if d.kind == "sample"][-1].label
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -246,7 +206,7 @@ PAGES = {
     "": {"charts": 1},
     "token_rewards": {"charts": 2, "selector": ".token-rewards"},
     "quality_diversity": {"charts": 2},
-    "rewards_quality": {"charts": 4},
+    "rewards_quality": {"charts": 6},
     "samples": {"charts": 0, "selector": '[data-testid="stCode"]'},
 }
 TITLES = {"": "Runs", "token_rewards": "Token rewards", "quality_diversity": "Quality vs diversity",

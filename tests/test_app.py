@@ -1,116 +1,278 @@
-"""The app without a browser: every page under streamlit's AppTest on fixture runs, the runs-directory
-confinement, and the pure table and chart builders on literal frames.
+"""The app without a browser: every page under streamlit's AppTest on the real chain's output (tests/conftest.py
+`real_runs`), each figure compared with the one the analysis wrote or computes; the runs-directory confinement
+under file-system call recording; and the pure table and chart builders on literal frames.
 
     .venv/bin/python -m pytest -q tests/test_app.py
 """
 
+import base64
+import ctypes
+import html
 import json
+import os
+import re
+import shutil
+import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from analysis import pareto, stats
 from analysis import schema as S
 from app import charts, data, tables
 from app.safety import OutsideRunsDir, inside
-from tests.app_fixtures import HOSTILE_TOKENS, REPO, build_runs
+from tests.conftest import HOSTILE, HOSTILE_TOKENS, RUNS, SCORED_HOSTILE, SWEEP, TRAIN
 
+REPO = Path(__file__).resolve().parents[1]
 MAIN = str(REPO / "app" / "main.py")
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return build_runs(tmp_path_factory.mktemp("app") / "runs")
+LAST = TRAIN["max_steps"]
 
 
 def app(monkeypatch, runs_dir, page=None) -> AppTest:
     """The app started as `streamlit run app/main.py -- --runs-dir runs_dir`, run once (on `page`)."""
     monkeypatch.setattr(sys, "argv", [MAIN, "--runs-dir", str(runs_dir)])
-    at = AppTest.from_file(MAIN, default_timeout=30).run()
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
     if page:
         at.switch_page(page).run()
     assert not at.exception, [e.message for e in at.exception]
     return at
 
 
+def _decoded(obj):
+    """Plotly's JSON with its typed arrays ({"dtype", "bdata", "shape"}: base64 of the numpy buffer) as lists."""
+    if isinstance(obj, dict) and "bdata" in obj and "dtype" in obj:
+        values = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=obj["dtype"])
+        return values.reshape([int(n) for n in str(obj.get("shape", len(values))).split(",")]).tolist()
+    if isinstance(obj, dict):
+        return {k: _decoded(v) for k, v in obj.items()}
+    return [_decoded(v) for v in obj] if isinstance(obj, list) else obj
+
+
 def figure(at, i: int) -> dict:
-    return json.loads(at.get("plotly_chart")[i].proto.spec)
+    """The i-th Plotly chart of the page as the browser receives it, arrays as lists."""
+    return _decoded(json.loads(at.get("plotly_chart")[i].proto.spec))
+
+
+def title(fig: dict) -> str:
+    return fig["layout"]["title"]["text"]
+
+
+def select(at, label: str):
+    return next(b for b in at.selectbox if b.label == label)
+
+
+def rewards_file(real_runs, run: str, name: str, file: str) -> Path:
+    return real_runs.checkpoints[run] / "rewards" / name / file
+
+
+def summary(real_runs, run: str, name: str) -> dict:
+    return json.loads(rewards_file(real_runs, run, name, S.SUMMARY_FILE).read_text())
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Pages
+# The chain
 
 
-def test_runs_page(monkeypatch, root):
-    at = app(monkeypatch, root)
-    assert at.header[0].value == "Runs"
+def test_chain_outputs_exist(real_runs):
+    """train -> sweep -> rewards wrote what the app reads, for every run."""
+    for run in RUNS:
+        run_dir = real_runs.root / run
+        assert (run_dir / "config.yaml").is_file() and (run_dir / "metrics.jsonl").is_file()
+        steps = sorted(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*"))
+        assert steps == [2, 4] and real_runs.checkpoints[run] == run_dir / f"checkpoint-{LAST}"
+        sweep = real_runs.checkpoints[run] / "sweep" / SWEEP["split"]
+        assert sorted(p.name for p in sweep.glob("*.parquet")) == [
+            "aggregate.parquet", "samples-beam=2.parquet", "samples-greedy.parquet", "samples-t=1.parquet",
+        ]  # fmt: skip
+        names = ["math-preferences", SWEEP["split"], *([HOSTILE] if run in SCORED_HOSTILE else [])]
+        for name in names:
+            for file in (S.TOKENS_FILE, S.SEQUENCES_FILE, S.SUMMARY_FILE):
+                assert rewards_file(real_runs, run, name, file).is_file(), (run, name, file)
+        assert rewards_file(real_runs, run, "math-preferences", S.PAIRS_FILE).is_file()
+    pairs = pd.read_parquet(rewards_file(real_runs, "mle/seed0", HOSTILE, S.PAIRS_FILE))
+    assert (pairs[S.MARGIN] == 0).sum() == 1  # the tie: the same text on both sides
+    tokens = pd.read_parquet(rewards_file(real_runs, "mle/seed0", HOSTILE, S.TOKENS_FILE))
+    assert HOSTILE_TOKENS[0] in "".join(tokens.loc[tokens[S.EXAMPLE_ID] == 0, S.TOKEN])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pages on the chain's output
+
+
+def test_runs_page(monkeypatch, real_runs):
+    at = app(monkeypatch, real_runs.root)
+    assert at.header[0].value == "Runs" and not at.warning
     table = at.dataframe[0].value
-    assert list(table[S.RUN]) == ["iqlearn/seed0", "iqlearn/seed1", "mle/seed0", "mle/seed1"]
-    assert list(table["status"]) == ["finished"] * 4
+    assert list(table[S.RUN]) == sorted(RUNS)
+    assert list(table["status"]) == ["finished"] * 4 and list(table["last_checkpoint"]) == [LAST] * 4
     assert list(table["lam"]) == ["0.1", "0.1", "", ""]  # lam does not apply to MLE
     curves = figure(at, 0)
-    assert [a["text"] for a in curves["layout"]["annotations"]] == list(tables.CURVES.values())  # panel titles
+    logged = {run: pd.read_json(real_runs.root / run / "metrics.jsonl", lines=True) for run in RUNS}
+    keys = set().union(*(m.columns for m in logged.values()))
+    assert [a["text"] for a in curves["layout"]["annotations"]] == [t for k, t in tables.CURVES.items() if k in keys]
     loss = [t for t in curves["data"] if t["xaxis"] == "x"]
     assert [t["name"] for t in loss] == ["iqlearn lam=0.1 seeds", "iqlearn lam=0.1", "mle seeds", "mle"]
+    # the line is the mean over the two seeds of what train wrote to metrics.jsonl
+    mle = pd.concat([logged["mle/seed0"], logged["mle/seed1"]])
+    loss_by_step = mle.dropna(subset=["train/loss"]).groupby(S.STEP)["train/loss"].mean()
+    assert loss[3]["x"] == loss_by_step.index.tolist() and loss[3]["y"] == pytest.approx(loss_by_step.tolist())
     assert len(at.get("download_button")) == 1
 
 
-def test_token_rewards_page_escapes_tokens(monkeypatch, root):
-    at = app(monkeypatch, root, "views/token_rewards.py")
-    assert [b.value for b in at.selectbox][:3] == ["prefs", "mle/seed1@100", "iqlearn/seed0@100"]  # MLE vs IQLearn
-    for label, value in (("Data", "validation"), ("Prompt (best match first)", "p0")):
-        next(b for b in at.selectbox if b.label == label).set_value(value).run()
-    assert next(b for b in at.selectbox if b.label == "Completion").value == 0  # p0's reference: hostile tokens
+def test_token_rewards_page_escapes_tokens(monkeypatch, real_runs):
+    at = app(monkeypatch, real_runs.root, "views/token_rewards.py")
+    assert [b.value for b in at.selectbox][:3] == [HOSTILE, f"mle/seed0@{LAST}", f"iqlearn/seed0@{LAST}"]
+    select(at, "Prompt (best match first)").set_value("h0").run()
+    select(at, "Completion").set_value(0).run()  # example 0: the chosen side of pair 0, holding the hostile text
     assert not at.exception
-    html = [h.proto.body for h in at.get("html")]
-    assert len(html) == 2  # two checkpoints side by side
-    for body in html:
-        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and "<script" not in body
-        assert "&lt;img src=x onerror=alert(1)&gt;" in body and "<img" not in body
+    assert f"γ = {summary(real_runs, 'mle/seed0', HOSTILE)['gamma']:g}; EOS terminal" in at.caption[0].value
+    assert HOSTILE_TOKENS[0] in at.code[0].value  # the prompt, shown verbatim
+    bodies = [h.proto.body for h in at.get("html")]
+    assert len(bodies) == 2  # two checkpoints side by side
+    for body, run in zip(bodies, SCORED_HOSTILE):
+        assert "<script" not in body and "<img" not in body and "&lt;script&gt;" not in body.replace("</span>", "")
+        shown = html.unescape("".join(re.findall(r">([^<]*)</span>", body))).replace("↵\n", "\n")
+        tokens = pd.read_parquet(rewards_file(real_runs, run, HOSTILE, S.TOKENS_FILE))
+        assert shown == "".join(tokens.loc[tokens[S.EXAMPLE_ID] == 0, S.TOKEN])  # every token, in order
+        assert HOSTILE_TOKENS[0] in shown and HOSTILE_TOKENS[1] in shown
     assert len(at.get("plotly_chart")) == 2
-    differences = at.dataframe[-1].value  # both checkpoints scored the same references
+    differences = at.dataframe[-1].value  # both checkpoints scored the same texts
     assert differences.columns[-1] == "difference" and len(differences) == 20
 
 
-def test_quality_diversity_page(monkeypatch, root):
-    at = app(monkeypatch, root, "views/quality_diversity.py")
-    pareto, temperature = figure(at, 0), figure(at, 1)
-    assert pareto["layout"]["xaxis"]["title"]["text"] == "self_bleu (lower = more diverse)"
-    names = [t["name"] for t in pareto["data"]]
-    assert "mle front" in names and "iqlearn lam=0.1 front" in names and "mle · beam" in names
-    names = [t["name"] for t in temperature["data"]]
-    assert names == ["iqlearn lam=0.1", "mle", "iqlearn lam=0.1 · beam", "mle · beam"]
-    {b.label: b for b in at.selectbox}["Quality"].set_value("rouge1").run()
-    assert figure(at, 0)["layout"]["yaxis"]["title"]["text"] == "rouge1_mean"
+def test_quality_diversity_page_shows_the_sweeps_standard_errors(monkeypatch, real_runs):
+    at = app(monkeypatch, real_runs.root, "views/quality_diversity.py")
+    select(at, "Quality").set_value("rouge1").run()
+    pareto_fig, temperature = figure(at, 0), figure(at, 1)
+    assert pareto_fig["layout"]["xaxis"]["title"]["text"] == "self_bleu (lower = more diverse)"
+    names = ["iqlearn lam=0.1", "mle", "iqlearn lam=0.1 · beam", "mle · beam"]
+    assert [t["name"] for t in temperature["data"]] == names
+    written = pd.concat([
+        pd.read_parquet(real_runs.checkpoints[run] / "sweep" / SWEEP["split"] / "aggregate.parquet").assign(run=run)
+        for run in RUNS
+    ])  # fmt: skip
+    # the table shows each run's mean and SE as analysis/sweep.py wrote them
+    shown = at.dataframe[-1].value
+    assert shown.columns.tolist()[3:6] == ["rouge1_mean", "rouge1_se", S.N]
+    assert len(shown) == len(written) and shown["rouge1_se"].gt(0).any()
+    shown = shown.assign(**{S.RUN: shown[S.CHECKPOINT].str.split("@").str[0]})
+    columns = ["rouge1_mean", "rouge1_se", S.N]
+    np.testing.assert_array_equal(shown.set_index([S.RUN, S.DECODING])[columns].sort_index(),
+                                  written.set_index([S.RUN, S.DECODING])[columns].sort_index())  # fmt: skip
+    # which is the prompt-clustered SE of analysis/stats.py over the samples the sweep wrote
+    samples = pd.read_parquet(real_runs.checkpoints["mle/seed0"] / "sweep" / SWEEP["split"] / "samples-t=1.parquet")
+    row = shown[(shown[S.RUN] == "mle/seed0") & (shown[S.DECODING] == "t=1")].iloc[0]
+    clustered = stats.mean_se(samples["rouge1"], samples[S.PROMPT_ID])
+    assert (row["rouge1_mean"], row["rouge1_se"]) == pytest.approx(clustered)
+    # the temperature lines' error bars are analysis/pareto.py's SE over seeds of those means
+    over_seeds = pareto.aggregate_seeds(written, metrics=["rouge1_mean"])
+    mle = over_seeds[(over_seeds[S.METHOD] == "mle") & over_seeds[S.KIND].isin(["greedy", "sample"])]
+    line = next(t for t in temperature["data"] if t["name"] == "mle")
+    assert line["y"] == pytest.approx(mle.sort_values(S.TEMPERATURE)["rouge1_mean"].tolist())
+    assert line["error_y"]["array"] == pytest.approx(mle.sort_values(S.TEMPERATURE)["rouge1_mean_seed_se"].tolist())
 
 
-def test_rewards_quality_page(monkeypatch, root):
-    at = app(monkeypatch, root, "views/rewards_quality.py")
-    data_box = next(b for b in at.selectbox if b.label == "Data")
-    assert data_box.value == "prefs"  # the first data set whose metric varies (references are all correct)
-    data_box.set_value("validation-t=1").run()
-    titles = [figure(at, i)["layout"]["title"]["text"] for i in range(4)]
-    assert titles[0].startswith("R vs exact_match: Spearman ρ = ") and titles[0].endswith("(n = 18)")  # 6 x 3 samples
-    assert titles[1:] == [
-        "Spearman ρ(R, metric) against lam",
-        "P(R(chosen) > R(rejected)), 95% Wilson interval",
-        "margin distribution",
-    ]
-    accuracy = figure(at, 2)["data"][0]
-    assert len(accuracy["x"]) == 8  # 4 runs x 2 checkpoints
+def test_rewards_quality_page_shows_the_analysis_correlations(monkeypatch, real_runs):
+    at = app(monkeypatch, real_runs.root, "views/rewards_quality.py")
+    assert select(at, "Data").value == SWEEP["split"]
+    seqs = pd.read_parquet(rewards_file(real_runs, "mle/seed0", SWEEP["split"], S.SEQUENCES_FILE))
+    assert S.EXACT_MATCH_CALC in seqs.columns
+    assert select(at, "Metric").options == S.quality_columns(seqs.columns, same_text=True)  # no exact_match_calc
+    assert select(at, "Metric").value == "rouge1"  # the tiny model's exact match is all 0: rho undefined
+    assert select(at, "Score").options == list(S.SCORES) and select(at, "Score").value == S.R
+    select(at, "Checkpoint").set_value(f"mle/seed0@{LAST}").run()
+    scatter, by_lam, by_score = figure(at, 0), figure(at, 1), figure(at, 2)
+    written = {(run, row["reward"], row["metric"]): row for run in RUNS
+               for row in summary(real_runs, run, SWEEP["split"])["correlations"]}  # fmt: skip
+    mine = written[("mle/seed0", S.R, "rouge1")]
+    rho = stats.rank_correlations(seqs[S.R], seqs["rouge1"])["spearman"]  # the analysis' function, again
+    assert mine["spearman"] == pytest.approx(rho, abs=1e-12)
+    expected = f"R vs rouge1: Spearman ρ = {rho:.3f} [{mine['spearman_low']:.3f}, {mine['spearman_high']:.3f}]"
+    assert title(scatter) == f"{expected} (n = {len(seqs)})"
+    assert "γ = 0.99; EOS terminal" in scatter["layout"]["title"]["subtitle"]["text"]
+    assert sorted(scatter["data"][0]["y"]) == pytest.approx(sorted(seqs[S.R]))
+    # per checkpoint against lam: summary.json's rho and its bootstrap interval, as error bars
+    markers = [t for t in by_lam["data"] if t["mode"] == "markers"]
+    assert sum(len(t["y"]) for t in markers) == len(RUNS)
+    for t in markers:
+        for (run, step, _), rho, high in zip(t["customdata"], t["y"], t["error_y"]["array"]):
+            row = written[(run, S.R, "rouge1")]
+            assert rho == pytest.approx(row["spearman"]) and high == pytest.approx(row["spearman_high"] - rho)
+    # every reward beside every likelihood baseline, per checkpoint, as written
+    assert [t["name"] for t in by_score["data"]] == list(S.SCORES)
+    for t in by_score["data"]:
+        runs = [x.split("@")[0] for x in t["x"]]
+        rhos = [written[(run, t["name"], "rouge1")]["spearman"] for run in runs]
+        assert t["y"] == pytest.approx([np.nan if r is None else r for r in rhos], nan_ok=True)  # null: undefined
+    # a written correlation needs the switch to another score only: logp_sum's
+    select(at, "Score").set_value(S.LOGP_SUM).run()
+    rho = stats.rank_correlations(seqs[S.LOGP_SUM], seqs["rouge1"])["spearman"]
+    assert title(figure(at, 0)).startswith(f"logp_sum vs rouge1: Spearman ρ = {rho:.3f} [")
 
 
-def test_samples_page(monkeypatch, root):
-    at = app(monkeypatch, root, "views/samples.py")
+def test_rewards_quality_page_counts_a_tie_as_half(monkeypatch, real_runs):
+    at = app(monkeypatch, real_runs.root, "views/rewards_quality.py")
+    assert select(at, "Preference data").value == HOSTILE
+    accuracy = next(figure(at, i) for i in range(len(at.get("plotly_chart"))) if "ties ½" in title(figure(at, i)))
+    assert [t["name"] for t in accuracy["data"]] == list(S.SCORES)  # each reward beside each likelihood baseline
+    for bars in accuracy["data"]:
+        score = bars["name"]
+        assert bars["x"] == [f"iqlearn/seed0@{LAST}", f"mle/seed0@{LAST}"]
+        for run, y, high, low in zip(["iqlearn/seed0", "mle/seed0"], bars["y"], bars["error_y"]["array"],
+                                     bars["error_y"]["arrayminus"]):  # fmt: skip
+            pairs = pd.read_parquet(rewards_file(real_runs, run, HOSTILE, S.PAIRS_FILE))
+            written = summary(real_runs, run, HOSTILE)["preferences"][score]
+            computed = stats.pairwise_accuracy(pairs[f"chosen_{score}"], pairs[f"rejected_{score}"])
+            assert written["ties"] == computed["ties"] >= 1  # the pair whose two sides are the same text
+            assert y == written["accuracy"] == pytest.approx(computed["accuracy"])
+            margin = pairs[f"chosen_{score}"] - pairs[f"rejected_{score}"]
+            assert y == pytest.approx((margin > 0).mean() + 0.5 * (margin == 0).mean())
+            assert y != (margin > 0).mean()  # a tie counted as a loss would show less
+            assert (y + high, y - low) == pytest.approx((written["high"], written["low"]))
+
+
+def test_token_view_marks_the_known_error(monkeypatch, real_runs):
+    """A corrupted rejected completion of the built-in preference set: the token the corruption changed first is
+    outlined and marked in the per-token chart, and the error-localisation figure is the written one."""
+    name = "math-preferences"
+    seqs = pd.read_parquet(rewards_file(real_runs, "mle/seed0", name, S.SEQUENCES_FILE))
+    rejected = seqs.dropna(subset=[S.ERROR_POSITION]).iloc[0]
+    at = app(monkeypatch, real_runs.root, "views/token_rewards.py")
+    select(at, "Data").set_value(name).run()
+    select(at, "Checkpoint").set_value(f"mle/seed0@{LAST}").run()
+    select(at, "Prompt (best match first)").set_value(rejected[S.PROMPT_ID]).run()
+    select(at, "Completion").set_value(rejected[S.EXAMPLE_ID]).run()
+    assert not at.exception
+    error = int(rejected[S.ERROR_POSITION])
+    body = at.get("html")[0].proto.body
+    spans = re.findall(r"<span([^>]*)>", body)
+    assert [i for i, attrs in enumerate(spans) if 'class="known-error"' in attrs] == [error]
+    assert f"position {error})" in " ".join(c.value for c in at.caption)
+    assert [s["x0"] for s in figure(at, 0)["layout"]["shapes"]] == [error]
+    with_pairs = app(monkeypatch, real_runs.root, "views/rewards_quality.py")
+    select(with_pairs, "Preference data").set_value(name).run()
+    localisation = figure(with_pairs, len(with_pairs.get("plotly_chart")) - 1)
+    written = {run: summary(real_runs, run, name)["error_localisation"] for run in RUNS}
+    for t in localisation["data"]:
+        ranking = t["name"].split(" ")[0]
+        assert t["y"] == [written[x.split("@")[0]][ranking]["mrr"] for x in t["x"]]
+
+
+def test_samples_page(monkeypatch, real_runs):
+    at = app(monkeypatch, real_runs.root, "views/samples.py")
+    sweep = real_runs.checkpoints["mle/seed0"] / "sweep" / SWEEP["split"]
+    greedy = pd.read_parquet(sweep / "samples-greedy.parquet")
+    first = greedy[greedy[S.PROMPT_ID] == select(at, "Prompt").value].iloc[0]
     code = [c.value for c in at.code]
-    assert code[0].startswith("Question: Ava has") and "\n#### " in code[1]  # the prompt, the reference
-    # 2 checkpoints x (greedy: 1 sample + t=0.5: 3 samples), the greedy sample of p0 holding hostile text
-    completions = code[2:]
-    assert len(completions) == 8
-    assert sum(HOSTILE_TOKENS[0] in c for c in completions) == 2
+    assert code[:2] == [first[S.PROMPT], first[S.REFERENCE]]
+    # the last checkpoint of one seed per method x (greedy: 1 sample, t=1: 3), plus calculator texts that differ
+    assert len(code) - 2 >= 2 * (1 + SWEEP["samples"]) and first[S.COMPLETION] in code[2:]
 
 
 def test_empty_runs_dir_says_what_to_run(monkeypatch, tmp_path):
@@ -118,13 +280,13 @@ def test_empty_runs_dir_says_what_to_run(monkeypatch, tmp_path):
     assert "make demo" in at.info[0].value and "python -m analysis sweep" in at.info[0].value
 
 
-def test_pages_import_no_torch(root):
-    """Every page runs without importing torch, transformers or evaluate (the app starts fast)."""
+def test_pages_import_no_torch(real_runs):
+    """Every page runs without importing torch, transformers, evaluate or scipy (the app starts fast)."""
     script = f"""
 import sys
-sys.argv = [{MAIN!r}, "--runs-dir", {str(root)!r}]
+sys.argv = [{MAIN!r}, "--runs-dir", {str(real_runs.root)!r}]
 from streamlit.testing.v1 import AppTest
-at = AppTest.from_file({MAIN!r}, default_timeout=30).run()
+at = AppTest.from_file({MAIN!r}, default_timeout=60).run()
 for page in ("token_rewards", "quality_diversity", "rewards_quality", "samples"):
     at.switch_page(f"views/{{page}}.py").run()
     assert not at.exception, page
@@ -138,34 +300,154 @@ print(sorted(m for m in ("torch", "transformers", "evaluate", "scipy") if m in s
 # Confinement
 
 
-def test_confinement_refuses_paths_outside_the_root(tmp_path):
+class FileSystemCalls:
+    """Every file and directory the process opens or lists while recording, seen twice: by the interpreter's
+    audit events ("open", "os.listdir", "os.scandir": Python's own calls, pathlib's globs) and by the kernel,
+    inotify watches on every directory of `watched` (IN_OPEN, IN_ACCESS: also what pyarrow's C++ reads)."""
+
+    IN_ACCESS, IN_OPEN = 0x1, 0x20
+    _audited: list | None = None
+    _hooked = False
+
+    def __init__(self, watched: Path):
+        if not FileSystemCalls._hooked:  # an audit hook cannot be removed: one for the whole test process
+            sys.addaudithook(FileSystemCalls._hook)
+            FileSystemCalls._hooked = True
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self.libc.inotify_init1(os.O_NONBLOCK)
+        assert self.fd >= 0, os.strerror(ctypes.get_errno())
+        self.dirs = {}
+        for d in [watched, *(p for p in watched.rglob("*") if p.is_dir() and not p.is_symlink())]:
+            wd = self.libc.inotify_add_watch(self.fd, str(d).encode(), self.IN_ACCESS | self.IN_OPEN)
+            assert wd >= 0, os.strerror(ctypes.get_errno())
+            self.dirs[wd] = d
+        self.kernel_events()  # drop what setting up the watches did
+
+    @staticmethod
+    def _hook(event, args):
+        if FileSystemCalls._audited is not None and event in ("open", "os.listdir", "os.scandir") and args:
+            path = args[0]
+            if isinstance(path, (str, bytes, os.PathLike)):
+                FileSystemCalls._audited.append((event, os.fsdecode(path)))
+
+    def __enter__(self):
+        FileSystemCalls._audited = []
+        return self
+
+    def __exit__(self, *exc):
+        self.audited, FileSystemCalls._audited = FileSystemCalls._audited, None
+        self.kernel = self.kernel_events()
+        os.close(self.fd)
+
+    def kernel_events(self) -> list[str]:
+        """Paths of the inotify events since the last call (a directory's own events name the directory)."""
+        events, buffer = [], b""
+        while True:
+            try:
+                buffer += os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+        while buffer:
+            wd, _, _, size = struct.unpack_from("iIII", buffer)
+            name = buffer[16 : 16 + size].rstrip(b"\0").decode()
+            events.append(str(self.dirs[wd] / name) if name else str(self.dirs[wd]))
+            buffer = buffer[16 + size :]
+        return events
+
+
+def page_text(at) -> list[str]:
+    """The text of what a page shows: markdown, captions, code, alerts, options, tables and charts."""
+    texts = [e.value for kind in ("markdown", "caption", "code", "warning", "info", "header") for e in at.get(kind)]
+    texts += [str(b.options) for b in at.selectbox] + [str(m.options) for m in at.multiselect]
+    texts += [d.value.to_csv() for d in at.dataframe] + [c.proto.spec for c in at.get("plotly_chart")]
+    return texts
+
+
+def hostile_runs_dir(real_runs, tmp: Path) -> tuple[Path, Path]:
+    """(root, outside): `outside` a copy of the chain's runs; `root` two real runs with symlinks pointing into
+    `outside` in place of a run, a checkpoint, a metrics.jsonl, a sweep/ folder, a rewards/<data> folder, a
+    result file and a config.yaml."""
+    outside, root = tmp / "outside", tmp / "root"
+    shutil.copytree(real_runs.root, outside)
+    for run in ("mle/seed0", "mle/seed1"):
+        shutil.copytree(real_runs.root / run, root / run)
+    ckpt = f"checkpoint-{LAST}"
+    links = {
+        "linked-run": "iqlearn/seed0",  # a run
+        "mle/seed0/checkpoint-6": f"iqlearn/seed0/{ckpt}",  # a complete checkpoint, with sweep and rewards
+        "mle/seed1/metrics.jsonl": "mle/seed1/metrics.jsonl",
+        f"mle/seed1/{ckpt}/sweep": f"mle/seed1/{ckpt}/sweep",
+        f"mle/seed0/{ckpt}/rewards/stolen": f"iqlearn/seed0/{ckpt}/rewards/{SWEEP['split']}",
+        f"mle/seed0/{ckpt}/rewards/math-preferences/{S.PAIRS_FILE}": f"mle/seed1/{ckpt}/rewards/math-preferences/"
+        f"{S.PAIRS_FILE}",
+        "evil/config.yaml": "iqlearn/seed1/config.yaml",
+    }  # fmt: skip
+    for link, target in links.items():
+        path = root / link
+        if path.is_dir():
+            shutil.rmtree(path)
+        path.unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.symlink_to(outside / target)
+    return root, outside
+
+
+def test_nothing_outside_the_root_is_listed_or_read(monkeypatch, real_runs, tmp_path):
+    """Symlinks into another runs directory in place of a run, a checkpoint, a metrics.jsonl, a sweep folder, a
+    result folder and file and a config: every page renders, nothing under the other directory is opened or
+    listed (audit events and inotify), and each link is reported by its path under the root, not its target."""
+    root, outside = hostile_runs_dir(real_runs, tmp_path)
+    st.cache_data.clear()
+    monkeypatch.setattr(sys, "argv", [MAIN, "--runs-dir", str(root)])
+    errors, shown = {}, []
+    with FileSystemCalls(outside) as calls:
+        at = AppTest.from_file(MAIN, default_timeout=60).run()
+        for page in ("runs", "token_rewards", "quality_diversity", "rewards_quality", "samples"):
+            if page != "runs":
+                at.switch_page(f"views/{page}.py").run()
+            errors[page] = [e.message for e in at.exception]
+            shown += page_text(at)
+    assert [p for _, p in calls.audited if p.startswith(str(outside))] == []
+    assert calls.kernel == []
+    assert any(p.startswith(str(root)) for _, p in calls.audited)  # the recording works: the root was read
+    assert errors == {page: [] for page in errors}
+
+    at = app(monkeypatch, root)
+    ckpt = f"checkpoint-{LAST}"
+    assert at.warning[0].value.startswith("Skipped 7 entries")
+    assert sorted(at.code[0].value.splitlines()) == sorted([
+        "evil/config.yaml: outside the runs directory",
+        "linked-run: outside the runs directory, not followed",
+        "mle/seed0/checkpoint-6: outside the runs directory",
+        f"mle/seed0/{ckpt}/rewards/stolen: outside the runs directory",
+        f"mle/seed0/{ckpt}/rewards/math-preferences/{S.PAIRS_FILE}: outside the runs directory",
+        "mle/seed1/metrics.jsonl: outside the runs directory",
+        f"mle/seed1/{ckpt}/sweep: outside the runs directory",
+    ])  # fmt: skip
+    assert not [text for text in shown if str(outside) in text] and "outside/" not in at.code[0].value
+    table = at.dataframe[0].value
+    assert list(table[S.RUN]) == ["mle/seed0", "mle/seed1"]  # seed1 listed without its metrics
+    assert list(table["last_checkpoint"]) == [LAST, LAST]  # the outside checkpoint-6 is not a step
+    band = next(t for t in figure(at, 0)["data"] if t["name"] == "mle")
+    assert {n for (n,) in band["customdata"]} == {1}  # the curve of one seed: seed1 has no readable metrics
+
+
+def test_inside_refuses_paths_outside_the_root_without_naming_the_target(tmp_path):
     root = tmp_path / "runs"
     (root / "a" / "b").mkdir(parents=True)
     (tmp_path / "secret").mkdir()
     (root / "escape").symlink_to(tmp_path / "secret")
+    (root / "loop").symlink_to(root / "loop")
     assert inside(root, "a/b") == (root / "a" / "b").resolve()
-    for bad in ("../../etc", "../secret", "escape", "escape/config.yaml", "/etc"):
-        with pytest.raises(OutsideRunsDir):
+    for bad in ("../../etc", "../secret", "escape", "escape/config.yaml", "/etc", "loop"):
+        with pytest.raises(OutsideRunsDir) as refused:
             inside(root, bad)
-    with pytest.raises(OutsideRunsDir):
-        data.metrics(root, "../../etc")
-
-
-def test_index_skips_a_run_that_links_outside(tmp_path):
-    root = build_runs(tmp_path / "runs", methods=(("mle", 0.0),), seeds=(0,), steps=(100,))
-    outside = build_runs(tmp_path / "elsewhere", methods=(("iqlearn", 0.1),), seeds=(0,), steps=(100,))
-    (root / "linked").symlink_to(outside / "iqlearn" / "seed0")  # not followed when looking for runs
-    (root / "evil").mkdir()
-    (root / "evil" / "config.yaml").symlink_to(outside / "iqlearn" / "seed0" / "config.yaml")
-    (root / "mle" / "seed0" / "checkpoint-100" / "rewards" / "stolen").symlink_to(outside)
-    runs, results, refused = data.index(root)
-    assert list(runs[S.RUN]) == ["mle/seed0"]
-    assert set(results["name"]) == {"validation", "validation-t=1", "prefs"}
-    assert len(refused) == 2 and "evil/config.yaml" in refused[0] and "stolen" in refused[1]
+        assert str(refused.value).startswith(f"{bad}: ") and "secret" not in str(refused.value).removeprefix(bad)
+    assert data.metrics(root, "escape").empty  # a run's metrics.jsonl outside: no curves, no error
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tables
+# Tables and charts on literal frames
 
 
 def test_run_row_status_and_blank_settings():
@@ -207,26 +489,6 @@ def test_seed_band_and_long_metrics():
     band = tables.seed_band(curves)
     assert band.to_dict("list") == {"key": ["k", "k"], S.METHOD: ["m", "m"], S.STEP: [10, 20], "mean": [2.0, 5.0],
                                     "lo": [1.0, 5.0], "hi": [3.0, 5.0], "n_seeds": [2, 1]}  # fmt: skip
-
-
-def test_spearman():
-    # ranks 1 2 3 4 vs 1 2 4 3: sum d^2 = 2, rho = 1 - 6 * 2 / (4 * 15) = 0.8
-    assert tables.spearman([1, 2, 3, 4], [10, 20, 40, 30]) == pytest.approx(0.8)
-    # ties get average ranks 1.5 1.5 3.5 3.5: Pearson of ranks = 4 / (2 * sqrt(5))
-    assert tables.spearman([0, 0, 1, 1], [1, 2, 3, 4]) == pytest.approx(2 / np.sqrt(5))
-    seqs = pd.DataFrame({S.RUN: [*"aaaabbb"], S.STEP: 1, S.R: [1, 2, 3, 4, 1, 2, 3], "em": [1, 2, 4, 3, 0, 0, 0]})
-    corr = tables.correlations(seqs, "em")
-    assert corr["spearman"].iloc[0] == pytest.approx(0.8) and np.isnan(corr["spearman"].iloc[1])
-    assert list(corr["n"]) == [4, 3]
-
-
-def test_wilson_interval_and_pairwise_accuracy():
-    lo, hi = tables.wilson_interval([8, 0], [10, 2])
-    assert lo == pytest.approx([0.4902, 0.0], abs=1e-4) and hi == pytest.approx([0.9433, 0.6576], abs=1e-4)
-    pairs = pd.DataFrame({S.RUN: ["a"] * 4 + ["b"] * 2, S.STEP: [5] * 6, S.MARGIN: [1.0, -1.0, 2.0, 0.5, -1.0, -2.0]})
-    acc = tables.pairwise_accuracy(pairs)
-    assert list(acc["accuracy"]) == [0.75, 0.0] and list(acc["n"]) == [4, 2]
-    assert acc["lo"].round(4).tolist() == [0.3006, 0.0] and acc["hi"].round(4).tolist() == [0.9544, 0.6576]
 
 
 def test_reward_differences_compare_only_identical_completions():
@@ -301,23 +563,62 @@ def test_tokens_html_escapes_and_colours():
     assert "background:rgba(33,102,172,0.000)" in html and html.count("running R=2.000") == 2
 
 
+def test_summary_tables_read_the_written_figures():
+    """summary.json as tables: null (an undefined correlation) becomes NaN; one row per score; the rule names
+    every gamma and the terminal rule as written."""
+    corr = {"reward": "R", "metric": "em", "n": 4, "spearman": None, "spearman_low": None, "spearman_high": None,
+            "kendall": None, "kendall_low": None, "kendall_high": None}  # fmt: skip
+    acc = {"accuracy": 0.625, "low": 0.3, "high": 0.9, "n": 4, "wins": 2, "ties": 1, "losses": 1, "auc": 0.7}
+    prefs = {S.R: acc | {"margin": {"mean": 1.0}}, S.LOGP_SUM: acc | {"accuracy": 0.25}}
+    best = {"prompts": 2, "n": 3.0, **dict.fromkeys(S.SCORES, 0.5), "random": 0.25, "oracle": 1.0, "gain": 0.25}
+    terminal = "EOS terminal (V=0 after it)"
+    summaries = {
+        ("a", 5): {"gamma": 0.99, "terminal": terminal, "best_of_n": {"t=1/em": best},
+                   "correlations": [corr, corr | {"metric": "r1", "spearman": 0.5}]},
+        ("b", 5): {"gamma": 1.0, "terminal": terminal, "preferences": prefs,
+                   "preferences_by_source": {"carried": prefs},
+                   "error_localisation": {"n": 3, "reward": {"hit@1": 1 / 3, "hit@3": 1.0, "mrr": 0.5}}},
+    }  # fmt: skip
+    c = tables.summary_correlations(summaries)
+    assert c[[S.RUN, S.STEP, "metric"]].values.tolist() == [["a", 5, "em"], ["a", 5, "r1"]]
+    assert np.isnan(c["spearman"].iloc[0]) and c["spearman"].iloc[1] == 0.5 and c["n"].dtype == float
+    p = tables.summary_preferences(summaries)
+    rows = [["b", S.R, 0.625, 1.0], ["b", S.LOGP_SUM, 0.25, 1.0]]
+    assert p[[S.RUN, "score", "accuracy", "ties"]].values.tolist() == rows
+    assert tables.summary_preferences_by_source(summaries)[S.PAIR_SOURCE].tolist() == ["carried", "carried"]
+    b = tables.summary_best_of_n(summaries)
+    assert b[["decoding", "metric", S.R, S.LOGP_SUM, "oracle"]].values.tolist() == [["t=1", "em", 0.5, 0.5, 1.0]]
+    loc = tables.summary_error_localisation(summaries)
+    assert loc[[S.RUN, "ranking", "n", "hit@1", "mrr"]].values.tolist() == [["b", "reward", 3.0, 1 / 3, 0.5]]
+    assert tables.reward_rule(summaries) == f"r_t = Q − γV(s_t+1), γ = 0.99 or 1 (per checkpoint); {terminal}"
+
+
 def test_reward_and_preference_figures():
     seqs = pd.DataFrame({S.R: [1.0, 2.0, 3.0], "em": [0.0, 1.0, 1.0], "rouge1": [0.1, 0.5, 0.2]})
-    box = charts.reward_quality_figure(seqs, S.R, "em", 0.5).data[0]
+    corr = {"spearman": 0.5, "spearman_low": 0.25, "spearman_high": 0.75, "n": 3.0}
+    box = charts.reward_quality_figure(seqs, S.R, "em", corr).data[0]
     assert (box.type, list(box.x), box.boxpoints) == ("box", [0.0, 1.0, 1.0], "all")  # a 0/1 metric: boxes
-    scatter = charts.reward_quality_figure(seqs, S.R, "rouge1", 0.5)
-    assert scatter.data[0].type == "scatter" and scatter.layout.title.text == "R vs rouge1: Spearman ρ = 0.500 (n = 3)"
+    scatter = charts.reward_quality_figure(seqs, S.R, "rouge1", corr, "γ = 1")
+    assert scatter.data[0].type == "scatter"
+    assert scatter.layout.title.text == "R vs rouge1: Spearman ρ = 0.500 [0.250, 0.750] (n = 3)"
+    assert scatter.layout.title.subtitle.text == "γ = 1"
+    undefined = charts.reward_quality_figure(seqs, S.R, "em", corr | {"spearman": np.nan})
+    assert undefined.layout.title.text == "R vs em: Spearman ρ = n/a (a side is constant) (n = 3)"
 
-    acc = pd.DataFrame({S.CHECKPOINT: ["a@1"], "accuracy": [0.75], "lo": [0.3006], "hi": [0.9544], "n": [4]})
-    bar = charts.accuracy_figure(acc).data[0]
-    assert list(bar.error_y.array) == pytest.approx([0.2044])  # hi - accuracy
-    assert list(bar.error_y.arrayminus) == pytest.approx([0.4494])  # accuracy - lo
+    acc = pd.DataFrame({S.CHECKPOINT: ["a@1", "a@1"], "score": [S.R, S.LOGP_SUM], "accuracy": [0.75, 0.5],
+                        "low": [0.3006, 0.2], "high": [0.9544, 0.8], "n": [4, 4], "ties": [1, 0]})  # fmt: skip
+    r, logp = charts.accuracy_figure(acc).data
+    assert (r.name, logp.name, list(logp.y)) == (S.R, S.LOGP_SUM, [0.5])
+    assert list(r.error_y.array) == pytest.approx([0.2044])  # high - accuracy
+    assert list(r.error_y.arrayminus) == pytest.approx([0.4494])  # accuracy - low
 
     corr = pd.DataFrame({S.RUN: ["m0", "m1", "i0"], S.METHOD: ["mle", "mle", "iq"], S.STEP: 5, S.LAM: [0.0, 0.0, 0.1],
-                         "spearman": [0.1, -0.1, 0.6]})  # fmt: skip
+                         "spearman": [0.1, -0.1, 0.6], "spearman_low": [0.0, -0.3, 0.5],
+                         "spearman_high": [0.2, 0.0, 0.9], "n": 10})  # fmt: skip
     mean, iq, mle = charts.correlation_lam_figure(corr).data
     assert (mean.name, list(mean.x), list(mean.y)) == ("step 5: mean", [0.0, 0.1], pytest.approx([0.0, 0.6]))
     assert (iq.name, list(iq.y), mle.name, list(mle.y)) == ("iq", [0.6], "mle", [0.1, -0.1])
+    assert list(iq.error_y.array) == pytest.approx([0.3]) and list(mle.error_y.arrayminus) == pytest.approx([0.1, 0.2])
 
 
 def test_token_figure_shows_the_chosen_quantity_and_running_reward():

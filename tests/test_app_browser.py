@@ -1,8 +1,8 @@
 """The app in a real browser: Debian's chromium driven by Playwright against `streamlit run` on 127.0.0.1.
 
-Every page renders its charts with no Streamlit exception (screenshots in test-artifacts/app/), and the hostile
-tokens of the fixture are shown as text, with no script run. Needs `apt-get install -y chromium`; fails, does
-not skip, without it.
+Every page renders its charts with no Streamlit exception (screenshots in test-artifacts/app/) on the real
+chain's output (tests/conftest.py `real_runs`), and the hostile tokens scored there are shown as text, with no
+script run. Needs `apt-get install -y chromium`; fails, does not skip, without it.
 
     .venv/bin/python -m pytest -q tests/test_app_browser.py
 """
@@ -11,18 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.app_fixtures import HOSTILE_TOKENS, PAGES, REPO, build_runs, choose, chromium, serve_app, timed_run
+from tests.app_fixtures import PAGES, REPO, choose, chromium, serve_app, timed_run
+from tests.conftest import HOSTILE, HOSTILE_TOKENS
 
 ARTIFACTS = REPO / "test-artifacts" / "app"
+LOAD_MS = 90_000  # a page load waits this long: the first one starts Streamlit's frontend on a shared CPU
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    """A browser page on the app served over a fixture runs directory; collects every dialog it opens."""
+def page(tmp_path_factory, real_runs):
+    """A browser page on the app served over the real chain's runs directory; collects every dialog it opens."""
     tmp = tmp_path_factory.mktemp("browser")
-    root = build_runs(tmp / "runs")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with serve_app(root, ARTIFACTS / "streamlit.log") as base, chromium(tmp / "profile") as context:
+    with serve_app(real_runs.root, ARTIFACTS / "streamlit.log") as base, chromium(tmp / "profile") as context:
         page = context.new_page()
         page.dialogs = []
         page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
@@ -42,7 +43,7 @@ def screenshot(page, name: str) -> Path:
 
 @pytest.mark.parametrize("url", [*list(PAGES)[1:], ""])  # a page's own URL first: it must still go through main.py
 def test_page_renders_without_exception(page, url):
-    timed_run(page, lambda: page.goto(f"{page.base}/{url}"), reload=True, **PAGES[url])
+    timed_run(page, lambda: page.goto(f"{page.base}/{url}"), reload=True, timeout_ms=LOAD_MS, **PAGES[url])
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.get_by_role("button", name="Reload").is_visible()  # main.py's sidebar: routed by st.navigation
     assert page.locator('[data-testid="stHeading"]').first.is_visible()
@@ -50,18 +51,19 @@ def test_page_renders_without_exception(page, url):
 
 
 def test_hostile_tokens_render_as_text(page):
-    timed_run(page, lambda: page.goto(f"{page.base}/token_rewards"), reload=True, **PAGES["token_rewards"])
-    for label, option in (("Data", "validation"), ("Prompt (best match first)", "p0:")):
+    timed_run(page, lambda: page.goto(f"{page.base}/token_rewards"), reload=True, timeout_ms=LOAD_MS,
+              **PAGES["token_rewards"])
+    # the chosen side of the first pair of the hostile preference set
+    picks = (("Data", HOSTILE), ("Prompt (best match first)", "h0:"), ("Completion", "chosen of pair 0"))
+    for label, option in picks:
         if not page.get_by_label(label, exact=True).input_value().startswith(option):
-            timed_run(page, lambda: choose(page, label, option), **PAGES["token_rewards"])
+            timed_run(page, lambda label=label, option=option: choose(page, label, option), **PAGES["token_rewards"])
     tokens = page.locator(".token-rewards").first
     for hostile in HOSTILE_TOKENS:
         assert hostile in tokens.inner_text()
-        assert page.get_by_text(hostile).first.is_visible()
+    assert page.locator('[data-testid="stCode"]').filter(has_text=HOSTILE_TOKENS[0]).first.is_visible()  # prompt
     assert page.locator(".token-rewards script, .token-rewards img, .token-rewards [onerror]").count() == 0
+    assert page.locator("script").filter(has_text="alert(1)").count() == 0
     screenshot(page, "token_rewards_hostile")
-    # and the samples page, whose greedy completion of p0 holds them too
-    timed_run(page, lambda: page.goto(f"{page.base}/samples"), reload=True, **PAGES["samples"])
-    assert page.locator('[data-testid="stCode"]').filter(has_text=HOSTILE_TOKENS[0]).count() > 0
     page.wait_for_timeout(300)  # a script would have run by now
     assert page.dialogs == []

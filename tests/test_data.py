@@ -124,7 +124,7 @@ def test_math_splits_deterministic_and_disjoint():
         (["--gamma", "0"], "gamma=0.0: must be in"),
         (["--gamma", "1.5"], "gamma=1.5: must be in"),
         (["--objective", "ppo"], "objective='ppo': unknown objective"),
-        (["--max_steps", "ten"], "max_steps='ten': expected int"),
+        (["--max_steps", "ten"], "argument --max_steps/--max-steps: invalid int value: 'ten'"),
         (["--overlong", "wrap"], "overlong='wrap'"),
         (["--objective", "iqlearn", "--beta", "0.1"], "beta=0.1: the entropy bonus belongs"),
     ],

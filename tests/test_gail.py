@@ -145,7 +145,11 @@ def test_gail_checkpoint_holds_the_discriminator(gail_run):
     tokenizer = load_tokenizer(str(ckpt))
     ids = torch.tensor([tokenizer("Question: A kid has 3 books.\nAnswer: 1 + 2 = 3")["input_ids"]])
     with torch.no_grad():
-        assert torch.equal(load_discriminator(str(disc_dir))(ids).logits, trainer.discriminator(ids).logits)
+        saved, live = load_file(str(disc_dir / "model.safetensors")), trainer.discriminator.state_dict()
+        assert all(torch.equal(saved[k], live[k]) for k in saved)
+        # Same weights; CPU kernels may round the last bit differently for tensors aligned differently in memory.
+        reloaded = load_discriminator(str(disc_dir))(ids).logits
+        torch.testing.assert_close(reloaded, trainer.discriminator(ids).logits, rtol=0, atol=1e-6)
         assert torch.equal(load_model(str(ckpt))(ids).logits, trainer.model.eval()(ids).logits)
 
 

@@ -35,7 +35,8 @@ def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("rewards")
     cfg = TrainConfig(
         output_dir=str(root / "run"), model="tiny", vocab_size=400, math_sizes=[64, 16, 16], max_length=CONTEXT,
-        batch_size=4, max_steps=3, lr=3e-3, warmup_steps=0, logging_steps=1, eval_steps=0, save_steps=3,
+        per_device_train_batch_size=4, max_steps=3, learning_rate=3e-3, warmup_steps=0, logging_steps=1, eval_steps=0,
+        save_steps=3,
     )  # fmt: skip
     train(cfg)
     ckpt = last_checkpoint(cfg.output_dir)

@@ -265,8 +265,8 @@ def test_calculator_at_prompt_length_one(char_tokenizer, decoding, compact):  # 
 # Training, sweep and rewards of T5 runs
 
 TRAIN = dict(
-    model="t5-tiny", vocab_size=400, math_sizes=[64, 16, 16], max_length=160, batch_size=4, max_steps=3, lr=3e-3,
-    warmup_steps=0, logging_steps=1, eval_steps=3, save_steps=2,
+    model="t5-tiny", vocab_size=400, math_sizes=[64, 16, 16], max_length=160, per_device_train_batch_size=4,
+    max_steps=3, learning_rate=3e-3, warmup_steps=0, logging_steps=1, eval_steps=3, save_steps=2,
 )  # fmt: skip
 SWEEP = dict(temperatures=(0, 1.0), beams=(2,), samples=2, limit=4, max_new_tokens=10, batch_size=2)
 RUNS = {"mle": dict(objective="mle"), "iqlearn": dict(objective="iqlearn", lam=0.0, gamma=0.9)}

@@ -28,8 +28,8 @@ def run09(tmp_path_factory):
     root = tmp_path_factory.mktemp("exact")
     cfg = TrainConfig(
         output_dir=str(root / "run"), model="tiny", objective="iqlearn", lam=0.1, gamma=0.9, vocab_size=400,
-        math_sizes=[64, 16, 16], max_length=160, batch_size=4, max_steps=3, lr=3e-3, warmup_steps=0,
-        logging_steps=1, eval_steps=0, save_steps=3,
+        math_sizes=[64, 16, 16], max_length=160, per_device_train_batch_size=4, max_steps=3, learning_rate=3e-3,
+        warmup_steps=0, logging_steps=1, eval_steps=0, save_steps=3,
     )  # fmt: skip
     train(cfg)
     sweep(root / "run", temperatures=(0, 1.0), beams=(2,), samples=3, limit=6, max_new_tokens=12, batch_size=4)
@@ -208,7 +208,8 @@ def test_training_without_validation_and_a_misspelt_data_path(tmp_path, monkeypa
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = TrainConfig(output_dir=str(tmp_path / "run"), data=str(data), eval_size=0, model="tiny", vocab_size=300,
-                      max_length=32, batch_size=4, max_steps=2, warmup_steps=0, save_steps=2, logging_steps=1)  # fmt: skip
+                      max_length=32, per_device_train_batch_size=4, max_steps=2, warmup_steps=0, save_steps=2,
+                      logging_steps=1)  # fmt: skip
     train(cfg)
     assert (tmp_path / "run" / "checkpoint-2" / runs.CHECKPOINT_CONFIG).is_file()
     import datasets
@@ -243,8 +244,8 @@ def test_gradient_accumulation_is_the_mean_of_micro_batch_token_means(tmp_path, 
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"Q{n}:", "completion": " w" * n}) + "\n" for n in (1, 3, 20, 40)))
     cfg = TrainConfig(output_dir=str(tmp_path / "acc"), model="tiny", vocab_size=300, data=str(data), eval_size=0,
-                      max_length=64, batch_size=2, grad_accum=2, max_steps=1, save_steps=1, logging_steps=1,
-                      warmup_steps=0, objective="iqlearn", lam=1.0, max_grad_norm=1e9)  # fmt: skip
+                      max_length=64, per_device_train_batch_size=2, gradient_accumulation_steps=2, max_steps=1,
+                      save_steps=1, logging_steps=1, warmup_steps=0, objective="iqlearn", lam=1.0, max_grad_norm=1e9)  # fmt: skip
     trainer = train(cfg)
     micro = seen[:2]
     assert len(micro) == 2 and all(len(m["input_ids"]) == 2 for m in micro)

@@ -28,9 +28,9 @@ def tiny(tmp_path, name="run", **overrides) -> TrainConfig:
         vocab_size=400,
         math_sizes=[64, 16, 16],
         max_length=160,
-        batch_size=4,
+        per_device_train_batch_size=4,
         max_steps=3,
-        lr=3e-3,
+        learning_rate=3e-3,
         warmup_steps=0,
         logging_steps=1,
         eval_steps=0,
@@ -110,7 +110,7 @@ def test_run_directory_is_never_overwritten(tmp_path):
     with pytest.raises(ConfigError, match="a run exists there"):
         train(tiny(tmp_path, max_steps=1, save_steps=1))
     with pytest.raises(ConfigError, match=r"fields \['lr'\] differ"):
-        train(tiny(tmp_path, max_steps=1, save_steps=1, lr=1.0, resume=True))
+        train(tiny(tmp_path, max_steps=1, save_steps=1, learning_rate=1.0, resume=True))
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path, monkeypatch):

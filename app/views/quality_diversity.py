@@ -1,24 +1,26 @@
 """Quality vs diversity: the Pareto scatter of (checkpoint, decoding) points averaged over seeds, with each
-method's front, and quality against sampling temperature with beam search apart."""
+method's front, quality against sampling temperature with beam search apart, and each run's means and standard
+errors as analysis/sweep.py wrote them (the seed means and their SEs over seeds are analysis/pareto.py's)."""
 
 import streamlit as st
 
 from analysis import pareto
 from analysis import schema as S
 from app import charts, data, tables, widgets
+from irl import runs as R
 
 root, runs, results = widgets.context()
 st.header("Quality vs diversity")
-swept = results[(results["kind"] == "sweep") & results["files"].map(lambda f: data.AGGREGATE_FILE in f)]
+swept = results[(results["kind"] == R.SWEEP) & results["files"].map(lambda f: R.AGGREGATE in f)]
 if swept.empty:
     st.info("No decoding sweeps yet. Run `python -m analysis sweep --run <run>`.")
     st.stop()
 
 top = st.columns([1, 1, 1, 3])
 split = top[0].selectbox("Split", sorted(swept["name"].unique()))
-agg = data.gather(root, results, "sweep", split, data.AGGREGATE_FILE, runs)
-qualities = [m for m in S.HIGHER_IS_BETTER if m not in S.DIVERSITY_COLUMNS and S.mean_col(m) in agg.columns]
-quality = S.mean_col(top[1].selectbox("Quality", qualities))
+agg = data.gather(root, results, R.SWEEP, split, R.AGGREGATE, runs)
+metric = top[1].selectbox("Quality", [m for m in S.quality_columns(S.HIGHER_IS_BETTER) if S.mean_col(m) in agg])
+quality = S.mean_col(metric)
 diversity = top[2].selectbox("Diversity", [d for d in (S.SELF_BLEU, S.DISTINCT_1, S.DISTINCT_2) if d in agg.columns])
 steps = sorted(agg[S.STEP].unique())
 picked = top[3].multiselect("Checkpoint steps", steps, default=steps[-1:], help="None picked: all.") or steps
@@ -33,7 +35,22 @@ with left:
         widgets.chart(charts.pareto_figure(points, quality, diversity), points, f"pareto-{split}-{quality}-{diversity}")
         st.caption("Error bars: standard error over seeds. Dotted: each method's Pareto front. "
                    "Marker: ● greedy, ◆ sampling, ■ beam search.")  # fmt: skip
+baselines = data.gather(root, results, R.SWEEP, split, R.BASELINES, runs)
+if not baselines.empty:  # the same prompts give the same baselines in every run of a task
+    baselines = baselines.drop_duplicates([S.BASELINE, S.BASELINE_SETTING, S.N])
 with right:
     by_temperature = pareto.aggregate_seeds(agg.dropna(subset=[quality]), metrics=[quality])
-    widgets.chart(charts.temperature_figure(by_temperature, quality), by_temperature, f"temperature-{split}-{quality}")
-    st.caption("Lines: greedy (at 0) and sampling temperatures; open squares: beam search widths.")
+    figure = charts.temperature_figure(by_temperature, quality, baselines if not baselines.empty else None)
+    widgets.chart(figure, by_temperature, f"temperature-{split}-{quality}")
+    st.caption("Lines: greedy (at 0) and sampling temperatures; open squares: beam search widths; dashed: the "
+               "task's trivial baselines on the same prompts.")  # fmt: skip
+
+written = [S.CHECKPOINT, S.METHOD, S.DECODING, quality, S.se_col(metric), S.N, diversity]
+written = agg.sort_values([S.STEP, S.RUN, *S.GRID_ORDER], key=S.grid_sort_key)[written]
+st.markdown(f"**{metric} per run, as the sweep wrote it** (`{R.AGGREGATE}`): the mean over samples and its standard "
+            "error, clustered by prompt (a prompt's K samples are one cluster)")  # fmt: skip
+widgets.table(written, f"aggregate-{split}-{metric}")
+if not baselines.empty and quality in baselines:
+    st.markdown(f"**Trivial baselines** (`{R.BASELINES}`): the input's first k words and the best constant string, "
+                "settings chosen on train and validation, scored by the sweep's metric code on the same prompts")
+    widgets.table(baselines[[S.BASELINE, S.BASELINE_SETTING, quality, S.se_col(metric), S.N]], f"baselines-{split}")

@@ -1,82 +1,118 @@
-"""Rewards vs quality and preferences: sequence reward R against a per-sample metric (Spearman), the
-correlation per checkpoint and against lam, and pairwise accuracy and margins on preference data."""
+"""Rewards vs quality and preferences, each reward (R, R_mean, R_centered) beside the likelihood baselines
+(log π(y|x) summed and per token, length): a score against a per-sample metric, the rank correlation per
+checkpoint and against lam, best-of-N, pairwise accuracy and margins on preference data, and how well each
+token score finds the known first wrong token of a corrupted completion.
+
+Every figure is the one analysis/rewards.py wrote to summary.json (computed by analysis/agreement.py); the
+page draws the points and distributions behind them from sequences.parquet and pairs.parquet.
+"""
 
 import streamlit as st
 
 from analysis import schema as S
 from app import charts, data, tables, widgets
+from irl import runs as R
 
 root, runs, results = widgets.context()
 st.header("Rewards vs quality")
-rewards = results[results["kind"] == "rewards"]
-with_seqs = rewards[rewards["files"].map(lambda f: S.SEQUENCES_FILE in f)]
-with_pairs = rewards[rewards["files"].map(lambda f: S.PAIRS_FILE in f)]
+rewards = results[results["kind"] == R.REWARDS]
+with_seqs = rewards[rewards["files"].map(lambda f: {R.SEQUENCES_FILE, R.SUMMARY_FILE} <= f)]
+with_pairs = rewards[rewards["files"].map(lambda f: {R.PAIRS_FILE, R.SUMMARY_FILE} <= f)]
 if with_seqs.empty and with_pairs.empty:
     st.info("No reward tables yet. Run `python -m analysis rewards --checkpoint <run>/checkpoint-<step> --data ...`.")
     st.stop()
 
 
-def sequences(name: str):
-    """Every checkpoint's sequences of a reward data set, and the quality metrics among their columns."""
-    seqs = data.gather(root, results, "rewards", name, S.SEQUENCES_FILE, runs)
-    return seqs, [m for m in S.HIGHER_IS_BETTER if m in seqs.columns and m not in S.DIVERSITY_COLUMNS]
+def correlations(name: str):
+    """The correlations summary.json holds for a data set, with the runs' method and lam, and its summaries."""
+    found = data.summaries(root, results, name)
+    return data.with_runs(tables.summary_correlations(found), runs), found
 
 
-def varies(name: str) -> bool:
-    seqs, metrics = sequences(name)
-    return any(seqs[m].nunique() > 1 for m in metrics)
-
-
-seqs, metrics = None, []
-if not with_seqs.empty:
+# data sets whose summary holds correlations (sweep samples; preference pairs have none), the first default
+# whose correlation is defined somewhere (a data set's own references are all correct)
+names = [n for n in sorted(with_seqs["name"].unique()) if not correlations(n)[0].empty]
+if names:
     top = st.columns(3)
-    names = sorted(with_seqs["name"].unique())
-    # default: the first data set with a metric to correlate with (a data set's own references are all correct)
-    data_name = top[0].selectbox("Data", names, index=next((i for i, n in enumerate(names) if varies(n)), 0))
-    seqs, metrics = sequences(data_name)
-    if not metrics:
-        st.info(f"The sequences of `{data_name}` carry no per-sample metric to correlate with.")
-
-
-@st.fragment  # switching checkpoint reruns only the scatter
-def reward_scatter(seqs, metric: str, r_col: str) -> None:
-    """R against the metric for one checkpoint, with Spearman's rho in the title."""
-    ckpts = seqs.drop_duplicates(S.CHECKPOINT).sort_values([S.STEP, S.RUN])[S.CHECKPOINT].tolist()
-    ckpt = st.selectbox("Checkpoint", ckpts, index=len(ckpts) - 1)
-    one = seqs[seqs[S.CHECKPOINT] == ckpt].dropna(subset=[metric])
-    rho = tables.spearman(one[r_col], one[metric])
-    widgets.chart(charts.reward_quality_figure(one, r_col, metric, rho), one, f"reward-vs-{metric}-{ckpt}")
-
-
-if metrics:
-    metric = top[1].selectbox("Metric", metrics)
-    r_col = top[2].selectbox("Reward", [S.R, S.R_CENTERED], help="R_centered: R minus the mean R of the prompt.")
-    corr = tables.correlations(seqs, metric, r_col).merge(
-        seqs.drop_duplicates(S.RUN)[[S.RUN, S.METHOD, S.LAM]], on=S.RUN
+    defined = [i for i, n in enumerate(names) if correlations(n)[0]["spearman"].notna().any()]
+    data_name = top[0].selectbox("Data", names, index=defined[0] if defined else 0)
+    every, summaries = correlations(data_name)
+    rule = tables.reward_rule(summaries)
+    metrics = list(dict.fromkeys(every["metric"]))
+    defined = every.loc[every["spearman"].notna(), "metric"].tolist()  # default: one R varies with somewhere
+    metric = top[1].selectbox(
+        "Metric", metrics, index=metrics.index(defined[0]) if defined else 0,
+        help="The metrics the analysis correlated the scores with (exact_match_calc scores another text, the "
+        "calculator's).",
     )  # fmt: skip
+    scores = list(dict.fromkeys(every["reward"]))
+    score = top[2].selectbox(
+        "Score", scores, index=scores.index(S.R) if S.R in scores else 0,
+        help="R, R_mean (per token), R_centered (minus the prompt's mean R): the rewards; logp_sum = log π(y|x), "
+        "logp_mean, length: the likelihood baselines a reward must beat to say something beyond likelihood.",
+    )  # fmt: skip
+    of_metric = every[every["metric"] == metric]
+    corr = of_metric[of_metric["reward"] == score]
+    seqs = data.gather(root, results, R.REWARDS, data_name, R.SEQUENCES_FILE, runs)
+
+    @st.fragment  # switching checkpoint reruns only the scatter
+    def score_scatter() -> None:
+        """The score against the metric for one checkpoint, with the Spearman rho summary.json holds for it."""
+        ckpts = corr.sort_values([S.STEP, S.RUN])[S.CHECKPOINT].tolist()
+        ckpt = st.selectbox("Checkpoint", ckpts, index=len(ckpts) - 1)
+        one = seqs[seqs[S.CHECKPOINT] == ckpt].dropna(subset=[metric])
+        row = corr[corr[S.CHECKPOINT] == ckpt].iloc[0]
+        fig = charts.reward_quality_figure(one, score, metric, row, rule)
+        widgets.chart(fig, one, f"{score}-vs-{metric}-{ckpt}")
+
     left, right = st.columns(2)
     with left:
-        reward_scatter(seqs, metric, r_col)
+        score_scatter()
     with right:
-        widgets.chart(charts.correlation_lam_figure(corr), corr, f"spearman-vs-lam-{data_name}-{metric}")
-    with st.expander("Spearman per checkpoint"):
-        st.dataframe(corr, hide_index=True)
+        fig = charts.correlation_lam_figure(corr, rule)
+        widgets.chart(fig, corr, f"spearman-vs-lam-{data_name}-{score}-{metric}")
+    by_score = of_metric.sort_values([S.STEP, S.RUN], kind="stable")
+    widgets.chart(charts.score_correlations_figure(by_score, metric, rule), by_score, f"spearman-{data_name}-{metric}")
+    best = data.with_runs(tables.summary_best_of_n(summaries), runs)
+    best = best[best["metric"] == metric]
+    if not best.empty:
+        cells = list(dict.fromkeys(best["decoding"]))
+        cell = st.selectbox("Best of N among the samples of", cells, help="Decoding cells with N > 1 per prompt.")
+        best = best[best["decoding"] == cell].sort_values([S.STEP, S.RUN])
+        widgets.chart(charts.best_of_n_figure(best, metric, rule), best, f"best-of-n-{data_name}-{cell}-{metric}")
+elif not with_seqs.empty:
+    st.info("No reward data set with a per-sample quality metric yet: score a sweep's samples "
+            "(`python -m analysis rewards --checkpoint <ckpt> --data test`).")  # fmt: skip
 
 st.subheader("Preferences")
 if with_pairs.empty:
-    st.info(f"No preference pairs yet: score a data set of (prompt, chosen, rejected) to get `{S.PAIRS_FILE}`.")
+    st.info(f"No preference pairs yet: score a data set of (prompt, chosen, rejected) to get `{R.PAIRS_FILE}`.")
     st.stop()
-names = sorted(with_pairs["name"].unique())
-pref = st.selectbox("Preference data", names)
-pairs = data.gather(root, results, "rewards", pref, S.PAIRS_FILE, runs)
-acc = tables.pairwise_accuracy(pairs).merge(runs[[S.RUN, S.METHOD]], on=S.RUN)
-acc[S.CHECKPOINT] = [data.checkpoint_label(r, s) for r, s in zip(acc[S.RUN], acc[S.STEP])]
+pref = st.selectbox("Preference data", sorted(with_pairs["name"].unique()))
+summaries = data.summaries(root, results, pref)
+rule = tables.reward_rule(summaries)
+acc = data.with_runs(tables.summary_preferences(summaries), runs).sort_values([S.STEP, S.RUN], kind="stable")
+pairs = data.gather(root, results, R.REWARDS, pref, R.PAIRS_FILE, runs)
 # default: the last checkpoint of one run of each method
-last = acc[acc[S.STEP] == acc[S.STEP].max()].drop_duplicates(S.METHOD)
-shown = st.multiselect("Margins of", list(acc[S.CHECKPOINT]), default=list(last[S.CHECKPOINT]))
+ckpts = acc.drop_duplicates(S.CHECKPOINT)
+last = ckpts[ckpts[S.STEP] == ckpts[S.STEP].max()].drop_duplicates(S.METHOD)
+shown = st.multiselect("Margins of", list(ckpts[S.CHECKPOINT]), default=list(last[S.CHECKPOINT]))
 left, right = st.columns(2)
 with left:
-    widgets.chart(charts.accuracy_figure(acc), acc, f"pairwise-accuracy-{pref}")
+    widgets.chart(charts.accuracy_figure(acc, rule), acc, f"pairwise-accuracy-{pref}")
 with right:
     margins = pairs[pairs[S.CHECKPOINT].isin(shown)]
-    widgets.chart(charts.margin_figure(margins), margins, f"margins-{pref}")
+    widgets.chart(charts.margin_figure(margins, rule), margins, f"margins-{pref}")
+by_source = tables.summary_preferences_by_source(summaries)
+if not by_source.empty:
+    with st.expander(f"Pairwise accuracy per pair source ({rule})"):
+        st.dataframe(data.with_runs(by_source, runs), hide_index=True)
+found = data.with_runs(tables.summary_error_localisation(summaries), runs).sort_values([S.STEP, S.RUN], kind="stable")
+if not found.empty:
+    measure = st.segmented_control(
+        "Finding the known error", ["hit@1", "hit@3", "mrr"], default="mrr", required=True,
+        help="Each corrupted completion's tokens ranked by reward (lowest first), log π (lowest first), entropy "
+        "(highest first) or at random: how often the first wrong token comes first (hit@1), in the first three "
+        "(hit@3), and the mean reciprocal rank of it (mrr).",
+    )  # fmt: skip
+    widgets.chart(charts.localisation_figure(found, measure, rule), found, f"error-localisation-{pref}")

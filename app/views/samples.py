@@ -5,10 +5,11 @@ import streamlit as st
 
 from analysis import schema as S
 from app import data, widgets
+from irl import runs as R
 
 root, runs, results = widgets.context()
 st.header("Samples")
-splits = sorted(results.loc[results["kind"] == "sweep", "name"].unique())
+splits = sorted(results.loc[results["kind"] == R.SWEEP, "name"].unique())
 if not splits:
     st.info("No decoding sweeps yet. Run `python -m analysis sweep --run <run>`.")
     st.stop()
@@ -38,7 +39,7 @@ decodings = list(samples.assign(o=kind_order).sort_values(["o", S.TEMPERATURE, S
 pick = st.columns(2)
 shown = pick[0].multiselect("Checkpoints", ckpts, default=sorted(last[S.CHECKPOINT]))
 settings = pick[1].multiselect("Decodings", decodings, default=decodings[:2])
-metrics = [c for c in samples.columns if c in S.HIGHER_IS_BETTER and c != S.ENTROPY]
+metrics = S.quality_columns(samples.columns)
 table = samples[samples[S.CHECKPOINT].isin(shown) & samples[S.DECODING].isin(settings)]
 
 for ckpt, column in zip(shown, st.columns(max(len(shown), 1))):
@@ -54,4 +55,6 @@ for ckpt, column in zip(shown, st.columns(max(len(shown), 1))):
                 scores = " · ".join(f"{m} {row[m]:.2f}" for m in metrics if pd.notna(row[m]))
                 st.caption(f"#{row[S.SAMPLE]} · {row[S.N_TOKENS]} tokens · {scores}")
 
-st.dataframe(table.drop(columns=[S.PROMPT, S.REFERENCE]), hide_index=True)
+# the texts are shown above; the token-id records (lists) would only crowd the table
+records = [S.PROMPT_IDS, S.COMPLETION_IDS, S.COMPLETION_CALC_IDS, S.CALC_FORCED]
+st.dataframe(table.drop(columns=[S.PROMPT, S.REFERENCE, *records], errors="ignore"), hide_index=True)

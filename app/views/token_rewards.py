@@ -1,14 +1,16 @@
 """Token rewards: one completion's per-token terms under one checkpoint, or two side by side, coloured by the
 chosen quantity; examples found by correctness or reward; the tokens where two checkpoints differ most."""
 
+import pandas as pd
 import streamlit as st
 
 from analysis import schema as S
 from app import charts, data, tables, widgets
+from irl import runs as R
 
 root, runs, results = widgets.context()
 st.header("Token rewards")
-scored = results[(results["kind"] == "rewards") & results["files"].map({S.TOKENS_FILE, S.SEQUENCES_FILE}.issubset)]
+scored = results[(results["kind"] == R.REWARDS) & results["files"].map({R.TOKENS_FILE, R.SEQUENCES_FILE}.issubset)]
 if scored.empty:
     st.info("No reward tables yet. Run `python -m analysis rewards --checkpoint <run>/checkpoint-<step> --data ...`.")
     st.stop()
@@ -27,11 +29,17 @@ label_b = top[2].selectbox(
     "Side by side with", ["none", *others], index=1 + others.index(partner[0]) if partner else 0
 )  # fmt: skip
 chosen = [label_a] + ([label_b] if label_b != "none" else [])
+summaries = data.summaries(root, results, data_name)
+summaries = {where[label][:2]: summaries[where[label][:2]] for label in chosen if where[label][:2] in summaries}
+# the per-sample metrics the analysis correlated R with (exact_match_calc scores another text than this one)
+metrics = list(dict.fromkeys(tables.summary_correlations(summaries)["metric"]))
+if summaries:
+    st.caption(f"Rewards: {tables.reward_rule(summaries)}.")
 
 
 def sequences(label):
     run, step, _ = where[label]
-    return data.read_parquet(root, data.result_path(run, step, "rewards", data_name, S.SEQUENCES_FILE))
+    return data.read_parquet(root, data.result_path(run, step, R.REWARDS, data_name, R.SEQUENCES_FILE))
 
 
 seqs = sequences(label_a)
@@ -43,8 +51,9 @@ if S.EXACT_MATCH in seqs.columns:
 options = ["highest first", "lowest first"]
 order = find[1].segmented_control("Order by reward", options, default="highest first", required=True)
 r_col = find[2].segmented_control(
-    "Sequence reward", [S.R, S.R_CENTERED], default=S.R_CENTERED, required=True,
-    help="R_centered subtracts the mean R of the prompt's completions.",
+    "Sequence score", [s for s in S.SCORES if s in seqs], default=S.R_CENTERED, required=True,
+    help="R sums the rewards, R_mean per token, R_centered subtracts the mean R of the prompt's completions; "
+    "logp_sum (log π(y|x)), logp_mean and length are the likelihood baselines.",
 )  # fmt: skip
 found = seqs if correctness == "all" else seqs[(seqs[S.EXACT_MATCH] == 1) == (correctness == "correct")]
 found = found.sort_values(r_col, ascending=order == "lowest first", kind="stable")
@@ -57,7 +66,8 @@ def source(row) -> str:
     """Which completion an example is, as far as the table says: a side of a preference pair, a sample of a
     decoding setting, or the data set's own completion."""
     if S.SIDE in row:
-        return f"{row[S.SIDE]} of pair {row[S.PAIR_ID]}"
+        known = f", error at token {row[S.ERROR_POSITION]:.0f}" if pd.notna(row.get(S.ERROR_POSITION)) else ""
+        return f"{row[S.SIDE]} of pair {row[S.PAIR_ID]}{known}"
     if S.DECODING in row:
         return f"{row[S.DECODING]} #{row[S.SAMPLE]}"
     return f"example {row[S.EXAMPLE_ID]}"
@@ -67,7 +77,7 @@ run_a, step_a, _ = where[label_a]
 if S.PROMPT in seqs.columns:
     text = dict(zip(seqs[S.PROMPT_ID], seqs[S.PROMPT]))
 else:  # from the checkpoint's sweep of a split of the same name, if any
-    sweep = results[(results[S.RUN] == run_a) & (results[S.STEP] == step_a) & (results["kind"] == "sweep")]
+    sweep = results[(results[S.RUN] == run_a) & (results[S.STEP] == step_a) & (results["kind"] == R.SWEEP)]
     texts = data.prompts(root, sweep, data_name)
     text = dict(zip(texts[S.PROMPT_ID], texts[S.PROMPT]))
 pick = st.columns([1, 1])
@@ -86,12 +96,17 @@ if prompt_id in text:
     widgets.text_block(text[prompt_id])
 
 
+scored_columns = data.token_columns(root, *where[label_a][:2], data_name)
+
+
 @st.fragment  # recolouring reruns only this part
 def show_tokens(example_id: int) -> None:
     """The completion under each chosen checkpoint, coloured by the quantity picked here."""
+    quantities = [q for q in charts.TOKEN_QUANTITIES if q != S.TOKEN_ENTROPY or S.TOKEN_ENTROPY in scored_columns]
     quantity = st.segmented_control(
-        "Colour by", list(charts.TOKEN_QUANTITIES), default=S.REWARD, format_func=charts.TOKEN_QUANTITIES.get,
-        required=True, help="reward r_t = Q(s_t,a_t) - gamma V(s_t+1);  log π(a_t|s_t) = Q - V;  V(s_t) = logsumexp.",
+        "Colour by", quantities, default=S.REWARD, format_func=charts.TOKEN_QUANTITIES.get, required=True,
+        help="reward r_t = Q(s_t,a_t) - gamma V(s_t+1);  log π(a_t|s_t) = Q - V;  V(s_t) = logsumexp;  entropy of "
+        "π(·|s_t).",
     )  # fmt: skip
     token_ids = {}
     for label, column in zip(chosen, st.columns(len(chosen))):
@@ -104,11 +119,15 @@ def show_tokens(example_id: int) -> None:
                 continue
             token_ids[label] = tuple(toks[S.TOKEN_ID])
             row = sequences(label).set_index(S.EXAMPLE_ID).loc[example_id]
-            metrics = [f"{c} = {row[c]:g}" for c in row.index if c in S.HIGHER_IS_BETTER]
-            sums = f"R = {row[S.R]:.3f} · R_centered = {row[S.R_CENTERED]:.3f} · {len(toks)} tokens"
-            st.caption(" · ".join([sums, *metrics]))
-            st.html(charts.tokens_html(toks, quantity))
-            figure = charts.token_figure(toks, quantity, "per token")
+            st.caption(" · ".join(f"{s} = {row[s]:.3f}" for s in S.REWARD_SCORES if s in row.index))
+            baselines = [f"{s} = {row[s]:.3f}" for s in S.LIKELIHOOD_SCORES if s in row.index and s != S.LENGTH]
+            quality = [f"{c} = {row[c]:g}" for c in metrics if c in row.index]
+            st.caption(" · ".join([*baselines, f"{len(toks)} tokens", *quality]))
+            error = int(row[S.ERROR_POSITION]) if pd.notna(row.get(S.ERROR_POSITION)) else None
+            if error is not None:
+                st.caption(f"Outlined: the known first wrong token (position {error}) of this corrupted completion.")
+            st.html(charts.tokens_html(toks, quantity, error))
+            figure = charts.token_figure(toks, quantity, "per token", error)
             widgets.chart(figure, toks, f"tokens-{label}-{data_name}-{example_id}")
     if len(set(token_ids.values())) > 1:
         st.warning(f"The checkpoints scored different completions under example {example_id}: compare with care.")

@@ -1,0 +1,351 @@
+"""The objectives from hidden states in chunks (objectives.head_token_terms) against today's route on full logits
+(objectives.token_terms), in float64, for every objective; the hidden states the trainer reads against each
+model's own logits; training with and without chunks; statistics accumulated on the device against the values
+read step by step; a non-finite loss caught without a read per step."""
+
+import itertools
+import json
+import math
+from collections import defaultdict
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from irl import objectives
+from irl import trainer as trainer_module
+from irl.objectives import (action_rows, gail, head_token_terms, iqlearn, mle, naive_token_terms, online_iqlearn,
+                            token_stats, token_terms)
+from irl.runs import checkpoints
+from irl.train import train
+from irl.trainer import HEAD_IS_LINEAR, IRLTrainer, NonFiniteLossError, final_hidden, head_is_linear
+from tests.test_train import final_weights, tiny
+
+EOS = 0
+V, H = 29, 6
+
+
+def layout():
+    """Seven sequences of width 9: an expert batch of three, then four sampled completions (two per prompt).
+
+    Per row, the positions whose action is a completion token (the rows the head route projects):
+      0: prompt 3, completion ending in EOS at the last position   -> 6 rows (0-5 of the flattened selection)
+      1: prompt 2, completion cut by the length limit (no EOS)     -> 7 rows (6-12)
+      2: prompt 4, completion of 3 ending in EOS, then padding     -> 3 rows (13-15)
+      3: prompt 2, completion of 4 ending in EOS, then padding     -> 4 rows (16-19)
+      4: prompt 2, completion cut (no EOS), to the last position   -> 6 rows (20-25)
+      5: prompt 1, completion of 2 ending in EOS, then padding     -> 2 rows (26-27)
+      6: prompt 1, completion to the end without EOS               -> 8 rows (28-35)
+    """
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, V, (7, 9), generator=g)
+    cmask = torch.zeros(7, 9, dtype=torch.long)
+    for row, (start, end, ended) in enumerate(
+        [(3, 9, True), (2, 9, False), (4, 7, True), (2, 6, True), (2, 8, False), (1, 3, True), (1, 9, False)]
+    ):
+        cmask[row, start:end] = 1
+        if ended:
+            ids[row, end - 1] = EOS
+        ids[row, end:] = EOS  # padding: pad id = EOS id, as for GPT-2
+    return ids, cmask
+
+
+def selected_per_row(cmask):
+    return cmask[:, 1:].sum(1).tolist()
+
+
+def borders_cases():
+    """Chunk sizes with a border inside a sequence and one on a sequence's end (checked in the test below)."""
+    return [1, 4, 6, 13, 1000]  # 1000: one chunk
+
+
+def test_chunk_sizes_cover_borders_inside_and_at_the_end_of_sequences():
+    ends = torch.tensor(selected_per_row(layout()[1])).cumsum(0).tolist()
+    assert ends == [6, 13, 16, 20, 26, 28, 36]
+    borders = {size: set(range(size, ends[-1], size)) for size in borders_cases()}
+    assert borders[4] - set(ends) and borders[6] - set(ends)  # e.g. 4 and 12: inside sequences 0 and 1
+    assert borders[4] & set(ends) and borders[6] & set(ends) and borders[13] <= set(ends)  # 16, 6; 13 and 26
+    assert borders[1000] == set()  # one chunk
+    # V(s') of row 3 (position 5 of sequence 0) is the V of row 4 (position 6): in the next chunk for size 4
+    assert action_rows(layout()[1])[:7].tolist() == [2, 3, 4, 5, 6, 7, 10]
+
+
+def leaves(seed=1, bias=True):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(7, 9, H, generator=g, dtype=torch.float64).requires_grad_(True)
+    weight = torch.randn(V, H, generator=g, dtype=torch.float64).requires_grad_(True)
+    b = torch.randn(V, generator=g, dtype=torch.float64).requires_grad_(True) if bias else None
+    return hidden, weight, b
+
+
+def both_routes(hidden, weight, bias, ids, cmask, chunk_rows, stop_grad_next=False):
+    """TokenTerms of the head route in chunks, and of today's route on the materialised logits."""
+    chunked = head_token_terms(hidden, weight, bias, ids, cmask, EOS, stop_grad_next, chunk_rows=chunk_rows)
+    full = token_terms(F.linear(hidden, weight, bias), ids, cmask, EOS, stop_grad_next)
+    return chunked, full
+
+
+EXPERT, POLICY = slice(0, 3), slice(3, 7)
+
+
+def reward_and_ref():
+    g = torch.Generator().manual_seed(5)
+    return torch.randn(4, 8, generator=g, dtype=torch.float64), torch.randn(4, 8, generator=g, dtype=torch.float64)
+
+
+OBJECTIVES = {
+    "mle": lambda t: mle(t.rows(EXPERT)),
+    "mle_entropy": lambda t: mle(t.rows(EXPERT), beta=0.3),
+    "iqlearn": lambda t: iqlearn(t.rows(EXPERT), lam=0.5, gamma=0.9),
+    "iqlearn_gamma1": lambda t: iqlearn(t.rows(EXPERT), lam=2.0, gamma=1.0),
+    "online_iqlearn": lambda t: online_iqlearn(t.rows(EXPERT), t.rows(POLICY), lam=0.5, gamma=0.9, alpha=0.3),
+    "online_iqlearn_expert_reg": lambda t: online_iqlearn(
+        t.rows(EXPERT), t.rows(POLICY), lam=0.5, gamma=0.9, alpha=0.3, reg_policy=False
+    ),
+    "gail": lambda t: gail(t.rows(EXPERT), t.rows(POLICY), *reward_and_ref(), num_samples=2, kl_coef=0.1,
+                           mle_weight=0.7, beta=0.05),
+}
+
+
+@pytest.mark.parametrize("stop_grad_next, bias", [(False, True), (True, False)])
+@pytest.mark.parametrize("chunk_rows", borders_cases())
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_chunked_matches_full_logits_values_and_gradients(name, chunk_rows, stop_grad_next, bias):
+    ids, cmask = layout()
+    objective = OBJECTIVES[name]
+    results = []
+    for route in (0, 1):
+        hidden, weight, b = leaves(bias=bias)
+        terms = both_routes(hidden, weight, b, ids, cmask, chunk_rows, stop_grad_next)[route]
+        loss, stats = objective(terms)
+        stats = {**stats, **token_stats(terms.rows(EXPERT), gamma=0.9)}
+        loss.backward()
+        results.append((loss.detach(), stats, [x.grad for x in (hidden, weight, b) if x is not None]))
+    (loss_c, stats_c, grads_c), (loss_f, stats_f, grads_f) = results
+    torch.testing.assert_close(loss_c, loss_f, rtol=1e-12, atol=1e-12)
+    assert stats_c.keys() == stats_f.keys()
+    for key in stats_c:
+        torch.testing.assert_close(stats_c[key], stats_f[key], rtol=1e-12, atol=1e-12, msg=key)
+    for g_c, g_f, what in zip(grads_c, grads_f, ("hidden", "weight", "bias")):
+        torch.testing.assert_close(g_c, g_f, rtol=1e-10, atol=1e-12, msg=what)
+
+
+@pytest.mark.parametrize("chunk_rows", borders_cases())
+def test_chunked_terms_match_inside_the_masks(chunk_rows):
+    ids, cmask = layout()
+    hidden, weight, b = leaves()
+    chunked, full = both_routes(hidden, weight, b, ids, cmask, chunk_rows)
+    assert torch.equal(chunked.mask, full.mask) and torch.equal(chunked.td_mask, full.td_mask)
+    for name in ("q", "v", "entropy"):
+        a, c = getattr(chunked, name), getattr(full, name)
+        torch.testing.assert_close(a[full.mask], c[full.mask], rtol=1e-12, atol=1e-12)
+        assert (a[~full.mask] == 0).all()  # rows no term reads are never projected
+    torch.testing.assert_close(chunked.v_next[full.td_mask], full.v_next[full.td_mask], rtol=1e-12, atol=1e-12)
+    naive = naive_token_terms(F.linear(hidden, weight, b), ids, cmask, EOS)  # log_softmax, gather, logsumexp
+    for name, where in (("q", full.mask), ("v", full.mask), ("entropy", full.mask), ("v_next", full.td_mask)):
+        torch.testing.assert_close(getattr(chunked, name)[where], getattr(naive, name)[where], rtol=1e-12, atol=1e-12)
+    # the truncated rows (1, 4, 6) keep their last action in the NLL but not in the TD term; EOS is terminal
+    for row in range(7):
+        last = full.mask[row].nonzero().max()
+        assert chunked.td_mask[row, last] == (row not in (1, 4, 6))
+        if row not in (1, 4, 6):
+            assert chunked.v_next[row, last] == 0
+    # rows passed in (as the trainer computes them before the forward) give the same terms
+    given = head_token_terms(hidden, weight, b, ids, cmask, EOS, rows=action_rows(cmask), chunk_rows=chunk_rows)
+    assert torch.equal(given.q, chunked.q) and torch.equal(given.v_next, chunked.v_next)
+
+
+def test_default_chunks_hold_chunk_logits_or_the_hidden_states_size(monkeypatch):
+    """Rows per chunk: max(CHUNK_LOGITS // V, N H / V). Small budgets give several chunks, and the same terms."""
+    ids, cmask = layout()
+    hidden, weight, b = leaves()
+    one_chunk = head_token_terms(hidden, weight, b, ids, cmask, EOS)
+    sizes = []
+    apply = objectives._HeadQVEntropy.apply
+    monkeypatch.setattr(objectives._HeadQVEntropy, "apply", lambda *a: sizes.append(a[-1]) or apply(*a))
+    monkeypatch.setattr(objectives, "CHUNK_LOGITS", 3 * V)  # 3 rows, but 36 rows of H = 6 over V = 29: 8 rows
+    several = head_token_terms(hidden, weight, b, ids, cmask, EOS)
+    monkeypatch.setattr(objectives, "CHUNK_LOGITS", 20 * V)
+    head_token_terms(hidden, weight, b, ids, cmask, EOS)
+    assert sizes == [8, 20]
+    for name in ("q", "v", "entropy", "v_next"):
+        torch.testing.assert_close(getattr(several, name), getattr(one_chunk, name), rtol=1e-12, atol=1e-12)
+
+
+def test_chunked_under_bf16_autocast_runs_the_products_in_bf16():
+    """Under autocast the head route multiplies in bf16, as the model's own lm_head would: it agrees with the
+    full-logits route under the same autocast to bf16 precision, and its gradients keep the leaves' dtypes."""
+    ids, cmask = layout()
+    hidden, weight, _ = leaves(bias=False)
+    hidden32 = hidden.detach().float().requires_grad_(True)
+    weight32 = weight.detach().float().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        chunked = head_token_terms(hidden32, weight32, None, ids, cmask, EOS, chunk_rows=4)
+        full = token_terms(F.linear(hidden32, weight32), ids, cmask, EOS)
+    assert chunked.q.dtype == torch.float32
+    loss_c, loss_f = iqlearn(chunked, 0.5, 0.9)[0], iqlearn(full, 0.5, 0.9)[0]
+    torch.testing.assert_close(loss_c, loss_f, rtol=1e-3, atol=1e-3)
+    g_c = torch.autograd.grad(loss_c, [hidden32, weight32])
+    g_f = torch.autograd.grad(loss_f, [hidden32, weight32])
+    for a, c in zip(g_c, g_f):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, c, rtol=0.05, atol=2e-3)
+    # and both are close to the float64 result
+    exact = iqlearn(token_terms(F.linear(hidden, weight), ids, cmask, EOS), 0.5, 0.9)[0]
+    torch.testing.assert_close(loss_c.double(), exact.detach(), rtol=2e-2, atol=2e-2)
+
+
+# Tiny configurations of causal LMs: those whose head is linear, and three that transform their logits.
+TINY = dict(vocab_size=48, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+            num_key_value_heads=2, max_position_embeddings=32, head_dim=8, pad_token_id=0, bos_token_id=1,
+            eos_token_id=2)
+CONFIGS = {t: TINY for t in HEAD_IS_LINEAR} | {
+    "gpt2": dict(vocab_size=48, n_embd=16, n_layer=1, n_head=2, n_positions=32, bos_token_id=1, eos_token_id=2),
+    "gemma2": dict(TINY, final_logit_softcapping=0.5),  # tanh soft-capping of the logits
+    "cohere": dict(TINY, logit_scale=0.5),  # logits times a scale
+    "granite": dict(TINY, logits_scaling=4.0),  # logits divided by a scale
+}
+
+
+def tiny_model(model_type):
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **CONFIGS[model_type])).eval()
+
+
+@pytest.mark.parametrize("model_type", sorted(CONFIGS))
+def test_final_hidden_through_the_head_gives_the_models_logits(model_type):
+    """For every type in HEAD_IS_LINEAR, lm_head(final_hidden) is the model's own logits; the three others
+    transform them, which is why they stay on the full-logits route."""
+    model = tiny_model(model_type)
+    ids = torch.randint(3, 48, (2, 7), generator=torch.Generator().manual_seed(1))
+    attention = torch.ones_like(ids)
+    attention[1, 5:] = 0
+    head = model.get_output_embeddings()
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=attention).logits
+        through_head = F.linear(final_hidden(model, ids, attention), head.weight, head.bias)
+    assert head_is_linear(model) == (model_type in HEAD_IS_LINEAR)
+    if head_is_linear(model):
+        torch.testing.assert_close(through_head, logits, rtol=1e-6, atol=1e-6)
+    else:
+        assert (through_head - logits).abs().max() > 1e-3
+
+
+def test_final_hidden_computes_no_logits():
+    model = tiny_model("llama")
+    seen = []
+    model.get_output_embeddings().register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    hidden = final_hidden(model, torch.randint(3, 48, (2, 7)), torch.ones(2, 7, dtype=torch.long))
+    assert hidden.shape == (2, 7, 16) and seen == [(2, 0, 48)]
+
+
+# --- the trainer ---------------------------------------------------------------------------------------------
+
+
+def lm_head_positions(monkeypatch):
+    """Record the number of positions the policy's lm_head projects on each call during training."""
+    seen = []
+    init = IRLTrainer.__init__
+
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.model.get_output_embeddings().register_forward_hook(lambda m, a, out: seen.append(out.shape[:-1].numel()))
+
+    monkeypatch.setattr(IRLTrainer, "__init__", recording_init)
+    return seen
+
+
+@pytest.mark.parametrize("objective", [dict(objective="mle", beta=0.1), dict(objective="iqlearn", lam=0.3)])
+def test_training_with_and_without_chunks_ends_with_the_same_weights(tmp_path, monkeypatch, objective):
+    seen = lm_head_positions(monkeypatch)
+    chunked = train(tiny(tmp_path, "chunked", **objective))
+    assert chunked.chunked and seen and max(seen) == 0  # no position's logits ever computed, eval included
+    seen.clear()
+    full = train(tiny(tmp_path, "full", chunked_loss=False, **objective))
+    assert not full.chunked and min(seen) > 0
+    a, b = final_weights(tmp_path / "chunked"), final_weights(tmp_path / "full")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+    rows = {run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+            for run in ("chunked", "full")}
+    for r_c, r_f in zip(rows["chunked"][1:], rows["full"][1:]):
+        for key in ("train/loss", "iq/nll", "iq/td", "iq/entropy", "eval/nll"):
+            if key in r_c:
+                assert r_c[key] == pytest.approx(r_f[key], rel=1e-4), key
+
+
+def test_models_that_transform_their_logits_train_on_full_logits():
+    assert not head_is_linear(tiny_model("gemma2")) and not head_is_linear(tiny_model("cohere"))
+    assert head_is_linear(tiny_model("llama")) and head_is_linear(tiny_model("gpt2"))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(objective="iqlearn", lam=0.2, gradient_accumulation_steps=2, logging_steps=2, max_steps=4),
+     dict(objective="iqlearn", lam=0.2, alpha=0.5, sample_max_new_tokens=8, logging_steps=2, max_steps=4)],
+    ids=["offline_accumulated", "online"],
+)
+def test_logged_statistics_are_window_means_of_the_step_values(tmp_path, monkeypatch, overrides):
+    """Every statistic logged is the mean over its logging window of the values recorded at each micro-step, as
+    they read one by one (the old way): the sums kept on the device lose nothing."""
+    recorded = defaultdict(list)  # (key, optimizer step at record time) -> values
+    record = IRLTrainer.record
+
+    def reading_record(self, stats):
+        for key, value in stats.items():
+            recorded[key, self.state.global_step].append(value.item())
+        record(self, stats)
+
+    monkeypatch.setattr(IRLTrainer, "record", reading_record)
+    cfg = tiny(tmp_path, **overrides)
+    train(cfg)
+    logged = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+              if "train/loss" in r]
+    assert [r["step"] for r in logged] == [2, 4]
+    keys = {key for key, _ in recorded}
+    assert {"iq/nll", "iq/td", "iq/reward_mean", "iq/v_mean", "iq/entropy"} <= keys
+    if cfg.alpha:
+        assert {"sample/length", "sample/truncated", "iq/value_policy", "iq/td_policy"} <= keys
+    previous = 0
+    for row in logged:
+        for key in keys:
+            window = [v for (k, step), values in recorded.items() if k == key and previous <= step < row["step"]
+                      for v in values]
+            assert len(window) == (row["step"] - previous) * cfg.gradient_accumulation_steps
+            assert row[key] == pytest.approx(sum(window) / len(window), rel=1e-6, abs=1e-7), (key, row["step"])
+        previous = row["step"]
+
+
+def nan_from_step(step):
+    """An `objective_fn` whose loss is MLE's for the first `step` micro-steps, NaN after (one micro-step per step)."""
+
+    def objective_fn(cfg):
+        calls = itertools.count()
+
+        def objective(terms):
+            loss, stats = mle(terms)
+            return (loss * float("nan") if next(calls) >= step else loss), stats
+
+        return objective
+
+    return objective_fn
+
+
+def test_nan_loss_stops_at_the_next_checkpoint_before_writing_it(tmp_path, monkeypatch):
+    """NaN at step 2, logs every 5 steps, checkpoints every 3: training stops when checkpoint-3 would be written,
+    naming step 2, and no checkpoint holds weights updated with the NaN."""
+    monkeypatch.setattr(trainer_module, "objective_fn", nan_from_step(2))
+    with pytest.raises(NonFiniteLossError, match="non-finite loss nan at step 2; no checkpoint holds"):
+        train(tiny(tmp_path, max_steps=6, logging_steps=5, save_steps=3))
+    assert checkpoints(tmp_path / "run") == []
+
+
+def test_nan_loss_stops_at_the_next_log(tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_module, "objective_fn", nan_from_step(3))
+    with pytest.raises(NonFiniteLossError, match="non-finite loss nan at step 3"):
+        train(tiny(tmp_path, max_steps=8, logging_steps=2, save_steps=2))
+    assert [p.name for p in checkpoints(tmp_path / "run")] == ["checkpoint-2"]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train/loss" in r] == [2]  # the log at step 4 raised before being written
+    assert all(math.isfinite(r["train/loss"]) for r in rows if "train/loss" in r)

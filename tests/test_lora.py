@@ -1,0 +1,97 @@
+"""LoRA (peft) on the tiny preset: only the adapters train, lam=0 is MLE bit for bit, the checkpoint holds the
+adapter as peft saves it and every later stage (load_model, the sweep, reward extraction) reads it merged on its
+base; GAIL's KL reference is the initial policy exactly."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from analysis.__main__ import main as analysis_main
+from analysis.sweep import sweep
+from irl import runs
+from irl.model import ADAPTER_CONFIG, BASE_MODEL, load_model, load_tokenizer
+from irl.train import train
+from tests.test_train import tiny
+
+LORA = dict(use_peft=True, lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_target_modules=["q_proj", "v_proj", "down_proj"])
+
+
+@pytest.fixture(scope="module")
+def lora_runs(tmp_path_factory):
+    """IQLearn with lam=0 and MLE, both with LoRA, same seed: 3 steps each."""
+    tmp = tmp_path_factory.mktemp("lora")
+    trainers = {
+        "iq": train(tiny(tmp, "iq", objective="iqlearn", lam=0.0, **LORA)),
+        "mle": train(tiny(tmp, "mle", objective="mle", **LORA)),
+    }
+    return tmp, trainers
+
+
+def test_only_adapter_parameters_change(lora_runs):
+    tmp, trainers = lora_runs
+    ckpt = runs.last_checkpoint(tmp / "iq")
+    assert {p.name for p in ckpt.iterdir()} >= {"adapter_model.safetensors", ADAPTER_CONFIG, "config.json",
+                                                "tokenizer.json", runs.CHECKPOINT_CONFIG}  # fmt: skip
+    assert not (ckpt / "model.safetensors").exists()
+    base = load_file(str(tmp / "iq" / BASE_MODEL / "model.safetensors"))  # the preset's initial weights
+    peft_model = trainers["iq"].model
+    changed = {name for name, p in peft_model.named_parameters() if "lora_" in name}
+    assert changed and all(p.requires_grad == ("lora_" in name) for name, p in peft_model.named_parameters())
+    for name, p in peft_model.get_base_model().named_parameters():
+        if "lora_" not in name:
+            key = name.replace(".base_layer", "")
+            assert torch.equal(p.detach(), base[key]), f"base weight {name} changed"
+    adapter = load_file(str(ckpt / "adapter_model.safetensors"))
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: every adapter moved
+    assert json.loads((ckpt / ADAPTER_CONFIG).read_text())["base_model_name_or_path"] == f"../{BASE_MODEL}"
+
+
+def test_lam0_is_mle_bit_for_bit_under_lora(lora_runs):
+    tmp, _ = lora_runs
+    a, b = (load_file(str(runs.last_checkpoint(tmp / r) / "adapter_model.safetensors")) for r in ("iq", "mle"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_load_model_merges_the_adapter_on_its_base(lora_runs):
+    tmp, trainers = lora_runs
+    ckpt = runs.last_checkpoint(tmp / "iq")
+    merged = load_model(str(ckpt)).eval()
+    assert type(merged).__name__ == "LlamaForCausalLM" and not any("lora_" in n for n, _ in merged.named_parameters())
+    ids = torch.tensor([load_tokenizer(str(ckpt))("Question: A kid has 3 books.\nAnswer: 1 + 2 = 3")["input_ids"]])
+    with torch.no_grad():  # W + (alpha/r) B A against W x + (alpha/r) B A x: equal up to rounding
+        torch.testing.assert_close(merged(ids).logits, trainers["iq"].model.eval()(ids).logits, rtol=0, atol=1e-5)
+
+
+def test_lora_checkpoint_is_swept_and_scored(lora_runs, tmp_path):
+    tmp, _ = lora_runs
+    run = tmp / "iq"
+    sweep(run, temperatures=(0, 1.0), beams=(2,), samples=2, limit=4, max_new_tokens=10, batch_size=4)
+    ckpt = runs.last_checkpoint(run)
+    assert (runs.sweep_dir(ckpt, "test") / "aggregate.parquet").is_file()
+    analysis_main(["rewards", "--checkpoint", str(ckpt), "--data", "test"])
+    summary = json.loads((runs.rewards_dir(ckpt, "test") / runs.SUMMARY_FILE).read_text())
+    assert summary
+
+
+def test_gail_reference_under_lora_is_the_initial_policy(lora_runs, tmp_path):
+    """GAIL from a LoRA MLE checkpoint: the policy is that checkpoint merged plus fresh adapters; with them
+    disabled it is the checkpoint's policy, exactly, also after the adapters trained."""
+    tmp, _ = lora_runs
+    init = str(runs.last_checkpoint(tmp / "mle"))
+    trainer = train(tiny(tmp_path, "gail", objective="gail", init=init, sample_max_new_tokens=8, max_steps=2,
+                         save_steps=2, **LORA))  # fmt: skip
+    assert trainer.ref_model is None
+    tokenizer = load_tokenizer(init)
+    ids = torch.tensor([tokenizer("Question: A kid has 3 books.\nAnswer: 1 + 2 = 3")["input_ids"]])
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.no_grad():
+        reference = trainer._reference_logits(batch)
+        assert torch.equal(reference, load_model(init).eval()(**batch).logits)
+        assert not torch.equal(trainer.model.eval()(**batch).logits, reference)  # the policy itself moved
+    ckpt = runs.last_checkpoint(tmp_path / "gail")
+    assert (ckpt / "discriminator" / "model.safetensors").is_file()
+    merged = load_model(str(ckpt))  # adapter on (adapter on its own base), merged twice
+    assert type(merged).__name__ == "LlamaForCausalLM"

@@ -1,0 +1,179 @@
+"""configs/paper/: each decoder-only recipe trains a few steps offline on a stand-in of the same shape (a Qwen2
+model of tiny size with a locally trained tokenizer that has Qwen's chat template, and a local dataset laid out
+as openai/gsm8k: configs main and socratic, question/answer columns, train and test splits); hub datasets with a
+configuration name load from such a directory. The T5 recipes need the encoder-decoder path (skipped)."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from irl.config import ConfigError, TrainConfig, load_config
+from irl.data import DataError, load_splits
+from irl.math_task import generate_splits
+from irl.model import train_tokenizer
+from irl.runs import last_checkpoint
+from irl.train import train
+
+PAPER = Path(__file__).resolve().parent.parent / "configs" / "paper"
+DECODER_RECIPES = ["gsm8k_mle", "gsm8k_mle_entropy", "gsm8k_iqlearn", "gsm8k_online_iqlearn", "gsm8k_gail"]
+CHATML = (  # Qwen2.5's turn format (its template also adds a default system turn; this one does not)
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+GSM8K_CARD = """---
+configs:
+- config_name: main
+  data_files:
+  - split: train
+    path: main/train-*
+  - split: test
+    path: main/test-*
+- config_name: socratic
+  data_files:
+  - split: train
+    path: socratic/train-*
+  - split: test
+    path: socratic/test-*
+---
+"""
+
+
+@pytest.fixture(scope="module")
+def gsm8k(tmp_path_factory) -> Path:
+    """A directory laid out as openai/gsm8k: README.md declaring the configs, parquet files per config and split."""
+    root = tmp_path_factory.mktemp("gsm8k")
+    (root / "README.md").write_text(GSM8K_CARD)
+    splits = generate_splits([48, 1, 8], [10, 16, 31, 43, 72], seed=0)
+    for config in ("main", "socratic"):
+        for split in ("train", "test"):
+            rows = [{"question": ex["prompt"].removeprefix("Question: ").removesuffix("\nAnswer:"),
+                     "answer": ex["completion"].strip()} for ex in splits[split]]  # fmt: skip
+            (root / config).mkdir(exist_ok=True)
+            pd.DataFrame(rows).to_parquet(root / config / f"{split}-00000-of-00001.parquet")
+    return root
+
+
+@pytest.fixture(scope="module")
+def qwen_standin(tmp_path_factory, gsm8k) -> Path:
+    """A Qwen2ForCausalLM at tiny size with a byte-level BPE tokenizer trained here, Qwen's special tokens and
+    chat template (EOS is <|im_end|>, as Qwen2.5-Instruct's)."""
+    path = tmp_path_factory.mktemp("qwen")
+    texts = pd.read_parquet(gsm8k / "main" / "train-00000-of-00001.parquet").to_numpy().ravel().tolist()
+    tokenizer = train_tokenizer(texts * 2 + ["user assistant system"], vocab_size=400)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.chat_template = CHATML
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_hub_dataset_with_a_config_name(gsm8k):
+    cfg = TrainConfig(data=str(gsm8k), dataset_config="main", prompt_field="question", completion_field="answer",
+                      eval_size=8)  # fmt: skip
+    splits = load_splits(cfg)
+    assert [len(splits[s]) for s in ("train", "validation", "test")] == [40, 8, 8]
+    assert splits["test"][0]["completion"].split("#### ")[-1].strip().isdigit()
+    with pytest.raises(DataError, match=r"dataset_config=None: Config name is missing.*\['main', 'socratic'\]"):
+        load_splits(TrainConfig(data=str(gsm8k), prompt_field="question", completion_field="answer"))
+    # split names: the "test" split read as validation, say
+    renamed = load_splits(TrainConfig(data=str(gsm8k), dataset_config="main", prompt_field="question",
+                                      completion_field="answer", validation_split="test", test_split="none"))
+    assert len(renamed["validation"]) == 8 and "test" not in renamed
+
+
+@pytest.fixture(scope="module")
+def recipe_runs(tmp_path_factory, gsm8k, qwen_standin):
+    """Each decoder-only recipe, with model, data and size overridden: 2 steps each (GAIL from the MLE run)."""
+    tmp = tmp_path_factory.mktemp("recipes")
+    small = ["--model", str(qwen_standin), "--data", str(gsm8k), "--eval_size", "8", "--max_steps", "2",
+             "--save_steps", "2", "--eval_steps", "2", "--logging_steps", "1", "--per_device_train_batch_size", "4",
+             "--gradient_accumulation_steps", "1", "--warmup_steps", "0", "--bf16", "false", "--report_to", "none",
+             "--sample_max_new_tokens", "8", "--learning_rate", "1e-3"]  # fmt: skip
+    trainers = {}
+    for name in DECODER_RECIPES:
+        flags = ["--config", str(PAPER / f"{name}.yaml"), *small, "--output_dir", str(tmp / name)]
+        if name == "gsm8k_gail":  # GAIL starts from the MLE recipe's checkpoint; model is that checkpoint
+            flags = [f for f in flags if f != str(qwen_standin)]
+            flags.remove("--model")
+            flags += ["--init", str(last_checkpoint(tmp / "gsm8k_mle"))]
+        trainers[name] = train(load_config(flags))
+    return tmp, trainers
+
+
+@pytest.mark.parametrize("name", DECODER_RECIPES)
+def test_decoder_only_recipe_runs_on_its_standin(recipe_runs, name):
+    tmp, trainers = recipe_runs
+    recipe = yaml.safe_load((PAPER / f"{name}.yaml").read_text())
+    config = yaml.safe_load((tmp / name / "config.yaml").read_text())
+    for key in ("objective", "lam", "alpha", "beta", "kl_coef", "dataset_config", "apply_chat_template", "prompt_field"):
+        if key in recipe:
+            assert config[key] == recipe[key], key
+    rows = [json.loads(line) for line in (tmp / name / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if "train/loss" in r]
+    assert len(logged) == 2 and all(torch.isfinite(torch.tensor(r["train/loss"])) for r in logged)
+    assert rows[0]["data/train/kept"] == 40 and rows[0]["data/validation/kept"] == 8
+    assert last_checkpoint(tmp / name).name == "checkpoint-2"
+    model = trainers[name].model
+    assert type(model).__name__ == "Qwen2ForCausalLM" and model.is_activation_checkpointing  # the recipe's setting
+    if name in ("gsm8k_online_iqlearn", "gsm8k_gail"):
+        assert any("sample/length" in r for r in rows)
+
+
+def test_chat_recipe_trains_on_the_assistant_turn_only(recipe_runs):
+    """The MLE recipe's batches: every prompt ends with the generation prompt, every action is the solution."""
+    _, trainers = recipe_runs
+    trainer = trainers["gsm8k_mle"]
+    tokenizer = trainer.processing_class
+    example = trainer.train_dataset[0]
+    mask = example["completion_mask"]
+    prompt = tokenizer.decode(example["input_ids"][: mask.index(1)])
+    actions = tokenizer.decode(example["input_ids"][mask.index(1) :])
+    assert prompt.startswith("<|im_start|>user\n") and prompt.endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert "####" in actions and actions.endswith("<|im_end|>") and "<|im_start|>" not in actions
+
+
+@pytest.mark.parametrize("path", sorted(PAPER.glob("t5_*.yaml")), ids=lambda p: p.stem)
+def test_t5_recipes_parse(path):
+    """The T5 recipes are valid configs; training them needs the encoder-decoder path (configs/paper/README.md)."""
+    cfg = load_config(["--config", str(path), "--bf16", "false"])
+    assert cfg.model.startswith("google-t5/t5-") and cfg.objective in ("mle", "iqlearn")
+
+
+@pytest.mark.skip(reason="T5 training needs the encoder-decoder path, which does not exist yet (configs/paper/README.md)")
+@pytest.mark.parametrize("objective", ["mle", "iqlearn"])
+def test_t5_recipe_trains_on_its_standin(tmp_path, objective):
+    """A T5 stand-in (T5Config at tiny size, a locally trained tokenizer) on XSUM-shaped local data."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    rows = [{"document": f"the cat sat on mat number {i} today", "summary": f"cat on mat {i}"} for i in range(24)]
+    data = tmp_path / "xsum"
+    for split, part in (("train", rows[:16]), ("validation", rows[16:20]), ("test", rows[20:])):
+        data.mkdir(exist_ok=True)
+        pd.DataFrame(part).to_parquet(data / f"{split}.parquet")
+    tokenizer = train_tokenizer([r["document"] + r["summary"] for r in rows], vocab_size=300)
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=64, num_layers=2, num_heads=4, d_kv=8,
+                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                      decoder_start_token_id=tokenizer.pad_token_id)  # fmt: skip
+    T5ForConditionalGeneration(config).save_pretrained(tmp_path / "t5")
+    tokenizer.save_pretrained(tmp_path / "t5")
+    flags = ["--config", str(PAPER / f"t5_base_xsum_{objective}.yaml"), "--model", str(tmp_path / "t5"),
+             "--data", str(data), "--max_steps", "2", "--save_steps", "2", "--eval_steps", "2", "--bf16", "false",
+             "--per_device_train_batch_size", "4", "--report_to", "none", "--output_dir", str(tmp_path / "run")]
+    train(load_config(flags))
+    assert last_checkpoint(tmp_path / "run").name == "checkpoint-2"
+
+
+def test_gail_recipe_refuses_a_model_beside_init(tmp_path):
+    with pytest.raises(ConfigError, match="with init set"):
+        load_config(["--config", str(PAPER / "gsm8k_gail.yaml"), "--model", "x", "--bf16", "false"])

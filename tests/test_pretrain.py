@@ -1,0 +1,144 @@
+"""Pretraining (irl/pretrain.py) and the shipped base model (models/base): packing against plain concatenation,
+pretrain -> fine-tune through the command line at toy scale, the shipped files against their checksums,
+fine-tuning from the base with the same start for MLE and IQLearn, and bad configs failing by field."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from irl.config import ConfigError, load_config
+from irl.data import DataError
+from irl.model import count_parameters, load_model, load_tokenizer, train_tokenizer
+from irl.pretrain import PackedBlocks, PretrainConfig, check_sums, export, load_corpus, pretrain, token_stream
+from irl.runs import last_checkpoint
+from irl.train import weights_sha256
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE = os.path.join(REPO, "models", "base")
+
+# Words to make documents of: enough variety that a tokenizer and a tiny model have something to learn.
+WORDS = ("the file is copied to the directory when the option is given and the output is written to standard "
+         "output unless a name is set; list every entry of the archive, print the version and exit").split()
+
+
+def documents(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(5, 40)))) + "." for _ in range(n)]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """A corpus directory as `python -m irl corpus` writes it: train/validation JSONL documents and a manifest."""
+    root = tmp_path / "corpus"
+    root.mkdir()
+    write_jsonl(root / "train.jsonl", [{"text": t, "source": "fixture"} for t in documents(60, 0)])
+    write_jsonl(root / "validation.jsonl", [{"text": t, "source": "fixture"} for t in documents(8, 1)] + [{"text": " "}])
+    (root / "manifest.json").write_text(json.dumps({"fixture": True}))
+    return root
+
+
+def summaries(tmp_path):
+    """Prompt/completion examples in the summarisation task's form (completions start with one space)."""
+    rows = [{"prompt": f"Description: {' '.join(t.split()[:12])}\nSummary:", "completion": " " + " ".join(t.split()[:4])}
+            for t in documents(24, 2)]
+    return write_jsonl(tmp_path / "summaries.jsonl", rows)
+
+
+def run_cli(*args):
+    out = subprocess.run([sys.executable, "-m", "irl", *map(str, args)], capture_output=True, text=True, cwd=REPO,
+                         timeout=600)
+    return out
+
+
+def rows_of(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_packed_blocks_target_every_token_once():
+    texts = documents(30, 3)
+    tokenizer = train_tokenizer(texts, vocab_size=300)
+    eos = tokenizer.eos_token_id
+    stream = token_stream(texts, tokenizer, batch=7)
+    obvious = [eos]
+    for text in texts:
+        obvious += tokenizer(text)["input_ids"] + [eos]
+    assert stream.tolist() == obvious
+    for length in (2, 3, 16, 64, len(stream) + 5):
+        blocks = [PackedBlocks(stream, length)[k] for k in range(len(PackedBlocks(stream, length)))]
+        assert all(2 <= len(b["input_ids"]) <= length and b["completion_mask"] == [1] * len(b["input_ids"])
+                   for b in blocks)
+        targets = [t for b in blocks for t in b["input_ids"][1:]]  # a block's first token is context only
+        assert targets == obvious[1:]
+
+
+def test_pretrain_then_finetune_through_the_command_line(tmp_path, corpus):
+    run = tmp_path / "pre"
+    flags = ["--model", "tiny", "--vocab_size", 300, "--max_length", 32, "--max_steps", 4, "--per_device_train_batch_size", 4,
+             "--logging_steps", 2, "--eval_steps", 2, "--save_steps", 4, "--warmup_steps", 0, "--learning_rate", 3e-3]
+    out = run_cli("pretrain", "--config", "configs/base.yaml", "--data", corpus, "--output_dir", run, *flags)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = rows_of(run)
+    tokenizer = load_tokenizer(str(run / "tokenizer"))
+    texts = [json.loads(line)["text"] for line in (corpus / "validation.jsonl").read_text().splitlines()][:-1]
+    # every validation document's tokens and its EOS are counted and evaluated, the blank document dropped
+    assert rows[0]["data/validation/tokens"] == sum(len(tokenizer(t)["input_ids"]) + 1 for t in texts)
+    assert rows[0]["data/validation/empty"] == 1 and rows[0]["data/train/documents"] == 60
+    evals = [r for r in rows if "eval/nll" in r]
+    assert [r["step"] for r in evals] == [2, 4] and evals[-1]["eval/tokens"] == rows[0]["data/validation/tokens"]
+    assert evals[0]["eval/nll"] > evals[-1]["eval/nll"]
+    final = rows[-1]
+    assert math.isclose(final["eval/perplexity"], math.exp(evals[-1]["eval/nll"]), rel_tol=1e-9)
+    assert final["eval/bits_per_byte"] > 0
+    ckpt = run / "checkpoint-4"
+    assert (ckpt / "model.safetensors").is_file() and (ckpt / "tokenizer.json").is_file()
+
+    # fine-tune from the pretrained checkpoint: its weights are the start, its tokenizer is used
+    ft = tmp_path / "ft"
+    out = run_cli("train", "--model", ckpt, "--data", summaries(tmp_path), "--eval_size", 4, "--output_dir", ft,
+                  "--max_steps", 2, "--per_device_train_batch_size", 4, "--max_length", 64, "--save_steps", 2, "--logging_steps", 1)
+    assert out.returncode == 0, out.stderr[-3000:]
+    head = rows_of(ft)[0]
+    assert head["init/weights_sha256"] == weights_sha256(load_model(str(ckpt)))
+    assert any("train/loss" in r for r in rows_of(ft)) and (ft / "checkpoint-2" / "model.safetensors").is_file()
+
+    # ship the run: model, tokenizer and recipe, every file under SHA256SUMS
+    shipped = export(run, tmp_path / "shipped")
+    assert check_sums(shipped) == []
+    assert sorted(p.name for p in (shipped / "recipe").iterdir()) == ["SHA256SUMS", "config.yaml", "manifest.json",
+                                                                        "metrics.jsonl"]
+    assert not list(shipped.glob("optimizer*")) and not list(shipped.glob("trainer_state*"))
+    reloaded, original = load_model(str(shipped)), load_model(str(ckpt))
+    assert weights_sha256(reloaded) == weights_sha256(original)
+    (shipped / "config.json").write_text((shipped / "config.json").read_text() + " ")
+    (shipped / "recipe" / "extra.txt").write_text("x")
+    assert check_sums(shipped) == ["recipe/extra.txt: not listed in recipe/SHA256SUMS", "config.json: checksum differs"]
+
+
+def test_bad_pretrain_config_fails_naming_the_field(tmp_path, corpus):
+    out = run_cli("pretrain", "--config", "configs/base.yaml", "--objective", "iqlearn", "--output_dir", tmp_path / "r")
+    assert out.returncode != 0 and "objective='iqlearn'" in out.stderr and not (tmp_path / "r").exists()
+    for field, value in (("max_length", 1), ("text_field", ""), ("learning_rate", 0.0), ("vocab_size", 0)):
+        with pytest.raises(ConfigError, match=f"^{field}="):
+            PretrainConfig(**{field: value})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("prompt: x\nmax_steps: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown field\(s\) \['prompt'\]"):
+        load_config(["--config", str(bad)], PretrainConfig)
+    with pytest.raises(DataError, match=r"data='.*nowhere': not a corpus directory \(no train.jsonl, validation.jsonl"):
+        load_corpus(PretrainConfig(data=str(tmp_path / "nowhere")))
+    write_jsonl(corpus / "validation.jsonl", [{"text": "fine"}, {"body": "no text"}])
+    with pytest.raises(DataError, match=r"validation\.jsonl:2: field 'text' missing"):
+        load_corpus(PretrainConfig(data=str(corpus)))
+    with pytest.raises(DataError, match=r"train\.jsonl:1: field 'body' missing"):
+        load_corpus(PretrainConfig(data=str(corpus), text_field="body"))
