@@ -24,7 +24,9 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SchedulerType
 
-PRESETS = ("tiny", "small")  # models built from a config (irl/model.py); anything else is a name or a path
+# models built from a config (irl/model.py; the t5-* ones are encoder-decoder); anything else is a name or a path
+PRESETS = ("tiny", "small", "t5-tiny", "t5-small")
+MODEL_KINDS = ("causal", "seq2seq")  # irl/model.py model_kind
 OBJECTIVES = ("mle", "iqlearn", "gail")
 OVERLONG = ("truncate", "drop")
 # gsm_symbolic generators of the built-in task (irl/math_task.py says why these).
@@ -152,6 +154,11 @@ class TrainConfig(TrainingArguments):
     tokenizer: str | None = _f(None, "Tokenizer name or path (default: the model's, or trained).")
     vocab_size: int = _f(1024, "Presets: size of the BPE tokenizer trained on the training split.")
     trust_remote_code: bool = _f(False, "Allow model code from the hub (off: only transformers' own code runs).")
+    model_kind: str | None = _f(
+        None,
+        f"Derived, not to be set: one of {MODEL_KINDS}, read from the model's config (is_encoder_decoder) when the "
+        "run starts and recorded in config.yaml and every checkpoint's train_config.yaml.",
+    )
     # LoRA (TRL's flag names)
     use_peft: bool = _f(
         False,
@@ -247,6 +254,7 @@ class TrainConfig(TrainingArguments):
         check(self.num_samples >= 1, "num_samples", "must be >= 1")
         check(self.objective != "gail" or self.num_samples >= 2, "num_samples", "gail's per-prompt baseline needs >= 2")
         check(self.disc_lr is None or self.disc_lr > 0, "disc_lr", "must be > 0")
+        check(self.model_kind in (None, *MODEL_KINDS), "model_kind", f"one of {MODEL_KINDS}, derived from the model")
         # derived values
         if self.per_device_eval_batch_size is None:
             self.per_device_eval_batch_size = self.per_device_train_batch_size

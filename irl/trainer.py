@@ -23,6 +23,11 @@ sampling waits for the device at every token) have theirs computed in `terms`. S
 step times stay on the device and are read once per logging step. A non-finite loss is noted on the device and stops
 training at the next log or checkpoint, whichever comes first (at most `logging_steps` steps later), so no
 checkpoint holds weights updated with it; the weights in memory may be, but the run ends there.
+
+Encoder-decoder models (cfg.model_kind "seq2seq", e.g. T5) run the same loop and objectives: a batch holds the
+prompt as the encoder's input and [decoder start] + completion as the decoder's (irl/data.py `episode_features`),
+and the per-token terms are read off the decoder's full logits (objectives.token_terms): T5 is outside
+HEAD_IS_LINEAR (its head reads the decoder's output scaled by d_model^-1/2, and its forward keeps every logit).
 """
 
 import functools
@@ -38,7 +43,8 @@ from transformers import Trainer
 from irl import objectives, runs
 from irl.config import save_config
 from irl.io import append_jsonl
-from irl.generation import cat_rows, pad_to, sample_completions
+from irl.data import action_ids, batch_keys, model_inputs
+from irl.generation import cat_rows, pad_together, sample_completions
 from irl.sharding import unwrap_for_generation
 
 SAMPLES_LOGGED = 2  # sampled completions written to samples.jsonl per logging step
@@ -138,6 +144,7 @@ class IRLTrainer(Trainer):
         self.cfg = cfg
         self.objective = objective_fn(cfg)
         self.eos_token_id = self.processing_class.eos_token_id
+        self.seq2seq = cfg.model_kind == "seq2seq"  # the batch layout (irl/data.py batch_keys)
         self.metrics_path = Path(self.args.output_dir) / "metrics.jsonl"
         self.samples_path = Path(self.args.output_dir) / "samples.jsonl"
         distributed = self.accelerator.distributed_type
@@ -162,9 +169,11 @@ class IRLTrainer(Trainer):
     def terms(self, model, inputs) -> objectives.TokenTerms:
         """Per-token Q, V, V(s'), entropy of a batch under `model` (the policy, or a frozen copy of it)."""
         ids, attention, completion = inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]
-        if not self.chunked:
-            logits = model(input_ids=ids, attention_mask=attention).logits  # (B, T, V)
-            return objectives.token_terms(logits, ids, completion, self.eos_token_id, self.cfg.stop_grad_next)
+        if not self.chunked:  # the full logits: (B, T, V), T the decoder's length for seq2seq
+            logits = model(**model_inputs(inputs, self.seq2seq)).logits
+            return objectives.token_terms(
+                logits, action_ids(inputs, self.seq2seq), completion, self.eos_token_id, self.cfg.stop_grad_next
+            )
         rows = inputs.get("action_rows")  # from get_batch_samples; not in batches made during the step
         rows = objectives.action_rows(completion) if rows is None else rows
         hidden = final_hidden(model, ids, attention)  # (B, T, H)
@@ -216,9 +225,8 @@ class IRLTrainer(Trainer):
                 "sample/length": policy["completion_mask"].sum(1).float().mean(),
                 "sample/truncated": truncated.float().mean(),  # each cut completion's last token leaves the TD terms
             })
-            width = max(inputs["input_ids"].shape[1], policy["input_ids"].shape[1])
             pad_id = self.processing_class.pad_token_id
-            expert, policy = pad_to(inputs, width, pad_id), pad_to(policy, width, pad_id)
+            expert, policy = pad_together(inputs, policy, pad_id, batch_keys(self.seq2seq))
             self._samples = {k: v[:SAMPLES_LOGGED] for k, v in policy.items()}  # to the host when written
             inputs = {**expert, "policy": policy, "policy_kwargs": self.policy_kwargs(expert, policy)}
         else:
@@ -230,7 +238,7 @@ class IRLTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "policy" in inputs:  # expert and sampled rows in one forward pass (one pass of a DDP-wrapped model)
             n = inputs["input_ids"].shape[0]
-            both = self.terms(model, cat_rows(inputs, inputs["policy"]))
+            both = self.terms(model, cat_rows(inputs, inputs["policy"], batch_keys(self.seq2seq)))
             terms = both.rows(slice(0, n))
             loss, stats = self.objective(terms, both.rows(slice(n, None)), **inputs["policy_kwargs"])
         else:
@@ -238,7 +246,8 @@ class IRLTrainer(Trainer):
             loss, stats = self.objective(terms)
         self._watch(loss)
         self.record({**objectives.token_stats(terms, self.cfg.gamma), **stats})
-        self._tokens += inputs["attention_mask"].sum()
+        self._tokens += inputs["attention_mask"].sum()  # the encoder's, for seq2seq; then the decoder's:
+        self._tokens += inputs["decoder_attention_mask"].sum() if self.seq2seq else 0
         return loss
 
     def _watch(self, loss) -> None:
@@ -296,8 +305,12 @@ class IRLTrainer(Trainer):
     def _write_samples(self) -> None:
         """Append the first sampled completions of the last step to samples.jsonl: step, prompt, completion, ended."""
         tokenizer, batch = self.processing_class, {k: v.cpu() for k, v in self._samples.items()}
-        for ids, attention, completion in zip(batch["input_ids"], batch["attention_mask"], batch["completion_mask"]):
-            prompt_ids, completion_ids = ids[attention.bool() & ~completion.bool()], ids[completion.bool()]
+        actions = action_ids(batch, self.seq2seq)
+        for ids, attention, completion, acted in zip(batch["input_ids"], batch["attention_mask"],
+                                                     batch["completion_mask"], actions):  # fmt: skip
+            # the prompt: the encoder's input (seq2seq), else the sequence's tokens before the completion
+            prompt_ids = ids[attention.bool()] if self.seq2seq else ids[attention.bool() & ~completion.bool()]
+            completion_ids = acted[completion.bool()]
             append_jsonl(self.samples_path, {
                 "step": self.state.global_step,
                 "prompt": tokenizer.decode(prompt_ids),
