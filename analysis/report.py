@@ -1,16 +1,20 @@
-"""The demo's reward report of a math-task checkpoint: the built-in preference set and the checkpoint's sweep
-samples scored in one pass, and the figures the demo prints, each beside the likelihood baselines.
+"""The demo's reward reports, each figure beside the likelihood baselines: a math-task checkpoint's built-in
+preference set and sweep samples (`reward_report`), and any checkpoint on a JSONL file of preference pairs such
+as a text task's data/<task>/preferences.jsonl (`preference_report`).
 
     from analysis.report import reward_report, format_report
     print(format_report({"mle": reward_report(ckpt_mle), "iqlearn": reward_report(ckpt_iq)}))
+    print(format_preference_report({"mle": preference_report(ckpt, "data/summarize/preferences.jsonl")}, title))
 """
 
 import time
+from pathlib import Path
 
 from analysis import reward_data as D
 from analysis import schema as S
 from analysis.cli import BUILTIN_PREFERENCES
 from analysis.rewards import Settings, checkpoint_gamma, extract, finish, load_checkpoint
+from analysis.reward_data import CHOSEN, REJECTED
 from irl import runs
 
 
@@ -73,12 +77,52 @@ def format_report(reports: dict[str, dict]) -> str:
             lines.append(f"{name:<10} {'random':<11} {'':>26} {'':>35} {b['random']:>9.3f}  (oracle {b['oracle']:.3f})")
     lines.append(f"(preferences: reference vs corrupted solutions and correct vs wrong samples; Spearman and best-of-N "
                  f"over the {first['decoding']} samples)")  # fmt: skip
-    lines.append("\nError localisation on corrupted solutions (rank of the first wrong token among the solution's):")
-    lines.append(f"{'method':<10} {'ranking':<24} {'Hit@1':>6} {'Hit@3':>6} {'MRR':>6}   n")
+    return "\n".join(lines + ["", format_localisation(reports)])
+
+
+def format_localisation(reports: dict[str, dict]) -> str:
+    """Error localisation per checkpoint and ranking: Hit@1, Hit@3 and MRR of the first wrong token."""
+    lines = ["Error localisation on corrupted rejected completions (rank of the first wrong token among theirs):",
+             f"{'method':<10} {'ranking':<24} {'Hit@1':>6} {'Hit@3':>6} {'MRR':>6}   n"]  # fmt: skip
     for name, r in reports.items():
         loc = r["error_localisation"]
         for ranking, how in S.TOKEN_RANKINGS.items():
             m = loc[ranking]
             label = f"{ranking} ({how})"
             lines.append(f"{name:<10} {label:<24} {m['hit@1']:>6.3f} {m['hit@3']:>6.3f} {m['mrr']:>6.3f}   {loc['n']}")
+    return "\n".join(lines)
+
+
+def preference_report(checkpoint, pairs_path, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Rewards of a checkpoint on a JSONL file of preference pairs (prompt, chosen, rejected, optional
+    prompt_id, source and error_char), written to rewards/<file's folder>-<file's stem>; returns the summary:
+    gamma, terminal, counts, preferences (per score: accuracy, Wilson interval, ties half, AUC),
+    preferences_by_source, and error_localisation where the pairs carry error_char."""
+    pairs_path = Path(pairs_path)
+    model, tokenizer = load_checkpoint(checkpoint)
+    gamma = checkpoint_gamma(checkpoint)
+    fields = {S.PROMPT: S.PROMPT, S.COMPLETION: S.COMPLETION, CHOSEN: CHOSEN, REJECTED: REJECTED}
+    _, rows, meta = D.load_data(str(pairs_path), checkpoint, runs.checkpoint_config(checkpoint), fields)
+    rewards = extract(model, tokenizer, rows, gamma)
+    name = f"{pairs_path.parent.name}-{pairs_path.stem}"
+    return finish(checkpoint, name, rows, rewards, meta, Settings(gamma, None, n_boot, seed), str(pairs_path))
+
+
+def format_preference_report(reports: dict[str, dict], title: str) -> str:
+    """Pairwise accuracy of each score per checkpoint ({name: preference_report(...)}), overall and per pair
+    source, then error localisation where known."""
+    first = next(iter(reports.values()))
+    sources = sorted(first.get("preferences_by_source") or {})
+    lines = [f"Rewards on {title} (gamma={first['gamma']:g}; {first['terminal']}):",
+             f"{'method':<10} {'score':<11} {'accuracy [95% CI], ties 1/2':>30} {'AUC':>6}"
+             + "".join(f" {s[:12]:>12}" for s in sources)]  # fmt: skip
+    for name, r in reports.items():
+        for score in S.SCORES:
+            p = r["preferences"][score]
+            line = f"{name:<10} {score:<11} {p['accuracy']:>13.3f} [{p['low']:.3f}, {p['high']:.3f}] {p['auc']:>6.3f}"
+            line += "".join(f" {r['preferences_by_source'][s][score]['accuracy']:>12.3f}" for s in sources)
+            lines.append(line)
+    lines.append(f"(pairs: {first['counts'].get('pairs')}; per-source columns: accuracy on that kind of pair)")
+    if first.get("error_localisation"):
+        lines += ["", format_localisation(reports)]
     return "\n".join(lines)

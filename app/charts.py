@@ -25,11 +25,13 @@ def method_colors(methods) -> dict[str, str]:
     return {m: palette[i % len(palette)] for i, m in enumerate(sorted(set(methods)))}
 
 
-def _layout(fig: go.Figure, title: str, x: str, y: str, subtitle: str = "") -> go.Figure:
-    """Title (and a subtitle, e.g. how rewards were read: tables.reward_rule), axis titles, tight margins."""
+def _layout(fig: go.Figure, title: str, x: str, y: str, rule: str = "") -> go.Figure:
+    """Title, axis titles, tight margins, and as a subtitle how the rewards were read (tables.reward_rule:
+    "r_t = ..., γ = ...; <terminal rule>"), escaped, on two lines."""
+    subtitle = escape(rule).replace("; ", "<br>", 1)
     fig.update_layout(
         title=dict(text=title, subtitle=dict(text=subtitle)), xaxis_title=x, yaxis_title=y, legend_title_text="",
-        margin=dict(l=10, r=10, t=70 if subtitle else 40, b=10),
+        margin=dict(l=10, r=10, t=90 if rule else 40, b=10),
     )  # fmt: skip
     return fig
 
@@ -95,10 +97,14 @@ def pareto_figure(points: pd.DataFrame, quality: str, diversity: str) -> go.Figu
     return _layout(fig, f"{quality} vs {diversity}", x_title, quality)
 
 
-def temperature_figure(points: pd.DataFrame, quality: str) -> go.Figure:
+def temperature_figure(points: pd.DataFrame, quality: str, baselines: pd.DataFrame | None = None) -> go.Figure:
     """Quality against sampling temperature: a line per (method, step) through greedy (temperature 0) and the
-    sampling settings, with error bars over seeds; beam-search settings as separate square markers at 0."""
+    sampling settings, with error bars over seeds; beam-search settings as separate square markers at 0; a text
+    task's trivial baselines (`baselines`, the sweep's baselines.parquet rows) as dashed horizontal lines."""
     fig = go.Figure()
+    for row in (baselines if baselines is not None and quality in baselines else pd.DataFrame()).itertuples():
+        fig.add_hline(y=getattr(row, quality), line=dict(color="grey", dash="dash", width=1),
+                      annotation_text=escape(f"baseline: {getattr(row, S.BASELINE)}"))  # fmt: skip
     colors = method_colors(points[S.METHOD])
     several_steps = points[S.STEP].nunique() > 1
     err = S.seed_se_col(quality)

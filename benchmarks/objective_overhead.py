@@ -1,19 +1,29 @@
 """Cost of offline IQLearn against MLE per training step: time and peak memory, same model, same batch; and the
 per-update cost of the methods that sample (online IQLearn, GAIL), split into sampling and update.
 
-    python benchmarks/objective_overhead.py [--vocabs 2000,32000] [--reps 7] [--batch 8] [--seq 256]
+    python benchmarks/objective_overhead.py [--vocabs 32000,128000] [--reps 4] [--batch 8] [--seq 256] [--device cuda]
     python benchmarks/objective_overhead.py --parts online [--online_steps 8] [--online_batch 32] [--max_new_tokens 64]
 
-For each vocabulary size, a small Llama model (hidden 256, 4 layers) takes full training steps (forward,
-objective, backward, AdamW) on one fixed batch, the objectives alternating repetition by repetition so that
-drifts of the machine hit both alike; the median step time is compared. Peak memory is the largest total of
-tensor storage alive during one step, counted by a dispatch mode on CPU (CUDA: max_memory_allocated).
+For each vocabulary size, a small Llama model with a big vocabulary (hidden 64, 2 layers, tied embeddings) takes
+full training steps (forward, objective, backward, AdamW) on one fixed batch (a quarter prompt, the rest
+completion ending in EOS; `--prompt_share 0` for completions only), the objectives taking turns, each in every
+place of the order, so that drifts of the machine hit all alike; the median step time is compared. On CUDA a step's
+time is wall-clock time up to a synchronisation; on CPU it is the process's CPU time in one thread (`--threads`),
+which on a shared machine measures the step and not its neighbours' load. Peak memory is the largest total of
+tensor storage alive during one step, counted by a dispatch mode on CPU (CUDA: max_memory_allocated above what was
+allocated before the step).
 
-Objectives: `mle` and `iqlearn` through the fused token terms (irl/objectives.py), `iqlearn_naive` through
-the straightforward log_softmax route, and `mle_cross_entropy`, transformers' usual F.cross_entropy loss, as
-an outside reference for the MLE step itself. One JSON line per vocabulary:
-{"vocab", "time_ratio", "mem_ratio", "naive_time_ratio", "naive_mem_ratio", "mle_vs_cross_entropy", "ms": {...}}
-with ratios against `mle`.
+Objectives:
+- `mle`, `iqlearn`: the training default, token terms from the final hidden states in chunks
+  (irl/trainer.py final_hidden, irl/objectives.py head_token_terms): no (B, T, V) logits;
+- `mle_cross_entropy`: MLE as transformers computes it, F.cross_entropy on the model's materialised logits;
+- `iqlearn_logits`: IQLearn on the materialised logits through the fused pass (objectives.token_terms; the
+  route of models whose logits are more than lm_head(hidden)).
+One JSON line per vocabulary: {"vocab", "time_ratio", "mem_ratio" (iqlearn over mle, both chunked; goal <= 1.05),
+"time_vs_materialised", "mem_vs_materialised" (iqlearn chunked over mle_cross_entropy; goals <= 1.1 and <= 0.5),
+"logits_time_vs_materialised", "logits_mem_vs_materialised" (iqlearn_logits over mle_cross_entropy), "ms",
+"peak_mb", "device", ...}. The chunked route projects only the positions whose next token is a completion token,
+so part of its edge over the materialised routes is the prompt share of the batch (compare `--prompt_share 0`).
 
 Online part (`--parts online`): real training runs through irl/train.py on the built-in task, small preset, the
 same batches for every method: MLE, online IQLearn (alpha=0.1, one completion per prompt) and GAIL (two per
@@ -44,9 +54,11 @@ from torch.utils._pytree import tree_flatten
 from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from irl.objectives import iqlearn, mle, naive_token_terms, token_terms  # noqa: E402
+from irl.objectives import head_token_terms, iqlearn, mle, token_terms  # noqa: E402
+from irl.trainer import final_hidden  # noqa: E402
 
 EOS = 1
+NAMES = ["mle", "iqlearn", "mle_cross_entropy", "iqlearn_logits"]
 
 
 class PeakTensorMemory(TorchDispatchMode):
@@ -71,21 +83,25 @@ class PeakTensorMemory(TorchDispatchMode):
         return out
 
 
-def loss_fn(name, logits, batch):
-    ids, cmask = batch["input_ids"], batch["completion_mask"]
+def loss_fn(name, model, batch):
+    """The step's loss: chunked from the final hidden states (`mle`, `iqlearn`), or on materialised logits."""
+    ids, attention, cmask = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
+    if name in ("mle", "iqlearn"):
+        head = model.get_output_embeddings()
+        hidden = final_hidden(model, ids, attention)  # (B, T, H)
+        terms = head_token_terms(hidden, head.weight, head.bias, ids, cmask, EOS)
+        return mle(terms)[0] if name == "mle" else iqlearn(terms, lam=0.1, gamma=0.99)[0]
+    logits = model(input_ids=ids, attention_mask=attention).logits  # (B, T, V)
     if name == "mle_cross_entropy":
         labels = ids[:, 1:].masked_fill(cmask[:, 1:] == 0, -100)
         return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
-    terms_fn = naive_token_terms if name == "iqlearn_naive" else token_terms
-    terms = terms_fn(logits, ids, cmask, EOS)
-    return mle(terms)[0] if name == "mle" else iqlearn(terms, lam=0.1, gamma=0.99)[0]
+    return iqlearn(token_terms(logits, ids, cmask, EOS), lam=0.1, gamma=0.99)[0]
 
 
 def make_step(model, optimizer, batch, name):
     def step():
         optimizer.zero_grad(set_to_none=True)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss_fn(name, logits, batch).backward()
+        loss_fn(name, model, batch).backward()
         optimizer.step()
         if batch["input_ids"].is_cuda:
             torch.cuda.synchronize()
@@ -105,40 +121,46 @@ def peak_memory(step, device) -> int:
     return tracker.peak
 
 
-def measure(vocab, reps, batch_size, seq, device, names):
+def measure(vocab, reps, batch_size, seq, device, prompt_share):
+    clock = time.perf_counter if device == "cuda" else time.process_time
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=vocab, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
-        num_attention_heads=8, max_position_embeddings=seq, tie_word_embeddings=True,
+        vocab_size=vocab, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=seq, tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = torch.randint(2, vocab, (batch_size, seq), device=device)
     cmask = torch.zeros_like(ids)
-    cmask[:, seq // 4 :] = 1  # a quarter prompt, the rest completion ending in EOS
+    cmask[:, int(seq * prompt_share) :] = 1  # the prompt, then the completion ending in EOS
     ids[:, -1] = EOS
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "completion_mask": cmask}
-    steps = {name: make_step(model, optimizer, batch, name) for name in names}
+    steps = {name: make_step(model, optimizer, batch, name) for name in NAMES}
     for step in steps.values():  # warm-up: allocator, optimizer state, kernels
         step()
-    times = {name: [] for name in names}
-    for _ in range(reps):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
+    times = {name: [] for name in NAMES}
+    for rep in range(reps):
+        for name in NAMES[rep % len(NAMES) :] + NAMES[: rep % len(NAMES)]:  # each takes every place in turn
+            start = clock()
+            steps[name]()
+            times[name].append(clock() - start)
     ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
     mem = {name: peak_memory(step, device) for name, step in steps.items()}
     return {
         "vocab": vocab,
         "time_ratio": round(ms["iqlearn"] / ms["mle"], 3),
         "mem_ratio": round(mem["iqlearn"] / mem["mle"], 3),
-        "naive_time_ratio": round(ms["iqlearn_naive"] / ms["mle"], 3),
-        "naive_mem_ratio": round(mem["iqlearn_naive"] / mem["mle"], 3),
-        "mle_vs_cross_entropy": round(ms["mle"] / ms["mle_cross_entropy"], 3),
+        "time_vs_materialised": round(ms["iqlearn"] / ms["mle_cross_entropy"], 3),
+        "mem_vs_materialised": round(mem["iqlearn"] / mem["mle_cross_entropy"], 3),
+        "logits_time_vs_materialised": round(ms["iqlearn_logits"] / ms["mle_cross_entropy"], 3),
+        "logits_mem_vs_materialised": round(mem["iqlearn_logits"] / mem["mle_cross_entropy"], 3),
         "ms": {k: round(v, 1) for k, v in ms.items()},
         "peak_mb": {k: round(v / 2**20, 1) for k, v in mem.items()},
+        "batch": batch_size,
+        "seq": seq,
+        "prompt_share": prompt_share,
         "device": device,
+        "clock": "wall" if device == "cuda" else f"cpu time, {torch.get_num_threads()} thread(s)",
     }
 
 
@@ -154,8 +176,8 @@ def measure_online(steps: int, batch_size: int, max_new_tokens: int, data: str =
     }
     base = dict(
         data=data, model="small", vocab_size=1024, math_sizes=[steps * batch_size, 32, 32], max_length=256, seed=0,
-        per_device_train_batch_size=batch_size, max_steps=steps, learning_rate=1e-3, warmup_steps=0, logging_steps=1, eval_steps=steps,
-        save_steps=steps, sample_max_new_tokens=max_new_tokens,
+        per_device_train_batch_size=batch_size, max_steps=steps, learning_rate=1e-3, warmup_steps=0, logging_steps=1,
+        eval_steps=steps, save_steps=steps, sample_max_new_tokens=max_new_tokens,
     )
     medians = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -190,11 +212,13 @@ def measure_online(steps: int, batch_size: int, max_new_tokens: int, data: str =
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--parts", default="vocab,online", help="Comma-separated: vocab (offline), online.")
-    parser.add_argument("--vocabs", default="2000,32000")
-    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--vocabs", default="32000,128000")
+    parser.add_argument("--reps", type=int, default=4, help="Timed steps per objective (each in every place).")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--prompt_share", type=float, default=0.25, help="Share of each sequence that is prompt.")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1, help="CPU: torch threads (CPU time is summed over them).")
     parser.add_argument("--online_steps", type=int, default=8, help="Online part: steps per run (2 are warm-up).")
     parser.add_argument("--online_batch", type=int, default=32, help="Online part: prompts per batch.")
     parser.add_argument("--max_new_tokens", type=int, default=64, help="Online part: tokens per sampled completion.")
@@ -202,9 +226,12 @@ def main():
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     if "vocab" in parts:
-        names = ["mle", "iqlearn", "iqlearn_naive", "mle_cross_entropy"]
+        threads = torch.get_num_threads()
+        if args.device == "cpu":
+            torch.set_num_threads(args.threads)
         for vocab in map(int, args.vocabs.split(",")):
-            print(json.dumps(measure(vocab, args.reps, args.batch, args.seq, args.device, names)), flush=True)
+            print(json.dumps(measure(vocab, args.reps, args.batch, args.seq, args.device, args.prompt_share)), flush=True)
+        torch.set_num_threads(threads)
     if "online" in parts:
         for line in measure_online(args.online_steps, args.online_batch, args.max_new_tokens, args.data):
             print(json.dumps(line), flush=True)

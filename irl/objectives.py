@@ -31,9 +31,11 @@ import torch.nn.functional as F
 # Rows of the (B*T, V) logits processed at once by the fused function: bounds the temporary softmax to
 # CHUNK_ROWS * V floats (128 MiB at V=32k in float32) instead of a full copy of the logits.
 CHUNK_ROWS = 1024
-# Entries of one chunk's logits in the hidden-state route (`head_token_terms`): its rows per chunk are
-# CHUNK_LOGITS // V (1024 at V = 32k, 220 at V = 152k), so it never holds more than 128 MiB of float32 logits
-# (and two temporaries of that size) whatever the batch and the sequence length.
+# Entries of one chunk's logits in the hidden-state route (`head_token_terms`), at least: its rows per chunk are
+# max(CHUNK_LOGITS // V, N * H / V) for N rows of hidden size H (1024 rows at V = 32k; at V = 152k, 220 rows, or
+# 772 for 32k rows of H = 3584). So a chunk holds 128 MiB of float32 logits, or as many entries as the hidden
+# states when those are larger, and there are at most V / H + 1 chunks: each chunk reads and writes the whole
+# (V, H) weight gradient once, which many small chunks would turn into the backward's main cost on a GPU.
 CHUNK_LOGITS = 2**25
 
 
@@ -158,10 +160,15 @@ class _HeadQVEntropy(torch.autograd.Function):
 
 
 def _v_entropy(z):
-    """V = logsumexp(z) and H = V - sum_i p_i z_i of a chunk of logits z (rows, V)."""
-    v = torch.logsumexp(z, dim=-1)
-    p = torch.exp(z - v[:, None])
-    return v, v - (p * z).sum(-1)
+    """V = logsumexp(z) and H = V - sum_i p_i z_i of a chunk of logits z (rows, V), with one (rows, V) temporary.
+
+    With m = max_i z_i, e_i = exp(z_i - m) and s = sum_i e_i: V = m + log s and sum_i p_i z_i = sum_i e_i z_i / s.
+    """
+    m = z.amax(-1, keepdim=True)
+    e = torch.sub(z, m).exp_()  # (rows, V)
+    s = e.sum(-1)
+    v = m.squeeze(-1) + s.log()
+    return v, v - e.mul_(z).sum(-1) / s
 
 
 def _chunks(n: int, size: int):
@@ -244,7 +251,7 @@ def head_token_terms(hidden, weight, bias, input_ids, completion_mask, eos_token
     hidden (B, T, H): the model's final hidden states; weight (V, H), bias (V,) or None: its output embedding
     (for a model whose logits are exactly that projection; irl/trainer.py checks which are). Only the positions
     in `rows` (default `action_rows(completion_mask)`; pass it precomputed on the host to spare the device a read)
-    are projected, `chunk_rows` at a time (default CHUNK_LOGITS // V), forward and backward (`_HeadQVEntropy`).
+    are projected, `chunk_rows` at a time (default: see CHUNK_LOGITS), forward and backward (`_HeadQVEntropy`).
     The V(s_{t+1}) of an action is the V of the next position, which may lie in the next chunk or the next
     call's rows: it is taken after the chunks are put back in place. Entries outside `mask` are 0 (in
     `token_terms` they are whatever those logits give); every objective reads only entries inside it.
@@ -252,7 +259,8 @@ def head_token_terms(hidden, weight, bias, input_ids, completion_mask, eos_token
     batch, width, size = hidden.shape
     if rows is None:
         rows = action_rows(completion_mask)
-    chunk_rows = chunk_rows or max(1, CHUNK_LOGITS // weight.shape[0])
+    vocab = weight.shape[0]
+    chunk_rows = chunk_rows or max(1, CHUNK_LOGITS // vocab, -(-len(rows) * size // vocab))
     actions = F.pad(input_ids[:, 1:], (0, 1)).flatten()[rows]
     selected = _HeadQVEntropy.apply(hidden.reshape(-1, size)[rows], weight, bias, actions, chunk_rows)
     q, v_all, entropy = (x.new_zeros(batch * width).index_copy(0, rows, x).view(batch, width) for x in selected)

@@ -15,8 +15,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from irl import objectives
 from irl import trainer as trainer_module
-from irl.objectives import (action_rows, gail, head_token_terms, iqlearn, mle, online_iqlearn, token_stats,
-                            token_terms)
+from irl.objectives import (action_rows, gail, head_token_terms, iqlearn, mle, naive_token_terms, online_iqlearn,
+                            token_stats, token_terms)
 from irl.runs import checkpoints
 from irl.train import train
 from irl.trainer import HEAD_IS_LINEAR, IRLTrainer, NonFiniteLossError, final_hidden, head_is_linear
@@ -142,6 +142,9 @@ def test_chunked_terms_match_inside_the_masks(chunk_rows):
         torch.testing.assert_close(a[full.mask], c[full.mask], rtol=1e-12, atol=1e-12)
         assert (a[~full.mask] == 0).all()  # rows no term reads are never projected
     torch.testing.assert_close(chunked.v_next[full.td_mask], full.v_next[full.td_mask], rtol=1e-12, atol=1e-12)
+    naive = naive_token_terms(F.linear(hidden, weight, b), ids, cmask, EOS)  # log_softmax, gather, logsumexp
+    for name, where in (("q", full.mask), ("v", full.mask), ("entropy", full.mask), ("v_next", full.td_mask)):
+        torch.testing.assert_close(getattr(chunked, name)[where], getattr(naive, name)[where], rtol=1e-12, atol=1e-12)
     # the truncated rows (1, 4, 6) keep their last action in the NLL but not in the TD term; EOS is terminal
     for row in range(7):
         last = full.mask[row].nonzero().max()
@@ -153,14 +156,21 @@ def test_chunked_terms_match_inside_the_masks(chunk_rows):
     assert torch.equal(given.q, chunked.q) and torch.equal(given.v_next, chunked.v_next)
 
 
-def test_default_chunk_bounds_the_logits_held():
-    """The default chunk holds CHUNK_LOGITS // V rows: with a small budget, several chunks, same result."""
+def test_default_chunks_hold_chunk_logits_or_the_hidden_states_size(monkeypatch):
+    """Rows per chunk: max(CHUNK_LOGITS // V, N H / V). Small budgets give several chunks, and the same terms."""
     ids, cmask = layout()
     hidden, weight, b = leaves()
-    default = head_token_terms(hidden, weight, b, ids, cmask, EOS)
-    small = head_token_terms(hidden, weight, b, ids, cmask, EOS, chunk_rows=max(1, 100 // V))  # 3 rows
-    torch.testing.assert_close(default.v, small.v, rtol=1e-12, atol=1e-12)
-    assert max(1, objectives.CHUNK_LOGITS // 152064) == 220  # a Qwen vocabulary: 220 rows, 128 MiB in float32
+    one_chunk = head_token_terms(hidden, weight, b, ids, cmask, EOS)
+    sizes = []
+    apply = objectives._HeadQVEntropy.apply
+    monkeypatch.setattr(objectives._HeadQVEntropy, "apply", lambda *a: sizes.append(a[-1]) or apply(*a))
+    monkeypatch.setattr(objectives, "CHUNK_LOGITS", 3 * V)  # 3 rows, but 36 rows of H = 6 over V = 29: 8 rows
+    several = head_token_terms(hidden, weight, b, ids, cmask, EOS)
+    monkeypatch.setattr(objectives, "CHUNK_LOGITS", 20 * V)
+    head_token_terms(hidden, weight, b, ids, cmask, EOS)
+    assert sizes == [8, 20]
+    for name in ("q", "v", "entropy", "v_next"):
+        torch.testing.assert_close(getattr(several, name), getattr(one_chunk, name), rtol=1e-12, atol=1e-12)
 
 
 def test_chunked_under_bf16_autocast_runs_the_products_in_bf16():
@@ -234,23 +244,30 @@ def test_final_hidden_computes_no_logits():
 
 
 def lm_head_positions(monkeypatch):
-    """Record the number of positions the policy's lm_head projects on each call during training."""
-    seen = []
-    init = IRLTrainer.__init__
+    """Record the number of positions the policy's lm_head projects on each call during training, and whether each
+    training batch came with its `action_rows` (computed when Trainer fetched it, not in the micro-step)."""
+    seen, rows_given = [], []
+    init, compute_loss = IRLTrainer.__init__, IRLTrainer.compute_loss
 
     def recording_init(self, *args, **kwargs):
         init(self, *args, **kwargs)
         self.model.get_output_embeddings().register_forward_hook(lambda m, a, out: seen.append(out.shape[:-1].numel()))
 
+    def recording_compute_loss(self, model, inputs, **kwargs):
+        rows_given.append("action_rows" in inputs)
+        return compute_loss(self, model, inputs, **kwargs)
+
     monkeypatch.setattr(IRLTrainer, "__init__", recording_init)
-    return seen
+    monkeypatch.setattr(IRLTrainer, "compute_loss", recording_compute_loss)
+    return seen, rows_given
 
 
 @pytest.mark.parametrize("objective", [dict(objective="mle", beta=0.1), dict(objective="iqlearn", lam=0.3)])
 def test_training_with_and_without_chunks_ends_with_the_same_weights(tmp_path, monkeypatch, objective):
-    seen = lm_head_positions(monkeypatch)
+    seen, rows_given = lm_head_positions(monkeypatch)
     chunked = train(tiny(tmp_path, "chunked", **objective))
     assert chunked.chunked and seen and max(seen) == 0  # no position's logits ever computed, eval included
+    assert rows_given == [True] * 3
     seen.clear()
     full = train(tiny(tmp_path, "full", chunked_loss=False, **objective))
     assert not full.chunked and min(seen) > 0

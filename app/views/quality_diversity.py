@@ -35,13 +35,22 @@ with left:
         widgets.chart(charts.pareto_figure(points, quality, diversity), points, f"pareto-{split}-{quality}-{diversity}")
         st.caption("Error bars: standard error over seeds. Dotted: each method's Pareto front. "
                    "Marker: ● greedy, ◆ sampling, ■ beam search.")  # fmt: skip
+baselines = data.gather(root, results, R.SWEEP, split, R.BASELINES, runs)
+if not baselines.empty:  # the same prompts give the same baselines in every run of a task
+    baselines = baselines.drop_duplicates([S.BASELINE, S.BASELINE_SETTING, S.N])
 with right:
     by_temperature = pareto.aggregate_seeds(agg.dropna(subset=[quality]), metrics=[quality])
-    widgets.chart(charts.temperature_figure(by_temperature, quality), by_temperature, f"temperature-{split}-{quality}")
-    st.caption("Lines: greedy (at 0) and sampling temperatures; open squares: beam search widths.")
+    figure = charts.temperature_figure(by_temperature, quality, baselines if not baselines.empty else None)
+    widgets.chart(figure, by_temperature, f"temperature-{split}-{quality}")
+    st.caption("Lines: greedy (at 0) and sampling temperatures; open squares: beam search widths; dashed: the "
+               "task's trivial baselines on the same prompts.")  # fmt: skip
 
 written = [S.CHECKPOINT, S.METHOD, S.DECODING, quality, S.se_col(metric), S.N, diversity]
 written = agg.sort_values([S.STEP, S.RUN, *S.GRID_ORDER], key=S.grid_sort_key)[written]
 st.markdown(f"**{metric} per run, as the sweep wrote it** (`{R.AGGREGATE}`): the mean over samples and its standard "
             "error, clustered by prompt (a prompt's K samples are one cluster)")  # fmt: skip
 widgets.table(written, f"aggregate-{split}-{metric}")
+if not baselines.empty and quality in baselines:
+    st.markdown(f"**Trivial baselines** (`{R.BASELINES}`): the input's first k words and the best constant string, "
+                "settings chosen on train and validation, scored by the sweep's metric code on the same prompts")
+    widgets.table(baselines[[S.BASELINE, S.BASELINE_SETTING, quality, S.se_col(metric), S.N]], f"baselines-{split}")
