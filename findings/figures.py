@@ -94,7 +94,7 @@ def beam_search(seed_aggregate: pd.DataFrame, quality: str) -> Figure | None:
     return fig
 
 
-def small_data(small: pd.DataFrame, curves: pd.DataFrame) -> Figure | None:
+def small_data(small: pd.DataFrame, curves: pd.DataFrame, quality: str = "quality") -> Figure | None:
     """Fig. 7: (left) validation NLL during training on the smallest subset, (middle) overfitting (final minus
     lowest validation NLL) and (right) greedy quality against the number of training examples, per method that
     was run on subsets."""
@@ -115,8 +115,8 @@ def small_data(small: pd.DataFrame, curves: pd.DataFrame) -> Figure | None:
             axes[0].plot(g[S.STEP], g["eval_nll"], color=palette[method], label=method)
             axes[0].fill_between(g[S.STEP], g["eval_nll"] - se, g["eval_nll"] + se, color=palette[method], alpha=0.2)
     axes[0].set(xlabel="step", ylabel="validation NLL", title=f"{int(smallest)} training examples")
-    for ax, col, label in ((axes[1], L.OVERFIT, "final - lowest validation NLL"), (axes[-1], "greedy", "greedy "
-                                                                                   "quality")):  # fmt: skip
+    for ax, col, label in ((axes[1], L.OVERFIT, "final - lowest validation NLL"), (axes[-1], "greedy", f"{quality}, "
+                                                                                   "greedy")):  # fmt: skip
         if col not in table:
             continue
         for method in methods:
@@ -155,6 +155,6 @@ def draw(tables: dict[str, pd.DataFrame], quality: str) -> dict[str, Figure | No
     return {
         L.FIG_QUALITY_DIVERSITY: quality_diversity(tables.get(L.SEED_AGGREGATE, empty), quality),
         L.FIG_BEAM_SEARCH: beam_search(tables.get(L.SEED_AGGREGATE, empty), quality),
-        L.FIG_SMALL_DATA: small_data(tables.get(L.SMALL_DATA, empty), tables.get(L.CURVES, empty)),
+        L.FIG_SMALL_DATA: small_data(tables.get(L.SMALL_DATA, empty), tables.get(L.CURVES, empty), quality),
         L.FIG_REWARD_CORRELATION: reward_correlation(tables.get(L.CORRELATION_BY_LAM, empty)),
     }

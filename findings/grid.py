@@ -18,7 +18,7 @@ The YAML file:
         decodings: {temperatures: [0], beams: [1]}                 # this sub-grid's sweep cells
         rewards: false                                             # no reward extraction for these runs
     sweep: {temperatures: [0, 0.5, 1], beams: [1, 4], samples: 5, limit: 50, ...}  # analysis.sweep.sweep's options
-    rewards: {limit: 50, n_boot: 1000, preferences: null}          # or false
+    rewards: {limit: 50, n_boot: 1000, preferences: null}          # or false; preferences: a JSONL of pairs
     findings: {quality: exact_match}         # the report's quality metric (default: the task's first)
 
 An axis is any TrainConfig field (objective, lam, beta, alpha, seed, train_size, ...) or `method`, whose values
@@ -34,8 +34,7 @@ Steps, each skipping what is on disk: (1) train every point in order: a run whos
 max_steps is kept (after checking that the grid's fields still match its config.yaml), a run with a config.yaml
 and no final checkpoint is resumed (`resume`, as demo.py does), others start; (2) sweep every run's last
 checkpoint with analysis.sweep.sweep (cells already written are skipped); (3) extract rewards on the task's
-preference set and on the sweep's samples (analysis/report.py for the math task; the sweep cell and an optional
-preference JSONL otherwise). Under `accelerate launch` every process runs the same plan: training and the sweep
+preference set and on the sweep's samples (`extract_rewards`). Under `accelerate launch` every process runs the same plan: training and the sweep
 share their work across processes, and only the main process writes (reward extraction runs on it alone).
 """
 
@@ -49,6 +48,7 @@ from pathlib import Path
 
 import yaml
 
+from analysis import schema as S
 from findings import layout as L
 from irl import runs
 
@@ -280,14 +280,28 @@ def held_out_split(run_dir: Path) -> str:
     return split_of(load_splits(read_config(Path(run_dir) / runs.CONFIG)))
 
 
+def preference_file(config: dict, settings: dict) -> Path | None:
+    """The preference pairs a run's rewards are scored on besides the built-in math set: the grid's
+    `rewards.preferences` file, else a built-in text task's data/<task>/preferences.jsonl when it exists."""
+    from irl import text_tasks
+
+    if settings["preferences"]:
+        return Path(settings["preferences"])
+    if config["data"] in text_tasks.TASKS:
+        path = text_tasks.task_dir(config["data"]) / "preferences.jsonl"
+        return path if path.is_file() else None
+    return None
+
+
 def extract_rewards(checkpoint: Path, split: str, settings: dict) -> str:
     """Rewards of a checkpoint on the task's preference set and on its sweep's default cell (sampling at the
-    highest temperature): for the math task analysis.report.reward_report (the built-in preference set); for
-    other data the sweep cell (its first `limit` prompts) and, when `settings["preferences"]` names a JSONL file of
-    prompt/chosen/rejected, all those pairs. Skips what is written; returns "kept" or "extracted"."""
+    highest temperature), each beside the likelihood baselines: for the math task analysis.report.reward_report
+    (the built-in preference set, the first `limit` test problems); for other data the sweep cell's first `limit`
+    prompts and analysis.report.preference_report on `preference_file`. Skips what is written; returns "kept" or
+    "extracted"."""
     from analysis import reward_data as D
     from analysis.cli import BUILTIN_PREFERENCES
-    from analysis.report import reward_report
+    from analysis.report import preference_report, reward_report
     from analysis.rewards import Settings, checkpoint_gamma, extract, finish, load_checkpoint
 
     limit, n_boot = settings["limit"], settings["n_boot"]
@@ -295,26 +309,24 @@ def extract_rewards(checkpoint: Path, split: str, settings: dict) -> str:
     samples = D.read_sweep(runs.sweep_dir(checkpoint, split))
     decoding = D.default_decoding(samples)
     config = runs.checkpoint_config(checkpoint)
-    preferences = BUILTIN_PREFERENCES if config["data"] == "math" else settings["preferences"]
-    names = [f"{split}-{decoding}{suffix}"]
-    names += [f"{preferences}{suffix}" if config["data"] == "math" else Path(preferences).stem] if preferences else []
-    if all((runs.rewards_dir(checkpoint, n) / runs.SUMMARY_FILE).is_file() for n in names):
+    math = config["data"] == "math"
+    pairs = None if math else preference_file(config, settings)
+    names = [f"{split}-{decoding}{suffix}", f"{BUILTIN_PREFERENCES}{suffix}" if math else None]
+    names[1] = names[1] or (f"{pairs.parent.name}-{pairs.stem}" if pairs else None)
+    if all((runs.rewards_dir(checkpoint, n) / runs.SUMMARY_FILE).is_file() for n in names if n):
         return "kept"
-    if config["data"] == "math":
+    if math:
         reward_report(checkpoint, sweep_split=split, limit=limit, n_boot=n_boot)
         return "extracted"
     model, tokenizer = load_checkpoint(checkpoint)
-    settings_ = Settings(checkpoint_gamma(checkpoint), None, n_boot)
-    cell = samples[samples["decoding"] == decoding]
+    cell = samples[samples[S.DECODING] == decoding]
     if limit is not None:
-        cell = cell[cell["prompt_id"].isin(cell["prompt_id"].drop_duplicates()[:limit])]
+        cell = cell[cell[S.PROMPT_ID].isin(cell[S.PROMPT_ID].drop_duplicates()[:limit])]
     rows = D.sweep_rows(cell)
-    finish(checkpoint, names[0], rows, extract(model, tokenizer, rows, settings_.gamma), None, settings_)
-    if preferences:
-        fields = {"prompt": "prompt", "completion": "completion", D.CHOSEN: D.CHOSEN, D.REJECTED: D.REJECTED}
-        _, rows, meta = D.load_data(preferences, checkpoint, config, fields)
-        finish(checkpoint, names[1], rows, extract(model, tokenizer, rows, settings_.gamma), meta, settings_,
-               data=preferences)  # fmt: skip
+    gamma = checkpoint_gamma(checkpoint)
+    finish(checkpoint, names[0], rows, extract(model, tokenizer, rows, gamma), None, Settings(gamma, None, n_boot))
+    if pairs is not None:
+        preference_report(checkpoint, pairs, n_boot)
     return "extracted"
 
 

@@ -79,7 +79,8 @@ def markdown(grid, found: list[R.Finding], tables: dict, figures: list[str], sec
     out += ["## Preference accuracy", ""]
     pref = tables.get(L.PREFERENCES)
     if pref is not None and len(pref):
-        pref = pref[pref[L.SCORE].isin([S.R, S.LOGP_SUM])]
+        pref = pref[pref[L.SCORE].isin([S.R, S.LOGP_SUM])].astype({L.TRAIN_SIZE: object})
+        pref[L.TRAIN_SIZE] = pref[L.TRAIN_SIZE].map(lambda n: "all" if pd.isna(n) else int(n))
         by = pref.groupby([S.METHOD, L.TRAIN_SIZE, L.SCORE], dropna=False)["accuracy"]
         table = by.agg(["mean", "std", "count"]).reset_index()
         table["accuracy"] = [f"{m:.3f} ± {s / np.sqrt(n) if n > 1 else np.nan:.3f}"

@@ -21,6 +21,7 @@ from findings import layout as L
 from findings import rules as R
 from findings.tables import GROUP_KEYS
 
+REPO = Path(__file__).resolve().parents[1]
 QUALITY = S.mean_col(S.EXACT_MATCH)
 FAMILY_OF = {"mle": ("mle", 0.0, 0.0), "mle beta=0.1": ("mle+entropy", 0.0, 0.1), "iqlearn lam=0.3": ("iqlearn", 0.3, 0.0)}
 
@@ -172,7 +173,7 @@ def test_reward_rules():
 
 def toy_quick_grid(tmp_path) -> str:
     """configs/findings/quick.yaml at toy scale: the tiny preset, 4 steps, one seed, 4 prompts."""
-    spec = yaml.safe_load(open("configs/findings/quick.yaml"))
+    spec = yaml.safe_load((REPO / "configs" / "findings" / "quick.yaml").read_text())
     spec["output_dir"] = str(tmp_path / "quick")
     spec["base"] |= dict(model="tiny", vocab_size=400, math_sizes=[64, 16, 16], max_length=160, max_steps=4,
                          per_device_train_batch_size=4, warmup_steps=0, logging_steps=2, eval_steps=2,
@@ -237,7 +238,7 @@ def test_findings_page_shows_every_verdict_without_torch(quick_findings):
     """The app's Findings page on the quick grid: one section per finding with the verdict of findings.json and
     its figure, and no torch, transformers, evaluate or scipy imported."""
     grid, _ = quick_findings
-    main = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+    main = str(REPO / "app" / "main.py")
     script = f"""
 import json, sys
 sys.argv = [{main!r}, "--runs-dir", {str(grid.parent)!r}]
@@ -249,8 +250,7 @@ print(json.dumps({{"grids": at.selectbox[0].options, "subheaders": [s.value for 
                   "markdown": [m.value for m in at.markdown], "images": sum(type(e).__name__ == "Image" for e in at.main),
                   "heavy": sorted(m for m in ("torch", "transformers", "evaluate", "scipy") if m in sys.modules)}}))
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                         cwd=Path(main).parents[1])  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     shown = json.loads(out.stdout.strip().splitlines()[-1])
     summary = json.loads((grid / L.FINDINGS_DIR / L.SUMMARY).read_text())
     assert shown["grids"] == ["quick"] and shown["heavy"] == []
