@@ -25,11 +25,13 @@ def method_colors(methods) -> dict[str, str]:
     return {m: palette[i % len(palette)] for i, m in enumerate(sorted(set(methods)))}
 
 
-def _layout(fig: go.Figure, title: str, x: str, y: str, subtitle: str = "") -> go.Figure:
-    """Title (and a subtitle, e.g. how rewards were read: tables.reward_rule), axis titles, tight margins."""
+def _layout(fig: go.Figure, title: str, x: str, y: str, rule: str = "") -> go.Figure:
+    """Title, axis titles, tight margins, and as a subtitle how the rewards were read (tables.reward_rule:
+    "r_t = ..., γ = ...; <terminal rule>"), escaped, on two lines."""
+    subtitle = escape(rule).replace("; ", "<br>", 1)
     fig.update_layout(
         title=dict(text=title, subtitle=dict(text=subtitle)), xaxis_title=x, yaxis_title=y, legend_title_text="",
-        margin=dict(l=10, r=10, t=70 if subtitle else 40, b=10),
+        margin=dict(l=10, r=10, t=90 if rule else 40, b=10),
     )  # fmt: skip
     return fig
 

@@ -1,9 +1,13 @@
 """Cached loaders: everything the pages read from the runs directory comes through here.
 
 Each file is read once per (path, modification time) with st.cache_data, so a run still training shows its
-new metrics on the next rerun and an unchanged file costs nothing. Every path is confined to the runs root
-(app/safety.py). Token tables are read per example with a pyarrow filter, never whole for display.
-Imports neither torch nor transformers nor evaluate.
+new metrics on the next rerun and an unchanged file costs nothing. Token tables are read per example with a
+pyarrow filter, never whole for display. Imports neither torch nor transformers nor evaluate (nor scipy).
+
+Confinement: `index` walks the runs root and checks every path it is about to list or read with
+app/safety.py before it does (runs, checkpoints, metrics.jsonl, config.yaml, sweep/ and rewards/ folders and
+their files); what resolves outside is left out and named, by its path under the root, in the skipped list
+the app shows. The pages read only files the index listed, each again through safety.inside.
 """
 
 import argparse

@@ -2,10 +2,10 @@
 
     streamlit run app/main.py -- --runs-dir runs/demo      # or: make app
 
-This file only routes: it names the pages (app/views/), and shows what to run while the runs directory is
-empty, and the entries of the runs directory it skipped. The app reads nothing outside --runs-dir
-(app/safety.py). The pages are not in a folder named pages/:
-Streamlit would serve a first request for a page's URL from such a folder directly, bypassing this file.
+This file only routes: it names the pages (app/views/), shows what to run while the runs directory is empty,
+and lists the entries of the runs directory it skipped (app/data.py `index`). The app reads nothing outside
+--runs-dir (app/safety.py). The pages are not in a folder named pages/: Streamlit would serve a first request
+for a page's URL from such a folder directly, bypassing this file.
 """
 
 import sys

@@ -255,8 +255,8 @@ def measure_online(steps: int, batch_size: int, max_new_tokens: int, data: str =
     }
     base = dict(
         data=data, model="small", vocab_size=1024, math_sizes=[steps * batch_size, 32, 32], max_length=256, seed=0,
-        per_device_train_batch_size=batch_size, max_steps=steps, learning_rate=1e-3, warmup_steps=0, logging_steps=1, eval_steps=steps,
-        save_steps=steps, sample_max_new_tokens=max_new_tokens,
+        per_device_train_batch_size=batch_size, max_steps=steps, learning_rate=1e-3, warmup_steps=0, logging_steps=1,
+        eval_steps=steps, save_steps=steps, sample_max_new_tokens=max_new_tokens,
     )
     medians = {}
     with tempfile.TemporaryDirectory() as tmp:

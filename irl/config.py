@@ -60,7 +60,7 @@ def _f(default, help, **kw):
 class TrainConfig(TrainingArguments):
     # run
     output_dir: str = _f("runs/default", "Run directory: resolved config, metrics.jsonl and checkpoint-<step>/.")
-    seed: int = _f(0, "Seed of model initialisation and of sampling (same seed and data_seed: same start, same batches).")
+    seed: int = _f(0, "Seed of model initialisation and of sampling (same seed and data_seed: same start and batches).")
     resume: bool = _f(False, "Resume from the last complete checkpoint in output_dir.")
     # objective
     objective: str = _f("mle", f"Training objective, one of {OBJECTIVES}.")
@@ -118,7 +118,7 @@ class TrainConfig(TrainingArguments):
         "it. The final assistant turn is the completion, everything before it the prompt.",
     )
     prompt_template: str = _f(
-        "{prompt}", "Text of a string prompt, with '{prompt}' standing for the prompt column (e.g. 'summarize: {prompt}')."
+        "{prompt}", "Text of a string prompt, '{prompt}' standing for the prompt column (e.g. 'summarize: {prompt}')."
     )
     apply_chat_template: bool = _f(
         False,
@@ -138,6 +138,11 @@ class TrainConfig(TrainingArguments):
         0,
         "Seed of the data: the built-in task's generation, held-out validation splits and the order of training "
         "batches (Trainer's data_seed).",
+    )
+    train_size: int | None = _f(
+        None,
+        "Train on the first N training examples after a shuffle seeded by data_seed (None: all); smaller sizes "
+        "are subsets of larger ones.",
     )
     # model
     model: str = _f("tiny", f"A preset built from a config {PRESETS}, or a model name or local path.")
@@ -177,7 +182,9 @@ class TrainConfig(TrainingArguments):
     warmup_steps: float = _f(20, "Linear warm-up steps (a value below 1 is a fraction of max_steps).")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm; > 0.")
     logging_steps: float = _f(10, "Log train/* and iq/* every this many steps.")
-    eval_strategy: IntervalStrategy | str = _f("steps", "Validation 'steps' (every eval_steps) or 'no'; off when the data has none.")
+    eval_strategy: IntervalStrategy | str = _f(
+        "steps", "Validation 'steps' (every eval_steps) or 'no'; off when the data has none."
+    )
     eval_steps: float | None = _f(100, "Validation NLL every this many steps (0: only at the end).")
     save_steps: float = _f(100, "Checkpoint every this many steps (the last step is always saved).")
     report_to: None | str | list[str] = _f(
@@ -220,6 +227,7 @@ class TrainConfig(TrainingArguments):
         check(self.max_length >= 2, "max_length", "must be >= 2")
         check(len(self.math_sizes) == 3 and all(n > 0 for n in self.math_sizes), "math_sizes", "three sizes > 0")
         check(len(self.math_templates) > 0, "math_templates", "must not be empty")
+        check(self.train_size is None or self.train_size > 0, "train_size", "must be > 0 (or None: all)")
         check("{prompt}" in self.prompt_template, "prompt_template", "must contain '{prompt}'")
         for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "vocab_size",
                      "logging_steps", "save_steps", "lora_r", "lora_alpha"):  # fmt: skip
@@ -379,7 +387,9 @@ def load_config(argv=None, cls=None, prog="python -m irl train") -> TrainConfig:
             values = yaml.safe_load(fh) or {}
         check_values(values, known.config, cls)
         parser.set_defaults(**values)
-    cfg, _, remaining = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True, look_for_args_file=False)
+    cfg, _, remaining = parser.parse_args_into_dataclasses(
+        argv, return_remaining_strings=True, look_for_args_file=False
+    )
     if remaining:
         raise ConfigError(f"unknown option(s) {remaining}")
     return cfg

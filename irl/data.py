@@ -188,15 +188,16 @@ def check_source(source: str) -> None:
 
 
 def load_splits(cfg) -> dict[str, list[dict]]:
-    """All splits of the configured data source as lists of {"id", "prompt", "completion", ...}."""
+    """All splits of the configured data source as lists of {"id", "prompt", "completion", ...}, the training
+    split cut to `train_size` examples when set (`training_subset`)."""
     source = cfg.data
     if source == "math":
-        return math_task.generate_splits(cfg.math_sizes, cfg.math_templates, cfg.data_seed)
+        return training_subset(math_task.generate_splits(cfg.math_sizes, cfg.math_templates, cfg.data_seed), cfg)
     if source in text_tasks.TASKS:  # built-in real-text tasks: the committed data/<task>/<split>.jsonl
         files = {split: text_tasks.task_dir(source) / f"{split}.jsonl" for split in text_tasks.TASK_SPLITS}
         if missing := [str(f) for f in files.values() if not f.is_file()]:
             raise DataError(f"data={source!r}: missing {', '.join(missing)} (rebuild: python -m irl tasks --out data)")
-        return {split: read_jsonl(f) for split, f in files.items()}
+        return training_subset({split: read_jsonl(f) for split, f in files.items()}, cfg)
     path = Path(source)
     if path.suffix == ".jsonl":
         check_source(source)
@@ -213,7 +214,22 @@ def load_splits(cfg) -> dict[str, list[dict]]:
         if len(train) <= cfg.eval_size:
             raise DataError(f"data={source!r}: {len(train)} examples, too few to hold out eval_size={cfg.eval_size}")
         splits["validation"], splits["train"] = train[: cfg.eval_size], train[cfg.eval_size :]
-    return splits
+    return training_subset(splits, cfg)
+
+
+def training_subset(splits: dict[str, list[dict]], cfg) -> dict[str, list[dict]]:
+    """`splits` with the training split cut to its first `cfg.train_size` examples after a shuffle seeded by
+    `cfg.data_seed` (unchanged when train_size is None). For one data_seed a smaller subset is a prefix of a
+    larger one: nested subsets, for curves over the training-set size."""
+    if cfg.train_size is None:
+        return splits
+    train = splits["train"]
+    if cfg.train_size > len(train):
+        raise DataError(f"data={cfg.data!r}: train_size={cfg.train_size}, but the training split has {len(train)} "
+                        f"examples")  # fmt: skip
+    order = list(range(len(train)))
+    random.Random(cfg.data_seed).shuffle(order)
+    return {**splits, "train": [train[i] for i in order[: cfg.train_size]]}
 
 
 # What `encode_example` did with an example; every status but OK and TRUNCATED drops it.

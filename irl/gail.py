@@ -156,6 +156,8 @@ class GAILTrainer(IRLTrainer):
                               "loaded unsharded); use ZeRO-1/2 or FSDP")  # fmt: skip
         # the initial policy, frozen; with LoRA, the policy with its adapters disabled (module docstring)
         self.ref_model = None if cfg.use_peft else copy.deepcopy(self.model).requires_grad_(False).eval()
+        if self.ref_model is not None:  # under DeepSpeed and FSDP the Trainer has not moved the policy yet
+            self.ref_model.to(self.args.device)
         self.discriminator = load_discriminator(cfg.init, cfg.trust_remote_code).to(self.args.device)
         lr = cfg.learning_rate if cfg.disc_lr is None else cfg.disc_lr
         self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=lr, weight_decay=cfg.weight_decay)
@@ -191,8 +193,8 @@ class GAILTrainer(IRLTrainer):
         peft_model.eval()  # as the frozen copy: no dropout
         try:
             with peft_model.disable_adapter():
-                forward = self.model_wrapped if self.accelerator.distributed_type == DistributedType.FSDP else peft_model
-                return self.terms(forward, batch).logp
+                fsdp = self.accelerator.distributed_type == DistributedType.FSDP  # the root's forward gathers
+                return self.terms(self.model_wrapped if fsdp else peft_model, batch).logp
         finally:
             peft_model.train(was_training)
 

@@ -15,10 +15,12 @@ time (`final_hidden`, objectives.head_token_terms), so the (B, T, V) logits neve
 outside HEAD_IS_LINEAR, FSDP/DeepSpeed runs and `chunked_loss: false` read the full logits
 (objectives.token_terms).
 
-A micro-step reads nothing back from the device but the index of its completion tokens (`action_rows`), and
-that before its forward pass is queued, right after the batch's copy to the device (blocking unless accelerate's
-dataloader is set to `non_blocking`) has waited for the device anyway. Statistics, token counts and step times
-stay on the device and are read once per logging step. A non-finite loss is noted on the device and stops
+A micro-step reads nothing back from the device. The one read a batch needs, the index of its completion
+tokens (`action_rows`: which rows to project), is made when Trainer fetches the batches of an optimizer step
+(`get_batch_samples`), right after their copy to the device, which waits for the device anyway (unless
+accelerate's dataloader is set to `non_blocking`); batches made during the step (sampled completions, whose
+sampling waits for the device at every token) have theirs computed in `terms`. Statistics, token counts and
+step times stay on the device and are read once per logging step. A non-finite loss is noted on the device and stops
 training at the next log or checkpoint, whichever comes first (at most `logging_steps` steps later), so no
 checkpoint holds weights updated with it; the weights in memory may be, but the run ends there.
 
@@ -172,13 +174,22 @@ class IRLTrainer(Trainer):
             return objectives.token_terms(
                 logits, action_ids(inputs, self.seq2seq), completion, self.eos_token_id, self.cfg.stop_grad_next
             )
-        rows = objectives.action_rows(completion)  # read before the forward is queued: nothing to wait for
+        rows = inputs.get("action_rows")  # from get_batch_samples; not in batches made during the step
+        rows = objectives.action_rows(completion) if rows is None else rows
         hidden = final_hidden(model, ids, attention)  # (B, T, H)
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
         with self.accelerator.autocast():  # the precision the model's own lm_head runs in
             return objectives.head_token_terms(
                 hidden, head.weight, head.bias, ids, completion, self.eos_token_id, self.cfg.stop_grad_next, rows=rows
             )
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Trainer's batches of one optimizer step, each with its `action_rows` (see the module's docstring)."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.chunked:
+            for batch in batch_samples:
+                batch["action_rows"] = objectives.action_rows(batch["completion_mask"])
+        return batch_samples, num_items_in_batch
 
     def sample(self, model, inputs) -> dict:
         """`num_samples` completions per prompt of the batch from the current policy, in training layout. Under

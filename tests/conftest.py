@@ -10,8 +10,9 @@
                              (`--data test`); on mle/seed0 and iqlearn/seed0 also `hostile.jsonl`, preference
                              pairs whose text holds HOSTILE_TOKENS, and a tie (one pair's chosen == rejected)
 
-So a change in a writer changes what the app's tests read. About 30 s on a free 2-core CPU, torch on one
-thread (more threads are several times slower when the cores are shared).
+So a change in a writer changes what the app's tests read. About 17 s of CPU time, torch on one thread (more
+threads are several times slower when the cores are shared); 66 s of wall time measured with load average 11
+on 2 cores.
 """
 
 import json
@@ -23,8 +24,8 @@ import pytest
 HOSTILE_TOKENS = ("<script>alert(1)</script>", "<img src=x onerror=alert(1)>")
 HOSTILE = "hostile"  # name of the scored JSONL (its stem) and of its rewards/<name>/ directory
 TRAIN = dict(
-    model="tiny", vocab_size=400, math_sizes=[64, 8, 6], max_length=160, per_device_train_batch_size=4, max_steps=4, learning_rate=3e-3,
-    warmup_steps=0, logging_steps=1, eval_steps=2, save_steps=2,
+    model="tiny", vocab_size=400, math_sizes=[64, 8, 6], max_length=160, per_device_train_batch_size=4, max_steps=4,
+    learning_rate=3e-3, warmup_steps=0, logging_steps=1, eval_steps=2, save_steps=2,
 )  # fmt: skip
 RUNS = {f"{objective}/seed{seed}": (objective, seed) for objective in ("mle", "iqlearn") for seed in (0, 1)}
 SWEEP = dict(

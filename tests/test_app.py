@@ -136,7 +136,8 @@ def test_token_rewards_page_escapes_tokens(monkeypatch, real_runs):
     bodies = [h.proto.body for h in at.get("html")]
     assert len(bodies) == 2  # two checkpoints side by side
     for body, run in zip(bodies, SCORED_HOSTILE):
-        assert "<script" not in body and "<img" not in body and "&lt;script&gt;" not in body.replace("</span>", "")
+        assert "<script" not in body and "<img" not in body
+        # the text of the spans holds no "<": unescaped, it is every token in order
         shown = html.unescape("".join(re.findall(r">([^<]*)</span>", body))).replace("↵\n", "\n")
         tokens = pd.read_parquet(rewards_file(real_runs, run, HOSTILE, S.TOKENS_FILE))
         assert shown == "".join(tokens.loc[tokens[S.EXAMPLE_ID] == 0, S.TOKEN])  # every token, in order
@@ -195,7 +196,7 @@ def test_rewards_quality_page_shows_the_analysis_correlations(monkeypatch, real_
     assert mine["spearman"] == pytest.approx(rho, abs=1e-12)
     expected = f"R vs rouge1: Spearman ρ = {rho:.3f} [{mine['spearman_low']:.3f}, {mine['spearman_high']:.3f}]"
     assert title(scatter) == f"{expected} (n = {len(seqs)})"
-    assert "γ = 0.99; EOS terminal" in scatter["layout"]["title"]["subtitle"]["text"]
+    assert scatter["layout"]["title"]["subtitle"]["text"].startswith("r_t = Q − γV(s_t+1), γ = 0.99<br>EOS terminal")
     assert sorted(scatter["data"][0]["y"]) == pytest.approx(sorted(seqs[S.R]))
     # per checkpoint against lam: summary.json's rho and its bootstrap interval, as error bars
     markers = [t for t in by_lam["data"] if t["mode"] == "markers"]
@@ -608,6 +609,7 @@ def test_reward_and_preference_figures():
     acc = pd.DataFrame({S.CHECKPOINT: ["a@1", "a@1"], "score": [S.R, S.LOGP_SUM], "accuracy": [0.75, 0.5],
                         "low": [0.3006, 0.2], "high": [0.9544, 0.8], "n": [4, 4], "ties": [1, 0]})  # fmt: skip
     r, logp = charts.accuracy_figure(acc).data
+    assert charts.accuracy_figure(acc, "a; <b>; c").layout.title.subtitle.text == "a<br>&lt;b&gt;; c"  # escaped
     assert (r.name, logp.name, list(logp.y)) == (S.R, S.LOGP_SUM, [0.5])
     assert list(r.error_y.array) == pytest.approx([0.2044])  # high - accuracy
     assert list(r.error_y.arrayminus) == pytest.approx([0.4494])  # accuracy - low

@@ -116,7 +116,8 @@ def test_decoder_only_recipe_runs_on_its_standin(recipe_runs, name):
     tmp, trainers = recipe_runs
     recipe = yaml.safe_load((PAPER / f"{name}.yaml").read_text())
     config = yaml.safe_load((tmp / name / "config.yaml").read_text())
-    for key in ("objective", "lam", "alpha", "beta", "kl_coef", "dataset_config", "apply_chat_template", "prompt_field"):
+    for key in ("objective", "lam", "alpha", "beta", "kl_coef", "dataset_config", "apply_chat_template",
+                "prompt_field"):
         if key in recipe:
             assert config[key] == recipe[key], key
     rows = [json.loads(line) for line in (tmp / name / "metrics.jsonl").read_text().splitlines()]

@@ -49,7 +49,7 @@ if S.EXACT_MATCH in seqs.columns:
     options = ["all", "correct", "incorrect"]
     correctness = find[0].segmented_control("Find by correctness", options, default="all", required=True)
 options = ["highest first", "lowest first"]
-order = find[1].segmented_control("Order by reward", options, default="highest first", required=True)
+order = find[1].segmented_control("Order by score", options, default="highest first", required=True)
 r_col = find[2].segmented_control(
     "Sequence score", [s for s in S.SCORES if s in seqs], default=S.R_CENTERED, required=True,
     help="R sums the rewards, R_mean per token, R_centered subtracts the mean R of the prompt's completions; "
