@@ -19,7 +19,7 @@ EOS, PAD = "<|endoftext|>", "<|pad|>"
 PRESETS = {
     "tiny": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4),
     "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8),
-    "base": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=8),
+    "base": dict(hidden_size=256, intermediate_size=640, num_hidden_layers=5, num_attention_heads=8),
 }
 
 
