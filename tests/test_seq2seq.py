@@ -28,7 +28,7 @@ from analysis.calculator import CalculatorLogitsProcessor
 from analysis.reward_data import read_sweep, sweep_rows
 from analysis.sweep import sweep
 from irl import math_task, runs
-from irl.config import MATH_TEMPLATES, ConfigError, TrainConfig
+from irl.config import MATH_TEMPLATES, ConfigError, TrainConfig, load_config
 from irl.data import Collator, Encoded, batch_keys, encode, episode_features, model_inputs
 from irl.gail import DISCRIMINATOR_DIR, Seq2SeqDiscriminator, load_discriminator
 from irl.generation import Decoded, Decoding, cat_rows, decode, left_padded, pack_samples, pad_together, sample_completions
@@ -470,3 +470,26 @@ def test_app_pages_render_t5_runs(chain, monkeypatch):
     at = app_page(monkeypatch, root, "views/samples.py")
     code = [c.value for c in at.code]
     assert code[0].startswith("Question: ") and "####" in code[1] and len(code) > 2  # prompt, reference, samples
+
+
+def test_lora_on_t5_trains_and_loads_merged(tmp_path):
+    """LoRA adapters on a T5 (peft's seq2seq task): only they train, and the checkpoint loads merged on its base
+    as a T5 whose logits are the adapted model's."""
+    cfg = TrainConfig(output_dir=str(tmp_path / "lora"), objective="iqlearn", use_peft=True, lora_r=4, lora_alpha=8,
+                      lora_dropout=0.0, lora_target_modules=["q", "v"], **{**TRAIN, "max_steps": 2, "save_steps": 2})
+    trainer = train(cfg)
+    assert type(trainer.model).__name__ == "PeftModelForSeq2SeqLM"
+    assert all(p.requires_grad == ("lora_" in n) for n, p in trainer.model.named_parameters())
+    ckpt = runs.last_checkpoint(tmp_path / "lora")
+    merged = load_model(str(ckpt)).eval()
+    assert isinstance(merged, T5ForConditionalGeneration)
+    batch = Collator(PAD, seq2seq=True)([episode_features(Encoded([5, 6, 7], [8, 9, EOS], True), PAD)])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**model_inputs(batch, True)).logits,
+                                   trainer.model.eval()(**model_inputs(batch, True)).logits, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["t5_tiny", "t5_mle", "t5_iqlearn", "t5_online", "t5_gail"])
+def test_t5_configs_parse(name):
+    cfg = load_config(["--config", str(Path(REPO) / "configs" / f"{name}.yaml")])
+    assert cfg.model.startswith("t5-") or cfg.init.startswith("runs/demo-t5/mle/")
