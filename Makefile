@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export HF_EVALUATE_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-all test app bench chromium clean-demo base
+.PHONY: demo demo-all test app bench chromium clean-demo base findings findings-quick
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,20 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
+DEMO_CHAINS ?= math
 demo: $(VENV)/.installed
-	$(PY) demo.py --runs $(RUNS)
+	$(PY) demo.py --runs $(RUNS) --chains $(DEMO_CHAINS)
 
 demo-all: $(VENV)/.installed
-	$(PY) demo.py --runs $(RUNS) --all
+	$(PY) demo.py --runs $(RUNS) --chains math-all
+
+# The paper's findings at CPU size (configs/findings/full.yaml) and a 15-minute version; each prints the report's
+# path last. Rerunning keeps finished runs and resumes interrupted ones.
+findings: $(VENV)/.installed
+	$(PY) -m findings run --config configs/findings/full.yaml
+
+findings-quick: $(VENV)/.installed
+	$(PY) -m findings run --config configs/findings/quick.yaml
 
 test: $(VENV)/.installed chromium
 	$(PY) -m pytest -q

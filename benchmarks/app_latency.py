@@ -1,12 +1,13 @@
 """Latency of the app in a real browser, on a runs directory of realistic shape.
 
     .venv/bin/python benchmarks/app_latency.py            # needs /usr/bin/chromium (apt-get install -y chromium)
+    .venv/bin/python benchmarks/app_latency.py --runs /tmp/bench-runs   # keep the runs directory; reuse it next time
 
 Builds 2 methods x 2 seeds x 5 checkpoints (20 checkpoints) with ~100k samples (150 math prompts, greedy + 4
 temperatures + 3 beam widths, K=5), their aggregates, and per checkpoint the rewards of the 750 samples at t=1
 and of ~400 corruption preference pairs (tests/app_fixtures.py: drawn samples and curves, every table and
-summary.json by the real writers; a few minutes to build); serves the app (`streamlit run`), and measures in
-chromium:
+summary.json by the real writers; 26 min to build with load average 11 on 2 cores); serves the app
+(`streamlit run`), and measures in chromium (a step that takes longer than app_fixtures.LOAD_MS fails):
 
 - app start: a new browser loads the app from a new server (Streamlit's frontend, the server's first script
   run with its imports, Plotly's first load) until the Runs page is drawn.
@@ -22,6 +23,7 @@ Goal: <= 2 s first render, <= 0.5 s per interaction. The last line is JSON with 
 page) and interaction_s (the slowest interaction), then the per-page figures.
 """
 
+import argparse
 import json
 import os
 import statistics
@@ -63,13 +65,20 @@ def interactions(page) -> dict:
     }  # fmt: skip
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=Path, default=None, help="build the runs directory here and keep it, or "
+                        "reuse it if it holds one already (default: a temporary directory)")  # fmt: skip
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        root = build_runs(
-            tmp / "runs", seeds=(0, 1), steps=(100, 200, 300, 400, 500), n_prompts=150, k=5,
-            temperatures=(0.25, 0.5, 0.75, 1.0), beams=(2, 4, 8),
-        )  # fmt: skip
+        root = args.runs or tmp / "runs"
+        if not (root.is_dir() and any(root.iterdir())):
+            root.parent.mkdir(parents=True, exist_ok=True)
+            build_runs(
+                root, seeds=(0, 1), steps=(100, 200, 300, 400, 500), n_prompts=150, k=5,
+                temperatures=(0.25, 0.5, 0.75, 1.0), beams=(2, 4, 8),
+            )  # fmt: skip
         print("runs directory:", shape(root), flush=True)
         first, interaction = {}, {}
         with serve_app(root, tmp / "streamlit.log") as base, chromium(tmp / "profile", 1400, 1000) as context:
@@ -84,7 +93,7 @@ def main():
                 first[title] = timed_run(page, link(title).click, **PAGES[url])
             print("first render, cold cache (s):", {k: round(v, 3) for k, v in first.items()}, flush=True)
             for name, (url, actions) in interactions(page).items():
-                timed_run(page, lambda: page.goto(f"{base}/{url}"), reload=True, **PAGES[url])
+                timed_run(page, lambda url=url: page.goto(f"{base}/{url}"), reload=True, **PAGES[url])
                 for action in actions:  # warm both states
                     timed_run(page, action, **PAGES[url])
                 times = [timed_run(page, actions[i % 2], **PAGES[url]) for i in range(3)]

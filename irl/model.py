@@ -46,7 +46,7 @@ BASE_MODEL = "base_model"  # <run>/base_model/: the initial weights of a preset 
 PRESETS = {
     "tiny": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4),
     "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8),
-    "base": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=8),
+    "base": dict(hidden_size=256, intermediate_size=640, num_hidden_layers=5, num_attention_heads=8),
     # T5 (SEQ2SEQ_PRESETS): as many layers in the encoder (reading the prompt) and in the decoder (writing the
     # completion) as the Llama preset of the same size has in all, so a token costs about the same.
     "t5-tiny": dict(d_model=64, d_ff=192, d_kv=16, num_heads=4, num_layers=2, num_decoder_layers=2),

@@ -44,8 +44,8 @@ METHODS = (("mle", 0.0), ("iqlearn", 0.1))  # (objective, lam)
 SPLIT = "validation"
 PAIRS = "math-pairs"
 SCORER = dict(
-    model="tiny", vocab_size=400, math_sizes=[64, 8, 8], max_length=256, per_device_train_batch_size=4, max_steps=2, warmup_steps=0,
-    logging_steps=1, eval_steps=0, save_steps=2,
+    model="tiny", vocab_size=400, math_sizes=[64, 8, 8], max_length=256, per_device_train_batch_size=4, max_steps=2,
+    warmup_steps=0, logging_steps=1, eval_steps=0, save_steps=2,
 )  # fmt: skip
 METRICS = (S.EXACT_MATCH, "rouge1")
 N_BOOT = 10  # bootstrap replicates of the correlations in summary.json (the command's default is 1000): the
@@ -201,6 +201,7 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
+LOAD_MS = 120_000  # how long a step may take to render: the first starts Streamlit's frontend, on a shared CPU
 # URL path of each page (app/main.py), and what a complete render shows: Plotly charts and other elements.
 PAGES = {
     "": {"charts": 1},
@@ -292,7 +293,7 @@ def chromium(profile_dir, width: int = 1400, height: int = 1000):
             context.close()
 
 
-def timed_run(page, action, charts=0, selector=None, reload=False, quiet_ms=300, timeout_ms=30_000) -> float:
+def timed_run(page, action, charts=0, selector=None, reload=False, quiet_ms=300, timeout_ms=LOAD_MS) -> float:
     """Seconds, by the page's clock, from the last user input of `action()` (with `reload`: from the start of
     the navigation `action()` makes) to the last change of the page it causes: the page must then stay still
     for `quiet_ms` with the script idle, `charts` Plotly charts drawn and an element matching `selector`."""

@@ -15,7 +15,6 @@ from tests.app_fixtures import PAGES, REPO, choose, chromium, serve_app, timed_r
 from tests.conftest import HOSTILE, HOSTILE_TOKENS
 
 ARTIFACTS = REPO / "test-artifacts" / "app"
-LOAD_MS = 90_000  # a page load waits this long: the first one starts Streamlit's frontend on a shared CPU
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,7 @@ def screenshot(page, name: str) -> Path:
 
 @pytest.mark.parametrize("url", [*list(PAGES)[1:], ""])  # a page's own URL first: it must still go through main.py
 def test_page_renders_without_exception(page, url):
-    timed_run(page, lambda: page.goto(f"{page.base}/{url}"), reload=True, timeout_ms=LOAD_MS, **PAGES[url])
+    timed_run(page, lambda: page.goto(f"{page.base}/{url}"), reload=True, **PAGES[url])
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.get_by_role("button", name="Reload").is_visible()  # main.py's sidebar: routed by st.navigation
     assert page.locator('[data-testid="stHeading"]').first.is_visible()
@@ -51,8 +50,7 @@ def test_page_renders_without_exception(page, url):
 
 
 def test_hostile_tokens_render_as_text(page):
-    timed_run(page, lambda: page.goto(f"{page.base}/token_rewards"), reload=True, timeout_ms=LOAD_MS,
-              **PAGES["token_rewards"])
+    timed_run(page, lambda: page.goto(f"{page.base}/token_rewards"), reload=True, **PAGES["token_rewards"])
     # the chosen side of the first pair of the hostile preference set
     picks = (("Data", HOSTILE), ("Prompt (best match first)", "h0:"), ("Completion", "chosen of pair 0"))
     for label, option in picks:
