@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export HF_EVALUATE_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-all test app bench chromium clean-demo
+.PHONY: demo demo-all test app bench chromium clean-demo base findings findings-quick
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,20 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
+DEMO_CHAINS ?= math
 demo: $(VENV)/.installed
-	$(PY) demo.py --runs $(RUNS)
+	$(PY) demo.py --runs $(RUNS) --chains $(DEMO_CHAINS)
 
 demo-all: $(VENV)/.installed
-	$(PY) demo.py --runs $(RUNS) --all
+	$(PY) demo.py --runs $(RUNS) --chains math-all
+
+# The paper's findings at CPU size (configs/findings/full.yaml) and a 15-minute version; each prints the report's
+# path last. Rerunning keeps finished runs and resumes interrupted ones.
+findings: $(VENV)/.installed
+	$(PY) -m findings run --config configs/findings/full.yaml
+
+findings-quick: $(VENV)/.installed
+	$(PY) -m findings run --config configs/findings/quick.yaml
 
 test: $(VENV)/.installed chromium
 	$(PY) -m pytest -q
@@ -42,3 +51,14 @@ bench: $(VENV)/.installed chromium
 
 clean-demo:
 	rm -rf $(RUNS)
+
+# The shipped base model, rebuilt from scratch: the corpus (Debian packages, cached in .cache/debian), then
+# pretraining per configs/base.yaml into $(BASE_BUILD)/run, then its last checkpoint with the recipe (config,
+# metrics, corpus manifest, SHA256SUMS) into models/base. About an hour on a 2-core CPU; another machine
+# (or torch build) may differ in the last bits of the weights: recipe/manifest.json records what was shipped.
+BASE_BUILD ?= build/base
+base: $(VENV)/.installed
+	rm -rf $(BASE_BUILD)
+	$(PY) -m irl corpus --out $(BASE_BUILD)/corpus
+	$(PY) -m irl pretrain --config configs/base.yaml --data $(BASE_BUILD)/corpus --output_dir $(BASE_BUILD)/run
+	$(PY) -m irl export --run $(BASE_BUILD)/run --out models/base

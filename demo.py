@@ -1,16 +1,19 @@
-"""The whole chain, small: train MLE and offline IQLearn from the same initial weights on the built-in math
-task, then evaluate both.
+"""The whole chain, small: fine-tune the shipped pretrained base (models/base) by MLE and by offline IQLearn from
+the same initial weights on the built-in summarisation task (man pages' descriptions to their one-line
+summaries), then evaluate both beside the task's trivial baselines.
 
-    make demo                       # or: python demo.py --runs runs/demo
-    make demo-all                   # also online IQLearn and GAIL: python demo.py --runs runs/demo --all
+    make demo                       # or: python demo.py --runs runs/demo --chains summarize
+    make demo-all                   # also the math chain: python demo.py --chains summarize,math-all
 
-Steps: (1) train configs/demo_mle.yaml and configs/demo_iqlearn.yaml into <runs>/mle and <runs>/iqlearn (a
-finished run is kept, an interrupted one resumed); (2) print validation NLL and greedy exact match on the
-test split for both; (3) sweep both last checkpoints over the default decoding grid on the first `--limit`
-test prompts and print the quality/diversity table with each method's Pareto front; (4) extract both
-checkpoints' rewards and print their pairwise accuracy on the built-in preference set, their Spearman
-correlation with correctness and the best-of-N gain. Each step prints its wall time; every step skips what
-is already on disk, so a second `make demo` only prints.
+Steps: (1) train configs/demo_text_mle.yaml and configs/demo_text_iqlearn.yaml into <runs>/summarize/{mle,
+iqlearn} (a finished run is kept, an interrupted one resumed); (2) print validation NLL and greedy ROUGE-Lsum on
+the whole test split with its standard error, beside the trivial baselines (the input's first k words, the best
+constant string) on the same prompts; (3) sweep both last checkpoints over the default decoding grid on the first
+`--limit` test prompts and print the quality/diversity table with each method's Pareto front; (4) extract both
+checkpoints' rewards on the task's preference pairs (the reference against another item's summary or a corrupted
+one) and print each score's pairwise accuracy beside the likelihood baselines, and error localisation on the
+corrupted pairs. The math chain does the same for the built-in math task with models trained from scratch into
+<runs>/{mle,iqlearn} (math-all adds online IQLearn and GAIL), with its built-in preference set and sweep samples. Each step prints its wall time; every step skips what is already on disk.
 """
 
 import argparse
@@ -21,9 +24,11 @@ from pathlib import Path
 from irl.config import load_config, read_config
 from irl.runs import CONFIG, METRICS, last_checkpoint, step_of
 
-CONFIGS = {"mle": "configs/demo_mle.yaml", "iqlearn": "configs/demo_iqlearn.yaml"}
-ONLINE_CONFIGS = {"online": "configs/demo_online.yaml", "gail": "configs/demo_gail.yaml"}  # with --all
-LIMIT = 50  # test prompts swept: the default grid on two checkpoints then takes about 2.5 min here
+TEXT_CONFIGS = {"mle": "configs/demo_text_mle.yaml", "iqlearn": "configs/demo_text_iqlearn.yaml"}
+MATH_CONFIGS = {"mle": "configs/demo_mle.yaml", "iqlearn": "configs/demo_iqlearn.yaml"}
+ONLINE_CONFIGS = {"online": "configs/demo_online.yaml", "gail": "configs/demo_gail.yaml"}
+LIMIT = 100  # test prompts swept (summarisation); the math chain sweeps 50
+TEXT_TASK = "summarize"
 
 
 def train_run(config: str, run_dir: Path, *extra: str) -> Path:
@@ -42,14 +47,24 @@ def train_run(config: str, run_dir: Path, *extra: str) -> Path:
     return last_checkpoint(run_dir)
 
 
+def train_all(configs: dict, runs: Path) -> dict[str, Path]:
+    ckpts = {}
+    for name, config in configs.items():
+        t = time.perf_counter()
+        extra = ["--init", str(ckpts["mle"])] if name == "gail" else []  # GAIL starts from the MLE run's end
+        ckpts[name] = train_run(config, runs / name, *extra)
+        print(f"[{name}] ready in {time.perf_counter() - t:.0f} s -> {ckpts[name]}", flush=True)
+    return ckpts
+
+
 def validation_nll(run_dir: Path) -> float:
     rows = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
     return [r["eval/nll"] for r in rows if "eval/nll" in r][-1]
 
 
-def greedy_quality(checkpoint: Path) -> str:
-    """Greedy quality of a checkpoint on its run's whole test split, as "metric mean ± SE" of the task's first
-    metric, decoded by the generation module the sweep uses and scored by the sweep's metric code."""
+def greedy_quality(checkpoint: Path, max_new_tokens: int = 128) -> tuple[str, float, float, int]:
+    """(metric, mean, SE, n) of greedy decoding on the checkpoint's whole test split, the task's main metric,
+    decoded by the generation module the sweep uses and scored by the sweep's metric code."""
     from analysis import metrics as M
     from analysis import schema as S
     from analysis.stats import mean_se
@@ -63,49 +78,86 @@ def greedy_quality(checkpoint: Path) -> str:
     completions = []
     for start in range(0, len(test), 64):
         batch = left_padded(tokenizer, [ex["prompt"] for ex in test[start : start + 64]], model.device)
-        out = decode(model, batch, Decoding("greedy"), 1, max_new_tokens=128, seed=0,
+        out = decode(model, batch, Decoding("greedy"), 1, max_new_tokens=max_new_tokens, seed=0,
                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
         completions += tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
     metric = S.TASK_METRICS[S.task_of(config.to_dict())][0]
     scores = M.quality_scores([metric], completions, [ex["completion"] for ex in test])[metric]
-    mean, se = mean_se(scores)
-    return f"{metric} {mean:.3f} ± {se:.3f}"
+    return (metric, *mean_se(scores), len(test))
+
+
+def evaluate(ckpts: dict[str, Path], max_new_tokens: int) -> None:
+    t = time.perf_counter()
+    print(f"\n{'method':<10} {'val NLL':>8} {'greedy on the whole test split (mean ± SE, n)':>48}")
+    for name, ckpt in ckpts.items():
+        metric, mean, se, n = greedy_quality(ckpt, max_new_tokens)
+        print(f"{name:<10} {validation_nll(ckpt.parent):>8.4f} {metric:>22} {mean:.3f} ± {se:.3f} (n={n})")
+    print(f"evaluated in {time.perf_counter() - t:.0f} s", flush=True)
+
+
+def text_chain(runs: Path, limit: int) -> None:
+    from analysis import schema as S
+    from analysis.report import format_preference_report, preference_report
+    from analysis.sweep import baseline_table, format_baselines, format_table, sweep
+    from irl.text_tasks import preferences_path, task_splits
+
+    ckpts = train_all(TEXT_CONFIGS, runs / TEXT_TASK)
+    evaluate(ckpts, max_new_tokens=48)
+    splits = task_splits(TEXT_TASK)
+    print("Trivial baselines on the whole test split, settings chosen on train and validation:")
+    print(format_baselines(baseline_table(TEXT_TASK, splits, "test", len(splits["test"]))))
+
+    t = time.perf_counter()
+    table = sweep([ckpt.parent for ckpt in ckpts.values()], checkpoints="last", split="test", limit=limit)
+    print(f"\nQuality and diversity on the first {limit} test prompts (* = on its method's Pareto front of")
+    print(f"{S.TASK_METRICS[TEXT_TASK][0]} against Self-BLEU; - = greedy, one sample per prompt, no Self-BLEU):")
+    print(format_table(table, quality=S.mean_col(S.TASK_METRICS[TEXT_TASK][0])))
+    print("Trivial baselines on the same prompts:")
+    print(format_baselines(baseline_table(TEXT_TASK, splits, "test", limit)))
+    print(f"swept in {time.perf_counter() - t:.0f} s", flush=True)
+
+    t = time.perf_counter()
+    pairs = preferences_path(TEXT_TASK)
+    reports = {name: preference_report(ckpt, pairs) for name, ckpt in ckpts.items()}
+    print("\n" + format_preference_report(reports, f"{TEXT_TASK} preference pairs ({pairs})"))
+    print(f"rewards in {time.perf_counter() - t:.0f} s", flush=True)
+
+
+def math_chain(runs: Path, limit: int, online: bool) -> None:
+    from analysis.report import format_report, reward_report
+    from analysis.sweep import format_table, sweep
+
+    ckpts = train_all(MATH_CONFIGS | (ONLINE_CONFIGS if online else {}), runs)
+    evaluate(ckpts, max_new_tokens=128)
+    t = time.perf_counter()
+    table = sweep([ckpt.parent for ckpt in ckpts.values()], checkpoints="last", split="test", limit=limit)
+    print(f"\nQuality and diversity on the first {limit} test prompts (* = on its method's Pareto front of")
+    print("exact match against Self-BLEU; - = greedy, one sample per prompt, no Self-BLEU):")
+    print(format_table(table))
+    print(f"swept in {time.perf_counter() - t:.0f} s", flush=True)
+    t = time.perf_counter()
+    reports = {name: reward_report(ckpt, sweep_split="test", limit=limit) for name, ckpt in ckpts.items()}
+    print("\n" + format_report(reports))
+    print(f"rewards in {time.perf_counter() - t:.0f} s", flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", default="runs/demo", help="Directory of the demo's runs.")
-    parser.add_argument("--limit", type=int, default=LIMIT, help="Test prompts in the sweep and reward steps.")
-    parser.add_argument("--all", action="store_true", help="Also train online IQLearn and GAIL (make demo-all).")
+    parser.add_argument("--limit", type=int, default=LIMIT, help="Test prompts in the summarisation sweep.")
+    parser.add_argument("--chains", default="summarize", help="Comma-separated chains to run, in order: summarize "
+                        "(from the shipped base), math (from scratch), math-all (math with online IQLearn and GAIL).")
     args = parser.parse_args()
     runs = Path(args.runs)
     start = time.perf_counter()
-    ckpts = {}
-    for name, config in (CONFIGS | ONLINE_CONFIGS if args.all else CONFIGS).items():
-        t = time.perf_counter()
-        extra = ["--init", str(ckpts["mle"])] if name == "gail" else []  # GAIL starts from the MLE demo's end
-        ckpts[name] = train_run(config, runs / name, *extra)
-        print(f"[{name}] ready in {time.perf_counter() - t:.0f} s -> {ckpts[name]}", flush=True)
-    t = time.perf_counter()
-    print(f"\n{'method':<10} {'val NLL':>8} {'greedy exact match (test)':>26}")
-    for name, ckpt in ckpts.items():
-        print(f"{name:<10} {validation_nll(ckpt.parent):>8.4f} {greedy_quality(ckpt):>26}")
-    print(f"evaluated in {time.perf_counter() - t:.0f} s", flush=True)
-
-    from analysis.report import format_report, reward_report
-    from analysis.sweep import format_table, sweep
-
-    t = time.perf_counter()
-    table = sweep([ckpt.parent for ckpt in ckpts.values()], checkpoints="last", split="test", limit=args.limit)
-    print(f"\nQuality and diversity on the first {args.limit} test prompts (* = on its method's Pareto front of")
-    print("exact match against Self-BLEU; - = greedy, one sample per prompt, no Self-BLEU):")
-    print(format_table(table))
-    print(f"swept in {time.perf_counter() - t:.0f} s", flush=True)
-
-    t = time.perf_counter()
-    reports = {name: reward_report(ckpt, sweep_split="test", limit=args.limit) for name, ckpt in ckpts.items()}
-    print("\n" + format_report(reports))
-    print(f"rewards in {time.perf_counter() - t:.0f} s; demo total {time.perf_counter() - start:.0f} s")
+    for chain in args.chains.split(","):
+        if chain == "summarize":
+            text_chain(runs, args.limit)
+        elif chain in ("math", "math-all"):
+            math_chain(runs, 50, online=chain == "math-all")
+        else:
+            parser.error(f"--chains: unknown chain {chain!r}")
+    print(f"demo total {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ from analysis import schema as S
 from irl import runs
 from irl.data import OK, TRUNCATED, DataError
 from irl.io import atomic_write_text, write_parquet
-from irl.model import ModelError, load_model, load_tokenizer
+from irl.model import ModelError, context_length, load_model, load_tokenizer
 
 TOKEN_ROW_GROUP = 20_000
 TERMINAL_RULE = "EOS terminal (V=0 after it); a cut completion's last token has no next state"
@@ -120,7 +120,7 @@ def weights_sha256(checkpoint) -> str | None:
 # Scoring rows
 
 
-def encode_rows(tokenizer, rows: pd.DataFrame, context: int) -> tuple[list, list[str]]:
+def encode_rows(tokenizer, rows: pd.DataFrame, context: int | None) -> tuple[list, list[str]]:
     """(Encoded or None, status) per row: generated rows (with completion_ids) by their ids, the others by
     training's text rule."""
     encoded, status = [None] * len(rows), [""] * len(rows)
@@ -148,7 +148,7 @@ def extract(model, tokenizer, rows: pd.DataFrame, gamma: float, batch_tokens: in
     record prompt_ids/completion_ids/ended and rejected_error_char-style `error_char`, any others). Rows left
     out are counted by status; R_centered is R minus the mean R of the scored rows with the same prompt_id."""
     rows = rows.reset_index(drop=True)
-    encoded, status = encode_rows(tokenizer, rows, model.config.max_position_embeddings)
+    encoded, status = encode_rows(tokenizer, rows, context_length(model.config))
     keys = [_key(e) for e in encoded]
     distinct = list(dict.fromkeys(k for k in keys if k is not None))
     first = {k: i for i, k in reversed(list(enumerate(keys))) if k is not None}

@@ -4,31 +4,37 @@ state (the last token of a completion cut by a length limit). One forward pass p
 
 What is scored is exactly a list of `irl.data.Encoded` episodes: a sweep's samples as their generated ids
 (`from_ids`), texts through the encoding rule training uses (`from_texts`, irl.data.encode_example).
+Encoder-decoder models (T5) score an episode with its prompt in the encoder and [decoder start] + completion in
+the decoder, the layout of training (irl.data.episode_features); their context has no length limit
+(irl.model.context_length is None).
 """
+
+import sys
 
 import numpy as np
 import pandas as pd
 import torch
 
 from analysis import schema as S
-from irl.data import OK, TRUNCATED, Encoded, encode_example
+from irl.data import OK, TRUNCATED, Collator, Encoded, encode_example, episode_features, model_inputs
 from irl.objectives import token_terms
 
 
-def from_texts(tokenizer, prompts, completions, context: int) -> tuple[list[Encoded | None], list[str]]:
+def from_texts(tokenizer, prompts, completions, context: int | None) -> tuple[list[Encoded | None], list[str]]:
     """(Encoded or None, status) per prompt/completion text, by irl.data.encode_example with the model's
-    context as the length limit (a completion that does not fit is cut and loses its EOS)."""
-    found = [encode_example(tokenizer, p, c, context) for p, c in zip(prompts, completions)]
+    context as the length limit (a completion that does not fit is cut and loses its EOS; None: no limit)."""
+    limit = sys.maxsize if context is None else context
+    found = [encode_example(tokenizer, p, c, limit) for p, c in zip(prompts, completions)]
     return [e for e, _ in found], [status for _, status in found]
 
 
-def from_ids(prompt_ids, completion_ids, ended, context: int) -> tuple[list[Encoded], list[str]]:
+def from_ids(prompt_ids, completion_ids, ended, context: int | None) -> tuple[list[Encoded], list[str]]:
     """Encoded episodes of generated token ids, as they were generated; one longer than the context is cut to
-    fit (its last kept token then has no next state)."""
+    fit (its last kept token then has no next state; None: no limit)."""
     encoded, status = [], []
     for p, c, e in zip(prompt_ids, completion_ids, ended):
         p, c = list(map(int, p)), list(map(int, c))
-        room = context - len(p)
+        room = sys.maxsize if context is None else context - len(p)
         cut = len(c) > room
         encoded.append(Encoded(p, c[:room], bool(e) and not cut))
         status.append(TRUNCATED if cut else OK)
@@ -51,8 +57,26 @@ def _batches(encoded: list, batch_tokens: int) -> list[list[int]]:
 @torch.inference_mode()
 def score_batch(model, batch: list[Encoded], pad_id: int, eos_id: int, gamma: float) -> dict[str, np.ndarray]:
     """Per completion action of a batch, row-major: q, v, v_next, logp, reward, entropy (v_next and reward NaN
-    for an action without a next state). One forward pass of the left-padded batch, logits kept for the
-    completion positions only (`logits_to_keep`), then irl.objectives.token_terms, as in training."""
+    for an action without a next state). One forward pass, then irl.objectives.token_terms, as in training:
+    `_causal_terms` or `_seq2seq_terms` per the model's config."""
+    seq2seq = model.config.is_encoder_decoder
+    terms = (_seq2seq_terms if seq2seq else _causal_terms)(model, batch, pad_id, eos_id)
+    mask, no_next = terms.mask, terms.mask & ~terms.td_mask  # (B, actions)
+    nan = torch.tensor(float("nan"), device=terms.q.device)
+    out = {
+        S.Q: terms.q,
+        S.V: terms.v,
+        S.V_NEXT: torch.where(no_next, nan, terms.v_next),
+        S.LOGP: terms.logp,
+        S.REWARD: torch.where(no_next, nan, terms.reward(gamma)),
+        S.TOKEN_ENTROPY: terms.entropy,
+    }
+    return {k: v[mask].float().cpu().numpy() for k, v in out.items()}
+
+
+def _causal_terms(model, batch: list[Encoded], pad_id: int, eos_id: int):
+    """TokenTerms of a decoder-only model: the batch left-padded, the logits kept for the completion positions only
+    (`logits_to_keep`)."""
     seqs = [e.prompt_ids + e.completion_ids for e in batch]
     width = max(map(len, seqs))
     keep = max(len(e.completion_ids) for e in batch) + 1  # logits of the completions and the last prompt token
@@ -68,18 +92,16 @@ def score_batch(model, batch: list[Encoded], pad_id: int, eos_id: int, gamma: fl
     ids, attention, positions = ids.to(device), attention.to(device), positions.to(device)
     logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, logits_to_keep=keep).logits
     # logits (B, keep, V): column k holds the state in which the action ids[:, width - keep + k + 1] is taken
-    terms = token_terms(logits, ids[:, -keep:], completion[:, -keep:].to(device), eos_id)
-    mask, no_next = terms.mask, terms.mask & ~terms.td_mask  # (B, keep - 1)
-    nan = torch.tensor(float("nan"), device=device)
-    out = {
-        S.Q: terms.q,
-        S.V: terms.v,
-        S.V_NEXT: torch.where(no_next, nan, terms.v_next),
-        S.LOGP: terms.logp,
-        S.REWARD: torch.where(no_next, nan, terms.reward(gamma)),
-        S.TOKEN_ENTROPY: terms.entropy,
-    }
-    return {k: v[mask].float().cpu().numpy() for k, v in out.items()}
+    return token_terms(logits, ids[:, -keep:], completion[:, -keep:].to(device), eos_id)
+
+
+def _seq2seq_terms(model, batch: list[Encoded], pad_id: int, eos_id: int):
+    """TokenTerms of an encoder-decoder model, on the batch in training layout: prompts in the encoder,
+    [decoder start] + completion in the decoder, right-padded."""
+    features = [episode_features(e, model.config.decoder_start_token_id) for e in batch]
+    inputs = {k: v.to(model.device) for k, v in Collator(pad_id, seq2seq=True)(features).items()}
+    logits = model(**model_inputs(inputs, seq2seq=True)).logits  # (B, T, V): T the decoder's length
+    return token_terms(logits, inputs["decoder_input_ids"], inputs["completion_mask"], eos_id)
 
 
 def score(model, tokenizer, encoded: list[Encoded | None], gamma: float, batch_tokens: int):

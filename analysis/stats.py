@@ -9,6 +9,8 @@ these and compute nothing of the kind themselves. Pure numpy, pandas and scipy (
 - `wilson_interval`, `pairwise_accuracy`: P(score(chosen) > score(rejected)) with ties counted as half a win,
   and the Wilson interval at that proportion.
 - `roc_auc`: Mann-Whitney AUC, ties half. `margin_summary`: the distribution of margins.
+- `mean_interval`, `difference_interval`: Student-t intervals of a mean over seeds and of the difference of two
+  such means (Welch), from the means, their standard errors and the numbers of seeds.
 """
 
 import warnings
@@ -121,3 +123,31 @@ def margin_summary(margins) -> dict[str, float]:
     return {"mean": float(m.mean()), "std": float(m.std(ddof=1)) if len(m) > 1 else np.nan} | {
         f"q{p}": float(v) for p, v in zip((5, 25, 50, 75, 95), q)
     }
+
+
+def mean_interval(mean: float, se: float, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Student-t interval of a mean of n values with standard error se: mean -+ t_{(1+level)/2, n-1} se. NaN with
+    fewer than two values or a NaN SE."""
+    if n < 2 or not np.isfinite(se):
+        return np.nan, np.nan
+    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * se
+    return float(mean - half), float(mean + half)
+
+
+def difference_interval(mean_a, se_a, n_a, mean_b, se_b, n_b, level: float = LEVEL) -> dict[str, float]:
+    """Welch's interval of the difference of two independent means (each over n_a, n_b seeds, with standard errors
+    se_a, se_b): {"diff", "se", "df", "low", "high"}.
+
+        diff = a - b,   se^2 = se_a^2 + se_b^2,   df = se^4 / (se_a^4 / (n_a - 1) + se_b^4 / (n_b - 1))
+        interval: diff -+ t_{(1+level)/2, df} se
+
+    NaN interval when a side has fewer than two values, or when both SEs are 0 (identical replicates give no
+    estimate of their spread, so no test)."""
+    diff = float(mean_a - mean_b)
+    out = {"diff": diff, "se": np.nan, "df": np.nan, "low": np.nan, "high": np.nan}
+    if min(n_a, n_b) < 2 or not (np.isfinite(se_a) and np.isfinite(se_b)) or se_a == se_b == 0:
+        return out
+    se2 = se_a**2 + se_b**2
+    df = se2**2 / (se_a**4 / (n_a - 1) + se_b**4 / (n_b - 1))
+    half = float(stats.t.ppf((1 + level) / 2, df)) * np.sqrt(se2)
+    return out | {"se": float(np.sqrt(se2)), "df": float(df), "low": diff - half, "high": diff + half}

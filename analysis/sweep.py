@@ -58,7 +58,7 @@ from irl import runs
 from irl.data import DataError, held_out_split, load_splits
 from irl.generation import Decoding, batch_seed, decode, left_padded
 from irl.io import atomic_write_text, write_parquet
-from irl.model import ModelError, load_model, load_tokenizer
+from irl.model import ModelError, context_length, load_model, load_tokenizer
 
 TEMPERATURES, BEAMS = cli.TEMPERATURES, cli.BEAMS
 
@@ -118,7 +118,9 @@ def generate_batch(model, tokenizer, prompts: list[str], decoding: Decoding, k: 
         S.ENTROPY: out.entropy,
     }
     if calculator is not None:
-        calculator.prompt_length = batch["input_ids"].shape[1]
+        # the column where generation starts in the ids the processor sees: after the left-padded prompt, or after
+        # the decoder start token of an encoder-decoder model
+        calculator.prompt_length = 1 if model.config.is_encoder_decoder else batch["input_ids"].shape[1]
         calc = decode(model, batch, decoding, k, max_new_tokens=max_new_tokens, seed=seed,
                       logits_processor=LogitsProcessorList([calculator]), **ids)  # fmt: skip
         columns[S.COMPLETION_CALC_IDS] = calc.completion_ids
@@ -162,10 +164,12 @@ def select_checkpoints(run_dir: Path, which) -> list[Path]:
     return [by_step[s] for s in steps]
 
 
-def default_max_new_tokens(tokenizer, examples: list[dict], context: int) -> int:
+def default_max_new_tokens(tokenizer, examples: list[dict], context: int | None) -> int:
     """1.5 x the longest reference completion (tokens + EOS), capped so the longest prompt plus the
-    completion fit in the model's context."""
+    completion fit in the model's context (irl.model.context_length; None: no cap, encoder-decoder models)."""
     longest = max(len(tokenizer(ex["completion"], add_special_tokens=False)["input_ids"]) + 1 for ex in examples)
+    if context is None:
+        return math.ceil(1.5 * longest)
     longest_prompt = max(len(tokenizer(ex["prompt"])["input_ids"]) for ex in examples)
     return max(1, min(math.ceil(1.5 * longest), context - longest_prompt))
 
@@ -267,7 +271,7 @@ def _plan(state: PartialState, run_dirs, checkpoints, grid: list[Decoding], spli
             raise SweepError(f"{run_dir}: the calculator is for the math task, not data {config['data']!r}")
         for checkpoint in select_checkpoints(run_dir, checkpoints):
             tokenizer = load_tokenizer(str(checkpoint))
-            context = AutoConfig.from_pretrained(checkpoint).max_position_embeddings
+            context = context_length(AutoConfig.from_pretrained(checkpoint))
             resolved = dict(
                 max_new_tokens=asked["max_new_tokens"] or default_max_new_tokens(tokenizer, examples, context),
                 calculator=is_math if asked["calculator"] is None else asked["calculator"],

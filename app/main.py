@@ -35,6 +35,7 @@ PAGES = [
     st.Page("views/quality_diversity.py", title="Quality vs diversity", icon=":material/scatter_plot:"),
     st.Page("views/rewards_quality.py", title="Rewards vs quality", icon=":material/insights:"),
     st.Page("views/samples.py", title="Samples", icon=":material/notes:"),
+    st.Page("views/findings.py", title="Findings", icon=":material/fact_check:"),
 ]
 page = st.navigation(PAGES)
 root = data.runs_root()

@@ -3,6 +3,7 @@ per-update cost of the methods that sample (online IQLearn, GAIL), split into sa
 
     python benchmarks/objective_overhead.py [--vocabs 32000,128000] [--reps 4] [--batch 8] [--seq 256] [--device cuda]
     python benchmarks/objective_overhead.py --parts online [--online_steps 8] [--online_batch 32] [--max_new_tokens 64]
+    python benchmarks/objective_overhead.py --parts seq2seq [--vocabs 32000] [--batch 8] [--seq 256]   # T5
 
 For each vocabulary size, a small Llama model with a big vocabulary (hidden 64, 2 layers, tied embeddings) takes
 full training steps (forward, objective, backward, AdamW) on one fixed batch (a quarter prompt, the rest
@@ -24,6 +25,14 @@ One JSON line per vocabulary: {"vocab", "time_ratio", "mem_ratio" (iqlearn over 
 "logits_time_vs_materialised", "logits_mem_vs_materialised" (iqlearn_logits over mle_cross_entropy), "ms",
 "peak_mb", "device", ...}. The chunked route projects only the positions whose next token is a completion token,
 so part of its edge over the materialised routes is the prompt share of the batch (compare `--prompt_share 0`).
+
+Encoder-decoder part (`--parts seq2seq`): the same, on a T5 model with a big vocabulary (d_model 64, 2 encoder
+and 2 decoder layers, gated-GELU, tied embeddings: irl/model.py's T5 presets at that width) reading a quarter of
+`--seq` as the prompt in its encoder and the rest as [decoder start] + completion ending in EOS in its decoder.
+Seq2seq training reads the decoder's materialised logits (irl/trainer.py), so `mle` and `iqlearn` both go
+through objectives.token_terms there; `mle_cross_entropy` is T5's own loss (`labels`), as transformers trains it.
+One JSON line per vocabulary: {"model": "t5", "vocab", "time_ratio", "mem_ratio" (iqlearn over mle; goal <= 1.05),
+"time_vs_cross_entropy", "mem_vs_cross_entropy" (iqlearn over T5's own loss), "ms", "peak_mb", ...}.
 
 Online part (`--parts online`): real training runs through irl/train.py on the built-in task, small preset, the
 same batches for every method: MLE, online IQLearn (alpha=0.1, one completion per prompt) and GAIL (two per
@@ -55,6 +64,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from irl.objectives import head_token_terms, iqlearn, mle, token_terms  # noqa: E402
+from irl.data import model_inputs  # noqa: E402
 from irl.trainer import final_hidden  # noqa: E402
 
 EOS = 1
@@ -98,10 +108,21 @@ def loss_fn(name, model, batch):
     return iqlearn(token_terms(logits, ids, cmask, EOS), lam=0.1, gamma=0.99)[0]
 
 
-def make_step(model, optimizer, batch, name):
+def seq2seq_loss_fn(name, model, batch):
+    """An encoder-decoder step's loss: the token terms of the decoder's logits (`mle`, `iqlearn`), as irl/trainer.py
+    computes them for seq2seq models, or T5's own cross-entropy (`mle_cross_entropy`)."""
+    if name == "mle_cross_entropy":
+        labels = batch["decoder_input_ids"][:, 1:].masked_fill(batch["completion_mask"][:, 1:] == 0, -100)
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
+    logits = model(**model_inputs(batch, seq2seq=True)).logits  # (B, T, V) of the decoder
+    terms = token_terms(logits, batch["decoder_input_ids"], batch["completion_mask"], EOS)
+    return mle(terms)[0] if name == "mle" else iqlearn(terms, lam=0.1, gamma=0.99)[0]
+
+
+def make_step(model, optimizer, batch, name, loss=loss_fn):
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(name, model, batch).backward()
+        loss(name, model, batch).backward()
         optimizer.step()
         if batch["input_ids"].is_cuda:
             torch.cuda.synchronize()
@@ -164,6 +185,64 @@ def measure(vocab, reps, batch_size, seq, device, prompt_share):
     }
 
 
+SEQ2SEQ_NAMES = ["mle", "iqlearn", "mle_cross_entropy"]
+
+
+def timed(steps: dict, reps: int, device: str) -> tuple[dict, dict]:
+    """Median milliseconds and peak bytes per step of each of `steps`, taking turns (each in every place)."""
+    clock = time.perf_counter if device == "cuda" else time.process_time
+    for step in steps.values():  # warm-up: allocator, optimizer state, kernels
+        step()
+    names = list(steps)
+    times = {name: [] for name in names}
+    for rep in range(reps):
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            start = clock()
+            steps[name]()
+            times[name].append(clock() - start)
+    ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+    return ms, {name: peak_memory(step, device) for name, step in steps.items()}
+
+
+def measure_seq2seq(vocab, reps, batch_size, seq, device, prompt_share):
+    """IQLearn against MLE on a T5 model: the module docstring's encoder-decoder part."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=vocab, d_model=64, d_ff=192, d_kv=16, num_heads=4, num_layers=2, num_decoder_layers=2,
+        feed_forward_proj="gated-gelu", dropout_rate=0.0, tie_word_embeddings=True, pad_token_id=0, eos_token_id=EOS,
+        decoder_start_token_id=0,
+    )  # fmt: skip
+    model = T5ForConditionalGeneration(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    prompt = int(seq * prompt_share)
+    decoder = torch.randint(2, vocab, (batch_size, seq - prompt + 1), device=device)
+    decoder[:, 0], decoder[:, -1] = 0, EOS  # [decoder start] + completion ending in EOS
+    cmask = torch.ones_like(decoder)
+    cmask[:, 0] = 0
+    encoder = torch.randint(2, vocab, (batch_size, prompt), device=device)
+    batch = {"input_ids": encoder, "attention_mask": torch.ones_like(encoder), "decoder_input_ids": decoder,
+             "decoder_attention_mask": torch.ones_like(decoder), "completion_mask": cmask}  # fmt: skip
+    steps = {name: make_step(model, optimizer, batch, name, seq2seq_loss_fn) for name in SEQ2SEQ_NAMES}
+    ms, mem = timed(steps, reps, device)
+    return {
+        "model": "t5",
+        "vocab": vocab,
+        "time_ratio": round(ms["iqlearn"] / ms["mle"], 3),
+        "mem_ratio": round(mem["iqlearn"] / mem["mle"], 3),
+        "time_vs_cross_entropy": round(ms["iqlearn"] / ms["mle_cross_entropy"], 3),
+        "mem_vs_cross_entropy": round(mem["iqlearn"] / mem["mle_cross_entropy"], 3),
+        "ms": {k: round(v, 1) for k, v in ms.items()},
+        "peak_mb": {k: round(v / 2**20, 1) for k, v in mem.items()},
+        "batch": batch_size,
+        "encoder_len": prompt,
+        "decoder_len": seq - prompt + 1,
+        "device": device,
+        "clock": "wall" if device == "cuda" else f"cpu time, {torch.get_num_threads()} thread(s)",
+    }
+
+
 def measure_online(steps: int, batch_size: int, max_new_tokens: int, data: str = "math") -> list[dict]:
     """Median seconds per step spent sampling and updating, from the logs of short MLE, online IQLearn and GAIL runs."""
     from irl.config import TrainConfig
@@ -176,8 +255,8 @@ def measure_online(steps: int, batch_size: int, max_new_tokens: int, data: str =
     }
     base = dict(
         data=data, model="small", vocab_size=1024, math_sizes=[steps * batch_size, 32, 32], max_length=256, seed=0,
-        per_device_train_batch_size=batch_size, max_steps=steps, learning_rate=1e-3, warmup_steps=0, logging_steps=1, eval_steps=steps,
-        save_steps=steps, sample_max_new_tokens=max_new_tokens,
+        per_device_train_batch_size=batch_size, max_steps=steps, learning_rate=1e-3, warmup_steps=0, logging_steps=1,
+        eval_steps=steps, save_steps=steps, sample_max_new_tokens=max_new_tokens,
     )
     medians = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -211,7 +290,8 @@ def measure_online(steps: int, batch_size: int, max_new_tokens: int, data: str =
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", default="vocab,online", help="Comma-separated: vocab (offline), online.")
+    parser.add_argument("--parts", default="vocab,seq2seq,online",
+                        help="Comma-separated: vocab (offline), seq2seq (offline, T5), online.")  # fmt: skip
     parser.add_argument("--vocabs", default="32000,128000")
     parser.add_argument("--reps", type=int, default=4, help="Timed steps per objective (each in every place).")
     parser.add_argument("--batch", type=int, default=8)
@@ -225,12 +305,14 @@ def main():
     parser.add_argument("--data", default="math", help="Online part: training data (TrainConfig.data).")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
-    if "vocab" in parts:
+    for part, fn in (("vocab", measure), ("seq2seq", measure_seq2seq)):
+        if part not in parts:
+            continue
         threads = torch.get_num_threads()
         if args.device == "cpu":
             torch.set_num_threads(args.threads)
         for vocab in map(int, args.vocabs.split(",")):
-            print(json.dumps(measure(vocab, args.reps, args.batch, args.seq, args.device, args.prompt_share)), flush=True)
+            print(json.dumps(fn(vocab, args.reps, args.batch, args.seq, args.device, args.prompt_share)), flush=True)
         torch.set_num_threads(threads)
     if "online" in parts:
         for line in measure_online(args.online_steps, args.online_batch, args.max_new_tokens, args.data):

@@ -50,8 +50,9 @@ def run_with_checkpoint(checkpoint: Path | None, tmp: Path) -> tuple[Path, str]:
 
         print("no checkpoint in runs/demo/mle: training a short run of the small preset", file=sys.stderr)
         cfg = TrainConfig(
-            output_dir=str(tmp / "run"), model="small", math_sizes=[4000, 50, 200], max_steps=80, per_device_train_batch_size=32,
-            learning_rate=2e-3, warmup_steps=10, logging_steps=20, eval_steps=0, save_steps=80,
+            output_dir=str(tmp / "run"), model="small", math_sizes=[4000, 50, 200], max_steps=80,
+            per_device_train_batch_size=32, learning_rate=2e-3, warmup_steps=10, logging_steps=20, eval_steps=0,
+            save_steps=80,
         )  # fmt: skip
         train(cfg)
         return tmp / "run", f"small preset trained {cfg.max_steps} steps"

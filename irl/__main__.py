@@ -8,8 +8,9 @@
     python -m irl corpus --out data/corpus                                  # English text corpus (irl/corpus.py)
     python -m irl tasks --out data                                          # summarize/translate (irl/text_tasks.py)
 
-Options are parsed before torch is imported, so `--help` and a bad flag answer at once. A command's own errors
-(bad config, data or model path) print as one line and exit with status 1.
+`train` parses its options before any work, so `--help` and a bad flag answer before data or models load; the
+config is transformers' TrainingArguments, whose module imports torch, so that costs the torch import. A
+command's own errors (bad config, data or model path) print as one line and exit with status 1.
 """
 
 import sys
@@ -22,7 +23,7 @@ def main(argv=None):
         from irl.config import ConfigError, load_config
 
         try:
-            cfg = load_config(rest)  # --help exits here, before torch is imported
+            cfg = load_config(rest)  # --help exits here, before data or models load
         except ConfigError as e:
             sys.exit(f"error: {e}")
         from irl.data import DataError

@@ -24,7 +24,9 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SchedulerType
 
-PRESETS = ("tiny", "small")  # models built from a config (irl/model.py); anything else is a name or a path
+# models built from a config (irl/model.py; the t5-* ones are encoder-decoder); anything else is a name or a path
+PRESETS = ("tiny", "small", "t5-tiny", "t5-small")
+MODEL_KINDS = ("causal", "seq2seq")  # irl/model.py model_kind
 OBJECTIVES = ("mle", "iqlearn", "gail")
 OVERLONG = ("truncate", "drop")
 # gsm_symbolic generators of the built-in task (irl/math_task.py says why these).
@@ -58,7 +60,7 @@ def _f(default, help, **kw):
 class TrainConfig(TrainingArguments):
     # run
     output_dir: str = _f("runs/default", "Run directory: resolved config, metrics.jsonl and checkpoint-<step>/.")
-    seed: int = _f(0, "Seed of model initialisation and of sampling (same seed and data_seed: same start, same batches).")
+    seed: int = _f(0, "Seed of model initialisation and of sampling (same seed and data_seed: same start and batches).")
     resume: bool = _f(False, "Resume from the last complete checkpoint in output_dir.")
     # objective
     objective: str = _f("mle", f"Training objective, one of {OBJECTIVES}.")
@@ -116,7 +118,7 @@ class TrainConfig(TrainingArguments):
         "it. The final assistant turn is the completion, everything before it the prompt.",
     )
     prompt_template: str = _f(
-        "{prompt}", "Text of a string prompt, with '{prompt}' standing for the prompt column (e.g. 'summarize: {prompt}')."
+        "{prompt}", "Text of a string prompt, '{prompt}' standing for the prompt column (e.g. 'summarize: {prompt}')."
     )
     apply_chat_template: bool = _f(
         False,
@@ -137,6 +139,11 @@ class TrainConfig(TrainingArguments):
         "Seed of the data: the built-in task's generation, held-out validation splits and the order of training "
         "batches (Trainer's data_seed).",
     )
+    train_size: int | None = _f(
+        None,
+        "Train on the first N training examples after a shuffle seeded by data_seed (None: all); smaller sizes "
+        "are subsets of larger ones.",
+    )
     # model
     model: str = _f("tiny", f"A preset built from a config {PRESETS}, or a model name or local path.")
     init: str | None = _f(
@@ -147,6 +154,11 @@ class TrainConfig(TrainingArguments):
     tokenizer: str | None = _f(None, "Tokenizer name or path (default: the model's, or trained).")
     vocab_size: int = _f(1024, "Presets: size of the BPE tokenizer trained on the training split.")
     trust_remote_code: bool = _f(False, "Allow model code from the hub (off: only transformers' own code runs).")
+    model_kind: str | None = _f(
+        None,
+        f"Derived, not to be set: one of {MODEL_KINDS}, read from the model's config (is_encoder_decoder) when the "
+        "run starts and recorded in config.yaml and every checkpoint's train_config.yaml.",
+    )
     # LoRA (TRL's flag names)
     use_peft: bool = _f(
         False,
@@ -170,7 +182,9 @@ class TrainConfig(TrainingArguments):
     warmup_steps: float = _f(20, "Linear warm-up steps (a value below 1 is a fraction of max_steps).")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm; > 0.")
     logging_steps: float = _f(10, "Log train/* and iq/* every this many steps.")
-    eval_strategy: IntervalStrategy | str = _f("steps", "Validation 'steps' (every eval_steps) or 'no'; off when the data has none.")
+    eval_strategy: IntervalStrategy | str = _f(
+        "steps", "Validation 'steps' (every eval_steps) or 'no'; off when the data has none."
+    )
     eval_steps: float | None = _f(100, "Validation NLL every this many steps (0: only at the end).")
     save_steps: float = _f(100, "Checkpoint every this many steps (the last step is always saved).")
     report_to: None | str | list[str] = _f(
@@ -213,6 +227,7 @@ class TrainConfig(TrainingArguments):
         check(self.max_length >= 2, "max_length", "must be >= 2")
         check(len(self.math_sizes) == 3 and all(n > 0 for n in self.math_sizes), "math_sizes", "three sizes > 0")
         check(len(self.math_templates) > 0, "math_templates", "must not be empty")
+        check(self.train_size is None or self.train_size > 0, "train_size", "must be > 0 (or None: all)")
         check("{prompt}" in self.prompt_template, "prompt_template", "must contain '{prompt}'")
         for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "vocab_size",
                      "logging_steps", "save_steps", "lora_r", "lora_alpha"):  # fmt: skip
@@ -239,6 +254,7 @@ class TrainConfig(TrainingArguments):
         check(self.num_samples >= 1, "num_samples", "must be >= 1")
         check(self.objective != "gail" or self.num_samples >= 2, "num_samples", "gail's per-prompt baseline needs >= 2")
         check(self.disc_lr is None or self.disc_lr > 0, "disc_lr", "must be > 0")
+        check(self.model_kind in (None, *MODEL_KINDS), "model_kind", f"one of {MODEL_KINDS}, derived from the model")
         # derived values
         if self.per_device_eval_batch_size is None:
             self.per_device_eval_batch_size = self.per_device_train_batch_size
@@ -371,7 +387,9 @@ def load_config(argv=None, cls=None, prog="python -m irl train") -> TrainConfig:
             values = yaml.safe_load(fh) or {}
         check_values(values, known.config, cls)
         parser.set_defaults(**values)
-    cfg, _, remaining = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True, look_for_args_file=False)
+    cfg, _, remaining = parser.parse_args_into_dataclasses(
+        argv, return_remaining_strings=True, look_for_args_file=False
+    )
     if remaining:
         raise ConfigError(f"unknown option(s) {remaining}")
     return cfg

@@ -188,15 +188,16 @@ def check_source(source: str) -> None:
 
 
 def load_splits(cfg) -> dict[str, list[dict]]:
-    """All splits of the configured data source as lists of {"id", "prompt", "completion", ...}."""
+    """All splits of the configured data source as lists of {"id", "prompt", "completion", ...}, the training
+    split cut to `train_size` examples when set (`training_subset`)."""
     source = cfg.data
     if source == "math":
-        return math_task.generate_splits(cfg.math_sizes, cfg.math_templates, cfg.data_seed)
+        return training_subset(math_task.generate_splits(cfg.math_sizes, cfg.math_templates, cfg.data_seed), cfg)
     if source in text_tasks.TASKS:  # built-in real-text tasks: the committed data/<task>/<split>.jsonl
         files = {split: text_tasks.task_dir(source) / f"{split}.jsonl" for split in text_tasks.TASK_SPLITS}
         if missing := [str(f) for f in files.values() if not f.is_file()]:
             raise DataError(f"data={source!r}: missing {', '.join(missing)} (rebuild: python -m irl tasks --out data)")
-        return {split: read_jsonl(f) for split, f in files.items()}
+        return training_subset({split: read_jsonl(f) for split, f in files.items()}, cfg)
     path = Path(source)
     if path.suffix == ".jsonl":
         check_source(source)
@@ -213,7 +214,22 @@ def load_splits(cfg) -> dict[str, list[dict]]:
         if len(train) <= cfg.eval_size:
             raise DataError(f"data={source!r}: {len(train)} examples, too few to hold out eval_size={cfg.eval_size}")
         splits["validation"], splits["train"] = train[: cfg.eval_size], train[cfg.eval_size :]
-    return splits
+    return training_subset(splits, cfg)
+
+
+def training_subset(splits: dict[str, list[dict]], cfg) -> dict[str, list[dict]]:
+    """`splits` with the training split cut to its first `cfg.train_size` examples after a shuffle seeded by
+    `cfg.data_seed` (unchanged when train_size is None). For one data_seed a smaller subset is a prefix of a
+    larger one: nested subsets, for curves over the training-set size."""
+    if cfg.train_size is None:
+        return splits
+    train = splits["train"]
+    if cfg.train_size > len(train):
+        raise DataError(f"data={cfg.data!r}: train_size={cfg.train_size}, but the training split has {len(train)} "
+                        f"examples")  # fmt: skip
+    order = list(range(len(train)))
+    random.Random(cfg.data_seed).shuffle(order)
+    return {**splits, "train": [train[i] for i in order[: cfg.train_size]]}
 
 
 # What `encode_example` did with an example; every status but OK and TRUNCATED drops it.
@@ -292,8 +308,9 @@ def encode_example(tokenizer, prompt, completion, max_length: int, overlong: str
     return Encoded(prompt_ids, completion_ids[:room], False, after_eos), TRUNCATED
 
 
-def encode(examples, tokenizer, max_length: int, overlong: str = "truncate"):
-    """Tokenise examples with `encode_example` into {"input_ids", "completion_mask"} features (completion_mask 1
+def encode(examples, tokenizer, max_length: int, overlong: str = "truncate", decoder_start_token_id: int | None = None):
+    """Tokenise examples with `encode_example` into `episode_features` ({"input_ids", "completion_mask"}, plus
+    "decoder_input_ids" for an encoder-decoder model, whose `decoder_start_token_id` is given; completion_mask 1
     on the completion's actions, EOS included) and count what happened: `examples`, `kept`, one count per
     status (`empty_completion`, `empty_prompt`, `truncated`, `dropped_overlong`), `eos_in_text` (examples whose
     completion text held an EOS) and `after_eos_tokens` (tokens after it, not trained on)."""
@@ -308,45 +325,87 @@ def encode(examples, tokenizer, max_length: int, overlong: str = "truncate"):
             continue
         counts["eos_in_text"] += encoded.after_eos > 0  # an EOS with more text after it
         counts["after_eos_tokens"] += encoded.after_eos
-        features.append(
-            {
-                "input_ids": encoded.prompt_ids + encoded.completion_ids,
-                "completion_mask": [0] * len(encoded.prompt_ids) + [1] * len(encoded.completion_ids),
-            }
-        )
+        features.append(episode_features(encoded, decoder_start_token_id))
     counts["kept"] = len(features)
     return features, counts
 
 
-class Collator:
-    """Right-pads {"input_ids", "completion_mask"} features into (B, T) tensors plus attention_mask.
+def episode_features(encoded: Encoded, decoder_start_token_id: int | None = None) -> dict:
+    """The training features of one episode, the layout `Collator` pads and irl.objectives.token_terms reads.
 
-    With `prompts=True` (variants that sample completions during training) it adds the prompts alone, left-padded
-    for `generate`: prompt_input_ids and prompt_attention_mask, (B, P) with P the longest prompt.
+    Decoder-only model (`decoder_start_token_id` None): input_ids = prompt + completion, completion_mask 1 on the
+    completion's actions. Encoder-decoder model: the state is (encoder input, decoder prefix), so input_ids = the
+    prompt (the encoder's input) and decoder_input_ids = [decoder start] + completion, with completion_mask over
+    decoder_input_ids: 0 on the start token, which is no action, 1 on the actions. In both, token k + 1 of the
+    sequence completion_mask covers is the action taken in the state whose logits are at position k.
+    """
+    if decoder_start_token_id is None:
+        return {
+            "input_ids": encoded.prompt_ids + encoded.completion_ids,
+            "completion_mask": [0] * len(encoded.prompt_ids) + [1] * len(encoded.completion_ids),
+        }
+    return {
+        "input_ids": encoded.prompt_ids,
+        "decoder_input_ids": [decoder_start_token_id] + encoded.completion_ids,
+        "completion_mask": [0] + [1] * len(encoded.completion_ids),
+    }
+
+
+class Collator:
+    """Right-pads `episode_features` into (B, T) tensors with their attention masks.
+
+    Decoder-only: input_ids, attention_mask, completion_mask. Encoder-decoder (`seq2seq`): input_ids and
+    attention_mask of the encoder (B, P), decoder_input_ids, decoder_attention_mask and completion_mask (B, T)
+    of the decoder. With `prompts=True` (variants that sample completions during training) it adds the prompts
+    alone, left-padded for `generate`: prompt_input_ids and prompt_attention_mask, (B, P) with P the longest prompt
+    (for an encoder-decoder model, the encoder's input).
     """
 
-    def __init__(self, pad_token_id: int, prompts: bool = False):
+    def __init__(self, pad_token_id: int, prompts: bool = False, seq2seq: bool = False):
         self.pad_token_id = pad_token_id
         self.prompts = prompts
+        self.seq2seq = seq2seq
+
+    def _right_pad(self, rows: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows right-padded with `value`, attention mask), (B, longest row)."""
+        width = max(map(len, rows))
+        lengths = torch.tensor([len(r) for r in rows])
+        padded = torch.tensor([r + [value] * (width - len(r)) for r in rows])
+        return padded, (torch.arange(width)[None, :] < lengths[:, None]).long()
 
     def __call__(self, features):
-        width = max(len(f["input_ids"]) for f in features)
-
-        def pad(key, value):
-            return torch.tensor([f[key] + [value] * (width - len(f[key])) for f in features])
-
-        lengths = torch.tensor([len(f["input_ids"]) for f in features])
-        batch = {
-            "input_ids": pad("input_ids", self.pad_token_id),
-            "attention_mask": (torch.arange(width)[None, :] < lengths[:, None]).long(),
-            "completion_mask": pad("completion_mask", 0),
-        }
+        batch = {}
+        batch["input_ids"], batch["attention_mask"] = self._right_pad([f["input_ids"] for f in features], self.pad_token_id)
+        if self.seq2seq:
+            decoder = [f["decoder_input_ids"] for f in features]
+            batch["decoder_input_ids"], batch["decoder_attention_mask"] = self._right_pad(decoder, self.pad_token_id)
+        batch["completion_mask"] = self._right_pad([f["completion_mask"] for f in features], 0)[0]
         if self.prompts:
-            prompts = [f["input_ids"][: f["completion_mask"].index(1)] for f in features]
+            if self.seq2seq:
+                prompts = [f["input_ids"] for f in features]
+            else:
+                prompts = [f["input_ids"][: f["completion_mask"].index(1)] for f in features]
             p = max(map(len, prompts))
             batch["prompt_input_ids"] = torch.tensor([[self.pad_token_id] * (p - len(x)) + x for x in prompts])
             batch["prompt_attention_mask"] = torch.tensor([[0] * (p - len(x)) + [1] * len(x) for x in prompts])
         return batch
+
+
+def batch_keys(seq2seq: bool) -> tuple[str, ...]:
+    """The tensors of a batch in training layout (`Collator`, irl.generation.pack_samples)."""
+    if seq2seq:
+        return ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask", "completion_mask")
+    return ("input_ids", "attention_mask", "completion_mask")
+
+
+def model_inputs(batch: dict, seq2seq: bool) -> dict:
+    """The keyword arguments of the model's forward pass over a batch in training layout."""
+    return {k: batch[k] for k in batch_keys(seq2seq) if k != "completion_mask"}
+
+
+def action_ids(batch: dict, seq2seq: bool) -> torch.Tensor:
+    """The ids that completion_mask covers and the logits predict: input_ids (decoder-only) or decoder_input_ids."""
+    return batch["decoder_input_ids" if seq2seq else "input_ids"]
 
 
 def export_builtin(argv=None) -> None:

@@ -26,6 +26,14 @@ whose B is zero, so the policy with its adapters disabled is exactly the initial
 
 The policy loss is then objectives.gail. Checkpoints hold the discriminator in
 checkpoint-<step>/discriminator/ (Hugging Face format, safetensors, plus optimizer.pt); resume restores both.
+
+Encoder-decoder policies (T5) get `Seq2SeqDiscriminator`: the policy's encoder-decoder body (`AutoModel`, e.g.
+T5Model, with the init checkpoint's weights) and a new one-logit head on the decoder's final states. The
+decoder state at position j has read the whole prompt (cross-attention) and the decoder tokens up to j, so its
+logit is D(s_t, a_t) for the action at j, as for the causal discriminator, from features the MLE policy learnt.
+transformers has no per-decoder-token classifier (T5ForTokenClassification is T5's encoder alone), and an
+encoder classifier over prompt + completion would let each position see the tokens after it (T5's encoder is
+bidirectional), so its score would not be one of (s_t, a_t).
 """
 
 import copy
@@ -33,12 +41,14 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import DistributedType
-from safetensors.torch import load_model
-from transformers import AutoConfig, AutoModelForTokenClassification
+from safetensors.torch import load_model, save_model
+from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification
+from transformers.modeling_outputs import TokenClassifierOutput
 
-from irl import objectives
 from irl import model as models
+from irl import objectives
 from irl.config import ConfigError
+from irl.data import batch_keys, model_inputs
 from irl.generation import cat_rows
 from irl.model import ModelError
 from irl.trainer import IRLTrainer
@@ -47,14 +57,41 @@ DISCRIMINATOR_DIR = "discriminator"
 DISCRIMINATOR_OPTIMIZER = "optimizer.pt"
 
 
-def load_discriminator(path: str, trust_remote_code: bool = False):
-    """A one-logit-per-position model on the body of the causal LM at `path` (a new, randomly initialised head).
+class Seq2SeqDiscriminator(torch.nn.Module):
+    """One logit per decoder position of an encoder-decoder model: its body (`AutoModel`: encoder and decoder,
+    no LM head) and a linear head on the decoder's final states (module docstring). Saved as a config.json
+    (architectures: ["Seq2SeqDiscriminator"]) and a model.safetensors of body.* and score.* weights."""
 
-    Dropout before the head is off, so that the logits used as rewards are those the loss trained. A LoRA
-    checkpoint's body is its base with the adapter merged in.
+    def __init__(self, body):
+        super().__init__()
+        self.body = body
+        self.config = body.config
+        self.score = torch.nn.Linear(body.config.hidden_size, 1)
+
+    def forward(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask) -> TokenClassifierOutput:
+        hidden = self.body(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                           decoder_attention_mask=decoder_attention_mask).last_hidden_state  # (B, T, H)  # fmt: skip
+        return TokenClassifierOutput(logits=self.score(hidden))  # (B, T, 1)
+
+    def save_pretrained(self, out) -> None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        self.config.architectures = [type(self).__name__]
+        self.config.save_pretrained(out)
+        save_model(self, str(Path(out) / "model.safetensors"))
+
+
+def load_discriminator(path: str, trust_remote_code: bool = False):
+    """A one-logit-per-position model on the body of the LM at `path` (a new, randomly initialised head), or a
+    discriminator saved in a checkpoint's discriminator/ directory.
+
+    Causal LMs: AutoModelForTokenClassification, dropout before the head off, so that the logits used as rewards
+    are those the loss trained. Encoder-decoder LMs: `Seq2SeqDiscriminator`. A LoRA checkpoint's body is its base
+    with the adapter merged in.
     """
     if models.is_adapter(path):
         causal = models.load_model(path, trust_remote_code)
+        if models.model_kind(causal.config) == models.SEQ2SEQ:
+            return _seq2seq_on(causal, trust_remote_code)
         config = copy.deepcopy(causal.config)
         config.num_labels, config.classifier_dropout = 1, 0.0
         discriminator = AutoModelForTokenClassification.from_config(config, trust_remote_code=trust_remote_code)
@@ -62,6 +99,8 @@ def load_discriminator(path: str, trust_remote_code: bool = False):
         return discriminator
     try:
         config = AutoConfig.from_pretrained(path, num_labels=1, trust_remote_code=trust_remote_code)
+        if models.model_kind(config) == models.SEQ2SEQ:
+            return _load_seq2seq(path, config, trust_remote_code)
         config.classifier_dropout = 0.0
         return AutoModelForTokenClassification.from_pretrained(
             path, config=config, trust_remote_code=trust_remote_code, dtype=torch.float32
@@ -70,9 +109,28 @@ def load_discriminator(path: str, trust_remote_code: bool = False):
         raise ModelError(f"cannot build a discriminator from {path!r}: {e}") from None
 
 
-def action_logits(discriminator, batch: dict) -> torch.Tensor:
-    """Discriminator logit of every action, (B, T-1): entry k scores token k+1 in its context."""
-    return discriminator(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., 0][:, 1:]
+def _load_seq2seq(path: str, config, trust_remote_code: bool) -> Seq2SeqDiscriminator:
+    if config.architectures == [Seq2SeqDiscriminator.__name__]:  # a saved discriminator: body and head
+        discriminator = Seq2SeqDiscriminator(AutoModel.from_config(config, trust_remote_code=trust_remote_code))
+        load_model(discriminator, str(Path(path) / "model.safetensors"))
+        return discriminator
+    body = AutoModel.from_pretrained(path, config=config, trust_remote_code=trust_remote_code, dtype=torch.float32)
+    return Seq2SeqDiscriminator(body)
+
+
+def _seq2seq_on(lm, trust_remote_code: bool) -> Seq2SeqDiscriminator:
+    """A Seq2SeqDiscriminator whose body holds the weights of the encoder-decoder LM `lm` (all but its head)."""
+    discriminator = Seq2SeqDiscriminator(AutoModel.from_config(lm.config, trust_remote_code=trust_remote_code))
+    missing, _ = discriminator.body.load_state_dict(lm.state_dict(), strict=False)  # the LM head is left out
+    if missing:
+        raise ModelError(f"the discriminator's body has weights the LM lacks: {missing[:5]}")
+    return discriminator
+
+
+def action_logits(discriminator, batch: dict, seq2seq: bool) -> torch.Tensor:
+    """Discriminator logit of every action, (B, T-1): entry k scores token k+1 (of the decoder's tokens, seq2seq)
+    in its context."""
+    return discriminator(**model_inputs(batch, seq2seq)).logits[..., 0][:, 1:]
 
 
 def average_gradients(module) -> None:
@@ -98,6 +156,8 @@ class GAILTrainer(IRLTrainer):
                               "loaded unsharded); use ZeRO-1/2 or FSDP")  # fmt: skip
         # the initial policy, frozen; with LoRA, the policy with its adapters disabled (module docstring)
         self.ref_model = None if cfg.use_peft else copy.deepcopy(self.model).requires_grad_(False).eval()
+        if self.ref_model is not None:  # under DeepSpeed and FSDP the Trainer has not moved the policy yet
+            self.ref_model.to(self.args.device)
         self.discriminator = load_discriminator(cfg.init, cfg.trust_remote_code).to(self.args.device)
         lr = cfg.learning_rate if cfg.disc_lr is None else cfg.disc_lr
         self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=lr, weight_decay=cfg.weight_decay)
@@ -105,9 +165,9 @@ class GAILTrainer(IRLTrainer):
     def policy_kwargs(self, expert: dict, policy: dict) -> dict:
         """One discriminator step on (expert, sampled) tokens; the sampled tokens' rewards and log pi_ref."""
         n = expert["input_ids"].shape[0]
-        both = cat_rows(expert, policy)
+        both = cat_rows(expert, policy, batch_keys(self.seq2seq))
         self.discriminator.train()
-        logits = action_logits(self.discriminator, both)  # (B + B*K, T-1)
+        logits = action_logits(self.discriminator, both, self.seq2seq)  # (B + B*K, T-1)
         actions = both["completion_mask"][:, 1:].bool()
         loss, stats = objectives.discriminator_loss(logits[:n], actions[:n], logits[n:], actions[n:])
         (loss / self.current_gradient_accumulation_steps).backward()
@@ -133,8 +193,8 @@ class GAILTrainer(IRLTrainer):
         peft_model.eval()  # as the frozen copy: no dropout
         try:
             with peft_model.disable_adapter():
-                forward = self.model_wrapped if self.accelerator.distributed_type == DistributedType.FSDP else peft_model
-                return self.terms(forward, batch).logp
+                fsdp = self.accelerator.distributed_type == DistributedType.FSDP  # the root's forward gathers
+                return self.terms(self.model_wrapped if fsdp else peft_model, batch).logp
         finally:
             peft_model.train(was_training)
 

@@ -7,16 +7,22 @@ ids, never re-encoded text: each completion is its generated ids up to and inclu
 flag saying whether it ended there or was cut at the length limit (then its last token has no next state and
 leaves every term that needs V(s_{t+1}), METHOD.md section 1).
 
-`sample_completions` repacks its samples (`pack_samples`) into the layout of the data (prompt, completion,
-right padding, completion_mask), so `token_terms` reads sampled and expert sequences alike.
+Encoder-decoder models (`model.config.is_encoder_decoder`, e.g. T5) read the prompt in the encoder and generate
+after the decoder start token: the prompt ids are the encoder's input, the completion the decoder's tokens after
+the start token. (T5's relative positions make left padding of the encoder's input harmless: distances between
+real tokens are unchanged and padded keys are masked.)
+
+`sample_completions` repacks its samples (`pack_samples`) into the layout of the data (irl.data
+`episode_features` and `Collator`), so `token_terms` reads sampled and expert sequences alike.
 """
 
 import hashlib
 from dataclasses import dataclass
 
 import torch
+from transformers.modeling_outputs import BaseModelOutput
 
-BATCH_KEYS = ("input_ids", "attention_mask", "completion_mask")
+from irl.data import Collator, Encoded, episode_features
 
 
 def left_padded(tokenizer, prompts, device) -> dict:
@@ -112,7 +118,9 @@ def decode(model, batch: dict, decoding: Decoding, k: int, *, max_new_tokens: in
     `entropy` asks for the mean per-token entropy of the policy (raw logits, before temperature and processors).
     Greedy and sampled decoding run `decode_compact` (finished rows leave the batch); with `compact=False`, and
     for beam search, transformers' `generate` decodes. `synced_gpus` (FSDP: each forward is a collective) makes
-    every process step until all are done, through `generate`.
+    every process step until all are done, through `generate`. Encoder-decoder models alike: the prompts are the
+    encoder's input, and `logits_processor` sees the decoder's ids ([decoder start] + generated, so the
+    calculator's prompt_length is 1).
     """
     if seed is not None:
         torch.manual_seed(seed)
@@ -131,8 +139,9 @@ def decode(model, batch: dict, decoding: Decoding, k: int, *, max_new_tokens: in
         logits_processor=logits_processor,
         synced_gpus=synced_gpus,
     )
-    width = batch["input_ids"].shape[1]
-    generated = out.sequences[:, width:]  # (B * n, G)
+    # generate's rows: prompt + generated (decoder-only), [decoder start] + generated (encoder-decoder)
+    start = 1 if model.config.is_encoder_decoder else batch["input_ids"].shape[1]
+    generated = out.sequences[:, start:]  # (B * n, G)
     lengths = completion_lengths(generated, eos_token_id)
     prompts = [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
     mean_entropy = None
@@ -154,20 +163,30 @@ def decode_compact(model, batch: dict, decoding: Decoding, n: int, *, max_new_to
     that has generated EOS leaves the batch (its cache rows are dropped): finished rows stop costing compute.
 
     Each step reads the raw logits of the active rows (float32), applies `logits_processor` to them with the rows'
-    ids so far (prompt included, as `generate` passes them), then takes the argmax (greedy) or samples from
-    softmax(scores / temperature) over the full vocabulary (no top-k/top-p). Greedy rows equal `generate`'s; sampled
+    ids so far (as `generate` passes them: prompt included for a decoder-only model, [decoder start] + generated
+    for an encoder-decoder one), then takes the argmax (greedy) or samples from softmax(scores / temperature) over
+    the full vocabulary (no top-k/top-p). An encoder-decoder model encodes the prompts once; each step runs the
+    decoder with the cached self- and cross-attention of its active rows. Greedy rows equal `generate`'s; sampled
     rows are reproducible for a seed (the random draws are those of the active rows only, so they differ from
     `generate`'s)."""
-    ids = batch["input_ids"].repeat_interleave(n, 0)  # (N, P): row i * n + j is sample j of prompt i
-    attention = batch["attention_mask"].repeat_interleave(n, 0)
-    total, device = ids.shape[0], ids.device
+    seq2seq = model.config.is_encoder_decoder
+    attention = batch["attention_mask"].repeat_interleave(n, 0)  # (N, P): row i * n + j is sample j of prompt i
+    total, device = attention.shape[0], attention.device
     rows = torch.arange(total, device=device)  # the original row of each active row
     generated = torch.zeros((total, max_new_tokens), dtype=torch.long, device=device)
     lengths = torch.zeros(total, dtype=torch.long, device=device)
     ended = torch.zeros(total, dtype=torch.bool, device=device)
     entropy_sum = torch.zeros(total, device=device)
-    positions = (attention.cumsum(1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1)
+    if seq2seq:  # ids: the decoder's, from its start token; the encoder reads each prompt once
+        encoded = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        hidden = encoded.last_hidden_state.repeat_interleave(n, 0)  # (N, P, H)
+        ids = torch.full((total, 1), model.config.decoder_start_token_id, dtype=torch.long, device=device)
+        out = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=attention,
+                    decoder_input_ids=ids, use_cache=True)  # fmt: skip
+    else:
+        ids = batch["input_ids"].repeat_interleave(n, 0)
+        positions = (attention.cumsum(1) - 1).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1)
     cache, logits = out.past_key_values, out.logits[:, -1]
     for t in range(max_new_tokens):
         raw = logits.float()  # (R, V)
@@ -185,14 +204,21 @@ def decode_compact(model, batch: dict, decoding: Decoding, n: int, *, max_new_to
         if t == max_new_tokens - 1 or done.all():
             break
         ids = torch.cat([ids, token[:, None]], 1)
-        attention = torch.cat([attention, attention.new_ones((len(rows), 1))], 1)
+        if not seq2seq:
+            attention = torch.cat([attention, attention.new_ones((len(rows), 1))], 1)
         if done.any():  # drop finished rows from every batch-shaped state
             keep = (~done).nonzero()[:, 0]
             cache.batch_select_indices(keep)
             rows, ids, attention, token = rows[keep], ids[keep], attention[keep], token[keep]
-        position = attention.sum(1, keepdim=True) - 1
-        out = model(input_ids=token[:, None], attention_mask=attention, position_ids=position, past_key_values=cache,
-                    use_cache=True)  # fmt: skip
+            if seq2seq:
+                hidden = hidden[keep]
+        if seq2seq:
+            out = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=attention,
+                        decoder_input_ids=token[:, None], past_key_values=cache, use_cache=True)  # fmt: skip
+        else:
+            position = attention.sum(1, keepdim=True) - 1
+            out = model(input_ids=token[:, None], attention_mask=attention, position_ids=position,
+                        past_key_values=cache, use_cache=True)  # fmt: skip
         cache, logits = out.past_key_values, out.logits[:, -1]
     prompts = [p[m.bool()].tolist() for p, m in zip(batch["input_ids"], batch["attention_mask"])]
     return Decoded(
@@ -206,7 +232,8 @@ def decode_compact(model, batch: dict, decoding: Decoding, n: int, *, max_new_to
 @torch.no_grad()
 def sample_completions(model, prompt_input_ids, prompt_attention_mask, *, num_samples: int, max_new_tokens: int,
                        temperature: float, eos_token_id: int, pad_token_id: int, synced_gpus: bool = False) -> dict:
-    """`num_samples` completions per prompt from `model` (an unwrapped causal LM), in training layout.
+    """`num_samples` completions per prompt from `model` (an unwrapped causal or encoder-decoder LM), in training
+    layout.
 
     prompt_input_ids, prompt_attention_mask: (B, P), left-padded. Sampling is from the full softmax at
     `temperature` (no top-k/top-p), in eval mode, without reseeding torch; the model's train/eval mode is restored
@@ -223,35 +250,44 @@ def sample_completions(model, prompt_input_ids, prompt_attention_mask, *, num_sa
         )  # fmt: skip
     finally:
         model.train(was_training)
-    return pack_samples(decoded, pad_token_id, prompt_input_ids.device)
+    start = model.config.decoder_start_token_id if model.config.is_encoder_decoder else None
+    return pack_samples(decoded, pad_token_id, prompt_input_ids.device, decoder_start_token_id=start)
 
 
-def pack_samples(decoded: Decoded, pad_token_id: int, device=None) -> dict:
-    """Decoded sequences in training layout: each row its prompt tokens, its completion (up to and including
-    the first EOS, or cut with no EOS appended), then right padding: input_ids, attention_mask, completion_mask
-    (N, W) with W the longest row, plus `truncated` (N,) bool, True where the completion did not end."""
-    rows = [p + c for p, c in zip(decoded.prompt_ids, decoded.completion_ids)]
-    width = max(map(len, rows))
-    batch = {
-        "input_ids": torch.full((len(rows), width), pad_token_id, dtype=torch.long),
-        "attention_mask": torch.zeros((len(rows), width), dtype=torch.long),
-        "completion_mask": torch.zeros((len(rows), width), dtype=torch.long),
-    }
-    for i, (prompt, row) in enumerate(zip(decoded.prompt_ids, rows)):
-        batch["input_ids"][i, : len(row)] = torch.tensor(row)
-        batch["attention_mask"][i, : len(row)] = 1
-        batch["completion_mask"][i, len(prompt) : len(row)] = 1
+def pack_samples(decoded: Decoded, pad_token_id: int, device=None, decoder_start_token_id: int | None = None) -> dict:
+    """Decoded sequences in training layout (irl.data `episode_features` padded by `Collator`): each completion up
+    to and including the first EOS, or cut with no EOS appended, after its prompt (decoder-only) or after the
+    decoder start token with the prompt in the encoder (encoder-decoder: `decoder_start_token_id` given); right
+    padding. Tensors (N, W) with W the longest row, plus `truncated` (N,) bool, True where the completion did
+    not end."""
+    features = [
+        episode_features(Encoded(p, c, e), decoder_start_token_id)
+        for p, c, e in zip(decoded.prompt_ids, decoded.completion_ids, decoded.ended)
+    ]
+    batch = Collator(pad_token_id, seq2seq=decoder_start_token_id is not None)(features)
     batch["truncated"] = ~torch.tensor(decoded.ended, dtype=torch.bool)
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def pad_to(batch: dict, width: int, pad_token_id: int) -> dict:
-    """input_ids, attention_mask, completion_mask of `batch` right-padded to `width` columns."""
-    extra = width - batch["input_ids"].shape[1]
-    values = {"input_ids": pad_token_id, "attention_mask": 0, "completion_mask": 0}
-    return {k: torch.nn.functional.pad(batch[k], (0, extra), value=values[k]) for k in BATCH_KEYS}
+def _pad_value(key: str, pad_token_id: int) -> int:
+    return pad_token_id if key.endswith("input_ids") else 0  # ids get the pad token, masks 0
 
 
-def cat_rows(a: dict, b: dict) -> dict:
-    """Two batches of the same width as one: a's rows, then b's."""
-    return {k: torch.cat([a[k], b[k]]) for k in BATCH_KEYS}
+def pad_together(a: dict, b: dict, pad_token_id: int, keys) -> tuple[dict, dict]:
+    """The tensors `keys` (irl.data.batch_keys) of two batches, each right-padded to the wider of the two, so their
+    rows can be stacked (`cat_rows`). Tensors of one sequence (ids, attention and completion masks) share a
+    width in a batch, so they stay aligned."""
+    widths = {k: max(a[k].shape[1], b[k].shape[1]) for k in keys}
+
+    def pad(batch):
+        return {
+            k: torch.nn.functional.pad(batch[k], (0, widths[k] - batch[k].shape[1]), value=_pad_value(k, pad_token_id))
+            for k in keys
+        }
+
+    return pad(a), pad(b)
+
+
+def cat_rows(a: dict, b: dict, keys) -> dict:
+    """The tensors `keys` of two batches of the same widths as one: a's rows, then b's."""
+    return {k: torch.cat([a[k], b[k]]) for k in keys}

@@ -17,12 +17,13 @@ the next to validation, the rest to train, so no prompt occurs in two splits.
 
 from random import Random
 
-from reasoning_gym.arithmetic.gsm_symbolic import generators_00_49, generators_50_99
-
 SPLITS = ("train", "validation", "test")
 
 
 def _generator(index: int):
+    # imported here: training on other data, loading models and scoring never pay for reasoning-gym's import
+    from reasoning_gym.arithmetic.gsm_symbolic import generators_00_49, generators_50_99
+
     module = generators_00_49 if index < 50 else generators_50_99
     return getattr(module, f"generate_{index}")
 

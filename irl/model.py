@@ -1,11 +1,19 @@
 """Models and tokenizers: presets built from a config with a locally trained BPE tokenizer, or any
-`AutoModelForCausalLM` by name or local path, optionally with LoRA adapters (peft).
+`AutoModelForCausalLM` or `AutoModelForSeq2SeqLM` by name or local path, optionally with LoRA adapters (peft).
 
 Presets are Llama-architecture models (RMSNorm, rotary positions, SwiGLU) sized for CPU work:
 `tiny` (~0.2M parameters at a 1k vocabulary, tests) and `small` (~3M, the demo). Their tokenizer is a
 byte-level BPE trained with `tokenizers` on the training split, digits split one per token (so that numbers
 are written digit by digit, which small models learn far more easily than multi-digit tokens), and saved
 in Hugging Face format with every checkpoint.
+
+Encoder-decoder presets (`t5-tiny` for tests, `t5-small` for demos; the hub's T5-small is
+`google-t5/t5-small`) are T5 models on the same tokenizer: relative position buckets, RMS layer norm,
+gated-GELU feed-forward (T5 v1.1's), no dropout (as the Llama presets), input and output embeddings tied with
+the decoder output scaled by d_model^-1/2 before the head (original T5's; transformers 5 ties T5's embeddings in
+every case, and the scaling keeps the initial logits at unit scale). The tokenizer's pad token (id 0) is the
+decoder start token and EOS (id 1) ends completions, T5's own convention. A model's kind, decoder-only or
+encoder-decoder, is read from its config once (`model_kind`: `config.is_encoder_decoder`).
 
 LoRA (`use_peft`, `add_lora`): the checkpoint holds the adapter as peft saves it (adapter_model.safetensors,
 adapter_config.json naming the base model) beside the base's config.json; `load_model`, the one loader of every
@@ -19,7 +27,17 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5ForConditionalGeneration,
+)
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 ADAPTER_CONFIG = "adapter_config.json"  # peft's: marks a LoRA checkpoint
@@ -28,8 +46,14 @@ BASE_MODEL = "base_model"  # <run>/base_model/: the initial weights of a preset 
 PRESETS = {
     "tiny": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4),
     "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8),
-    "base": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=8),
+    "base": dict(hidden_size=256, intermediate_size=640, num_hidden_layers=5, num_attention_heads=8),
+    # T5 (SEQ2SEQ_PRESETS): as many layers in the encoder (reading the prompt) and in the decoder (writing the
+    # completion) as the Llama preset of the same size has in all, so a token costs about the same.
+    "t5-tiny": dict(d_model=64, d_ff=192, d_kv=16, num_heads=4, num_layers=2, num_decoder_layers=2),
+    "t5-small": dict(d_model=256, d_ff=768, d_kv=32, num_heads=8, num_layers=4, num_decoder_layers=4),
 }
+SEQ2SEQ_PRESETS = ("t5-tiny", "t5-small")
+CAUSAL, SEQ2SEQ = "causal", "seq2seq"  # model kinds (`model_kind`)
 
 
 class ModelError(ValueError):
@@ -53,8 +77,10 @@ def train_tokenizer(texts, vocab_size: int) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD, padding_side="right")
 
 
-def build_preset(name: str, tokenizer, max_length: int, seed: int) -> LlamaForCausalLM:
+def build_preset(name: str, tokenizer, max_length: int, seed: int) -> LlamaForCausalLM | T5ForConditionalGeneration:
     """A freshly initialised preset model; the same seed gives the same weights."""
+    if name in SEQ2SEQ_PRESETS:
+        return _build_t5(name, tokenizer, seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         max_position_embeddings=max_length,
@@ -66,6 +92,45 @@ def build_preset(name: str, tokenizer, max_length: int, seed: int) -> LlamaForCa
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
+
+
+def _build_t5(name: str, tokenizer, seed: int) -> T5ForConditionalGeneration:
+    """A T5 preset (module docstring). Relative positions: no length limit is built in (`context_length`)."""
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        feed_forward_proj="gated-gelu",
+        dropout_rate=0.0,
+        tie_word_embeddings=True,  # and scale the decoder output by d_model^-1/2
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        **PRESETS[name],
+    )
+    torch.manual_seed(seed)
+    return T5ForConditionalGeneration(config)
+
+
+def model_kind(config) -> str:
+    """CAUSAL or SEQ2SEQ, from a model's config (`is_encoder_decoder`): the one place the kind is derived."""
+    return SEQ2SEQ if config.is_encoder_decoder else CAUSAL
+
+
+def kind_of(name_or_path: str, trust_remote_code: bool = False) -> str:
+    """CAUSAL or SEQ2SEQ of a preset (by name) or of the model at a name or path (`model_kind` of its config)."""
+    if name_or_path in PRESETS:
+        return SEQ2SEQ if name_or_path in SEQ2SEQ_PRESETS else CAUSAL
+    _check_local(name_or_path, "model", "config.json")
+    try:
+        return model_kind(AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load a model config from {name_or_path!r}: {e}") from None
+
+
+def context_length(config) -> int | None:
+    """The longest sequence a model reads: a decoder-only model's prompt + completion (max_position_embeddings);
+    None for an encoder-decoder model (T5's relative positions set no limit; its prompt and completion are two
+    sequences)."""
+    return None if config.is_encoder_decoder else config.max_position_embeddings
 
 
 def _check_local(name_or_path: str, what: str, marker: str) -> None:
@@ -95,13 +160,16 @@ def is_adapter(path) -> bool:
 
 
 def load_model(name_or_path: str, trust_remote_code: bool = False, dtype=torch.float32):
-    """An AutoModelForCausalLM by hub name or local path (a checkpoint directory of a run included). A LoRA
-    checkpoint is loaded on its base model and merged into it (module docstring)."""
+    """An AutoModelForCausalLM, or an AutoModelForSeq2SeqLM when its config says `is_encoder_decoder`, by hub name
+    or local path (a checkpoint directory of a run included). A LoRA checkpoint is loaded on its base model and
+    merged into it (module docstring)."""
     if is_adapter(name_or_path):
         return _load_merged(Path(name_or_path).expanduser(), trust_remote_code, dtype)
     _check_local(name_or_path, "model", "config.json")
     try:
-        return AutoModelForCausalLM.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, dtype=dtype)
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        auto = AutoModelForSeq2SeqLM if model_kind(config) == SEQ2SEQ else AutoModelForCausalLM
+        return auto.from_pretrained(name_or_path, config=config, trust_remote_code=trust_remote_code, dtype=dtype)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load a model from {name_or_path!r}: {e}") from None
 
@@ -138,7 +206,7 @@ def add_lora(model, cfg, base_name_or_path: str):
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=target[0] if target == ["all-linear"] else target,
-        task_type="CAUSAL_LM",
+        task_type="SEQ_2_SEQ_LM" if model.config.is_encoder_decoder else "CAUSAL_LM",
     )
     model.name_or_path = base_name_or_path  # peft records it as base_model_name_or_path
     try:

@@ -100,6 +100,11 @@ def load_tokenizer_and_model(cfg: TrainConfig, train_examples, run_dir: Path):
 def train(cfg: TrainConfig, callbacks=None) -> IRLTrainer:
     """Train per `cfg`; returns the finished Trainer (its model holds the final weights)."""
     run_dir = Path(cfg.output_dir)
+    kind = models.kind_of(cfg.model, cfg.trust_remote_code)  # derived here, once: "causal" or "seq2seq"
+    if cfg.model_kind not in (None, kind):
+        raise ConfigError(f"model_kind={cfg.model_kind!r}: model {cfg.model!r} is {kind!r} (derived; leave it out)")
+    cfg.model_kind = kind
+    seq2seq = kind == models.SEQ2SEQ
     resume_from = _check_run_dir(cfg, run_dir)
     if cfg.init is not None and not (Path(cfg.init) / "config.json").is_file():
         raise ConfigError(f"init={cfg.init!r}: not a checkpoint directory (no config.json)")
@@ -107,8 +112,9 @@ def train(cfg: TrainConfig, callbacks=None) -> IRLTrainer:
     splits = load_splits(cfg)
     tokenizer, model = load_tokenizer_and_model(cfg, splits["train"], run_dir)
     encoded, counts = {}, {}
+    start = model.config.decoder_start_token_id if seq2seq else None  # encoder-decoder: the decoder's first input
     for split in ("train", "validation"):
-        encoded[split], counts[split] = encode(splits.get(split, []), tokenizer, cfg.max_length, cfg.overlong)
+        encoded[split], counts[split] = encode(splits.get(split, []), tokenizer, cfg.max_length, cfg.overlong, start)
     if not encoded["train"]:
         raise ConfigError(f"data={cfg.data!r}: no training example left after encoding ({counts['train']})")
     # the Trainer's arguments are the config, with validation off when there is nothing to validate on
@@ -121,7 +127,7 @@ def train(cfg: TrainConfig, callbacks=None) -> IRLTrainer:
         cfg=cfg,
         train_dataset=datasets.Dataset.from_list(encoded["train"]),
         eval_dataset=datasets.Dataset.from_list(encoded["validation"]) if encoded["validation"] else None,
-        data_collator=Collator(tokenizer.pad_token_id, prompts=cfg.samples_policy),
+        data_collator=Collator(tokenizer.pad_token_id, prompts=cfg.samples_policy, seq2seq=seq2seq),
         processing_class=tokenizer,
         callbacks=callbacks,
     )

@@ -15,12 +15,19 @@ time (`final_hidden`, objectives.head_token_terms), so the (B, T, V) logits neve
 outside HEAD_IS_LINEAR, FSDP/DeepSpeed runs and `chunked_loss: false` read the full logits
 (objectives.token_terms).
 
-A micro-step reads nothing back from the device but the index of its completion tokens (`action_rows`), and
-that before its forward pass is queued, right after the batch's copy to the device (blocking unless accelerate's
-dataloader is set to `non_blocking`) has waited for the device anyway. Statistics, token counts and step times
-stay on the device and are read once per logging step. A non-finite loss is noted on the device and stops
+A micro-step reads nothing back from the device. The one read a batch needs, the index of its completion
+tokens (`action_rows`: which rows to project), is made when Trainer fetches the batches of an optimizer step
+(`get_batch_samples`), right after their copy to the device, which waits for the device anyway (unless
+accelerate's dataloader is set to `non_blocking`); batches made during the step (sampled completions, whose
+sampling waits for the device at every token) have theirs computed in `terms`. Statistics, token counts and
+step times stay on the device and are read once per logging step. A non-finite loss is noted on the device and stops
 training at the next log or checkpoint, whichever comes first (at most `logging_steps` steps later), so no
 checkpoint holds weights updated with it; the weights in memory may be, but the run ends there.
+
+Encoder-decoder models (cfg.model_kind "seq2seq", e.g. T5) run the same loop and objectives: a batch holds the
+prompt as the encoder's input and [decoder start] + completion as the decoder's (irl/data.py `episode_features`),
+and the per-token terms are read off the decoder's full logits (objectives.token_terms): T5 is outside
+HEAD_IS_LINEAR (its head reads the decoder's output scaled by d_model^-1/2, and its forward keeps every logit).
 """
 
 import functools
@@ -36,7 +43,8 @@ from transformers import Trainer
 from irl import objectives, runs
 from irl.config import save_config
 from irl.io import append_jsonl
-from irl.generation import cat_rows, pad_to, sample_completions
+from irl.data import action_ids, batch_keys, model_inputs
+from irl.generation import cat_rows, pad_together, sample_completions
 from irl.sharding import unwrap_for_generation
 
 SAMPLES_LOGGED = 2  # sampled completions written to samples.jsonl per logging step
@@ -136,6 +144,7 @@ class IRLTrainer(Trainer):
         self.cfg = cfg
         self.objective = objective_fn(cfg)
         self.eos_token_id = self.processing_class.eos_token_id
+        self.seq2seq = cfg.model_kind == "seq2seq"  # the batch layout (irl/data.py batch_keys)
         self.metrics_path = Path(self.args.output_dir) / "metrics.jsonl"
         self.samples_path = Path(self.args.output_dir) / "samples.jsonl"
         distributed = self.accelerator.distributed_type
@@ -160,16 +169,27 @@ class IRLTrainer(Trainer):
     def terms(self, model, inputs) -> objectives.TokenTerms:
         """Per-token Q, V, V(s'), entropy of a batch under `model` (the policy, or a frozen copy of it)."""
         ids, attention, completion = inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]
-        if not self.chunked:
-            logits = model(input_ids=ids, attention_mask=attention).logits  # (B, T, V)
-            return objectives.token_terms(logits, ids, completion, self.eos_token_id, self.cfg.stop_grad_next)
-        rows = objectives.action_rows(completion)  # read before the forward is queued: nothing to wait for
+        if not self.chunked:  # the full logits: (B, T, V), T the decoder's length for seq2seq
+            logits = model(**model_inputs(inputs, self.seq2seq)).logits
+            return objectives.token_terms(
+                logits, action_ids(inputs, self.seq2seq), completion, self.eos_token_id, self.cfg.stop_grad_next
+            )
+        rows = inputs.get("action_rows")  # from get_batch_samples; not in batches made during the step
+        rows = objectives.action_rows(completion) if rows is None else rows
         hidden = final_hidden(model, ids, attention)  # (B, T, H)
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
         with self.accelerator.autocast():  # the precision the model's own lm_head runs in
             return objectives.head_token_terms(
                 hidden, head.weight, head.bias, ids, completion, self.eos_token_id, self.cfg.stop_grad_next, rows=rows
             )
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Trainer's batches of one optimizer step, each with its `action_rows` (see the module's docstring)."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.chunked:
+            for batch in batch_samples:
+                batch["action_rows"] = objectives.action_rows(batch["completion_mask"])
+        return batch_samples, num_items_in_batch
 
     def sample(self, model, inputs) -> dict:
         """`num_samples` completions per prompt of the batch from the current policy, in training layout. Under
@@ -205,9 +225,8 @@ class IRLTrainer(Trainer):
                 "sample/length": policy["completion_mask"].sum(1).float().mean(),
                 "sample/truncated": truncated.float().mean(),  # each cut completion's last token leaves the TD terms
             })
-            width = max(inputs["input_ids"].shape[1], policy["input_ids"].shape[1])
             pad_id = self.processing_class.pad_token_id
-            expert, policy = pad_to(inputs, width, pad_id), pad_to(policy, width, pad_id)
+            expert, policy = pad_together(inputs, policy, pad_id, batch_keys(self.seq2seq))
             self._samples = {k: v[:SAMPLES_LOGGED] for k, v in policy.items()}  # to the host when written
             inputs = {**expert, "policy": policy, "policy_kwargs": self.policy_kwargs(expert, policy)}
         else:
@@ -219,7 +238,7 @@ class IRLTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "policy" in inputs:  # expert and sampled rows in one forward pass (one pass of a DDP-wrapped model)
             n = inputs["input_ids"].shape[0]
-            both = self.terms(model, cat_rows(inputs, inputs["policy"]))
+            both = self.terms(model, cat_rows(inputs, inputs["policy"], batch_keys(self.seq2seq)))
             terms = both.rows(slice(0, n))
             loss, stats = self.objective(terms, both.rows(slice(n, None)), **inputs["policy_kwargs"])
         else:
@@ -227,7 +246,8 @@ class IRLTrainer(Trainer):
             loss, stats = self.objective(terms)
         self._watch(loss)
         self.record({**objectives.token_stats(terms, self.cfg.gamma), **stats})
-        self._tokens += inputs["attention_mask"].sum()
+        self._tokens += inputs["attention_mask"].sum()  # the encoder's, for seq2seq; then the decoder's:
+        self._tokens += inputs["decoder_attention_mask"].sum() if self.seq2seq else 0
         return loss
 
     def _watch(self, loss) -> None:
@@ -285,8 +305,12 @@ class IRLTrainer(Trainer):
     def _write_samples(self) -> None:
         """Append the first sampled completions of the last step to samples.jsonl: step, prompt, completion, ended."""
         tokenizer, batch = self.processing_class, {k: v.cpu() for k, v in self._samples.items()}
-        for ids, attention, completion in zip(batch["input_ids"], batch["attention_mask"], batch["completion_mask"]):
-            prompt_ids, completion_ids = ids[attention.bool() & ~completion.bool()], ids[completion.bool()]
+        actions = action_ids(batch, self.seq2seq)
+        for ids, attention, completion, acted in zip(batch["input_ids"], batch["attention_mask"],
+                                                     batch["completion_mask"], actions):  # fmt: skip
+            # the prompt: the encoder's input (seq2seq), else the sequence's tokens before the completion
+            prompt_ids = ids[attention.bool()] if self.seq2seq else ids[attention.bool() & ~completion.bool()]
+            completion_ids = acted[completion.bool()]
             append_jsonl(self.samples_path, {
                 "step": self.state.global_step,
                 "prompt": tokenizer.decode(prompt_ids),

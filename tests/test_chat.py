@@ -84,7 +84,8 @@ def test_chat_examples_keep_the_encoding_rule():
     tokenizer = word_tokenizer()
     prompt_len = len(turn("user", "hi", "there")) + 3
     # empty assistant content: dropped
-    assert encode_example(tokenizer, USER_HI, [{"role": "assistant", "content": "  "}], 64) == (None, "empty_completion")
+    empty = [{"role": "assistant", "content": "  "}]
+    assert encode_example(tokenizer, USER_HI, empty, 64) == (None, "empty_completion")
     # overlong: cut, no EOS (did not end); or dropped
     long = [{"role": "assistant", "content": "bye bye bye bye"}]
     cut, status = encode_example(tokenizer, USER_HI, long, prompt_len + 2)

@@ -244,23 +244,30 @@ def test_final_hidden_computes_no_logits():
 
 
 def lm_head_positions(monkeypatch):
-    """Record the number of positions the policy's lm_head projects on each call during training."""
-    seen = []
-    init = IRLTrainer.__init__
+    """Record the number of positions the policy's lm_head projects on each call during training, and whether each
+    training batch came with its `action_rows` (computed when Trainer fetched it, not in the micro-step)."""
+    seen, rows_given = [], []
+    init, compute_loss = IRLTrainer.__init__, IRLTrainer.compute_loss
 
     def recording_init(self, *args, **kwargs):
         init(self, *args, **kwargs)
         self.model.get_output_embeddings().register_forward_hook(lambda m, a, out: seen.append(out.shape[:-1].numel()))
 
+    def recording_compute_loss(self, model, inputs, **kwargs):
+        rows_given.append("action_rows" in inputs)
+        return compute_loss(self, model, inputs, **kwargs)
+
     monkeypatch.setattr(IRLTrainer, "__init__", recording_init)
-    return seen
+    monkeypatch.setattr(IRLTrainer, "compute_loss", recording_compute_loss)
+    return seen, rows_given
 
 
 @pytest.mark.parametrize("objective", [dict(objective="mle", beta=0.1), dict(objective="iqlearn", lam=0.3)])
 def test_training_with_and_without_chunks_ends_with_the_same_weights(tmp_path, monkeypatch, objective):
-    seen = lm_head_positions(monkeypatch)
+    seen, rows_given = lm_head_positions(monkeypatch)
     chunked = train(tiny(tmp_path, "chunked", **objective))
     assert chunked.chunked and seen and max(seen) == 0  # no position's logits ever computed, eval included
+    assert rows_given == [True] * 3
     seen.clear()
     full = train(tiny(tmp_path, "full", chunked_loss=False, **objective))
     assert not full.chunked and min(seen) > 0

@@ -15,7 +15,8 @@ from irl.model import ADAPTER_CONFIG, BASE_MODEL, load_model, load_tokenizer
 from irl.train import train
 from tests.test_train import tiny
 
-LORA = dict(use_peft=True, lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_target_modules=["q_proj", "v_proj", "down_proj"])
+LORA = dict(use_peft=True, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+            lora_target_modules=["q_proj", "v_proj", "down_proj"])
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +87,13 @@ def test_gail_reference_under_lora_is_the_initial_policy(lora_runs, tmp_path):
     assert trainer.ref_model is None
     tokenizer = load_tokenizer(init)
     ids = torch.tensor([tokenizer("Question: A kid has 3 books.\nAnswer: 1 + 2 = 3")["input_ids"]])
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    completion = torch.zeros_like(ids)
+    completion[0, -6:] = 1
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "completion_mask": completion}
     with torch.no_grad():
-        reference = trainer._reference_logits(batch)
-        assert torch.equal(reference, load_model(init).eval()(**batch).logits)
-        assert not torch.equal(trainer.model.eval()(**batch).logits, reference)  # the policy itself moved
+        reference = trainer._reference_logp(batch)
+        assert torch.equal(reference, trainer.terms(load_model(init).eval(), batch).logp)
+        assert not torch.equal(trainer.terms(trainer.model.eval(), batch).logp, reference)  # the policy moved
     ckpt = runs.last_checkpoint(tmp_path / "gail")
     assert (ckpt / "discriminator" / "model.safetensors").is_file()
     merged = load_model(str(ckpt))  # adapter on (adapter on its own base), merged twice

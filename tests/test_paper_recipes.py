@@ -1,7 +1,7 @@
 """configs/paper/: each decoder-only recipe trains a few steps offline on a stand-in of the same shape (a Qwen2
 model of tiny size with a locally trained tokenizer that has Qwen's chat template, and a local dataset laid out
 as openai/gsm8k: configs main and socratic, question/answer columns, train and test splits); hub datasets with a
-configuration name load from such a directory. The T5 recipes need the encoder-decoder path (skipped)."""
+configuration name load from such a directory. The T5 recipes train on a T5 stand-in on XSUM-shaped data."""
 
 import json
 from pathlib import Path
@@ -116,7 +116,8 @@ def test_decoder_only_recipe_runs_on_its_standin(recipe_runs, name):
     tmp, trainers = recipe_runs
     recipe = yaml.safe_load((PAPER / f"{name}.yaml").read_text())
     config = yaml.safe_load((tmp / name / "config.yaml").read_text())
-    for key in ("objective", "lam", "alpha", "beta", "kl_coef", "dataset_config", "apply_chat_template", "prompt_field"):
+    for key in ("objective", "lam", "alpha", "beta", "kl_coef", "dataset_config", "apply_chat_template",
+                "prompt_field"):
         if key in recipe:
             assert config[key] == recipe[key], key
     rows = [json.loads(line) for line in (tmp / name / "metrics.jsonl").read_text().splitlines()]
@@ -145,33 +146,53 @@ def test_chat_recipe_trains_on_the_assistant_turn_only(recipe_runs):
 
 @pytest.mark.parametrize("path", sorted(PAPER.glob("t5_*.yaml")), ids=lambda p: p.stem)
 def test_t5_recipes_parse(path):
-    """The T5 recipes are valid configs; training them needs the encoder-decoder path (configs/paper/README.md)."""
+    """The T5 recipes are valid configs."""
     cfg = load_config(["--config", str(path), "--bf16", "false"])
     assert cfg.model.startswith("google-t5/t5-") and cfg.objective in ("mle", "iqlearn")
 
 
-@pytest.mark.skip(reason="T5 training needs the encoder-decoder path, which does not exist yet (configs/paper/README.md)")
-@pytest.mark.parametrize("objective", ["mle", "iqlearn"])
-def test_t5_recipe_trains_on_its_standin(tmp_path, objective):
-    """A T5 stand-in (T5Config at tiny size, a locally trained tokenizer) on XSUM-shaped local data."""
+def _t5_task_data(root: Path, task: str) -> Path:
+    """A local dataset of the task's shape: XSUM's document/summary, TL;DR's prompt/completion, or WMT's
+    translation column {de, en} under a 'de-en' configuration."""
+    words = [f"the cat sat on mat number {i} today" for i in range(24)]
+    if task == "xsum":
+        rows = [{"document": w, "summary": w.split(" today")[0]} for w in words]
+    elif task == "tldr":
+        rows = [{"prompt": f"POST: {w}\nTL;DR:", "completion": " " + w.split(" on")[0]} for w in words]
+    else:
+        rows = [{"translation": {"en": w, "de": w.replace("the cat", "die Katze")}} for w in words]
+    data = root / task
+    sub = data / "de-en" if task == "wmt22" else data
+    sub.mkdir(parents=True)
+    for split, part in (("train", rows[:16]), ("validation", rows[16:20]), ("test", rows[20:])):
+        pd.DataFrame(part).to_parquet(sub / f"{split}-00000-of-00001.parquet")
+    if task == "wmt22":
+        (data / "README.md").write_text("---\nconfigs:\n- config_name: de-en\n  data_files:\n" + "".join(
+            f"  - split: {s}\n    path: de-en/{s}-*\n" for s in ("train", "validation", "test")) + "---\n")
+    return data
+
+
+@pytest.mark.parametrize("task, objective", [("xsum", "mle"), ("tldr", "iqlearn"), ("wmt22", "mle")])
+def test_t5_recipe_runs_on_its_standin(tmp_path, task, objective):
+    """A T5 stand-in (T5Config at tiny size, a locally trained tokenizer) on local data of the task's shape."""
     from transformers import T5Config, T5ForConditionalGeneration
 
-    rows = [{"document": f"the cat sat on mat number {i} today", "summary": f"cat on mat {i}"} for i in range(24)]
-    data = tmp_path / "xsum"
-    for split, part in (("train", rows[:16]), ("validation", rows[16:20]), ("test", rows[20:])):
-        data.mkdir(exist_ok=True)
-        pd.DataFrame(part).to_parquet(data / f"{split}.parquet")
-    tokenizer = train_tokenizer([r["document"] + r["summary"] for r in rows], vocab_size=300)
+    data = _t5_task_data(tmp_path, task)
+    tokenizer = train_tokenizer(["the cat sat on mat number 0 today die Katze POST: TL;DR:"] * 4, vocab_size=300)
     config = T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=64, num_layers=2, num_heads=4, d_kv=8,
                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                       decoder_start_token_id=tokenizer.pad_token_id)  # fmt: skip
     T5ForConditionalGeneration(config).save_pretrained(tmp_path / "t5")
     tokenizer.save_pretrained(tmp_path / "t5")
-    flags = ["--config", str(PAPER / f"t5_base_xsum_{objective}.yaml"), "--model", str(tmp_path / "t5"),
+    flags = ["--config", str(PAPER / f"t5_base_{task}_{objective}.yaml"), "--model", str(tmp_path / "t5"),
              "--data", str(data), "--max_steps", "2", "--save_steps", "2", "--eval_steps", "2", "--bf16", "false",
-             "--per_device_train_batch_size", "4", "--report_to", "none", "--output_dir", str(tmp_path / "run")]
-    train(load_config(flags))
-    assert last_checkpoint(tmp_path / "run").name == "checkpoint-2"
+             "--logging_steps", "1", "--per_device_train_batch_size", "4", "--report_to", "none",
+             "--output_dir", str(tmp_path / "run")]  # fmt: skip
+    trainer = train(load_config(flags))
+    assert trainer.model.config.is_encoder_decoder and last_checkpoint(tmp_path / "run").name == "checkpoint-2"
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["data/train/kept"] == 16 and rows[0]["data/validation/kept"] == 4
+    assert sum("train/loss" in r for r in rows) == 2
 
 
 def test_gail_recipe_refuses_a_model_beside_init(tmp_path):

@@ -7,17 +7,19 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from irl.config import ConfigError, load_config
+from irl.config import ConfigError, TrainConfig, load_config, read_config
 from irl.data import DataError
 from irl.model import count_parameters, load_model, load_tokenizer, train_tokenizer
 from irl.pretrain import PackedBlocks, PretrainConfig, check_sums, export, load_corpus, pretrain, token_stream
 from irl.runs import last_checkpoint
-from irl.train import weights_sha256
+from irl.train import train, weights_sha256
+from tests.test_train import CrashAt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(REPO, "models", "base")
@@ -125,6 +127,22 @@ def test_pretrain_then_finetune_through_the_command_line(tmp_path, corpus):
     assert check_sums(shipped) == ["recipe/extra.txt: not listed in recipe/SHA256SUMS", "config.json: checksum differs"]
 
 
+def test_resumed_pretraining_ends_as_an_uninterrupted_one(tmp_path, corpus):
+    def cfg(name, **kw):
+        return PretrainConfig(data=str(corpus), output_dir=str(tmp_path / name), model="tiny", vocab_size=300,
+                              max_length=32, max_steps=4, batch_size=4, save_steps=2, eval_steps=0, logging_steps=1,
+                              warmup_steps=0, lr=3e-3, **kw)
+
+    pretrain(cfg("straight"))
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg("resumed"), callbacks=[CrashAt(3)])
+    pretrain(cfg("resumed", resume=True))
+    a, b = (load_model(str(last_checkpoint(tmp_path / name))) for name in ("straight", "resumed"))
+    assert weights_sha256(a) == weights_sha256(b)
+    steps = [r["step"] for r in rows_of(tmp_path / "resumed")]
+    assert steps == sorted(steps) and steps.count(3) == 1  # the lines after checkpoint-2 were written once
+
+
 def test_bad_pretrain_config_fails_naming_the_field(tmp_path, corpus):
     out = run_cli("pretrain", "--config", "configs/base.yaml", "--objective", "iqlearn", "--output_dir", tmp_path / "r")
     assert out.returncode != 0 and "objective='iqlearn'" in out.stderr and not (tmp_path / "r").exists()
@@ -142,3 +160,29 @@ def test_bad_pretrain_config_fails_naming_the_field(tmp_path, corpus):
         load_corpus(PretrainConfig(data=str(corpus)))
     with pytest.raises(DataError, match=r"train\.jsonl:1: field 'body' missing"):
         load_corpus(PretrainConfig(data=str(corpus), text_field="body"))
+
+
+def shipped_files():
+    return sorted(p for p in Path(BASE).rglob("*") if p.is_file())
+
+
+def test_shipped_base_matches_its_checksums_and_recipe():
+    assert check_sums(BASE) == []
+    assert sum(p.stat().st_size for p in shipped_files()) < 30e6
+    model, tokenizer = load_model(BASE), load_tokenizer(BASE)
+    recipe = Path(BASE) / "recipe"
+    cfg = read_config(recipe / "config.yaml", PretrainConfig)  # the exact recipe, still a valid config
+    rows = [json.loads(line) for line in (recipe / "metrics.jsonl").read_text().splitlines()]
+    assert cfg.model == "base" and model.config.tie_word_embeddings and len(tokenizer) == cfg.vocab_size
+    assert count_parameters(model) == rows[0]["init/parameters"]
+    assert rows[-1]["step"] == cfg.max_steps and rows[-1]["eval/perplexity"] > 1
+    assert json.loads((recipe / "manifest.json").read_text())
+
+
+def test_finetuning_from_the_base_starts_from_its_weights_for_mle_and_iqlearn(tmp_path):
+    data = summaries(tmp_path)
+    common = dict(data=str(data), eval_size=4, max_steps=1, batch_size=2, max_length=64, save_steps=1, eval_steps=0)
+    train(TrainConfig(output_dir=str(tmp_path / "mle"), model=BASE, objective="mle", **common))
+    train(TrainConfig(output_dir=str(tmp_path / "iq"), init=BASE, objective="iqlearn", lam=0.1, **common))
+    heads = [rows_of(tmp_path / name)[0] for name in ("mle", "iq")]
+    assert heads[0]["init/weights_sha256"] == heads[1]["init/weights_sha256"] == weights_sha256(load_model(BASE))

@@ -1,0 +1,90 @@
+"""Findings: for a grid under the runs directory (`python -m findings run`), whether each of the paper's findings
+holds here, with its rule, the numbers behind the verdict and its figure. Everything shown was computed once
+by the findings code (findings.json and the parquet tables of <grid>/findings/); the figures are drawn from
+those tables by the same builders (findings/figures.py) that drew the report's PNGs."""
+
+import json
+
+import matplotlib.pyplot as plt
+import streamlit as st
+
+from app import data
+from app.safety import OutsideRunsDir, inside, scandir
+from findings import figures, layout as L
+from irl import runs as R
+
+SUMMARY = f"{L.FINDINGS_DIR}/{L.SUMMARY}"
+FIGURE_TABLES = {  # the table each figure is drawn from, offered as CSV beside it
+    L.FIG_QUALITY_DIVERSITY: L.SEED_AGGREGATE, L.FIG_BEAM_SEARCH: L.SEED_AGGREGATE, L.FIG_SMALL_DATA: L.SMALL_DATA,
+    L.FIG_REWARD_CORRELATION: L.CORRELATION_BY_LAM,
+}  # fmt: skip
+
+
+def grids(root, depth: int = 3) -> list[str]:
+    """Paths under the root (at most `depth` levels down, "" for the root itself) of grid directories holding a
+    findings summary. A directory is listed only once `inside` has accepted it (app/safety.py); symlinks are not
+    followed, and run directories (with config.yaml) are not searched."""
+    found, todo = [], [("", 0)]
+    while todo:
+        relative, level = todo.pop()
+        try:
+            if inside(root, f"{relative}/{SUMMARY}" if relative else SUMMARY).is_file():
+                found.append(relative)
+            entries = scandir(root, relative or ".") if level < depth else []
+        except (OutsideRunsDir, OSError):
+            continue
+        if any(e.name == R.CONFIG for e in entries):
+            continue
+        todo += [(f"{relative}/{e.name}" if relative else e.name, level + 1)
+                 for e in entries if e.is_dir(follow_symlinks=False) and e.name != L.FINDINGS_DIR]  # fmt: skip
+    return sorted(found)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _summary(path: str, mtime: float) -> dict:
+    return json.loads(open(path).read())
+
+
+root = data.runs_root()
+st.header("Findings")
+found = grids(root)
+if not found:
+    st.info("No findings under this runs directory yet. Run `python -m findings run --config "
+            "configs/findings/quick.yaml` (or `make findings-quick`), then open the app on its runs directory.")
+    st.stop()
+grid = st.selectbox("Grid", found, format_func=lambda g: g or "(the runs directory itself)")
+base = f"{grid}/{L.FINDINGS_DIR}" if grid else L.FINDINGS_DIR
+path = inside(root, f"{base}/{L.SUMMARY}")
+summary = _summary(str(path), path.stat().st_mtime)
+tables = {name: data.read_parquet(root, f"{base}/{name}.parquet") for name in L.TABLES
+          if inside(root, f"{base}/{name}.parquet").is_file()}  # fmt: skip
+
+st.caption("Each rule was fixed in code before the runs (findings/rules.py); numbers are means over seeds ± their "
+           "standard error, intervals 95%. A finding that is not shown does not hold here.")  # fmt: skip
+st.dataframe(
+    [{"finding (paper)": f"{f['claim']} ({f['paper_figure']})", "verdict here": f["verdict_text"],
+      "comparisons": len(f["comparisons"])} for f in summary["findings"]],
+    hide_index=True,
+)  # fmt: skip
+drawn = figures.draw(tables, summary["quality"])
+for n, f in enumerate(summary["findings"], 1):
+    st.subheader(f"{n}. {f['title']}")
+    st.markdown(f"**Paper ({f['paper_figure']}).** {f['claim']}  \n**Verdict: {f['verdict_text']}.**")
+    with st.expander("Rule"):
+        st.text(f["rule"])
+    if f["note"]:
+        st.info(f"Not tested: {f['note']}.")
+    st.text("\n".join(f"- {line}" for line in f["evidence"]))
+    fig = drawn.get(f["figure"])
+    if fig is not None:
+        st.pyplot(fig, clear_figure=False)
+        table = tables.get(FIGURE_TABLES[f["figure"]])
+        if table is not None:
+            st.download_button("Download CSV", data=table.to_csv(index=False), key=f"csv-{n}", icon=":material/download:",
+                               file_name=f"{f['figure'].removesuffix('.png')}.csv", mime="text/csv")  # fmt: skip
+for fig in drawn.values():
+    if fig is not None:
+        plt.close(fig)
+if L.RUNS in tables:
+    with st.expander(f"Runs ({len(tables[L.RUNS])})"):
+        st.dataframe(tables[L.RUNS], hide_index=True)

@@ -1,0 +1,142 @@
+"""The experiment grid: a YAML file expands into the literal runs it names, a finished run is kept, an interrupted
+one resumed to the weights of an uninterrupted one; training subsets are nested; bad grids fail naming the key."""
+
+import json
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from findings.grid import GridError, expand, load_grid, train_all
+from irl.config import ConfigError, TrainConfig
+from irl.data import DataError, load_splits
+from irl.runs import checkpoints, last_checkpoint
+from tests.test_train import CrashAt
+
+SPEC = {
+    "output_dir": "g",
+    "base": {"model": "tiny", "max_steps": 3},
+    "methods": [{"name": "mle", "objective": "mle", "beta": 0.0}, {"name": "iq", "objective": "iqlearn", "lam": 0.1}],
+    "grid": [
+        {"axes": {"method": ["mle", "iq"], "seed": [0, 1]}},
+        {
+            "axes": {"method": ["mle", {"name": "ent", "objective": "mle", "beta": 0.1}], "train_size": [None, 8],
+                     "seed": [0]},
+            "decodings": {"temperatures": [0], "beams": [1]},
+            "rewards": False,
+        },  # fmt: skip
+        {"axes": {"lam": [0.3], "objective": ["iqlearn"]}},
+    ],
+    "sweep": {"temperatures": [0, 1], "beams": [1, 4], "limit": 10},
+}
+
+
+def test_expand_gives_the_literal_runs():
+    base = {"model": "tiny", "max_steps": 3}
+    mle, iq, ent = dict(objective="mle", beta=0.0), dict(objective="iqlearn", lam=0.1), dict(objective="mle", beta=0.1)
+    points = expand(SPEC)
+    assert [(p.name, p.values) for p in points] == [
+        ("mle/seed0", {**base, **mle, "seed": 0}),
+        ("mle/seed1", {**base, **mle, "seed": 1}),
+        ("iq/seed0", {**base, **iq, "seed": 0}),
+        ("iq/seed1", {**base, **iq, "seed": 1}),
+        ("mle-train_size8/seed0", {**base, **mle, "train_size": 8, "seed": 0}),
+        ("ent/seed0", {**base, **ent, "seed": 0}),
+        ("ent-train_size8/seed0", {**base, **ent, "train_size": 8, "seed": 0}),
+        ("lam0.3-objectiveiqlearn", {**base, "lam": 0.3, "objective": "iqlearn"}),
+    ]
+    cells = {p.name: (p.temperatures, p.beams, p.rewards) for p in points}
+    # mle/seed0 is in both sub-grids: swept over the union of their cells, rewards extracted (first sub-grid)
+    assert cells["mle/seed0"] == ((0.0, 1.0), (1, 4), True)
+    assert cells["mle/seed1"] == ((0.0, 1.0), (1, 4), True)
+    assert cells["ent-train_size8/seed0"] == ((0.0,), (1,), False)
+    assert cells["lam0.3-objectiveiqlearn"] == ((0.0, 1.0), (1, 4), True)
+
+
+def test_load_grid_builds_every_config_through_the_loader(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({**SPEC, "output_dir": str(tmp_path / "g")}))
+    grid = load_grid(path)
+    assert grid.run_dir(grid.points[2]) == tmp_path / "g" / "iq" / "seed0"
+    assert grid.sweep == {"limit": 10} and grid.rewards == {"limit": 10, "n_boot": 1000, "preferences": None}
+    # a wrong field or value fails before any work, naming it
+    for bad, match in ((dict(base={"model": "tiny", "lamda": 0.1}), "lamda"), (dict(base={"lam": -1}), "lam=-1")):
+        path.write_text(yaml.safe_dump({**SPEC, **bad}))
+        with pytest.raises(ConfigError, match=match):
+            load_grid(path)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(grid=[{"axes": {"method": ["nope"]}}]), "no preset named 'nope'"),
+        (dict(grid=[{"axes": {"output_dir": ["x"]}}]), "output_dir is set by the grid"),
+        (dict(grid=[{"axes": {"lam": [0.1]}, "decoding": {}}]), r"unknown key\(s\) \['decoding'\]"),
+        (dict(sweeps={}), r"unknown key\(s\) \['sweeps'\]"),
+        (dict(grid=[{"axes": {"method": ["mle"], "seed": [0]}},
+                    {"axes": {"method": [{"name": "mle", "objective": "iqlearn"}], "seed": [0]}}]),
+         "'mle/seed0' is planned twice with different fields"),  # fmt: skip
+        (dict(grid=[]), "at least one sub-grid"),
+    ],
+)
+def test_bad_grids_fail_naming_the_key(change, match):
+    with pytest.raises(GridError, match=match):
+        expand({**SPEC, **change})
+
+
+def tiny_grid(tmp_path, seeds=(0, 1)) -> object:
+    spec = {
+        "output_dir": str(tmp_path / "g"),
+        "base": dict(model="tiny", vocab_size=400, math_sizes=[64, 16, 16], max_length=160, per_device_train_batch_size=4, max_steps=4,
+                     learning_rate=3e-3, warmup_steps=0, logging_steps=1, eval_steps=0, save_steps=2),  # fmt: skip
+        "methods": [{"name": "iq", "objective": "iqlearn", "lam": 0.1}],
+        "grid": [{"axes": {"method": ["iq"], "seed": list(seeds)}}],
+    }
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return load_grid(path)
+
+
+def test_grid_skips_finished_runs_and_resumes_an_interrupted_one(tmp_path):
+    grid = tiny_grid(tmp_path)
+    with pytest.raises(KeyboardInterrupt):  # the first run is killed after step 3 (checkpoint-2 on disk)
+        train_all(grid, callbacks=[CrashAt(3)])
+    first = tmp_path / "g" / "iq" / "seed0"
+    assert [p.name for p in checkpoints(first)] == ["checkpoint-2"]
+    assert not (tmp_path / "g" / "iq" / "seed1").exists()
+    assert train_all(grid) == {"iq/seed0": "resumed", "iq/seed1": "trained"}
+    assert train_all(grid) == {"iq/seed0": "kept", "iq/seed1": "kept"}
+    steps = [json.loads(line)["step"] for line in (first / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps.count(4) >= 1 and steps.count(3) == 1  # no step logged twice
+
+    # the resumed run ends with the weights of the same run trained without interruption
+    (tmp_path / "straight").mkdir()
+    straight = tiny_grid(tmp_path / "straight", seeds=(0,))
+    train_all(straight)
+    a = load_file(str(last_checkpoint(first) / "model.safetensors"))
+    b = load_file(str(last_checkpoint(tmp_path / "straight" / "g" / "iq" / "seed0") / "model.safetensors"))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
+
+    # a finished run trained with other settings than the grid file now says is refused, not silently kept
+    changed = tiny_grid(tmp_path)
+    changed.points[0].values["learning_rate"] = 1e-2
+    with pytest.raises(GridError, match=r"iq/seed0 was trained with other settings \(learning_rate: 0.003 there, 0.01"):
+        train_all(changed)
+
+
+def test_train_size_gives_nested_seeded_subsets():
+    def train(**kw):
+        return load_splits(TrainConfig(math_sizes=[40, 5, 5], **kw))
+
+    full, small, large = train()["train"], train(train_size=5)["train"], train(train_size=20)["train"]
+    assert len(full) == 40 and len(small) == 5 and len(large) == 20
+    assert large[:5] == small  # nested: a smaller subset is a prefix of a larger one
+    assert {ex["id"] for ex in large} <= {ex["id"] for ex in full}
+    assert [ex["id"] for ex in large] != [ex["id"] for ex in full[:20]]  # shuffled, not the first 20
+    assert train(train_size=5, data_seed=0)["test"] == train()["test"]  # held-out splits are untouched
+    with pytest.raises(DataError, match="train_size=41, but the training split has 40 examples"):
+        train(train_size=41)
+    with pytest.raises(ConfigError, match="train_size=0"):
+        TrainConfig(train_size=0)
