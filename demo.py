@@ -1,11 +1,12 @@
-"""The whole chain, small: fine-tune the shipped pretrained base (models/base) by MLE and by offline IQLearn from
-the same initial weights on the built-in summarisation task (man pages' descriptions to their one-line
-summaries), then evaluate both beside the task's trivial baselines.
+"""The whole chain, small: train by MLE and by offline IQLearn from the same initial weights, then evaluate both,
+on the built-in math task from scratch (chain `math`) or on the built-in summarisation task (man pages'
+descriptions to their one-line summaries) from a pretrained base at models/base (chain `summarize`).
 
-    make demo                       # or: python demo.py --runs runs/demo --chains summarize
-    make demo-all                   # also the math chain: python demo.py --chains summarize,math-all
+    make demo                       # python demo.py --runs runs/demo --chains math
+    make demo-all                   # python demo.py --runs runs/demo --chains math-all (online IQLearn, GAIL)
+    python demo.py --chains summarize,math
 
-Steps: (1) train configs/demo_text_mle.yaml and configs/demo_text_iqlearn.yaml into <runs>/summarize/{mle,
+The summarize chain: (1) train configs/demo_text_mle.yaml and configs/demo_text_iqlearn.yaml into <runs>/summarize/{mle,
 iqlearn} (a finished run is kept, an interrupted one resumed); (2) print validation NLL and greedy ROUGE-Lsum on
 the whole test split with its standard error, beside the trivial baselines (the input's first k words, the best
 constant string) on the same prompts; (3) sweep both last checkpoints over the default decoding grid on the first

@@ -142,8 +142,23 @@ def peak_memory(step, device) -> int:
     return tracker.peak
 
 
-def measure(vocab, reps, batch_size, seq, device, prompt_share):
+def timed(steps: dict, reps: int, device: str) -> tuple[dict, dict]:
+    """Median milliseconds and peak bytes per step of each of `steps`, taking turns (each in every place)."""
     clock = time.perf_counter if device == "cuda" else time.process_time
+    for step in steps.values():  # warm-up: allocator, optimizer state, kernels
+        step()
+    names = list(steps)
+    times = {name: [] for name in names}
+    for rep in range(reps):
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:  # each takes every place in turn
+            start = clock()
+            steps[name]()
+            times[name].append(clock() - start)
+    ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+    return ms, {name: peak_memory(step, device) for name, step in steps.items()}
+
+
+def measure(vocab, reps, batch_size, seq, device, prompt_share):
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=vocab, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
@@ -157,16 +172,7 @@ def measure(vocab, reps, batch_size, seq, device, prompt_share):
     ids[:, -1] = EOS
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "completion_mask": cmask}
     steps = {name: make_step(model, optimizer, batch, name) for name in NAMES}
-    for step in steps.values():  # warm-up: allocator, optimizer state, kernels
-        step()
-    times = {name: [] for name in NAMES}
-    for rep in range(reps):
-        for name in NAMES[rep % len(NAMES) :] + NAMES[: rep % len(NAMES)]:  # each takes every place in turn
-            start = clock()
-            steps[name]()
-            times[name].append(clock() - start)
-    ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
-    mem = {name: peak_memory(step, device) for name, step in steps.items()}
+    ms, mem = timed(steps, reps, device)
     return {
         "vocab": vocab,
         "time_ratio": round(ms["iqlearn"] / ms["mle"], 3),
@@ -186,22 +192,6 @@ def measure(vocab, reps, batch_size, seq, device, prompt_share):
 
 
 SEQ2SEQ_NAMES = ["mle", "iqlearn", "mle_cross_entropy"]
-
-
-def timed(steps: dict, reps: int, device: str) -> tuple[dict, dict]:
-    """Median milliseconds and peak bytes per step of each of `steps`, taking turns (each in every place)."""
-    clock = time.perf_counter if device == "cuda" else time.process_time
-    for step in steps.values():  # warm-up: allocator, optimizer state, kernels
-        step()
-    names = list(steps)
-    times = {name: [] for name in names}
-    for rep in range(reps):
-        for name in names[rep % len(names) :] + names[: rep % len(names)]:
-            start = clock()
-            steps[name]()
-            times[name].append(clock() - start)
-    ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
-    return ms, {name: peak_memory(step, device) for name, step in steps.items()}
 
 
 def measure_seq2seq(vocab, reps, batch_size, seq, device, prompt_share):

@@ -100,14 +100,14 @@ def load_tokenizer_and_model(cfg: TrainConfig, train_examples, run_dir: Path):
 def train(cfg: TrainConfig, callbacks=None) -> IRLTrainer:
     """Train per `cfg`; returns the finished Trainer (its model holds the final weights)."""
     run_dir = Path(cfg.output_dir)
+    if cfg.init is not None and not (Path(cfg.init) / "config.json").is_file():
+        raise ConfigError(f"init={cfg.init!r}: not a checkpoint directory (no config.json)")
     kind = models.kind_of(cfg.model, cfg.trust_remote_code)  # derived here, once: "causal" or "seq2seq"
     if cfg.model_kind not in (None, kind):
         raise ConfigError(f"model_kind={cfg.model_kind!r}: model {cfg.model!r} is {kind!r} (derived; leave it out)")
     cfg.model_kind = kind
     seq2seq = kind == models.SEQ2SEQ
     resume_from = _check_run_dir(cfg, run_dir)
-    if cfg.init is not None and not (Path(cfg.init) / "config.json").is_file():
-        raise ConfigError(f"init={cfg.init!r}: not a checkpoint directory (no config.json)")
     set_seed(cfg.seed)
     splits = load_splits(cfg)
     tokenizer, model = load_tokenizer_and_model(cfg, splits["train"], run_dir)

@@ -224,24 +224,24 @@ def test_preference_pairs_on_fixture(built):
 def test_loader_errors_name_file_and_line(tmp_path, monkeypatch):
     monkeypatch.setattr(T, "DATA_DIR", tmp_path)
     with pytest.raises(DataError, match="missing .*summarize/train.jsonl"):
-        load_splits(SimpleNamespace(data="summarize"))
+        load_splits(SimpleNamespace(data="summarize", train_size=None))
     d = tmp_path / "summarize"
     d.mkdir()
     for split in T.TASK_SPLITS:
         d.joinpath(f"{split}.jsonl").write_text(
             '{"id": "a", "prompt": "Summarize: x\\nSummary:", "completion": " y"}\n'
         )
-    assert {s: len(r) for s, r in load_splits(SimpleNamespace(data="summarize")).items()} == {
+    assert {s: len(r) for s, r in load_splits(SimpleNamespace(data="summarize", train_size=None)).items()} == {
         "train": 1,
         "validation": 1,
         "test": 1,
     }
     d.joinpath("train.jsonl").write_text('{"prompt": "p", "completion": " c"}\n{"prompt": "p", \n')
     with pytest.raises(DataError, match=r"train.jsonl:2: malformed JSON"):
-        load_splits(SimpleNamespace(data="summarize"))
+        load_splits(SimpleNamespace(data="summarize", train_size=None))
     d.joinpath("train.jsonl").write_text('{"prompt": "p", "completion": 3}\n')
     with pytest.raises(DataError, match=r"train.jsonl:1: field 'completion' must be a string"):
-        load_splits(SimpleNamespace(data="summarize"))
+        load_splits(SimpleNamespace(data="summarize", train_size=None))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -297,7 +297,7 @@ def test_baselines_report_scores_every_metric():
 @pytest.mark.parametrize("task", sorted(T.TASKS))
 def test_committed_task_data(task):
     splits = T.task_splits(task)
-    loaded = load_splits(SimpleNamespace(data=task))
+    loaded = load_splits(SimpleNamespace(data=task, train_size=None))
     assert {s: len(r) for s, r in loaded.items()} == {s: len(r) for s, r in splits.items()}
     assert all(len(splits[s]) >= 200 for s in T.TASK_SPLITS)
     prompts = {s: {r["prompt"] for r in rows} for s, rows in splits.items()}

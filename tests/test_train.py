@@ -109,7 +109,7 @@ def test_run_directory_is_never_overwritten(tmp_path):
     train(tiny(tmp_path, max_steps=1, save_steps=1))
     with pytest.raises(ConfigError, match="a run exists there"):
         train(tiny(tmp_path, max_steps=1, save_steps=1))
-    with pytest.raises(ConfigError, match=r"fields \['lr'\] differ"):
+    with pytest.raises(ConfigError, match=r"fields \['learning_rate'\] differ"):
         train(tiny(tmp_path, max_steps=1, save_steps=1, learning_rate=1.0, resume=True))
 
 
