@@ -23,6 +23,7 @@ the real code:
 """
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -305,7 +306,9 @@ def timed_run(page, action, charts=0, selector=None, reload=False, quiet_ms=300,
 
 
 def choose(page, label: str, option: str) -> None:
-    """Pick `option` in the Streamlit selectbox labelled `label` (type it, press Enter)."""
+    """Pick the first option starting with `option` in the Streamlit selectbox labelled `label`: type it, then
+    click that option once the list shows it (pressing Enter at once picks whatever the list showed before it
+    filtered, on a slow machine)."""
     page.get_by_label(label, exact=True).click()
     page.keyboard.type(option)
-    page.keyboard.press("Enter")
+    page.get_by_role("option").filter(has_text=re.compile("^" + re.escape(option))).first.click()

@@ -288,7 +288,7 @@ import sys
 sys.argv = [{MAIN!r}, "--runs-dir", {str(real_runs.root)!r}]
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({MAIN!r}, default_timeout=60).run()
-for page in ("token_rewards", "quality_diversity", "rewards_quality", "samples"):
+for page in ("token_rewards", "quality_diversity", "rewards_quality", "samples", "findings"):
     at.switch_page(f"views/{{page}}.py").run()
     assert not at.exception, page
 print(sorted(m for m in ("torch", "transformers", "evaluate", "scipy") if m in sys.modules))
@@ -403,7 +403,7 @@ def test_nothing_outside_the_root_is_listed_or_read(monkeypatch, real_runs, tmp_
     errors, shown = {}, []
     with FileSystemCalls(outside) as calls:
         at = AppTest.from_file(MAIN, default_timeout=60).run()
-        for page in ("runs", "token_rewards", "quality_diversity", "rewards_quality", "samples"):
+        for page in ("runs", "token_rewards", "quality_diversity", "rewards_quality", "samples", "findings"):
             if page != "runs":
                 at.switch_page(f"views/{page}.py").run()
             errors[page] = [e.message for e in at.exception]

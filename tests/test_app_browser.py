@@ -56,6 +56,7 @@ def test_hostile_tokens_render_as_text(page):
     for label, option in picks:
         if not page.get_by_label(label, exact=True).input_value().startswith(option):
             timed_run(page, lambda label=label, option=option: choose(page, label, option), **PAGES["token_rewards"])
+    assert page.get_by_label("Completion", exact=True).input_value().startswith("chosen of pair 0")
     tokens = page.locator(".token-rewards").first
     for hostile in HOSTILE_TOKENS:
         assert hostile in tokens.inner_text()
