@@ -78,9 +78,9 @@ def main():
             for name, logging_steps in settings.items():
                 cfg = TrainConfig(
                     output_dir=f"{tmp}/{name}-{repeat}", objective=args.objective, model=args.model, vocab_size=1024,
-                    math_sizes=[args.steps * args.batch, 32, 32], max_length=256, seed=0, per_device_train_batch_size=args.batch,
-                    max_steps=args.steps, learning_rate=1e-3, warmup_steps=0, logging_steps=logging_steps,
-                    eval_steps=args.steps, save_steps=args.steps,
+                    math_sizes=[args.steps * args.batch, 32, 32], max_length=256, seed=0,
+                    per_device_train_batch_size=args.batch, max_steps=args.steps, learning_rate=1e-3, warmup_steps=0,
+                    logging_steps=logging_steps, eval_steps=args.steps, save_steps=args.steps,
                 )
                 rates[name].append(steps_per_second(cfg, args.warmup))
     print(json.dumps({

@@ -20,9 +20,9 @@ tokens (`action_rows`: which rows to project), is made when Trainer fetches the 
 (`get_batch_samples`), right after their copy to the device, which waits for the device anyway (unless
 accelerate's dataloader is set to `non_blocking`); batches made during the step (sampled completions, whose
 sampling waits for the device at every token) have theirs computed in `terms`. Statistics, token counts and
-step times stay on the device and are read once per logging step. A non-finite loss is noted on the device and stops
-training at the next log or checkpoint, whichever comes first (at most `logging_steps` steps later), so no
-checkpoint holds weights updated with it; the weights in memory may be, but the run ends there.
+step times stay on the device and are read once per logging step. A non-finite loss is noted on the device and
+stops training at the next log or checkpoint, whichever comes first (at most `logging_steps` steps later), so
+no checkpoint holds weights updated with it; the weights in memory may be, but the run ends there.
 
 Encoder-decoder models (cfg.model_kind "seq2seq", e.g. T5) run the same loop and objectives: a batch holds the
 prompt as the encoder's input and [decoder start] + completion as the decoder's (irl/data.py `episode_features`),
@@ -80,7 +80,9 @@ def final_hidden(model, input_ids, attention_mask) -> torch.Tensor:
     whose last entry transformers ties to the last hidden state after the final norm.
     """
     no_position = input_ids.new_empty(0)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=no_position, output_hidden_states=True)
+    out = model(
+        input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=no_position, output_hidden_states=True
+    )
     return out.hidden_states[-1]
 
 
@@ -162,7 +164,8 @@ class IRLTrainer(Trainer):
         # Seconds inside training_step since the last log: sampling, and the rest (forward, backward, GAIL's
         # discriminator step); the optimizer step, evaluation and saving happen outside it.
         self._update_time, self._sample_time = Stopwatch(self.args.device), Stopwatch(self.args.device)
-        self._nonfinite = torch.tensor([[-1.0, 0.0]], device=self.args.device)  # [step, loss] of the first non-finite loss
+        # [[step, loss]] of the first non-finite loss (step -1: none yet), read at logs and checkpoints
+        self._nonfinite = torch.tensor([[-1.0, 0.0]], device=self.args.device)
         self._samples = None  # the first rows of the last sampled batch, for samples.jsonl
         self._evaluated_at = None  # (step, metrics) of the last validation pass
 
