@@ -28,7 +28,10 @@ ln 2 times the split's UTF-8 bytes, comparable across tokenizers).
 
 `export` writes a checkpoint's model and tokenizer (no optimizer or trainer state) to a directory with
 recipe/: the run's config.yaml and metrics.jsonl, the corpus's manifest.json, and SHA256SUMS over every
-shipped file (`cd models/base && sha256sum -c recipe/SHA256SUMS`).
+shipped file (`cd models/base && sha256sum -c recipe/SHA256SUMS`). The corpus is byte-identical from the
+same pinned packages (its manifest lists their checksums and the output files'), and training is seeded, but
+the weights of a rebuild on another CPU, thread count or torch build may differ in the last bits (floating
+point sums in another order): the shipped files and their SHA256SUMS are the reference.
 """
 
 import hashlib
@@ -247,6 +250,7 @@ def export(run_dir, out_dir, checkpoint=None) -> Path:
         raise DataError(f"data={cfg.data!r}: no {MANIFEST} to ship with the model")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    tmp.chmod(0o755)  # mkdtemp's is 0o700
     try:
         models.load_model(str(checkpoint)).save_pretrained(tmp)
         models.load_tokenizer(str(checkpoint)).save_pretrained(tmp)
