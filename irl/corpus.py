@@ -30,8 +30,9 @@ Output, byte-identical for the same packages (sorted iteration, no time stamps):
                                             with kind man, gettext, wordnet or python-doc; the split of a
                                             document is a hash of its key (`validation_fraction` of them to validation)
     DIR/manifest.json                       packages (version, sha256 of the .deb, files used, documents and
-                                            characters), totals per source and split, what was held out,
-                                            the settings, and the sha256 of each output file
+                                            characters), totals per source and split, counts (pages read,
+                                            held out, excluded, skipped; msgids; lines scrubbed; documents
+                                            too short or duplicated), the settings, the sha256 of each output
 """
 
 import argparse
@@ -131,8 +132,15 @@ class _Collector:
         self.documents: list[Document] = []
         self.files: dict[str, list[str]] = {}  # package -> files used, relative to its tree
         self.heldout: set[str] = set()  # inputs and references of held-out pages and messages, normalised
-        self.counts = {"man_pages": 0, "man_aliases": 0, "man_mdoc": 0, "man_excluded": 0, "man_heldout": 0,
-                       "msgids": 0, "msgids_heldout": 0}
+        self.counts = {
+            "man_pages": 0,
+            "man_aliases": 0,
+            "man_mdoc": 0,
+            "man_excluded": 0,
+            "man_heldout": 0,
+            "msgids": 0,
+            "msgids_heldout": 0,
+        }
 
     def use(self, package, tree, path):
         self.files.setdefault(package, []).append(str(Path(path).relative_to(tree)))
@@ -181,7 +189,9 @@ class _Collector:
             self.counts["msgids"] += len(msgids)
             for start in range(0, len(msgids), self.cfg.mo_chunk):
                 text = "\n\n".join(msgids[start : start + self.cfg.mo_chunk])
-                self.documents.append(Document(f"gettext/{package}/{domain}/{start}", f"gettext:{package}", package, text))
+                self.documents.append(
+                    Document(f"gettext/{package}/{domain}/{start}", f"gettext:{package}", package, text)
+                )
 
     def wordnet(self, package, tree):
         for path in sorted((Path(tree) / "usr/share/wordnet").glob("data.*")):
@@ -249,7 +259,7 @@ def scrub(documents: list[Document], heldout: set[str], min_chars: int) -> int:
 def collect(trees: dict[str, Path], cfg: CorpusConfig) -> tuple[list[Document], dict[str, list[str]], dict]:
     """Documents of the unpacked `trees` ({package: directory}), held-out items left out and scrubbed, cleaned,
     short ones and exact duplicates dropped, sorted by key. Returns (documents, files used per package,
-    counts of what was left out)."""
+    counts of what was read, held out, excluded and dropped)."""
     c = _Collector(cfg)
     for package in sorted(trees):
         tree = trees[package]
@@ -306,7 +316,7 @@ def build_corpus(trees: dict[str, Path], out, cfg: CorpusConfig = CorpusConfig()
         ],
         "sources": dict(sorted(per_source.items())),
         "splits": per_split,
-        "left_out": counts,
+        "counts": counts,
         "outputs": outputs,
     }
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
@@ -329,4 +339,4 @@ def main(argv=None) -> None:
         print(f"{args.out}/{split}.jsonl: {entry['documents']} documents, {entry['characters']} characters")
     for source, entry in manifest["sources"].items():
         print(f"  {source}: {entry['documents']} documents, {entry['characters']} characters")
-    print("left out:", json.dumps(manifest["left_out"]))
+    print("counts:", json.dumps(manifest["counts"]))

@@ -187,6 +187,7 @@ def mo_files(tree, lang: str | None = None) -> list[tuple[str, str, Path]]:
 # roff (man pages) -> plain text
 
 # groff glyph names (\(xx, \[xx]) -> text. Accented letters (\('e) are composed in _glyph.
+# fmt: off
 GLYPHS = {
     "em": "—", "en": "–", "hy": "-", "mi": "-", "pl": "+", "eq": "=", "aq": "'", "dq": '"', "lq": "“",
     "rq": "”", "oq": "‘", "cq": "’", "bu": "•", "co": "©", "rg": "®", "tm": "™", "de": "°", "ga": "`",
@@ -206,6 +207,7 @@ GLYPHS = {
 }
 _ACCENTS = {"'": "\u0301", "`": "\u0300", "^": "\u0302", ":": "\u0308", '"': "\u0308", "~": "\u0303",
             ",": "\u0327", "o": "\u030a", "v": "\u030c"}
+# fmt: on
 _TABLE_NO_SPACE = re.compile(r"[ \t]+")
 
 
@@ -287,7 +289,7 @@ class _Roff:
                 break
             c = s[i]
             i += 1
-            if c in "\"#":  # comment to the end of the line
+            if c in '"#':  # comment to the end of the line
                 break
             if c in "fFmMgkYV":  # font, family, colour, format, mark, string-valued register names: dropped
                 _, i = self._name(s, i)
@@ -460,7 +462,13 @@ class _Roff:
             value, rest = c in "no", rest[1:]
         elif c in "rdcmFS" and len(rest) > 1 and rest[1] in " \t":
             name, _, rest = rest[1:].lstrip().partition(" ")
-            value = (name in self.registers) if c == "r" else (name in self.strings or name in self.macros) if c == "d" else c == "c"
+            value = (
+                (name in self.registers)
+                if c == "r"
+                else (name in self.strings or name in self.macros)
+                if c == "d"
+                else c == "c"
+            )
         elif not c.isalnum() and c not in "\\(-+":  # 'string1'string2'
             end1 = rest.find(c, 1)
             end2 = rest.find(c, end1 + 1) if end1 != -1 else -1
@@ -521,7 +529,9 @@ class _Roff:
             args = _args(rest)
             body = []
             for body_line in self.macros[name]:
-                body_line = re.sub(r"\\\$(\d)", lambda a: args[int(a.group(1)) - 1] if int(a.group(1)) <= len(args) else "", body_line)
+                body_line = re.sub(
+                    r"\\\$(\d)", lambda a: args[int(a.group(1)) - 1] if int(a.group(1)) <= len(args) else "", body_line
+                )
                 body.append(body_line.replace("\\$*", " ".join(args)).replace("\\$@", " ".join(f'"{a}"' for a in args)))
             # the body is read as its own input, so that a skipped conditional block stays inside it
             saved = self.lines_in, self.pos
@@ -734,11 +744,22 @@ def _numeric_true(expr: str) -> bool:
             return sign * float(tokens[pos - 1])
         raise ValueError(expr)
 
-    ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
-           "/": lambda a, b: a // b if b else 0, "%": lambda a, b: a % b if b else 0, "<": lambda a, b: float(a < b),
-           ">": lambda a, b: float(a > b), "<=": lambda a, b: float(a <= b), ">=": lambda a, b: float(a >= b),
-           "=": lambda a, b: float(a == b), "==": lambda a, b: float(a == b), "!=": lambda a, b: float(a != b),
-           "&": lambda a, b: float(a > 0 and b > 0), ":": lambda a, b: float(a > 0 or b > 0)}
+    ops = {
+        "+": lambda a, b: a + b,
+        "-": lambda a, b: a - b,
+        "*": lambda a, b: a * b,
+        "/": lambda a, b: a // b if b else 0,
+        "%": lambda a, b: a % b if b else 0,
+        "<": lambda a, b: float(a < b),
+        ">": lambda a, b: float(a > b),
+        "<=": lambda a, b: float(a <= b),
+        ">=": lambda a, b: float(a >= b),
+        "=": lambda a, b: float(a == b),
+        "==": lambda a, b: float(a == b),
+        "!=": lambda a, b: float(a != b),
+        "&": lambda a, b: float(a > 0 and b > 0),
+        ":": lambda a, b: float(a > 0 or b > 0),
+    }
 
     def chain():
         nonlocal pos
@@ -761,7 +782,7 @@ def roff_kind(source: str) -> str:
     or "mdoc" (a BSD mdoc page, not converted)."""
     for line in source.split("\n"):
         s = line.strip()
-        if not s or s.startswith(('.\\"', "'\\\"", '.\\#', "'\\#")) or s in (".", "'"):
+        if not s or s.startswith(('.\\"', "'\\\"", ".\\#", "'\\#")) or s in (".", "'"):
             continue
         if s.startswith(".so "):
             return "alias"

@@ -1,14 +1,23 @@
 """Built-in real-text tasks made from Debian packages (irl/debian.py), and the split rule they share with the
 corpus builder (irl/corpus.py).
 
+    python -m irl tasks --out data                          # data/summarize/ and data/translate/ (committed)
+    python -m irl tasks --out data --cache .cache/debian    # the package cache (the corpus builder's)
+
 - `summarize`: a man page's DESCRIPTION (its first sentences, at most MAX_DOCUMENT_WORDS words) -> the
-  description in its NAME line ("ls - list directory contents" -> "list directory contents").
-- `translate`: an English gettext msgid -> its French msgstr, from the packages' .mo catalogs.
+  description in its NAME line ("ls - list directory contents" -> "list directory contents"); ROUGE.
+- `translate`: an English gettext msgid -> its French msgstr, from the packages' .mo catalogs; chrF, BLEU.
+
+Each task directory holds train/validation/test.jsonl ({"id", "prompt", "completion", ...}), preferences.jsonl
+(pairs on the test split) and a README with sizes, sources, licences and the trivial baselines' scores
+(analysis/baselines.py). Prompts end without trailing whitespace and completions start with one space, so
+that a byte-level BPE tokenises the completion's first word as in running text. `data: summarize` or
+`data: translate` trains on them (irl.data.load_splits); TASKS declares their metrics.
 
 Splits. An item's split is a hash of a stable key (`split_of`): the summary of a man page, the msgid of a
 message. The corpus builder applies the same rule to every man page and every msgid it reads, before any
-task is built, and leaves out those whose key falls in validation or test; so no held-out item of a task is
-in the corpus, and pages or messages that share a summary or a msgid share a split.
+task is built, leaves out those whose key falls in validation or test, and scrubs the held-out inputs and
+references from the rest; pages or messages that share a summary or a msgid share a split.
 """
 
 import hashlib
@@ -17,6 +26,8 @@ import random
 import re
 from collections import Counter
 from pathlib import Path
+
+from irl import debian
 
 TASK_SPLITS = ("train", "validation", "test")
 # Fractions of keys in the held-out splits; the rest is train.
@@ -208,8 +219,6 @@ def summarize_items(trees: dict[str, Path], versions: dict[str, str]) -> tuple[l
     """Summarisation examples of every man page in the trees ({package: dir}), with their split, deduplicated:
     one page per summary key (the first by package, section, name), and pages whose excerpt is shared with
     another summary dropped. Returns (examples with a "split" field, counts)."""
-    from irl import debian
-
     by_key, counts = {}, {"pages": 0, "candidates": 0}
     for package in sorted(trees):
         for name, section, path in sorted(debian.man_files(trees[package]), key=lambda f: (f[1], f[0])):
@@ -231,8 +240,14 @@ def summarize_items(trees: dict[str, Path], versions: dict[str, str]) -> tuple[l
     counts["shared_excerpts"] = len(by_key) - len(items)
     examples = [
         make_example(
-            "summarize", f"summarize/{i['package']}/{i['page']}", i["document"], i["summary"],
-            split=split_of("summarize", i["key"]), package=i["package"], version=i["version"], page=i["page"],
+            "summarize",
+            f"summarize/{i['package']}/{i['page']}",
+            i["document"],
+            i["summary"],
+            split=split_of("summarize", i["key"]),
+            package=i["package"],
+            version=i["version"],
+            page=i["page"],
         )
         for i in items
     ]
@@ -243,8 +258,6 @@ def translate_items(trees: dict[str, Path], versions: dict[str, str], lang: str 
     """Translation examples of every `lang` catalog in the trees: plain-sentence messages with plain
     translations (translate_candidate), one per msgid key (the first by package and domain). Returns
     (examples with a "split" field, counts)."""
-    from irl import debian
-
     by_key, counts = {}, {"messages": 0, "candidates": 0}
     for package in sorted(trees):
         for _, domain, path in debian.mo_files(trees[package], lang):
@@ -254,13 +267,20 @@ def translate_items(trees: dict[str, Path], versions: dict[str, str], lang: str 
                 if pair is None:
                     continue
                 counts["candidates"] += 1
-                by_key.setdefault(pair["key"], pair | {"package": package, "version": versions.get(package, ""), "domain": domain})
+                by_key.setdefault(
+                    pair["key"], pair | {"package": package, "version": versions.get(package, ""), "domain": domain}
+                )
     counts["duplicate_msgids"] = counts["candidates"] - len(by_key)
     examples = [
         make_example(
-            "translate", f"translate/{p['package']}/{p['domain']}/{hashlib.sha256(p['key'].encode()).hexdigest()[:12]}",
-            p["source"], p["target"], split=split_of("translate", p["key"]), package=p["package"],
-            version=p["version"], domain=p["domain"],
+            "translate",
+            f"translate/{p['package']}/{p['domain']}/{hashlib.sha256(p['key'].encode()).hexdigest()[:12]}",
+            p["source"],
+            p["target"],
+            split=split_of("translate", p["key"]),
+            package=p["package"],
+            version=p["version"],
+            domain=p["domain"],
         )
         for p in by_key.values()
     ]
@@ -299,14 +319,17 @@ def first_difference(a: str, b: str) -> int:
 
 
 def corrupt_reference(completion: str, donors: list[str], rng: random.Random) -> str | None:
-    """`completion` with one content word replaced by a content word of a donor reference (another item's),
-    case matched to the replaced word's first letter; None if no such replacement changes it."""
+    """`completion` with one content word replaced by a content word of a donor reference (another item's)
+    that is not a prefix of it nor it of the donor's word, case matched to the replaced word's first letter;
+    None if there is no such pair."""
     targets = content_words(completion)
     if not targets:
         return None
     target = rng.choice(targets)
-    candidates = sorted({m.group() for d in donors for m in content_words(d)} - {target.group()})
-    candidates = [w for w in candidates if w.lower() != target.group().lower()]
+    t = target.group().lower()
+    # neither word a prefix of the other, so the texts differ at a character both have (error_char)
+    candidates = sorted({m.group() for d in donors for m in content_words(d)})
+    candidates = [w for w in candidates if not (w.lower().startswith(t) or t.startswith(w.lower()))]
     if not candidates:
         return None
     word = rng.choice(candidates)
@@ -331,13 +354,27 @@ def preference_pairs(examples: list[dict], seed: int = 0) -> list[dict]:
             continue
         base = {"prompt_id": ex["id"], "prompt": ex["prompt"], "chosen": ex["completion"]}
         other = rng.choice(others)
-        pairs.append({"id": f"{ex['id']}#other_item", **base, "rejected": other["completion"], "kind": "other_item", "source": "other_item"})
+        pairs.append(
+            {
+                "id": f"{ex['id']}#other_item",
+                **base,
+                "rejected": other["completion"],
+                "kind": "other_item",
+                "source": "other_item",
+            }
+        )
         donors = [o["completion"] for o in rng.sample(others, min(20, len(others)))]
         bad = corrupt_reference(ex["completion"], donors, rng)
         if bad is not None and bad != ex["completion"]:
             pairs.append(
-                {"id": f"{ex['id']}#corrupted", **base, "rejected": bad, "kind": "corrupted", "source": "corrupted",
-                 "error_char": first_difference(ex["completion"], bad)}
+                {
+                    "id": f"{ex['id']}#corrupted",
+                    **base,
+                    "rejected": bad,
+                    "kind": "corrupted",
+                    "source": "corrupted",
+                    "error_char": first_difference(ex["completion"], bad),
+                }
             )
     return pairs
 
@@ -389,10 +426,10 @@ def write_task(task: str, examples: list[dict], counts: dict, trees: dict, versi
     sizes = {s: len(rows) for s, rows in splits.items()}
     kinds = dict(sorted(Counter(p["kind"] for p in pairs).items()))
     used = Counter(ex["package"] for ex in examples)
-    package_lines = [
-        f"| {p} | {versions.get(p, '')} | {used[p]} | {', '.join(copyright_licenses(trees[p], p)) or 'see its copyright file'} |"
-        for p in sorted(used)
-    ]
+    package_lines = []
+    for p in sorted(used):
+        licenses = ", ".join(copyright_licenses(trees[p], p)) or "see its copyright file"
+        package_lines.append(f"| {p} | {versions.get(p, '')} | {used[p]} | {licenses} |")
     rows = report(task, splits)
     prompt_shown = PROMPTS[task].replace("\n", "\\n")
     key_rule = "the summary, case and whitespace folded" if task == "summarize" else "the msgid, whitespace folded"
@@ -465,8 +502,6 @@ def main(argv=None) -> None:
     """`python -m irl tasks --out data [--cache .cache/debian]`: build data/summarize/ and data/translate/."""
     import argparse
 
-    from irl import debian
-
     parser = argparse.ArgumentParser(prog="python -m irl tasks", description=main.__doc__)
     parser.add_argument("--out", required=True)
     parser.add_argument("--cache", default=".cache/debian", help="downloaded .debs and unpacked trees")
@@ -481,5 +516,5 @@ def main(argv=None) -> None:
     for task, result in build_tasks(trees, versions, args.out, args.seed).items():
         print(f"{args.out}/{task}: {result['sizes']}, preference pairs {result['preferences']}")
         for row in result["baselines"]:
-            main_metric = TASKS[task]["main"]
-            print(f"  {row['baseline']} {row['setting']}: {main_metric} {row[main_metric]:.4f} ± {row[main_metric + '_se']:.4f}")
+            m = TASKS[task]["main"]
+            print(f"  {row['baseline']} {row['setting']}: {m} {row[m]:.4f} ± {row[m + '_se']:.4f}")

@@ -27,13 +27,28 @@ def make_task_trees(root, n=60):
         a, b, c = WORDS[i % 16], WORDS[(i // 16) % 16], WORDS[(3 * i) % 16]
         summary = f"{a} the {b} {c} records number {i}"
         description = " ".join(f"Sentence {j} of page {i} tells how {a} handles {b} and {c}." for j in range(4))
-        man.joinpath(f"p{i:02d}.1").write_text(f".TH P{i} 1\n.SH NAME\np{i:02d} \\- {summary}\n.SH DESCRIPTION\n{description}\n")
+        man.joinpath(f"p{i:02d}.1").write_text(
+            f".TH P{i} 1\n.SH NAME\np{i:02d} \\- {summary}\n.SH DESCRIPTION\n{description}\n"
+        )
     # same summary as p00 (case differs): one of the two is kept
-    man.joinpath("zdup.1").write_text(".TH Z 1\n.SH NAME\nzdup \\- Alpha the alpha alpha records number 0\n.SH DESCRIPTION\n"
-                                      + " ".join(f"Another text {j} about duplicates of summaries." for j in range(5)) + "\n")
-    msgs = [(f"The {WORDS[i % 16]} operation {i} could not be completed.", f"L'opération {WORDS[i % 16]} {i} n'a pas pu aboutir.") for i in range(n)]
-    msgs += [("Usage: %s [OPTION]... FILE", "Utilisation : %s [OPTION]... FICHIER"), ("&Open", "&Ouvrir"),
-             ("Use --force to overwrite the file.", "Utilisez --force pour écraser le fichier."), ("Same text here.", "Same text here.")]
+    man.joinpath("zdup.1").write_text(
+        ".TH Z 1\n.SH NAME\nzdup \\- Alpha the alpha alpha records number 0\n.SH DESCRIPTION\n"
+        + " ".join(f"Another text {j} about duplicates of summaries." for j in range(5))
+        + "\n"
+    )
+    msgs = [
+        (
+            f"The {WORDS[i % 16]} operation {i} could not be completed.",
+            f"L'opération {WORDS[i % 16]} {i} n'a pas pu aboutir.",
+        )
+        for i in range(n)
+    ]
+    msgs += [
+        ("Usage: %s [OPTION]... FILE", "Utilisation : %s [OPTION]... FICHIER"),
+        ("&Open", "&Ouvrir"),
+        ("Use --force to overwrite the file.", "Utilisez --force pour écraser le fichier."),
+        ("Same text here.", "Same text here."),
+    ]
     write_mo(root / "msgs" / "usr/share/locale/fr/LC_MESSAGES/msgs.mo", msgs)
     return {p.name: p for p in sorted(root.iterdir())}
 
@@ -71,22 +86,34 @@ def test_prompt_and_completion_format():
     assert ex["completion"] == " list directory contents"
     assert T.task_input("summarize", ex["prompt"]) == "The ls program lists files."
     ex = T.make_example("translate", "y", "File not found.", "Fichier introuvable.")
-    assert ex["prompt"] == "Translate to French: File not found.\nFrench:" and ex["completion"] == " Fichier introuvable."
+    assert (
+        ex["prompt"] == "Translate to French: File not found.\nFrench:" and ex["completion"] == " Fichier introuvable."
+    )
     with pytest.raises(ValueError, match="not a summarize prompt"):
         T.task_input("summarize", ex["prompt"])
 
 
 def test_candidates_literal():
-    sections = [("NAME", ["ls, dir - list directory contents"]),
-                ("DESCRIPTION", ["List information about the FILEs. " * 5, "code\nblock"])]
+    sections = [
+        ("NAME", ["ls, dir - list directory contents"]),
+        ("DESCRIPTION", ["List information about the FILEs. " * 5, "code\nblock"]),
+    ]
     item = T.summarize_candidate(sections)
     assert item["summary"] == "list directory contents" and item["key"] == "list directory contents"
     assert item["document"] == " ".join(("List information about the FILEs. " * 5).split())  # no-fill block left out
     assert T.summarize_candidate([("NAME", ["ls - list"]), ("DESCRIPTION", ["short"])]) is None
-    assert T.translate_candidate(None, "The file could not be read.", "Le fichier n'a pas pu être lu.")["target"] == "Le fichier n'a pas pu être lu."
-    for msgid, msgstr in [("Cannot open %s.", "Impossible d'ouvrir %s."), ("&Save the file now.", "&Enregistrer."),
-                          ("Use --all to list them.", "Utilisez --all."), ("Too short.", "Trop court."),
-                          ("The same sentence here.", "The same sentence here."), ("The file was read.", "")]:
+    assert (
+        T.translate_candidate(None, "The file could not be read.", "Le fichier n'a pas pu être lu.")["target"]
+        == "Le fichier n'a pas pu être lu."
+    )
+    for msgid, msgstr in [
+        ("Cannot open %s.", "Impossible d'ouvrir %s."),
+        ("&Save the file now.", "&Enregistrer."),
+        ("Use --all to list them.", "Utilisez --all."),
+        ("Too short.", "Trop court."),
+        ("The same sentence here.", "The same sentence here."),
+        ("The file was read.", ""),
+    ]:
         assert T.translate_candidate(None, msgid, msgstr) is None, msgid
 
 
@@ -104,7 +131,11 @@ def test_build_is_deterministic_and_splits_follow_the_rule(built):
             rows = _rows(root / "a" / task / f"{split}.jsonl")
             assert rows, (task, split)
             for r in rows:
-                key = T.summary_key(r["completion"][1:]) if task == "summarize" else T.msgid_key(T.task_input(task, r["prompt"]))
+                key = (
+                    T.summary_key(r["completion"][1:])
+                    if task == "summarize"
+                    else T.msgid_key(T.task_input(task, r["prompt"]))
+                )
                 assert T.split_of(task, key) == split
                 assert r["completion"].startswith(" ") and not r["completion"].startswith("  ")
                 assert r["prompt"] == r["prompt"].rstrip()
@@ -115,17 +146,26 @@ def test_build_is_deterministic_and_splits_follow_the_rule(built):
 
 def test_build_deduplicates_and_filters(built):
     root, _ = built
-    summaries = [r["completion"][1:].lower() for s in T.TASK_SPLITS for r in _rows(root / "a" / "summarize" / f"{s}.jsonl")]
+    summaries = [
+        r["completion"][1:].lower() for s in T.TASK_SPLITS for r in _rows(root / "a" / "summarize" / f"{s}.jsonl")
+    ]
     assert len(summaries) == len(set(summaries)) == 60  # 60 pages + one duplicate summary
-    inputs = [T.task_input("translate", r["prompt"]) for s in T.TASK_SPLITS for r in _rows(root / "a" / "translate" / f"{s}.jsonl")]
+    inputs = [
+        T.task_input("translate", r["prompt"])
+        for s in T.TASK_SPLITS
+        for r in _rows(root / "a" / "translate" / f"{s}.jsonl")
+    ]
     assert len(inputs) == 60 and all(x.startswith("The ") for x in inputs)  # format-heavy and copied messages skipped
 
 
 def test_heldout_items_of_both_tasks_are_absent_from_the_corpus(built, tmp_path):
     root, trees = built
     build_corpus(trees, tmp_path / "corpus", CorpusConfig(min_doc_chars=1))
-    corpus = [T.normalize(json.loads(line)["text"]) for split in ("train", "validation")
-              for line in open(tmp_path / "corpus" / f"{split}.jsonl")]
+    corpus = [
+        T.normalize(json.loads(line)["text"])
+        for split in ("train", "validation")
+        for line in open(tmp_path / "corpus" / f"{split}.jsonl")
+    ]
     assert corpus
     found = {"held_out": 0, "train": 0}
     for task in T.TASKS:
@@ -151,6 +191,10 @@ def test_error_char_literal():
     assert T.first_difference(" of contents", " of names") == 4
     assert T.corrupt_reference(" of the", ["names"], random.Random(0)) is None  # no content word
     assert T.corrupt_reference(" Contents", ["names"], random.Random(0)) == " Names"  # case kept
+    # a word that extends the replaced one would leave no differing character at error_char: never drawn
+    assert T.corrupt_reference(" of name", ["names namespace"], random.Random(0)) is None
+    assert T.corrupt_reference(" of names", ["name"], random.Random(0)) is None
+    assert T.corrupt_reference(" of names", ["name value"], random.Random(0)) == " of value"
 
 
 def check_pairs(pairs, test_rows):
@@ -184,8 +228,14 @@ def test_loader_errors_name_file_and_line(tmp_path, monkeypatch):
     d = tmp_path / "summarize"
     d.mkdir()
     for split in T.TASK_SPLITS:
-        d.joinpath(f"{split}.jsonl").write_text('{"id": "a", "prompt": "Summarize: x\\nSummary:", "completion": " y"}\n')
-    assert {s: len(r) for s, r in load_splits(SimpleNamespace(data="summarize")).items()} == {"train": 1, "validation": 1, "test": 1}
+        d.joinpath(f"{split}.jsonl").write_text(
+            '{"id": "a", "prompt": "Summarize: x\\nSummary:", "completion": " y"}\n'
+        )
+    assert {s: len(r) for s, r in load_splits(SimpleNamespace(data="summarize")).items()} == {
+        "train": 1,
+        "validation": 1,
+        "test": 1,
+    }
     d.joinpath("train.jsonl").write_text('{"prompt": "p", "completion": " c"}\n{"prompt": "p", \n')
     with pytest.raises(DataError, match=r"train.jsonl:2: malformed JSON"):
         load_splits(SimpleNamespace(data="summarize"))
@@ -254,6 +304,10 @@ def test_committed_task_data(task):
     assert not (prompts["train"] & prompts["test"]) and not (prompts["train"] & prompts["validation"])
     for split, rows in splits.items():
         for r in rows:
-            key = T.summary_key(r["completion"][1:]) if task == "summarize" else T.msgid_key(T.task_input(task, r["prompt"]))
+            key = (
+                T.summary_key(r["completion"][1:])
+                if task == "summarize"
+                else T.msgid_key(T.task_input(task, r["prompt"]))
+            )
             assert T.split_of(task, key) == split
     check_pairs(_rows(T.preferences_path(task)), splits["test"])
