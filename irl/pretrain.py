@@ -28,7 +28,10 @@ ln 2 times the split's UTF-8 bytes, comparable across tokenizers).
 
 `export` writes a checkpoint's model and tokenizer (no optimizer or trainer state) to a directory with
 recipe/: the run's config.yaml and metrics.jsonl, the corpus's manifest.json, and SHA256SUMS over every
-shipped file (`cd models/base && sha256sum -c recipe/SHA256SUMS`).
+shipped file (`cd models/base && sha256sum -c recipe/SHA256SUMS`). The corpus is byte-identical from the
+same pinned packages (its manifest lists their checksums and the output files'), and training is seeded, but
+the weights of a rebuild on another CPU, thread count or torch build may differ in the last bits (floating
+point sums in another order): the shipped files and their SHA256SUMS are the reference.
 """
 
 import hashlib
@@ -97,20 +100,20 @@ def read_documents(path: Path, text_field: str) -> tuple[list[str], int]:
     return texts, empty
 
 
-def load_corpus(cfg: PretrainConfig) -> dict[str, list[str]]:
-    """{"train": texts, "validation": texts}, before any other work: a missing file or field fails here."""
+def load_corpus(cfg: PretrainConfig) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """The texts of each split ({"train": [...], "validation": [...]}) and the count of empty documents
+    dropped from each; read before any other work, so a missing file or field fails first."""
     root = Path(cfg.data)
     missing = [f"{split}.jsonl" for split in SPLITS if not (root / f"{split}.jsonl").is_file()]
     if missing:
         raise DataError(f"data={cfg.data!r}: not a corpus directory (no {', '.join(missing)}); "
                         "write one with `python -m irl corpus --out DIR`")
-    corpus = {}
+    texts, empty = {}, {}
     for split in SPLITS:
-        corpus[split], empty = read_documents(root / f"{split}.jsonl", cfg.text_field)
-        if not corpus[split]:
+        texts[split], empty[split] = read_documents(root / f"{split}.jsonl", cfg.text_field)
+        if not texts[split]:
             raise DataError(f"data={cfg.data!r}: {split}.jsonl holds no non-empty document")
-        corpus[f"{split}/empty"] = empty
-    return corpus
+    return texts, empty
 
 
 def token_stream(texts: list[str], tokenizer, batch: int = 512) -> np.ndarray:
@@ -149,19 +152,19 @@ def pretrain(cfg: PretrainConfig, callbacks=None) -> IRLTrainer:
     resume_from = _check_run_dir(cfg, run_dir)
     if cfg.init is not None and not (Path(cfg.init) / "config.json").is_file():
         raise ConfigError(f"init={cfg.init!r}: not a checkpoint directory (no config.json)")
-    corpus = load_corpus(cfg)
+    texts, empty = load_corpus(cfg)
     set_seed(cfg.seed)
     # A document is an example whose completion is all of it: the tokenizer is trained on the texts.
-    documents = [{"prompt": "", "completion": text} for text in corpus["train"]]
+    documents = [{"prompt": "", "completion": text} for text in texts["train"]]
     tokenizer, model = load_tokenizer_and_model(cfg, documents, run_dir)
     streams, counts = {}, {}
     for split in SPLITS:
-        streams[split] = token_stream(corpus[split], tokenizer)
+        streams[split] = token_stream(texts[split], tokenizer)
         counts[split] = {
-            "documents": len(corpus[split]),
-            "empty": corpus[f"{split}/empty"],
+            "documents": len(texts[split]),
+            "empty": empty[split],
             "tokens": len(streams[split]) - 1,  # targets: the documents' tokens and their EOS
-            "bytes": sum(len(text.encode("utf-8")) for text in corpus[split]),
+            "bytes": sum(len(text.encode("utf-8")) for text in texts[split]),
         }
     datasets = {split: PackedBlocks(streams[split], cfg.max_length) for split in SPLITS}
     for split in SPLITS:
@@ -193,6 +196,7 @@ def pretrain(cfg: PretrainConfig, callbacks=None) -> IRLTrainer:
     nll = trainer.evaluate()["eval/nll"]  # the final step's validation pass (already run by the Trainer)
     trainer.log({
         "eval/perplexity": math.exp(nll),
+        # the summed NLL (documents' tokens and EOS) in bits per UTF-8 byte of the documents
         "eval/bits_per_byte": nll * counts["validation"]["tokens"] / (math.log(2) * counts["validation"]["bytes"]),
     })
     return trainer
@@ -246,6 +250,7 @@ def export(run_dir, out_dir, checkpoint=None) -> Path:
         raise DataError(f"data={cfg.data!r}: no {MANIFEST} to ship with the model")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    tmp.chmod(0o755)  # mkdtemp's is 0o700
     try:
         models.load_model(str(checkpoint)).save_pretrained(tmp)
         models.load_tokenizer(str(checkpoint)).save_pretrained(tmp)

@@ -86,3 +86,15 @@ def build_real_runs(root: Path) -> RealRuns:
 @pytest.fixture(scope="session")
 def real_runs(tmp_path_factory) -> RealRuns:
     return build_real_runs(tmp_path_factory.mktemp("real") / "runs")
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module():
+    """Streamlit's AppTest runs the app as sys.modules["__main__"] and leaves it there; a later test that starts
+    processes by `spawn` would then re-run the app script (with pytest's argv) in every child. Restore it."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from irl import text_tasks
 from irl.config import ConfigError, TrainConfig, load_config, read_config
 from irl.data import DataError
 from irl.model import count_parameters, load_model, load_tokenizer, train_tokenizer
@@ -194,3 +195,21 @@ def test_finetuning_from_the_base_starts_from_its_weights_for_mle_and_iqlearn(tm
     train(TrainConfig(output_dir=str(tmp_path / "iq"), init=BASE, objective="iqlearn", lam=0.1, **common))
     heads = [rows_of(tmp_path / name)[0] for name in ("mle", "iq")]
     assert heads[0]["init/weights_sha256"] == heads[1]["init/weights_sha256"] == weights_sha256(load_model(BASE))
+
+
+@pytest.mark.parametrize("task", ["summarize", "translate"])
+def test_completion_tokens_are_those_of_the_joined_text(task):
+    """The task's prompts end without whitespace and its completions start with one space, so with the base
+    tokenizer (byte-level BPE, no prefix space) prompt ids + completion ids are the ids of prompt + completion:
+    the completion's first token is " word" as in running text, and no merge crosses the border."""
+    tokenizer = load_tokenizer(BASE)
+    rows = [row for split in text_tasks.task_splits(task).values() for row in split]
+    for row in rows:
+        prompt_ids = tokenizer(row["prompt"])["input_ids"]
+        completion_ids = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
+        assert prompt_ids + completion_ids == tokenizer(row["prompt"] + row["completion"])["input_ids"], row["id"]
+        assert tokenizer.convert_ids_to_tokens(completion_ids[0]).startswith("Ġ")  # the byte-level space
+    # the convention matters: the space moved to the prompt's end gives a lone space token and another split
+    prompt, completion = rows[0]["prompt"] + " ", rows[0]["completion"][1:]
+    split_ids = tokenizer(prompt)["input_ids"] + tokenizer(completion, add_special_tokens=False)["input_ids"]
+    assert split_ids != tokenizer(prompt + completion)["input_ids"]
