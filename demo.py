@@ -26,10 +26,19 @@ from irl.config import load_config, read_config
 from irl.runs import CONFIG, METRICS, last_checkpoint, step_of
 
 TEXT_CONFIGS = {"mle": "configs/demo_text_mle.yaml", "iqlearn": "configs/demo_text_iqlearn.yaml"}
+# The text chains: the task the configs are trained on, and flags added to them. `-scratch`: the same fine-tuning
+# (steps, batches, learning rate) from random weights of the base's architecture, with a tokenizer trained on the
+# task's training split, for the side-by-side comparison with the pretrained start.
+SCRATCH = ("--model", "base", "--vocab_size", "4096")
+TEXT_CHAINS = {
+    "summarize": ("summarize", ()),
+    "translate": ("translate", ("--data", "translate")),
+    "summarize-scratch": ("summarize", SCRATCH),
+    "translate-scratch": ("translate", ("--data", "translate", *SCRATCH)),
+}
 MATH_CONFIGS = {"mle": "configs/demo_mle.yaml", "iqlearn": "configs/demo_iqlearn.yaml"}
 ONLINE_CONFIGS = {"online": "configs/demo_online.yaml", "gail": "configs/demo_gail.yaml"}
-LIMIT = 100  # test prompts swept (summarisation); the math chain sweeps 50
-TEXT_TASK = "summarize"
+LIMIT = 100  # test prompts swept (text tasks); the math chain sweeps 50
 
 
 def train_run(config: str, run_dir: Path, *extra: str) -> Path:
@@ -48,12 +57,12 @@ def train_run(config: str, run_dir: Path, *extra: str) -> Path:
     return last_checkpoint(run_dir)
 
 
-def train_all(configs: dict, runs: Path) -> dict[str, Path]:
+def train_all(configs: dict, runs: Path, flags=()) -> dict[str, Path]:
     ckpts = {}
     for name, config in configs.items():
         t = time.perf_counter()
         extra = ["--init", str(ckpts["mle"])] if name == "gail" else []  # GAIL starts from the MLE run's end
-        ckpts[name] = train_run(config, runs / name, *extra)
+        ckpts[name] = train_run(config, runs / name, *flags, *extra)
         print(f"[{name}] ready in {time.perf_counter() - t:.0f} s -> {ckpts[name]}", flush=True)
     return ckpts
 
@@ -96,31 +105,31 @@ def evaluate(ckpts: dict[str, Path], max_new_tokens: int) -> None:
     print(f"evaluated in {time.perf_counter() - t:.0f} s", flush=True)
 
 
-def text_chain(runs: Path, limit: int) -> None:
+def text_chain(runs: Path, limit: int, task: str, flags=()) -> None:
     from analysis import schema as S
     from analysis.report import format_preference_report, preference_report
     from analysis.sweep import baseline_table, format_baselines, format_table, sweep
     from irl.text_tasks import preferences_path, task_splits
 
-    ckpts = train_all(TEXT_CONFIGS, runs / TEXT_TASK)
+    ckpts = train_all(TEXT_CONFIGS, runs, flags)
     evaluate(ckpts, max_new_tokens=48)
-    splits = task_splits(TEXT_TASK)
+    splits = task_splits(task)
     print("Trivial baselines on the whole test split, settings chosen on train and validation:")
-    print(format_baselines(baseline_table(TEXT_TASK, splits, "test", len(splits["test"]))))
+    print(format_baselines(baseline_table(task, splits, "test", len(splits["test"]))))
 
     t = time.perf_counter()
     table = sweep([ckpt.parent for ckpt in ckpts.values()], checkpoints="last", split="test", limit=limit)
     print(f"\nQuality and diversity on the first {limit} test prompts (* = on its method's Pareto front of")
-    print(f"{S.TASK_METRICS[TEXT_TASK][0]} against Self-BLEU; - = greedy, one sample per prompt, no Self-BLEU):")
-    print(format_table(table, quality=S.mean_col(S.TASK_METRICS[TEXT_TASK][0])))
+    print(f"{S.TASK_METRICS[task][0]} against Self-BLEU; - = greedy, one sample per prompt, no Self-BLEU):")
+    print(format_table(table, quality=S.mean_col(S.TASK_METRICS[task][0])))
     print("Trivial baselines on the same prompts:")
-    print(format_baselines(baseline_table(TEXT_TASK, splits, "test", limit)))
+    print(format_baselines(baseline_table(task, splits, "test", limit)))
     print(f"swept in {time.perf_counter() - t:.0f} s", flush=True)
 
     t = time.perf_counter()
-    pairs = preferences_path(TEXT_TASK)
+    pairs = preferences_path(task)
     reports = {name: preference_report(ckpt, pairs) for name, ckpt in ckpts.items()}
-    print("\n" + format_preference_report(reports, f"{TEXT_TASK} preference pairs ({pairs})"))
+    print("\n" + format_preference_report(reports, f"{task} preference pairs ({pairs})"))
     print(f"rewards in {time.perf_counter() - t:.0f} s", flush=True)
 
 
@@ -146,14 +155,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", default="runs/demo", help="Directory of the demo's runs.")
     parser.add_argument("--limit", type=int, default=LIMIT, help="Test prompts in the summarisation sweep.")
-    parser.add_argument("--chains", default="summarize", help="Comma-separated chains to run, in order: summarize "
-                        "(from the shipped base), math (from scratch), math-all (math with online IQLearn and GAIL).")
+    parser.add_argument("--chains", default="summarize", help="Comma-separated chains to run, in order: summarize, "
+                        "translate (from the shipped base), summarize-scratch, translate-scratch (the same from random "
+                        "weights), math (from scratch), math-all (math with online IQLearn and GAIL).")
     args = parser.parse_args()
     runs = Path(args.runs)
     start = time.perf_counter()
     for chain in args.chains.split(","):
-        if chain == "summarize":
-            text_chain(runs, args.limit)
+        if chain in TEXT_CHAINS:
+            task, flags = TEXT_CHAINS[chain]
+            print(f"\n== {chain}", flush=True)
+            text_chain(runs / chain, args.limit, task, flags)
         elif chain in ("math", "math-all"):
             math_chain(runs, 50, online=chain == "math-all")
         else:

@@ -60,7 +60,8 @@ def _f(default, help, **kw):
 class TrainConfig(TrainingArguments):
     # run
     output_dir: str = _f("runs/default", "Run directory: resolved config, metrics.jsonl and checkpoint-<step>/.")
-    seed: int = _f(0, "Seed of model initialisation and of sampling (same seed and data_seed: same start and batches).")
+    seed: int = _f(0, "Seed of model initialisation, of the order of training batches and of sampling (same seed and "
+                    "data_seed: same start and batches).")
     resume: bool = _f(False, "Resume from the last complete checkpoint in output_dir.")
     # objective
     objective: str = _f("mle", f"Training objective, one of {OBJECTIVES}.")
@@ -136,8 +137,8 @@ class TrainConfig(TrainingArguments):
     math_templates: list[int] = _f(list(MATH_TEMPLATES), "Built-in task: gsm_symbolic generator indices to use.")
     data_seed: int = _f(
         0,
-        "Seed of the data: the built-in task's generation, held-out validation splits and the order of training "
-        "batches (Trainer's data_seed).",
+        "Seed of the data: the built-in task's generation, held-out validation splits and train_size subsets "
+        "(unlike Trainer's data_seed, not the batch order, which follows seed).",
     )
     train_size: int | None = _f(
         None,

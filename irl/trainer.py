@@ -169,6 +169,13 @@ class IRLTrainer(Trainer):
         self._samples = None  # the first rows of the last sampled batch, for samples.jsonl
         self._evaluated_at = None  # (step, metrics) of the last validation pass
 
+    def create_accelerator_and_postprocess(self) -> None:
+        """Trainer's, with the batch order seeded by `seed`: the config's `data_seed` seeds the data itself (the
+        built-in task, held-out splits, train_size subsets), so runs that differ only in seed keep the same data
+        and see it in a different order."""
+        super().create_accelerator_and_postprocess()
+        self.accelerator.dataloader_config.data_seed = self.args.seed
+
     def terms(self, model, inputs) -> objectives.TokenTerms:
         """Per-token Q, V, V(s'), entropy of a batch under `model` (the policy, or a frozen copy of it)."""
         ids, attention, completion = inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]

@@ -105,6 +105,30 @@ def test_same_seed_mle_and_iqlearn_lam0_end_identical(tmp_path):
     assert head[0]["init/weights_sha256"] == head[1]["init/weights_sha256"]
 
 
+def test_seed_orders_the_same_data_differently_from_one_start(tmp_path, monkeypatch):
+    """Fine-tuning one checkpoint with data_seed fixed: seed changes the order of the batches, not the data, so
+    runs that differ only in seed differ (a seed study from a fixed base is not degenerate), and repeat exactly."""
+    start = str(last_checkpoint(train(tiny(tmp_path, "start", max_steps=1, save_steps=1)).args.output_dir))
+    seen = {}
+    compute_loss = trainer_module.IRLTrainer.compute_loss
+
+    def record(self, model, inputs, *args, **kwargs):
+        if model.training:
+            rows = zip(inputs["input_ids"], inputs["attention_mask"].bool())
+            seen.setdefault(self.args.output_dir, []).append([ids[keep].tolist() for ids, keep in rows])
+        return compute_loss(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.IRLTrainer, "compute_loss", record)
+    runs = {name: str(tmp_path / name) for name in ("seed0", "seed1", "seed1-again")}
+    for name, seed in (("seed0", 0), ("seed1", 1), ("seed1-again", 1)):
+        train(tiny(tmp_path, name, init=start, seed=seed, max_steps=16, save_steps=16))  # one epoch of 64
+    order = {name: [row for batch in seen[out] for row in batch] for name, out in runs.items()}
+    assert sorted(order["seed0"]) == sorted(order["seed1"])  # the same 64 examples, once each
+    assert order["seed0"] != order["seed1"] and order["seed1"] == order["seed1-again"]
+    a, b, c = (final_weights(tmp_path / name) for name in runs)
+    assert any(not torch.equal(a[k], b[k]) for k in a) and all(torch.equal(b[k], c[k]) for k in b)
+
+
 def test_run_directory_is_never_overwritten(tmp_path):
     train(tiny(tmp_path, max_steps=1, save_steps=1))
     with pytest.raises(ConfigError, match="a run exists there"):
