@@ -72,9 +72,9 @@ def validation_nll(run_dir: Path) -> float:
     return [r["eval/nll"] for r in rows if "eval/nll" in r][-1]
 
 
-def greedy_quality(checkpoint: Path, max_new_tokens: int = 128) -> tuple[str, float, float, int]:
-    """(metric, mean, SE, n) of greedy decoding on the checkpoint's whole test split, the task's main metric,
-    decoded by the generation module the sweep uses and scored by the sweep's metric code."""
+def greedy_quality(checkpoint: Path, max_new_tokens: int = 128) -> tuple[list[tuple[str, float, float]], int]:
+    """([(metric, mean, SE)] for each of the task's metrics, main first; n) of greedy decoding on the checkpoint's
+    whole test split, decoded by the generation module the sweep uses and scored by the sweep's metric code."""
     from analysis import metrics as M
     from analysis import schema as S
     from analysis.stats import mean_se
@@ -91,17 +91,18 @@ def greedy_quality(checkpoint: Path, max_new_tokens: int = 128) -> tuple[str, fl
         out = decode(model, batch, Decoding("greedy"), 1, max_new_tokens=max_new_tokens, seed=0,
                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
         completions += tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
-    metric = S.TASK_METRICS[S.task_of(config.to_dict())][0]
-    scores = M.quality_scores([metric], completions, [ex["completion"] for ex in test])[metric]
-    return (metric, *mean_se(scores), len(test))
+    metrics = S.TASK_METRICS[S.task_of(config.to_dict())]
+    scores = M.quality_scores(metrics, completions, [ex["completion"] for ex in test])
+    return [(metric, *mean_se(scores[metric])) for metric in metrics], len(test)
 
 
 def evaluate(ckpts: dict[str, Path], max_new_tokens: int) -> None:
     t = time.perf_counter()
-    print(f"\n{'method':<10} {'val NLL':>8} {'greedy on the whole test split (mean ± SE, n)':>48}")
+    print(f"\n{'method':<10} {'val NLL':>8}   greedy on the whole test split (mean ± SE)")
     for name, ckpt in ckpts.items():
-        metric, mean, se, n = greedy_quality(ckpt, max_new_tokens)
-        print(f"{name:<10} {validation_nll(ckpt.parent):>8.4f} {metric:>22} {mean:.3f} ± {se:.3f} (n={n})")
+        figures, n = greedy_quality(ckpt, max_new_tokens)
+        scores = ", ".join(f"{metric} {mean:.3f} ± {se:.3f}" for metric, mean, se in figures)
+        print(f"{name:<10} {validation_nll(ckpt.parent):>8.4f}   {scores} (n={n})")
     print(f"evaluated in {time.perf_counter() - t:.0f} s", flush=True)
 
 

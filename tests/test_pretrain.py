@@ -197,6 +197,7 @@ def test_finetuning_from_the_base_starts_from_its_weights_for_mle_and_iqlearn(tm
     assert heads[0]["init/weights_sha256"] == heads[1]["init/weights_sha256"] == weights_sha256(load_model(BASE))
 
 
+@SHIPPED
 @pytest.mark.parametrize("task", ["summarize", "translate"])
 def test_completion_tokens_are_those_of_the_joined_text(task):
     """The task's prompts end without whitespace and its completions start with one space, so with the base
