@@ -17,12 +17,12 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-DEMO_CHAINS ?= math
+DEMO_CHAINS ?= summarize
 demo: $(VENV)/.installed
 	$(PY) demo.py --runs $(RUNS) --chains $(DEMO_CHAINS)
 
 demo-all: $(VENV)/.installed
-	$(PY) demo.py --runs $(RUNS) --chains math-all
+	$(PY) demo.py --runs $(RUNS) --chains summarize,translate,summarize-scratch,math-all
 
 # The paper's findings at CPU size (configs/findings/full.yaml) and a 15-minute version; each prints the report's
 # path last. Rerunning keeps finished runs and resumes interrupted ones.

@@ -2,9 +2,9 @@
 on the built-in math task from scratch (chain `math`) or on the built-in summarisation task (man pages'
 descriptions to their one-line summaries) from a pretrained base at models/base (chain `summarize`).
 
-    make demo                       # python demo.py --runs runs/demo --chains math
-    make demo-all                   # python demo.py --runs runs/demo --chains math-all (online IQLearn, GAIL)
-    python demo.py --chains summarize,math
+    make demo                       # python demo.py --runs runs/demo --chains summarize
+    make demo-all                   # ... --chains summarize,translate,summarize-scratch,math-all
+    python demo.py --chains math    # the math chain alone
 
 The summarize chain: (1) train configs/demo_text_mle.yaml and configs/demo_text_iqlearn.yaml into <runs>/summarize/{mle,
 iqlearn} (a finished run is kept, an interrupted one resumed); (2) print validation NLL and greedy ROUGE-Lsum on
@@ -13,8 +13,12 @@ constant string) on the same prompts; (3) sweep both last checkpoints over the d
 `--limit` test prompts and print the quality/diversity table with each method's Pareto front; (4) extract both
 checkpoints' rewards on the task's preference pairs (the reference against another item's summary or a corrupted
 one) and print each score's pairwise accuracy beside the likelihood baselines, and error localisation on the
-corrupted pairs. The math chain does the same for the built-in math task with models trained from scratch into
-<runs>/{mle,iqlearn} (math-all adds online IQLearn and GAIL), with its built-in preference set and sweep samples. Each step prints its wall time; every step skips what is already on disk.
+corrupted pairs. `translate` does the same on the translation task (chrF and BLEU) into <runs>/translate/;
+`summarize-scratch` and `translate-scratch` repeat a chain from random weights of the base's architecture (its
+tokenizer trained on the task's training split), same steps and batches, for the side-by-side comparison. The
+math chain does the same for the built-in math task with models trained from scratch into <runs>/{mle,iqlearn}
+(math-all adds online IQLearn and GAIL), with its built-in preference set and sweep samples. Each step prints
+its wall time; every step skips what is already on disk.
 """
 
 import argparse
@@ -38,7 +42,7 @@ TEXT_CHAINS = {
 }
 MATH_CONFIGS = {"mle": "configs/demo_mle.yaml", "iqlearn": "configs/demo_iqlearn.yaml"}
 ONLINE_CONFIGS = {"online": "configs/demo_online.yaml", "gail": "configs/demo_gail.yaml"}
-LIMIT = 100  # test prompts swept (text tasks); the math chain sweeps 50
+LIMIT = 50  # test prompts swept, as in the math chain
 
 
 def train_run(config: str, run_dir: Path, *extra: str) -> Path:
@@ -79,15 +83,17 @@ def greedy_quality(checkpoint: Path, max_new_tokens: int = 128) -> tuple[list[tu
     from analysis import schema as S
     from analysis.stats import mean_se
     from irl.data import load_splits
+    from analysis.sweep import max_prompt_tokens
     from irl.generation import Decoding, decode, left_padded
-    from irl.model import load_model, load_tokenizer
+    from irl.model import context_length, load_model, load_tokenizer
 
     config = read_config(checkpoint.parent / CONFIG)
     test = load_splits(config)["test"]
     model, tokenizer = load_model(str(checkpoint)).eval(), load_tokenizer(str(checkpoint))
+    keep = max_prompt_tokens(max_new_tokens, context_length(model.config))  # as the sweep truncates prompts
     completions = []
     for start in range(0, len(test), 64):
-        batch = left_padded(tokenizer, [ex["prompt"] for ex in test[start : start + 64]], model.device)
+        batch = left_padded(tokenizer, [ex["prompt"] for ex in test[start : start + 64]], model.device, keep)
         out = decode(model, batch, Decoding("greedy"), 1, max_new_tokens=max_new_tokens, seed=0,
                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
         completions += tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)

@@ -19,6 +19,11 @@ Written next to each checkpoint (irl.runs.sweep_dir(checkpoint, split)):
                                  (completion_calc_ids, ended_calc, calc_forced, completion_calc), per-sample metrics
     aggregate.parquet            one row per decoding, rebuilt from the samples files (analysis.metrics.aggregate)
     manifest.json                the settings (`Settings`) every cell there was made with
+Lengths: max_new_tokens defaults to 1.5 x the split's longest reference (tokens + EOS), at most half the context
+of a decoder-only model; a prompt that would leave the completion less room keeps its last context -
+max_new_tokens tokens, as lm-evaluation-harness truncates contexts (prompt_ids record what was read; the sweep
+prints how many prompts were cut). Encoder-decoder models read whole prompts.
+
 Each file is written atomically. A rerun skips the cells already written, so an interrupted sweep finishes
 where it stopped; asking for other settings in the same directory is an error.
 
@@ -85,6 +90,7 @@ class Settings:
     samples: int  # K
     limit: int | None  # first `limit` prompts of the split (None: all)
     max_new_tokens: int
+    max_prompt_tokens: int | None  # a longer prompt keeps its last tokens (decoder-only models; None: no limit)
     seed: int
     batch_size: int  # prompts per generate call; part of the sampling seed, so it changes sampled rows
     calculator: bool
@@ -101,12 +107,12 @@ def _texts(tokenizer, ids: list[list[int]]) -> list[str]:
 
 
 def generate_batch(model, tokenizer, prompts: list[str], decoding: Decoding, k: int, max_new_tokens: int, seed: int,
-                   calculator: CalculatorLogitsProcessor | None) -> dict[str, list]:
+                   calculator: CalculatorLogitsProcessor | None, max_prompt_tokens: int | None = None) -> dict[str, list]:
     """Decode a batch of prompts: the token record of every sample (schema: prompt_ids, completion_ids, ended,
     n_tokens, entropy, and the completion's text), each a list of len(prompts) * decoding.samples_per_prompt(k)
     values, prompt-major (row i * n + j: sample j of prompt i). With a `calculator`, the batch is decoded a second
     time with it, from the same seed: completion_calc_ids, ended_calc, calc_forced and completion_calc."""
-    batch = left_padded(tokenizer, prompts, model.device)
+    batch = left_padded(tokenizer, prompts, model.device, max_prompt_tokens)
     ids = dict(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     out = decode(model, batch, decoding, k, max_new_tokens=max_new_tokens, seed=seed, entropy=True, **ids)
     columns = {
@@ -165,13 +171,21 @@ def select_checkpoints(run_dir: Path, which) -> list[Path]:
 
 
 def default_max_new_tokens(tokenizer, examples: list[dict], context: int | None) -> int:
-    """1.5 x the longest reference completion (tokens + EOS), capped so the longest prompt plus the
-    completion fit in the model's context (irl.model.context_length; None: no cap, encoder-decoder models)."""
+    """1.5 x the longest reference completion (tokens + EOS), at most half the model's context
+    (irl.model.context_length; None: no cap, encoder-decoder models)."""
     longest = max(len(tokenizer(ex["completion"], add_special_tokens=False)["input_ids"]) + 1 for ex in examples)
+    budget = math.ceil(1.5 * longest)
+    return budget if context is None else max(1, min(budget, context // 2))
+
+
+def max_prompt_tokens(max_new_tokens: int, context: int | None) -> int | None:
+    """How many tokens of a prompt a decoder-only model reads so that the completion fits its context: a longer
+    prompt keeps its last ones (irl.generation.left_padded). None for encoder-decoder models (no limit)."""
     if context is None:
-        return math.ceil(1.5 * longest)
-    longest_prompt = max(len(tokenizer(ex["prompt"])["input_ids"]) for ex in examples)
-    return max(1, min(math.ceil(1.5 * longest), context - longest_prompt))
+        return None
+    if max_new_tokens >= context:
+        raise SweepError(f"max_new_tokens={max_new_tokens}: the model's context is {context} tokens, prompt included")
+    return context - max_new_tokens
 
 
 def cell_path(out_dir: Path, decoding: Decoding) -> Path:
@@ -272,8 +286,10 @@ def _plan(state: PartialState, run_dirs, checkpoints, grid: list[Decoding], spli
         for checkpoint in select_checkpoints(run_dir, checkpoints):
             tokenizer = load_tokenizer(str(checkpoint))
             context = context_length(AutoConfig.from_pretrained(checkpoint))
+            max_new = asked["max_new_tokens"] or default_max_new_tokens(tokenizer, examples, context)
             resolved = dict(
-                max_new_tokens=asked["max_new_tokens"] or default_max_new_tokens(tokenizer, examples, context),
+                max_new_tokens=max_new,
+                max_prompt_tokens=max_prompt_tokens(max_new, context),
                 calculator=is_math if asked["calculator"] is None else asked["calculator"],
                 metrics=tuple(asked["metrics"] or S.TASK_METRICS[S.task_of(config)]),
             )
@@ -284,6 +300,10 @@ def _plan(state: PartialState, run_dirs, checkpoints, grid: list[Decoding], spli
             n_batches = math.ceil(len(examples) / settings.batch_size)
             # batches of prompts of similar length (less padding); the cell tables keep the split's order
             lengths = [len(ids) for ids in tokenizer([ex["prompt"] for ex in examples])["input_ids"]]
+            cut = sum(n > settings.max_prompt_tokens for n in lengths) if settings.max_prompt_tokens else 0
+            if cut and state.is_main_process:
+                print(f"{checkpoint}: {cut} of {len(examples)} prompts keep their last {settings.max_prompt_tokens} "
+                      f"tokens (context {context}, max_new_tokens {settings.max_new_tokens})", flush=True)
             by_length = [dict(ex, _order=i) for i, ex in sorted(enumerate(examples), key=lambda e: lengths[e[0]])]
             calculator = CalculatorLogitsProcessor(tokenizer, prompt_length=0) if settings.calculator else None
             with state.split_between_processes(list(range(n_batches))) as batches:
@@ -301,7 +321,7 @@ def _decode_cell(model, job: _Job, decoding: Decoding, progress) -> list:
         chunk = job.examples[b * s.batch_size : (b + 1) * s.batch_size]
         columns = generate_batch(
             model, job.tokenizer, [ex["prompt"] for ex in chunk], decoding, s.samples, s.max_new_tokens,
-            batch_seed(s.seed, decoding.label, b), job.calculator,
+            batch_seed(s.seed, decoding.label, b), job.calculator, s.max_prompt_tokens,
         )  # fmt: skip
         n = decoding.samples_per_prompt(s.samples)
         columns[S.PROMPT_ID] = [ex["id"] for ex in chunk for _ in range(n)]
@@ -356,7 +376,7 @@ def sweep(
     steps. split: default each run's held-out split (irl.data.held_out_split). metrics: per-sample quality
     metrics, names of analysis.metrics.metric_module (default: the task's, schema.TASK_METRICS). calculator: decode the
     math task a second time with the calculator (default: on for math). max_new_tokens: default
-    `default_max_new_tokens`. Under `accelerate launch` each process decodes its share of the batches and the
+    `default_max_new_tokens`; longer prompts keep their last `max_prompt_tokens` tokens. Under `accelerate launch` each process decodes its share of the batches and the
     main process writes; every process returns the same table.
     """
     try:

@@ -25,15 +25,34 @@ from transformers.modeling_outputs import BaseModelOutput
 from irl.data import Collator, Encoded, episode_features
 
 
-def left_padded(tokenizer, prompts, device) -> dict:
-    """Prompts tokenised as in training and left-padded: input_ids, attention_mask (B, P) on `device`."""
+def left_padded(tokenizer, prompts, device, max_prompt_tokens: int | None = None) -> dict:
+    """Prompts tokenised as in training and left-padded: input_ids, attention_mask (B, P) on `device`.
+
+    With `max_prompt_tokens`, a longer prompt keeps its last `max_prompt_tokens` tokens (after a special token the
+    tokenizer puts first, if any), as lm-evaluation-harness truncates contexts: the end of a prompt ("...
+    Summary:") is what the completion continues, and a decoder-only model reads prompt and completion in one
+    context. The ids decoded from are those returned, so the samples' prompt_ids record any truncation."""
+    rows = tokenizer(list(prompts))["input_ids"]
+    if max_prompt_tokens is not None:
+        rows = [truncate_left(row, max_prompt_tokens, tokenizer) for row in rows]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
-        batch = tokenizer(list(prompts), return_tensors="pt", padding=True)
+        batch = tokenizer.pad({"input_ids": rows}, padding=True, return_tensors="pt")
     finally:
         tokenizer.padding_side = side
     return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+
+
+def truncate_left(ids: list[int], keep: int, tokenizer) -> list[int]:
+    """The last `keep` ids of a tokenised prompt, its leading special token (BOS) kept in front when it has one."""
+    if len(ids) <= keep:
+        return ids
+    if keep < 1:
+        raise ValueError(f"a prompt must keep at least one token, got keep={keep}")
+    if ids[0] in tokenizer.all_special_ids and keep > 1:
+        return ids[:1] + ids[len(ids) - keep + 1 :]
+    return ids[len(ids) - keep :]
 
 
 def completion_lengths(generated: torch.Tensor, eos_token_id: int) -> torch.Tensor:

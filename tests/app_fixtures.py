@@ -157,8 +157,8 @@ def _write_sweep(ckpt: Path, cfg: TrainConfig, step: int, problems, texts, score
 
     out = sweep_dir(ckpt, SPLIT)
     out.mkdir(parents=True)
-    settings = Settings(samples=k, limit=None, max_new_tokens=256, seed=0, batch_size=16, calculator=True,
-                        metrics=METRICS)  # fmt: skip
+    settings = Settings(samples=k, limit=None, max_new_tokens=256, max_prompt_tokens=None, seed=0, batch_size=16,
+                        calculator=True, metrics=METRICS)  # fmt: skip
     atomic_write_text(out / MANIFEST, json.dumps(asdict(settings), indent=1) + "\n")
     ids = {}  # (text, is completion) -> token ids: a prompt's few distinct texts are encoded once
 

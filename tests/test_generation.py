@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from irl.generation import Decoding, decode, left_padded
+from irl.generation import Decoding, decode, left_padded, truncate_left
 from irl.model import build_preset, train_tokenizer
 
 PROMPTS = ["Question: 1 + 2?\nAnswer:", "Question: 2?\nAnswer:", "hi", "Question: 10 + 20 + 30?\nAnswer:"]
@@ -68,3 +68,26 @@ def test_beam_search_goes_through_generate(model_and_tokenizer):
     beams = run(model, tokenizer, Decoding("beam", beams=2), 2, compact=True)
     again = run(model, tokenizer, Decoding("beam", beams=2), 2, compact=False)
     assert beams.completion_ids == again.completion_ids and len(beams.completion_ids) == 8
+
+
+def test_long_prompts_keep_their_last_tokens_and_the_record_says_so(model_and_tokenizer):
+    """A prompt longer than max_prompt_tokens keeps its last ones (the part the completion continues); shorter
+    prompts are untouched; the decoded record's prompt_ids are the ids the model read."""
+    model, tokenizer = model_and_tokenizer
+    full = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    keep = 6
+    batch = left_padded(tokenizer, PROMPTS, "cpu", max_prompt_tokens=keep)
+    assert batch["input_ids"].shape[1] == keep
+    out = decode(model, batch, Decoding("greedy"), 1, max_new_tokens=3, seed=0, eos_token_id=tokenizer.eos_token_id,
+                 pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    assert out.prompt_ids == [ids[-keep:] for ids in full]
+    assert any(len(ids) > keep for ids in full) and any(len(ids) <= keep for ids in full)
+
+
+def test_left_truncation_keeps_a_leading_special_token():
+    class Bos:
+        all_special_ids = [1]
+
+    assert truncate_left([1, 10, 11, 12, 13], 3, Bos()) == [1, 12, 13]
+    assert truncate_left([10, 11, 12, 13], 3, Bos()) == [11, 12, 13]
+    assert truncate_left([1, 10], 3, Bos()) == [1, 10]

@@ -72,6 +72,23 @@ def test_completion_lengths_count_up_to_and_including_the_first_eos():
     assert completion_lengths(generated, eos).tolist() == [2, 4, 1, 2]
 
 
+def test_generation_lengths_leave_every_prompt_room_for_its_completion():
+    """max_new_tokens follows the references (1.5 x the longest, EOS counted), at most half a decoder-only
+    model's context; one long prompt no longer shrinks every completion: it keeps its last tokens instead."""
+
+    class Chars:  # one token per character
+        def __call__(self, text, add_special_tokens=True):
+            return {"input_ids": list(range(len(text)))}
+
+    examples = [{"prompt": "p" * 300, "completion": "c" * 9}, {"prompt": "p", "completion": "c"}]
+    assert sweep_module.default_max_new_tokens(Chars(), examples, None) == 15  # ceil(1.5 x (9 + 1))
+    assert sweep_module.default_max_new_tokens(Chars(), examples, 256) == 15  # the 300-token prompt is cut, not it
+    assert sweep_module.default_max_new_tokens(Chars(), [{"prompt": "", "completion": "c" * 199}], 256) == 128
+    assert sweep_module.max_prompt_tokens(15, 256) == 241 and sweep_module.max_prompt_tokens(15, None) is None
+    with pytest.raises(SweepError, match="max_new_tokens=256"):
+        sweep_module.max_prompt_tokens(256, 256)
+
+
 def test_aggregate_of_hand_made_samples():
     base = {S.RUN: "r", S.METHOD: "mle", S.SEED: 0, S.STEP: 3}
     sampled = pd.DataFrame(
