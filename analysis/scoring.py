@@ -135,7 +135,8 @@ def score(model, tokenizer, encoded: list[Encoded | None], gamma: float, batch_t
     by = tokens.groupby("episode", sort=False)
     per = pd.DataFrame(
         {
-            S.R: by[S.REWARD].sum().astype(float),  # skips NaN: a cut last token has no reward
+            # skips NaN (a cut last token has no reward); NaN when no token has one (a completion cut to one token)
+            S.R: by[S.REWARD].sum(min_count=1).astype(float),
             S.R_MEAN: by[S.REWARD].mean().astype(float),
             S.LOGP_SUM: by[S.LOGP].sum().astype(float),
             S.LOGP_MEAN: by[S.LOGP].mean().astype(float),

@@ -94,19 +94,25 @@ def wilson_interval(p: float, n: int, level: float = LEVEL) -> tuple[float, floa
 
 def pairwise_accuracy(chosen, rejected, level: float = LEVEL) -> dict[str, float]:
     """P(score(chosen) > score(rejected)) over pairs, a tie counting as half a win, with the Wilson interval at
-    that proportion: {"accuracy", "low", "high", "n", "wins", "ties", "losses"}."""
+    that proportion: {"accuracy", "low", "high", "n", "wins", "ties", "losses", "unscored"}. A pair with a NaN
+    score on either side (a completion with no scored token) is left out of n and counted in "unscored"."""
     margin = np.asarray(chosen, float) - np.asarray(rejected, float)
+    unscored = int(np.isnan(margin).sum())
+    margin = margin[~np.isnan(margin)]
     wins, ties, n = int((margin > 0).sum()), int((margin == 0).sum()), len(margin)
     accuracy = (wins + 0.5 * ties) / n if n else np.nan
     low, high = wilson_interval(accuracy, n, level)
     losses = n - wins - ties
-    return {"accuracy": accuracy, "low": low, "high": high, "n": n, "wins": wins, "ties": ties, "losses": losses}
+    return {"accuracy": accuracy, "low": low, "high": high, "n": n, "wins": wins, "ties": ties, "losses": losses,
+            "unscored": unscored}
 
 
 def roc_auc(positive, negative) -> float:
     """Area under the ROC curve of scores of positives against negatives: the probability that a random
-    positive scores above a random negative, ties counting half (Mann-Whitney U / (n_pos * n_neg))."""
+    positive scores above a random negative, ties counting half (Mann-Whitney U / (n_pos * n_neg)). NaN scores
+    are left out."""
     pos, neg = np.asarray(positive, float), np.asarray(negative, float)
+    pos, neg = pos[~np.isnan(pos)], neg[~np.isnan(neg)]
     if not len(pos) or not len(neg):
         return np.nan
     ranks = stats.rankdata(np.concatenate([pos, neg]))  # average ranks: ties count half

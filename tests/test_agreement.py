@@ -50,6 +50,14 @@ def test_pairwise_accuracy_counts_a_tie_as_half():
     assert stats.wilson_interval(0.75, 8) == pytest.approx((0.4092754, 0.9285208), abs=1e-6)
 
 
+def test_pairs_without_a_score_are_left_out_and_counted():
+    # the third pair's rejected completion has no scored token (NaN): not a loss, not a tie, left out
+    out = stats.pairwise_accuracy([3, 2, 5, 0], [1, 2, float("nan"), 1])
+    assert (out["wins"], out["ties"], out["losses"], out["n"], out["unscored"]) == (1, 1, 1, 3, 1)
+    assert out["accuracy"] == pytest.approx(1.5 / 3)
+    assert stats.roc_auc([3, float("nan")], [2, 0]) == 1.0
+
+
 def test_roc_auc_by_hand():
     # pairs (chosen, rejected): 3>2, 3>0, 2=2 (half), 2>0, 1<2, 1>0 -> 4.5 / 6
     assert stats.roc_auc([3, 2, 1], [2, 0]) == 0.75
