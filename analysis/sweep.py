@@ -220,7 +220,7 @@ def baseline_table(task: str, splits: dict, split: str, n: int) -> pd.DataFrame:
     rows = []
     for b in baselines(task, splits, split):
         scores = M.quality_scores(metrics, b.predictions[:n], references)
-        row = {S.BASELINE: b.name, S.BASELINE_SETTING: json.dumps(b.setting), S.N: n}
+        row = {S.BASELINE: b.name, S.BASELINE_SETTING: json.dumps(b.setting, ensure_ascii=False), S.N: n}
         for m in metrics:
             row[S.mean_col(m)], row[S.se_col(m)] = mean_se(scores[m])
         rows.append(row)
