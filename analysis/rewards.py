@@ -45,7 +45,7 @@ from analysis import reward_data as D
 from analysis import schema as S
 from irl import runs
 from irl.data import OK, TRUNCATED, DataError
-from irl.io import atomic_write_text, write_parquet
+from irl.io import atomic_write_text, sha256_file, write_parquet
 from irl.model import ModelError, context_length, load_model, load_tokenizer
 
 TOKEN_ROW_GROUP = 20_000
@@ -100,12 +100,6 @@ def checkpoint_gamma(checkpoint, gamma: float | None = None) -> float:
     return float(config["gamma"])
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def weights_sha256(checkpoint) -> str | None:
@@ -113,7 +107,7 @@ def weights_sha256(checkpoint) -> str | None:
     files = sorted(Path(checkpoint).glob("*.safetensors"))
     if not files:
         return None
-    return hashlib.sha256("".join(_sha256_file(f) for f in files).encode()).hexdigest()
+    return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ corpus builder and the task builder run as well on a tiny fake tree made by a te
 """
 
 import gzip
-import hashlib
 import re
 import shutil
 import struct
@@ -22,6 +21,8 @@ import subprocess
 import tempfile
 import unicodedata
 from pathlib import Path
+
+from irl.io import sha256_file
 
 # The packages text comes from, with the exact versions (Debian 12 "bookworm", amd64 for arch-dependent
 # packages). Versions are pinned so that the same list gives the same .debs; a version the archive no
@@ -93,12 +94,6 @@ def deb_stem(package: str, version: str) -> str:
     return f"{package}_{version.replace(':', '%3a')}"
 
 
-def sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(cache, packages=PACKAGES) -> dict[tuple[str, str], dict]:

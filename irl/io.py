@@ -1,5 +1,6 @@
 """Atomic file writes: a reader or an interrupted run never sees a half-written file."""
 
+import hashlib
 import json
 import os
 import tempfile
@@ -37,3 +38,12 @@ def append_jsonl(path, row: dict) -> None:
     """Append one line; a line is written with a single write call so a crash leaves whole lines."""
     with open(path, "a") as fh:
         fh.write(json.dumps(row) + "\n")
+
+
+def sha256_file(path) -> str:
+    """The SHA-256 hex digest of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -34,7 +34,6 @@ the weights of a rebuild on another CPU, thread count or torch build may differ 
 point sums in another order): the shipped files and their SHA256SUMS are the reference.
 """
 
-import hashlib
 import json
 import math
 import shutil
@@ -49,7 +48,7 @@ from transformers import set_seed
 from irl import model as models
 from irl.config import ConfigError, TrainConfig, _f, load_config, read_config, save_config
 from irl.data import Collator, DataError, iter_jsonl
-from irl.io import append_jsonl
+from irl.io import append_jsonl, sha256_file
 from irl.runs import CONFIG, METRICS, last_checkpoint, step_of
 from irl.train import _check_run_dir, _truncate_log, load_tokenizer_and_model, weights_sha256
 from irl.trainer import IRLTrainer
@@ -202,12 +201,6 @@ def pretrain(cfg: PretrainConfig, callbacks=None) -> IRLTrainer:
     return trainer
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_sums(root: Path) -> None:
