@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import NullLocator  # noqa: E402
 
 from analysis import schema as S  # noqa: E402
 from findings import layout as L  # noqa: E402
@@ -124,6 +125,9 @@ def small_data(small: pd.DataFrame, curves: pd.DataFrame, quality: str = "qualit
             ax.errorbar(g[L.TRAIN_EXAMPLES], g[col], yerr=_se(g, col), fmt="o-", color=palette[method],
                         label=method, capsize=2, markersize=4)  # fmt: skip
         ax.set_xscale("log")
+        sizes = sorted(table[L.TRAIN_EXAMPLES].dropna().unique())
+        ax.set_xticks(sizes, [f"{int(n)}" for n in sizes], minor=False)  # the sizes run, not log-scale minor ticks
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set(xlabel="training examples", ylabel=label)
     axes[1].set_title("Overfitting")
     axes[0].legend(fontsize=7)
