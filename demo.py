@@ -82,8 +82,8 @@ def greedy_quality(checkpoint: Path, max_new_tokens: int = 128) -> tuple[list[tu
     from analysis import metrics as M
     from analysis import schema as S
     from analysis.stats import mean_se
-    from irl.data import load_splits
     from analysis.sweep import max_prompt_tokens
+    from irl.data import load_splits
     from irl.generation import Decoding, decode, left_padded
     from irl.model import context_length, load_model, load_tokenizer
 

@@ -100,8 +100,6 @@ def checkpoint_gamma(checkpoint, gamma: float | None = None) -> float:
     return float(config["gamma"])
 
 
-
-
 def weights_sha256(checkpoint) -> str | None:
     """sha256 of a checkpoint's safetensors weights (None without them)."""
     files = sorted(Path(checkpoint).glob("*.safetensors"))

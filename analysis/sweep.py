@@ -107,7 +107,8 @@ def _texts(tokenizer, ids: list[list[int]]) -> list[str]:
 
 
 def generate_batch(model, tokenizer, prompts: list[str], decoding: Decoding, k: int, max_new_tokens: int, seed: int,
-                   calculator: CalculatorLogitsProcessor | None, max_prompt_tokens: int | None = None) -> dict[str, list]:
+                   calculator: CalculatorLogitsProcessor | None,
+                   max_prompt_tokens: int | None = None) -> dict[str, list]:  # fmt: skip
     """Decode a batch of prompts: the token record of every sample (schema: prompt_ids, completion_ids, ended,
     n_tokens, entropy, and the completion's text), each a list of len(prompts) * decoding.samples_per_prompt(k)
     values, prompt-major (row i * n + j: sample j of prompt i). With a `calculator`, the batch is decoded a second
@@ -376,8 +377,9 @@ def sweep(
     steps. split: default each run's held-out split (irl.data.held_out_split). metrics: per-sample quality
     metrics, names of analysis.metrics.metric_module (default: the task's, schema.TASK_METRICS). calculator: decode the
     math task a second time with the calculator (default: on for math). max_new_tokens: default
-    `default_max_new_tokens`; longer prompts keep their last `max_prompt_tokens` tokens. Under `accelerate launch` each process decodes its share of the batches and the
-    main process writes; every process returns the same table.
+    `default_max_new_tokens`; longer prompts keep their last `max_prompt_tokens` tokens. Under `accelerate launch`
+    each process decodes its share of the batches and the main process writes; every process returns the same
+    table.
     """
     try:
         for name in metrics or ():

@@ -94,8 +94,6 @@ def deb_stem(package: str, version: str) -> str:
     return f"{package}_{version.replace(':', '%3a')}"
 
 
-
-
 def fetch(cache, packages=PACKAGES) -> dict[tuple[str, str], dict]:
     """Download (once) and unpack (once) each pinned package into `cache`.
 

@@ -201,8 +201,6 @@ def pretrain(cfg: PretrainConfig, callbacks=None) -> IRLTrainer:
     return trainer
 
 
-
-
 def write_sums(root: Path) -> None:
     """recipe/SHA256SUMS over every other file under root, in `sha256sum -c` format, paths relative to root."""
     files = sorted(p for p in root.rglob("*") if p.is_file() and p != root / RECIPE / SUMS)

@@ -41,19 +41,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+PROMPTS = torch.tensor([[5, 6, 7], [8, 9, 10]])  # one per process
+
+
+def _on_two_processes(worker) -> dict:
+    """Run worker(rank, port, results) in two spawned processes; results[rank] is what each put there."""
+    results = torch.multiprocessing.Manager().dict()
+    torch.multiprocessing.spawn(worker, args=(_free_port(), results), nprocs=2)
+    return results
+
+
+def _model_and_prompt(rank):
+    """The tiny Llama both processes start from (seed 0), this process's prompt batch, the generation settings
+    (a different length on each process, so they need different step counts) and the unsharded model's greedy
+    completion: (model, batch, kwargs, expected)."""
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, eos_token_id=EOS, bos_token_id=None, pad_token_id=0)  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    ids = PROMPTS[rank : rank + 1]
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    kwargs = dict(max_new_tokens=6 + 4 * rank, seed=0, eos_token_id=EOS, pad_token_id=0)
+    return model, batch, kwargs, decode(model, batch, Decoding("greedy"), 1, **kwargs).completion_ids
+
+
 def _worker(rank, port, results):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        torch.manual_seed(0)
-        config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=4, eos_token_id=EOS, bos_token_id=None, pad_token_id=0)  # fmt: skip
-        model = LlamaForCausalLM(config).eval()
+        model, batch, kwargs, expected = _model_and_prompt(rank)
         whole = sum(p.numel() for p in model.parameters())
-        ids = torch.tensor([[5, 6, 7], [8, 9, 10]])[rank : rank + 1]  # different prompts, different lengths
-        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        kwargs = dict(max_new_tokens=6 + 4 * rank, seed=0, eos_token_id=EOS, pad_token_id=0)
-        expected = decode(model, batch, Decoding("greedy"), 1, **kwargs).completion_ids
         sharded = FullyShardedDataParallel(model, auto_wrap_policy=ModuleWrapPolicy({LlamaDecoderLayer}),
                                            device_id=torch.device("cpu"), use_orig_params=True)  # fmt: skip
         local = sum(p.numel() for p in sharded.parameters())
@@ -71,8 +88,7 @@ def _worker(rank, port, results):
 
 
 def test_fsdp_generation_gathers_the_shards_and_steps_in_sync():
-    results = torch.multiprocessing.Manager().dict()
-    torch.multiprocessing.spawn(_worker, args=(_free_port(), results), nprocs=2)
+    results = _on_two_processes(_worker)
     for rank in (0, 1):
         r = results[rank]
         assert r["local"] < r["whole"]  # each process holds a shard only
@@ -88,21 +104,15 @@ def _zero3_worker(rank, port, results):
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")  # fmt: skip
     deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
     try:
-        torch.manual_seed(0)
-        config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=4, eos_token_id=EOS, bos_token_id=None, pad_token_id=0)  # fmt: skip
-        model = LlamaForCausalLM(config).eval()
+        model, batch, kwargs, expected = _model_and_prompt(rank)
         reference = copy.deepcopy(model)
         whole = sum(p.numel() for p in model.parameters())
-        prompts = torch.tensor([[5, 6, 7], [8, 9, 10]])
-        batch = {"input_ids": prompts[rank : rank + 1], "attention_mask": torch.ones(1, 3, dtype=torch.long)}
-        kwargs = dict(max_new_tokens=6 + 4 * rank, seed=0, eos_token_id=EOS, pad_token_id=0)
-        expected = decode(model, batch, Decoding("greedy"), 1, **kwargs).completion_ids
         with torch.no_grad():
             logits = model(**batch).logits
         engine, *_ = deepspeed.initialize(
             model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.5),
-            config={"train_micro_batch_size_per_gpu": 1, "gradient_clipping": 1.0, "zero_allow_untested_optimizer": True,
+            config={"train_micro_batch_size_per_gpu": 1, "gradient_clipping": 1.0,
+                    "zero_allow_untested_optimizer": True,
                     # no parameter stays gathered after use (by default those under 1e5 entries do: all of these)
                     "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0}})  # fmt: skip
         local = sum(p.ds_tensor.numel() for p in engine.module.parameters())
@@ -118,7 +128,7 @@ def _zero3_worker(rank, port, results):
         # unsharded step on the mean of the two batches' losses
         engine.backward(engine(**batch, labels=batch["input_ids"]).loss)
         engine.step()
-        loss = sum(reference(input_ids=p[None], labels=p[None]).loss for p in prompts) / 2
+        loss = sum(reference(input_ids=p[None], labels=p[None]).loss for p in PROMPTS) / 2
         loss.backward()
         torch.nn.utils.clip_grad_norm_(reference.parameters(), 1.0)
         torch.optim.SGD(reference.parameters(), lr=0.5).step()
@@ -132,8 +142,7 @@ def _zero3_worker(rank, port, results):
 
 
 def test_zero3_generation_gathers_the_partitions_and_gives_the_engine_back():
-    results = torch.multiprocessing.Manager().dict()
-    torch.multiprocessing.spawn(_zero3_worker, args=(_free_port(), results), nprocs=2)
+    results = _on_two_processes(_zero3_worker)
     for rank in (0, 1):
         r = results[rank]
         assert r["local"] * 2 == r["whole"] and r["released"]  # each process holds half of every parameter
