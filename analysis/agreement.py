@@ -129,6 +129,7 @@ def error_localisation(tokens: pd.DataFrame, sequences: pd.DataFrame, ks=(1, 3))
     n = len(rows[S.REWARD])
     out = {"n": n}
     for name, found in rows.items():
-        out[name] = {k: float(np.mean([f[k] for f in found])) if found else np.nan for k in (*[f"hit@{k}" for k in ks], "rr")}
+        keys = (*[f"hit@{k}" for k in ks], "rr")
+        out[name] = {k: float(np.mean([f[k] for f in found])) if found else np.nan for k in keys}
         out[name]["mrr"] = out[name].pop("rr")
     return out

@@ -73,7 +73,8 @@ def load_checkpoint(checkpoint):
     """(model in eval mode, tokenizer) of a checkpoint directory; RewardError naming it when either is missing."""
     checkpoint = str(checkpoint)
     if not (Path(checkpoint) / "config.json").is_file():
-        hint = f"; its checkpoints are {[c.name for c in runs.checkpoints(checkpoint)]}" if runs.checkpoints(checkpoint) else ""
+        inside = [c.name for c in runs.checkpoints(checkpoint)]
+        hint = f"; its checkpoints are {inside}" if inside else ""
         raise RewardError(f"--checkpoint {checkpoint}: not a checkpoint directory (no config.json){hint}")
     try:
         tokenizer = load_tokenizer(checkpoint)

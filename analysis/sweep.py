@@ -309,8 +309,8 @@ def _plan(state: PartialState, run_dirs, checkpoints, grid: list[Decoding], spli
             calculator = CalculatorLogitsProcessor(tokenizer, prompt_length=0) if settings.calculator else None
             with state.split_between_processes(list(range(n_batches))) as batches:
                 jobs.append(
-                    _Job(run_dir, config, checkpoint, tokenizer, out_dir, by_length, settings, todo, batches, calculator,
-                         trivial)  # fmt: skip
+                    _Job(run_dir, config, checkpoint, tokenizer, out_dir, by_length, settings, todo, batches,
+                         calculator, trivial)  # fmt: skip
                 )
     return jobs
 
@@ -471,6 +471,7 @@ def main(argv=None) -> None:
         print(f"{len(table)} cells, decoded by {state.num_processes} process(es)")
         print(format_table(table))
         checkpoints = {Path(run) / f"{runs.CHECKPOINT_PREFIX}{step}" for run, step in zip(table[S.RUN], table[S.STEP])}
-        for path in sorted(p for c in checkpoints for p in (c / runs.SWEEP).glob(f"{args.split or '*'}/{runs.BASELINES}")):
+        pattern = f"{args.split or '*'}/{runs.BASELINES}"
+        for path in sorted(p for c in checkpoints for p in (c / runs.SWEEP).glob(pattern)):
             print(f"\nTrivial baselines on the same prompts ({path.parent}):")
             print(format_baselines(pd.read_parquet(path)))

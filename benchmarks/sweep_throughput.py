@@ -138,7 +138,8 @@ def main(argv=None):
             batch_size=args.batch_size, max_new_tokens=max_new_tokens,
         )  # fmt: skip
         calc_s = time.perf_counter() - start - (totals["data"] - data_before)
-        cell = pd.read_parquet(runs.sweep_dir(runs.last_checkpoint(calc_run), "test") / runs.cell_file(f"t={TEMPERATURE:g}"))
+        calc_dir = runs.sweep_dir(runs.last_checkpoint(calc_run), "test")
+        cell = pd.read_parquet(calc_dir / runs.cell_file(f"t={TEMPERATURE:g}"))
         calc_tokens = int(cell[S.N_TOKENS].sum() + cell[S.COMPLETION_CALC_IDS].map(len).sum())
         loop_calc_tokens, loop_calc_s = loop(checkpoint, prompts, max_new_tokens, per_call=K, calculator=True)
 

@@ -34,8 +34,9 @@ Steps, each skipping what is on disk: (1) train every point in order: a run whos
 max_steps is kept (after checking that the grid's fields still match its config.yaml), a run with a config.yaml
 and no final checkpoint is resumed (`resume`, as demo.py does), others start; (2) sweep every run's last
 checkpoint with analysis.sweep.sweep (cells already written are skipped); (3) extract rewards on the task's
-preference set and on the sweep's samples (`extract_rewards`). Under `accelerate launch` every process runs the same plan: training and the sweep
-share their work across processes, and only the main process writes (reward extraction runs on it alone).
+preference set and on the sweep's samples (`extract_rewards`). Under `accelerate launch` every process runs the
+same plan: training and the sweep share their work across processes, and only the main process writes (reward
+extraction runs on it alone).
 """
 
 import inspect

@@ -46,8 +46,8 @@ def _settings(grid, tables: dict, seconds: dict | None) -> list[str]:
     if small is not None and len(small) and (small[S.N_SEEDS] > 1).any():
         many = small[small[S.N_SEEDS] > 1]
         if (many[se] == 0).all():
-            lines.append("- **Warning:** runs that differ only in seed gave identical validation NLL: the seed does not "
-                         "vary these runs, so seed errors are 0 and every comparison is untestable.")  # fmt: skip
+            lines.append("- **Warning:** runs that differ only in seed gave identical validation NLL: the seed does "
+                         "not vary these runs, so seed errors are 0 and every comparison is untestable.")  # fmt: skip
     return lines
 
 
@@ -63,13 +63,15 @@ def markdown(grid, found: list[R.Finding], tables: dict, figures: list[str], sec
            "is tested by a rule fixed in findings/rules.py before the runs, quoted below with its verdict; the "
            "settings are the grid file's (at the end). Numbers are means over seeds ± their standard error; "
            "intervals are 95%. " + R.__doc__.split("The verdict:")[0].split("\n\n", 1)[1].replace("\n", " ").strip(),
-           "", "## Summary", "", "| # | finding (paper) | verdict here | comparisons |", "|---|---|---|---|"]  # fmt: skip
+           "", "## Summary", "",
+           "| # | finding (paper) | verdict here | comparisons |", "|---|---|---|---|"]  # fmt: skip
     for n, f in enumerate(found, 1):
         out.append(f"| {n} | {f.claim} ({f.paper_figure}) | **{R.VERDICT_TEXT[f.verdict]}** | {_counts(f)} |")
     out += ["", "## Settings", "", *_settings(grid, tables, seconds), ""]
     for n, f in enumerate(found, 1):
         out += [f"## {n}. {f.title}", "", f"**Paper ({f.paper_figure}).** {f.claim}", "",
-                "**Rule.** " + f.rule.replace("\n", " "), "", f"**Verdict: {R.VERDICT_TEXT[f.verdict]}.**", ""]  # fmt: skip
+                "**Rule.** " + f.rule.replace("\n", " "), "",
+                f"**Verdict: {R.VERDICT_TEXT[f.verdict]}.**", ""]  # fmt: skip
         if f.note:
             out += [f"Not tested: {f.note}.", ""]
         out += [f"- {line}" for line in f.evidence]

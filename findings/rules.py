@@ -321,6 +321,11 @@ def reward_correlation_grows_with_lam(correlation_by_lam: pd.DataFrame, correlat
     runs_r = correlations[(correlations[L.SCORE] == S.R) & correlations[L.FAMILY].isin(["mle", "iqlearn"])]
     if L.TRAIN_SIZE in runs_r:
         runs_r = runs_r[runs_r[L.TRAIN_SIZE].isna()]
+    undefined = runs_r[runs_r["spearman"].isna()]
+    if len(undefined):
+        f.evidence.append(f"Spearman undefined for {', '.join(undefined[L.NAME])} (quality the same on every "
+                          f"sample), so their group's mean is too: untestable.")  # fmt: skip
+    runs_r = runs_r.dropna(subset=["spearman"])
     trend = rank_correlations(runs_r[S.LAM], runs_r["spearman"])
     f.evidence.append(f"Trend over {len(runs_r)} runs: Spearman(lam, rho) = {_fmt(trend['spearman'])} "
                       f"(descriptive).")  # fmt: skip

@@ -375,7 +375,8 @@ class Collator:
 
     def __call__(self, features):
         batch = {}
-        batch["input_ids"], batch["attention_mask"] = self._right_pad([f["input_ids"] for f in features], self.pad_token_id)
+        ids = [f["input_ids"] for f in features]
+        batch["input_ids"], batch["attention_mask"] = self._right_pad(ids, self.pad_token_id)
         if self.seq2seq:
             decoder = [f["decoder_input_ids"] for f in features]
             batch["decoder_input_ids"], batch["decoder_attention_mask"] = self._right_pad(decoder, self.pad_token_id)

@@ -44,7 +44,8 @@ def generate_splits(sizes, templates, seed: int) -> dict[str, list[dict]]:
         attempts += 1
         if attempts > 20 * wanted:
             raise ValueError(
-                f"templates {list(templates)} yield only {len(examples)} distinct problems; ask for fewer or add templates"
+                f"templates {list(templates)} yield only {len(examples)} distinct problems; ask for fewer or add "
+                "templates"
             )
         template = rng.choice(templates)
         ex = generators[template](Random(rng.getrandbits(64)), 1.0)

@@ -255,7 +255,8 @@ def export(run_dir, out_dir, checkpoint=None) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    print(f"{out_dir}: {checkpoint} with its recipe ({sum(p.stat().st_size for p in out_dir.rglob('*') if p.is_file()) / 1e6:.1f} MB)")
+    size = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
+    print(f"{out_dir}: {checkpoint} with its recipe ({size / 1e6:.1f} MB)")
     return out_dir
 
 

@@ -352,7 +352,8 @@ class IRLTrainer(Trainer):
             per_seq = torch.stack([(-terms.logp * terms.mask).sum(1), terms.mask.sum(1).to(terms.q.dtype)], 1)
             sums.append(self.accelerator.gather_for_metrics(per_seq))  # (B, 2), duplicates of uneven splits removed
         total = torch.cat(sums).sum(0)
-        metrics = {f"{metric_key_prefix}/nll": (total[0] / total[1]).item(), f"{metric_key_prefix}/tokens": int(total[1])}
+        metrics = {f"{metric_key_prefix}/nll": (total[0] / total[1]).item(),
+                   f"{metric_key_prefix}/tokens": int(total[1])}
         self.log(metrics)
         self._evaluated_at = (self.state.global_step, metrics)
         model.train()

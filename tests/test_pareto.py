@@ -96,6 +96,15 @@ def test_aggregate_seeds_by_hand():
     assert iq["rouge1_mean"] == 0.40 and iq["n_seeds"] == 1 and math.isnan(iq["rouge1_mean_seed_se"])
 
 
+def test_aggregate_seeds_a_metric_missing_on_one_seed_is_missing_for_the_group():
+    # mle's self-BLEU undefined on seed 1: over seeds 0 and 2 alone it would read 60.0 +- 7.07 "over 3 seeds"
+    table = _agg_table()
+    table.loc[1, S.SELF_BLEU] = np.nan
+    mle = aggregate_seeds(table, metrics=["rouge1_mean", S.SELF_BLEU]).set_index(S.METHOD).loc["mle"]
+    assert math.isnan(mle["self_bleu"]) and math.isnan(mle["self_bleu_seed_se"])
+    assert mle["rouge1_mean"] == pytest.approx(0.33) and mle["n_seeds"] == 3
+
+
 def test_aggregate_seeds_default_metrics_and_repeated_seed():
     out = aggregate_seeds(_agg_table())
     # numeric non-key columns, minus run, seed and n

@@ -80,8 +80,9 @@ for n, f in enumerate(summary["findings"], 1):
         st.pyplot(fig, clear_figure=False)
         table = tables.get(FIGURE_TABLES[f["figure"]])
         if table is not None:
-            st.download_button("Download CSV", data=table.to_csv(index=False), key=f"csv-{n}", icon=":material/download:",
-                               file_name=f"{f['figure'].removesuffix('.png')}.csv", mime="text/csv")  # fmt: skip
+            st.download_button("Download CSV", data=table.to_csv(index=False), key=f"csv-{n}",
+                               icon=":material/download:", file_name=f"{f['figure'].removesuffix('.png')}.csv",
+                               mime="text/csv")  # fmt: skip
 for fig in drawn.values():
     if fig is not None:
         plt.close(fig)
