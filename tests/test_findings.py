@@ -4,6 +4,7 @@ scale, writing every table, figure and section of the report."""
 
 import inspect
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -281,3 +282,28 @@ print(json.dumps({{"grids": at.selectbox[0].options, "subheaders": [s.value for 
     for f in summary["findings"]:
         assert any(f"**Verdict: {f['verdict_text']}.**" in m for m in shown["markdown"])
     assert shown["images"] == sum(f["figure"] in summary["figures"] for f in summary["findings"])
+
+
+def test_quick_findings_under_accelerate_launch_on_two_processes(tmp_path):
+    """`accelerate launch` with two CPU processes runs the same plan: every run trained once (its batches split
+    between the processes), swept, scored, and the report written by the main process, its path last."""
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "findings", "run", "--config", toy_quick_grid(tmp_path),
+    ]  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    grid = tmp_path / "quick"
+    lines = out.stdout.strip().splitlines()
+    assert lines[-1] == str(grid / L.FINDINGS_DIR / L.REPORT)
+    assert sum(": trained (" in line for line in lines) == 6  # printed by the main process alone
+    runs = pd.read_parquet(grid / L.FINDINGS_DIR / f"{L.RUNS}.parquet")
+    assert len(runs) == 6 and runs[S.STEP].eq(4).all()
+    # 4 steps of 4 examples on each of 2 processes: 32 of the 64 training examples, half an epoch (a quarter
+    # on one process)
+    last = json.loads((grid / "mle" / "seed0" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["epoch"] == 0.5
+    summary = json.loads((grid / L.FINDINGS_DIR / L.SUMMARY).read_text())
+    assert len(summary["findings"]) == len(R.RULES)
