@@ -74,9 +74,9 @@ def aggregate_seeds(
     if agg.duplicated(by + [S.SEED]).any():
         raise ValueError(f"a seed repeats within a group of {by}; add the key that separates those runs")
     groups = agg.groupby(by, sort=True, dropna=False)
-    mean = groups[list(metrics)].agg(lambda x: x.mean(skipna=False))
+    mean = groups[list(metrics)].mean(skipna=False)
     n_seeds = groups.size().rename(S.N_SEEDS)
-    se = groups[list(metrics)].agg(lambda x: x.std(ddof=1, skipna=False)).div(np.sqrt(n_seeds), axis=0)
+    se = groups[list(metrics)].std(ddof=1, skipna=False).div(np.sqrt(n_seeds), axis=0)
     se.columns = [S.seed_se_col(m) for m in metrics]
     # mean / SE side by side per metric
     ordered = [col for m in metrics for col in (m, S.seed_se_col(m))]

@@ -4,7 +4,6 @@ scale, writing every table, figure and section of the report."""
 
 import inspect
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from analysis.stats import difference_interval, mean_interval
 from findings import layout as L
 from findings import rules as R
 from findings.tables import GROUP_KEYS
+from tests.test_train import launch_on_two_cpu_processes
 
 REPO = Path(__file__).resolve().parents[1]
 QUALITY = S.mean_col(S.EXACT_MATCH)
@@ -152,17 +152,23 @@ def test_overfitting_rules():
     assert [c["outcome"] for c in R.td_mitigates_overfitting(table).comparisons] == [R.PREMISE]
 
 
-def test_reward_rules():
-    nan = np.nan
+def correlation_tables(per_method) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(correlation_by_lam, correlations) as findings.tables writes them, from {method: (Spearman of R per seed,
+    Spearman of logp_sum per seed)} on full data."""
     rows = []
-    for method, r, logp in (("mle", [0.0, 0.05, -0.05], [0.3, 0.32, 0.28]),
-                            ("iqlearn lam=0.3", [0.5, 0.52, 0.48], [0.3, 0.31, 0.29])):  # fmt: skip
+    for method, (r, logp) in per_method.items():
         for score, values in ((S.R, r), (S.LOGP_SUM, logp)):
-            table = seed_table([(method, None, nan, {"spearman": values})])
+            table = seed_table([(method, None, np.nan, {"spearman": values})])
             rows.append(table.assign(**{L.SCORE: score, L.NAME: table[L.GROUP] + "/seed" + table[S.SEED].astype(str)}))
     correlations = pd.concat(rows, ignore_index=True)
     by_lam = pd.concat([group(part, ["spearman"]).assign(**{L.SCORE: score})
                         for score, part in correlations.groupby(L.SCORE)])  # fmt: skip
+    return by_lam, correlations
+
+
+def test_reward_rules():
+    by_lam, correlations = correlation_tables({"mle": ([0.0, 0.05, -0.05], [0.3, 0.32, 0.28]),
+                                               "iqlearn lam=0.3": ([0.5, 0.52, 0.48], [0.3, 0.31, 0.29])})  # fmt: skip
     grows = R.reward_correlation_grows_with_lam(by_lam, correlations)
     assert [c["outcome"] for c in grows.comparisons] == [R.FAVOURS]
     assert grows.comparisons[0]["diff"] == pytest.approx(0.5)
@@ -176,15 +182,8 @@ def test_reward_rules_with_an_undefined_correlation():
     """A run whose samples all scored the same has no Spearman rho: its group is untestable, the run is named,
     the trend is taken over the other runs, and the paired rule uses the seeds that have both rhos."""
     nan = np.nan
-    rows = []
-    for method, r, logp in (("mle", [0.0, 0.05, -0.05], [0.3, 0.32, 0.28]),
-                            ("iqlearn lam=0.3", [0.5, nan, 0.48], [0.3, nan, 0.29])):  # fmt: skip
-        for score, values in ((S.R, r), (S.LOGP_SUM, logp)):
-            table = seed_table([(method, None, nan, {"spearman": values})])
-            rows.append(table.assign(**{L.SCORE: score, L.NAME: table[L.GROUP] + "/seed" + table[S.SEED].astype(str)}))
-    correlations = pd.concat(rows, ignore_index=True)
-    by_lam = pd.concat([group(part, ["spearman"]).assign(**{L.SCORE: score})
-                        for score, part in correlations.groupby(L.SCORE)])  # fmt: skip
+    by_lam, correlations = correlation_tables({"mle": ([0.0, 0.05, -0.05], [0.3, 0.32, 0.28]),
+                                               "iqlearn lam=0.3": ([0.5, nan, 0.48], [0.3, nan, 0.29])})  # fmt: skip
     grows = R.reward_correlation_grows_with_lam(by_lam, correlations)
     assert [c["outcome"] for c in grows.comparisons] == [R.UNTESTABLE]
     evidence = " ".join(grows.evidence)
@@ -287,14 +286,7 @@ print(json.dumps({{"grids": at.selectbox[0].options, "subheaders": [s.value for 
 def test_quick_findings_under_accelerate_launch_on_two_processes(tmp_path):
     """`accelerate launch` with two CPU processes runs the same plan: every run trained once (its batches split
     between the processes), swept, scored, and the report written by the main process, its path last."""
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "findings", "run", "--config", toy_quick_grid(tmp_path),
-    ]  # fmt: skip
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = launch_on_two_cpu_processes("findings", "run", "--config", toy_quick_grid(tmp_path), timeout=600)
     grid = tmp_path / "quick"
     lines = out.stdout.strip().splitlines()
     assert lines[-1] == str(grid / L.FINDINGS_DIR / L.REPORT)

@@ -2,10 +2,7 @@
 process against two under `accelerate launch`, and aggregates recomputed from the sample rows."""
 
 import math
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -22,8 +19,8 @@ from irl.config import TrainConfig
 from irl.model import load_model, load_tokenizer
 from irl.runs import sweep_dir
 from irl.train import train
+from tests.test_train import launch_on_two_cpu_processes
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 5 prompts in batches of 2: three batches, shared 2 + 1 between two processes.
 SWEEP = dict(temperatures=(0, 1.0), beams=(2,), samples=3, limit=5, max_new_tokens=10, batch_size=2)
 CELLS = ("samples-greedy.parquet", "samples-t=1.parquet", "samples-beam=2.parquet")
@@ -247,16 +244,10 @@ def test_same_seed_same_rows_other_seed_other_samples(tiny_run, swept, tmp_path)
 
 def test_two_processes_write_the_same_rows(tiny_run, swept, tmp_path):
     run = copy_run(tiny_run, tmp_path)
-    # --multi_gpu with ACCELERATE_USE_CPU starts two CPU processes; `--cpu` alone would start one
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "analysis", "sweep", "--run", str(run), "--temperatures", "0,1", "--beams", "2", "--samples", "3",
+    out = launch_on_two_cpu_processes(
+        "analysis", "sweep", "--run", str(run), "--temperatures", "0,1", "--beams", "2", "--samples", "3",
         "--limit", "5", "--max_new_tokens", "10", "--batch_size", "2",
-    ]  # fmt: skip
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
-    assert out.returncode == 0, out.stderr[-3000:]
+    )  # fmt: skip
     assert "decoded by 2 process(es)" in out.stdout
     assert out.stdout.count("beam=2") == 1  # the table is printed once, by the main process
     two = rows(sweep_dir(run / "checkpoint-3", "test"))

@@ -175,13 +175,19 @@ TWO_CPU_PROCESSES = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1
                      "--dynamo_backend", "no"]  # fmt: skip
 
 
+def launch_on_two_cpu_processes(*module_args, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`accelerate launch` two CPU processes of `python -m <module_args>` in the repository; its finished process
+    (stdout and stderr captured), after checking that it succeeded."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *TWO_CPU_PROCESSES, "-m", *module_args]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=timeout, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
 def launch_two_processes(run_dir, *flags) -> list[dict]:
     """`accelerate launch` two CPU processes of `python -m irl train` on configs/tiny.yaml; the metrics rows."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *TWO_CPU_PROCESSES, "-m", "irl", "train",
-           "--config", "configs/tiny.yaml", "--output_dir", str(run_dir), *flags]  # fmt: skip
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
-    assert out.returncode == 0, out.stderr[-3000:]
+    launch_on_two_cpu_processes("irl", "train", "--config", "configs/tiny.yaml", "--output_dir", str(run_dir), *flags)
     ckpt = last_checkpoint(run_dir)
     # two processes ran: each saved its RNG state (a single one writes rng_state.pth)
     assert {p.name for p in ckpt.glob("rng_state*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
