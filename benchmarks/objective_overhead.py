@@ -15,14 +15,18 @@ tensor storage alive during one step, counted by a dispatch mode on CPU (CUDA: m
 allocated before the step).
 
 Objectives:
-- `mle`, `iqlearn`: the training default, token terms from the final hidden states in chunks
-  (irl/trainer.py final_hidden, irl/objectives.py head_token_terms): no (B, T, V) logits;
+- `mle`, `iqlearn`: the training default, from the final hidden states in chunks with the gradient formed in the
+  same pass (irl/trainer.py final_hidden, irl/objectives.py head_loss): no (B, T, V) logits, each chunk's logits
+  computed once;
+- `iqlearn_recompute`: the same chunks through objectives.head_token_terms, whose backward computes each chunk's
+  logits again (GAIL's route);
 - `mle_cross_entropy`: MLE as transformers computes it, F.cross_entropy on the model's materialised logits;
 - `iqlearn_logits`: IQLearn on the materialised logits through the fused pass (objectives.token_terms; the
   route of models whose logits are more than lm_head(hidden)).
 One JSON line per vocabulary: {"vocab", "time_ratio", "mem_ratio" (iqlearn over mle, both chunked; goal <= 1.05),
 "time_vs_materialised", "mem_vs_materialised" (iqlearn chunked over mle_cross_entropy; goals <= 1.1 and <= 0.5),
-"logits_time_vs_materialised", "logits_mem_vs_materialised" (iqlearn_logits over mle_cross_entropy), "ms",
+"logits_time_vs_materialised", "logits_mem_vs_materialised" (iqlearn_logits over mle_cross_entropy),
+"recompute_time_vs_materialised", "recompute_mem_vs_materialised" (iqlearn_recompute over mle_cross_entropy), "ms",
 "peak_mb", "device", ...}. The chunked route projects only the positions whose next token is a completion token,
 so part of its edge over the materialised routes is the prompt share of the batch (compare `--prompt_share 0`).
 
@@ -48,6 +52,7 @@ sampling 443 ms per batch).
 """
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -63,12 +68,12 @@ from torch.utils._pytree import tree_flatten
 from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from irl.objectives import head_token_terms, iqlearn, mle, token_terms  # noqa: E402
+from irl.objectives import head_loss, head_token_terms, iqlearn, mle, token_terms  # noqa: E402
 from irl.data import model_inputs  # noqa: E402
 from irl.trainer import final_hidden  # noqa: E402
 
 EOS = 1
-NAMES = ["mle", "iqlearn", "mle_cross_entropy", "iqlearn_logits"]
+NAMES = ["mle", "iqlearn", "mle_cross_entropy", "iqlearn_logits", "iqlearn_recompute"]
 
 
 class PeakTensorMemory(TorchDispatchMode):
@@ -94,13 +99,16 @@ class PeakTensorMemory(TorchDispatchMode):
 
 
 def loss_fn(name, model, batch):
-    """The step's loss: chunked from the final hidden states (`mle`, `iqlearn`), or on materialised logits."""
+    """The step's loss: chunked from the final hidden states (`mle`, `iqlearn` in one pass, `iqlearn_recompute`),
+    or on materialised logits."""
     ids, attention, cmask = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
-    if name in ("mle", "iqlearn"):
+    objective = functools.partial(mle) if name == "mle" else functools.partial(iqlearn, lam=0.1, gamma=0.99)
+    if name in ("mle", "iqlearn", "iqlearn_recompute"):
         head = model.get_output_embeddings()
         hidden = final_hidden(model, ids, attention)  # (B, T, H)
-        terms = head_token_terms(hidden, head.weight, head.bias, ids, cmask, EOS)
-        return mle(terms)[0] if name == "mle" else iqlearn(terms, lam=0.1, gamma=0.99)[0]
+        if name == "iqlearn_recompute":
+            return objective(head_token_terms(hidden, head.weight, head.bias, ids, cmask, EOS))[0]
+        return head_loss(objective, hidden, head.weight, head.bias, ids, cmask, EOS)[0]
     logits = model(input_ids=ids, attention_mask=attention).logits  # (B, T, V)
     if name == "mle_cross_entropy":
         labels = ids[:, 1:].masked_fill(cmask[:, 1:] == 0, -100)
@@ -181,6 +189,8 @@ def measure(vocab, reps, batch_size, seq, device, prompt_share):
         "mem_vs_materialised": round(mem["iqlearn"] / mem["mle_cross_entropy"], 3),
         "logits_time_vs_materialised": round(ms["iqlearn_logits"] / ms["mle_cross_entropy"], 3),
         "logits_mem_vs_materialised": round(mem["iqlearn_logits"] / mem["mle_cross_entropy"], 3),
+        "recompute_time_vs_materialised": round(ms["iqlearn_recompute"] / ms["mle_cross_entropy"], 3),
+        "recompute_mem_vs_materialised": round(mem["iqlearn_recompute"] / mem["mle_cross_entropy"], 3),
         "ms": {k: round(v, 1) for k, v in ms.items()},
         "peak_mb": {k: round(v / 2**20, 1) for k, v in mem.items()},
         "batch": batch_size,

@@ -20,6 +20,7 @@ import hashlib
 from dataclasses import dataclass
 
 import torch
+from transformers.cache_utils import DynamicLayer, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from irl.data import Collator, Encoded, episode_features
@@ -175,19 +176,90 @@ def decode(model, batch: dict, decoding: Decoding, k: int, *, max_new_tokens: in
     )
 
 
+class PreallocatedLayer(DynamicLayer):
+    """A `DynamicLayer` whose keys and values are views of buffers allocated once for the whole decode: a step
+    writes its new position in place instead of concatenating the layer's whole cache into a new tensor, and
+    dropping finished rows moves the kept rows to the front of the same buffers.
+
+    Built from a filled layer's (B, H, L, D) keys and values: every row repeated `repeats` times (row i * repeats
+    + j is copy j of row i) into buffers of `capacity` positions. The active rows are the buffers' first `rows`,
+    so `keys` and `values` are (rows, H, length, D) views, as `DynamicLayer` exposes them."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, capacity: int, repeats: int = 1):
+        super().__init__()
+        batch, heads, length, dim = keys.shape
+        if capacity < length:
+            raise ValueError(f"capacity {capacity} is below the {length} positions already cached")
+        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+        self.rows, self.length = batch * repeats, length
+        self._keys = keys.new_empty((self.rows, heads, capacity, dim))
+        self._values = values.new_empty((self.rows, heads, capacity, dim))
+        self._keys[:, :, :length] = keys.repeat_interleave(repeats, 0)
+        self._values[:, :, :length] = values.repeat_interleave(repeats, 0)
+        self._view()
+
+    def _view(self) -> None:
+        self.keys = self._keys[: self.rows, :, : self.length]
+        self.values = self._values[: self.rows, :, : self.length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        end = self.length + key_states.shape[-2]
+        if end > self._keys.shape[2]:
+            raise ValueError(f"cache full: {end} positions asked of a capacity of {self._keys.shape[2]}")
+        self._keys[: self.rows, :, self.length : end] = key_states
+        self._values[: self.rows, :, self.length : end] = value_states
+        self.length = end
+        self._view()
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep the rows `indices` (increasing), moved to the front: the rows before the first dropped one stay."""
+        kept = len(indices)
+        same = indices == torch.arange(kept, device=indices.device)
+        moved = kept if bool(same.all()) else int(same.int().argmin())  # the first row that changes place
+        if moved < kept:
+            self._keys[moved:kept, :, : self.length] = self.keys[indices[moved:]]
+            self._values[moved:kept, :, : self.length] = self.values[indices[moved:]]
+        self.rows = kept
+        self._view()
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        raise NotImplementedError("a PreallocatedLayer is repeated when it is built")
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("a PreallocatedLayer keeps every position until the decode ends")
+
+
+def preallocated(cache, capacity: int, repeats: int = 1):
+    """`cache` (a DynamicCache, or the self-attention part of an EncoderDecoderCache) with each full-attention
+    layer made a `PreallocatedLayer` of `capacity` positions, and every layer's rows repeated `repeats` times;
+    layers of other kinds (sliding windows, ...) keep their class and are repeated in place."""
+    layers = cache.self_attention_cache.layers if isinstance(cache, EncoderDecoderCache) else cache.layers
+    for i, layer in enumerate(layers):
+        if type(layer) is DynamicLayer and layer.is_initialized:
+            layers[i] = PreallocatedLayer(layer.keys, layer.values, capacity, repeats)
+        elif repeats > 1:
+            layer.batch_repeat_interleave(repeats)
+    if isinstance(cache, EncoderDecoderCache) and repeats > 1:
+        cache.cross_attention_cache.batch_repeat_interleave(repeats)
+    return cache
+
+
 @torch.no_grad()
 def decode_compact(model, batch: dict, decoding: Decoding, n: int, *, max_new_tokens: int, eos_token_id: int,
                    entropy: bool = False, logits_processor=None) -> Decoded:
     """Greedy or ancestral decoding of `n` completions per prompt, step by step with the KV cache, where a row
     that has generated EOS leaves the batch (its cache rows are dropped): finished rows stop costing compute.
 
-    Each step reads the raw logits of the active rows (float32), applies `logits_processor` to them with the rows'
-    ids so far (as `generate` passes them: prompt included for a decoder-only model, [decoder start] + generated
-    for an encoder-decoder one), then takes the argmax (greedy) or samples from softmax(scores / temperature) over
-    the full vocabulary (no top-k/top-p). An encoder-decoder model encodes the prompts once; each step runs the
-    decoder with the cached self- and cross-attention of its active rows. Greedy rows equal `generate`'s; sampled
-    rows are reproducible for a seed (the random draws are those of the active rows only, so they differ from
-    `generate`'s)."""
+    A decoder-only model reads each prompt once: its cache is then repeated for the n samples, into buffers that
+    hold every position the decode can reach (`preallocated`), so a step writes one position in place rather
+    than copying the whole cache. Each step reads the raw logits of the active rows (float32), applies
+    `logits_processor` to them with the rows' ids so far (as `generate` passes them: prompt included for a
+    decoder-only model, [decoder start] + generated for an encoder-decoder one), then takes the argmax (greedy)
+    or samples from softmax(scores / temperature) over the full vocabulary (no top-k/top-p). An encoder-decoder
+    model encodes the prompts once; each step runs the decoder with the cached self- and cross-attention of its
+    active rows. Greedy rows equal `generate`'s; sampled rows are reproducible for a seed (the random draws are
+    those of the active rows only, so they differ from `generate`'s)."""
     seq2seq = model.config.is_encoder_decoder
     attention = batch["attention_mask"].repeat_interleave(n, 0)  # (N, P): row i * n + j is sample j of prompt i
     total, device = attention.shape[0], attention.device
@@ -202,11 +274,16 @@ def decode_compact(model, batch: dict, decoding: Decoding, n: int, *, max_new_to
         ids = torch.full((total, 1), model.config.decoder_start_token_id, dtype=torch.long, device=device)
         out = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=attention,
                     decoder_input_ids=ids, use_cache=True)  # fmt: skip
+        cache = preallocated(out.past_key_values, 1 + max_new_tokens)
+        logits = out.logits[:, -1]
     else:
         ids = batch["input_ids"].repeat_interleave(n, 0)
-        positions = (attention.cumsum(1) - 1).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache, logits = out.past_key_values, out.logits[:, -1]
+        prompt_attention = batch["attention_mask"]
+        positions = (prompt_attention.cumsum(1) - 1).clamp(min=0)
+        out = model(input_ids=batch["input_ids"], attention_mask=prompt_attention, position_ids=positions,
+                    use_cache=True, logits_to_keep=1)  # fmt: skip
+        cache = preallocated(out.past_key_values, ids.shape[1] + max_new_tokens, repeats=n)
+        logits = out.logits[:, -1].repeat_interleave(n, 0)
     for t in range(max_new_tokens):
         raw = logits.float()  # (R, V)
         if entropy:

@@ -16,6 +16,8 @@ Two routes give these per-token quantities (TokenTerms):
   states (B, T, H) and the output embedding, computing the logits of a chunk of rows at a time in forward and
   again in backward (`_HeadQVEntropy`), so the (B, T, V) logits never exist; only the rows some term reads
   (`action_rows`) are projected;
+  `head_loss` goes further for the objectives of SINGLE_PASS: it forms the loss's gradient while it computes
+  each chunk's logits, so they are computed once (`_HeadLoss`);
 - `token_terms`: from materialised (B, T, V) logits, with one fused pass over them (`fused_q_v_entropy`).
 `naive_token_terms` is the obvious log_softmax implementation both are tested against. All tensors below are per
 action, shape (B, T-1): position k holds the action `input_ids[:, k+1]` taken in the state whose logits are
@@ -267,6 +269,114 @@ def head_token_terms(hidden, weight, bias, input_ids, completion_mask, eos_token
     return _shifted_terms(q, v_all, entropy, input_ids, completion_mask, eos_token_id, stop_grad_next)
 
 
+class _HeadLoss(torch.autograd.Function):
+    """An objective's loss on the logits z = h W^T + b with its gradient formed in the same pass over them: each
+    chunk of logits is computed once, in forward, as in a fused linear cross-entropy. Returns the loss; backward
+    scales the gradients kept from forward by the loss's output gradient.
+
+    forward, per chunk of `chunk_rows` rows: z, then v and H of its rows as _HeadQVEntropy, then g_v = dL/dv and
+              g_H = dL/dH of its rows (autograd through `loss_of` on the small per-row tensors), then
+              dL/dz (without its one-hot part) = p * (g_v - g_H * (log p + H)),
+              dL/dh = dL/dz W,   dL/dW += dL/dz^T h,   dL/db += sum over rows of dL/dz;
+    after the chunks: the loss from every row's q, v and H, g_q = dL/dq, and the one-hot part of dL/dz, added
+              row by row: dL/dh_n += g_q[n] W[a_n], dL/dW[a_n] += g_q[n] h_n, dL/db[a_n] += g_q[n].
+    Three (rows x H x V) products per chunk, as backpropagation through materialised logits takes, against four
+    for _HeadQVEntropy's recomputation. Exact for objectives whose dL/dv and dL/dH at a row depend on the
+    values of no other row (q apart, which every chunk knows): the rows of later chunks are still 0 when a
+    chunk's g_v and g_H are taken. MLE, MLE with entropy and IQLearn offline and online are such objectives
+    (`SINGLE_PASS`): V(s_t) enters L through -log pi(a_t|s_t) = V(s_t) - Q(s_t, a_t), linear value terms and
+    r_{t-1} = Q(s_{t-1}, a_{t-1}) - gamma V(s_t). GAIL's is not: its advantages sum log pi over a completion.
+    The products and statistics run in the dtypes of _HeadQVEntropy.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, actions, chunk_rows, loss_of, out):
+        device = hidden.device.type
+        if torch.is_autocast_enabled(device):
+            dtype = torch.get_autocast_dtype(device)
+        else:
+            dtype = torch.promote_types(hidden.dtype, weight.dtype)
+        acc = torch.promote_types(dtype, torch.float32)
+        n = hidden.shape[0]
+        needs_hidden, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+        v, entropy = torch.zeros(n, dtype=acc, device=hidden.device), torch.zeros(n, dtype=acc, device=hidden.device)
+        grad_hidden = torch.zeros_like(hidden, dtype=acc) if needs_hidden else None
+        grad_weight = torch.zeros_like(weight, dtype=acc) if needs_weight else None
+        grad_bias = torch.zeros_like(bias, dtype=acc) if needs_bias else None
+        with torch.autocast(device, enabled=False):
+            w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
+            # q = z[a] row by row: a dot product per row, rounded to the products' dtype as a chunk's z would be
+            q = (hidden.to(acc) * w[actions].to(acc)).sum(-1)
+            q = (q if b is None else q + b[actions].to(acc)).to(dtype).to(acc)
+            for rows in _chunks(n, chunk_rows):
+                h = hidden[rows].to(dtype)
+                z = F.linear(h, w, b).to(acc)  # (rows, V)
+                v[rows], entropy[rows] = _v_entropy(z)
+                _, _, (g_v, g_entropy) = _loss_grads(loss_of, (q, v, entropy), wrt=(1, 2))
+                grad_z = _logit_grad_(z, rows, actions, v, entropy, None, g_v, g_entropy).to(dtype)
+                if needs_hidden:
+                    grad_hidden[rows] = grad_z @ w
+                if needs_weight and dtype == acc:
+                    grad_weight.addmm_(grad_z.T, h)
+                elif needs_weight:  # a low-precision product, added to the float32 sum
+                    grad_weight += grad_z.T @ h
+                if needs_bias:
+                    grad_bias += grad_z.sum(0)
+            loss, stats, (g_q,) = _loss_grads(loss_of, (q, v, entropy), wrt=(0,))
+            if g_q is not None:
+                if needs_hidden:
+                    grad_hidden += g_q[:, None] * w[actions].to(acc)
+                if needs_weight:
+                    grad_weight.index_add_(0, actions, g_q[:, None] * hidden.to(acc))
+                if needs_bias:
+                    grad_bias.index_add_(0, actions, g_q)
+        grads = [g.to(x.dtype) if g is not None else None for g, x in zip(
+            (grad_hidden, grad_weight, grad_bias), (hidden, weight, bias))]  # fmt: skip
+        ctx.save_for_backward(*(g if g is not None else torch.empty(0) for g in grads))
+        ctx.present = [g is not None for g in grads]
+        out.update(stats={k: x.detach() for k, x in stats.items()}, q=q, v=v, entropy=entropy)
+        return loss.detach()
+
+    @staticmethod
+    def backward(ctx, g_loss):
+        grads = [g * g_loss.to(g.dtype) if present else None for g, present in zip(ctx.saved_tensors, ctx.present)]
+        return *grads, None, None, None, None
+
+
+def _loss_grads(loss_of, values, wrt):
+    """(loss, stats, gradients) of `loss_of(*values)`: the gradients with respect to values[i] for i in `wrt`, each
+    None where the loss does not depend on it."""
+    with torch.enable_grad():
+        leaves = [x.detach().requires_grad_(i in wrt) for i, x in enumerate(values)]
+        loss, stats = loss_of(*leaves)
+        grads = torch.autograd.grad(loss, [leaves[i] for i in wrt], allow_unused=True)
+    return loss, stats, grads
+
+
+def head_loss(objective, hidden, weight, bias, input_ids, completion_mask, eos_token_id, stop_grad_next=False,
+              rows=None, chunk_rows=None) -> tuple[torch.Tensor, dict, TokenTerms]:
+    """`objective(terms)` with terms = `head_token_terms(...)`, its gradient formed in one pass over the logits
+    (`_HeadLoss`): (loss, stats, terms), the stats and terms detached (for logging). For `objective`s whose
+    gradient is exact that way only: those of SINGLE_PASS, or a function of TokenTerms that calls one of them on
+    some rows of the terms (as the trainer does for expert and sampled rows); `single_pass` says which."""
+    batch, width, size = hidden.shape
+    if rows is None:
+        rows = action_rows(completion_mask)
+    vocab = weight.shape[0]
+    chunk_rows = chunk_rows or max(1, CHUNK_LOGITS // vocab, -(-len(rows) * size // vocab))
+    actions = F.pad(input_ids[:, 1:], (0, 1)).flatten()[rows]
+
+    def terms_of(q, v, entropy):
+        q, v_all, entropy = (x.new_zeros(batch * width).index_copy(0, rows, x).view(batch, width)
+                             for x in (q, v, entropy))  # fmt: skip
+        return _shifted_terms(q, v_all, entropy, input_ids, completion_mask, eos_token_id, stop_grad_next)
+
+    out = {}
+    loss = _HeadLoss.apply(hidden.reshape(-1, size)[rows], weight, bias, actions, chunk_rows,
+                           lambda *values: objective(terms_of(*values)), out)  # fmt: skip
+    return loss, out["stats"], terms_of(out["q"], out["v"], out["entropy"])
+
+
 def naive_token_terms(logits, input_ids, completion_mask, eos_token_id, stop_grad_next=False) -> TokenTerms:
     """The straightforward reference for `token_terms`: log_softmax, gather, logsumexp and softmax, each a
     separate pass over the full (B, T, V) logits."""
@@ -422,3 +532,13 @@ def token_stats(terms: TokenTerms, gamma: float) -> dict[str, torch.Tensor]:
         "iq/v_mean": masked_mean(terms.v, terms.mask),
         "iq/entropy": masked_mean(terms.entropy, terms.mask),
     }
+
+
+# Objectives whose gradient `head_loss` forms in one pass (see _HeadLoss): dL/dV(s_t) and dL/dH(s_t) depend on no
+# other state's V or H.
+SINGLE_PASS = frozenset({mle, iqlearn, online_iqlearn})
+
+
+def single_pass(objective) -> bool:
+    """Whether `objective` (a function of SINGLE_PASS, or a functools.partial of one) may go through `head_loss`."""
+    return getattr(objective, "func", objective) in SINGLE_PASS

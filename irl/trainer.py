@@ -11,8 +11,9 @@ Sampling is timed apart from the update (time/sample_s, time/update_s) and a few
 logging step go to `<output_dir>/samples.jsonl`.
 
 The per-token terms come from the model's final hidden states and its output embedding, a chunk of rows at a
-time (`final_hidden`, objectives.head_token_terms), so the (B, T, V) logits never exist in training; models
-outside HEAD_IS_LINEAR, FSDP/DeepSpeed runs and `chunked_loss: false` read the full logits
+time (`final_hidden`, objectives.head_token_terms), so the (B, T, V) logits never exist in training; for the
+objectives of objectives.SINGLE_PASS the loss's gradient is formed in that one pass (objectives.head_loss);
+models outside HEAD_IS_LINEAR, FSDP/DeepSpeed runs and `chunked_loss: false` read the full logits
 (objectives.token_terms).
 
 A micro-step reads nothing back from the device. The one read a batch needs, the index of its completion
@@ -178,20 +179,37 @@ class IRLTrainer(Trainer):
 
     def terms(self, model, inputs) -> objectives.TokenTerms:
         """Per-token Q, V, V(s'), entropy of a batch under `model` (the policy, or a frozen copy of it)."""
-        ids, attention, completion = inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]
+        ids, completion = inputs["input_ids"], inputs["completion_mask"]
         if not self.chunked:  # the full logits: (B, T, V), T the decoder's length for seq2seq
             logits = model(**model_inputs(inputs, self.seq2seq)).logits
             return objectives.token_terms(
                 logits, action_ids(inputs, self.seq2seq), completion, self.eos_token_id, self.cfg.stop_grad_next
             )
-        rows = inputs.get("action_rows")  # from get_batch_samples; not in batches made during the step
-        rows = objectives.action_rows(completion) if rows is None else rows
-        hidden = final_hidden(model, ids, attention)  # (B, T, H)
-        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        hidden, head, rows = self._head(model, inputs)
         with self.accelerator.autocast():  # the precision the model's own lm_head runs in
             return objectives.head_token_terms(
                 hidden, head.weight, head.bias, ids, completion, self.eos_token_id, self.cfg.stop_grad_next, rows=rows
             )
+
+    def loss(self, model, inputs, objective) -> tuple[torch.Tensor, dict, objectives.TokenTerms]:
+        """(loss, stats, terms) of `objective` (TokenTerms -> (loss, stats)) on a batch under the policy `model`:
+        in one pass over the logits where the objective allows it (objectives.head_loss), the terms then
+        detached; else through `terms`."""
+        if not (self.chunked and objectives.single_pass(self.objective)):
+            terms = self.terms(model, inputs)
+            return *objective(terms), terms
+        hidden, head, rows = self._head(model, inputs)
+        with self.accelerator.autocast():
+            return objectives.head_loss(objective, hidden, head.weight, head.bias, inputs["input_ids"],
+                                        inputs["completion_mask"], self.eos_token_id, self.cfg.stop_grad_next,
+                                        rows=rows)  # fmt: skip
+
+    def _head(self, model, inputs):
+        """(final hidden states (B, T, H), output embedding, action rows) of a causal LM's batch."""
+        rows = inputs.get("action_rows")  # from get_batch_samples; not in batches made during the step
+        rows = objectives.action_rows(inputs["completion_mask"]) if rows is None else rows
+        hidden = final_hidden(model, inputs["input_ids"], inputs["attention_mask"])  # (B, T, H)
+        return hidden, self.accelerator.unwrap_model(model).get_output_embeddings(), rows
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """Trainer's batches of one optimizer step, each with its `action_rows` (see the module's docstring)."""
@@ -246,16 +264,17 @@ class IRLTrainer(Trainer):
         return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        n = inputs["input_ids"].shape[0]
         if "policy" in inputs:  # expert and sampled rows in one forward pass (one pass of a DDP-wrapped model)
-            n = inputs["input_ids"].shape[0]
-            both = self.terms(model, cat_rows(inputs, inputs["policy"], batch_keys(self.seq2seq)))
-            terms = both.rows(slice(0, n))
-            loss, stats = self.objective(terms, both.rows(slice(n, None)), **inputs["policy_kwargs"])
+            batch = cat_rows(inputs, inputs["policy"], batch_keys(self.seq2seq))
+            kwargs = inputs["policy_kwargs"]
+            loss, stats, terms = self.loss(
+                model, batch, lambda both: self.objective(both.rows(slice(0, n)), both.rows(slice(n, None)), **kwargs)
+            )
         else:
-            terms = self.terms(model, inputs)
-            loss, stats = self.objective(terms)
+            loss, stats, terms = self.loss(model, inputs, self.objective)
         self._watch(loss)
-        self.record({**objectives.token_stats(terms, self.cfg.gamma), **stats})
+        self.record({**objectives.token_stats(terms.rows(slice(0, n)), self.cfg.gamma), **stats})
         self._tokens += inputs["attention_mask"].sum()  # the encoder's, for seq2seq; then the decoder's:
         self._tokens += inputs["decoder_attention_mask"].sum() if self.seq2seq else 0
         return loss

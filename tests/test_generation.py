@@ -1,12 +1,15 @@
 """The generation module: step-by-step decoding where finished rows leave the batch gives the rows transformers'
-`generate` gives (greedy, with a logits processor that ends rows at different steps), reproducible samples, and
-the token record (ids up to EOS, ended flags, entropy)."""
+`generate` gives (greedy, with a logits processor that ends rows at different steps; samples of a prompt that
+share its cache), reproducible samples, and the token record (ids up to EOS, ended flags, entropy); the
+preallocated cache holds what transformers' own cache holds."""
 
 import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from irl.generation import Decoding, decode, left_padded, truncate_left
+from transformers.cache_utils import DynamicLayer
+
+from irl.generation import Decoding, PreallocatedLayer, decode, left_padded, truncate_left
 from irl.model import build_preset, train_tokenizer
 
 PROMPTS = ["Question: 1 + 2?\nAnswer:", "Question: 2?\nAnswer:", "hi", "Question: 10 + 20 + 30?\nAnswer:"]
@@ -25,6 +28,13 @@ class EndAfter(LogitsProcessor):
                 scores[row] = -float("inf")
                 scores[row, self.eos] = 0.0
         return scores
+
+
+class OnlyArgmax(LogitsProcessor):
+    """Leaves only each row's most likely token: sampling then draws it, whatever the random numbers."""
+
+    def __call__(self, input_ids, scores):
+        return torch.full_like(scores, -float("inf")).scatter(1, scores.argmax(1, keepdim=True), 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +60,46 @@ def test_compact_greedy_equals_generate(model_and_tokenizer):
     assert all(c[-1] == tokenizer.eos_token_id and tokenizer.eos_token_id not in c[:-1] for c in compact.completion_ids)
     assert compact.entropy == pytest.approx(full.entropy, abs=1e-5)
     assert compact.prompt_ids[0] == tokenizer(PROMPTS[0])["input_ids"]  # padding removed
+
+
+def test_compact_samples_of_a_prompt_share_its_cache_and_equal_generate(model_and_tokenizer):
+    """The prompt is read once and its cache repeated for the K samples: with a processor that leaves one token
+    per row, sampling is deterministic, and the K rows of each prompt equal generate's (which reads the prompt K
+    times), as rows end at different steps."""
+    model, tokenizer = model_and_tokenizer
+    batch = left_padded(tokenizer, PROMPTS, "cpu")
+    width = batch["input_ids"].shape[1]
+
+    def sampled(compact):
+        processors = LogitsProcessorList([OnlyArgmax(), EndAfter(width, tokenizer.eos_token_id)])
+        return decode(model, batch, Decoding("sample", temperature=1.0), 3, max_new_tokens=12, seed=0,
+                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, entropy=True,
+                      logits_processor=processors, compact=compact)  # fmt: skip
+
+    compact, full = sampled(True), sampled(False)
+    assert compact.completion_ids == full.completion_ids and len(compact.completion_ids) == 12
+    assert len({len(c) for c in compact.completion_ids}) > 1 and all(compact.ended)
+    assert compact.entropy == pytest.approx(full.entropy, abs=1e-5)
+
+
+def test_preallocated_layer_holds_what_a_dynamic_layer_holds():
+    """Built from a filled layer with each row repeated, written step by step and compacted: the same keys and
+    values, bit for bit, as transformers' DynamicLayer given the repeated rows, the same updates and selections."""
+    torch.manual_seed(0)
+    keys, values = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+    ours, theirs = PreallocatedLayer(keys, values, capacity=8, repeats=3), DynamicLayer()
+    theirs.update(keys.repeat_interleave(3, 0), values.repeat_interleave(3, 0))
+    for keep in ([0, 1, 2, 3, 4, 5], [0, 2, 3, 5], [0, 1, 2], [1, 2]):  # none, inside, at the end, first dropped
+        new_keys, new_values = torch.randn(6, 3, 1, 5)[: len(keep)], torch.randn(6, 3, 1, 5)[: len(keep)]
+        if len(keep) < ours.rows:
+            ours.batch_select_indices(torch.tensor(keep))
+            theirs.batch_select_indices(torch.tensor(keep))
+        got, expected = ours.update(new_keys, new_values), theirs.update(new_keys, new_values)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected))
+        assert ours.get_seq_length() == theirs.get_seq_length()
+    assert ours.get_seq_length() == 8 and ours.rows == 2
+    with pytest.raises(ValueError, match="cache full"):
+        ours.update(new_keys, new_values)
 
 
 def test_sampling_is_reproducible_and_cut_rows_are_flagged(model_and_tokenizer):
