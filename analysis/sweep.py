@@ -28,8 +28,9 @@ Each file is written atomically. A rerun skips the cells already written, so an 
 where it stopped; asking for other settings in the same directory is an error.
 
 Speed: greedy and sampled cells decode step by step with finished rows leaving the batch
-(irl.generation.decode_compact), prompts are batched by length, and the calculator's vocabulary-wide tables are
-built once per tokenizer.
+(irl.generation.decode_compact: a decoder-only model reads each prompt once for its K samples, and the KV cache
+is allocated once for the whole decode), prompts are batched by length, and the calculator's vocabulary-wide
+tables are built once per tokenizer.
 
 Reproducibility: the prompts, ordered by length, are cut into fixed batches of `batch_size` prompts, and each
 batch is decoded with torch seeded from (seed, decoding, batch index). Processes share out whole batches, so a

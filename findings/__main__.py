@@ -38,21 +38,24 @@ def main(argv=None) -> None:
         from irl.model import ModelError
 
         errors += (RewardError, SweepError, DataError, ModelError)
-        seconds, main_process = None, True
+        main_process = True
         if args.command in ("run", "grid"):
+            from accelerate import PartialState
+
             from findings.grid import run_grid
+            from findings.report import record_timing
 
             start = time.perf_counter()
             seconds = run_grid(grid)
             seconds["total"] = time.perf_counter() - start
-            from accelerate import PartialState
-
             main_process = PartialState().is_main_process
+            if main_process:
+                record_timing(grid, args.command, seconds)
         if args.command in ("run", "report") and main_process:
             from findings.report import write_report
 
             t = time.perf_counter()
-            path = write_report(grid, seconds)
+            path = write_report(grid)
             print(f"[findings] report in {time.perf_counter() - t:.0f} s")
             print(path)
     except errors as e:

@@ -5,6 +5,7 @@
     <grid>/<point>/[seed<k>/]             one run directory per point (irl/runs.py's layout), e.g.
                                           <grid>/iqlearn-lam0.1/seed1, <grid>/mle-train_size250/seed0
     <grid>/findings/report.md             the findings report (Markdown)
+    <grid>/findings/timings.jsonl         one line per `grid`/`run` invocation: when it ended, each stage's wall time
     <grid>/findings/findings.json         per finding: claim, rule, verdict, evidence, comparisons, figure
     <grid>/findings/<table>.parquet       the tables the report and the app's Findings page read (TABLES)
     <grid>/findings/<figure>.png          the figures (FIGURES), drawn from those tables
@@ -14,6 +15,7 @@ GRID_FILE = "grid.yaml"
 FINDINGS_DIR = "findings"
 REPORT = "report.md"
 SUMMARY = "findings.json"
+TIMINGS = "timings.jsonl"
 
 # Tables of <grid>/findings/, each a parquet file named <key>.parquet. A "group" is the runs that differ only
 # in seed; group tables hold each quantity's mean over seeds, its seed SE (<col>_seed_se) and n_seeds.

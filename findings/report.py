@@ -31,7 +31,26 @@ def _markdown_table(table: pd.DataFrame) -> str:
     return "\n".join([head, rule, *body])
 
 
-def _settings(grid, tables: dict, seconds: dict | None) -> list[str]:
+def record_timing(grid, command: str, seconds: dict) -> None:
+    """Append one invocation's wall times (s per stage) to <grid>/findings/timings.jsonl, which every report
+    quotes, so a report written later (`python -m findings report`) keeps the times of the runs behind it."""
+    from datetime import datetime, timezone
+
+    from irl.io import append_jsonl
+
+    out_dir = grid.output_dir / L.FINDINGS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ended = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    append_jsonl(out_dir / L.TIMINGS, {"command": command, "ended": ended, "seconds": seconds})
+
+
+def read_timings(grid) -> list[dict]:
+    """The lines of <grid>/findings/timings.jsonl, oldest first (none before the first `grid` or `run`)."""
+    path = grid.output_dir / L.FINDINGS_DIR / L.TIMINGS
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
+
+
+def _settings(grid, tables: dict, timings: list[dict]) -> list[str]:
     runs = tables[L.RUNS]
     first = grid.points[0].values if grid.points else {}
     keys = ("data", "model", "max_steps", "math_sizes", "eval_steps")
@@ -39,8 +58,9 @@ def _settings(grid, tables: dict, seconds: dict | None) -> list[str]:
              f"{sorted(runs[S.SEED].unique().tolist())}); quality metric: {runs['quality_metric'].iloc[0]}.",
              "- Base fields: " + ", ".join(f"{k}={first[k]}" for k in keys if k in first) + ".",
              f"- Sweep: {json.dumps(grid.sweep)}; rewards: {json.dumps(grid.rewards)}."]  # fmt: skip
-    if seconds:
-        lines.append("- Wall time of this invocation: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ".")
+    for t in timings:  # a resumed invocation times only what it did
+        times = ", ".join(f"{k} {v:.0f} s" for k, v in t["seconds"].items())
+        lines.append(f"- Wall time of `{t['command']}` (ended {t['ended']}): {times}.")
     small = tables.get(L.SMALL_DATA)
     se = S.seed_se_col(L.FINAL_NLL)
     if small is not None and len(small) and (small[S.N_SEEDS] > 1).any():
@@ -56,7 +76,7 @@ def _counts(found: R.Finding) -> str:
     return ", ".join(f"{outcomes.count(o)} {o}" for o in dict.fromkeys(outcomes)) or "none"
 
 
-def markdown(grid, found: list[R.Finding], tables: dict, figures: list[str], seconds: dict | None) -> str:
+def markdown(grid, found: list[R.Finding], tables: dict, figures: list[str], timings: list[dict]) -> str:
     """The report's text (see the module docstring)."""
     out = [f"# Findings of the paper, tested on `{grid.output_dir}`", "",
            "Each finding of \"Imitating Language via Scalable Inverse Reinforcement Learning\" (METHOD.md section 6) "
@@ -67,7 +87,7 @@ def markdown(grid, found: list[R.Finding], tables: dict, figures: list[str], sec
            "| # | finding (paper) | verdict here | comparisons |", "|---|---|---|---|"]  # fmt: skip
     for n, f in enumerate(found, 1):
         out.append(f"| {n} | {f.claim} ({f.paper_figure}) | **{R.VERDICT_TEXT[f.verdict]}** | {_counts(f)} |")
-    out += ["", "## Settings", "", *_settings(grid, tables, seconds), ""]
+    out += ["", "## Settings", "", *_settings(grid, tables, timings), ""]
     for n, f in enumerate(found, 1):
         out += [f"## {n}. {f.title}", "", f"**Paper ({f.paper_figure}).** {f.claim}", "",
                 "**Rule.** " + f.rule.replace("\n", " "), "",
@@ -109,7 +129,7 @@ def _json_safe(obj):
     return None if isinstance(obj, float) and not np.isfinite(obj) else obj
 
 
-def write_report(grid, seconds: dict | None = None) -> Path:
+def write_report(grid) -> Path:
     """Gather the grid's tables, decide every finding, draw the figures and write <grid>/findings/; returns the
     report's path."""
     import matplotlib.pyplot as plt
@@ -131,9 +151,9 @@ def write_report(grid, seconds: dict | None = None) -> Path:
             plt.close(fig)
             drawn.append(name)
     summary = {"grid": str(grid.output_dir), "grid_sha256": hashlib.sha256(grid.text.encode()).hexdigest(),
-               "quality": quality, "figures": drawn, "seconds": seconds,
+               "quality": quality, "figures": drawn, "timings": read_timings(grid),
                "findings": [f.to_dict() for f in found]}  # fmt: skip
     atomic_write_text(out_dir / L.SUMMARY, json.dumps(_json_safe(summary), indent=1) + "\n")
     path = out_dir / L.REPORT
-    atomic_write_text(path, markdown(grid, found, tables, drawn, seconds))
+    atomic_write_text(path, markdown(grid, found, tables, drawn, read_timings(grid)))
     return path

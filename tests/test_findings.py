@@ -255,6 +255,18 @@ def test_quick_findings_end_to_end_at_toy_scale(quick_findings):
     # the rules saw the tables written: every comparison of findings.json is a row of comparisons.parquet
     comparisons = pd.read_parquet(out / f"{L.COMPARISONS}.parquet")
     assert len(comparisons) == sum(len(f["comparisons"]) for f in summary["findings"])
+    # the run's wall times, kept in timings.jsonl: a report written again later still quotes them
+    (timing,) = summary["timings"]
+    assert timing["command"] == "run" and set(timing["seconds"]) == {"train", "sweep", "rewards", "total"}
+    line = next(x for x in report.splitlines() if x.startswith("- Wall time of `run` (ended "))
+    import contextlib
+    import io
+
+    from findings.__main__ import main
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        main(["report", "--config", str(grid.parent / "quick.yaml")])
+    assert line in (out / L.REPORT).read_text().splitlines()
 
 
 def test_findings_page_shows_every_verdict_without_torch(quick_findings):
