@@ -116,11 +116,7 @@ class _HeadQVEntropy(torch.autograd.Function):
     def forward(ctx, hidden, weight, bias, actions, chunk_rows):
         ctx.set_materialize_grads(False)  # an unused output (entropy, when only logged) costs no backward work
         device = hidden.device.type
-        if torch.is_autocast_enabled(device):
-            dtype = torch.get_autocast_dtype(device)
-        else:
-            dtype = torch.promote_types(hidden.dtype, weight.dtype)
-        acc = torch.promote_types(dtype, torch.float32)
+        dtype, acc = _head_dtypes(hidden, weight)
         n = hidden.shape[0]
         q, v, entropy = (torch.empty(n, dtype=acc, device=hidden.device) for _ in range(3))
         with torch.autocast(device, enabled=False):  # dtypes are explicit below
@@ -148,17 +144,34 @@ class _HeadQVEntropy(torch.autograd.Function):
                 h = hidden[rows].to(dtype)
                 z = F.linear(h, w, b).to(v.dtype)  # (rows, V), as in forward
                 grad_z = _logit_grad_(z, rows, actions, v, entropy, g_q, g_v, g_entropy).to(dtype)
-                if needs_hidden:
-                    grad_hidden[rows] = grad_z @ w
-                if needs_weight and dtype == acc:
-                    grad_weight.addmm_(grad_z.T, h)
-                elif needs_weight:  # a low-precision product, added to the float32 sum
-                    grad_weight += grad_z.T @ h
-                if needs_bias:
-                    grad_bias += grad_z.sum(0)
+                _add_chunk_grads(grad_z, h, w, rows, grad_hidden, grad_weight, grad_bias)
         grad_weight = grad_weight.to(weight.dtype) if needs_weight else None
         grad_bias = grad_bias.to(bias.dtype) if needs_bias else None
         return grad_hidden, grad_weight, grad_bias, None, None
+
+
+def _head_dtypes(hidden, weight) -> tuple[torch.dtype, torch.dtype]:
+    """(dtype of the head's products, dtype of its statistics): the autocast dtype when autocast is on (as the
+    model's own lm_head would run), else the promoted dtype of h and W; statistics in at least float32."""
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+    else:
+        dtype = torch.promote_types(hidden.dtype, weight.dtype)
+    return dtype, torch.promote_types(dtype, torch.float32)
+
+
+def _add_chunk_grads(grad_z, h, w, rows, grad_hidden, grad_weight, grad_bias) -> None:
+    """Add a chunk's share to the gradients (each None when not needed): dL/dh[rows] = dL/dz W, dL/dW += dL/dz^T h,
+    dL/db += the sum of dL/dz over rows; a low-precision product is added to the float32 sum of dL/dW."""
+    if grad_hidden is not None:
+        grad_hidden[rows] = grad_z @ w
+    if grad_weight is not None and grad_weight.dtype == grad_z.dtype:
+        grad_weight.addmm_(grad_z.T, h)
+    elif grad_weight is not None:
+        grad_weight += grad_z.T @ h
+    if grad_bias is not None:
+        grad_bias += grad_z.sum(0)
 
 
 def _v_entropy(z):
@@ -292,11 +305,7 @@ class _HeadLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, actions, chunk_rows, loss_of, out):
         device = hidden.device.type
-        if torch.is_autocast_enabled(device):
-            dtype = torch.get_autocast_dtype(device)
-        else:
-            dtype = torch.promote_types(hidden.dtype, weight.dtype)
-        acc = torch.promote_types(dtype, torch.float32)
+        dtype, acc = _head_dtypes(hidden, weight)
         n = hidden.shape[0]
         needs_hidden, needs_weight, needs_bias = ctx.needs_input_grad[:3]
         v, entropy = torch.zeros(n, dtype=acc, device=hidden.device), torch.zeros(n, dtype=acc, device=hidden.device)
@@ -314,14 +323,7 @@ class _HeadLoss(torch.autograd.Function):
                 v[rows], entropy[rows] = _v_entropy(z)
                 _, _, (g_v, g_entropy) = _loss_grads(loss_of, (q, v, entropy), wrt=(1, 2))
                 grad_z = _logit_grad_(z, rows, actions, v, entropy, None, g_v, g_entropy).to(dtype)
-                if needs_hidden:
-                    grad_hidden[rows] = grad_z @ w
-                if needs_weight and dtype == acc:
-                    grad_weight.addmm_(grad_z.T, h)
-                elif needs_weight:  # a low-precision product, added to the float32 sum
-                    grad_weight += grad_z.T @ h
-                if needs_bias:
-                    grad_bias += grad_z.sum(0)
+                _add_chunk_grads(grad_z, h, w, rows, grad_hidden, grad_weight, grad_bias)
             loss, stats, (g_q,) = _loss_grads(loss_of, (q, v, entropy), wrt=(0,))
             if g_q is not None:
                 if needs_hidden:

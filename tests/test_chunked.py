@@ -227,8 +227,9 @@ def test_default_chunks_hold_chunk_logits_or_the_hidden_states_size(monkeypatch)
 
 
 def test_chunked_under_bf16_autocast_runs_the_products_in_bf16():
-    """Under autocast the head route multiplies in bf16, as the model's own lm_head would: it agrees with the
-    full-logits route under the same autocast to bf16 precision, and its gradients keep the leaves' dtypes."""
+    """Under autocast the head routes (recomputing, and one-pass) multiply in bf16, as the model's own lm_head
+    would: they agree with the full-logits route under the same autocast to bf16 precision, and their gradients
+    keep the leaves' dtypes."""
     ids, cmask = layout()
     hidden, weight, _ = leaves(bias=False)
     hidden32 = hidden.detach().float().requires_grad_(True)
@@ -247,6 +248,13 @@ def test_chunked_under_bf16_autocast_runs_the_products_in_bf16():
     # and both are close to the float64 result
     exact = iqlearn(token_terms(F.linear(hidden, weight), ids, cmask, EOS), 0.5, 0.9)[0]
     torch.testing.assert_close(loss_c.double(), exact.detach(), rtol=2e-2, atol=2e-2)
+    # the one-pass gradient under the same autocast: the same loss and gradients to bf16 precision
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss_s = head_loss(lambda t: iqlearn(t, 0.5, 0.9), hidden32, weight32, None, ids, cmask, EOS, chunk_rows=4)[0]
+    torch.testing.assert_close(loss_s, loss_f, rtol=1e-3, atol=1e-3)
+    for a, c in zip(torch.autograd.grad(loss_s, [hidden32, weight32]), g_f):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, c, rtol=0.05, atol=2e-3)
 
 
 # Tiny configurations of causal LMs: those whose head is linear, and three that transform their logits.
