@@ -271,14 +271,25 @@ def head_token_terms(hidden, weight, bias, input_ids, completion_mask, eos_token
     call's rows: it is taken after the chunks are put back in place. Entries outside `mask` are 0 (in
     `token_terms` they are whatever those logits give); every objective reads only entries inside it.
     """
-    batch, width, size = hidden.shape
+    rows, chunk_rows, actions = _projected(hidden, weight, input_ids, completion_mask, rows, chunk_rows)
+    selected = _HeadQVEntropy.apply(hidden.flatten(0, 1)[rows], weight, bias, actions, chunk_rows)
+    return _terms_at(rows, selected, input_ids, completion_mask, eos_token_id, stop_grad_next)
+
+
+def _projected(hidden, weight, input_ids, completion_mask, rows, chunk_rows):
+    """(rows, chunk_rows, actions) of the head routes: the flattened positions projected (default
+    `action_rows`), the rows per chunk (default: see CHUNK_LOGITS) and the action taken at each of them."""
     if rows is None:
         rows = action_rows(completion_mask)
-    vocab = weight.shape[0]
+    vocab, size = weight.shape
     chunk_rows = chunk_rows or max(1, CHUNK_LOGITS // vocab, -(-len(rows) * size // vocab))
-    actions = F.pad(input_ids[:, 1:], (0, 1)).flatten()[rows]
-    selected = _HeadQVEntropy.apply(hidden.reshape(-1, size)[rows], weight, bias, actions, chunk_rows)
-    q, v_all, entropy = (x.new_zeros(batch * width).index_copy(0, rows, x).view(batch, width) for x in selected)
+    return rows, chunk_rows, F.pad(input_ids[:, 1:], (0, 1)).flatten()[rows]
+
+
+def _terms_at(rows, values, input_ids, completion_mask, eos_token_id, stop_grad_next) -> TokenTerms:
+    """TokenTerms from per-row (q, v, entropy) of the projected `rows`, put back in place (0 elsewhere)."""
+    batch, width = input_ids.shape
+    q, v_all, entropy = (x.new_zeros(batch * width).index_copy(0, rows, x).view(batch, width) for x in values)
     return _shifted_terms(q, v_all, entropy, input_ids, completion_mask, eos_token_id, stop_grad_next)
 
 
@@ -332,16 +343,14 @@ class _HeadLoss(torch.autograd.Function):
                     grad_weight.index_add_(0, actions, g_q[:, None] * hidden.to(acc))
                 if needs_bias:
                     grad_bias.index_add_(0, actions, g_q)
-        grads = [g.to(x.dtype) if g is not None else None for g, x in zip(
-            (grad_hidden, grad_weight, grad_bias), (hidden, weight, bias))]  # fmt: skip
-        ctx.save_for_backward(*(g if g is not None else torch.empty(0) for g in grads))
-        ctx.present = [g is not None for g in grads]
+        ctx.save_for_backward(*(g if g is None else g.to(x.dtype) for g, x in zip(
+            (grad_hidden, grad_weight, grad_bias), (hidden, weight, bias))))  # fmt: skip
         out.update(stats={k: x.detach() for k, x in stats.items()}, q=q, v=v, entropy=entropy)
         return loss.detach()
 
     @staticmethod
     def backward(ctx, g_loss):
-        grads = [g * g_loss.to(g.dtype) if present else None for g, present in zip(ctx.saved_tensors, ctx.present)]
+        grads = [g if g is None else g * g_loss.to(g.dtype) for g in ctx.saved_tensors]
         return *grads, None, None, None, None
 
 
@@ -361,20 +370,13 @@ def head_loss(objective, hidden, weight, bias, input_ids, completion_mask, eos_t
     (`_HeadLoss`): (loss, stats, terms), the stats and terms detached (for logging). For `objective`s whose
     gradient is exact that way only: those of SINGLE_PASS, or a function of TokenTerms that calls one of them on
     some rows of the terms (as the trainer does for expert and sampled rows); `single_pass` says which."""
-    batch, width, size = hidden.shape
-    if rows is None:
-        rows = action_rows(completion_mask)
-    vocab = weight.shape[0]
-    chunk_rows = chunk_rows or max(1, CHUNK_LOGITS // vocab, -(-len(rows) * size // vocab))
-    actions = F.pad(input_ids[:, 1:], (0, 1)).flatten()[rows]
+    rows, chunk_rows, actions = _projected(hidden, weight, input_ids, completion_mask, rows, chunk_rows)
 
-    def terms_of(q, v, entropy):
-        q, v_all, entropy = (x.new_zeros(batch * width).index_copy(0, rows, x).view(batch, width)
-                             for x in (q, v, entropy))  # fmt: skip
-        return _shifted_terms(q, v_all, entropy, input_ids, completion_mask, eos_token_id, stop_grad_next)
+    def terms_of(*values):
+        return _terms_at(rows, values, input_ids, completion_mask, eos_token_id, stop_grad_next)
 
     out = {}
-    loss = _HeadLoss.apply(hidden.reshape(-1, size)[rows], weight, bias, actions, chunk_rows,
+    loss = _HeadLoss.apply(hidden.flatten(0, 1)[rows], weight, bias, actions, chunk_rows,
                            lambda *values: objective(terms_of(*values)), out)  # fmt: skip
     return loss, out["stats"], terms_of(out["q"], out["v"], out["entropy"])
 
