@@ -7,6 +7,9 @@ import argparse
 
 TEMPERATURES = (0.0, 0.25, 0.5, 0.75, 1.0)
 BEAMS = (1, 2, 4, 8)
+# Prompts per batch of the sweep: rows leave a batch as they finish, so a larger one holds no idle rows, and each
+# decoding step's fixed cost is shared by more rows (benchmarks/sweep_throughput.py)
+SWEEP_BATCH_SIZE = 32
 # Padded tokens per forward pass of reward extraction (rows x the longest row): bounds the activations, and the
 # logits kept (completion positions only) to at most BATCH_TOKENS x V floats: 512 MiB at V = 32k.
 BATCH_TOKENS = 4096
@@ -38,7 +41,8 @@ def sweep_parser() -> argparse.ArgumentParser:
         "evaluate module (local path, or hub name when online). Default: the task's.")  # fmt: skip
     add("--calculator", action=argparse.BooleanOptionalAction, default=None, help="Default: on for math.")
     add("--seed", type=int, default=0)
-    add("--batch_size", type=int, default=16, help="Prompts per generate call (changes the sampled rows).")
+    add("--batch_size", type=int, default=SWEEP_BATCH_SIZE, help="Prompts decoded together, K samples each "
+        "(changes the sampled rows).")  # fmt: skip
     return parser
 
 

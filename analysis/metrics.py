@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
+from sacrebleu.metrics.helpers import extract_all_word_ngrams
 
 from analysis import schema as S
 from analysis.stats import mean_se
@@ -100,12 +101,29 @@ def chrf_scores(predictions: list[str], references: list[str]) -> tuple[float, l
 
 def self_bleu(samples: list[str]) -> float:
     """Self-BLEU of one prompt's K samples: mean over samples of sentence BLEU (sacrebleu, effective order)
-    against the OTHER K-1 samples as references. 100 for K identical samples; lower is more diverse."""
+    against the OTHER K-1 samples as references. 100 for K identical samples; lower is more diverse.
+
+    The values of `BLEU(effective_order=True).sentence_score(samples[i], others)`, with each sample tokenised and
+    its n-grams counted once (sacrebleu's own tokeniser, n-gram counter and score), not once more for every
+    sample it is a reference of."""
     k = len(samples)
     if k < 2:
         raise ValueError(f"Self-BLEU needs at least 2 samples per group, got {k}")
     bleu = BLEU(effective_order=True)
-    return sum(bleu.sentence_score(samples[i], samples[:i] + samples[i + 1 :]).score for i in range(k)) / k
+    order = bleu.max_ngram_order
+    counted = [extract_all_word_ngrams(bleu._preprocess_segment(s), 1, order) for s in samples]
+    total_score = 0.0
+    for i, (ngrams, length) in enumerate(counted):
+        others = counted[:i] + counted[i + 1 :]
+        closest = min((abs(length - n), n) for _, n in others)[1]  # the shortest of the closest reference lengths
+        correct, total = [0] * order, [0] * order
+        for ngram, count in ngrams.items():  # clipped by the n-gram's largest count in one reference
+            total[len(ngram) - 1] += count
+            correct[len(ngram) - 1] += min(count, max(o.get(ngram, 0) for o, _ in others))
+        total_score += BLEU.compute_bleu(correct, total, length, closest, smooth_method=bleu.smooth_method,
+                                         smooth_value=bleu.smooth_value, effective_order=True,
+                                         max_ngram_order=order).score  # fmt: skip
+    return total_score / k
 
 
 def distinct_n(samples: list[str], n: int) -> float:

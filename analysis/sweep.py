@@ -28,9 +28,10 @@ Each file is written atomically. A rerun skips the cells already written, so an 
 where it stopped; asking for other settings in the same directory is an error.
 
 Speed: greedy and sampled cells decode step by step with finished rows leaving the batch
-(irl.generation.decode_compact: a decoder-only model reads each prompt once for its K samples, and the KV cache
-is allocated once for the whole decode), prompts are batched by length, and the calculator's vocabulary-wide
-tables are built once per tokenizer.
+(irl.generation.decode_compact: a decoder-only model reads each prompt once for its K samples and keeps its keys
+and values once for all K (irl.kv_cache), and the KV cache is allocated once for the whole decode), prompts are
+batched by length, `BATCH_SIZE` prompts (K samples each) to a batch by default, and the calculator's
+vocabulary-wide tables are built once per tokenizer.
 
 Reproducibility: the prompts, ordered by length, are cut into fixed batches of `batch_size` prompts, and each
 batch is decoded with torch seeded from (seed, decoding, batch index). Processes share out whole batches, so a
@@ -66,7 +67,7 @@ from irl.generation import Decoding, batch_seed, decode, left_padded
 from irl.io import atomic_write_text, write_parquet
 from irl.model import ModelError, context_length, load_model, load_tokenizer
 
-TEMPERATURES, BEAMS = cli.TEMPERATURES, cli.BEAMS
+TEMPERATURES, BEAMS, BATCH_SIZE = cli.TEMPERATURES, cli.BEAMS, cli.SWEEP_BATCH_SIZE
 
 
 class SweepError(ValueError):
@@ -370,7 +371,7 @@ def sweep(
     metrics=None,
     calculator: bool | None = None,
     seed: int = 0,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
 ) -> pd.DataFrame:
     """Run the decoding sweep (see the module docstring) and return the aggregate rows of the asked-for cells.
 

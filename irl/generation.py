@@ -17,13 +17,14 @@ real tokens are unchanged and padded keys are masked.)
 """
 
 import hashlib
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-from transformers.cache_utils import DynamicLayer, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from irl.data import Collator, Encoded, episode_features
+from irl.kv_cache import fill_holes, preallocated, shared_prefix, shared_prefix_attention_on, shares_prefix
 
 
 def left_padded(tokenizer, prompts, device, max_prompt_tokens: int | None = None) -> dict:
@@ -176,90 +177,24 @@ def decode(model, batch: dict, decoding: Decoding, k: int, *, max_new_tokens: in
     )
 
 
-class PreallocatedLayer(DynamicLayer):
-    """A `DynamicLayer` whose keys and values are views of buffers allocated once for the whole decode: a step
-    writes its new position in place instead of concatenating the layer's whole cache into a new tensor, and
-    dropping finished rows moves the kept rows to the front of the same buffers.
-
-    Built from a filled layer's (B, H, L, D) keys and values: every row repeated `repeats` times (row i * repeats
-    + j is copy j of row i) into buffers of `capacity` positions. The active rows are the buffers' first `rows`,
-    so `keys` and `values` are (rows, H, length, D) views, as `DynamicLayer` exposes them."""
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, capacity: int, repeats: int = 1):
-        super().__init__()
-        batch, heads, length, dim = keys.shape
-        if capacity < length:
-            raise ValueError(f"capacity {capacity} is below the {length} positions already cached")
-        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
-        self.rows, self.length = batch * repeats, length
-        self._keys = keys.new_empty((self.rows, heads, capacity, dim))
-        self._values = values.new_empty((self.rows, heads, capacity, dim))
-        self._keys[:, :, :length] = keys.repeat_interleave(repeats, 0)
-        self._values[:, :, :length] = values.repeat_interleave(repeats, 0)
-        self._view()
-
-    def _view(self) -> None:
-        self.keys = self._keys[: self.rows, :, : self.length]
-        self.values = self._values[: self.rows, :, : self.length]
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        end = self.length + key_states.shape[-2]
-        if end > self._keys.shape[2]:
-            raise ValueError(f"cache full: {end} positions asked of a capacity of {self._keys.shape[2]}")
-        self._keys[: self.rows, :, self.length : end] = key_states
-        self._values[: self.rows, :, self.length : end] = value_states
-        self.length = end
-        self._view()
-        return self.keys, self.values
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        """Keep the rows `indices` (increasing), moved to the front: the rows before the first dropped one stay."""
-        kept = len(indices)
-        same = indices == torch.arange(kept, device=indices.device)
-        moved = kept if bool(same.all()) else int(same.int().argmin())  # the first row that changes place
-        if moved < kept:
-            self._keys[moved:kept, :, : self.length] = self.keys[indices[moved:]]
-            self._values[moved:kept, :, : self.length] = self.values[indices[moved:]]
-        self.rows = kept
-        self._view()
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        raise NotImplementedError("a PreallocatedLayer is repeated when it is built")
-
-    def crop(self, tokens_to_remove: int) -> None:
-        raise NotImplementedError("a PreallocatedLayer keeps every position until the decode ends")
-
-
-def preallocated(cache, capacity: int, repeats: int = 1):
-    """`cache` (a DynamicCache, or the self-attention part of an EncoderDecoderCache) with each full-attention
-    layer made a `PreallocatedLayer` of `capacity` positions, and every layer's rows repeated `repeats` times;
-    layers of other kinds (sliding windows, ...) keep their class and are repeated in place."""
-    layers = cache.self_attention_cache.layers if isinstance(cache, EncoderDecoderCache) else cache.layers
-    for i, layer in enumerate(layers):
-        if type(layer) is DynamicLayer and layer.is_initialized:
-            layers[i] = PreallocatedLayer(layer.keys, layer.values, capacity, repeats)
-        elif repeats > 1:
-            layer.batch_repeat_interleave(repeats)
-    if isinstance(cache, EncoderDecoderCache) and repeats > 1:
-        cache.cross_attention_cache.batch_repeat_interleave(repeats)
-    return cache
-
-
 @torch.no_grad()
 def decode_compact(model, batch: dict, decoding: Decoding, n: int, *, max_new_tokens: int, eos_token_id: int,
                    entropy: bool = False, logits_processor=None) -> Decoded:
     """Greedy or ancestral decoding of `n` completions per prompt, step by step with the KV cache, where a row
     that has generated EOS leaves the batch (its cache rows are dropped): finished rows stop costing compute.
 
-    A decoder-only model reads each prompt once: its cache is then repeated for the n samples, into buffers that
-    hold every position the decode can reach (`preallocated`), so a step writes one position in place rather
-    than copying the whole cache. Each step reads the raw logits of the active rows (float32), applies
-    `logits_processor` to them with the rows' ids so far (as `generate` passes them: prompt included for a
-    decoder-only model, [decoder start] + generated for an encoder-decoder one), then takes the argmax (greedy)
-    or samples from softmax(scores / temperature) over the full vocabulary (no top-k/top-p). An encoder-decoder
-    model encodes the prompts once; each step runs the decoder with the cached self- and cross-attention of its
-    active rows. Greedy rows equal `generate`'s; sampled rows are reproducible for a seed (the random draws are
-    those of the active rows only, so they differ from `generate`'s)."""
+    A decoder-only model reads each prompt once. For n > 1 samples of a model whose attention allows it
+    (irl.kv_cache `shares_prefix`), the prompt's keys and values are kept once for its n samples and each step's
+    attention reads them once (`shared_prefix`); otherwise the prompt's cache is repeated for the n samples. Either
+    way the generated positions go into buffers that hold every position the decode can reach (`preallocated`),
+    so a step writes one position in place rather than copying the whole cache, and when rows finish, the last
+    active rows take their places (`fill_holes`): the rows' order changes, each row's state moves with it. Each step
+    reads the raw logits of the active rows (float32), applies `logits_processor` to them with the rows' ids so far
+    (as `generate` passes them: prompt included for a decoder-only model, [decoder start] + generated for an
+    encoder-decoder one), then takes the argmax (greedy) or samples from softmax(scores / temperature) over the full
+    vocabulary (no top-k/top-p). An encoder-decoder model encodes the prompts once; each step runs the decoder with
+    the cached self- and cross-attention of its active rows. Greedy rows equal `generate`'s; sampled rows are
+    reproducible for a seed (the random draws are those of the active rows only, so they differ from `generate`'s)."""
     seq2seq = model.config.is_encoder_decoder
     attention = batch["attention_mask"].repeat_interleave(n, 0)  # (N, P): row i * n + j is sample j of prompt i
     total, device = attention.shape[0], attention.device
@@ -268,6 +203,7 @@ def decode_compact(model, batch: dict, decoding: Decoding, n: int, *, max_new_to
     lengths = torch.zeros(total, dtype=torch.long, device=device)
     ended = torch.zeros(total, dtype=torch.bool, device=device)
     entropy_sum = torch.zeros(total, device=device)
+    shared = False
     if seq2seq:  # ids: the decoder's, from its start token; the encoder reads each prompt once
         encoded = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         hidden = encoded.last_hidden_state.repeat_interleave(n, 0)  # (N, P, H)
@@ -282,40 +218,47 @@ def decode_compact(model, batch: dict, decoding: Decoding, n: int, *, max_new_to
         positions = (prompt_attention.cumsum(1) - 1).clamp(min=0)
         out = model(input_ids=batch["input_ids"], attention_mask=prompt_attention, position_ids=positions,
                     use_cache=True, logits_to_keep=1)  # fmt: skip
-        cache = preallocated(out.past_key_values, ids.shape[1] + max_new_tokens, repeats=n)
+        shared = n > 1 and shares_prefix(model, out.past_key_values)
+        if shared:  # each prompt's keys and values held once for its n samples
+            cache = shared_prefix(out.past_key_values, prompt_attention, max_new_tokens, repeats=n)
+        else:
+            cache = preallocated(out.past_key_values, ids.shape[1] + max_new_tokens, repeats=n)
         logits = out.logits[:, -1].repeat_interleave(n, 0)
-    for t in range(max_new_tokens):
-        raw = logits.float()  # (R, V)
-        if entropy:
-            entropy_sum[rows] += _entropy(raw)
-        scores = raw if logits_processor is None else logits_processor(ids, raw)
-        if decoding.kind == "sample":
-            token = torch.multinomial(torch.softmax(scores / decoding.temperature, dim=-1), 1)[:, 0]
-        else:
-            token = scores.argmax(-1)
-        generated[rows, t] = token
-        lengths[rows] += 1
-        done = token == eos_token_id
-        ended[rows[done]] = True
-        if t == max_new_tokens - 1 or done.all():
-            break
-        ids = torch.cat([ids, token[:, None]], 1)
-        if not seq2seq:
-            attention = torch.cat([attention, attention.new_ones((len(rows), 1))], 1)
-        if done.any():  # drop finished rows from every batch-shaped state
-            keep = (~done).nonzero()[:, 0]
-            cache.batch_select_indices(keep)
-            rows, ids, attention, token = rows[keep], ids[keep], attention[keep], token[keep]
+    with shared_prefix_attention_on(model) if shared else nullcontext():
+        for t in range(max_new_tokens):
+            raw = logits.float()  # (R, V)
+            if entropy:
+                entropy_sum[rows] += _entropy(raw)
+            scores = raw if logits_processor is None else logits_processor(ids, raw)
+            if decoding.kind == "sample":
+                token = torch.multinomial(torch.softmax(scores / decoding.temperature, dim=-1), 1)[:, 0]
+            else:
+                token = scores.argmax(-1)
+            generated[rows, t] = token
+            lengths[rows] += 1
+            done = token == eos_token_id
+            ended[rows[done]] = True
+            if t == max_new_tokens - 1 or done.all():
+                break
+            ids = torch.cat([ids, token[:, None]], 1)
+            if not seq2seq:
+                attention = torch.cat([attention, attention.new_ones((len(rows), 1))], 1)
+            if done.any():  # drop finished rows from every batch-shaped state
+                keep = fill_holes(~done)  # kept rows stay in place, the last ones fill the gaps
+                cache.batch_select_indices(keep)
+                rows, ids, attention, token = rows[keep], ids[keep], attention[keep], token[keep]
+                if seq2seq:
+                    hidden = hidden[keep]
             if seq2seq:
-                hidden = hidden[keep]
-        if seq2seq:
-            out = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=attention,
-                        decoder_input_ids=token[:, None], past_key_values=cache, use_cache=True)  # fmt: skip
-        else:
-            position = attention.sum(1, keepdim=True) - 1
-            out = model(input_ids=token[:, None], attention_mask=attention, position_ids=position,
-                        past_key_values=cache, use_cache=True)  # fmt: skip
-        cache, logits = out.past_key_values, out.logits[:, -1]
+                out = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=attention,
+                            decoder_input_ids=token[:, None], past_key_values=cache, use_cache=True)  # fmt: skip
+            else:
+                position = attention.sum(1, keepdim=True) - 1
+                # shared-prefix attention holds the prompts' padding in its layers: no mask to pass
+                mask = {"shared_prefix": cache} if shared else {"attention_mask": attention}
+                out = model(input_ids=token[:, None], position_ids=position, past_key_values=cache, use_cache=True,
+                            **mask)  # fmt: skip
+            cache, logits = out.past_key_values, out.logits[:, -1]
     prompts = [p[m.bool()].tolist() for p, m in zip(batch["input_ids"], batch["attention_mask"])]
     return Decoded(
         prompt_ids=[p for p in prompts for _ in range(n)],

@@ -9,7 +9,8 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from transformers.cache_utils import DynamicLayer
 
-from irl.generation import Decoding, PreallocatedLayer, decode, left_padded, truncate_left
+from irl.generation import Decoding, decode, left_padded, truncate_left
+from irl.kv_cache import PreallocatedLayer
 from irl.model import build_preset, train_tokenizer
 
 PROMPTS = ["Question: 1 + 2?\nAnswer:", "Question: 2?\nAnswer:", "hi", "Question: 10 + 20 + 30?\nAnswer:"]
@@ -89,7 +90,8 @@ def test_preallocated_layer_holds_what_a_dynamic_layer_holds():
     keys, values = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
     ours, theirs = PreallocatedLayer(keys, values, capacity=8, repeats=3), DynamicLayer()
     theirs.update(keys.repeat_interleave(3, 0), values.repeat_interleave(3, 0))
-    for keep in ([0, 1, 2, 3, 4, 5], [0, 2, 3, 5], [0, 1, 2], [1, 2]):  # none, inside, at the end, first dropped
+    # none dropped; rows 1 and 4 dropped, row 5 filling place 1; the last dropped; the first dropped, in swapped order
+    for keep in ([0, 1, 2, 3, 4, 5], [0, 5, 2, 3], [0, 1, 2], [2, 1]):
         new_keys, new_values = torch.randn(6, 3, 1, 5)[: len(keep)], torch.randn(6, 3, 1, 5)[: len(keep)]
         if len(keep) < ours.rows:
             ours.batch_select_indices(torch.tensor(keep))

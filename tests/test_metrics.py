@@ -1,6 +1,7 @@
 """Metric modules against direct rouge_score / sacrebleu calls and hand-computed values."""
 
 import math
+import random
 
 import pytest
 import sacrebleu
@@ -78,6 +79,20 @@ def test_self_bleu_three_samples_by_hand():
     assert M.self_bleu(samples) == pytest.approx(expected, abs=1e-9)
     direct = [sacrebleu.sentence_bleu(samples[i], samples[:i] + samples[i + 1 :]).score for i in range(3)]
     assert M.self_bleu(samples) == pytest.approx(sum(direct) / 3, abs=1e-9)
+
+
+def test_self_bleu_equals_sacrebleu_sentence_scores_of_each_sample_against_the_others():
+    """Self-BLEU counts each sample's n-grams once; sacrebleu's sentence_score, called per sample with the others as
+    references, is the definition. Groups with repeated words (clipping), punctuation (the 13a tokeniser), empty
+    samples, and references as close below as above (the shorter one is taken)."""
+    rng = random.Random(0)
+    words = ["the", "cat", "sat", "on", "mat", "dog", "ran", ",", ".", "it's", "(x)"]
+    groups = [["a b c d", "a b c d e f", "a b"], ["", "the cat", "the cat sat"], ["", ""]]
+    groups += [[" ".join(rng.choices(words, k=rng.randint(0, 12))) for _ in range(rng.randint(2, 6))]
+               for _ in range(60)]  # fmt: skip
+    for group in groups:
+        direct = [sacrebleu.sentence_bleu(group[i], group[:i] + group[i + 1 :]).score for i in range(len(group))]
+        assert M.self_bleu(group) == pytest.approx(sum(direct) / len(group), abs=1e-9), group
 
 
 def test_self_bleu_metric_averages_groups():
