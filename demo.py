@@ -166,6 +166,9 @@ def main():
                         "translate (from the shipped base), summarize-scratch, translate-scratch (the same from random "
                         "weights), math (from scratch), math-all (math with online IQLearn and GAIL).")
     args = parser.parse_args()
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # a bar per checkpoint load would break up the demo's tables
     runs = Path(args.runs)
     start = time.perf_counter()
     for chain in args.chains.split(","):

@@ -21,12 +21,13 @@ ordinary std(ddof=1)/sqrt(n)); sentence BLEU and chrF are sacrebleu's
 """
 
 import argparse
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 
 from analysis import schema as S
-from analysis.metrics import bleu_scores, chrf_scores, quality_scores
+from analysis.metrics import bleu_scores, chrf_scores, per_sample_scores, quality_scores
 from analysis.stats import mean_se
 from irl.text_tasks import TASKS, task_input, task_splits
 
@@ -53,9 +54,8 @@ def score(task: str, predictions: list[str], refs: list[str]) -> dict[str, list[
 
 
 def main_score(task: str, predictions: list[str], refs: list[str]) -> float:
-    """Mean per-sample score of the task's main metric."""
-    main = TASKS[task]["main"]
-    return mean_se(score(task, predictions, refs)[main])[0] if refs else 0.0
+    """Mean per-sample score of the task's main metric (the plain function its module wraps, same values)."""
+    return mean_se(per_sample_scores(TASKS[task]["main"], predictions, refs))[0] if refs else 0.0
 
 
 def _best(task, options, validation):
@@ -103,11 +103,25 @@ def copy_input(task: str, examples: list[dict]) -> list[str]:
     return [task_input(task, ex["prompt"]) for ex in examples]
 
 
+# (task, digest of the train and validation examples) -> (k, constant): choosing scores every candidate on
+# validation (about 100 s for summarisation), and a sweep asks once per run and checkpoint
+_CHOSEN: dict[tuple[str, str], tuple[int, str]] = {}
+
+
+def chosen_settings(task: str, splits: dict[str, list[dict]]) -> tuple[int, str]:
+    """(k of first_k_words, best_constant's string) chosen on `splits`' train and validation examples, once per
+    process for the same examples."""
+    digest = hashlib.sha256(json.dumps([splits["train"], splits["validation"]], sort_keys=True).encode()).hexdigest()
+    if (task, digest) not in _CHOSEN:
+        _CHOSEN[task, digest] = (choose_k(task, splits["validation"]),
+                                 choose_constant(task, splits["train"], splits["validation"]))  # fmt: skip
+    return _CHOSEN[task, digest]
+
+
 def baselines(task: str, splits: dict[str, list[dict]], split: str = "test") -> list[Baseline]:
-    """Every baseline of `task` on `split`, settings chosen on train/validation."""
+    """Every baseline of `task` on `split`, settings chosen on train/validation (`chosen_settings`)."""
     rows = splits[split]
-    k = choose_k(task, splits["validation"])
-    constant = choose_constant(task, splits["train"], splits["validation"])
+    k, constant = chosen_settings(task, splits)
     out = [
         Baseline("first_k_words", {"k": k}, first_k_words(task, rows, k)),
         Baseline("best_constant", {"constant": constant}, [constant] * len(rows)),

@@ -17,7 +17,7 @@ import datasets
 import evaluate
 import numpy as np
 import pandas as pd
-from rouge_score import rouge_scorer
+from rouge_score import rouge_scorer, tokenizers
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.metrics.helpers import extract_all_word_ngrams
 
@@ -25,8 +25,22 @@ from analysis import schema as S
 from analysis.stats import mean_se
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeLsum")
+
+
+class _RememberingTokenizer(tokenizers.Tokenizer):
+    """rouge_score's own tokenizer with Porter stemming, remembering the tokens of the texts it has seen: a
+    reference scored against many predictions (trivial baselines' settings, K samples) is stemmed once."""
+
+    def __init__(self):
+        self._tokenizer = tokenizers.DefaultTokenizer(use_stemmer=True)
+        self._tokens = functools.lru_cache(maxsize=1 << 16)(lambda text: tuple(self._tokenizer.tokenize(text)))
+
+    def tokenize(self, text):
+        return list(self._tokens(text))
+
+
 # Stateless once built (tokenizer + Porter stemmer), so one scorer serves every call.
-_ROUGE_SCORER = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+_ROUGE_SCORER = rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=_RememberingTokenizer())
 
 _PAIR_FEATURES = datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")})
 _GROUP_FEATURES = datasets.Features({"predictions": datasets.Sequence(datasets.Value("string"))})
@@ -134,6 +148,19 @@ def distinct_n(samples: list[str], n: int) -> float:
         tokens = s.split()
         ngrams += [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     return len(set(ngrams)) / len(ngrams) if ngrams else 0.0
+
+
+def per_sample_scores(name: str, predictions: list[str], references: list[str]) -> list[float]:
+    """Per-sample scores of the built-in quality metric `name` from the plain function its module wraps: the
+    module's `<name>_per_sample`, without the module's bookkeeping, which costs more than the metric itself when
+    settings are compared by the hundred (analysis/baselines.py)."""
+    if name == "exact_match":
+        return exact_match_scores(predictions, references)
+    if name in ROUGE_TYPES:
+        return rouge_scores(predictions, references)[name]
+    if name in ("bleu", "chrf"):
+        return (bleu_scores if name == "bleu" else chrf_scores)(predictions, references)[1]
+    raise ValueError(f"{name!r} is not a built-in quality metric")
 
 
 def _check_pairs(predictions: list[str], references: list[str]) -> None:

@@ -25,13 +25,28 @@ REFERENCES = [
 
 
 def test_rouge_equals_rouge_score():
+    """Scored twice (the second time from the tokens remembered, every prediction also scored as a reference):
+    the scores of a fresh rouge_score scorer with stemming."""
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeLsum"], use_stemmer=True)
-    direct = [scorer.score(r, p) for p, r in zip(PREDICTIONS, REFERENCES)]
-    out = M.Rouge().compute(predictions=PREDICTIONS, references=REFERENCES)
-    for t in ("rouge1", "rouge2", "rougeLsum"):
-        expected = [s[t].fmeasure for s in direct]
-        assert out[f"{t}_per_sample"] == pytest.approx(expected, abs=1e-12)
-        assert out[t] == pytest.approx(sum(expected) / len(expected), abs=1e-12)
+    predictions, references = PREDICTIONS + REFERENCES, REFERENCES + PREDICTIONS
+    direct = [scorer.score(r, p) for p, r in zip(predictions, references)]
+    for _ in range(2):
+        out = M.Rouge().compute(predictions=predictions, references=references)
+        for t in ("rouge1", "rouge2", "rougeLsum"):
+            expected = [s[t].fmeasure for s in direct]
+            assert out[f"{t}_per_sample"] == pytest.approx(expected, abs=1e-12)
+            assert out[t] == pytest.approx(sum(expected) / len(expected), abs=1e-12)
+
+
+def test_per_sample_scores_are_the_modules_per_sample_values():
+    math = (["so #### 3", "#### 5", "#### 10.0", "no answer"], ["#### 3", "#### 4", "#### 10", "#### 2"])
+    for name in ("exact_match", "rouge1", "rouge2", "rougeLsum", "bleu", "chrf"):
+        predictions, refs = math if name == "exact_match" else (PREDICTIONS, REFERENCES)
+        module = M.metric_module(name).compute(predictions=predictions, references=refs)
+        assert M.per_sample_scores(name, predictions, refs) == pytest.approx(module[f"{name}_per_sample"], abs=0)
+    assert M.per_sample_scores("exact_match", *math) == [1.0, 0.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="not a built-in"):
+        M.per_sample_scores("meteor", PREDICTIONS, REFERENCES)
 
 
 def test_rouge_lsum_uses_lines_as_sentences():

@@ -290,6 +290,22 @@ def test_baselines_report_scores_every_metric():
     assert "± " in baselines.format_report("translate", report)
 
 
+
+def test_baseline_settings_are_chosen_once_per_set_of_examples(monkeypatch):
+    """A sweep asks for the baselines once per run: the settings are chosen once for the same train and validation
+    examples, and again, by the same rule, when the examples differ."""
+    calls = []
+    choose_k = baselines.choose_k
+    monkeypatch.setattr(baselines, "choose_k", lambda task, rows: calls.append(1) or choose_k(task, rows, range(1, 5)))
+    rows = [_ex("summarize", f"alpha beta gamma {i}", "alpha beta") for i in range(4)]
+    splits = {"train": rows, "validation": rows, "test": rows}
+    first = baselines.baselines("summarize", splits)
+    again = baselines.baselines("summarize", {**splits, "test": rows[:2]})
+    assert len(calls) == 1 and first[0].setting == again[0].setting == {"k": 2}
+    other = [_ex("summarize", f"alpha beta gamma {i}", "alpha beta gamma") for i in range(4)]
+    changed = baselines.baselines("summarize", {"train": rows, "validation": other, "test": other})
+    assert len(calls) == 2 and changed[0].setting == {"k": 3}
+
 # ---------------------------------------------------------------------------------------------------------------
 # The committed data
 
