@@ -39,7 +39,7 @@ class _RememberingTokenizer(tokenizers.Tokenizer):
         return list(self._tokens(text))
 
 
-# Stateless once built (tokenizer + Porter stemmer), so one scorer serves every call.
+# One scorer serves every call: a text's tokens depend on the text alone, so remembering them changes no score.
 _ROUGE_SCORER = rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=_RememberingTokenizer())
 
 _PAIR_FEATURES = datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")})
