@@ -156,7 +156,8 @@ def main(argv=None):
         single_tokens, single_s = loop(checkpoint, prompts, max_new_tokens, per_call=1)
 
     best, calc = min(sweeps, key=lambda r: r["s"]), min(calc_sweeps, key=lambda r: r["s"])
-    (loop_tokens, loop_s), (loop_calc_tokens, loop_calc_s) = (min(side, key=lambda r: r[1]) for side in (loops, calc_loops))
+    fastest = (min(side, key=lambda r: r[1]) for side in (loops, calc_loops))  # (tokens, seconds) each
+    (loop_tokens, loop_s), (loop_calc_tokens, loop_calc_s) = fastest
     sweep_rate = best["tokens"] / best["s"]
     result = {
         "checkpoint": source,

@@ -137,9 +137,6 @@ class SharedPrefixLayer(PreallocatedLayer):
     def get_seq_length(self) -> int:
         return self.prefix_keys.shape[2] + self.length
 
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.get_seq_length() + query_length, 0
-
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         """Keep the rows `indices`, in that order; a prompt none of whose rows is kept leaves the prefix."""
         super().batch_select_indices(indices)
