@@ -56,17 +56,22 @@ def reward_report(checkpoint, sweep_split: str = "test", limit: int | None = Non
     return report
 
 
+def _method_width(reports: dict[str, dict]) -> int:
+    """Width of the tables' first column: the longest method name, at least 10."""
+    return max([10, *map(len, reports)])
+
+
 def format_report(reports: dict[str, dict]) -> str:
     """The demo's reward tables for several checkpoints ({name: reward_report(...)}): preference accuracy,
     Spearman with exact match and best-of-N for each score, then error localisation per ranking."""
-    first = next(iter(reports.values()))
+    first, w = next(iter(reports.values())), _method_width(reports)
     lines = [f"Rewards (gamma={first['gamma']:g}; {first['terminal']}), each score beside the likelihood baselines:",
-             f"{'method':<10} {'score':<11} {'pref. accuracy [95% CI]':>26} {'Spearman(score, correct) [95% CI]':>35} "
+             f"{'method':<{w}} {'score':<11} {'pref. accuracy [95% CI]':>26} {'Spearman(score, correct) [95% CI]':>35} "
              f"{'best-of-N':>9}"]  # fmt: skip
     for name, r in reports.items():
         for score in S.SCORES:
             pref = r["preferences"][score]
-            line = f"{name:<10} {score:<11} {pref['accuracy']:>9.3f} [{pref['low']:.3f}, {pref['high']:.3f}]"
+            line = f"{name:<{w}} {score:<11} {pref['accuracy']:>9.3f} [{pref['low']:.3f}, {pref['high']:.3f}]"
             if r["correlations"] is not None:
                 c = r["correlations"][score]
                 line += f" {c['spearman']:>17.3f} [{c['spearman_low']:.3f}, {c['spearman_high']:.3f}]"
@@ -74,7 +79,8 @@ def format_report(reports: dict[str, dict]) -> str:
             lines.append(line)
         if r["best_of_n"] is not None:
             b = r["best_of_n"]
-            lines.append(f"{name:<10} {'random':<11} {'':>26} {'':>35} {b['random']:>9.3f}  (oracle {b['oracle']:.3f})")
+            lines.append(f"{name:<{w}} {'random':<11} {'':>26} {'':>35} {b['random']:>9.3f}"
+                         f"  (oracle {b['oracle']:.3f})")
     lines.append(f"(preferences: reference vs corrupted solutions and correct vs wrong samples; Spearman and best-of-N "
                  f"over the {first['decoding']} samples)")  # fmt: skip
     return "\n".join(lines + ["", format_localisation(reports)])
@@ -82,14 +88,15 @@ def format_report(reports: dict[str, dict]) -> str:
 
 def format_localisation(reports: dict[str, dict]) -> str:
     """Error localisation per checkpoint and ranking: Hit@1, Hit@3 and MRR of the first wrong token."""
+    w = _method_width(reports)
     lines = ["Error localisation on corrupted rejected completions (rank of the first wrong token among theirs):",
-             f"{'method':<10} {'ranking':<24} {'Hit@1':>6} {'Hit@3':>6} {'MRR':>6}   n"]  # fmt: skip
+             f"{'method':<{w}} {'ranking':<24} {'Hit@1':>6} {'Hit@3':>6} {'MRR':>6}   n"]  # fmt: skip
     for name, r in reports.items():
         loc = r["error_localisation"]
         for ranking, how in S.TOKEN_RANKINGS.items():
             m = loc[ranking]
             label = f"{ranking} ({how})"
-            lines.append(f"{name:<10} {label:<24} {m['hit@1']:>6.3f} {m['hit@3']:>6.3f} {m['mrr']:>6.3f}   {loc['n']}")
+            lines.append(f"{name:<{w}} {label:<24} {m['hit@1']:>6.3f} {m['hit@3']:>6.3f} {m['mrr']:>6.3f}   {loc['n']}")
     return "\n".join(lines)
 
 
@@ -111,15 +118,15 @@ def preference_report(checkpoint, pairs_path, n_boot: int = 1000, seed: int = 0)
 def format_preference_report(reports: dict[str, dict], title: str) -> str:
     """Pairwise accuracy of each score per checkpoint ({name: preference_report(...)}), overall and per pair
     source, then error localisation where known."""
-    first = next(iter(reports.values()))
+    first, w = next(iter(reports.values())), _method_width(reports)
     sources = sorted(first.get("preferences_by_source") or {})
     lines = [f"Rewards on {title} (gamma={first['gamma']:g}; {first['terminal']}):",
-             f"{'method':<10} {'score':<11} {'accuracy [95% CI], ties 1/2':>30} {'AUC':>6}"
+             f"{'method':<{w}} {'score':<11} {'accuracy [95% CI], ties 1/2':>30} {'AUC':>6}"
              + "".join(f" {s[:12]:>12}" for s in sources)]  # fmt: skip
     for name, r in reports.items():
         for score in S.SCORES:
             p = r["preferences"][score]
-            line = f"{name:<10} {score:<11} {p['accuracy']:>13.3f} [{p['low']:.3f}, {p['high']:.3f}] {p['auc']:>6.3f}"
+            line = f"{name:<{w}} {score:<11} {p['accuracy']:>13.3f} [{p['low']:.3f}, {p['high']:.3f}] {p['auc']:>6.3f}"
             line += "".join(f" {r['preferences_by_source'][s][score]['accuracy']:>12.3f}" for s in sources)
             lines.append(line)
     lines.append(f"(pairs: {first['counts'].get('pairs')}; per-source columns: accuracy on that kind of pair)")

@@ -16,11 +16,10 @@ from analysis import schema as S
 from analysis.__main__ import main as analysis_main
 from analysis.metrics import answers_match
 from analysis.preferences import corrupt
-from analysis.report import reward_report
+from analysis.report import format_preference_report, reward_report
 from analysis.reward_data import math_test_split as _math_test_split
 from analysis.rewards import main
 from irl.config import TrainConfig
-from irl.data import DataError
 from irl.model import load_model, load_tokenizer
 from irl import runs
 from irl.runs import checkpoint_config, last_checkpoint, rewards_dir, sweep_dir
@@ -201,7 +200,8 @@ def test_reward_report(checkpoint):
     assert (rewards_dir(checkpoint, "test-t=1") / runs.TOKENS_FILE).is_file()
     small = reward_report(checkpoint, limit=4, n_boot=10)  # the first 4 test prompts
     assert small["best_of_n"]["prompts"] == 4 and small["correlations"][S.R]["n"] == 12
-    assert set(read(checkpoint, "math-preferences-4", runs.PAIRS_FILE)[S.PROMPT_ID]) == {f"math-test-{i}" for i in range(4)}
+    pairs = read(checkpoint, "math-preferences-4", runs.PAIRS_FILE)
+    assert set(pairs[S.PROMPT_ID]) == {f"math-test-{i}" for i in range(4)}
 
 
 def test_bad_inputs_are_counted_and_flagged(checkpoint, model_and_tokenizer, tmp_path):
@@ -244,3 +244,21 @@ def test_checkpoint_without_tokenizer_and_malformed_data_fail_clearly(checkpoint
     path.write_text('{"prompt": "a", "completion": "b"}\n\n{"prompt": "a", "completion": 3}\n')
     with pytest.raises(SystemExit, match=f"{path}:3: field 'completion' must be a string"):
         main(["--checkpoint", str(checkpoint), "--data", str(path)])
+
+
+def test_preference_tables_fit_the_longest_method_name():
+    """Every row of the preference and localisation tables starts its second column at the same place, whatever
+    the length of the checkpoints' names."""
+    preference = {"accuracy": 0.75, "low": 0.7, "high": 0.8, "auc": 0.6}
+    report = {
+        "gamma": 0.99, "terminal": "EOS terminal", "counts": {"pairs": 4},
+        "preferences": {score: preference for score in S.SCORES},
+        "preferences_by_source": {"corrupted": {score: preference for score in S.SCORES}},
+        "error_localisation": {"n": 2} | {r: {"hit@1": 0.5, "hit@3": 1.0, "mrr": 0.75} for r in S.TOKEN_RANKINGS},
+    }  # fmt: skip
+    names = ("mle", "iqlearn lam=0.3 step 1600")
+    text = format_preference_report(dict.fromkeys(names, report), "pairs")
+    rows = [line for line in text.splitlines() if line.startswith(("method", *names))]
+    assert len(rows) == 2 + len(names) * (len(S.SCORES) + len(S.TOKEN_RANKINGS))  # two headers
+    second = len(names[1]) + 1  # where the second column starts: after the longest name and one space
+    assert all(line[second - 1] == " " and line[second] != " " for line in rows), rows
