@@ -87,7 +87,7 @@ def corrupt(completion: str, kind: str, rng: random.Random) -> str | None:
     if kind == "dropped":
         if len(equations) < 2:
             return None
-        (prev, m_prev), (last, _) = equations[-2], equations[-1]
+        (_, m_prev), (last, _) = equations[-2], equations[-1]
         kept = [line for i, line in enumerate(lines) if i != last]
         answer = _ANSWER.match(kept[-1])
         if answer is None:

@@ -196,7 +196,8 @@ def test_rewards_quality_page_shows_the_analysis_correlations(monkeypatch, real_
     assert mine["spearman"] == pytest.approx(rho, abs=1e-12)
     expected = f"R vs rouge1: Spearman ρ = {rho:.3f} [{mine['spearman_low']:.3f}, {mine['spearman_high']:.3f}]"
     assert title(scatter) == f"{expected} (n = {len(seqs)})"
-    assert scatter["layout"]["title"]["subtitle"]["text"].startswith("r_t = Q − γV(s_t+1), γ = 0.99<br>EOS terminal")
+    subtitle = scatter["layout"]["title"]["subtitle"]["text"]
+    assert subtitle.startswith("r_t = Q − γV(s_t+1), γ = 0.99<br>EOS terminal")
     assert sorted(scatter["data"][0]["y"]) == pytest.approx(sorted(seqs[S.R]))
     # per checkpoint against lam: summary.json's rho and its bootstrap interval, as error bars
     markers = [t for t in by_lam["data"] if t["mode"] == "markers"]

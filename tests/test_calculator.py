@@ -137,7 +137,8 @@ def test_processor_follows_text_when_rows_are_reordered(tokenizer):
 def test_processor_with_sentencepiece_style_tokens():
     """Whole numbers as tokens, "▁" marking a leading space: " 12" is one token, "0" and ".5" would glue
     onto it and are forbidden after it, "▁5" starts a new word and is allowed."""
-    words = ["<pad>", "<eos>", "<unk>", "▁3", "▁*", "▁4", "▁=", "▁12", "▁99", "▁apples", "0", ".5", "▁5", "▁a"]
+    words = ["<pad>", "<eos>", "<unk>", "▁3", "▁*", "▁4", "▁=", "▁12", "▁99", "▁apples",
+             "0", ".5", "▁5", "▁a"]  # fmt: skip
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()

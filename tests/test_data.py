@@ -138,7 +138,8 @@ def test_config_yaml_then_flags(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("objective: iqlearn\nlam: 0.3\nmath_templates: [10, 16]\n")
     cfg = load_config(["--config", str(f), "--lam", "0.05", "--resume"])
-    assert (cfg.objective, cfg.lam, cfg.math_templates, cfg.resume, cfg.gamma) == ("iqlearn", 0.05, [10, 16], True, 0.99)
+    read = (cfg.objective, cfg.lam, cfg.math_templates, cfg.resume, cfg.gamma)
+    assert read == ("iqlearn", 0.05, [10, 16], True, 0.99)
     f.write_text("lamda: 0.3\n")
     with pytest.raises(ConfigError, match=r"unknown field\(s\) \['lamda'\]"):
         load_config(["--config", str(f)])

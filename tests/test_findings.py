@@ -24,7 +24,11 @@ from tests.test_train import launch_on_two_cpu_processes
 
 REPO = Path(__file__).resolve().parents[1]
 QUALITY = S.mean_col(S.EXACT_MATCH)
-FAMILY_OF = {"mle": ("mle", 0.0, 0.0), "mle beta=0.1": ("mle+entropy", 0.0, 0.1), "iqlearn lam=0.3": ("iqlearn", 0.3, 0.0)}
+FAMILY_OF = {
+    "mle": ("mle", 0.0, 0.0),
+    "mle beta=0.1": ("mle+entropy", 0.0, 0.1),
+    "iqlearn lam=0.3": ("iqlearn", 0.3, 0.0),
+}
 
 
 def test_difference_interval_is_welchs_t_test_on_the_raw_values():
@@ -282,7 +286,8 @@ at = AppTest.from_file({main!r}, default_timeout=120).run()
 at.switch_page("views/findings.py").run()
 assert not at.exception, [e.message for e in at.exception]
 print(json.dumps({{"grids": at.selectbox[0].options, "subheaders": [s.value for s in at.subheader],
-                  "markdown": [m.value for m in at.markdown], "images": sum(type(e).__name__ == "Image" for e in at.main),
+                  "markdown": [m.value for m in at.markdown],
+                  "images": sum(type(e).__name__ == "Image" for e in at.main),
                   "heavy": sorted(m for m in ("torch", "transformers", "evaluate", "scipy") if m in sys.modules)}}))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)

@@ -88,8 +88,9 @@ def test_bad_grids_fail_naming_the_key(change, match):
 def tiny_grid(tmp_path, seeds=(0, 1)) -> object:
     spec = {
         "output_dir": str(tmp_path / "g"),
-        "base": dict(model="tiny", vocab_size=400, math_sizes=[64, 16, 16], max_length=160, per_device_train_batch_size=4, max_steps=4,
-                     learning_rate=3e-3, warmup_steps=0, logging_steps=1, eval_steps=0, save_steps=2),  # fmt: skip
+        "base": dict(model="tiny", vocab_size=400, math_sizes=[64, 16, 16], max_length=160,
+                     per_device_train_batch_size=4, max_steps=4, learning_rate=3e-3, warmup_steps=0,
+                     logging_steps=1, eval_steps=0, save_steps=2),  # fmt: skip
         "methods": [{"name": "iq", "objective": "iqlearn", "lam": 0.1}],
         "grid": [{"axes": {"method": ["iq"], "seed": list(seeds)}}],
     }

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from irl import text_tasks
 from irl.config import ConfigError, TrainConfig, load_config, read_config
@@ -46,15 +45,16 @@ def corpus(tmp_path):
     root = tmp_path / "corpus"
     root.mkdir()
     write_jsonl(root / "train.jsonl", [{"text": t, "source": "fixture"} for t in documents(60, 0)])
-    write_jsonl(root / "validation.jsonl", [{"text": t, "source": "fixture"} for t in documents(8, 1)] + [{"text": " "}])
+    validation = [{"text": t, "source": "fixture"} for t in documents(8, 1)] + [{"text": " "}]
+    write_jsonl(root / "validation.jsonl", validation)
     (root / "manifest.json").write_text(json.dumps({"fixture": True}))
     return root
 
 
 def summaries(tmp_path):
     """Prompt/completion examples in the summarisation task's form (completions start with one space)."""
-    rows = [{"prompt": f"Description: {' '.join(t.split()[:12])}\nSummary:", "completion": " " + " ".join(t.split()[:4])}
-            for t in documents(24, 2)]
+    rows = [{"prompt": f"Description: {' '.join(t.split()[:12])}\nSummary:",
+             "completion": " " + " ".join(t.split()[:4])} for t in documents(24, 2)]
     return write_jsonl(tmp_path / "summaries.jsonl", rows)
 
 
@@ -87,8 +87,9 @@ def test_packed_blocks_target_every_token_once():
 
 def test_pretrain_then_finetune_through_the_command_line(tmp_path, corpus):
     run = tmp_path / "pre"
-    flags = ["--model", "tiny", "--vocab_size", 300, "--max_length", 32, "--max_steps", 4, "--per_device_train_batch_size", 4,
-             "--logging_steps", 2, "--eval_steps", 2, "--save_steps", 4, "--warmup_steps", 0, "--learning_rate", 3e-3]
+    flags = ["--model", "tiny", "--vocab_size", 300, "--max_length", 32, "--max_steps", 4,
+             "--per_device_train_batch_size", 4, "--logging_steps", 2, "--eval_steps", 2, "--save_steps", 4,
+             "--warmup_steps", 0, "--learning_rate", 3e-3]
     out = run_cli("pretrain", "--config", "configs/base.yaml", "--data", corpus, "--output_dir", run, *flags)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = rows_of(run)
@@ -109,7 +110,8 @@ def test_pretrain_then_finetune_through_the_command_line(tmp_path, corpus):
     # fine-tune from the pretrained checkpoint: its weights are the start, its tokenizer is used
     ft = tmp_path / "ft"
     out = run_cli("train", "--model", ckpt, "--data", summaries(tmp_path), "--eval_size", 4, "--output_dir", ft,
-                  "--max_steps", 2, "--per_device_train_batch_size", 4, "--max_length", 64, "--save_steps", 2, "--logging_steps", 1)
+                  "--max_steps", 2, "--per_device_train_batch_size", 4, "--max_length", 64, "--save_steps", 2,
+                  "--logging_steps", 1)
     assert out.returncode == 0, out.stderr[-3000:]
     head = rows_of(ft)[0]
     assert head["init/weights_sha256"] == weights_sha256(load_model(str(ckpt)))
@@ -131,8 +133,8 @@ def test_pretrain_then_finetune_through_the_command_line(tmp_path, corpus):
 def test_resumed_pretraining_ends_as_an_uninterrupted_one(tmp_path, corpus):
     def cfg(name, **kw):
         return PretrainConfig(data=str(corpus), output_dir=str(tmp_path / name), model="tiny", vocab_size=300,
-                              max_length=32, max_steps=4, per_device_train_batch_size=4, save_steps=2, eval_steps=0, logging_steps=1,
-                              warmup_steps=0, learning_rate=3e-3, **kw)
+                              max_length=32, max_steps=4, per_device_train_batch_size=4, save_steps=2, eval_steps=0,
+                              logging_steps=1, warmup_steps=0, learning_rate=3e-3, **kw)
 
     pretrain(cfg("straight"))
     with pytest.raises(KeyboardInterrupt):
@@ -190,7 +192,8 @@ def test_shipped_base_matches_its_checksums_and_recipe():
 @SHIPPED
 def test_finetuning_from_the_base_starts_from_its_weights_for_mle_and_iqlearn(tmp_path):
     data = summaries(tmp_path)
-    common = dict(data=str(data), eval_size=4, max_steps=1, per_device_train_batch_size=2, max_length=64, save_steps=1, eval_steps=0)
+    common = dict(data=str(data), eval_size=4, max_steps=1, per_device_train_batch_size=2, max_length=64, save_steps=1,
+                  eval_steps=0)
     train(TrainConfig(output_dir=str(tmp_path / "mle"), model=BASE, objective="mle", **common))
     train(TrainConfig(output_dir=str(tmp_path / "iq"), init=BASE, objective="iqlearn", lam=0.1, **common))
     heads = [rows_of(tmp_path / name)[0] for name in ("mle", "iq")]

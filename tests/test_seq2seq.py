@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import load_file
 from streamlit.testing.v1 import AppTest
 from transformers import LogitsProcessor, LogitsProcessorList, T5ForConditionalGeneration
 
@@ -31,7 +30,8 @@ from irl import math_task, runs
 from irl.config import MATH_TEMPLATES, ConfigError, TrainConfig, load_config
 from irl.data import Collator, Encoded, batch_keys, encode, episode_features, model_inputs
 from irl.gail import DISCRIMINATOR_DIR, Seq2SeqDiscriminator, load_discriminator
-from irl.generation import Decoded, Decoding, cat_rows, decode, left_padded, pack_samples, pad_together, sample_completions
+from irl.generation import (Decoded, Decoding, cat_rows, decode, left_padded, pack_samples, pad_together,
+                            sample_completions)
 from irl.model import build_preset, context_length, kind_of, load_model, load_tokenizer, train_tokenizer
 from irl.objectives import iqlearn, mle, online_iqlearn, token_terms
 from irl.train import train
@@ -49,7 +49,8 @@ def test_episode_features_collator_and_action_masks_literal():
     """Prompts of 3 and 1 tokens; completions 7 8 EOS (ended) and 7 9 (cut by the length limit, no EOS)."""
     episodes = [Encoded([5, 6, 4], [7, 8, EOS], True), Encoded([9], [7, 9], False)]
     features = [episode_features(e, decoder_start_token_id=PAD) for e in episodes]
-    assert features[0] == {"input_ids": [5, 6, 4], "decoder_input_ids": [PAD, 7, 8, EOS], "completion_mask": [0, 1, 1, 1]}
+    assert features[0] == {"input_ids": [5, 6, 4], "decoder_input_ids": [PAD, 7, 8, EOS],
+                           "completion_mask": [0, 1, 1, 1]}
     batch = Collator(PAD, prompts=True, seq2seq=True)(features)
     expected = {
         "input_ids": [[5, 6, 4], [9, PAD, PAD]],  # the encoder's input, right-padded
@@ -441,7 +442,8 @@ def test_sweep_and_rewards_write_the_columns_of_a_decoder_only_model(chain):
                 if (theirs / file).is_file():
                     assert columns_and_types(ours / file) == columns_and_types(theirs / file), (data, file)
             summary = [json.loads((d / runs.SUMMARY_FILE).read_text()) for d in (ours, theirs)]
-            assert summary[0].keys() == summary[1].keys() and summary[0]["gamma"] == (0.9 if name == "iqlearn" else 0.99)
+            assert summary[0].keys() == summary[1].keys()
+            assert summary[0]["gamma"] == (0.9 if name == "iqlearn" else 0.99)
 
 
 MAIN = str(Path(REPO) / "app" / "main.py")

@@ -16,7 +16,7 @@ from analysis.sweep import sweep
 from irl import runs
 from irl.config import TrainConfig
 from irl.data import DataError, encode, encode_example, load_splits
-from irl.model import load_model, load_tokenizer
+from irl.model import load_tokenizer
 from irl.objectives import iqlearn, token_terms
 from irl.train import train
 
@@ -63,7 +63,8 @@ def test_a_cut_sample_literally(run09):
     completion_ids = tokenizer(" 1 + 1 = 2", add_special_tokens=False)["input_ids"]
     rows = pd.DataFrame({
         S.EXAMPLE_ID: [0, 1], S.PROMPT_ID: ["a", "a"], S.PROMPT: ["q", "q"], S.COMPLETION: ["c", "c"],
-        S.PROMPT_IDS: [prompt_ids, prompt_ids], S.COMPLETION_IDS: [completion_ids, completion_ids + [tokenizer.eos_token_id]],
+        S.PROMPT_IDS: [prompt_ids, prompt_ids],
+        S.COMPLETION_IDS: [completion_ids, completion_ids + [tokenizer.eos_token_id]],
         S.ENDED: [False, True],
     })  # fmt: skip
     found = rewards.extract(model, tokenizer, rows, gamma=1.0)
@@ -180,7 +181,8 @@ def test_error_localisation_by_hand():
     assert r["mrr"] == pytest.approx((1 + (1 + 1 / 2 + 1 / 3) / 3) / 2)
     # log pi, lowest first: ex 0 rank 2 or 3 (tie at -1 behind -3); ex 1: -0.1 is the highest, rank 4
     lp = found[S.LOGP]
-    assert lp["hit@1"] == 0 and lp["hit@3"] == pytest.approx(0.5) and lp["mrr"] == pytest.approx(((1 / 2 + 1 / 3) / 2 + 1 / 4) / 2)
+    assert lp["hit@1"] == 0 and lp["hit@3"] == pytest.approx(0.5)
+    assert lp["mrr"] == pytest.approx(((1 / 2 + 1 / 3) / 2 + 1 / 4) / 2)
     ent = found[S.TOKEN_ENTROPY]  # highest first: ex 0 rank 1; ex 1 rank 1
     assert ent["hit@1"] == 1 and ent["mrr"] == 1
     rnd = found["random"]  # uniform over 3 and over 4 positions
@@ -195,12 +197,14 @@ def test_error_position_of_built_in_corruptions(run09):
     rejected = rows[rows[S.SIDE] == "rejected"].iloc[0]
     chosen = rows[(rows[S.PAIR_ID] == rejected[S.PAIR_ID]) & (rows[S.SIDE] == "chosen")].iloc[0]
     c = int(rejected["error_char"])
-    assert rejected[S.COMPLETION][:c] == chosen[S.COMPLETION][:c] and rejected[S.COMPLETION][c] != chosen[S.COMPLETION][c]
+    assert rejected[S.COMPLETION][:c] == chosen[S.COMPLETION][:c]
+    assert rejected[S.COMPLETION][c] != chosen[S.COMPLETION][c]
     encoded, _ = encode_example(tokenizer, rejected[S.PROMPT], rejected[S.COMPLETION], 500)
     from analysis.scoring import error_position
 
     t = error_position(tokenizer, encoded.completion_ids, c)
-    assert len(tokenizer.decode(encoded.completion_ids[:t])) <= c < len(tokenizer.decode(encoded.completion_ids[: t + 1]))
+    decoded_length = [len(tokenizer.decode(encoded.completion_ids[:end])) for end in (t, t + 1)]
+    assert decoded_length[0] <= c < decoded_length[1]
 
 
 def test_training_without_validation_and_a_misspelt_data_path(tmp_path, monkeypatch):
@@ -245,7 +249,8 @@ def test_gradient_accumulation_is_the_mean_of_micro_batch_token_means(tmp_path, 
     data.write_text("".join(json.dumps({"prompt": f"Q{n}:", "completion": " w" * n}) + "\n" for n in (1, 3, 20, 40)))
     cfg = TrainConfig(output_dir=str(tmp_path / "acc"), model="tiny", vocab_size=300, data=str(data), eval_size=0,
                       max_length=64, per_device_train_batch_size=2, gradient_accumulation_steps=2, max_steps=1,
-                      save_steps=1, logging_steps=1, warmup_steps=0, objective="iqlearn", lam=1.0, max_grad_norm=1e9)  # fmt: skip
+                      save_steps=1, logging_steps=1, warmup_steps=0, objective="iqlearn", lam=1.0,
+                      max_grad_norm=1e9)  # fmt: skip
     trainer = train(cfg)
     micro = seen[:2]
     assert len(micro) == 2 and all(len(m["input_ids"]) == 2 for m in micro)
@@ -261,7 +266,8 @@ def test_gradient_accumulation_is_the_mean_of_micro_batch_token_means(tmp_path, 
     loss = (loss_of(micro[0]) + loss_of(micro[1])) / 2
     loss.backward()
     grad_norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in fresh.parameters() if p.grad is not None))
-    logged = next(r for r in map(json.loads, (tmp_path / "acc" / runs.METRICS).read_text().splitlines()) if "train/loss" in r)
+    records = map(json.loads, (tmp_path / "acc" / runs.METRICS).read_text().splitlines())
+    logged = next(r for r in records if "train/loss" in r)
     assert logged["train/loss"] == pytest.approx(loss.item(), rel=1e-4)
     assert logged["train/grad_norm"] == pytest.approx(grad_norm.item(), rel=1e-3)
     width = max(m["input_ids"].shape[1] for m in micro)

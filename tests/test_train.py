@@ -73,7 +73,8 @@ def test_each_objective_steps_saves_and_reloads(tmp_path, objective):
         assert not torch.equal(p.detach(), initial[name]), f"{name} did not change"
     # the checkpoint is HF format with safetensors and the tokenizer, and reloads to identical logits
     ckpt = last_checkpoint(cfg.output_dir)
-    assert ckpt.name == "checkpoint-3" and (ckpt / "model.safetensors").is_file() and (ckpt / "tokenizer.json").is_file()
+    assert ckpt.name == "checkpoint-3"
+    assert (ckpt / "model.safetensors").is_file() and (ckpt / "tokenizer.json").is_file()
     reloaded = load_model(str(ckpt)).eval()
     ids = torch.tensor([tokenizer("Question: A kid has 3 books.\nAnswer: 1 + 2 = 3")["input_ids"]])
     trainer.model.eval()
@@ -152,7 +153,8 @@ def test_wrong_model_paths_fail_clearly(tmp_path):
     with pytest.raises(ModelError, match="not a tokenizer directory"):
         load_tokenizer(str(empty))
     out = subprocess.run(
-        [sys.executable, "-m", "irl", "train", "--model", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "r")],
+        [sys.executable, "-m", "irl", "train", "--model", str(tmp_path / "nowhere"),
+         "--output_dir", str(tmp_path / "r")],
         capture_output=True, text=True, cwd=REPO,
     )
     assert out.returncode != 0 and "not a model directory" in out.stderr
