@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export HF_EVALUATE_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-all test app bench chromium clean-demo base findings findings-quick
+.PHONY: demo demo-all test app bench chromium clean-demo base data findings findings-quick
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,13 @@ clean-demo:
 BASE_BUILD ?= build/base
 base: $(VENV)/.installed
 	rm -rf $(BASE_BUILD)
-	$(PY) -m irl corpus --out $(BASE_BUILD)/corpus
+	$(PY) -m tasks corpus --out $(BASE_BUILD)/corpus
 	$(PY) -m irl pretrain --config configs/base.yaml --data $(BASE_BUILD)/corpus --output_dir $(BASE_BUILD)/run
 	$(PY) -m irl export --run $(BASE_BUILD)/run --out models/base
+
+# The real-text tasks rebuilt from the pinned Debian packages (cached in .cache/debian): data/summarize/ and
+# data/translate/ with their cards, whose trivial baselines' scores analysis writes in.
+data: $(VENV)/.installed
+	$(PY) -m tasks text --out data
+	$(PY) -m analysis.baselines --task summarize --card data/summarize/README.md
+	$(PY) -m analysis.baselines --task translate --card data/translate/README.md

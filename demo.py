@@ -116,7 +116,7 @@ def text_chain(runs: Path, limit: int, task: str, flags=()) -> None:
     from analysis import schema as S
     from analysis.report import format_preference_report, preference_report
     from analysis.sweep import baseline_table, format_baselines, format_table, sweep
-    from irl.text_tasks import preferences_path, task_splits
+    from tasks.text import preferences_path, task_splits
 
     ckpts = train_all(TEXT_CONFIGS, runs, flags)
     evaluate(ckpts, max_new_tokens=48)

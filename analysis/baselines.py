@@ -1,7 +1,8 @@
-"""Trivial baselines of the built-in text tasks (irl/text_tasks.py), scored by the metrics of analysis/metrics.py.
+"""Trivial baselines of the built-in text tasks (tasks/text.py), scored by the metrics of analysis/metrics.py.
 
     python -m analysis.baselines --task summarize     # choose settings, print test scores (mean ± SE)
     python -m analysis.baselines --task translate --json
+    python -m analysis.baselines --task summarize --card data/summarize/README.md   # the card's baselines section
 
 Each baseline is a pure function of the examples ({"prompt", "completion", ...} rows of a task split) that
 returns its per-sample predictions (plain text, no leading space) and the setting it used, so the same metric
@@ -25,11 +26,13 @@ import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from analysis import schema as S
 from analysis.metrics import bleu_scores, chrf_scores, per_sample_scores, quality_scores
 from analysis.stats import mean_se
-from irl.text_tasks import TASKS, task_input, task_splits
+from common.io import atomic_write_text
+from tasks.text import TASKS, task_input, task_splits
 
 K_RANGE = range(1, 41)
 CONSTANT_TOP = 20
@@ -163,13 +166,43 @@ def format_report(task: str, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+CARD_SECTION = "## Trivial baselines"
+CARD_NEXT = "## Sources and licences"  # the card section (tasks/text.py write_task) the baselines go before
+
+
+def card_section(task: str, rows: list[dict]) -> str:
+    """The dataset card's section of the trivial baselines' scores."""
+    return (
+        f"{CARD_SECTION} (test split, mean ± standard error over examples)\n\n"
+        f"`python -m analysis.baselines --task {task}` (settings chosen on train/validation, see "
+        f"analysis/baselines.py):\n\n{format_report(task, rows)}\n\n"
+    )
+
+
+def write_card_section(card, task: str, rows: list[dict]) -> None:
+    """Put the baselines section into a task's card (data/<task>/README.md, written by tasks/text.py), in place of
+    the one it has, else before its sources section."""
+    card = Path(card)
+    text = card.read_text(encoding="utf-8")
+    start = text.find(CARD_SECTION)
+    if start >= 0:
+        end = text.find("\n## ", start + len(CARD_SECTION))
+        text = text[:start] + text[end + 1 :] if end >= 0 else text[:start]
+    at = text.find(CARD_NEXT)
+    at = len(text) if at < 0 else at
+    atomic_write_text(card, text[:at] + card_section(task, rows) + text[at:])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m analysis.baselines", description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", required=True, choices=sorted(TASKS))
     parser.add_argument("--split", default="test")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument("--card", help="also write the scores into this dataset card (data/<task>/README.md)")
     args = parser.parse_args(argv)
     rows = report(args.task, task_splits(args.task), args.split)
+    if args.card:
+        write_card_section(args.card, args.task, rows)
     print(json.dumps(rows, indent=1) if args.json else format_report(args.task, rows))
 
 

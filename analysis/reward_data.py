@@ -135,12 +135,12 @@ def sweep_rows(samples: pd.DataFrame) -> pd.DataFrame:
 
 def math_test_split(config: dict | None, checkpoint) -> list[dict]:
     """The test split of the math task a checkpoint was trained on."""
-    from irl.math_task import generate_splits
+    from tasks.math import generate_splits
 
     if config is None or config.get("data") != "math":
         found = "carries no training config" if config is None else f"was trained on data={config.get('data')!r}"
         raise DataError(f"{BUILTIN_PREFERENCES} needs a checkpoint of the built-in math task; {checkpoint} {found}")
-    # the test split is the first problems of the run's stream (irl/math_task.py): the same without train
+    # the test split is the first problems of the run's stream (tasks/math.py): the same without train
     n_test = config["math_sizes"][2]
     return generate_splits([0, 0, n_test], config["math_templates"], config["data_seed"])["test"]
 

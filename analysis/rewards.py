@@ -45,7 +45,7 @@ from analysis import reward_data as D
 from analysis import schema as S
 from irl import runs
 from irl.data import OK, TRUNCATED, DataError
-from irl.io import atomic_write_text, sha256_file, write_parquet
+from common.io import atomic_write_text, sha256_file, write_parquet
 from irl.model import ModelError, context_length, load_model, load_tokenizer
 
 TOKEN_ROW_GROUP = 20_000

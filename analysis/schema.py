@@ -16,6 +16,8 @@ Scales: exact match and ROUGE in [0, 1]; BLEU, chrF and Self-BLEU in [0, 100] (s
 distinct-n in [0, 1]; entropy in nats per token.
 """
 
+from tasks.text import METRICS as TEXT_TASK_METRICS
+
 # Run metadata and decoding keys.
 RUN = "run"
 METHOD = "method"  # label such as "mle" or "iqlearn lam=0.1"
@@ -110,12 +112,7 @@ HIGHER_IS_BETTER = {
 
 # Per-sample quality metrics of each built-in task; any other data is scored as "text".
 # The first of each is the task's main metric (the headline of tables; trivial baselines are chosen by it).
-TASK_METRICS = {
-    "math": ("exact_match",),
-    "summarize": ("rougeLsum", "rouge1", "rouge2"),
-    "translate": ("chrf", "bleu"),
-    "text": ("rougeLsum", "rouge1", "rouge2"),
-}
+TASK_METRICS = {"math": ("exact_match",), **TEXT_TASK_METRICS, "text": ("rougeLsum", "rouge1", "rouge2")}
 # Metrics scored on another text than the sample's completion (the calculator's): never correlated with R.
 OTHER_TEXT_METRICS = ("exact_match_calc",)
 

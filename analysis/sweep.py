@@ -64,7 +64,7 @@ from irl import config as irl_config
 from irl import runs
 from irl.data import DataError, held_out_split, load_splits
 from irl.generation import Decoding, batch_seed, decode, left_padded
-from irl.io import atomic_write_text, write_parquet
+from common.io import atomic_write_text, write_parquet
 from irl.model import ModelError, context_length, load_model, load_tokenizer
 
 TEMPERATURES, BEAMS, BATCH_SIZE = cli.TEMPERATURES, cli.BEAMS, cli.SWEEP_BATCH_SIZE

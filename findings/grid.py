@@ -284,12 +284,12 @@ def held_out_split(run_dir: Path) -> str:
 def preference_file(config: dict, settings: dict) -> Path | None:
     """The preference pairs a run's rewards are scored on besides the built-in math set: the grid's
     `rewards.preferences` file, else a built-in text task's data/<task>/preferences.jsonl when it exists."""
-    from irl import text_tasks
+    from tasks.text import TASKS, task_dir
 
     if settings["preferences"]:
         return Path(settings["preferences"])
-    if config["data"] in text_tasks.TASKS:
-        path = text_tasks.task_dir(config["data"]) / "preferences.jsonl"
+    if config["data"] in TASKS:
+        path = task_dir(config["data"]) / "preferences.jsonl"
         return path if path.is_file() else None
     return None
 
@@ -357,7 +357,7 @@ def train_all(grid: Grid, callbacks=None) -> dict[str, str]:
 def run_grid(grid: Grid, callbacks=None) -> dict[str, float]:
     """Train, sweep and score every point of `grid` (module docstring); returns each stage's wall time in s."""
     from analysis.sweep import sweep
-    from irl.io import atomic_write_text
+    from common.io import atomic_write_text
 
     check_sweep_options(grid.sweep)
     state = _state()

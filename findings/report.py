@@ -36,7 +36,7 @@ def record_timing(grid, command: str, seconds: dict) -> None:
     quotes, so a report written later (`python -m findings report`) keeps the times of the runs behind it."""
     from datetime import datetime, timezone
 
-    from irl.io import append_jsonl
+    from common.io import append_jsonl
 
     out_dir = grid.output_dir / L.FINDINGS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +135,7 @@ def write_report(grid) -> Path:
     import matplotlib.pyplot as plt
 
     from findings import figures as F
-    from irl.io import atomic_write, atomic_write_text
+    from common.io import atomic_write, atomic_write_text
 
     out_dir = grid.output_dir / L.FINDINGS_DIR
     n_boot = (grid.rewards or {}).get("n_boot", 1000)

@@ -197,7 +197,7 @@ def _swept_split(table: pd.DataFrame) -> str:
 
 def write(tables: dict[str, pd.DataFrame], out_dir) -> None:
     """Each table as <out_dir>/<name>.parquet, atomically."""
-    from irl.io import write_parquet
+    from common.io import write_parquet
 
     for name, table in tables.items():
         write_parquet(Path(out_dir) / f"{name}.parquet", table)

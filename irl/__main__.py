@@ -2,15 +2,13 @@
 
     python -m irl train --config configs/demo_mle.yaml [--field value ...]   # train (see irl/train.py)
     python -m irl train --help                                               # every config field
-    python -m irl data --out data/math                                      # write the built-in task as JSONL
     python -m irl pretrain --config configs/base.yaml [--field value ...]    # pretrain a base model (irl/pretrain.py)
     python -m irl export --run build/base/run --out models/base             # ship a pretraining run's checkpoint
-    python -m irl corpus --out data/corpus                                  # English text corpus (irl/corpus.py)
-    python -m irl tasks --out data                                          # summarize/translate (irl/text_tasks.py)
 
 `train` parses its options before any work, so `--help` and a bad flag answer before data or models load; the
 config is transformers' TrainingArguments, whose module imports torch, so that costs the torch import. A
-command's own errors (bad config, data or model path) print as one line and exit with status 1.
+command's own errors (bad config, data or model path) print as one line and exit with status 1. Data is made
+by the floor below (`python -m tasks`).
 """
 
 import sys
@@ -44,18 +42,6 @@ def main(argv=None):
             (pretrain_main if command == "pretrain" else export_main)(rest)
         except (ConfigError, DataError, ModelError) as e:
             sys.exit(f"error: {e}")
-    elif command == "data":
-        from irl.data import export_builtin
-
-        export_builtin(rest)
-    elif command == "corpus":
-        from irl.corpus import main as corpus_main
-
-        corpus_main(rest)
-    elif command == "tasks":
-        from irl.text_tasks import main as tasks_main
-
-        tasks_main(rest)
     else:
         sys.exit(__doc__)
 

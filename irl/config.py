@@ -24,13 +24,13 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SchedulerType
 
+from tasks import math as math_task
+
 # models built from a config (irl/model.py; the t5-* ones are encoder-decoder); anything else is a name or a path
 PRESETS = ("tiny", "small", "t5-tiny", "t5-small")
 MODEL_KINDS = ("causal", "seq2seq")  # irl/model.py model_kind
 OBJECTIVES = ("mle", "iqlearn", "gail")
 OVERLONG = ("truncate", "drop")
-# gsm_symbolic generators of the built-in task (irl/math_task.py says why these).
-MATH_TEMPLATES = (10, 16, 31, 43, 72)
 # Fields renamed to Trainer's name for the same thing: the old name fails naming the new one.
 RENAMED = {
     "batch_size": "per_device_train_batch_size",
@@ -133,8 +133,8 @@ class TrainConfig(TrainingArguments):
         f"Examples longer than max_length, one of {OVERLONG}: 'truncate' cuts the completion (its last token "
         "then leaves the TD term), 'drop' skips the example. Prompts that leave no room are always dropped.",
     )
-    math_sizes: list[int] = _f([20000, 200, 200], "Built-in task: sizes of the train, validation and test splits.")
-    math_templates: list[int] = _f(list(MATH_TEMPLATES), "Built-in task: gsm_symbolic generator indices to use.")
+    math_sizes: list[int] = _f(list(math_task.SIZES), "Built-in task: sizes of the train, validation and test splits.")
+    math_templates: list[int] = _f(list(math_task.TEMPLATES), "Built-in task: gsm_symbolic generator indices to use.")
     data_seed: int = _f(
         0,
         "Seed of the data: the built-in task's generation, held-out validation splits and train_size subsets "
@@ -402,7 +402,7 @@ def config_dict(cfg: TrainConfig) -> dict:
 
 
 def save_config(cfg: TrainConfig, path) -> None:
-    from irl.io import atomic_write_text
+    from common.io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(config_dict(cfg), sort_keys=False))
 

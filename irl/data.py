@@ -2,8 +2,8 @@
 into completion-masked sequences and collated into padded batches.
 
 Sources (`TrainConfig.data`):
-- `math`: the built-in task (irl/math_task.py), splits train/validation/test.
-- `summarize`, `translate`: the built-in real-text tasks (irl/text_tasks.py), data/<task>/<split>.jsonl.
+- `math`: the built-in task (tasks/math.py), splits train/validation/test.
+- `summarize`, `translate`: the built-in real-text tasks (tasks/text.py), data/<task>/<split>.jsonl.
 - `file.jsonl`: one JSON object per line with the prompt and completion fields (TRL's `prompt`/`completion`
   by default); it is the train split, and `eval_size` examples are held out as validation.
 - a directory of `<split>.jsonl` files (train.jsonl, validation.jsonl, test.jsonl).
@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from irl import math_task, text_tasks
+from tasks import text as text_tasks
+from tasks.math import generate_splits
 
 
 class DataError(ValueError):
@@ -192,11 +193,11 @@ def load_splits(cfg) -> dict[str, list[dict]]:
     split cut to `train_size` examples when set (`training_subset`)."""
     source = cfg.data
     if source == "math":
-        return training_subset(math_task.generate_splits(cfg.math_sizes, cfg.math_templates, cfg.data_seed), cfg)
+        return training_subset(generate_splits(cfg.math_sizes, cfg.math_templates, cfg.data_seed), cfg)
     if source in text_tasks.TASKS:  # built-in real-text tasks: the committed data/<task>/<split>.jsonl
         files = {split: text_tasks.task_dir(source) / f"{split}.jsonl" for split in text_tasks.TASK_SPLITS}
         if missing := [str(f) for f in files.values() if not f.is_file()]:
-            raise DataError(f"data={source!r}: missing {', '.join(missing)} (rebuild: python -m irl tasks --out data)")
+            raise DataError(f"data={source!r}: missing {', '.join(missing)} (rebuild: python -m tasks text --out data)")
         return training_subset({split: read_jsonl(f) for split, f in files.items()}, cfg)
     path = Path(source)
     if path.suffix == ".jsonl":
@@ -407,25 +408,3 @@ def model_inputs(batch: dict, seq2seq: bool) -> dict:
 def action_ids(batch: dict, seq2seq: bool) -> torch.Tensor:
     """The ids that completion_mask covers and the logits predict: input_ids (decoder-only) or decoder_input_ids."""
     return batch["decoder_input_ids" if seq2seq else "input_ids"]
-
-
-def export_builtin(argv=None) -> None:
-    """`python -m irl data --out DIR`: write the built-in task's splits as DIR/<split>.jsonl."""
-    import argparse
-
-    from irl.config import TrainConfig
-    from irl.io import write_jsonl
-
-    defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="python -m irl data", description=export_builtin.__doc__)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--sizes", default=",".join(map(str, defaults.math_sizes)), help="train,validation,test")
-    parser.add_argument("--templates", default=",".join(map(str, defaults.math_templates)))
-    parser.add_argument("--seed", type=int, default=defaults.data_seed)
-    args = parser.parse_args(argv)
-    splits = math_task.generate_splits(
-        [int(x) for x in args.sizes.split(",")], [int(x) for x in args.templates.split(",")], args.seed
-    )
-    for split, rows in splits.items():
-        write_jsonl(Path(args.out) / f"{split}.jsonl", rows)
-        print(f"{args.out}/{split}.jsonl: {len(rows)} examples")

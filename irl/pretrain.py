@@ -1,6 +1,6 @@
 """Pretrain a base language model on a plain-text corpus, on the fine-tuning loop, and ship it.
 
-    python -m irl corpus --out build/base/corpus                              # the corpus (irl/corpus.py)
+    python -m tasks corpus --out build/base/corpus                              # the corpus (tasks/corpus.py)
     python -m irl pretrain --config configs/base.yaml [--field value ...]     # train a base model on it
     python -m irl export --run build/base/run --out models/base               # ship its last checkpoint
     make base                                                                 # the three, from scratch
@@ -48,7 +48,7 @@ from transformers import set_seed
 from irl import model as models
 from irl.config import ConfigError, TrainConfig, _f, load_config, read_config, save_config
 from irl.data import Collator, DataError, iter_jsonl
-from irl.io import append_jsonl, sha256_file
+from common.io import append_jsonl, sha256_file
 from irl.runs import CONFIG, METRICS, last_checkpoint, step_of
 from irl.train import _check_run_dir, _truncate_log, load_tokenizer_and_model, weights_sha256
 from irl.trainer import IRLTrainer
@@ -70,7 +70,7 @@ class PretrainConfig(TrainConfig):
     data: str = _f(
         "build/base/corpus",
         "Corpus directory with train.jsonl and validation.jsonl, one JSON document per line "
-        "(python -m irl corpus --out DIR writes one).",
+        "(python -m tasks corpus --out DIR writes one).",
     )
     model: str = _f("base", f"A preset built from a config {tuple(models.PRESETS)}, or a model name or local path.")
     vocab_size: int = _f(4096, "Presets: size of the BPE tokenizer trained on the corpus's train split.")
@@ -106,7 +106,7 @@ def load_corpus(cfg: PretrainConfig) -> tuple[dict[str, list[str]], dict[str, in
     missing = [f"{split}.jsonl" for split in SPLITS if not (root / f"{split}.jsonl").is_file()]
     if missing:
         raise DataError(f"data={cfg.data!r}: not a corpus directory (no {', '.join(missing)}); "
-                        "write one with `python -m irl corpus --out DIR`")
+                        "write one with `python -m tasks corpus --out DIR`")
     texts, empty = {}, {}
     for split in SPLITS:
         texts[split], empty[split] = read_documents(root / f"{split}.jsonl", cfg.text_field)

@@ -31,7 +31,7 @@ from irl import model as models
 from irl.config import RESUME_MAY_CHANGE, ConfigError, TrainConfig, config_dict, read_config, save_config
 from irl.data import Collator, encode, example_text, load_splits
 from irl.gail import GAILTrainer
-from irl.io import append_jsonl, write_jsonl
+from common.io import append_jsonl, write_jsonl
 from irl.runs import last_checkpoint, step_of
 from irl.trainer import IRLTrainer
 

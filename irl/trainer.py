@@ -43,7 +43,7 @@ from transformers import Trainer
 
 from irl import objectives, runs
 from irl.config import save_config
-from irl.io import append_jsonl
+from common.io import append_jsonl
 from irl.data import action_ids, batch_keys, model_inputs
 from irl.generation import cat_rows, pad_together, sample_completions
 from irl.sharding import unwrap_for_generation

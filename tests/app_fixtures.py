@@ -11,7 +11,7 @@ sides of analysis.preferences.corruption_pairs), picked with a probability of be
 step and falls with the temperature. The checkpoints hold trainer_state.json only. Everything else is made by
 the real code:
 
-- problems: the built-in math task (irl.math_task.generate_splits); configs: irl.config.save_config;
+- problems: the built-in math task (tasks.math.generate_splits); configs: irl.config.save_config;
 - sweep: the decoding grid of analysis.sweep.decoding_grid, per-sample metrics by analysis.metrics.quality_scores
   (the task's checker, ROUGE-1), the manifest of analysis.sweep.Settings, aggregate.parquet by
   analysis.sweep.rebuild_aggregate (prompt-clustered SEs of analysis.stats.mean_se);
@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import schema as S
-from irl.config import MATH_TEMPLATES, TrainConfig, save_config
+from irl.config import TrainConfig, save_config
+from tasks.math import TEMPLATES as MATH_TEMPLATES
 from irl.runs import MANIFEST, cell_file, method_label, sweep_dir
 
 METHODS = (("mle", 0.0), ("iqlearn", 0.1))  # (objective, lam)
@@ -74,7 +75,7 @@ def build_runs(
     from analysis.preferences import corruption_pairs
     from analysis.reward_data import load_data
     from analysis.sweep import decoding_grid
-    from irl.math_task import generate_splits
+    from tasks.math import generate_splits
     from irl.runs import checkpoint_config, last_checkpoint
     from irl.train import train
 
@@ -153,7 +154,7 @@ def _write_sweep(ckpt: Path, cfg: TrainConfig, step: int, problems, texts, score
     with its `scores` and the token record the sweep keeps, as `tokenizer` encodes it), the manifest and
     aggregate.parquet; returns the label of the sampling cell at the highest temperature."""
     from analysis.sweep import Settings, rebuild_aggregate
-    from irl.io import atomic_write_text, write_parquet
+    from common.io import atomic_write_text, write_parquet
 
     out = sweep_dir(ckpt, SPLIT)
     out.mkdir(parents=True)

@@ -6,9 +6,10 @@ import struct
 
 import pytest
 
-from irl import debian
-from irl.corpus import CorpusConfig, Document, build_corpus, is_prose_msgid, scrub
-from irl.text_tasks import msgid_key, normalize, split_of, summarize_candidate, summary_key
+from common.io import sha256_file
+from tasks import debian, roff, sources
+from tasks.corpus import CorpusConfig, Document, build_corpus, is_prose_msgid, scrub
+from tasks.text import msgid_key, normalize, split_of, summarize_candidate, summary_key
 
 ROFF = r""".\" A comment that must not show
 .TH DEMO 1 "2024" "demo 1.0" "User Commands"
@@ -59,9 +60,9 @@ a;1
 
 
 def test_roff_to_text_literal_page():
-    sections = debian.roff_to_sections(ROFF)
+    sections = roff.roff_to_sections(ROFF)
     assert [h for h, _ in sections] == ["NAME", "SYNOPSIS", "DESCRIPTION", "SEE ALSO"]
-    text = debian.roff_to_text(ROFF)
+    text = roff.roff_to_text(ROFF)
     assert text == (
         "NAME\n\ndemo - show a demo of things\n\n"
         "SYNOPSIS\n\ndemo [OPTION]... FILE\n\n"
@@ -77,10 +78,10 @@ def test_roff_to_text_literal_page():
 
 
 def test_roff_kind_and_glyphs():
-    assert debian.roff_kind(".so man3/other.3\n") == "alias"
-    assert debian.roff_kind('.\\" c\n.Dd May 1, 2020\n.Dt X 1\n') == "mdoc"
-    assert debian.roff_kind(ROFF) == "man"
-    assert debian.roff_to_text(".SH NAME\ncaf\\['e] \\[u00E9]t\\('e \\- x y\n") == "NAME\n\ncafé été - x y"
+    assert roff.roff_kind(".so man3/other.3\n") == "alias"
+    assert roff.roff_kind('.\\" c\n.Dd May 1, 2020\n.Dt X 1\n') == "mdoc"
+    assert roff.roff_kind(ROFF) == "man"
+    assert roff.roff_to_text(".SH NAME\ncaf\\['e] \\[u00E9]t\\('e \\- x y\n") == "NAME\n\ncafé été - x y"
 
 
 def write_mo(path, messages, charset="UTF-8"):
@@ -107,14 +108,14 @@ def test_read_mo_round_trip(tmp_path):
         tmp_path / "x.mo",
         [("Hello world.", "Bonjour le monde."), ("ctx\x04Open", "Ouvrir"), ("one\x00many", "un\x00plusieurs")],
     )
-    assert debian.read_mo(tmp_path / "x.mo") == [
+    assert sources.read_mo(tmp_path / "x.mo") == [
         (None, "Hello world.", "Bonjour le monde."),
         ("ctx", "Open", "Ouvrir"),
         (None, "one", "un"),
     ]
     (tmp_path / "bad.mo").write_bytes(b"\0" * 40)
     with pytest.raises(ValueError, match="not a .mo catalog"):
-        debian.read_mo(tmp_path / "bad.mo")
+        sources.read_mo(tmp_path / "bad.mo")
 
 
 def test_rst_to_text():
@@ -134,7 +135,7 @@ The :func:`~shutil.copy` function copies ``src`` to *dst*; see `the docs <https:
 
 .. index:: single: dropped
 """
-    assert debian.rst_to_text(src) == (
+    assert sources.rst_to_text(src) == (
         "shutil --- File operations\n\n"
         "The copy function copies src to dst; see the docs.\n\n"
         "copy(src, dst)\n\n"
@@ -249,7 +250,7 @@ def test_build_on_fixture_is_deterministic_and_writes_manifest(tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert m1 == m2
     for name, digest in m1["outputs"].items():
-        assert debian.sha256_file(tmp_path / "a" / name) == digest
+        assert sha256_file(tmp_path / "a" / name) == digest
     assert m1["splits"]["validation"]["documents"] > 0 and m1["splits"]["train"]["documents"] > 0
     by_package = {p["package"]: p for p in m1["packages"]}
     assert by_package["fake-man"]["version"] == "1.0" and by_package["fake-man"]["sha256"] == "00"
@@ -277,8 +278,8 @@ def test_heldout_task_items_are_not_in_the_corpus(tmp_path):
     corpus = [normalize(t) for t in _corpus_texts(tmp_path / "out")]
     # every man page of the fixture as the summarisation task would see it
     heldout, kept = [], []
-    for name, section, path in debian.man_files(trees["fake-man"]):
-        item = summarize_candidate(debian.roff_to_sections(debian.read_man_source(path)))
+    for name, section, path in sources.man_files(trees["fake-man"]):
+        item = summarize_candidate(roff.roff_to_sections(sources.read_man_source(path)))
         if item is not None:
             (kept if split_of("summarize", item["key"]) == "train" else heldout).append(item)
     assert heldout and kept
@@ -289,7 +290,7 @@ def test_heldout_task_items_are_not_in_the_corpus(tmp_path):
     # the page quoting a held-out description keeps its other lines
     assert any("Some prose that stays" in doc and "More prose that stays" in doc for doc in corpus)
     # held-out msgids (inputs) and their French msgstrs (references) are absent too, train ones present
-    for msgctxt, msgid, msgstr in debian.read_mo(trees["fake-l10n"] / "usr/share/locale/fr/LC_MESSAGES/fake.mo"):
+    for msgctxt, msgid, msgstr in sources.read_mo(trees["fake-l10n"] / "usr/share/locale/fr/LC_MESSAGES/fake.mo"):
         present = any(msgid in doc for doc in corpus)
         assert present == (split_of("translate", msgid_key(msgid)) == "train"), msgid
         assert not any(msgstr in doc for doc in corpus)

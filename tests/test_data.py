@@ -8,7 +8,7 @@ import torch
 
 from irl.config import ConfigError, TrainConfig, load_config
 from irl.data import Collator, DataError, encode, load_splits, read_jsonl
-from irl.math_task import generate_splits
+from tasks.math import generate_splits
 from irl.model import train_tokenizer
 
 

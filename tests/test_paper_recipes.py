@@ -14,7 +14,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from irl.config import ConfigError, TrainConfig, load_config
 from irl.data import DataError, load_splits
-from irl.math_task import generate_splits
+from tasks.math import generate_splits
 from irl.model import train_tokenizer
 from irl.runs import last_checkpoint
 from irl.train import train

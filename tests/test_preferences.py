@@ -9,8 +9,8 @@ import pytest
 from analysis import schema as S
 from analysis.metrics import answers_match
 from analysis.preferences import CORRUPTIONS, corrupt, corruption_pairs, math_preferences, sample_pairs
-from irl.config import MATH_TEMPLATES
-from irl.math_task import generate_splits
+from tasks.math import TEMPLATES as MATH_TEMPLATES
+from tasks.math import generate_splits
 
 SOLUTION = " His friend has 10 - 2 = 8 stickers.\nTogether, they have 10 + 8 = 18 stickers.\n#### 18"
 THREE_STEPS = (

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from irl import text_tasks
 from irl.config import ConfigError, TrainConfig, load_config, read_config
 from irl.data import DataError
 from irl.model import count_parameters, load_model, load_tokenizer, train_tokenizer
 from irl.pretrain import PackedBlocks, PretrainConfig, check_sums, export, load_corpus, pretrain, token_stream
 from irl.runs import last_checkpoint
 from irl.train import train, weights_sha256
+from tasks.text import task_splits
 from tests.test_train import CrashAt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +41,7 @@ def write_jsonl(path, rows):
 
 @pytest.fixture
 def corpus(tmp_path):
-    """A corpus directory as `python -m irl corpus` writes it: train/validation JSONL documents and a manifest."""
+    """A corpus directory as `python -m tasks corpus` writes it: train/validation JSONL documents and a manifest."""
     root = tmp_path / "corpus"
     root.mkdir()
     write_jsonl(root / "train.jsonl", [{"text": t, "source": "fixture"} for t in documents(60, 0)])
@@ -207,7 +207,7 @@ def test_completion_tokens_are_those_of_the_joined_text(task):
     tokenizer (byte-level BPE, no prefix space) prompt ids + completion ids are the ids of prompt + completion:
     the completion's first token is " word" as in running text, and no merge crosses the border."""
     tokenizer = load_tokenizer(BASE)
-    rows = [row for split in text_tasks.task_splits(task).values() for row in split]
+    rows = [row for split in task_splits(task).values() for row in split]
     for row in rows:
         prompt_ids = tokenizer(row["prompt"])["input_ids"]
         completion_ids = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]

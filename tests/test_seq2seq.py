@@ -26,8 +26,9 @@ from analysis import schema as S
 from analysis.calculator import CalculatorLogitsProcessor
 from analysis.reward_data import read_sweep, sweep_rows
 from analysis.sweep import sweep
-from irl import math_task, runs
-from irl.config import MATH_TEMPLATES, ConfigError, TrainConfig, load_config
+from irl import runs
+from tasks.math import TEMPLATES as MATH_TEMPLATES, generate_splits
+from irl.config import ConfigError, TrainConfig, load_config
 from irl.data import Collator, Encoded, batch_keys, encode, episode_features, model_inputs
 from irl.gail import DISCRIMINATOR_DIR, Seq2SeqDiscriminator, load_discriminator
 from irl.generation import (Decoded, Decoding, cat_rows, decode, left_padded, pack_samples, pad_together,
@@ -102,7 +103,7 @@ def test_model_kind_is_derived_from_the_config(tmp_path):
 def t5():
     """(model, tokenizer, batch): t5-tiny, and four math examples in training layout, the last cut by the length
     limit."""
-    examples = math_task.generate_splits([4, 0, 0], list(MATH_TEMPLATES), 0)["train"]
+    examples = generate_splits([4, 0, 0], list(MATH_TEMPLATES), 0)["train"]
     tokenizer = train_tokenizer([ex["prompt"] + ex["completion"] for ex in examples], 300)
     model = build_preset("t5-tiny", tokenizer, 160, seed=0)
     features, counts = encode(examples[:3], tokenizer, 512, decoder_start_token_id=PAD)

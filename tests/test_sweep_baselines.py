@@ -9,7 +9,7 @@ from analysis import baselines as B
 from analysis import schema as S
 from analysis.sweep import baseline_table, format_baselines
 from app import charts
-from irl.text_tasks import task_splits
+from tasks.text import task_splits
 
 
 TASK, N = "summarize", 40  # choosing the baselines' settings scores every candidate on validation: once here

@@ -9,9 +9,10 @@ from types import SimpleNamespace
 import pytest
 
 from analysis import baselines
+from analysis import schema as S
 from analysis.schema import HIGHER_IS_BETTER
-from irl import text_tasks as T
-from irl.corpus import CorpusConfig, build_corpus
+from tasks import text as T
+from tasks.corpus import CorpusConfig, build_corpus
 from irl.data import DataError, load_splits
 from tests.test_corpus import write_mo
 
@@ -250,8 +251,8 @@ def test_loader_errors_name_file_and_line(tmp_path, monkeypatch):
 
 def test_metrics_declared():
     for task, spec in T.TASKS.items():
-        assert spec["main"] in spec["metrics"] and set(spec["higher_is_better"]) == set(spec["metrics"])
-        assert all(HIGHER_IS_BETTER[m] == d for m, d in spec["higher_is_better"].items())
+        assert spec["main"] == spec["metrics"][0] and S.TASK_METRICS[task] == spec["metrics"]
+        assert all(HIGHER_IS_BETTER[m] for m in spec["metrics"])
         scores = baselines.score(task, ["a b c", "d"], ["a b c", "e"])
         assert tuple(scores) == spec["metrics"] and all(len(v) == 2 for v in scores.values())
 
@@ -327,3 +328,20 @@ def test_committed_task_data(task):
             )
             assert T.split_of(task, key) == split
     check_pairs(_rows(T.preferences_path(task)), splits["test"])
+
+
+def test_card_gets_the_baselines_section_in_place(built):
+    """The task builder writes the card without scores; analysis.baselines puts its section before the sources,
+    and a second write replaces it instead of adding another."""
+    root, _ = built
+    card = root / "a" / "translate" / "README.md"
+    plain = card.read_text()
+    assert baselines.CARD_SECTION not in plain
+    splits = {s: _rows(root / "a" / "translate" / f"{s}.jsonl") for s in T.TASK_SPLITS}
+    rows = baselines.report("translate", splits)
+    baselines.write_card_section(card, "translate", rows)
+    once = card.read_text()
+    baselines.write_card_section(card, "translate", rows)
+    assert card.read_text() == once and once.count(baselines.CARD_SECTION) == 1
+    assert once.index(baselines.CARD_SECTION) < once.index(baselines.CARD_NEXT)
+    assert once.replace(baselines.card_section("translate", rows), "") == plain

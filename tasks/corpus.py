@@ -1,13 +1,13 @@
 """A corpus of real English text from pinned Debian packages, for pretraining a base language model.
 
-    python -m irl corpus --out data/corpus                  # download, unpack, build (cache in .cache/debian)
-    python -m irl corpus --out data/corpus --cache DIR      # another package cache
+    python -m tasks corpus --out data/corpus                  # download, unpack, build (cache in .cache/debian)
+    python -m tasks corpus --out data/corpus --cache DIR      # another package cache
 
-The packages and their exact versions are irl.debian.PACKAGES. Each is fetched with `apt-get download
+The packages and their exact versions are tasks.debian.PACKAGES. Each is fetched with `apt-get download
 PKG=VERSION` (after one `apt-get update`) and unpacked with `dpkg-deb -x` into the cache, never installed;
 a second run reuses the cache. From the unpacked trees the builder reads:
 
-- man pages (usr/share/man/man*/, English only): roff converted to plain text (irl.debian.roff_to_sections);
+- man pages (usr/share/man/man*/, English only): roff converted to plain text (tasks.roff.roff_to_sections);
   `.so` aliases and BSD mdoc pages are skipped and counted, and so are Perl's release notes and module pages
   (`man_exclude`);
 - gettext catalogs (usr/share/locale/*/LC_MESSAGES/*.mo): the English msgids, the union over a domain's
@@ -15,10 +15,10 @@ a second run reuses the cache. From the unpacked trees the builder reads:
   `min_msgid_words` words); `mo_chunk` per document;
 - WordNet 3.0 (usr/share/wordnet/data.verb, .adj, .adv): "words: gloss" lines, `wordnet_chunk` synsets per document;
 - the Python documentation's reStructuredText sources (usr/share/doc/python3.*/html/_sources/; release
-  notes, the C API and legacy distutils guides left out), converted to plain text (irl.debian.rst_to_text).
+  notes, the C API and legacy distutils guides left out), converted to plain text (tasks.sources.rst_to_text).
 
 Held-out task items never enter the corpus. Each man page and each msgid is given the split of the task
-item it would make (irl.text_tasks.split_of on its summary or msgid key) and is left out unless that split
+item it would make (tasks.text.split_of on its summary or msgid key) and is left out unless that split
 is train, whether or not it becomes a task item. The inputs and references of the held-out task items
 (description excerpts and summaries; msgids and French msgstrs) are then scrubbed from every remaining
 document: a line holding one of at least `scrub_min_chars` characters (compared with whitespace collapsed,
@@ -44,9 +44,9 @@ from bisect import bisect_right
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from irl import debian
-from irl.io import atomic_write_text
-from irl.text_tasks import (
+from common.io import atomic_write_text
+from tasks import debian, roff, sources
+from tasks.text import (
     msgid_key,
     name_line,
     normalize,
@@ -147,13 +147,13 @@ class _Collector:
 
     def man_pages(self, package, tree):
         exclude = re.compile(self.cfg.man_exclude)
-        for name, section, path in debian.man_files(tree):
-            source = debian.read_man_source(path)
-            kind = debian.roff_kind(source)
+        for name, section, path in sources.man_files(tree):
+            source = sources.read_man_source(path)
+            kind = roff.roff_kind(source)
             if kind != "man":
                 self.counts[f"man_{'aliases' if kind == 'alias' else 'mdoc'}"] += 1
                 continue
-            sections = debian.roff_to_sections(source)
+            sections = roff.roff_to_sections(source)
             parsed = name_line(sections)
             if parsed is not None and split_of("summarize", summary_key(parsed[1])) != "train":
                 self.counts["man_heldout"] += 1
@@ -166,15 +166,15 @@ class _Collector:
                 continue
             self.counts["man_pages"] += 1
             self.use(package, tree, path)
-            text = debian.sections_to_text(sections)
+            text = roff.sections_to_text(sections)
             self.documents.append(Document(f"man/{package}/{section}/{name}", f"man:{package}", package, text))
 
     def catalogs(self, package, tree):
         domains: dict[str, dict[str, None]] = {}
         heldout = set()
-        for lang, domain, path in debian.mo_files(tree):
+        for lang, domain, path in sources.mo_files(tree):
             self.use(package, tree, path)
-            for msgctxt, msgid, msgstr in debian.read_mo(path):
+            for msgctxt, msgid, msgstr in sources.read_mo(path):
                 if split_of("translate", msgid_key(msgid)) != "train":
                     heldout.add(msgid_key(msgid))
                     pair = translate_candidate(msgctxt, msgid, msgstr) if lang == self.cfg.translate_language else None
@@ -198,7 +198,7 @@ class _Collector:
             if path.name not in self.cfg.wordnet_files:
                 continue
             self.use(package, tree, path)
-            synsets = debian.wordnet_synsets(path)
+            synsets = sources.wordnet_synsets(path)
             for start in range(0, len(synsets), self.cfg.wordnet_chunk):
                 chunk = synsets[start : start + self.cfg.wordnet_chunk]
                 text = "\n".join(f"{', '.join(words)}: {gloss}" for _, words, gloss in chunk)
@@ -213,7 +213,7 @@ class _Collector:
                 if rel.parts[0] in self.cfg.python_doc_exclude:
                     continue
                 self.use(package, tree, path)
-                text = debian.rst_to_text(path.read_text(encoding="utf-8", errors="replace"))
+                text = sources.rst_to_text(path.read_text(encoding="utf-8", errors="replace"))
                 self.documents.append(Document(f"python-doc/{package}/{rel}", f"python-doc:{package}", package, text))
 
 
@@ -324,7 +324,7 @@ def build_corpus(trees: dict[str, Path], out, cfg: CorpusConfig = CorpusConfig()
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m irl corpus", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tasks corpus", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--cache", default=".cache/debian", help="downloaded .debs and unpacked trees")
     args = parser.parse_args(argv)

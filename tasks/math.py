@@ -4,7 +4,7 @@ Each gsm_symbolic generator is one GSM8K problem with its names and numbers made
 step by step and ends in `#### <number>`. A prompt is `Question: <problem>\\nAnswer:` and its completion the
 solution, so an example reads like a GSM8K training pair.
 
-Why these templates (config.MATH_TEMPLATES = 10, 16, 31, 43, 72): the demo trains a model of a few million
+Why these templates (TEMPLATES = 10, 16, 31, 43, 72): the demo trains a model of a few million
 parameters for a few minutes on two CPU cores. These five problems have the shortest solutions (two or three
 steps, about 20-40 tokens) and small operands (one- and two-digit additions, subtractions, small products
 and divisions), so a small model can learn both the solution format and much of the arithmetic in that
@@ -15,9 +15,15 @@ Splits are drawn from one stream of distinct problems seeded by `data_seed`: the
 the next to validation, the rest to train, so no prompt occurs in two splits.
 """
 
+import argparse
+from pathlib import Path
 from random import Random
 
+from common.io import write_jsonl
+
 SPLITS = ("train", "validation", "test")
+TEMPLATES = (10, 16, 31, 43, 72)  # the gsm_symbolic generators used by default (see above)
+SIZES = (20000, 200, 200)  # train, validation, test
 
 
 def _generator(index: int):
@@ -66,3 +72,19 @@ def generate_splits(sizes, templates, seed: int) -> dict[str, list[dict]]:
         split: [{"id": f"math-{split}-{i}", **ex} for i, ex in enumerate(examples[lo:hi])]
         for split, (lo, hi) in bounds.items()
     }
+
+
+def main(argv=None) -> None:
+    """`python -m tasks math --out DIR [--sizes 20,5,5]`: write the built-in task's splits as DIR/<split>.jsonl
+    (the splits training builds in memory from the same sizes, templates and seed)."""
+    parser = argparse.ArgumentParser(prog="python -m tasks math", description=main.__doc__)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="train,validation,test")
+    parser.add_argument("--templates", default=",".join(map(str, TEMPLATES)))
+    parser.add_argument("--seed", type=int, default=0, help="the seed training calls data_seed")
+    args = parser.parse_args(argv)
+    sizes, templates = ([int(x) for x in value.split(",")] for value in (args.sizes, args.templates))
+    splits = generate_splits(sizes, templates, args.seed)
+    for split, rows in splits.items():
+        write_jsonl(Path(args.out) / f"{split}.jsonl", rows)
+        print(f"{args.out}/{split}.jsonl: {len(rows)} examples")

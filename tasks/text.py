@@ -1,8 +1,8 @@
-"""Built-in real-text tasks made from Debian packages (irl/debian.py), and the split rule they share with the
-corpus builder (irl/corpus.py).
+"""Built-in real-text tasks made from Debian packages (tasks/debian.py), and the split rule they share with the
+corpus builder (tasks/corpus.py).
 
-    python -m irl tasks --out data                          # data/summarize/ and data/translate/ (committed)
-    python -m irl tasks --out data --cache .cache/debian    # the package cache (the corpus builder's)
+    python -m tasks text --out data                          # data/summarize/ and data/translate/ (committed)
+    python -m tasks text --out data --cache .cache/debian    # the package cache (the corpus builder's)
 
 - `summarize`: a man page's DESCRIPTION (its first sentences, at most MAX_DOCUMENT_WORDS words) -> the
   description in its NAME line ("ls - list directory contents" -> "list directory contents"); ROUGE.
@@ -27,8 +27,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from analysis.schema import HIGHER_IS_BETTER, TASK_METRICS
-from irl import debian
+from common.io import atomic_write_text
+from tasks import debian, roff, sources
 
 TASK_SPLITS = ("train", "validation", "test")
 # Fractions of keys in the held-out splits; the rest is train.
@@ -160,17 +160,11 @@ PROMPTS = {
     "translate": "Translate to French: {input}\nFrench:",
 }
 
-# Each task's quality metrics (analysis/metrics.py names, as in analysis.schema) with their directions; "main"
-# is the one the baselines' settings are chosen by.
-# Each task's quality metrics, main one first, as analysis/schema.py declares them for every stage.
-TASKS = {
-    task: {
-        "metrics": TASK_METRICS[task],
-        "higher_is_better": {m: HIGHER_IS_BETTER[m] for m in TASK_METRICS[task]},
-        "main": TASK_METRICS[task][0],
-    }
-    for task in ("summarize", "translate")
-}
+# Each task's quality metrics (names of analysis/metrics.py's modules, all higher-is-better), main one first: the
+# headline of every table, and the metric the trivial baselines' settings are chosen by. analysis.schema.TASK_METRICS
+# reads them from here.
+METRICS = {"summarize": ("rougeLsum", "rouge1", "rouge2"), "translate": ("chrf", "bleu")}
+TASKS = {task: {"metrics": metrics, "main": metrics[0]} for task, metrics in METRICS.items()}
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
@@ -219,12 +213,12 @@ def summarize_items(trees: dict[str, Path], versions: dict[str, str]) -> tuple[l
     another summary dropped. Returns (examples with a "split" field, counts)."""
     by_key, counts = {}, {"pages": 0, "candidates": 0}
     for package in sorted(trees):
-        for name, section, path in sorted(debian.man_files(trees[package]), key=lambda f: (f[1], f[0])):
-            source = debian.read_man_source(path)
-            if debian.roff_kind(source) != "man":
+        for name, section, path in sorted(sources.man_files(trees[package]), key=lambda f: (f[1], f[0])):
+            source = sources.read_man_source(path)
+            if roff.roff_kind(source) != "man":
                 continue
             counts["pages"] += 1
-            item = summarize_candidate(debian.roff_to_sections(source))
+            item = summarize_candidate(roff.roff_to_sections(source))
             if item is None:
                 continue
             counts["candidates"] += 1
@@ -258,8 +252,8 @@ def translate_items(trees: dict[str, Path], versions: dict[str, str], lang: str 
     (examples with a "split" field, counts)."""
     by_key, counts = {}, {"messages": 0, "candidates": 0}
     for package in sorted(trees):
-        for _, domain, path in debian.mo_files(trees[package], lang):
-            for msgctxt, msgid, msgstr in debian.read_mo(path):
+        for _, domain, path in sources.mo_files(trees[package], lang):
+            for msgctxt, msgid, msgstr in sources.read_mo(path):
                 counts["messages"] += 1
                 pair = translate_candidate(msgctxt, msgid, msgstr)
                 if pair is None:
@@ -391,7 +385,7 @@ DESCRIPTIONS = {
     "translate": (
         "English to French translation of program messages: the input is a gettext msgid, the reference its "
         "French msgstr, from the packages' usr/share/locale/fr/LC_MESSAGES/*.mo catalogs (parsed by "
-        "irl.debian.read_mo; .mo files hold no fuzzy or untranslated entries). Only plain sentences and phrases "
+        "tasks.sources.read_mo; .mo files hold no fuzzy or untranslated entries). Only plain sentences and phrases "
         f"are kept: {SENTENCE_WORDS[0]}-{SENTENCE_WORDS[1]} words, a capital first letter, ending in a letter, "
         "digit, . ! ? or ), no format directive, markup, accelerator, option or placeholder on either side, a "
         "translation that differs from the msgid; one pair per msgid (the first by package and domain)."
@@ -410,11 +404,9 @@ def copyright_licenses(tree, package: str) -> list[str]:
 
 
 def write_task(task: str, examples: list[dict], counts: dict, trees: dict, versions: dict, out, seed: int = 0) -> dict:
-    """Write out/<task>/{train,validation,test}.jsonl, preferences.jsonl (test split) and README.md (with the
-    trivial baselines' test scores, analysis/baselines.py). Returns {"sizes", "preferences"}."""
-    from analysis.baselines import format_report, report
-    from irl.io import atomic_write_text
-
+    """Write out/<task>/{train,validation,test}.jsonl, preferences.jsonl (test split) and README.md, the task's
+    card (the trivial baselines' scores are added to it by `python -m analysis.baselines --card`). Returns
+    {"sizes", "preferences"}."""
     out = Path(out) / task
     splits = by_split(examples)
     for split, rows in splits.items():
@@ -428,7 +420,6 @@ def write_task(task: str, examples: list[dict], counts: dict, trees: dict, versi
     for p in sorted(used):
         licenses = ", ".join(copyright_licenses(trees[p], p)) or "see its copyright file"
         package_lines.append(f"| {p} | {versions.get(p, '')} | {used[p]} | {licenses} |")
-    rows = report(task, splits)
     prompt_shown = PROMPTS[task].replace("\n", "\\n")
     key_rule = "the summary, case and whitespace folded" if task == "summarize" else "the msgid, whitespace folded"
     size_table = "".join(f"| {s} | {n} |\n" for s, n in sizes.items())
@@ -438,8 +429,8 @@ def write_task(task: str, examples: list[dict], counts: dict, trees: dict, versi
 
 {DESCRIPTIONS[task]}
 
-Built by `python -m irl tasks --out data` (irl/text_tasks.py) from the pinned Debian packages of
-irl.debian.PACKAGES, downloaded once into `.cache/debian` (the corpus builder's cache; `--cache` for another).
+Built by `python -m tasks text --out data` (tasks/text.py) from the pinned Debian packages of
+tasks.debian.PACKAGES, downloaded once into `.cache/debian` (the corpus builder's cache; `--cache` for another).
 The same packages give byte-identical files.
 
 ## Format
@@ -451,9 +442,9 @@ ONE leading space, so that a byte-level BPE tokenises its first word as in runni
 `data: {task}` in a config (irl/data.py). Metrics: {", ".join(TASKS[task]["metrics"])} (analysis/metrics.py;
 the main one {TASKS[task]["main"]}; higher is better for all).
 
-Splits come from a hash of each item's key (irl.text_tasks.split_of on {key_rule}): {TEST_FRACTION:.0%} test,
+Splits come from a hash of each item's key (tasks.text.split_of on {key_rule}): {TEST_FRACTION:.0%} test,
 {VALIDATION_FRACTION:.0%} validation, the rest train, so items that share a key share a split and no test prompt
-is in train. The corpus builder (irl/corpus.py) applies the same rule and leaves every validation and test
+is in train. The corpus builder (tasks/corpus.py) applies the same rule and leaves every validation and test
 item out of the pretraining corpus.
 
 | split | examples |
@@ -468,12 +459,6 @@ test reference (`corrupted`, with `error_char` the offset in `rejected` of the f
 from `chosen`). `source` repeats `kind` for `python -m analysis rewards --data data/{task}/preferences.jsonl`,
 which groups pairs by it.
 
-## Trivial baselines (test split, mean ± standard error over examples)
-
-`python -m analysis.baselines --task {task}` (settings chosen on train/validation, see analysis/baselines.py):
-
-{format_report(task, rows)}
-
 ## Sources and licences
 
 Every text keeps the licence of the package it comes from (its `usr/share/doc/<package>/copyright`):
@@ -483,7 +468,7 @@ Every text keeps the licence of the package it comes from (its `usr/share/doc/<p
 {package_table}
 """
     atomic_write_text(out / "README.md", text)
-    return {"sizes": sizes, "preferences": kinds, "baselines": rows}
+    return {"sizes": sizes, "preferences": kinds}
 
 
 def build_tasks(trees: dict[str, Path], versions: dict[str, str], out, seed: int = 0) -> dict:
@@ -497,10 +482,10 @@ def build_tasks(trees: dict[str, Path], versions: dict[str, str], out, seed: int
 
 
 def main(argv=None) -> None:
-    """`python -m irl tasks --out data [--cache .cache/debian]`: build data/summarize/ and data/translate/."""
+    """`python -m tasks text --out data [--cache .cache/debian]`: build data/summarize/ and data/translate/."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m irl tasks", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tasks text", description=main.__doc__)
     parser.add_argument("--out", required=True)
     parser.add_argument("--cache", default=".cache/debian", help="downloaded .debs and unpacked trees")
     parser.add_argument("--seed", type=int, default=0, help="seed of the preference pairs' draws")
@@ -513,6 +498,3 @@ def main(argv=None) -> None:
     versions = {p: v for p, v in fetched}
     for task, result in build_tasks(trees, versions, args.out, args.seed).items():
         print(f"{args.out}/{task}: {result['sizes']}, preference pairs {result['preferences']}")
-        for row in result["baselines"]:
-            m = TASKS[task]["main"]
-            print(f"  {row['baseline']} {row['setting']}: {m} {row[m]:.4f} ± {row[m + '_se']:.4f}")
