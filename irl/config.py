@@ -193,7 +193,9 @@ class TrainConfig(TrainingArguments):
         "Loggers besides metrics.jsonl: tensorboard (under output_dir/runs/), wandb (WANDB_MODE=offline works "
         "without network), ... ('none': none).",
     )
-    disable_tqdm: bool | None = _f(True, "Disable tqdm progress bars (log lines are printed instead).")
+    disable_tqdm: bool | None = _f(
+        False, "Disable the progress bar (it shows the latest train/loss and eval/nll; metrics.jsonl has every log)."
+    )
     remove_unused_columns: bool = _f(False, "Keep the collated columns (completion masks, prompts): leave false.")
     dataloader_pin_memory: bool = _f(False, "Pin host memory of batches (token batches are small: off).")
     logging_nan_inf_filter: bool = _f(

@@ -97,6 +97,19 @@ def load_tokenizer_and_model(cfg: TrainConfig, train_examples, run_dir: Path):
     return tokenizer, model
 
 
+def describe_start(counts: dict, record: dict) -> str:
+    """The start of a run in two lines: examples kept per split and why others were not, and the model's size."""
+    parts = []
+    for split, c in counts.items():
+        lost = [f"{c[k]:,} {k.replace('_', ' ')}" for k in ("dropped_overlong", "truncated", "empty_completion",
+                                                             "empty_prompt", "eos_in_text") if c.get(k)]  # fmt: skip
+        parts.append(f"{split} {c['kept']:,} of {c['examples']:,}" + (f" ({', '.join(lost)})" if lost else ""))
+    return (
+        f"data: {'; '.join(parts)}\nmodel: {record['init/parameters']:,} parameters "
+        f"({record['init/trainable_parameters']:,} trainable), initial weights {record['init/weights_sha256']}"
+    )
+
+
 def train(cfg: TrainConfig, callbacks=None) -> IRLTrainer:
     """Train per `cfg`; returns the finished Trainer (its model holds the final weights)."""
     run_dir = Path(cfg.output_dir)
@@ -142,7 +155,7 @@ def train(cfg: TrainConfig, callbacks=None) -> IRLTrainer:
             record["init/parameters"] = models.count_parameters(model)
             record["init/trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
             append_jsonl(trainer.metrics_path, {"step": 0, **record})
-            print(json.dumps(record), flush=True)
+            print(describe_start(counts, record), flush=True)
         else:
             for path in (trainer.metrics_path, trainer.samples_path):
                 _truncate_log(path, step_of(resume_from))

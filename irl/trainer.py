@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import DistributedType
 from transformers import Trainer
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from irl import objectives, runs
 from irl.config import save_config
@@ -62,6 +63,22 @@ HEAD_IS_LINEAR = frozenset(
 SHARDED = frozenset({DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM})
 
 logger = logging.getLogger(__name__)
+
+
+class ProgressBar(ProgressCallback):
+    """Trainer's progress bar with the latest training loss and validation NLL as its postfix. Trainer's own
+    callbacks print every log dict (under the bar, or in its place without one); metrics.jsonl holds them all."""
+
+    POSTFIX = ("train/loss", "eval/nll")
+
+    def __init__(self):
+        super().__init__()
+        self.latest = {}
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None:
+            self.latest.update({k: f"{logs[k]:.4g}" for k in self.POSTFIX if k in logs})
+            self.training_bar.set_postfix(self.latest, refresh=False)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -144,6 +161,9 @@ class IRLTrainer(Trainer):
 
     def __init__(self, *args, cfg, **kwargs):
         super().__init__(*args, **kwargs)
+        self.remove_callback(PrinterCallback)  # added by Trainer when the bar is off: the logs go to metrics.jsonl
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(ProgressBar)
         self.cfg = cfg
         self.objective = objective_fn(cfg)
         self.eos_token_id = self.processing_class.eos_token_id
