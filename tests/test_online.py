@@ -212,8 +212,9 @@ def test_online_resume_matches_uninterrupted(online_run):
     assert [p.name for p in checkpoints(tmp / "resumed")] == ["checkpoint-2"]
     train(tiny(tmp, "resumed", resume=True, **ONLINE))
     a, b = final_weights(tmp / "straight"), final_weights(tmp / "resumed")
-    for name in a:  # the same completions are sampled again: the RNG state is restored from the checkpoint
-        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
+    # the same completions are sampled again (the RNG state is restored from the checkpoint) and both runs take
+    # the same kernels (this process, the same thread count): bit for bit
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(line)["step"] for line in (tmp / "resumed" / "samples.jsonl").read_text().splitlines()]
     assert steps == [1, 1, 2, 2, 3, 3]
 
