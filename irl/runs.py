@@ -16,7 +16,7 @@ A runs root holds run directories at any depth (a run is a directory with config
 
 from pathlib import Path
 
-import yaml
+from irl.io import read_yaml
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -62,8 +62,8 @@ def find_runs(root) -> list[Path]:
 
 
 def read_config(run_dir) -> dict:
-    with open(Path(run_dir) / CONFIG) as fh:
-        return yaml.safe_load(fh)
+    """A run's config.yaml as a dict; irl.io.FileError, naming it, when it is missing or damaged."""
+    return read_yaml(Path(run_dir) / CONFIG)
 
 
 def method_label(config: dict) -> str:
@@ -84,8 +84,7 @@ def checkpoint_config(checkpoint) -> dict | None:
     written before configs were copied into them), else None."""
     for path in (Path(checkpoint) / CHECKPOINT_CONFIG, Path(checkpoint).parent / CONFIG):
         if path.is_file():
-            with open(path) as fh:
-                return yaml.safe_load(fh)
+            return read_yaml(path)
     return None
 
 
