@@ -44,6 +44,7 @@ def test_hand_worked_online_value_term():
     # d = V(s) - 0.5 V(s'): expert (ln5 - 0.5 ln6, ln6 - 0.5 ln7, ln7 - 0) -> mean 1.1594242
     # policy: only the first action has a next state: ln8 - 0.5 ln5 = 1.2747226; its r = ln5 - 0.5 ln5, r^2 = 0.6475726
     loss, stats = online_iqlearn(expert, policy, lam=0.1, gamma=0.5, alpha=0.25)
+    # float64 against values written to 7 decimals: abs 1e-7 is the literals' rounding (5e-8)
     assert stats["iq/value_expert"].item() == pytest.approx(1.1594242, abs=1e-7)
     assert stats["iq/value_policy"].item() == pytest.approx(1.2747226, abs=1e-7)
     assert stats["iq/td_policy"].item() == pytest.approx(0.6475726, abs=1e-7)
