@@ -24,8 +24,10 @@ of a decoder-only model; a prompt that would leave the completion less room keep
 max_new_tokens tokens, as lm-evaluation-harness truncates contexts (prompt_ids record what was read; the sweep
 prints how many prompts were cut). Encoder-decoder models read whole prompts.
 
-Each file is written atomically. A rerun skips the cells already written, so an interrupted sweep finishes
-where it stopped; asking for other settings in the same directory is an error.
+Each file is written atomically. A rerun keeps the cells already written whole (a readable file with the rows the
+settings give) and decodes the others again, so an interrupted sweep finishes where it stopped and a file cut
+short by a full disk is made again; asking for other settings in the same directory is an error. Arguments out
+of range (a negative temperature, a beam width or --samples, --limit, --batch_size of 0) fail before any work.
 
 Speed: greedy and sampled cells decode step by step with finished rows leaving the batch
 (irl.generation.decode_compact: a decoder-only model reads each prompt once for its K samples and keeps its keys

@@ -25,6 +25,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SchedulerType
 
 from irl.io import FileError, atomic_write_text, read_yaml
+from irl.runs import WRITTEN
 
 # models built from a config (irl/model.py; the t5-* ones are encoder-decoder); anything else is a name or a path
 PRESETS = ("tiny", "small", "t5-tiny", "t5-small")
@@ -413,5 +414,5 @@ def save_config(cfg: TrainConfig, path) -> None:
 def read_config(path, cls=None) -> TrainConfig:
     """The TrainConfig (or `cls`) saved in a run's config.yaml or a checkpoint's train_config.yaml. Runs saved
     before fields took Trainer's names (batch_size, lr, ...) are read under the new names."""
-    values = read_yaml(path)  # FileError naming the file when it is missing or damaged
+    values = read_yaml(path, required=WRITTEN)  # FileError naming the file when it is missing or damaged
     return (cls or TrainConfig)(**{RENAMED.get(k, k): v for k, v in values.items()})

@@ -65,11 +65,15 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
-def read_yaml(path) -> dict:
-    """A YAML file holding a mapping; FileError when it is missing, not valid YAML or not a mapping."""
+def read_yaml(path, required=()) -> dict:
+    """A YAML file holding a mapping; FileError when it is missing, not valid YAML or not a mapping. With
+    `required` (the fields its writer always writes: a file this code saved), also when one of them is missing or
+    its last line is incomplete: a file cut short by a full disk or a killed copy often still parses, with the
+    values of its last fields cut (160 read as 16) or gone."""
     path = Path(path)
     try:
-        values = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        values = yaml.safe_load(text)
     except FileNotFoundError:
         raise FileError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -81,6 +85,10 @@ def read_yaml(path) -> dict:
     if not isinstance(values, dict):
         got = "an empty file" if values is None else type(values).__name__
         raise FileError(f"{path}: expected a mapping of field: value, got {got}")
+    missing = [k for k in required if k not in values]
+    if required and (missing or not text.endswith("\n")):
+        why = f"no field {missing}" if missing else "its last line is incomplete"
+        raise FileError(f"{path}: damaged, cut short ({why}); restore it from a copy")
     return values
 
 

@@ -117,6 +117,16 @@ def _truncate(rel: str):
     return lambda run: truncate(run / rel)
 
 
+def _half_lines(rel: str):
+    """Keep the first half of a file's lines: a cut that leaves valid YAML, without its last fields."""
+
+    def cut(run):
+        lines = (run / rel).read_text().splitlines(keepends=True)
+        (run / rel).write_text("".join(lines[: len(lines) // 2]))
+
+    return cut
+
+
 def _train(run, *extra):
     return ["train", *flags({**TRAIN, "output_dir": str(run)}), *extra]
 
@@ -145,8 +155,8 @@ REFUSED = [
      lambda run: _train(run.parent / "new", "--config", str(run.parent / "empty.yaml")), 1,
      ["empty.yaml", "expected a mapping", "empty file"]),
     # training --resume over damaged files of the run (fault table: YAML, safetensors, JSONL)
-    ("--resume, config.yaml cut short", _truncate(runs.CONFIG), lambda run: _train(run, "--resume", "true"), 1,
-     ["config.yaml"]),
+    ("--resume, config.yaml cut short", _half_lines(runs.CONFIG), lambda run: _train(run, "--resume", "true"), 1,
+     ["config.yaml", "cut short"]),
     ("--resume, config.yaml not YAML", _write(runs.CONFIG, "objective: [mle\n"),
      lambda run: _train(run, "--resume", "true"), 1, ["config.yaml", "not valid YAML"]),
     ("--resume, weights cut short", _truncate(f"{CKPT}/model.safetensors"),
@@ -169,6 +179,13 @@ REFUSED = [
     # sweep over damaged files (fault table: YAML, safetensors, manifest)
     ("sweep, config.yaml not YAML", _write(runs.CONFIG, "data: [math\n"), lambda run: _sweep(run), 1,
      ["config.yaml", "not valid YAML"]),
+    ("sweep, config.yaml cut mid-line", _truncate(runs.CONFIG), lambda run: _sweep(run), 1,
+     ["config.yaml", "not valid YAML"]),
+    ("sweep, config.yaml cut short", _half_lines(runs.CONFIG), lambda run: _sweep(run), 1,
+     ["config.yaml", "cut short", "no field"]),  # it still parses, without the run's own fields (they come last)
+    ("sweep, config.yaml cut in its last value",
+     lambda run: (run / runs.CONFIG).write_bytes((run / runs.CONFIG).read_bytes()[:-1]), lambda run: _sweep(run), 1,
+     ["config.yaml", "cut short", "last line"]),
     ("sweep, weights cut short", _truncate(f"{CKPT}/model.safetensors"), lambda run: _sweep(run), 1,
      [f"{CKPT}/model.safetensors", "damaged"]),
     ("sweep, manifest cut short", _truncate(f"{CKPT}/{runs.SWEEP}/test/{runs.MANIFEST}"), lambda run: _sweep(run), 1,
@@ -176,6 +193,8 @@ REFUSED = [
     # rewards (fault table: safetensors, YAML, parquet)
     ("rewards, weights cut short", _truncate(f"{CKPT}/model.safetensors"), lambda run: _rewards(run, "--data", "test"),
      1, [f"{CKPT}/model.safetensors", "damaged"]),
+    ("rewards, checkpoint config cut short", _half_lines(f"{CKPT}/{runs.CHECKPOINT_CONFIG}"),
+     lambda run: _rewards(run, "--data", "test"), 1, [runs.CHECKPOINT_CONFIG, "cut short"]),
     ("rewards, checkpoint config not YAML", _write(f"{CKPT}/{runs.CHECKPOINT_CONFIG}", "gamma: [1\n"),
      lambda run: _rewards(run, "--data", "test"), 1, [runs.CHECKPOINT_CONFIG, "not valid YAML"]),
     ("rewards, samples cut short", _truncate(CELL), lambda run: _rewards(run, "--data", "test"), 1,
