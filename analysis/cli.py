@@ -29,7 +29,7 @@ def sweep_parser() -> argparse.ArgumentParser:
     add("--run", action="append", required=True, help="Run directory, directory of runs, or glob; repeatable.")
     add("--checkpoints", default="last", help="last, all, or steps such as 100,300.")
     add("--temperatures", type=_floats, default=TEMPERATURES, help="Comma-separated; 0 is greedy.")
-    add("--beams", type=lambda t: [int(x) for x in _floats(t)], default=BEAMS, help="Beam widths; 1 is greedy.")
+    add("--beams", type=lambda t: [int(x) for x in t.split(",") if x], default=BEAMS, help="Beam widths; 1 is greedy.")
     add("--samples", type=int, default=5, help="K: samples (or top beams) per prompt.")
     add("--split", default=None, help="Split of the run's data to decode. Default: its held-out split, 'test' "
         "when the data has one (the built-in tasks, a directory with test.jsonl), else 'validation' (a single "

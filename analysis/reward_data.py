@@ -17,10 +17,12 @@ table where only some rows carry one).
 """
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from analysis import schema as S
 from analysis.cli import BUILTIN_PREFERENCES
@@ -115,7 +117,15 @@ def read_sweep(path) -> pd.DataFrame:
     files = [path] if path.is_file() else sorted(path.glob(runs.cell_file("*")))
     if not files:
         raise DataError(f"{path}: no {runs.cell_file('*')} files of a sweep here")
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return pd.concat([_read_cell(f) for f in files], ignore_index=True)
+
+
+def _read_cell(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: damaged parquet file ({e}); run `python -m analysis sweep` on its run again, "
+                        f"which decodes a damaged cell again") from None  # fmt: skip
 
 
 def default_decoding(samples: pd.DataFrame) -> str:
@@ -176,10 +186,15 @@ def load_data(data: str, checkpoint, config: dict | None, fields: dict[str, str]
         raise DataError(f"--data {data}: {checkpoint} has no sweep of split {data!r}; run `python -m analysis sweep "
                         f"--run {Path(checkpoint).parent} --split {data}` first")  # fmt: skip
     records, where, name = _records(data, split)
-    is_pairs = bool(records) and fields[CHOSEN] in records[0] and fields[REJECTED] in records[0]
+    has = {k: bool(records) and fields[k] in records[0] for k in (S.COMPLETION, CHOSEN, REJECTED)}
+    # pairs when the first row has both sides, or one side and no completion (then the other side is missing)
+    is_pairs = has[CHOSEN] and has[REJECTED] or (has[CHOSEN] or has[REJECTED]) and not has[S.COMPLETION]
     wanted = (S.PROMPT, CHOSEN, REJECTED) if is_pairs else (S.PROMPT, S.COMPLETION)
     table = _table(records, where, {k: fields[k] for k in wanted}, data)
     if is_pairs:
+        if (table[CHOSEN] == table[REJECTED]).all():
+            print(f"warning: {data}: every pair's chosen and rejected texts are the same, so every margin is 0 and "
+                  f"preference accuracy is 0.5 by construction", file=sys.stderr, flush=True)  # fmt: skip
         rows, meta = pair_rows(table)
         return name, rows, meta
     table.insert(0, S.EXAMPLE_ID, np.arange(len(table)))

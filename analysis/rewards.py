@@ -13,7 +13,8 @@ task quality and preferences, beside the likelihood baselines.
 What is scored (analysis/reward_data.py says what each --data is): a sweep's samples as the token ids that were
 generated (a sample cut at max_new_tokens has no EOS: its last token has no next state, so its v_next and
 reward are NaN and R sums the others, as in training); texts through training's encoding rule
-(irl.data.encode_example): a whitespace-only completion is left out, an EOS written inside a completion ends
+(irl.data.encode_example): an empty or whitespace-only completion is scored as the tokens it is (the empty one
+is the episode of a single EOS action), an EOS written inside a completion ends
 the episode there (the tokens after it are counted, not scored), one longer than the model's context is cut and
 loses its EOS. gamma is the checkpoint's training gamma (its train_config.yaml), or --gamma; with neither, the
 command refuses. Each distinct episode is scored once.
@@ -45,7 +46,7 @@ from analysis import reward_data as D
 from analysis import schema as S
 from irl import runs
 from irl.data import OK, TRUNCATED, DataError
-from common.io import atomic_write_text, sha256_file, write_parquet
+from common.io import FileError, atomic_write_text, check_checkpoint_weights, sha256_file, write_parquet
 from irl.model import ModelError, context_length, load_model, load_tokenizer
 
 TOKEN_ROW_GROUP = 20_000
@@ -76,6 +77,10 @@ def load_checkpoint(checkpoint):
         inside = [c.name for c in runs.checkpoints(checkpoint)]
         hint = f"; its checkpoints are {inside}" if inside else ""
         raise RewardError(f"--checkpoint {checkpoint}: not a checkpoint directory (no config.json){hint}")
+    try:
+        check_checkpoint_weights(checkpoint)
+    except FileError as e:
+        raise RewardError(str(e)) from None
     try:
         tokenizer = load_tokenizer(checkpoint)
     except ModelError as e:
@@ -297,7 +302,7 @@ def main(argv=None) -> None:
         rewards = extract(model, tokenizer, rows, gamma, args.batch_tokens)
         settings = Settings(gamma, metrics, args.n_boot, args.seed)
         summary = finish(args.checkpoint, args.name or name, rows, rewards, meta, settings, args.data)
-    except (RewardError, DataError, ModelError) as e:
+    except (RewardError, DataError, ModelError, FileError) as e:
         sys.exit(f"error: {e}")
     print(json.dumps(_json_safe(summary), indent=1))
     print(f"wrote {runs.rewards_dir(args.checkpoint, args.name or name)}")

@@ -22,9 +22,11 @@ from irl.objectives import token_terms
 
 def from_texts(tokenizer, prompts, completions, context: int | None) -> tuple[list[Encoded | None], list[str]]:
     """(Encoded or None, status) per prompt/completion text, by irl.data.encode_example with the model's
-    context as the length limit (a completion that does not fit is cut and loses its EOS; None: no limit)."""
+    context as the length limit (a completion that does not fit is cut and loses its EOS; None: no limit). An
+    empty or whitespace-only completion is scored as the episode it is (METHOD.md: the empty one is a single EOS
+    action, the state after it terminal), not left out as in training data."""
     limit = sys.maxsize if context is None else context
-    found = [encode_example(tokenizer, p, c, limit) for p, c in zip(prompts, completions)]
+    found = [encode_example(tokenizer, p, c, limit, keep_empty=True) for p, c in zip(prompts, completions)]
     return [e for e, _ in found], [status for _, status in found]
 
 

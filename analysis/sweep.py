@@ -24,8 +24,10 @@ of a decoder-only model; a prompt that would leave the completion less room keep
 max_new_tokens tokens, as lm-evaluation-harness truncates contexts (prompt_ids record what was read; the sweep
 prints how many prompts were cut). Encoder-decoder models read whole prompts.
 
-Each file is written atomically. A rerun skips the cells already written, so an interrupted sweep finishes
-where it stopped; asking for other settings in the same directory is an error.
+Each file is written atomically. A rerun keeps the cells already written whole (a readable file with the rows the
+settings give) and decodes the others again, so an interrupted sweep finishes where it stopped and a file cut
+short by a full disk is made again; asking for other settings in the same directory is an error. Arguments out
+of range (a negative temperature, a beam width or --samples, --limit, --batch_size of 0) fail before any work.
 
 Speed: greedy and sampled cells decode step by step with finished rows leaving the batch
 (irl.generation.decode_compact: a decoder-only model reads each prompt once for its K samples and keeps its keys
@@ -42,12 +44,15 @@ the split's order.
 import glob
 import json
 import math
+import operator
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
@@ -64,7 +69,7 @@ from irl import config as irl_config
 from irl import runs
 from irl.data import DataError, held_out_split, load_splits
 from irl.generation import Decoding, batch_seed, decode, left_padded
-from common.io import atomic_write_text, write_parquet
+from common.io import FileError, atomic_write_text, check_checkpoint_weights, read_json, write_parquet
 from irl.model import ModelError, context_length, load_model, load_tokenizer
 
 TEMPERATURES, BEAMS, BATCH_SIZE = cli.TEMPERATURES, cli.BEAMS, cli.SWEEP_BATCH_SIZE
@@ -77,6 +82,12 @@ class SweepError(ValueError):
 def decoding_grid(temperatures=TEMPERATURES, beams=BEAMS) -> list[Decoding]:
     """Greedy (if temperature 0 or width 1 is asked for), sampling at each temperature > 0, beam search at
     each width > 1, in that order."""
+    bad = [t for t in temperatures if not (math.isfinite(t) and t >= 0)]
+    if bad:
+        raise SweepError(f"--temperatures {bad}: a temperature is a finite number >= 0 (0 is greedy)")
+    bad = [w for w in beams if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1]
+    if bad:
+        raise SweepError(f"--beams {bad}: a beam width is a whole number >= 1 (1 is greedy)")
     grid = [Decoding("greedy")] if 0 in temperatures or 1 in beams else []
     grid += [Decoding("sample", temperature=float(t)) for t in sorted(set(temperatures)) if t > 0]
     grid += [Decoding("beam", beams=int(w)) for w in sorted(set(beams)) if w > 1]
@@ -156,16 +167,41 @@ def resolve_runs(patterns) -> list[Path]:
     return found
 
 
+def checkpoint_steps(which) -> list[int] | str:
+    """"last", "all", or the steps of a list of ints or a string "100,300"; SweepError for anything else."""
+    if which in ("last", "all"):
+        return which
+    parts = which.split(",") if isinstance(which, str) else list(which)
+    try:
+        steps = [int(s) if isinstance(s, str) else operator.index(s) for s in parts]  # 2.5 is no step
+    except (TypeError, ValueError):
+        steps = []
+    if not steps or min(steps) < 0:
+        raise SweepError(f"--checkpoints {which!r}: give last, all, or steps such as 100,300")
+    return steps
+
+
+def check_asked(checkpoints, samples, limit, max_new_tokens, batch_size) -> None:
+    """SweepError for a sweep argument out of range, before any work (and before a manifest records it): --limit -3
+    would be Python's [:-3] (all but the last 3 prompts), --samples 0 a sweep of no samples."""
+    checkpoint_steps(checkpoints)
+    counts = {"--samples": samples, "--batch_size": batch_size, "--limit": limit, "--max_new_tokens": max_new_tokens}
+    for flag, value in counts.items():
+        whole = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        if value is not None and not (whole and value >= 1):
+            raise SweepError(f"{flag} {value}: must be a whole number >= 1")
+
+
 def select_checkpoints(run_dir: Path, which) -> list[Path]:
     """Checkpoints of a run: "last", "all", or a list of steps (ints, or a string "100,300")."""
     done = runs.checkpoints(run_dir)
     if not done:
         raise SweepError(f"{run_dir}: no complete checkpoint")
-    if which == "last":
+    steps = checkpoint_steps(which)
+    if steps == "last":
         return done[-1:]
-    if which == "all":
+    if steps == "all":
         return done
-    steps = [int(s) for s in which.split(",")] if isinstance(which, str) else [int(s) for s in which]
     by_step = {runs.step_of(c): c for c in done}
     missing = [s for s in steps if s not in by_step]
     if missing:
@@ -196,11 +232,12 @@ def cell_path(out_dir: Path, decoding: Decoding) -> Path:
 
 
 def check_manifest(out_dir: Path, settings: Settings) -> None:
-    """Refuse a sweep directory whose cells were made with other settings."""
+    """Refuse a sweep directory whose cells were made with other settings, or whose manifest is damaged (then
+    what its cells were made with is unknown)."""
     path = out_dir / runs.MANIFEST
     if not path.is_file():
         return
-    old, new = json.loads(path.read_text()), json.loads(json.dumps(asdict(settings)))
+    old, new = read_json(path), json.loads(json.dumps(asdict(settings)))
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed:
         diffs = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in changed)
@@ -230,16 +267,32 @@ def baseline_table(task: str, splits: dict, split: str, n: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def rebuild_aggregate(out_dir: Path) -> pd.DataFrame:
-    """aggregate.parquet of a sweep directory, recomputed when the samples files there are not all in it."""
+def cell_rows(path: Path, n_rows: int) -> str | None:
+    """Why the samples file of a cell cannot be kept (missing; damaged, as a file cut short by a kill or a full
+    disk is: its parquet footer is gone; or not the `n_rows` rows the manifest's settings give), None when whole."""
+    if not path.is_file():
+        return "missing"
+    try:
+        found = pq.read_metadata(path).num_rows
+    except (pa.ArrowException, OSError) as e:
+        return f"damaged ({e})"
+    return None if found == n_rows else f"{found} rows, not {n_rows}"
+
+
+def rebuild_aggregate(out_dir: Path, force: bool = False) -> pd.DataFrame:
+    """aggregate.parquet of a sweep directory, recomputed when the samples files there are not all in it, when it
+    is damaged, or when `force` (a cell was written again)."""
     cells = sorted(out_dir.glob(runs.cell_file("*")))
     path = out_dir / runs.AGGREGATE
     labels = {runs.cell_label(p) for p in cells}
-    if path.is_file():
-        table = pd.read_parquet(path)
-        if set(table[S.DECODING]) == labels:
+    if path.is_file() and not force:
+        try:
+            table = pd.read_parquet(path)
+        except (pa.ArrowException, OSError):
+            table = None  # damaged: recomputed from the cells below
+        if table is not None and set(table[S.DECODING]) == labels:
             return table
-    manifest = json.loads((out_dir / runs.MANIFEST).read_text())
+    manifest = read_json(out_dir / runs.MANIFEST)
     metrics = [*manifest["metrics"], *([S.EXACT_MATCH_CALC] if manifest["calculator"] else [])]
     table = pd.concat([M.aggregate(pd.read_parquet(p), metrics) for p in cells], ignore_index=True)
     table = table.sort_values(list(S.GRID_ORDER), key=S.grid_sort_key, kind="stable", ignore_index=True)
@@ -299,7 +352,13 @@ def _plan(state: PartialState, run_dirs, checkpoints, grid: list[Decoding], spli
             settings = Settings(**{**asked, **resolved})
             out_dir = runs.sweep_dir(checkpoint, this_split)
             check_manifest(out_dir, settings)
-            todo = [d for d in grid if not cell_path(out_dir, d).exists()]
+            check_checkpoint_weights(checkpoint)  # a cut-short weights file fails here, before any decoding
+            todo = []
+            for d in grid:
+                why = cell_rows(cell_path(out_dir, d), len(examples) * d.samples_per_prompt(settings.samples))
+                if why not in (None, "missing") and state.is_main_process:
+                    print(f"{cell_path(out_dir, d)}: {why}; decoding it again", flush=True)
+                todo += [d] if why else []
             n_batches = math.ceil(len(examples) / settings.batch_size)
             # batches of prompts of similar length (less padding); the cell tables keep the split's order
             lengths = [len(ids) for ids in tokenizer([ex["prompt"] for ex in examples])["input_ids"]]
@@ -388,8 +447,9 @@ def sweep(
             M.metric_module(name)  # an unknown name fails here, before any decoding
     except M.MetricError as e:
         raise SweepError(str(e)) from None
-    state = _process_state()
+    check_asked(checkpoints, samples, limit, max_new_tokens, batch_size)
     grid = decoding_grid(temperatures, beams)
+    state = _process_state()
     asked = dict(samples=samples, limit=limit, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
                  calculator=calculator, metrics=metrics)  # fmt: skip
     jobs = _plan(state, run_dirs, checkpoints, grid, split, asked)
@@ -407,13 +467,14 @@ def sweep(
             if state.is_main_process:
                 write_parquet(cell_path(job.out_dir, decoding), _cell_table(job, decoding, parts))
         if state.is_main_process:
-            rebuild_aggregate(job.out_dir)
+            rebuild_aggregate(job.out_dir, force=bool(job.todo))
             if job.baselines is not None and not (job.out_dir / runs.BASELINES).is_file():
                 write_parquet(job.out_dir / runs.BASELINES, job.baselines)
     progress.close()
     state.wait_for_everyone()
     labels = {d.label for d in grid}
-    tables = [pd.read_parquet(job.out_dir / runs.AGGREGATE) for job in jobs]
+    # the run as it is named now: a run directory copied or moved keeps the path it was swept at in its tables
+    tables = [pd.read_parquet(job.out_dir / runs.AGGREGATE).assign(**{S.RUN: str(job.run_dir)}) for job in jobs]
     table = pd.concat(tables, ignore_index=True)
     return table[table[S.DECODING].isin(labels)].reset_index(drop=True)
 
@@ -466,7 +527,7 @@ def main(argv=None) -> None:
             args.run, args.checkpoints, args.temperatures, args.beams, args.samples, args.split, args.limit,
             args.max_new_tokens, args.metrics, args.calculator, args.seed, args.batch_size,
         )  # fmt: skip
-    except (SweepError, ModelError, DataError, irl_config.ConfigError) as e:
+    except (SweepError, ModelError, DataError, irl_config.ConfigError, FileError) as e:
         sys.exit(f"error: {e}")
     state = _process_state()
     if state.is_main_process:

@@ -23,8 +23,9 @@ def main(argv=None) -> None:
 
     from findings.grid import GridError, load_grid
     from irl.config import ConfigError
+    from common.io import FileError
 
-    errors = (GridError, ConfigError)
+    errors = (GridError, ConfigError, FileError)
     try:
         grid = load_grid(args.config)
         if args.command == "plan":

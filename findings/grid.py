@@ -52,6 +52,7 @@ import yaml
 from analysis import schema as S
 from findings import layout as L
 from irl import runs
+from common.io import FileError, read_yaml
 
 TOP_KEYS = ("output_dir", "base", "methods", "grid", "sweep", "rewards", "findings")
 SUBGRID_KEYS = ("axes", "decodings", "rewards")
@@ -211,9 +212,12 @@ def _reward_settings(spec: dict, sweep: dict) -> dict | None:
 
 def load_grid(path) -> Grid:
     """Read and expand a grid file; every point's config is built once here, so a bad field fails now."""
+    try:
+        spec = read_yaml(path)
+    except FileError as e:
+        raise GridError(f"--config {e}") from None
     text = Path(path).read_text()
-    spec = yaml.safe_load(text) or {}
-    if not isinstance(spec, dict) or "output_dir" not in spec:
+    if "output_dir" not in spec:
         raise GridError(f"{path}: a grid file is a mapping with output_dir, base, methods, grid, sweep, ...")
     sweep = {k: v for k, v in (spec.get("sweep") or {}).items() if k not in ("temperatures", "beams")}
     findings = dict(spec.get("findings") or {})

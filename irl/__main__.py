@@ -7,8 +7,8 @@
 
 `train` parses its options before any work, so `--help` and a bad flag answer before data or models load; the
 config is transformers' TrainingArguments, whose module imports torch, so that costs the torch import. A
-command's own errors (bad config, data or model path) print as one line and exit with status 1. Data is made
-by the floor below (`python -m tasks`).
+command's own errors (bad config, data or model path, a damaged file of a run) print as one line and exit with
+status 1. Data is made by the floor below (`python -m tasks`).
 """
 
 import sys
@@ -25,22 +25,24 @@ def main(argv=None):
         except ConfigError as e:
             sys.exit(f"error: {e}")
         from irl.data import DataError
+        from common.io import FileError
         from irl.model import ModelError
         from irl.train import run
 
         try:
             run(cfg)
-        except (ConfigError, DataError, ModelError) as e:
+        except (ConfigError, DataError, ModelError, FileError) as e:
             sys.exit(f"error: {e}")
     elif command in ("pretrain", "export"):
         from irl.config import ConfigError
         from irl.data import DataError
+        from common.io import FileError
         from irl.model import ModelError
         from irl.pretrain import export_main, main as pretrain_main
 
         try:
             (pretrain_main if command == "pretrain" else export_main)(rest)
-        except (ConfigError, DataError, ModelError) as e:
+        except (ConfigError, DataError, ModelError, FileError) as e:
             sys.exit(f"error: {e}")
     else:
         sys.exit(__doc__)

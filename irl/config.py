@@ -24,6 +24,8 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SchedulerType
 
+from common.io import FileError, atomic_write_text, read_yaml
+from irl.runs import WRITTEN
 from tasks import math as math_task
 
 # models built from a config (irl/model.py; the t5-* ones are encoder-decoder); anything else is a name or a path
@@ -40,6 +42,7 @@ RENAMED = {
 }
 # Fields a resumed run may change: where and how results are reported or data is moved, never the weights.
 RESUME_MAY_CHANGE = (
+    "output_dir",  # a run directory copied or moved is resumed where it is now
     "resume", "report_to", "run_name", "disable_tqdm", "logging_first_step", "dataloader_num_workers",
     "dataloader_pin_memory", "push_to_hub", "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo",
     "hub_always_push", "hub_revision",
@@ -386,8 +389,10 @@ def load_config(argv=None, cls=None, prog="python -m irl train") -> TrainConfig:
     known, _ = pre.parse_known_args(argv)
     parser = ConfigParser(prog, cls)
     if known.config:
-        with open(known.config) as fh:
-            values = yaml.safe_load(fh) or {}
+        try:
+            values = read_yaml(known.config)
+        except FileError as e:
+            raise ConfigError(f"--config {e}") from None
         check_values(values, known.config, cls)
         parser.set_defaults(**values)
     cfg, _, remaining = parser.parse_args_into_dataclasses(
@@ -404,14 +409,11 @@ def config_dict(cfg: TrainConfig) -> dict:
 
 
 def save_config(cfg: TrainConfig, path) -> None:
-    from common.io import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(config_dict(cfg), sort_keys=False))
 
 
 def read_config(path, cls=None) -> TrainConfig:
     """The TrainConfig (or `cls`) saved in a run's config.yaml or a checkpoint's train_config.yaml. Runs saved
     before fields took Trainer's names (batch_size, lr, ...) are read under the new names."""
-    with open(path) as fh:
-        values = yaml.safe_load(fh)
+    values = read_yaml(path, required=WRITTEN)  # FileError naming the file when it is missing or damaged
     return (cls or TrainConfig)(**{RENAMED.get(k, k): v for k, v in values.items()})

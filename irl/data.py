@@ -267,7 +267,7 @@ def render_chat(tokenizer, prompt: list[dict], completion: list[dict]) -> tuple[
     return prompt_text, full[len(prompt_text) :].rstrip()
 
 
-def encode_example(tokenizer, prompt, completion, max_length: int, overlong: str = "truncate"):
+def encode_example(tokenizer, prompt, completion, max_length: int, overlong: str = "truncate", keep_empty=False):
     """(Encoded or None, status) of one prompt/completion: the one encoding rule of training and rewards.
 
     - Text: the prompt is tokenised with the tokenizer's special prefix (e.g. BOS), the completion without; the
@@ -281,15 +281,17 @@ def encode_example(tokenizer, prompt, completion, max_length: int, overlong: str
     - The episode ends at the first EOS: at one the completion text holds (the text of the EOS token written
       in it: the tokens after it are not actions of this episode and are counted in `after_eos`), else at an
       EOS appended after the completion.
-    - Whitespace-only completion: dropped (EMPTY_COMPLETION). Prompt that tokenises to nothing: dropped
-      (EMPTY_PROMPT), there is no state to act from.
+    - Whitespace-only completion: dropped from training data (EMPTY_COMPLETION); with `keep_empty` (rewards,
+      which score whatever they are given) it is the episode it is: "" is a single EOS action, " \n" its
+      whitespace tokens then EOS. Prompt that tokenises to nothing: dropped (EMPTY_PROMPT), there is no state to
+      act from.
     - Longer than max_length: with overlong='truncate' the completion is cut and gets no EOS (the episode did
       not end, so its last token leaves every term that needs V(s_{t+1}), METHOD.md section 1): TRUNCATED;
       with 'drop' it is skipped (DROPPED_OVERLONG). A prompt that leaves no room for one completion token is
       always dropped.
     """
     chat = not isinstance(prompt, str)
-    if not (completion if not chat else "".join(m["content"] for m in completion)).strip():
+    if not keep_empty and not (completion if not chat else "".join(m["content"] for m in completion)).strip():
         return None, EMPTY_COMPLETION
     if chat:
         prompt, completion = render_chat(tokenizer, prompt, completion)

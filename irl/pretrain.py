@@ -155,7 +155,7 @@ def pretrain(cfg: PretrainConfig, callbacks=None) -> IRLTrainer:
     set_seed(cfg.seed)
     # A document is an example whose completion is all of it: the tokenizer is trained on the texts.
     documents = [{"prompt": "", "completion": text} for text in texts["train"]]
-    tokenizer, model = load_tokenizer_and_model(cfg, documents, run_dir)
+    tokenizer, model = load_tokenizer_and_model(cfg, documents, run_dir, fresh=resume_from is None)
     streams, counts = {}, {}
     for split in SPLITS:
         streams[split] = token_stream(texts[split], tokenizer)

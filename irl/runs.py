@@ -16,7 +16,7 @@ A runs root holds run directories at any depth (a run is a directory with config
 
 from pathlib import Path
 
-import yaml
+from common.io import read_yaml
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -61,9 +61,14 @@ def find_runs(root) -> list[Path]:
     return sorted(p.parent for p in Path(root).rglob(CONFIG))
 
 
+# Fields every run's config.yaml has held, in the order written: its first (Trainer's) and the last ones of ours
+# that runs of every version wrote; a file without one of them was cut short.
+WRITTEN = ("output_dir", "objective", "data", "model", "vocab_size")
+
+
 def read_config(run_dir) -> dict:
-    with open(Path(run_dir) / CONFIG) as fh:
-        return yaml.safe_load(fh)
+    """A run's config.yaml as a dict; common.io.FileError, naming it, when it is missing or damaged."""
+    return read_yaml(Path(run_dir) / CONFIG, required=WRITTEN)
 
 
 def method_label(config: dict) -> str:
@@ -84,8 +89,7 @@ def checkpoint_config(checkpoint) -> dict | None:
     written before configs were copied into them), else None."""
     for path in (Path(checkpoint) / CHECKPOINT_CONFIG, Path(checkpoint).parent / CONFIG):
         if path.is_file():
-            with open(path) as fh:
-                return yaml.safe_load(fh)
+            return read_yaml(path, required=WRITTEN)
     return None
 
 

@@ -21,6 +21,7 @@ preset's initial weights, the adapter's base, are saved once in <run>/base_model
 import dataclasses
 import hashlib
 import json
+import tempfile
 from pathlib import Path
 
 import datasets
@@ -31,7 +32,7 @@ from irl import model as models
 from irl.config import RESUME_MAY_CHANGE, ConfigError, TrainConfig, config_dict, read_config, save_config
 from irl.data import Collator, encode, example_text, load_splits
 from irl.gail import GAILTrainer
-from common.io import append_jsonl, write_jsonl
+from common.io import FileError, append_jsonl, check_checkpoint_weights, write_jsonl
 from irl.runs import last_checkpoint, step_of
 from irl.trainer import IRLTrainer
 
@@ -45,8 +46,25 @@ def weights_sha256(model) -> str:
     return h.hexdigest()[:16]
 
 
+def _check_writable(run_dir: Path) -> None:
+    """ConfigError unless `run_dir` is a directory this process can write in, or can be made one (checked by
+    making a file in it, or in its nearest existing parent: permission bits alone say nothing under root or on a
+    read-only mount)."""
+    existing = next(p for p in [run_dir, *run_dir.parents] if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == run_dir else f"lies under {existing}, a file"
+        raise ConfigError(f"output_dir={str(run_dir)!r} {where}, not a directory; choose another output_dir")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        raise ConfigError(f"output_dir={str(run_dir)!r}: cannot write in {existing} ({e.strerror}); choose another "
+                          f"output_dir")  # fmt: skip
+
+
 def _check_run_dir(cfg: TrainConfig, run_dir: Path):
-    """Refuse to overwrite a run; on resume, refuse a config that differs from the run's."""
+    """Refuse to overwrite a run; on resume, refuse a config that differs from the run's, and a last checkpoint
+    whose weights are damaged."""
+    _check_writable(run_dir)
     saved = run_dir / "config.yaml"
     if not saved.exists():
         if cfg.resume:
@@ -58,27 +76,44 @@ def _check_run_dir(cfg: TrainConfig, run_dir: Path):
     changed = sorted(k for k, v in config_dict(cfg).items() if k not in RESUME_MAY_CHANGE and old.get(k) != v)
     if changed:
         raise ConfigError(f"resume: fields {changed} differ from {saved}; a resumed run keeps its config")
-    return last_checkpoint(run_dir)
+    resume_from = last_checkpoint(run_dir)
+    if resume_from is not None:
+        check_checkpoint_weights(resume_from)  # FileError naming a cut-short weights file
+    return resume_from
 
 
 def _truncate_log(path: Path, step: int):
-    """Drop log lines written after the checkpoint a run resumes from (they will be written again)."""
-    if path.exists():
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        write_jsonl(path, [r for r in rows if r["step"] <= step])
+    """Drop log lines written after the checkpoint a run resumes from (they will be written again). A last line
+    cut short (the process was killed while appending it) is one of them: a line is appended before the
+    checkpoint of its step is saved. A damaged line before the last is an error naming it."""
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise FileError(f"{path}: line {i + 1} is not JSON; a run appends whole lines, so this file was "
+                                f"edited or damaged: restore it") from None  # fmt: skip
+    write_jsonl(path, [r for r in rows if r["step"] <= step])
 
 
-def load_tokenizer_and_model(cfg: TrainConfig, train_examples, run_dir: Path):
-    """The tokenizer and the model to train: a preset (its tokenizer trained once, by the main process) or a
-    model by name or path, with fresh LoRA adapters when `use_peft`."""
+def load_tokenizer_and_model(cfg: TrainConfig, train_examples, run_dir: Path, fresh: bool):
+    """The tokenizer and the model to train: a preset (its tokenizer trained by the main process) or a model by
+    name or path, with fresh LoRA adapters when `use_peft`. `fresh`: the run starts from step 0, so the main
+    process trains the tokenizer (and saves a LoRA base) again over whatever a run that failed before its first
+    checkpoint left there; a resumed run reads the ones its checkpoints were trained with."""
     if cfg.model in models.PRESETS:
         tok_dir = run_dir / "tokenizer"
+        main = cfg.process_index == 0
         if cfg.tokenizer:
             tokenizer = models.load_tokenizer(cfg.tokenizer, cfg.trust_remote_code)
         else:
-            # trained once, by the main process; the others wait and load what it saved
+            # trained by the main process; the others wait and load what it saved
             with cfg.main_process_first(local=False, desc="tokenizer"):
-                if not (tok_dir / "tokenizer_config.json").is_file():
+                if main and (fresh or not (tok_dir / "tokenizer_config.json").is_file()):
                     texts = map(example_text, train_examples)
                     models.train_tokenizer(texts, cfg.vocab_size).save_pretrained(tok_dir)
                 tokenizer = models.load_tokenizer(str(tok_dir))
@@ -86,7 +121,7 @@ def load_tokenizer_and_model(cfg: TrainConfig, train_examples, run_dir: Path):
         base = f"../{models.BASE_MODEL}"  # the adapter's base, relative to a checkpoint of this run
         if cfg.use_peft:
             with cfg.main_process_first(local=False, desc="base model"):
-                if not (run_dir / models.BASE_MODEL / "config.json").is_file():
+                if main and (fresh or not (run_dir / models.BASE_MODEL / "config.json").is_file()):
                     model.save_pretrained(run_dir / models.BASE_MODEL)
     else:
         model = models.load_model(cfg.model, cfg.trust_remote_code)
@@ -123,7 +158,7 @@ def train(cfg: TrainConfig, callbacks=None) -> IRLTrainer:
     resume_from = _check_run_dir(cfg, run_dir)
     set_seed(cfg.seed)
     splits = load_splits(cfg)
-    tokenizer, model = load_tokenizer_and_model(cfg, splits["train"], run_dir)
+    tokenizer, model = load_tokenizer_and_model(cfg, splits["train"], run_dir, fresh=resume_from is None)
     encoded, counts = {}, {}
     start = model.config.decoder_start_token_id if seq2seq else None  # encoder-decoder: the decoder's first input
     for split in ("train", "validation"):

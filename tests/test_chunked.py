@@ -124,6 +124,8 @@ def test_chunked_matches_full_logits_values_and_gradients(name, chunk_rows, stop
         loss.backward()
         results.append((loss.detach(), stats, [x.grad for x in (hidden, weight, b) if x is not None]))
     (loss_c, stats_c, grads_c), (loss_f, stats_f, grads_f) = results
+    # float64: the same sums in chunks of rows (<= 63 rows x V = 29): ~100 * 2**-53 = 1e-14 relative; a gradient
+    # entry sums over every row and vocabulary entry (~2000 terms): 1e-10
     torch.testing.assert_close(loss_c, loss_f, rtol=1e-12, atol=1e-12)
     assert stats_c.keys() == stats_f.keys()
     for key in stats_c:
@@ -238,6 +240,10 @@ def test_chunked_under_bf16_autocast_runs_the_products_in_bf16():
         chunked = head_token_terms(hidden32, weight32, None, ids, cmask, EOS, chunk_rows=4)
         full = token_terms(F.linear(hidden32, weight32), ids, cmask, EOS)
     assert chunked.q.dtype == torch.float32
+    # bf16 products (8-bit mantissa: 2**-8 = 3.9e-3 relative per logit) accumulated in float32, on either CPU
+    # kind (AMX, or AVX2/AVX-512 emulation: the same roundings of the same products). The loss, a mean over ~40
+    # actions of independently rounded terms, agrees to 1e-3 (a quarter of a bf16 ulp); each gradient entry
+    # keeps its products' roundings: rtol 0.05 (~13 bf16 ulps), atol 2e-3 near 0; against float64, 2e-2
     loss_c, loss_f = iqlearn(chunked, 0.5, 0.9)[0], iqlearn(full, 0.5, 0.9)[0]
     torch.testing.assert_close(loss_c, loss_f, rtol=1e-3, atol=1e-3)
     g_c = torch.autograd.grad(loss_c, [hidden32, weight32])
@@ -288,6 +294,7 @@ def test_final_hidden_through_the_head_gives_the_models_logits(model_type):
         through_head = F.linear(final_hidden(model, ids, attention), head.weight, head.bias)
     assert head_is_linear(model) == (model_type in HEAD_IS_LINEAR)
     if head_is_linear(model):
+        # the same float32 hidden states through the same linear map, in a kernel blocked for another shape
         torch.testing.assert_close(through_head, logits, rtol=1e-6, atol=1e-6)
     else:
         assert (through_head - logits).abs().max() > 1e-3
@@ -343,7 +350,7 @@ def test_training_with_and_without_chunks_ends_with_the_same_weights(tmp_path, m
     for r_c, r_f in zip(rows["chunked"][1:], rows["full"][1:]):
         for key in ("train/loss", "iq/nll", "iq/td", "iq/entropy", "eval/nll"):
             if key in r_c:
-                assert r_c[key] == pytest.approx(r_f[key], rel=1e-4), key
+                assert r_c[key] == pytest.approx(r_f[key], rel=1e-4), key  # of weights 3e-5 apart (above)
 
 
 def test_models_that_transform_their_logits_train_on_full_logits():
@@ -384,6 +391,7 @@ def test_logged_statistics_are_window_means_of_the_step_values(tmp_path, monkeyp
             window = [v for (k, step), values in recorded.items() if k == key and previous <= step < row["step"]
                       for v in values]
             assert len(window) == (row["step"] - previous) * cfg.gradient_accumulation_steps
+            # a float32 running sum of <= 8 values against Python's float64 mean: 8 * 2**-24 = 5e-7 relative
             assert row[key] == pytest.approx(sum(window) / len(window), rel=1e-6, abs=1e-7), (key, row["step"])
         previous = row["step"]
 

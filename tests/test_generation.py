@@ -13,6 +13,10 @@ from irl.generation import Decoding, decode, left_padded, truncate_left
 from irl.kv_cache import PreallocatedLayer
 from irl.model import build_preset, train_tokenizer
 
+# Entropies of float32 logits computed under other batch shapes (rows leave the batch, other padding, one thread
+# or two): the same sums in another order put a logit of size <= 16 a few ulps, at most ~16 (3e-5), off, and
+# H = -sum p log p moves by at most max|dz| * 2 ln V (V <= 400: 12x) for that: 4e-4.
+ENTROPY_ATOL = 4e-4
 PROMPTS = ["Question: 1 + 2?\nAnswer:", "Question: 2?\nAnswer:", "hi", "Question: 10 + 20 + 30?\nAnswer:"]
 
 
@@ -59,7 +63,7 @@ def test_compact_greedy_equals_generate(model_and_tokenizer):
     assert compact.completion_ids == full.completion_ids and compact.ended == full.ended
     assert len({len(c) for c in compact.completion_ids}) > 1 and all(compact.ended)  # rows ended at different steps
     assert all(c[-1] == tokenizer.eos_token_id and tokenizer.eos_token_id not in c[:-1] for c in compact.completion_ids)
-    assert compact.entropy == pytest.approx(full.entropy, abs=1e-5)
+    assert compact.entropy == pytest.approx(full.entropy, abs=ENTROPY_ATOL)
     assert compact.prompt_ids[0] == tokenizer(PROMPTS[0])["input_ids"]  # padding removed
 
 
@@ -80,7 +84,7 @@ def test_compact_samples_of_a_prompt_share_its_cache_and_equal_generate(model_an
     compact, full = sampled(True), sampled(False)
     assert compact.completion_ids == full.completion_ids and len(compact.completion_ids) == 12
     assert len({len(c) for c in compact.completion_ids}) > 1 and all(compact.ended)
-    assert compact.entropy == pytest.approx(full.entropy, abs=1e-5)
+    assert compact.entropy == pytest.approx(full.entropy, abs=ENTROPY_ATOL)
 
 
 def test_preallocated_layer_holds_what_a_dynamic_layer_holds():

@@ -72,6 +72,7 @@ def test_two_part_attention_equals_attention_over_the_concatenated_cache():
         expected = attention_over_whole_cache(query, keys, values, mask, scaling=dim**-0.5)
         got = layer.attend(query, got_keys, got_values, scaling=dim**-0.5)
         assert got.shape == (len(rows), 1, query_heads, dim)
+        # float64 attention over <= 20 positions, the same sums in another order: ~20 * 2**-53 of values ~3
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
     assert layer.prefix_keys.shape[0] < prompts  # a prompt that lost all its rows lost its keys too
     with pytest.raises(ValueError, match="one token per step"):
@@ -139,6 +140,7 @@ def test_decoding_with_the_prompt_held_once_gives_the_rows_of_decoding_without(k
     lengths = [len(c) for c in shared.completion_ids]
     assert any(len(set(lengths[i : i + 3])) > 1 for i in range(0, 12, 3))  # a prompt's samples left at different steps
     assert all(shared.ended[:3]) or all(shared.ended[3:6])  # and a whole prompt left before the end
+    # float64 model: a logit off by a few ulps (1e-15) moves an entropy by 2 ln V times that
     assert shared.entropy == pytest.approx(plain.entropy, abs=1e-10)
 
 

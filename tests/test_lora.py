@@ -62,7 +62,9 @@ def test_load_model_merges_the_adapter_on_its_base(lora_runs):
     merged = load_model(str(ckpt)).eval()
     assert type(merged).__name__ == "LlamaForCausalLM" and not any("lora_" in n for n, _ in merged.named_parameters())
     ids = torch.tensor([load_tokenizer(str(ckpt))("Question: A kid has 3 books.\nAnswer: 1 + 2 = 3")["input_ids"]])
-    with torch.no_grad():  # W + (alpha/r) B A against W x + (alpha/r) B A x: equal up to rounding
+    # W + (alpha/r) B A against W x + (alpha/r) B A x, float32: one rounding of each merged weight and one more
+    # addition per projection output (half an ulp of ~10, 5e-7), through 2 layers: ~1e-6 at the logits, 1e-5 = 10x
+    with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, trainers["iq"].model.eval()(ids).logits, rtol=0, atol=1e-5)
 
 

@@ -91,8 +91,8 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path):
     assert [p.name for p in checkpoints(tmp_path / "resumed")] == ["checkpoint-2", "checkpoint-4"]
     train(tiny(tmp_path, "resumed", resume=True, **overrides))
     a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
+    # both runs in this process, on the same thread count, so the same kernels: bit for bit
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps)  # lines after checkpoint-4 were dropped before being written again
 
