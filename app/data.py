@@ -11,7 +11,6 @@ the app shows. The pages read only files the index listed, each again through sa
 """
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -19,10 +18,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import streamlit as st
-import yaml
 
+from analysis.results import ResultError, read_config_file, read_json, read_metrics, read_schema, read_table
 from analysis import schema as S
 from app import tables
 from app.safety import OutsideRunsDir, inside, scandir
@@ -116,12 +114,11 @@ def _read_run(root: Path, run: str, skipped: list[str]) -> tuple[dict, list[int]
     if R.CONFIG not in found:
         return None
     try:
-        with open(found[R.CONFIG]) as fh:
-            config = yaml.safe_load(fh)
-    except (OSError, yaml.YAMLError) as e:
-        skipped.append(f"{run}/{R.CONFIG}: unreadable ({type(e).__name__})")
+        config = read_config_file(found[R.CONFIG])
+    except ResultError as e:
+        skipped.append(f"{run}/{R.CONFIG}: {str(e).split(': ', 1)[1]}")
         return None
-    missing = [k for k in RUN_KEYS if not isinstance(config, dict) or k not in config]
+    missing = [k for k in RUN_KEYS if k not in config]
     if missing:
         skipped.append(f"{run}/{R.CONFIG}: not a run config (no {', '.join(missing)})")
         return None
@@ -180,9 +177,8 @@ def _concat(stamped: tuple, columns: tuple | None, where: tuple | None, keys: tu
     (column, value) rows to keep; `keys`: per file, (column, value) pairs to add."""
     parts = []
     for (path, _), key in zip(stamped, keys or [()] * len(stamped)):
-        # ParquetFile.read costs ~0.3 ms for a small file, read_table's dataset machinery ~3 ms: sweeps are
-        # hundreds of small files. Concatenated in arrow, converted to pandas once.
-        table = pq.ParquetFile(path).read(columns=list(columns) if columns else None)
+        # sweeps are hundreds of small files: concatenated in arrow, converted to pandas once
+        table = read_table(path, list(columns) if columns else None)
         if where is not None:
             table = table.filter(pc.equal(table[where[0]], where[1]))
         for name, value in key:  # replaces a column of that name (a sweep's own run path, say)
@@ -219,24 +215,17 @@ def read_many(root: Path, relatives, columns=None, where=None, keys=None) -> pd.
 @st.cache_data(max_entries=256, show_spinner=False)
 def _example_tokens(path: str, mtime: float, example_id: int) -> pd.DataFrame:
     # filters skip the row groups whose example_id statistics exclude it: token tables are large and sorted
-    return pq.read_table(path, filters=[(S.EXAMPLE_ID, "==", example_id)]).to_pandas().sort_values(S.POSITION)
+    return read_table(path, filters=[(S.EXAMPLE_ID, "==", example_id)]).to_pandas().sort_values(S.POSITION)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _metrics(path: str, mtime: float) -> pd.DataFrame:
-    rows = []
-    with open(path) as fh:
-        for line in fh:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # the trainer is appending this line right now
-    return pd.DataFrame(rows)
+    return read_metrics(path)
 
 
 def metrics(root: Path, run: str) -> pd.DataFrame:
-    """metrics.jsonl of a run, wide: one row per logged line, NaN where a line lacks a key (no rows before
-    the run has logged anything)."""
+    """metrics.jsonl of a run as analysis.results.read_metrics reads it (no rows before the run has logged
+    anything; ResultError for a damaged file)."""
     try:
         path = inside(root, f"{run}/{R.METRICS}")
     except OutsideRunsDir:  # index() lists it among the skipped entries; the run has no curves
@@ -246,8 +235,7 @@ def metrics(root: Path, run: str) -> pd.DataFrame:
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def _summary(path: str, mtime: float) -> dict:
-    with open(path) as fh:
-        return json.load(fh)
+    return read_json(path)
 
 
 def summaries(root: Path, results: pd.DataFrame, name: str) -> dict[tuple[str, int], dict]:
@@ -263,7 +251,7 @@ def summaries(root: Path, results: pd.DataFrame, name: str) -> dict[tuple[str, i
 
 def gather(root: Path, results: pd.DataFrame, kind: str, name: str, file: str, runs: pd.DataFrame) -> pd.DataFrame:
     """One table from every checkpoint with `<kind>/<name>/<file>`, with run (path under root), step,
-    checkpoint label, method, lam (0 for MLE) and objective columns set by the app."""
+    checkpoint label, method, lam and objective columns set by the app."""
     has = results[(results["kind"] == kind) & (results["name"] == name) & results["files"].map(lambda f: file in f)]
     if has.empty:
         return pd.DataFrame()
@@ -272,9 +260,9 @@ def gather(root: Path, results: pd.DataFrame, kind: str, name: str, file: str, r
 
 
 def with_runs(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """`table` (with run and step columns) with the method, lam (0 for MLE), objective and checkpoint label
-    of each row's run."""
-    meta = runs.assign(**{S.LAM: tables.effective_lam(runs)})[[S.RUN, S.METHOD, S.LAM, "objective"]]
+    """`table` (with run and step columns) with the method, lam (analysis.results.run_attributes), objective
+    and checkpoint label of each row's run."""
+    meta = runs[[S.RUN, S.METHOD, S.LAM, "objective"]]
     table = table.drop(columns=[S.METHOD, S.LAM, "objective"], errors="ignore").merge(meta, on=S.RUN, how="left")
     table[S.CHECKPOINT] = [checkpoint_label(r, s) for r, s in zip(table[S.RUN], table[S.STEP])]
     return table
@@ -287,7 +275,7 @@ def tokens(root: Path, run: str, step: int, data: str, example_id: int) -> pd.Da
 
 def token_columns(root: Path, run: str, step: int, data: str) -> list[str]:
     """The columns of a checkpoint's token table (from the parquet footer: no rows are read)."""
-    return pq.read_schema(_stamp(root, result_path(run, step, R.REWARDS, data, R.TOKENS_FILE))[0]).names
+    return read_schema(_stamp(root, result_path(run, step, R.REWARDS, data, R.TOKENS_FILE))[0])
 
 
 def token_rewards(root: Path, run: str, step: int, data: str) -> pd.DataFrame:

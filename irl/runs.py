@@ -9,11 +9,14 @@
     <run>/checkpoint-<step>/sweep/<split>/     decoding sweep: samples-<decoding>.parquet per cell, aggregate.parquet,
                                                manifest.json, baselines.parquet (built-in text tasks)
     <run>/checkpoint-<step>/rewards/<name>/    reward extraction: tokens.parquet, sequences.parquet, pairs.parquet,
-                                               summary.json, manifest.json
+                                               summary.json, manifest.json. <name> is the data's (`rewards_name`):
+                                               <split>-<decoding>[-<limit>] for a sweep cell's samples,
+                                               math-preferences[-<limit>], <folder>-<stem> for a JSONL of pairs
 
 A runs root holds run directories at any depth (a run is a directory with config.yaml).
 """
 
+import re
 from pathlib import Path
 
 import yaml
@@ -105,3 +108,31 @@ def cell_label(path) -> str:
 
 def rewards_dir(checkpoint, name: str) -> Path:
     return Path(checkpoint) / REWARDS / name
+
+
+def rewards_name(data: str, limit: int | None = None) -> str:
+    """Name of the rewards directory of data `data` scored on its first `limit` prompts (None: all)."""
+    return data if limit is None else f"{data}-{limit}"
+
+
+def sweep_rewards_name(split: str, decoding: str, limit: int | None = None) -> str:
+    """Name of the rewards directory of one sweep cell's samples: <split>-<decoding>[-<limit>]."""
+    return rewards_name(f"{split}-{decoding}", limit)
+
+
+def pairs_rewards_name(path) -> str:
+    """Name of the rewards directory of a JSONL file of preference pairs: <folder>-<stem> (data/summarize/
+    preferences.jsonl: summarize-preferences)."""
+    return f"{Path(path).parent.name}-{Path(path).stem}"
+
+
+_SWEEP_REWARDS = re.compile(r"^(?P<split>[^-/]+)-(?P<decoding>greedy|t=[^-/]+|beam=\d+)(?:-(?P<limit>\d+))?$")
+
+
+def parse_sweep_rewards_name(name: str) -> tuple[str, str, int | None] | None:
+    """(split, decoding, limit) of a `sweep_rewards_name`, None for the name of other data."""
+    found = _SWEEP_REWARDS.match(name)
+    if found is None:
+        return None
+    limit = found["limit"]
+    return found["split"], found["decoding"], None if limit is None else int(limit)
