@@ -168,7 +168,7 @@ def load_data(data: str, checkpoint, config: dict | None, fields: dict[str, str]
         rows, meta = builtin_rows(math_test_split(config, checkpoint), samples)
         return BUILTIN_PREFERENCES, rows, meta
     if path.suffix == ".parquet" or (path.is_dir() and any(path.glob(runs.cell_file("*")))):
-        name = path.name if path.is_dir() else f"{path.parent.name}-{runs.cell_label(path)}"
+        name = path.name if path.is_dir() else runs.sweep_rewards_name(path.parent.name, runs.cell_label(path))
         return name, sweep_rows(read_sweep(path)), None
     if not path.exists() and os.sep not in data and runs.sweep_dir(checkpoint, data).is_dir():
         return data, sweep_rows(read_sweep(runs.sweep_dir(checkpoint, data))), None

@@ -59,6 +59,7 @@ from analysis import metrics as M
 from analysis import schema as S
 from analysis.calculator import CalculatorLogitsProcessor
 from analysis.pareto import pareto_by
+from analysis.results import manifest_changes
 from analysis.stats import mean_se
 from irl import config as irl_config
 from irl import runs
@@ -197,13 +198,8 @@ def cell_path(out_dir: Path, decoding: Decoding) -> Path:
 
 def check_manifest(out_dir: Path, settings: Settings) -> None:
     """Refuse a sweep directory whose cells were made with other settings."""
-    path = out_dir / runs.MANIFEST
-    if not path.is_file():
-        return
-    old, new = json.loads(path.read_text()), json.loads(json.dumps(asdict(settings)))
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    if changed:
-        diffs = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in changed)
+    diffs = manifest_changes(out_dir, asdict(settings))
+    if diffs:
         raise SweepError(f"{out_dir} holds a sweep made with other settings ({diffs}); ask for the same settings "
                          f"or delete that directory")
 
