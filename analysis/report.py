@@ -12,6 +12,7 @@ import time
 from analysis import reward_data as D
 from analysis import schema as S
 from analysis.cli import BUILTIN_PREFERENCES
+from analysis.results import checkpoint_config
 from analysis.rewards import Data, load, score_checkpoint
 from irl import runs
 
@@ -26,7 +27,7 @@ def reward_report(checkpoint, sweep_split: str = "test", limit: int | None = Non
     or None), correlations (per score: Spearman and Kendall with exact match, prompt-clustered bootstrap
     intervals), best_of_n (exact match of the sample picked by each score, random, oracle), seconds."""
     start = time.perf_counter()
-    examples = D.math_test_split(runs.checkpoint_config(checkpoint), checkpoint)[:limit]
+    examples = D.math_test_split(checkpoint_config(checkpoint), checkpoint)[:limit]
     sweep = runs.sweep_dir(checkpoint, sweep_split)
     cell = decoding = None
     if sweep.is_dir():

@@ -44,6 +44,15 @@ def read_config_file(path) -> dict:
     return config
 
 
+def checkpoint_config(checkpoint) -> dict | None:
+    """The training config of a checkpoint: its own train_config.yaml, else its run's config.yaml (checkpoints
+    written before configs were copied into them), else None."""
+    for path in (Path(checkpoint) / runs.CHECKPOINT_CONFIG, Path(checkpoint).parent / runs.CONFIG):
+        if path.is_file():
+            return read_config_file(path)
+    return None
+
+
 def read_metrics(path) -> pd.DataFrame:
     """metrics.jsonl, wide: one row per logged line, NaN where a line lacks a key; no rows (a `step` column only)
     when the file is missing or empty. A last line without its newline is one the trainer is appending, or a

@@ -43,7 +43,7 @@ import torch
 
 from analysis import agreement, cli, scoring
 from analysis import reward_data as D
-from analysis.results import checkpoint_sha256, manifest_changes
+from analysis.results import ResultError, checkpoint_config, checkpoint_sha256, manifest_changes
 from analysis import schema as S
 from irl import runs
 from irl.data import OK, TRUNCATED, DataError
@@ -96,7 +96,7 @@ def checkpoint_gamma(checkpoint, gamma: float | None = None) -> float:
         if not 0 < gamma <= 1:
             raise RewardError(f"--gamma {gamma}: must be in (0, 1]")
         return float(gamma)
-    config = runs.checkpoint_config(checkpoint)
+    config = checkpoint_config(checkpoint)
     if config is None:
         raise RewardError(f"{checkpoint} carries no training config ({runs.CHECKPOINT_CONFIG}), so its gamma is "
                           f"unknown: pass --gamma")  # fmt: skip
@@ -259,7 +259,7 @@ def load(data: str, checkpoint, fields: dict[str, str] = FIELDS, split: str = "t
          metrics: tuple[str, ...] | None = None) -> Data:
     """A --data argument as Data (analysis/reward_data.py says what each is), named `name` or after the data;
     RewardError when a `metrics` column is missing."""
-    found, rows, pairs = D.load_data(data, checkpoint, runs.checkpoint_config(checkpoint), fields, split)
+    found, rows, pairs = D.load_data(data, checkpoint, checkpoint_config(checkpoint), fields, split)
     missing = sorted(set(metrics or ()) - set(rows.columns))
     if missing:
         raise RewardError(f"--metrics: no column {missing} in {data} (columns: {sorted(rows.columns)})")
@@ -315,7 +315,7 @@ def main(argv=None) -> None:
         data = load(args.data, args.checkpoint, fields, args.split, args.name, metrics)
         summary = score_checkpoint(args.checkpoint, [data], gamma, n_boot=args.n_boot, seed=args.seed,
                                    batch_tokens=args.batch_tokens, scorer=scorer)[data.name]  # fmt: skip
-    except (RewardError, DataError, ModelError) as e:
+    except (RewardError, DataError, ModelError, ResultError) as e:
         sys.exit(f"error: {e}")
     print(json.dumps(_json_safe(summary), indent=1))
     print(f"wrote {runs.rewards_dir(args.checkpoint, data.name)}")

@@ -62,7 +62,8 @@ def rank_correlations(score, metric) -> dict[str, float]:
     x, y = np.asarray(score, float), np.asarray(metric, float)
     if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return {"spearman": np.nan, "kendall": np.nan}
-    return {"spearman": float(_scipy().spearmanr(x, y).statistic), "kendall": float(_scipy().kendalltau(x, y).statistic)}
+    stats = _scipy()
+    return {"spearman": float(stats.spearmanr(x, y).statistic), "kendall": float(stats.kendalltau(x, y).statistic)}
 
 
 def bootstrap_correlations(

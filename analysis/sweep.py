@@ -59,7 +59,7 @@ from analysis import metrics as M
 from analysis import schema as S
 from analysis.calculator import CalculatorLogitsProcessor
 from analysis.pareto import pareto_by
-from analysis.results import manifest_changes
+from analysis.results import manifest_changes, read_config
 from analysis.stats import mean_se
 from irl import config as irl_config
 from irl import runs
@@ -269,7 +269,7 @@ def _plan(state: PartialState, run_dirs, checkpoints, grid: list[Decoding], spli
     against the manifest there), the cells still missing, and this process's batches."""
     jobs = []
     for run_dir in resolve_runs(run_dirs):
-        config = runs.read_config(run_dir)
+        config = read_config(run_dir)
         splits = load_splits(irl_config.TrainConfig(**config))
         this_split = split or held_out_split(splits)
         if this_split not in splits:

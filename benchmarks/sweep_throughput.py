@@ -32,6 +32,7 @@ from transformers import LogitsProcessorList
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from analysis import results  # noqa: E402
 from analysis import schema as S  # noqa: E402
 from analysis import sweep as sweep_module  # noqa: E402
 from analysis.calculator import CalculatorLogitsProcessor  # noqa: E402
@@ -143,7 +144,7 @@ def main(argv=None):
         sweep_module.load_splits = timed(load_splits, totals, "data")
         sweep_module.M.quality_scores = timed(sweep_module.M.quality_scores, totals, "metrics")
         sweep_module.M.aggregate = timed(sweep_module.M.aggregate, totals, "metrics")
-        prompts = [ex["prompt"] for ex in load_splits(TrainConfig(**runs.read_config(run)))["test"][: args.prompts]]
+        prompts = [ex["prompt"] for ex in load_splits(TrainConfig(**results.read_config(run)))["test"][: args.prompts]]
         # the two sides take turns, so that both meet the machine in the same states; each keeps its best time
         sweeps, loops, calc_sweeps, calc_loops = [], [], [], []
         for _ in range(args.repeats):

@@ -50,6 +50,7 @@ from pathlib import Path
 import yaml
 
 from analysis import schema as S
+from analysis.results import checkpoint_config, read_config
 from findings import layout as L
 from irl import runs
 
@@ -308,7 +309,7 @@ def extract_rewards(checkpoint: Path, split: str, settings: dict) -> str:
     limit, n_boot = settings["limit"], settings["n_boot"]
     samples = D.read_sweep(runs.sweep_dir(checkpoint, split))
     decoding = D.default_decoding(samples)
-    config = runs.checkpoint_config(checkpoint)
+    config = checkpoint_config(checkpoint)
     math = config["data"] == "math"
     pairs = None if math else preference_file(config, settings)
     names = [runs.sweep_rewards_name(split, decoding, limit), runs.rewards_name(BUILTIN_PREFERENCES, limit) if math
@@ -381,7 +382,7 @@ def run_grid(grid: Grid, callbacks=None) -> dict[str, float]:
         splits = {}
         for point in (p for p in grid.points if p.rewards):
             run_dir = grid.run_dir(point)
-            data = runs.read_config(run_dir)["data"]
+            data = read_config(run_dir)["data"]
             if data not in splits:  # the held-out split depends on which splits the data has
                 splits[data] = grid.sweep.get("split") or held_out_split(run_dir)
             extract_rewards(runs.last_checkpoint(run_dir), splits[data], grid.rewards)

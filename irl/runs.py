@@ -13,13 +13,12 @@
                                                <split>-<decoding>[-<limit>] for a sweep cell's samples,
                                                math-preferences[-<limit>], <folder>-<stem> for a JSONL of pairs
 
-A runs root holds run directories at any depth (a run is a directory with config.yaml).
+A runs root holds run directories at any depth (a run is a directory with config.yaml). analysis/results.py reads
+what is here.
 """
 
 import re
 from pathlib import Path
-
-import yaml
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -64,11 +63,6 @@ def find_runs(root) -> list[Path]:
     return sorted(p.parent for p in Path(root).rglob(CONFIG))
 
 
-def read_config(run_dir) -> dict:
-    with open(Path(run_dir) / CONFIG) as fh:
-        return yaml.safe_load(fh)
-
-
 def method_label(config: dict) -> str:
     """A short name of what a run optimises, the same for runs that differ only in seed."""
     objective = config["objective"]
@@ -80,16 +74,6 @@ def method_label(config: dict) -> str:
     if config.get("alpha"):
         label += f" alpha={config['alpha']:g}"
     return label + (f" gamma={config['gamma']:g}" if config["gamma"] != 0.99 else "")
-
-
-def checkpoint_config(checkpoint) -> dict | None:
-    """The training config of a checkpoint: its own train_config.yaml, else its run's config.yaml (checkpoints
-    written before configs were copied into them), else None."""
-    for path in (Path(checkpoint) / CHECKPOINT_CONFIG, Path(checkpoint).parent / CONFIG):
-        if path.is_file():
-            with open(path) as fh:
-                return yaml.safe_load(fh)
-    return None
 
 
 def sweep_dir(checkpoint, split: str) -> Path:

@@ -6,9 +6,10 @@
                              mle/seed0, mle/seed1, iqlearn/seed0, iqlearn/seed1 (lam 0.1)
     analysis.sweep.sweep     the last checkpoints, 6 test prompts: greedy, t=1 and beam=2 (K=3), exact match
                              and ROUGE-1 (ROUGE varies where the tiny model's exact match is all 0), calculator on
-    analysis.rewards         score_checkpoint on each last checkpoint: the built-in `math-preferences` set and the sweep's samples
-                             (`--data test`); on mle/seed0 and iqlearn/seed0 also `hostile.jsonl`, preference
-                             pairs whose text holds HOSTILE_TOKENS, and a tie (one pair's chosen == rejected)
+    analysis.rewards         score_checkpoint on each last checkpoint: the built-in `math-preferences` set and the
+                             sweep's samples (`--data test`); on mle/seed0 and iqlearn/seed0 also `hostile.jsonl`,
+                             preference pairs whose text holds HOSTILE_TOKENS, and a tie (one pair's chosen ==
+                             rejected)
 
 So a change in a writer changes what the app's tests read. About 17 s of CPU time, torch on one thread (more
 threads are several times slower when the cores are shared); 66 s of wall time measured with load average 11

@@ -23,7 +23,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from analysis import pareto, stats
+from analysis import stats
 from analysis import schema as S
 from app import charts, data, tables
 from app.safety import OutsideRunsDir, inside

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from irl import runs
+from analysis import results
 from irl.config import ConfigError, TrainConfig, load_config, read_config, save_config
 from irl.train import train
 from tests.test_train import REPO, tiny
@@ -85,7 +85,7 @@ def test_saved_config_reads_back_with_the_project_fields(tmp_path):
     cfg = TrainConfig(objective="iqlearn", lam=0.3, alpha=0.1, data_seed=3, math_templates=[10, 16],
                       gradient_checkpointing=True, report_to="tensorboard", output_dir=str(tmp_path / "r"))  # fmt: skip
     save_config(cfg, tmp_path / "config.yaml")
-    saved = runs.read_config(tmp_path)  # a plain dict, as the app and the analysis read it
+    saved = results.read_config(tmp_path)  # a plain dict, as the app and the analysis read it
     for key, value in dict(objective="iqlearn", lam=0.3, gamma=0.99, alpha=0.1, beta=0.0, seed=0, data="math",
                            model="tiny", max_steps=500, math_sizes=[20000, 200, 200], math_templates=[10, 16],
                            data_seed=3, per_device_train_batch_size=32, learning_rate=1e-3).items():  # fmt: skip

@@ -22,7 +22,8 @@ from analysis.rewards import main
 from irl.config import TrainConfig
 from irl.model import load_model, load_tokenizer
 from irl import runs
-from irl.runs import checkpoint_config, last_checkpoint, rewards_dir, sweep_dir
+from analysis.results import checkpoint_config
+from irl.runs import last_checkpoint, rewards_dir, sweep_dir
 from irl.train import train
 
 CONTEXT = 160  # max_length of the tiny run: the model's max_position_embeddings

@@ -21,7 +21,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 from transformers import LogitsProcessor, LogitsProcessorList, T5ForConditionalGeneration
 
-from analysis import rewards
+from analysis import results, rewards
 from analysis import schema as S
 from analysis.calculator import CalculatorLogitsProcessor
 from analysis.reward_data import read_sweep, sweep_rows
@@ -301,8 +301,8 @@ def test_mle_and_iqlearn_lam0_end_with_the_same_weights(chain):
     a, b = final_weights(root / "mle"), final_weights(root / "iqlearn")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     ckpt = runs.last_checkpoint(root / "iqlearn")
-    assert runs.read_config(root / "iqlearn")["model_kind"] == "seq2seq"
-    assert runs.checkpoint_config(ckpt)["model_kind"] == "seq2seq"
+    assert results.read_config(root / "iqlearn")["model_kind"] == "seq2seq"
+    assert results.checkpoint_config(ckpt)["model_kind"] == "seq2seq"
     tokenizer = load_tokenizer(str(ckpt))
     initial = build_preset("t5-tiny", tokenizer, 160, seed=0).state_dict()
     assert all(not torch.equal(a[k], initial[k]) for k in a)  # every weight moved

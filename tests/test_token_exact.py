@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis import agreement, reward_data, rewards, stats
+from analysis import agreement, results, reward_data, rewards, stats
 from analysis import schema as S
 from analysis.sweep import sweep
 from irl import runs
@@ -192,7 +192,7 @@ def test_error_localisation_by_hand():
 
 def test_error_position_of_built_in_corruptions(run09):
     tokenizer = load_tokenizer(str(run09))
-    examples = reward_data.math_test_split(runs.checkpoint_config(run09), run09)[:4]
+    examples = reward_data.math_test_split(results.checkpoint_config(run09), run09)[:4]
     rows, _ = reward_data.builtin_rows(examples, None)
     rejected = rows[rows[S.SIDE] == "rejected"].iloc[0]
     chosen = rows[(rows[S.PAIR_ID] == rejected[S.PAIR_ID]) & (rows[S.SIDE] == "chosen")].iloc[0]
