@@ -24,6 +24,7 @@ import pandas as pd
 
 from analysis import schema as S
 from analysis.cli import BUILTIN_PREFERENCES
+from analysis.results import read_parquet
 from irl import runs
 from irl.data import DataError, iter_jsonl, load_hf
 
@@ -115,7 +116,7 @@ def read_sweep(path) -> pd.DataFrame:
     files = [path] if path.is_file() else sorted(path.glob(runs.cell_file("*")))
     if not files:
         raise DataError(f"{path}: no {runs.cell_file('*')} files of a sweep here")
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return pd.concat([read_parquet(f) for f in files], ignore_index=True)
 
 
 def default_decoding(samples: pd.DataFrame) -> str:

@@ -157,3 +157,14 @@ def test_a_truncated_parquet_file_is_named_on_its_page(monkeypatch, real_runs, t
     assert not at.exception, [e.message for e in at.exception]
     assert [e.value for e in at.error] == [e.value for e in at.error if str(path.resolve()) in e.value]
     assert len(at.error) == 1 and "damaged" in at.error[0].value
+
+
+def test_rewards_directory_names_parse_back():
+    from irl import runs
+
+    for split, decoding, limit in (("test", "t=1", None), ("test", "t=0.5", 50), ("validation", "beam=4", 3),
+                                   ("test", "greedy", None)):  # fmt: skip
+        assert runs.parse_sweep_rewards_name(runs.sweep_rewards_name(split, decoding, limit)) == (split, decoding, limit)
+    for other in ("math-preferences", runs.rewards_name("math-preferences", 50), "summarize-preferences", "test"):
+        assert runs.parse_sweep_rewards_name(other) is None
+    assert runs.pairs_rewards_name("data/summarize/preferences.jsonl") == "summarize-preferences"
