@@ -53,13 +53,13 @@ def checkpoint_config(checkpoint) -> dict | None:
     return None
 
 
-def read_metrics(path) -> pd.DataFrame:
-    """metrics.jsonl, wide: one row per logged line, NaN where a line lacks a key; no rows (a `step` column only)
-    when the file is missing or empty. A last line without its newline is one the trainer is appending, or a
-    killed run left half-written: it is left out. Any other line that is not JSON raises ResultError."""
+def read_jsonl(path) -> list[dict]:
+    """The lines of an append-only JSONL log (metrics.jsonl, timings.jsonl), none when the file is missing. A last
+    line without its newline is one a writer is appending, or a killed one left half-written: it is left out.
+    Any other line that is not JSON raises ResultError."""
     path = Path(path)
     if not path.is_file():
-        return pd.DataFrame(columns=["step"])
+        return []
     text = path.read_text()
     lines = text.split("\n")
     if not text.endswith("\n"):
@@ -71,7 +71,14 @@ def read_metrics(path) -> pd.DataFrame:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
-            raise ResultError(f"{path}: line {number} is not JSON (a damaged metrics file)") from None
+            raise ResultError(f"{path}: line {number} is not JSON (a damaged log)") from None
+    return rows
+
+
+def read_metrics(path) -> pd.DataFrame:
+    """metrics.jsonl (`read_jsonl`), wide: one row per logged line, NaN where a line lacks a key; no rows (a
+    `step` column only) when the file is missing or empty."""
+    rows = read_jsonl(path)
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["step"])
 
 

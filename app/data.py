@@ -234,8 +234,13 @@ def metrics(root: Path, run: str) -> pd.DataFrame:
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def _summary(path: str, mtime: float) -> dict:
+def _json(path: str, mtime: float) -> dict:
     return read_json(path)
+
+
+def json_file(root: Path, relative: str) -> dict:
+    """A JSON file under the runs root (summary.json, findings.json)."""
+    return _json(*_stamp(root, relative))
 
 
 def summaries(root: Path, results: pd.DataFrame, name: str) -> dict[tuple[str, int], dict]:
@@ -244,7 +249,7 @@ def summaries(root: Path, results: pd.DataFrame, name: str) -> dict[tuple[str, i
     has = results[(results["kind"] == R.REWARDS) & (results["name"] == name)]
     has = has[has["files"].map(lambda f: R.SUMMARY_FILE in f)]
     return {
-        (r.run, r.step): _summary(*_stamp(root, result_path(r.run, r.step, R.REWARDS, name, R.SUMMARY_FILE)))
+        (r.run, r.step): json_file(root, result_path(r.run, r.step, R.REWARDS, name, R.SUMMARY_FILE))
         for r in has.itertuples()
     }
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import schema as S
+from analysis.results import read_jsonl
 from analysis.stats import seed_mean_se
 from findings import layout as L
 from findings import rules as R
@@ -47,8 +48,7 @@ def record_timing(grid, command: str, seconds: dict) -> None:
 
 def read_timings(grid) -> list[dict]:
     """The lines of <grid>/findings/timings.jsonl, oldest first (none before the first `grid` or `run`)."""
-    path = grid.output_dir / L.FINDINGS_DIR / L.TIMINGS
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
+    return read_jsonl(grid.output_dir / L.FINDINGS_DIR / L.TIMINGS)
 
 
 def _settings(grid, tables: dict, timings: list[dict]) -> list[str]:

@@ -168,3 +168,10 @@ def test_rewards_directory_names_parse_back():
     for other in ("math-preferences", runs.rewards_name("math-preferences", 50), "summarize-preferences", "test"):
         assert runs.parse_sweep_rewards_name(other) is None
     assert runs.pairs_rewards_name("data/summarize/preferences.jsonl") == "summarize-preferences"
+
+
+def test_a_half_written_timings_line_is_left_out(tmp_path):
+    """findings/report.py's timings.jsonl, appended once per command as metrics.jsonl is, read by the same rule."""
+    path = tmp_path / "timings.jsonl"
+    path.write_text('{"command": "grid", "seconds": {"train": 1.0}}\n{"command": "ru')
+    assert results.read_jsonl(path) == [{"command": "grid", "seconds": {"train": 1.0}}]
