@@ -21,7 +21,11 @@ from irl.io import sha256_file
 
 
 class ResultError(ValueError):
-    """A result file is missing, damaged or not what it should be; the message names it."""
+    """A result file is missing, damaged or not what it should be: "<path>: <reason>"."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = Path(path), reason
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -38,9 +42,9 @@ def read_config_file(path) -> dict:
     try:
         config = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:
-        raise ResultError(f"{path}: unreadable ({type(e).__name__}); is it a run's config.yaml?") from None
+        raise ResultError(path, f"unreadable ({type(e).__name__}); is it a run's config.yaml?") from None
     if not isinstance(config, dict) or "objective" not in config:
-        raise ResultError(f"{path}: not a run's config (no objective)")
+        raise ResultError(path, "not a run's config (no objective)")
     return config
 
 
@@ -71,7 +75,7 @@ def read_jsonl(path) -> list[dict]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
-            raise ResultError(f"{path}: line {number} is not JSON (a damaged log)") from None
+            raise ResultError(path, f"line {number} is not JSON (a damaged log)") from None
     return rows
 
 
@@ -135,7 +139,7 @@ def read_table(path, columns=None, filters=None) -> pa.Table:
         # ParquetFile.read costs ~0.3 ms for a small file, read_table's dataset machinery ~3 ms
         return pq.ParquetFile(path).read(columns=columns)
     except (OSError, pa.ArrowException) as e:
-        raise ResultError(f"{path}: unreadable parquet ({str(e).splitlines()[0]}); the file is damaged or "
+        raise ResultError(path, f"unreadable parquet ({str(e).splitlines()[0]}); the file is damaged or "
                           f"incomplete: delete it and rerun the command that wrote it") from None  # fmt: skip
 
 
@@ -149,7 +153,7 @@ def read_schema(path) -> list[str]:
     try:
         return pq.read_schema(path).names
     except (OSError, pa.ArrowException) as e:
-        raise ResultError(f"{path}: unreadable parquet ({str(e).splitlines()[0]})") from None
+        raise ResultError(path, f"unreadable parquet ({str(e).splitlines()[0]})") from None
 
 
 def read_json(path) -> dict:
@@ -157,7 +161,7 @@ def read_json(path) -> dict:
     try:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise ResultError(f"{path}: unreadable ({type(e).__name__}); delete it and rerun the command that "
+        raise ResultError(path, f"unreadable ({type(e).__name__}); delete it and rerun the command that "
                           f"wrote it") from None  # fmt: skip
 
 

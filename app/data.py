@@ -116,7 +116,7 @@ def _read_run(root: Path, run: str, skipped: list[str]) -> tuple[dict, list[int]
     try:
         config = read_config_file(found[R.CONFIG])
     except ResultError as e:
-        skipped.append(f"{run}/{R.CONFIG}: {str(e).split(': ', 1)[1]}")
+        skipped.append(f"{run}/{R.CONFIG}: {e.reason}")  # named by its path under the root
         return None
     missing = [k for k in RUN_KEYS if k not in config]
     if missing:

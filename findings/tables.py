@@ -112,7 +112,7 @@ def gather(grid, split: str | None = None, n_boot: int = 1000) -> dict[str, pd.D
     run_rows = [run_row(p.name, grid.run_dir(p), quality) for p in grid.points
                 if (grid.run_dir(p) / runs.CONFIG).is_file()]  # fmt: skip
     if not run_rows:
-        raise ResultError(f"{grid.output_dir}: no run of the grid has started yet (no {runs.CONFIG} under it); "
+        raise ResultError(grid.output_dir, f"no run of the grid has started yet (no {runs.CONFIG} under it); "
                           f"run `python -m findings grid --config <this grid file>` first")  # fmt: skip
     table = pd.DataFrame(run_rows)
     split = split or grid.sweep.get("split") or _swept_split(table)
