@@ -276,22 +276,21 @@ def score_checkpoint(checkpoint, data: list[Data], gamma: float | None = None, *
     model, tokenizer = scorer or load_checkpoint(checkpoint)
     gamma = checkpoint_gamma(checkpoint, gamma)
     weights = checkpoint_sha256(checkpoint)
-    manifests = {}
+    manifests = []
     for d in data:
-        settings = Settings(gamma, d.metrics, n_boot, seed)
-        manifests[d.name] = manifest = {
+        manifest = {
             "checkpoint": str(checkpoint), "weights_sha256": weights, "data": d.source or d.name,
-            "data_sha256": rows_sha256(d.rows), **asdict(settings),
+            "data_sha256": rows_sha256(d.rows), **asdict(Settings(gamma, d.metrics, n_boot, seed)),
         }  # fmt: skip
         out_dir = runs.rewards_dir(checkpoint, d.name)
         changes = manifest_changes(out_dir, manifest, ignore=("checkpoint",))  # a moved run keeps its rewards
         if changes:
             raise RewardError(f"{out_dir} holds rewards made with other settings ({changes}); pass --name to write "
                               f"them elsewhere, or delete that directory")  # fmt: skip
+        manifests.append(json.loads(json.dumps(manifest)))  # tuples as lists, as read back
     summaries = {}
-    for d in data:
+    for d, manifest in zip(data, manifests):
         rewards = extract(model, tokenizer, d.rows, gamma, batch_tokens)
-        settings = Settings(gamma, d.metrics, n_boot, seed)
         pairs = None
         if d.pairs is not None:
             pairs, rewards.counts["dropped_pairs"] = D.pairs_table(rewards.sequences, d.pairs)
@@ -299,7 +298,7 @@ def score_checkpoint(checkpoint, data: list[Data], gamma: float | None = None, *
         summary = {"checkpoint": str(checkpoint), "data": d.name, "gamma": gamma, "terminal": TERMINAL_RULE}
         summary |= {"scores": list(S.SCORES), "counts": rewards.counts}
         summary |= analyse(rewards, pairs, d.metrics, n_boot, seed)
-        write(runs.rewards_dir(checkpoint, d.name), rewards, pairs, summary, json.loads(json.dumps(manifests[d.name])))
+        write(runs.rewards_dir(checkpoint, d.name), rewards, pairs, summary, manifest)
         summaries[d.name] = summary
     return summaries
 
