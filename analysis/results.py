@@ -1,7 +1,7 @@
 """The one reader of what runs wrote (irl/runs.py's layout): a run's config and metrics, the attributes a run is
 described by, parquet tables (sweep cells, aggregates, reward tables), summary.json and manifest.json, the
-manifest check and the digest of a checkpoint's weight files. The app, the findings report and the analysis commands
-read results through it, so a run reads the same everywhere. Torch-free (yaml, json, pandas, pyarrow).
+manifest check and the digest of a checkpoint's weight files. The app, the findings report, the rewards command and
+the demo read results through it, so a run reads the same everywhere. Torch-free (yaml, json, pandas, pyarrow).
 
 A damaged or unreadable file raises `ResultError` with a one-line message naming it; no reader guesses a value.
 """
@@ -91,7 +91,7 @@ ATTRIBUTES = ("objective", "family", "lam", "gamma", "alpha", "beta", "online", 
 
 
 def run_attributes(config: dict) -> dict:
-    """What a run's config says it trained, each attribute defined once (METHOD.md sections 1-3):
+    """What a run's config says it trained, each attribute defined once (METHOD.md section 3):
 
     - objective: the config's ("mle", "iqlearn", "gail");
     - family: "mle", "mle+entropy" (beta > 0), "iqlearn" (offline, alpha = 0), "iqlearn-online" (alpha > 0),
