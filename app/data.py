@@ -42,7 +42,6 @@ def checkpoint_label(run: str, step: int) -> str:
     return f"{run}@{step}"
 
 
-TRAINER_STATE = "trainer_state.json"  # irl.runs.checkpoints: a checkpoint is complete once Trainer wrote it
 RESULT_KINDS = (R.SWEEP, R.REWARDS)
 RESULT_FILE = re.compile(rf"\.parquet$|^{re.escape(R.SUMMARY_FILE)}$")
 # config.yaml keys the runs table reads (tables.run_row)
@@ -103,14 +102,10 @@ def find_runs(root: Path, skipped: list[str]) -> list[str]:
     return sorted(found)
 
 
-def _is_checkpoint(name: str) -> bool:
-    return name.startswith(R.CHECKPOINT_PREFIX) and name[len(R.CHECKPOINT_PREFIX) :].isdigit()
-
-
 def _read_run(root: Path, run: str, skipped: list[str]) -> tuple[dict, list[int], list[dict]] | None:
     """(config, steps of its complete checkpoints, result rows) of one run, every path checked before it is
     listed or read; None when its config.yaml is outside the root or is not a run's config."""
-    found = _entries(root, run, skipped, lambda name: name in (R.CONFIG, R.METRICS) or _is_checkpoint(name))
+    found = _entries(root, run, skipped, lambda name: name in (R.CONFIG, R.METRICS) or R.is_checkpoint_name(name))
     if R.CONFIG not in found:
         return None
     try:
@@ -123,10 +118,10 @@ def _read_run(root: Path, run: str, skipped: list[str]) -> tuple[dict, list[int]
         skipped.append(f"{run}/{R.CONFIG}: not a run config (no {', '.join(missing)})")
         return None
     steps, rows = [], []
-    for name in sorted((n for n in found if _is_checkpoint(n)), key=R.step_of):
+    for name in sorted((n for n in found if R.is_checkpoint_name(n)), key=R.step_of):
         ckpt = f"{run}/{name}"
-        parts = _entries(root, ckpt, skipped, lambda n: n in (TRAINER_STATE, *RESULT_KINDS))
-        if TRAINER_STATE not in parts or not parts[TRAINER_STATE].is_file():
+        parts = _entries(root, ckpt, skipped, lambda n: n in (R.TRAINER_STATE, *RESULT_KINDS))
+        if R.TRAINER_STATE not in parts or not parts[R.TRAINER_STATE].is_file():
             continue  # incomplete: Trainer is still writing it
         steps.append(R.step_of(name))
         for kind in (k for k in RESULT_KINDS if k in parts):

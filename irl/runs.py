@@ -26,6 +26,7 @@ SAMPLES = "samples.jsonl"
 TOKENIZER = "tokenizer"
 CHECKPOINT_PREFIX = "checkpoint-"
 CHECKPOINT_CONFIG = "train_config.yaml"  # the run's config, copied into every checkpoint
+TRAINER_STATE = "trainer_state.json"  # Trainer writes it last: a checkpoint with it is complete
 # Results next to a checkpoint.
 SWEEP, REWARDS = "sweep", "rewards"
 SAMPLES_PREFIX = "samples-"  # a sweep cell: samples-<decoding>.parquet
@@ -38,17 +39,19 @@ PAIRS_FILE = "pairs.parquet"
 SUMMARY_FILE = "summary.json"
 
 
+def is_checkpoint_name(name: str) -> bool:
+    """Whether a directory name is a checkpoint's (checkpoint-<step>)."""
+    return name.startswith(CHECKPOINT_PREFIX) and name[len(CHECKPOINT_PREFIX) :].isdigit()
+
+
 def step_of(checkpoint) -> int:
     return int(Path(checkpoint).name[len(CHECKPOINT_PREFIX) :])
 
 
 def checkpoints(run_dir) -> list[Path]:
     """Complete checkpoints of a run, oldest first (Trainer writes trainer_state.json last)."""
-    done = [
-        p
-        for p in Path(run_dir).glob(f"{CHECKPOINT_PREFIX}*")
-        if p.name[len(CHECKPOINT_PREFIX) :].isdigit() and (p / "trainer_state.json").is_file()
-    ]
+    done = [p for p in Path(run_dir).glob(f"{CHECKPOINT_PREFIX}*")
+            if is_checkpoint_name(p.name) and (p / TRAINER_STATE).is_file()]  # fmt: skip
     return sorted(done, key=step_of)
 
 
