@@ -22,7 +22,6 @@ its wall time; every step skips what is already on disk.
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -72,8 +71,9 @@ def train_all(configs: dict, runs: Path, flags=()) -> dict[str, Path]:
 
 
 def validation_nll(run_dir: Path) -> float:
-    rows = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
-    return [r["eval/nll"] for r in rows if "eval/nll" in r][-1]
+    from analysis.results import read_metrics
+
+    return float(read_metrics(run_dir / METRICS)["eval/nll"].dropna().iloc[-1])
 
 
 def greedy_quality(checkpoint: Path, max_new_tokens: int = 128) -> tuple[list[tuple[str, float, float]], int]:

@@ -1,14 +1,14 @@
 """Quality and diversity metrics (METHOD.md, section 5) as `evaluate.Metric` modules.
 
-Each metric is a plain function and an `evaluate.Metric` subclass wrapping it, and the pipeline computes every
-per-sample quality score through that interface (`metric_module`, `quality_scores`): a built-in name gets the
+Each quality metric is a plain function and an `evaluate.Metric` subclass wrapping it, and the pipeline computes
+every per-sample quality score through that interface (`metric_module`, `quality_scores`): a built-in name gets the
 project's module, built once, in memory, never downloaded; any other name goes to `evaluate.load` (a local
 module path, or a hub name when online), so `--metrics` takes any evaluate module. `aggregate` turns a sweep
 cell's per-sample scores into its row of means, clustered standard errors and diversity.
 
 Quality, per sample:  exact match after "####" (GSM8K), ROUGE-1/2/Lsum F-measure (rouge_score, stemming),
-BLEU and chrF (sacrebleu, 0-100). Diversity, per group of K samples of one prompt: Self-BLEU (0-100, each
-sample against the other K-1) and distinct-n.
+BLEU and chrF (sacrebleu, 0-100). Diversity, per group of K samples of one prompt, plain functions that
+`aggregate` calls: Self-BLEU (0-100, each sample against the other K-1) and distinct-n.
 """
 
 import functools
@@ -43,7 +43,6 @@ class _RememberingTokenizer(tokenizers.Tokenizer):
 _ROUGE_SCORER = rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=_RememberingTokenizer())
 
 _PAIR_FEATURES = datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")})
-_GROUP_FEATURES = datasets.Features({"predictions": datasets.Sequence(datasets.Value("string"))})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -125,7 +124,8 @@ def self_bleu(samples: list[str]) -> float:
         raise ValueError(f"Self-BLEU needs at least 2 samples per group, got {k}")
     bleu = BLEU(effective_order=True)
     order = bleu.max_ngram_order
-    counted = [extract_all_word_ngrams(bleu._preprocess_segment(s), 1, order) for s in samples]
+    # sacrebleu's segment preprocessing (lowercase off): its tokenizer on the right-stripped text
+    counted = [extract_all_word_ngrams(bleu.tokenizer(s.rstrip()), 1, order) for s in samples]
     total_score = 0.0
     for i, (ngrams, length) in enumerate(counted):
         others = counted[:i] + counted[i + 1 :]
@@ -173,8 +173,12 @@ class ExactMatch(evaluate.Metric):
             features=_PAIR_FEATURES,
         )
 
+    @staticmethod
+    def per_sample(predictions, references) -> dict[str, list[float]]:
+        return {"exact_match": exact_match_scores(predictions, references)}
+
     def _compute(self, predictions, references):
-        scores = exact_match_scores(predictions, references)
+        scores = self.per_sample(predictions, references)["exact_match"]
         return {"exact_match": float(np.mean(scores)), "exact_match_per_sample": scores}
 
 
@@ -192,8 +196,12 @@ class Rouge(evaluate.Metric):
             features=_PAIR_FEATURES,
         )
 
+    @staticmethod
+    def per_sample(predictions, references) -> dict[str, list[float]]:
+        return rouge_scores(predictions, references)
+
     def _compute(self, predictions, references):
-        per_sample = rouge_scores(predictions, references)
+        per_sample = self.per_sample(predictions, references)
         out = {t: float(np.mean(s)) for t, s in per_sample.items()}
         return out | {f"{t}_per_sample": s for t, s in per_sample.items()}
 
@@ -211,6 +219,10 @@ class Bleu(evaluate.Metric):
             "translations, one per prediction.",
             features=_PAIR_FEATURES,
         )
+
+    @staticmethod
+    def per_sample(predictions, references) -> dict[str, list[float]]:
+        return {"bleu": bleu_scores(predictions, references)[1]}
 
     def _compute(self, predictions, references):
         corpus, per_sample = bleu_scores(predictions, references)
@@ -231,49 +243,13 @@ class Chrf(evaluate.Metric):
             features=_PAIR_FEATURES,
         )
 
+    @staticmethod
+    def per_sample(predictions, references) -> dict[str, list[float]]:
+        return {"chrf": chrf_scores(predictions, references)[1]}
+
     def _compute(self, predictions, references):
         corpus, per_sample = chrf_scores(predictions, references)
         return {"chrf": corpus, "chrf_per_sample": per_sample}
-
-
-class SelfBleu(evaluate.Metric):
-    """Self-BLEU over groups of K samples; returns {"self_bleu": mean over groups, "self_bleu_per_group": [...]}."""
-
-    def _info(self):
-        return evaluate.MetricInfo(
-            description="Self-BLEU: each sample's sentence BLEU (sacrebleu, effective order) against the other "
-            "K-1 samples of its group, averaged within the group, then over groups. 0-100, lower is more diverse.",
-            citation="@inproceedings{zhu2018texygen, title={Texygen: A Benchmarking Platform for Text "
-            "Generation Models}, author={Zhu, Yaoming and others}, booktitle={SIGIR}, year={2018}}",
-            inputs_description="predictions: list of groups, each the list of K >= 2 samples for one prompt.",
-            features=_GROUP_FEATURES,
-        )
-
-    def _compute(self, predictions):
-        per_group = [self_bleu(group) for group in predictions]
-        return {"self_bleu": float(np.mean(per_group)), "self_bleu_per_group": per_group}
-
-
-class DistinctN(evaluate.Metric):
-    """Distinct-1 and distinct-2 over groups of samples; returns each mean over groups and per-group lists."""
-
-    def _info(self):
-        return evaluate.MetricInfo(
-            description="Distinct-n (n = 1, 2): unique n-grams over all n-grams of a group's samples "
-            "(whitespace tokens), averaged over groups.",
-            citation="@inproceedings{li-etal-2016-diversity, title={A Diversity-Promoting Objective Function "
-            "for Neural Conversation Models}, author={Li, Jiwei and others}, booktitle={NAACL}, year={2016}}",
-            inputs_description="predictions: list of groups, each the list of samples for one prompt.",
-            features=_GROUP_FEATURES,
-        )
-
-    def _compute(self, predictions):
-        out = {}
-        for n in (1, 2):
-            per_group = [distinct_n(group, n) for group in predictions]
-            out[f"distinct_{n}"] = float(np.mean(per_group))
-            out[f"distinct_{n}_per_group"] = per_group
-        return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -300,12 +276,13 @@ def metric_module(name: str) -> evaluate.EvaluationModule:
 
 
 def per_sample_scores(name: str, predictions: list[str], references: list[str]) -> list[float]:
-    """Per-sample scores of the built-in quality metric `name`: its module's `<name>_per_sample`, from the module's
-    own `_compute`, without `compute`'s bookkeeping (writing and reading the inputs as Arrow), which costs more
-    than the metric itself when settings are compared by the hundred (analysis/baselines.py)."""
+    """Per-sample scores of the built-in quality metric `name`: its module's `<name>_per_sample` values, from the
+    module's `per_sample`, which its `_compute` returns; without `compute`'s bookkeeping (writing and reading the
+    inputs as Arrow), which costs more than the metric itself when settings are compared by the hundred
+    (analysis/baselines.py)."""
     if name not in MODULES:
         raise ValueError(f"{name!r} is not a built-in quality metric")
-    return metric_module(name)._compute(predictions, references)[f"{name}_per_sample"]
+    return MODULES[name].per_sample(predictions, references)[name]
 
 
 def quality_scores(metrics, predictions: list[str], references: list[str]) -> dict[str, list[float]]:

@@ -8,13 +8,12 @@ as a text task's data/<task>/preferences.jsonl (`preference_report`).
 """
 
 import time
-from pathlib import Path
 
 from analysis import reward_data as D
 from analysis import schema as S
 from analysis.cli import BUILTIN_PREFERENCES
-from analysis.rewards import Settings, checkpoint_gamma, extract, finish, load_checkpoint
-from analysis.reward_data import CHOSEN, REJECTED
+from irl.runs import checkpoint_config
+from analysis.rewards import Data, load, score_checkpoint
 from irl import runs
 
 
@@ -28,10 +27,7 @@ def reward_report(checkpoint, sweep_split: str = "test", limit: int | None = Non
     or None), correlations (per score: Spearman and Kendall with exact match, prompt-clustered bootstrap
     intervals), best_of_n (exact match of the sample picked by each score, random, oracle), seconds."""
     start = time.perf_counter()
-    model, tokenizer = load_checkpoint(checkpoint)
-    gamma = checkpoint_gamma(checkpoint)
-    examples = D.math_test_split(runs.checkpoint_config(checkpoint), checkpoint)[:limit]
-    suffix = "" if limit is None else f"-{limit}"
+    examples = D.math_test_split(checkpoint_config(checkpoint), checkpoint)[:limit]
     sweep = runs.sweep_dir(checkpoint, sweep_split)
     cell = decoding = None
     if sweep.is_dir():
@@ -40,18 +36,20 @@ def reward_report(checkpoint, sweep_split: str = "test", limit: int | None = Non
         prompts = samples[S.PROMPT_ID].isin([ex["id"] for ex in examples])
         cell = D.sweep_rows(samples[(samples[S.DECODING] == decoding) & prompts])
     pref_rows, meta = D.builtin_rows(examples, cell)
-    pref = extract(model, tokenizer, pref_rows, gamma)
-    settings = Settings(gamma, None, n_boot, seed)
-    summary = finish(checkpoint, BUILTIN_PREFERENCES + suffix, pref_rows, pref, meta, settings)
+    preferences = Data(runs.rewards_name(BUILTIN_PREFERENCES, limit), pref_rows, meta)
+    samples_data = None
+    if cell is not None:
+        samples_data = Data(runs.sweep_rewards_name(sweep_split, decoding, limit), cell, metrics=(S.EXACT_MATCH,))
+    found = score_checkpoint(checkpoint, [d for d in (preferences, samples_data) if d is not None], n_boot=n_boot,
+                             seed=seed)  # fmt: skip
+    summary = found[preferences.name]
     keys = ("checkpoint", "gamma", "terminal", "counts", "preferences", "preferences_by_source", "error_localisation")
     report = {k: summary.get(k) for k in keys}
     report |= {"decoding": decoding, "correlations": None, "best_of_n": None}
-    if cell is not None:
-        rewards = extract(model, tokenizer, cell, gamma)
-        found = finish(checkpoint, f"{sweep_split}-{decoding}{suffix}", cell, rewards, None,
-                       Settings(gamma, (S.EXACT_MATCH,), n_boot, seed))  # fmt: skip
-        report["correlations"] = {row["reward"]: row for row in found["correlations"]}
-        report["best_of_n"] = found["best_of_n"][f"{decoding}/{S.EXACT_MATCH}"]
+    if samples_data is not None:
+        scored = found[samples_data.name]
+        report["correlations"] = {row["reward"]: row for row in scored["correlations"]}
+        report["best_of_n"] = scored["best_of_n"][f"{decoding}/{S.EXACT_MATCH}"]
     report["seconds"] = time.perf_counter() - start
     return report
 
@@ -105,14 +103,8 @@ def preference_report(checkpoint, pairs_path, n_boot: int = 1000, seed: int = 0)
     prompt_id, source and error_char), written to rewards/<file's folder>-<file's stem>; returns the summary:
     gamma, terminal, counts, preferences (per score: accuracy, Wilson interval, ties half, AUC),
     preferences_by_source, and error_localisation where the pairs carry error_char."""
-    pairs_path = Path(pairs_path)
-    model, tokenizer = load_checkpoint(checkpoint)
-    gamma = checkpoint_gamma(checkpoint)
-    fields = {S.PROMPT: S.PROMPT, S.COMPLETION: S.COMPLETION, CHOSEN: CHOSEN, REJECTED: REJECTED}
-    _, rows, meta = D.load_data(str(pairs_path), checkpoint, runs.checkpoint_config(checkpoint), fields)
-    rewards = extract(model, tokenizer, rows, gamma)
-    name = f"{pairs_path.parent.name}-{pairs_path.stem}"
-    return finish(checkpoint, name, rows, rewards, meta, Settings(gamma, None, n_boot, seed), str(pairs_path))
+    data = load(str(pairs_path), checkpoint, name=runs.pairs_rewards_name(pairs_path))
+    return score_checkpoint(checkpoint, [data], n_boot=n_boot, seed=seed)[data.name]
 
 
 def format_preference_report(reports: dict[str, dict], title: str) -> str:

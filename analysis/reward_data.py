@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from analysis import schema as S
 from analysis.cli import BUILTIN_PREFERENCES
+from analysis.results import read_parquet
 from irl import runs
 from irl.data import DataError, iter_jsonl, load_hf
 
@@ -117,15 +117,8 @@ def read_sweep(path) -> pd.DataFrame:
     files = [path] if path.is_file() else sorted(path.glob(runs.cell_file("*")))
     if not files:
         raise DataError(f"{path}: no {runs.cell_file('*')} files of a sweep here")
-    return pd.concat([_read_cell(f) for f in files], ignore_index=True)
-
-
-def _read_cell(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path)
-    except (pa.ArrowException, OSError) as e:
-        raise DataError(f"{path}: damaged parquet file ({e}); run `python -m analysis sweep` on its run again, "
-                        f"which decodes a damaged cell again") from None  # fmt: skip
+    again = "run `python -m analysis sweep` on its run again, which decodes a damaged cell again"
+    return pd.concat([read_parquet(f, remedy=again) for f in files], ignore_index=True)
 
 
 def default_decoding(samples: pd.DataFrame) -> str:
@@ -178,7 +171,7 @@ def load_data(data: str, checkpoint, config: dict | None, fields: dict[str, str]
         rows, meta = builtin_rows(math_test_split(config, checkpoint), samples)
         return BUILTIN_PREFERENCES, rows, meta
     if path.suffix == ".parquet" or (path.is_dir() and any(path.glob(runs.cell_file("*")))):
-        name = path.name if path.is_dir() else f"{path.parent.name}-{runs.cell_label(path)}"
+        name = path.name if path.is_dir() else runs.sweep_rewards_name(path.parent.name, runs.cell_label(path))
         return name, sweep_rows(read_sweep(path)), None
     if not path.exists() and os.sep not in data and runs.sweep_dir(checkpoint, data).is_dir():
         return data, sweep_rows(read_sweep(runs.sweep_dir(checkpoint, data))), None

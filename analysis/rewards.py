@@ -27,8 +27,9 @@ Written to irl.runs.rewards_dir(checkpoint, name), each file atomically:
     pairs.parquet      preference data: one row per pair: chosen_/rejected_<score> for every score, margin, ...
     summary.json       gamma, the terminal rule, counts, and the analyses of analysis/agreement.py that apply, each
                        for R, R_mean and R_centered beside log pi(y|x) summed and per token and length
-    manifest.json      checkpoint (path and weights' sha256), data (name and sha256 of its rows), gamma and the
-                       settings; a rerun with other settings refuses rather than overwrite (use --name)
+    manifest.json      checkpoint (path, and the sha256 of its weight files: analysis.results.checkpoint_sha256),
+                       data (name and sha256 of its rows), gamma and the settings; a rerun with other settings
+                       refuses rather than overwrite (use --name)
 """
 
 import hashlib
@@ -43,10 +44,13 @@ import torch
 
 from analysis import agreement, cli, scoring
 from analysis import reward_data as D
+from analysis.results import checkpoint_sha256, manifest_changes
+from common.io import FileError
+from irl.runs import checkpoint_config
 from analysis import schema as S
 from irl import runs
 from irl.data import OK, TRUNCATED, DataError
-from common.io import FileError, atomic_write_text, check_checkpoint_weights, sha256_file, write_parquet
+from common.io import atomic_write_text, check_checkpoint_weights, write_parquet
 from irl.model import ModelError, context_length, load_model, load_tokenizer
 
 TOKEN_ROW_GROUP = 20_000
@@ -99,19 +103,11 @@ def checkpoint_gamma(checkpoint, gamma: float | None = None) -> float:
         if not 0 < gamma <= 1:
             raise RewardError(f"--gamma {gamma}: must be in (0, 1]")
         return float(gamma)
-    config = runs.checkpoint_config(checkpoint)
+    config = checkpoint_config(checkpoint)
     if config is None:
         raise RewardError(f"{checkpoint} carries no training config ({runs.CHECKPOINT_CONFIG}), so its gamma is "
                           f"unknown: pass --gamma")  # fmt: skip
     return float(config["gamma"])
-
-
-def weights_sha256(checkpoint) -> str | None:
-    """sha256 of a checkpoint's safetensors weights (None without them)."""
-    files = sorted(Path(checkpoint).glob("*.safetensors"))
-    if not files:
-        return None
-    return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -228,20 +224,6 @@ def rows_sha256(rows: pd.DataFrame) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def check_manifest(out_dir: Path, manifest: dict) -> None:
-    """Refuse a rewards directory that holds results made with other settings (other checkpoint weights, data,
-    gamma or analysis settings)."""
-    path = out_dir / runs.MANIFEST
-    if not path.is_file():
-        return
-    old = json.loads(path.read_text())
-    changed = sorted(k for k in old.keys() | manifest.keys() if k != "checkpoint" and old.get(k) != manifest.get(k))
-    if changed:
-        diffs = ", ".join(f"{k}: {old.get(k)!r} there, {manifest.get(k)!r} now" for k in changed)
-        raise RewardError(f"{out_dir} holds rewards made with other settings ({diffs}); pass --name to write "
-                          f"them elsewhere, or delete that directory")  # fmt: skip
-
-
 def write(out_dir, rewards: Rewards, pairs: pd.DataFrame | None, summary: dict, manifest: dict) -> None:
     """The tables, summary.json and manifest.json in `out_dir`, each written atomically."""
     out_dir = Path(out_dir)
@@ -264,45 +246,82 @@ class Settings:
     seed: int = 0
 
 
-def finish(checkpoint, name: str, rows: pd.DataFrame, rewards: Rewards, meta, settings: Settings,
-           data: str | None = None) -> dict:
-    """Check the rewards directory, then write the pairs table (when `meta` is given), the analyses, the
-    summary and the manifest of one scored data set to rewards_dir(checkpoint, name); returns the summary."""
-    out_dir = runs.rewards_dir(checkpoint, name)
-    manifest = {
-        "checkpoint": str(checkpoint), "weights_sha256": weights_sha256(checkpoint), "data": data or name,
-        "data_sha256": rows_sha256(rows), **asdict(settings),
-    }  # fmt: skip
-    manifest = json.loads(json.dumps(manifest))  # tuples as lists, as read back
-    check_manifest(out_dir, manifest)
-    pairs = None
-    if meta is not None:
-        pairs, rewards.counts["dropped_pairs"] = D.pairs_table(rewards.sequences, meta)
-        rewards.counts["pairs"] = len(pairs)
-    summary = {"checkpoint": str(checkpoint), "data": name, "gamma": settings.gamma, "terminal": TERMINAL_RULE}
-    summary |= {"scores": list(S.SCORES), "counts": rewards.counts}
-    summary |= analyse(rewards, pairs, settings.metrics, settings.n_boot, settings.seed)
-    write(out_dir, rewards, pairs, summary, manifest)
-    return summary
+@dataclass
+class Data:
+    """One data set to score: the name of its rewards directory (irl.runs.rewards_name), its rows, the pair table
+    of preference data (None otherwise), what manifest.json calls the data (default: the name), and the quality
+    columns its rewards are correlated with (None: the table's own)."""
+
+    name: str
+    rows: pd.DataFrame
+    pairs: pd.DataFrame | None = None
+    source: str | None = None
+    metrics: tuple[str, ...] | None = None
+
+
+FIELDS = {S.PROMPT: S.PROMPT, S.COMPLETION: S.COMPLETION, D.CHOSEN: D.CHOSEN, D.REJECTED: D.REJECTED}
+
+
+def load(data: str, checkpoint, fields: dict[str, str] = FIELDS, split: str = "train", name: str | None = None,
+         metrics: tuple[str, ...] | None = None) -> Data:
+    """A --data argument as Data (analysis/reward_data.py says what each is), named `name` or after the data;
+    RewardError when a `metrics` column is missing."""
+    found, rows, pairs = D.load_data(data, checkpoint, checkpoint_config(checkpoint), fields, split)
+    missing = sorted(set(metrics or ()) - set(rows.columns))
+    if missing:
+        raise RewardError(f"--metrics: no column {missing} in {data} (columns: {sorted(rows.columns)})")
+    return Data(name or found, rows, pairs, data, metrics)
+
+
+def score_checkpoint(checkpoint, data: list[Data], gamma: float | None = None, *, n_boot: int = 1000, seed: int = 0,
+                     batch_tokens: int = cli.BATCH_TOKENS, scorer=None) -> dict[str, dict]:
+    """Rewards of a checkpoint on each data set, written to irl.runs.rewards_dir(checkpoint, name) with the
+    analyses that apply (module docstring); returns {name: summary}. Every path that extracts rewards calls this:
+    the command, analysis.report, the findings grid and the demo. gamma: `checkpoint_gamma`. Each directory's
+    manifest is checked before anything is scored: one made with other settings is refused (RewardError).
+    `scorer`: (model, tokenizer) already loaded (default: the checkpoint's own, loaded once for all data)."""
+    model, tokenizer = scorer or load_checkpoint(checkpoint)
+    gamma = checkpoint_gamma(checkpoint, gamma)
+    weights = checkpoint_sha256(checkpoint)
+    manifests = []
+    for d in data:
+        manifest = {
+            "checkpoint": str(checkpoint), "weights_sha256": weights, "data": d.source or d.name,
+            "data_sha256": rows_sha256(d.rows), **asdict(Settings(gamma, d.metrics, n_boot, seed)),
+        }  # fmt: skip
+        out_dir = runs.rewards_dir(checkpoint, d.name)
+        changes = manifest_changes(out_dir, manifest, ignore=("checkpoint",))  # a moved run keeps its rewards
+        if changes:
+            raise RewardError(f"{out_dir} holds rewards made with other settings ({changes}); pass --name to write "
+                              f"them elsewhere, or delete that directory")  # fmt: skip
+        manifests.append(json.loads(json.dumps(manifest)))  # tuples as lists, as read back
+    summaries = {}
+    for d, manifest in zip(data, manifests):
+        rewards = extract(model, tokenizer, d.rows, gamma, batch_tokens)
+        pairs = None
+        if d.pairs is not None:
+            pairs, rewards.counts["dropped_pairs"] = D.pairs_table(rewards.sequences, d.pairs)
+            rewards.counts["pairs"] = len(pairs)
+        summary = {"checkpoint": str(checkpoint), "data": d.name, "gamma": gamma, "terminal": TERMINAL_RULE}
+        summary |= {"scores": list(S.SCORES), "counts": rewards.counts}
+        summary |= analyse(rewards, pairs, d.metrics, n_boot, seed)
+        write(runs.rewards_dir(checkpoint, d.name), rewards, pairs, summary, manifest)
+        summaries[d.name] = summary
+    return summaries
 
 
 def main(argv=None) -> None:
     args = cli.rewards_parser().parse_args(argv)
     try:
-        model, tokenizer = load_checkpoint(args.checkpoint)
-        gamma = checkpoint_gamma(args.checkpoint, args.gamma)
         fields = {S.PROMPT: args.prompt_field, S.COMPLETION: args.completion_field}
         fields |= {D.CHOSEN: args.chosen_field, D.REJECTED: args.rejected_field}
-        config = runs.checkpoint_config(args.checkpoint)
-        name, rows, meta = D.load_data(args.data, args.checkpoint, config, fields, args.split)
         metrics = tuple(args.metrics.split(",")) if args.metrics else None
-        missing = sorted(set(metrics or ()) - set(rows.columns))
-        if missing:
-            raise RewardError(f"--metrics: no column {missing} in {args.data} (columns: {sorted(rows.columns)})")
-        rewards = extract(model, tokenizer, rows, gamma, args.batch_tokens)
-        settings = Settings(gamma, metrics, args.n_boot, args.seed)
-        summary = finish(args.checkpoint, args.name or name, rows, rewards, meta, settings, args.data)
+        scorer = load_checkpoint(args.checkpoint)
+        gamma = checkpoint_gamma(args.checkpoint, args.gamma)
+        data = load(args.data, args.checkpoint, fields, args.split, args.name, metrics)
+        summary = score_checkpoint(args.checkpoint, [data], gamma, n_boot=args.n_boot, seed=args.seed,
+                                   batch_tokens=args.batch_tokens, scorer=scorer)[data.name]  # fmt: skip
     except (RewardError, DataError, ModelError, FileError) as e:
         sys.exit(f"error: {e}")
     print(json.dumps(_json_safe(summary), indent=1))
-    print(f"wrote {runs.rewards_dir(args.checkpoint, args.name or name)}")
+    print(f"wrote {runs.rewards_dir(args.checkpoint, data.name)}")

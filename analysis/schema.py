@@ -8,7 +8,7 @@ Tables (all tidy, written as parquet):
   per-sample quality metric, named after the metric (`exact_match`, `rouge1`, `bleu`, ...).
 - aggregate: one row per (run, step, decoding) with `AGG_KEYS`, then `<m>_mean` / `<m>_se` for each
   quality metric `m` (SE of the per-sample mean), and the diversity columns `DIVERSITY_COLUMNS` and `N`.
-- seed aggregate (`analysis.pareto.aggregate_seeds`): runs that differ only in seed averaged; each metric
+- seed aggregate (`analysis.stats.aggregate_seeds`): runs that differ only in seed averaged; each metric
   column keeps its name for the mean over seeds, `seed_se_col(col)` holds its SE over seeds.
 - rewards: per-token `TOKEN_COLUMNS` and per-sequence `SEQUENCE_COLUMNS` (see METHOD.md, section 4).
 

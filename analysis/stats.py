@@ -1,5 +1,6 @@
 """The statistics every result is reported with, in one place: the sweep, rewards, the demo and the app import
-these and compute nothing of the kind themselves. Pure numpy, pandas and scipy (no torch).
+these and compute nothing of the kind themselves. Pure numpy, pandas and scipy (no torch; scipy imported on
+first use).
 
 - `mean_se`: a mean with its standard error, clustered by prompt: the K samples of one prompt are not
   independent draws, so they count as one cluster (Liang-Zeger sandwich with the G/(G-1) small-sample factor;
@@ -9,17 +10,28 @@ these and compute nothing of the kind themselves. Pure numpy, pandas and scipy (
 - `wilson_interval`, `pairwise_accuracy`: P(score(chosen) > score(rejected)) with ties counted as half a win,
   and the Wilson interval at that proportion.
 - `roc_auc`: Mann-Whitney AUC, ties half. `margin_summary`: the distribution of margins.
+- `seed_mean_se`, `aggregate_seeds`: the mean over seeds and its standard error std(ddof=1)/sqrt(n_seeds), of
+  one value per seed and per group of runs that differ only in seed.
 - `mean_interval`, `difference_interval`: Student-t intervals of a mean over seeds and of the difference of two
   such means (Welch), from the means, their standard errors and the numbers of seeds.
 """
 
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from analysis import schema as S
 
 LEVEL = 0.95
+
+
+def _scipy():
+    """scipy.stats, imported on first use: the app imports this module for the seed statistics alone and starts
+    without scipy."""
+    from scipy import stats
+
+    return stats
 
 
 def mean_se(values, clusters=None) -> tuple[float, float]:
@@ -50,6 +62,7 @@ def rank_correlations(score, metric) -> dict[str, float]:
     x, y = np.asarray(score, float), np.asarray(metric, float)
     if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return {"spearman": np.nan, "kendall": np.nan}
+    stats = _scipy()
     return {"spearman": float(stats.spearmanr(x, y).statistic), "kendall": float(stats.kendalltau(x, y).statistic)}
 
 
@@ -86,7 +99,7 @@ def wilson_interval(p: float, n: int, level: float = LEVEL) -> tuple[float, floa
     """Wilson score interval of a proportion p observed over n trials."""
     if n == 0:
         return np.nan, np.nan
-    z = stats.norm.ppf((1 + level) / 2)
+    z = _scipy().norm.ppf((1 + level) / 2)
     centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
     half = z / (1 + z**2 / n) * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
     return float(centre - half), float(centre + half)
@@ -115,7 +128,7 @@ def roc_auc(positive, negative) -> float:
     pos, neg = pos[~np.isnan(pos)], neg[~np.isnan(neg)]
     if not len(pos) or not len(neg):
         return np.nan
-    ranks = stats.rankdata(np.concatenate([pos, neg]))  # average ranks: ties count half
+    ranks = _scipy().rankdata(np.concatenate([pos, neg]))  # average ranks: ties count half
     u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
     return float(u / (len(pos) * len(neg)))
 
@@ -136,7 +149,7 @@ def mean_interval(mean: float, se: float, n: int, level: float = LEVEL) -> tuple
     fewer than two values or a NaN SE."""
     if n < 2 or not np.isfinite(se):
         return np.nan, np.nan
-    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * se
+    half = float(_scipy().t.ppf((1 + level) / 2, n - 1)) * se
     return float(mean - half), float(mean + half)
 
 
@@ -155,5 +168,41 @@ def difference_interval(mean_a, se_a, n_a, mean_b, se_b, n_b, level: float = LEV
         return out
     se2 = se_a**2 + se_b**2
     df = se2**2 / (se_a**4 / (n_a - 1) + se_b**4 / (n_b - 1))
-    half = float(stats.t.ppf((1 + level) / 2, df)) * np.sqrt(se2)
+    half = float(_scipy().t.ppf((1 + level) / 2, df)) * np.sqrt(se2)
     return out | {"se": float(np.sqrt(se2)), "df": float(df), "low": diff - half, "high": diff + half}
+
+
+def seed_mean_se(values) -> tuple[float, float, int]:
+    """(mean, standard error, n) of one value per seed: the SE is std(ddof=1) / sqrt(n), NaN for a single seed.
+    NaN values are left out (a seed where the quantity is undefined), so n counts the others."""
+    x = pd.Series(np.asarray(values, float)).dropna()
+    n = len(x)
+    return (float(x.mean()) if n else np.nan), (float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan), n
+
+
+def aggregate_seeds(
+    agg: pd.DataFrame, by: Sequence[str] = S.SEED_GROUP_KEYS, metrics: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Average runs that differ only in seed: one row per `by` group with, for each metric column `m`, its
+    mean over seeds (column `m`), its standard error over seeds `std(ddof=1) / sqrt(n_seeds)` (column
+    `schema.seed_se_col(m)`, NaN for a single seed, where it is unknown) and `n_seeds`.
+
+    `metrics` defaults to every numeric column of `agg` except `by`, run, seed and the sample count `n`.
+    Each seed must appear at most once per group: a repeat means `by` misses a key that tells runs apart.
+    A metric missing (NaN) on any seed of a group is NaN for the group, mean and SE: over the other seeds it
+    would be a mean of fewer seeds than `n_seeds` says (a Spearman rho of a run whose quality was constant).
+    """
+    by = list(by)
+    if metrics is None:
+        skip = set(by) | {S.RUN, S.SEED, S.N}
+        metrics = [c for c in agg.select_dtypes("number").columns if c not in skip]
+    if agg.duplicated(by + [S.SEED]).any():
+        raise ValueError(f"a seed repeats within a group of {by}; add the key that separates those runs")
+    groups = agg.groupby(by, sort=True, dropna=False)
+    mean = groups[list(metrics)].mean(skipna=False)
+    n_seeds = groups.size().rename(S.N_SEEDS)
+    se = groups[list(metrics)].std(ddof=1, skipna=False).div(np.sqrt(n_seeds), axis=0)
+    se.columns = [S.seed_se_col(m) for m in metrics]
+    # mean / SE side by side per metric
+    ordered = [col for m in metrics for col in (m, S.seed_se_col(m))]
+    return pd.concat([mean, se], axis=1)[ordered].join(n_seeds).reset_index()

@@ -64,6 +64,8 @@ from analysis import metrics as M
 from analysis import schema as S
 from analysis.calculator import CalculatorLogitsProcessor
 from analysis.pareto import pareto_by
+from analysis.results import manifest_changes
+from irl.runs import read_config
 from analysis.stats import mean_se
 from irl import config as irl_config
 from irl import runs
@@ -232,15 +234,9 @@ def cell_path(out_dir: Path, decoding: Decoding) -> Path:
 
 
 def check_manifest(out_dir: Path, settings: Settings) -> None:
-    """Refuse a sweep directory whose cells were made with other settings, or whose manifest is damaged (then
-    what its cells were made with is unknown)."""
-    path = out_dir / runs.MANIFEST
-    if not path.is_file():
-        return
-    old, new = read_json(path), json.loads(json.dumps(asdict(settings)))
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    if changed:
-        diffs = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in changed)
+    """Refuse a sweep directory whose cells were made with other settings."""
+    diffs = manifest_changes(out_dir, asdict(settings))
+    if diffs:
         raise SweepError(f"{out_dir} holds a sweep made with other settings ({diffs}); ask for the same settings "
                          f"or delete that directory")
 
@@ -326,7 +322,7 @@ def _plan(state: PartialState, run_dirs, checkpoints, grid: list[Decoding], spli
     against the manifest there), the cells still missing, and this process's batches."""
     jobs = []
     for run_dir in resolve_runs(run_dirs):
-        config = runs.read_config(run_dir)
+        config = read_config(run_dir)
         splits = load_splits(irl_config.TrainConfig(**config))
         this_split = split or held_out_split(splits)
         if this_split not in splits:

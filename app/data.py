@@ -11,7 +11,6 @@ the app shows. The pages read only files the index listed, each again through sa
 """
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -19,10 +18,10 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import streamlit as st
-import yaml
 
+from analysis.results import read_metrics, read_schema, read_table
+from common.io import FileError, read_json, read_yaml
 from analysis import schema as S
 from app import tables
 from app.safety import OutsideRunsDir, inside, scandir
@@ -44,7 +43,6 @@ def checkpoint_label(run: str, step: int) -> str:
     return f"{run}@{step}"
 
 
-TRAINER_STATE = "trainer_state.json"  # irl.runs.checkpoints: a checkpoint is complete once Trainer wrote it
 RESULT_KINDS = (R.SWEEP, R.REWARDS)
 RESULT_FILE = re.compile(rf"\.parquet$|^{re.escape(R.SUMMARY_FILE)}$")
 # config.yaml keys the runs table reads (tables.run_row)
@@ -105,31 +103,26 @@ def find_runs(root: Path, skipped: list[str]) -> list[str]:
     return sorted(found)
 
 
-def _is_checkpoint(name: str) -> bool:
-    return name.startswith(R.CHECKPOINT_PREFIX) and name[len(R.CHECKPOINT_PREFIX) :].isdigit()
-
-
 def _read_run(root: Path, run: str, skipped: list[str]) -> tuple[dict, list[int], list[dict]] | None:
     """(config, steps of its complete checkpoints, result rows) of one run, every path checked before it is
     listed or read; None when its config.yaml is outside the root or is not a run's config."""
-    found = _entries(root, run, skipped, lambda name: name in (R.CONFIG, R.METRICS) or _is_checkpoint(name))
+    found = _entries(root, run, skipped, lambda name: name in (R.CONFIG, R.METRICS) or R.is_checkpoint_name(name))
     if R.CONFIG not in found:
         return None
     try:
-        with open(found[R.CONFIG]) as fh:
-            config = yaml.safe_load(fh)
-    except (OSError, yaml.YAMLError) as e:
-        skipped.append(f"{run}/{R.CONFIG}: unreadable ({type(e).__name__})")
+        config = read_yaml(found[R.CONFIG], required=R.WRITTEN)
+    except FileError as e:
+        skipped.append(f"{run}/{R.CONFIG}: {e.reason}")  # named by its path under the root
         return None
-    missing = [k for k in RUN_KEYS if not isinstance(config, dict) or k not in config]
+    missing = [k for k in RUN_KEYS if k not in config]
     if missing:
         skipped.append(f"{run}/{R.CONFIG}: not a run config (no {', '.join(missing)})")
         return None
     steps, rows = [], []
-    for name in sorted((n for n in found if _is_checkpoint(n)), key=R.step_of):
+    for name in sorted((n for n in found if R.is_checkpoint_name(n)), key=R.step_of):
         ckpt = f"{run}/{name}"
-        parts = _entries(root, ckpt, skipped, lambda n: n in (TRAINER_STATE, *RESULT_KINDS))
-        if TRAINER_STATE not in parts or not parts[TRAINER_STATE].is_file():
+        parts = _entries(root, ckpt, skipped, lambda n: n in (R.TRAINER_STATE, *RESULT_KINDS))
+        if R.TRAINER_STATE not in parts or not parts[R.TRAINER_STATE].is_file():
             continue  # incomplete: Trainer is still writing it
         steps.append(R.step_of(name))
         for kind in (k for k in RESULT_KINDS if k in parts):
@@ -180,9 +173,8 @@ def _concat(stamped: tuple, columns: tuple | None, where: tuple | None, keys: tu
     (column, value) rows to keep; `keys`: per file, (column, value) pairs to add."""
     parts = []
     for (path, _), key in zip(stamped, keys or [()] * len(stamped)):
-        # ParquetFile.read costs ~0.3 ms for a small file, read_table's dataset machinery ~3 ms: sweeps are
-        # hundreds of small files. Concatenated in arrow, converted to pandas once.
-        table = pq.ParquetFile(path).read(columns=list(columns) if columns else None)
+        # sweeps are hundreds of small files: concatenated in arrow, converted to pandas once
+        table = read_table(path, list(columns) if columns else None)
         if where is not None:
             table = table.filter(pc.equal(table[where[0]], where[1]))
         for name, value in key:  # replaces a column of that name (a sweep's own run path, say)
@@ -219,24 +211,17 @@ def read_many(root: Path, relatives, columns=None, where=None, keys=None) -> pd.
 @st.cache_data(max_entries=256, show_spinner=False)
 def _example_tokens(path: str, mtime: float, example_id: int) -> pd.DataFrame:
     # filters skip the row groups whose example_id statistics exclude it: token tables are large and sorted
-    return pq.read_table(path, filters=[(S.EXAMPLE_ID, "==", example_id)]).to_pandas().sort_values(S.POSITION)
+    return read_table(path, filters=[(S.EXAMPLE_ID, "==", example_id)]).to_pandas().sort_values(S.POSITION)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _metrics(path: str, mtime: float) -> pd.DataFrame:
-    rows = []
-    with open(path) as fh:
-        for line in fh:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # the trainer is appending this line right now
-    return pd.DataFrame(rows)
+    return read_metrics(path)
 
 
 def metrics(root: Path, run: str) -> pd.DataFrame:
-    """metrics.jsonl of a run, wide: one row per logged line, NaN where a line lacks a key (no rows before
-    the run has logged anything)."""
+    """metrics.jsonl of a run as analysis.results.read_metrics reads it (no rows before the run has logged
+    anything; FileError for a damaged file)."""
     try:
         path = inside(root, f"{run}/{R.METRICS}")
     except OutsideRunsDir:  # index() lists it among the skipped entries; the run has no curves
@@ -245,9 +230,13 @@ def metrics(root: Path, run: str) -> pd.DataFrame:
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def _summary(path: str, mtime: float) -> dict:
-    with open(path) as fh:
-        return json.load(fh)
+def _json(path: str, mtime: float) -> dict:
+    return read_json(path)
+
+
+def json_file(root: Path, relative: str) -> dict:
+    """A JSON file under the runs root (summary.json, findings.json)."""
+    return _json(*_stamp(root, relative))
 
 
 def summaries(root: Path, results: pd.DataFrame, name: str) -> dict[tuple[str, int], dict]:
@@ -256,14 +245,14 @@ def summaries(root: Path, results: pd.DataFrame, name: str) -> dict[tuple[str, i
     has = results[(results["kind"] == R.REWARDS) & (results["name"] == name)]
     has = has[has["files"].map(lambda f: R.SUMMARY_FILE in f)]
     return {
-        (r.run, r.step): _summary(*_stamp(root, result_path(r.run, r.step, R.REWARDS, name, R.SUMMARY_FILE)))
+        (r.run, r.step): json_file(root, result_path(r.run, r.step, R.REWARDS, name, R.SUMMARY_FILE))
         for r in has.itertuples()
     }
 
 
 def gather(root: Path, results: pd.DataFrame, kind: str, name: str, file: str, runs: pd.DataFrame) -> pd.DataFrame:
     """One table from every checkpoint with `<kind>/<name>/<file>`, with run (path under root), step,
-    checkpoint label, method, lam (0 for MLE) and objective columns set by the app."""
+    checkpoint label, method, lam and objective columns set by the app."""
     has = results[(results["kind"] == kind) & (results["name"] == name) & results["files"].map(lambda f: file in f)]
     if has.empty:
         return pd.DataFrame()
@@ -272,9 +261,9 @@ def gather(root: Path, results: pd.DataFrame, kind: str, name: str, file: str, r
 
 
 def with_runs(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """`table` (with run and step columns) with the method, lam (0 for MLE), objective and checkpoint label
-    of each row's run."""
-    meta = runs.assign(**{S.LAM: tables.effective_lam(runs)})[[S.RUN, S.METHOD, S.LAM, "objective"]]
+    """`table` (with run and step columns) with the method, lam (analysis.results.run_attributes), objective
+    and checkpoint label of each row's run."""
+    meta = runs[[S.RUN, S.METHOD, S.LAM, "objective"]]
     table = table.drop(columns=[S.METHOD, S.LAM, "objective"], errors="ignore").merge(meta, on=S.RUN, how="left")
     table[S.CHECKPOINT] = [checkpoint_label(r, s) for r, s in zip(table[S.RUN], table[S.STEP])]
     return table
@@ -287,7 +276,7 @@ def tokens(root: Path, run: str, step: int, data: str, example_id: int) -> pd.Da
 
 def token_columns(root: Path, run: str, step: int, data: str) -> list[str]:
     """The columns of a checkpoint's token table (from the parquet footer: no rows are read)."""
-    return pq.read_schema(_stamp(root, result_path(run, step, R.REWARDS, data, R.TOKENS_FILE))[0]).names
+    return read_schema(_stamp(root, result_path(run, step, R.REWARDS, data, R.TOKENS_FILE))[0])
 
 
 def token_rewards(root: Path, run: str, step: int, data: str) -> pd.DataFrame:

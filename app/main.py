@@ -3,7 +3,8 @@
     streamlit run app/main.py -- --runs-dir runs/demo      # or: make app
 
 This file only routes: it names the pages (app/views/), shows what to run while the runs directory is empty,
-and lists the entries of the runs directory it skipped (app/data.py `index`). The app reads nothing outside
+lists the entries of the runs directory it skipped (app/data.py `index`), and shows a damaged result file's
+name and what to do instead of a page (analysis/results.py `FileError`). The app reads nothing outside
 --runs-dir (app/safety.py). The pages are not in a folder named pages/: Streamlit would serve a first request
 for a page's URL from such a folder directly, bypassing this file.
 """
@@ -15,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run` 
 
 import streamlit as st  # noqa: E402
 
+from common.io import FileError
 from app import data, widgets  # noqa: E402
 
 EMPTY = """No runs in `{root}` yet. Fill it with the demo, or train and analyse your own:
@@ -51,4 +53,7 @@ if skipped:  # named by their paths under the root, shown verbatim (a file name 
 if runs.empty:
     st.info(EMPTY.format(root=root))
 else:
-    page.run()
+    try:
+        page.run()
+    except FileError as e:  # a damaged result file: named, and nothing computed from it is shown
+        st.error(f"{e}")

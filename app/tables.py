@@ -3,17 +3,17 @@ figures of summary.json as tables, and token reward differences. No streamlit, n
 
 The app computes no statistic of its own: correlations, pairwise accuracy, intervals and best-of-N are read
 from summary.json (analysis/rewards.py, computed by analysis/agreement.py), sweep means and standard errors
-from aggregate.parquet (analysis/sweep.py), means over seeds and their standard errors by analysis/pareto.py.
+from aggregate.parquet (analysis/sweep.py), means over seeds and their standard errors by analysis/stats.py.
 """
 
 import posixpath
 from collections import defaultdict
 
-import numpy as np
 import pandas as pd
 
-from analysis import pareto
+from analysis import pareto, stats
 from analysis import schema as S
+from analysis.results import ATTRIBUTES, run_attributes
 from irl.runs import method_label
 
 FINISHED, INCOMPLETE = "finished", "running/incomplete"
@@ -27,25 +27,18 @@ CURVES = {
     "iq/entropy": "entropy",
     "eval/nll": "validation NLL",
 }
-RUN_COLUMNS = (S.RUN, S.METHOD, "objective", S.LAM, "gamma", "alpha", "beta", S.SEED, "model", "data",
-               "max_steps", "last_checkpoint", "status")  # fmt: skip
+RUN_COLUMNS = (S.RUN, S.METHOD, *ATTRIBUTES, S.SEED, "data", "max_steps", "last_checkpoint", "status")
 
 
 def run_row(run: str, config: dict, steps: list[int]) -> dict:
-    """One row of the runs table. lam and gamma are blank except for IQLearn (other configs still hold the
-    unused defaults); alpha is blank where the config has none. Finished: the last checkpoint is max_steps."""
-    iq = config["objective"] == "iqlearn"
+    """One row of the runs table: the run's attributes as analysis.results.run_attributes defines them (lam,
+    gamma and alpha NaN where they do not apply). Finished: the last checkpoint is max_steps."""
     last = steps[-1] if steps else None
     return {
         S.RUN: run,
         S.METHOD: method_label(config),
-        "objective": config["objective"],
-        S.LAM: config["lam"] if iq else np.nan,
-        "gamma": config["gamma"] if iq else np.nan,
-        "alpha": config.get("alpha", np.nan),
-        "beta": config.get("beta", 0.0),
+        **run_attributes(config),
         S.SEED: config["seed"],
-        "model": config["model"],
         "data": config["data"],
         "max_steps": config["max_steps"],
         "last_checkpoint": last,
@@ -95,11 +88,6 @@ def runs_table(configs: dict[str, dict], steps: dict[str, list[int]]) -> pd.Data
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
-def effective_lam(runs: pd.DataFrame) -> pd.Series:
-    """The TD weight each run trained with: lam for IQLearn, 0 for MLE (IQLearn at lam=0 is MLE), else NaN."""
-    return runs[S.LAM].where(runs["objective"] != "mle", 0.0)
-
-
 def long_metrics(metrics: pd.DataFrame, keys=tuple(CURVES)) -> pd.DataFrame:
     """Wide metrics rows (step + one column per logged key, NaN where a row lacks it) to long rows
     (step, key, value) for the `keys` present."""
@@ -120,7 +108,7 @@ def pareto_points(agg: pd.DataFrame, quality: str, diversity: str) -> pd.DataFra
     their SEs over seeds, and "on_front" per method (higher quality; lower diversity only for Self-BLEU)."""
     cols = list(dict.fromkeys([quality, diversity]))
     agg = agg.dropna(subset=cols)
-    points = pareto.aggregate_seeds(agg, metrics=cols)
+    points = stats.aggregate_seeds(agg, metrics=cols)
     return pareto.pareto_by(points, quality, S.METHOD, diversity, lower_diversity_is_better=diversity == S.SELF_BLEU)
 
 

@@ -13,7 +13,12 @@ import yaml
 
 
 class FileError(ValueError):
-    """A file is missing, damaged (cut short, not parseable) or of the wrong shape; the message names it."""
+    """A file is missing, damaged (cut short, not parseable) or of the wrong shape: "<path>: <reason>", the
+    reason saying what to do."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = Path(path), reason
 
 
 def _tmp_prefix(path: Path) -> str:
@@ -75,20 +80,20 @@ def read_yaml(path, required=()) -> dict:
         text = path.read_text()
         values = yaml.safe_load(text)
     except FileNotFoundError:
-        raise FileError(f"{path}: no such file") from None
+        raise FileError(path, "no such file") from None
     except IsADirectoryError:
-        raise FileError(f"{path}: a directory, not a YAML file") from None
+        raise FileError(path, "a directory, not a YAML file") from None
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
-        raise FileError(f"{path}: not valid YAML{at} ({getattr(e, 'problem', None) or e}); fix or restore it") from None
+        raise FileError(path, f"not valid YAML{at} ({getattr(e, 'problem', None) or e}); fix or restore it") from None
     if not isinstance(values, dict):
         got = "an empty file" if values is None else type(values).__name__
-        raise FileError(f"{path}: expected a mapping of field: value, got {got}")
+        raise FileError(path, f"expected a mapping of field: value, got {got}")
     missing = [k for k in required if k not in values]
     if required and (missing or not text.endswith("\n")):
         why = f"no field {missing}" if missing else "its last line is incomplete"
-        raise FileError(f"{path}: damaged, cut short ({why}); restore it from a copy")
+        raise FileError(path, f"damaged, cut short ({why}); restore it from a copy")
     return values
 
 
@@ -98,11 +103,11 @@ def read_json(path) -> dict:
     try:
         values = json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileError(f"{path}: no such file") from None
+        raise FileError(path, "no such file") from None
     except json.JSONDecodeError as e:
-        raise FileError(f"{path}: damaged, not JSON ({e}); delete it and what it describes, and run again") from None
+        raise FileError(path, f"damaged, not JSON ({e}); delete it and what it describes, and run again") from None
     if not isinstance(values, dict):
-        raise FileError(f"{path}: damaged, expected a JSON object, got {type(values).__name__}")
+        raise FileError(path, f"damaged, expected a JSON object, got {type(values).__name__}")
     return values
 
 
@@ -112,22 +117,23 @@ def check_safetensors(path) -> None:
     fails here, before a loader reads garbage or raises from deep inside)."""
     path = Path(path)
     size = path.stat().st_size
-    damaged = f"{path}: damaged safetensors file"
+    damaged = "damaged safetensors file"
     with open(path, "rb") as fh:
         head = fh.read(8)
         if len(head) < 8:
-            raise FileError(f"{damaged} ({size} bytes, no header); restore it or delete its checkpoint")
+            raise FileError(path, f"{damaged} ({size} bytes, no header); restore it or delete its checkpoint")
         (n,) = struct.unpack("<Q", head)
         if 8 + n > size:
-            raise FileError(f"{damaged} (cut short: {size} bytes, its header alone needs {8 + n}); restore it or "
+            raise FileError(path, f"{damaged} (cut short: {size} bytes, its header alone needs {8 + n}); restore it or "
                             f"delete its checkpoint")  # fmt: skip
         try:
             header = json.loads(fh.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise FileError(f"{damaged} (its header is not JSON); restore it or delete its checkpoint") from None
+            raise FileError(path, f"{damaged} (its header is not JSON); restore it or delete its checkpoint") from None
     end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
     if size != 8 + n + end:
-        raise FileError(f"{damaged} (cut short: {size} bytes of {8 + n + end}); restore it or delete its checkpoint")
+        raise FileError(path, f"{damaged} (cut short: {size} bytes of {8 + n + end}); restore it or delete its "
+                              f"checkpoint")  # fmt: skip
 
 
 def check_checkpoint_weights(checkpoint) -> None:

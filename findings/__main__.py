@@ -7,7 +7,7 @@
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m findings run --config ...
 
 `run` and `report` print the report's path as their last line. Errors of the grid file, a config, the data, a
-model, the sweep or the rewards print as one line (`error: ...`, exit status 1).
+model, the sweep, the rewards or a result file print as one line (`error: ...`, exit status 1).
 """
 
 import argparse
@@ -21,9 +21,9 @@ def main(argv=None) -> None:
     parser.add_argument("--config", required=True, help="The grid file (configs/findings/*.yaml).")
     args = parser.parse_args(argv)
 
+    from common.io import FileError
     from findings.grid import GridError, load_grid
     from irl.config import ConfigError
-    from common.io import FileError
 
     errors = (GridError, ConfigError, FileError)
     try:

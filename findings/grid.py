@@ -50,6 +50,7 @@ from pathlib import Path
 import yaml
 
 from analysis import schema as S
+from irl.runs import checkpoint_config, read_config
 from findings import layout as L
 from irl import runs
 from common.io import FileError, read_yaml
@@ -302,36 +303,33 @@ def extract_rewards(checkpoint: Path, split: str, settings: dict) -> str:
     """Rewards of a checkpoint on the task's preference set and on its sweep's default cell (sampling at the
     highest temperature), each beside the likelihood baselines: for the math task analysis.report.reward_report
     (the built-in preference set, the first `limit` test problems); for other data the sweep cell's first `limit`
-    prompts and analysis.report.preference_report on `preference_file`. Skips what is written; returns "kept" or
-    "extracted"."""
+    prompts and the pairs of `preference_file` (analysis.rewards.score_checkpoint, as analysis.report's
+    preference_report). Skips what is written; returns "kept" or "extracted"."""
     from analysis import reward_data as D
     from analysis.cli import BUILTIN_PREFERENCES
-    from analysis.report import preference_report, reward_report
-    from analysis.rewards import Settings, checkpoint_gamma, extract, finish, load_checkpoint
+    from analysis.report import reward_report
+    from analysis.rewards import Data, load, score_checkpoint
 
     limit, n_boot = settings["limit"], settings["n_boot"]
-    suffix = "" if limit is None else f"-{limit}"
     samples = D.read_sweep(runs.sweep_dir(checkpoint, split))
     decoding = D.default_decoding(samples)
-    config = runs.checkpoint_config(checkpoint)
+    config = checkpoint_config(checkpoint)
     math = config["data"] == "math"
     pairs = None if math else preference_file(config, settings)
-    names = [f"{split}-{decoding}{suffix}", f"{BUILTIN_PREFERENCES}{suffix}" if math else None]
-    names[1] = names[1] or (f"{pairs.parent.name}-{pairs.stem}" if pairs else None)
+    names = [runs.sweep_rewards_name(split, decoding, limit), runs.rewards_name(BUILTIN_PREFERENCES, limit) if math
+             else runs.pairs_rewards_name(pairs) if pairs else None]  # fmt: skip
     if all((runs.rewards_dir(checkpoint, n) / runs.SUMMARY_FILE).is_file() for n in names if n):
         return "kept"
     if math:
         reward_report(checkpoint, sweep_split=split, limit=limit, n_boot=n_boot)
         return "extracted"
-    model, tokenizer = load_checkpoint(checkpoint)
     cell = samples[samples[S.DECODING] == decoding]
     if limit is not None:
         cell = cell[cell[S.PROMPT_ID].isin(cell[S.PROMPT_ID].drop_duplicates()[:limit])]
-    rows = D.sweep_rows(cell)
-    gamma = checkpoint_gamma(checkpoint)
-    finish(checkpoint, names[0], rows, extract(model, tokenizer, rows, gamma), None, Settings(gamma, None, n_boot))
+    data = [Data(names[0], D.sweep_rows(cell))]
     if pairs is not None:
-        preference_report(checkpoint, pairs, n_boot)
+        data.append(load(str(pairs), checkpoint, name=names[1]))
+    score_checkpoint(checkpoint, data, n_boot=n_boot)
     return "extracted"
 
 
@@ -388,7 +386,7 @@ def run_grid(grid: Grid, callbacks=None) -> dict[str, float]:
         splits = {}
         for point in (p for p in grid.points if p.rewards):
             run_dir = grid.run_dir(point)
-            data = runs.read_config(run_dir)["data"]
+            data = read_config(run_dir)["data"]
             if data not in splits:  # the held-out split depends on which splits the data has
                 splits[data] = grid.sweep.get("split") or held_out_split(run_dir)
             extract_rewards(runs.last_checkpoint(run_dir), splits[data], grid.rewards)

@@ -41,7 +41,7 @@ FIG_REWARD_CORRELATION = "fig8_reward_correlation.png"
 # Columns the findings tables add to the schema of analysis/schema.py.
 NAME = "name"  # run name under the grid directory, e.g. "iqlearn-lam0.1/seed1"
 GROUP = "group"  # the name without its seed part: runs that differ only in seed share it
-FAMILY = "family"  # "mle", "mle+entropy", "iqlearn" (offline), or "other"
+FAMILY = "family"  # analysis.results.run_attributes: "mle", "mle+entropy", "iqlearn" (offline), ...
 TRAIN_SIZE = "train_size"  # the config's train_size (NaN: all the training data)
 TRAIN_EXAMPLES = "train_examples"  # training examples the run was given (metrics.jsonl step 0)
 FINAL_NLL = "final_nll"  # validation NLL at the last evaluation

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import schema as S
+from analysis.results import read_jsonl
+from analysis.stats import seed_mean_se
 from findings import layout as L
 from findings import rules as R
 from findings import tables as T
@@ -46,8 +48,7 @@ def record_timing(grid, command: str, seconds: dict) -> None:
 
 def read_timings(grid) -> list[dict]:
     """The lines of <grid>/findings/timings.jsonl, oldest first (none before the first `grid` or `run`)."""
-    path = grid.output_dir / L.FINDINGS_DIR / L.TIMINGS
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
+    return read_jsonl(grid.output_dir / L.FINDINGS_DIR / L.TIMINGS)
 
 
 def _settings(grid, tables: dict, timings: list[dict]) -> list[str]:
@@ -104,9 +105,7 @@ def markdown(grid, found: list[R.Finding], tables: dict, figures: list[str], tim
         pref = pref[pref[L.SCORE].isin([S.R, S.LOGP_SUM])].astype({L.TRAIN_SIZE: object})
         pref[L.TRAIN_SIZE] = pref[L.TRAIN_SIZE].map(lambda n: "all" if pd.isna(n) else int(n))
         by = pref.groupby([S.METHOD, L.TRAIN_SIZE, L.SCORE], dropna=False)["accuracy"]
-        table = by.agg(["mean", "std", "count"]).reset_index()
-        table["accuracy"] = [f"{m:.3f} ± {s / np.sqrt(n) if n > 1 else np.nan:.3f}"
-                             for m, s, n in zip(table["mean"], table["std"], table["count"])]  # fmt: skip
+        table = by.apply(lambda seeds: "{:.3f} ± {:.3f}".format(*seed_mean_se(seeds)[:2])).reset_index()
         wide = table.pivot_table(index=[S.METHOD, L.TRAIN_SIZE], columns=L.SCORE, values="accuracy",
                                  aggfunc="first", dropna=False).reset_index()  # fmt: skip
         out += ["Pairwise accuracy on the task's preference set (mean over seeds ± SE), the reward beside the "

@@ -4,7 +4,7 @@ as the rule, so what is written is what is computed.
 
 Every rule is a set of comparisons between groups of runs that differ only in seed. A comparison is a difference
 of two means over seeds with Welch's 95% interval (analysis.stats.difference_interval, from the seed SEs of
-analysis.pareto.aggregate_seeds), or a mean of per-run differences with its Student-t interval. Its outcome:
+analysis.stats.aggregate_seeds), or a mean of per-run differences with its Student-t interval. Its outcome:
 "favours" (the interval excludes 0 on the side the paper's finding predicts), "against" (it excludes 0 on the
 other side), "not significant", "untestable" (fewer than two seeds, or seeds that gave identical numbers) or
 "premise fails" (what the finding is about did not happen here, e.g. MLE did not overfit). The verdict:
@@ -25,7 +25,7 @@ import pandas as pd
 
 from analysis import schema as S
 from analysis.pareto import on_front_mask
-from analysis.stats import LEVEL, difference_interval, mean_interval, rank_correlations
+from analysis.stats import LEVEL, difference_interval, mean_interval, rank_correlations, seed_mean_se
 from findings import layout as L
 
 FAVOURS, AGAINST, NOT_SIGNIFICANT, UNTESTABLE, PREMISE = (
@@ -348,10 +348,7 @@ def reward_beyond_likelihood(correlations: pd.DataFrame, level: float = LEVEL) -
     wide = table.pivot(index=[L.NAME, L.FAMILY, S.LAM], columns=L.SCORE, values="spearman").reset_index()
     wide["diff"] = wide[S.R] - wide[S.LOGP_SUM]  # NaN where quality was constant (no correlation defined)
     for (fam, lam), runs_ in wide.groupby([L.FAMILY, S.LAM], sort=True):
-        d = runs_["diff"].dropna()
-        n = len(d)
-        mean = float(d.mean()) if n else np.nan
-        se = float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan
+        mean, se, n = seed_mean_se(runs_["diff"])  # NaN differences (no correlation defined) left out
         low, high = mean_interval(mean, se, n, level) if se != 0 else (np.nan, np.nan)
         label = f"{fam} lam={lam:g}: rho(R) - rho(logp_sum)"
         c = {"label": label, "quantity": "spearman", "want": "higher", "mean_a": float(runs_[S.R].mean()),

@@ -1,11 +1,11 @@
 """The grid's runs gathered into the tidy tables the findings are decided on, plotted from and shown by the app
-(findings/layout.py names them). Reads only what the grid wrote: each run's config.yaml and metrics.jsonl, its
-last checkpoint's sweep aggregate and reward summaries. Torch-free (pandas, numpy, scipy).
+(findings/layout.py names them). Reads only what the grid wrote, through analysis/results.py: each run's
+config.yaml and metrics.jsonl, its last checkpoint's sweep aggregate and reward summaries. Torch-free (pandas,
+numpy, scipy).
 
     tables = gather(grid)            # {layout name: DataFrame}
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,20 +13,14 @@ import pandas as pd
 
 from analysis import schema as S
 from analysis.agreement import correlation_vs_lam
-from analysis.pareto import aggregate_seeds
+from analysis.stats import aggregate_seeds
+from analysis.results import read_metrics, read_parquet, run_attributes
+from common.io import FileError, read_json
+from irl.runs import read_config
 from findings import layout as L
 from irl import runs
 
 CORRELATED_SCORES = (S.R, S.LOGP_SUM)  # the reward beside its likelihood baseline (METHOD.md section 4)
-
-
-def family(config: dict) -> str:
-    """The method family of a run: "mle", "mle+entropy" (beta > 0), "iqlearn" (offline), else "other"."""
-    if config["objective"] == "mle":
-        return "mle+entropy" if config.get("beta") else "mle"
-    if config["objective"] == "iqlearn" and not config.get("alpha"):
-        return "iqlearn"
-    return "other"
 
 
 def quality_metric(config: dict) -> str:
@@ -34,30 +28,25 @@ def quality_metric(config: dict) -> str:
     return S.TASK_METRICS[S.task_of(config)][0]
 
 
-def _metrics(run_dir: Path) -> pd.DataFrame:
-    lines = (Path(run_dir) / runs.METRICS).read_text().splitlines()
-    return pd.DataFrame([json.loads(line) for line in lines if line.strip()])
+def _metrics(run_dir) -> pd.DataFrame:
+    return read_metrics(Path(run_dir) / runs.METRICS)
 
 
 def run_row(name: str, run_dir: Path, quality: str | None = None) -> dict:
-    """One run's row of the runs table: its place in the grid, the config fields the findings split runs by,
-    and its validation NLL: at the last evaluation, the lowest, and their difference (how far it rose)."""
-    config = runs.read_config(run_dir)
+    """One run's row of the runs table: its place in the grid, its attributes (analysis.results.run_attributes:
+    family, lam, beta, ...), and its validation NLL: at the last evaluation, the lowest, and their difference
+    (how far it rose)."""
+    config = read_config(run_dir)
     metrics = _metrics(run_dir)
     nll = metrics.dropna(subset=["eval/nll"])["eval/nll"] if "eval/nll" in metrics else pd.Series(dtype=float)
     first = metrics[metrics[S.STEP] == 0].iloc[0] if (metrics[S.STEP] == 0).any() else {}
     last = runs.last_checkpoint(run_dir)
-    fam = family(config)
     return {
         L.NAME: name,
         L.GROUP: name.rsplit("/seed", 1)[0] if "/seed" in name else name,
         S.RUN: str(run_dir),
         S.METHOD: runs.method_label(config),
-        L.FAMILY: fam,
-        "objective": config["objective"],
-        "beta": float(config.get("beta") or 0.0),
-        # the TD weight the run trained with: IQLearn's lam; 0 for MLE, which is IQLearn at lam = 0
-        S.LAM: float(config["lam"]) if fam == "iqlearn" else 0.0 if fam == "mle" else np.nan,
+        **run_attributes(config),
         S.SEED: int(config["seed"]),
         L.TRAIN_SIZE: np.nan if config.get("train_size") is None else float(config["train_size"]),
         L.TRAIN_EXAMPLES: float(first.get("data/train/examples", np.nan)) if len(first) else np.nan,
@@ -78,21 +67,22 @@ def _sweep_aggregate(run: dict, split: str) -> pd.DataFrame | None:
     path = runs.sweep_dir(last, split) / runs.AGGREGATE if last is not None else None
     if path is None or not path.is_file():
         return None
-    return pd.read_parquet(path).assign(**{k: run[k] for k in RUN_KEYS})
+    return read_parquet(path).assign(**{k: run[k] for k in RUN_KEYS})
 
 
 def _rewards(run: dict, split: str) -> tuple[pd.DataFrame | None, dict | None]:
     """(sequences of the sweep cell's rewards, summary of the preference set) of a run's last checkpoint, each
-    None when not extracted: the sweep cell's directory is rewards/<split>-<decoding>[-<limit>], the preference
-    set's the other one with pairs.parquet."""
+    None when not extracted: the sweep cell's directory is named by irl.runs.sweep_rewards_name, the preference
+    set's is the other one with pairs.parquet."""
     last = runs.last_checkpoint(run[S.RUN])
     found = sorted((last / runs.REWARDS).glob("*/" + runs.SUMMARY_FILE)) if last is not None else []
     sequences = preferences = None
     for summary in found:
+        cell = runs.parse_sweep_rewards_name(summary.parent.name)
         if (summary.parent / runs.PAIRS_FILE).is_file():
-            preferences = json.loads(summary.read_text())
-        elif summary.parent.name.startswith(f"{split}-") and (summary.parent / runs.SEQUENCES_FILE).is_file():
-            sequences = pd.read_parquet(summary.parent / runs.SEQUENCES_FILE)
+            preferences = read_json(summary)
+        elif cell is not None and cell[0] == split and (summary.parent / runs.SEQUENCES_FILE).is_file():
+            sequences = read_parquet(summary.parent / runs.SEQUENCES_FILE)
     return sequences, preferences
 
 
@@ -123,6 +113,9 @@ def gather(grid, split: str | None = None, n_boot: int = 1000) -> dict[str, pd.D
     quality = grid.findings.get("quality")
     run_rows = [run_row(p.name, grid.run_dir(p), quality) for p in grid.points
                 if (grid.run_dir(p) / runs.CONFIG).is_file()]  # fmt: skip
+    if not run_rows:
+        raise FileError(grid.output_dir, f"no run of the grid has started yet (no {runs.CONFIG} under it); "
+                          f"run `python -m findings grid --config <this grid file>` first")  # fmt: skip
     table = pd.DataFrame(run_rows)
     split = split or grid.sweep.get("split") or _swept_split(table)
     quality = S.mean_col(table["quality_metric"].iloc[0])

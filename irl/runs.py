@@ -9,11 +9,15 @@
     <run>/checkpoint-<step>/sweep/<split>/     decoding sweep: samples-<decoding>.parquet per cell, aggregate.parquet,
                                                manifest.json, baselines.parquet (built-in text tasks)
     <run>/checkpoint-<step>/rewards/<name>/    reward extraction: tokens.parquet, sequences.parquet, pairs.parquet,
-                                               summary.json, manifest.json
+                                               summary.json, manifest.json. <name> is the data's (`rewards_name`):
+                                               <split>-<decoding>[-<limit>] for a sweep cell's samples,
+                                               math-preferences[-<limit>], <folder>-<stem> for a JSONL of pairs
 
-A runs root holds run directories at any depth (a run is a directory with config.yaml).
+A runs root holds run directories at any depth (a run is a directory with config.yaml). analysis/results.py reads
+what is here.
 """
 
+import re
 from pathlib import Path
 
 from common.io import read_yaml
@@ -24,6 +28,7 @@ SAMPLES = "samples.jsonl"
 TOKENIZER = "tokenizer"
 CHECKPOINT_PREFIX = "checkpoint-"
 CHECKPOINT_CONFIG = "train_config.yaml"  # the run's config, copied into every checkpoint
+TRAINER_STATE = "trainer_state.json"  # Trainer writes it last: a checkpoint with it is complete
 # Results next to a checkpoint.
 SWEEP, REWARDS = "sweep", "rewards"
 SAMPLES_PREFIX = "samples-"  # a sweep cell: samples-<decoding>.parquet
@@ -36,17 +41,19 @@ PAIRS_FILE = "pairs.parquet"
 SUMMARY_FILE = "summary.json"
 
 
+def is_checkpoint_name(name: str) -> bool:
+    """Whether a directory name is a checkpoint's (checkpoint-<step>)."""
+    return name.startswith(CHECKPOINT_PREFIX) and name[len(CHECKPOINT_PREFIX) :].isdigit()
+
+
 def step_of(checkpoint) -> int:
     return int(Path(checkpoint).name[len(CHECKPOINT_PREFIX) :])
 
 
 def checkpoints(run_dir) -> list[Path]:
     """Complete checkpoints of a run, oldest first (Trainer writes trainer_state.json last)."""
-    done = [
-        p
-        for p in Path(run_dir).glob(f"{CHECKPOINT_PREFIX}*")
-        if p.name[len(CHECKPOINT_PREFIX) :].isdigit() and (p / "trainer_state.json").is_file()
-    ]
+    done = [p for p in Path(run_dir).glob(f"{CHECKPOINT_PREFIX}*")
+            if is_checkpoint_name(p.name) and (p / TRAINER_STATE).is_file()]  # fmt: skip
     return sorted(done, key=step_of)
 
 
@@ -109,3 +116,31 @@ def cell_label(path) -> str:
 
 def rewards_dir(checkpoint, name: str) -> Path:
     return Path(checkpoint) / REWARDS / name
+
+
+def rewards_name(data: str, limit: int | None = None) -> str:
+    """Name of the rewards directory of data `data` scored on its first `limit` prompts (None: all)."""
+    return data if limit is None else f"{data}-{limit}"
+
+
+def sweep_rewards_name(split: str, decoding: str, limit: int | None = None) -> str:
+    """Name of the rewards directory of one sweep cell's samples: <split>-<decoding>[-<limit>]."""
+    return rewards_name(f"{split}-{decoding}", limit)
+
+
+def pairs_rewards_name(path) -> str:
+    """Name of the rewards directory of a JSONL file of preference pairs: <folder>-<stem> (data/summarize/
+    preferences.jsonl: summarize-preferences)."""
+    return f"{Path(path).parent.name}-{Path(path).stem}"
+
+
+_SWEEP_REWARDS = re.compile(r"^(?P<split>[^-/]+)-(?P<decoding>greedy|t=[^-/]+|beam=\d+)(?:-(?P<limit>\d+))?$")
+
+
+def parse_sweep_rewards_name(name: str) -> tuple[str, str, int | None] | None:
+    """(split, decoding, limit) of a `sweep_rewards_name`, None for the name of other data."""
+    found = _SWEEP_REWARDS.match(name)
+    if found is None:
+        return None
+    limit = found["limit"]
+    return found["split"], found["decoding"], None if limit is None else int(limit)

@@ -95,7 +95,7 @@ def _truncate_log(path: Path, step: int):
             rows.append(json.loads(line))
         except json.JSONDecodeError:
             if i < len(lines) - 1:
-                raise FileError(f"{path}: line {i + 1} is not JSON; a run appends whole lines, so this file was "
+                raise FileError(path, f"line {i + 1} is not JSON; a run appends whole lines, so this file was "
                                 f"edited or damaged: restore it") from None  # fmt: skip
     write_jsonl(path, [r for r in rows if r["step"] <= step])
 

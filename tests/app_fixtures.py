@@ -17,7 +17,7 @@ the real code:
   analysis.sweep.rebuild_aggregate (prompt-clustered SEs of analysis.stats.mean_se);
 - rewards: a tiny model trained here for 2 steps (irl.train.train) scores, on every checkpoint, the samples at
   the highest temperature (`<split>-t=1`, by their token ids) and the corruption preference pairs (`math-pairs`)
-  through analysis.reward_data.load_data and analysis.rewards.extract and finish: tokens, sequences, pairs,
+  through analysis.rewards.load and score_checkpoint: tokens, sequences, pairs,
   summary.json and manifest.json as the command writes them. The same model scores every checkpoint, so the
   rewards differ between texts only.
 """
@@ -73,10 +73,9 @@ def build_runs(
     from analysis import rewards
     from analysis.metrics import quality_scores
     from analysis.preferences import corruption_pairs
-    from analysis.reward_data import load_data
     from analysis.sweep import decoding_grid
     from tasks.math import generate_splits
-    from irl.runs import checkpoint_config, last_checkpoint
+    from irl.runs import last_checkpoint
     from irl.train import train
 
     root = Path(root)
@@ -102,7 +101,6 @@ def build_runs(
         scorer_dir = root.parent / "scorer"
         train(TrainConfig(output_dir=str(scorer_dir), **SCORER))
         model, tokenizer = rewards.load_checkpoint(last_checkpoint(scorer_dir))
-        fields = {"prompt": "prompt", "completion": "completion", "chosen": "chosen", "rejected": "rejected"}
         grid = decoding_grid((0.0, *temperatures), beams)
         for objective, lam in methods:
             for run_seed in seeds:
@@ -117,11 +115,9 @@ def build_runs(
                     ckpt.mkdir()
                     (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
                     hottest = _write_sweep(ckpt, cfg, step, problems, texts, scores, grid, k, tokenizer, rng)
-                    settings = rewards.Settings(gamma=rewards.checkpoint_gamma(ckpt), n_boot=N_BOOT)
-                    for data in (str(sweep_dir(ckpt, SPLIT) / cell_file(hottest)), str(pairs_file)):
-                        name, rows, meta = load_data(data, ckpt, checkpoint_config(ckpt), fields)
-                        scored = rewards.extract(model, tokenizer, rows, settings.gamma)
-                        rewards.finish(ckpt, name, rows, scored, meta, settings, data)
+                    cell = sweep_dir(ckpt, SPLIT) / cell_file(hottest)
+                    data = [rewards.load(str(d), ckpt) for d in (cell, pairs_file)]
+                    rewards.score_checkpoint(ckpt, data, n_boot=N_BOOT, scorer=(model, tokenizer))
     finally:
         torch.set_num_threads(threads)
     return root

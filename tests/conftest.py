@@ -6,9 +6,10 @@
                              mle/seed0, mle/seed1, iqlearn/seed0, iqlearn/seed1 (lam 0.1)
     analysis.sweep.sweep     the last checkpoints, 6 test prompts: greedy, t=1 and beam=2 (K=3), exact match
                              and ROUGE-1 (ROUGE varies where the tiny model's exact match is all 0), calculator on
-    analysis.rewards         on each last checkpoint: the built-in `math-preferences` set and the sweep's samples
-                             (`--data test`); on mle/seed0 and iqlearn/seed0 also `hostile.jsonl`, preference
-                             pairs whose text holds HOSTILE_TOKENS, and a tie (one pair's chosen == rejected)
+    analysis.rewards         score_checkpoint on each last checkpoint: the built-in `math-preferences` set and the
+                             sweep's samples (`--data test`); on mle/seed0 and iqlearn/seed0 also `hostile.jsonl`,
+                             preference pairs whose text holds HOSTILE_TOKENS, and a tie (one pair's chosen ==
+                             rejected)
 
 So a change in a writer changes what the app's tests read. About 17 s of CPU time, torch on one thread (more
 threads are several times slower when the cores are shared); 66 s of wall time measured with load average 11
@@ -55,10 +56,9 @@ def build_real_runs(root: Path) -> RealRuns:
     import torch
 
     from analysis import rewards
-    from analysis.reward_data import load_data
     from analysis.sweep import sweep
     from irl.config import TrainConfig
-    from irl.runs import checkpoint_config, last_checkpoint
+    from irl.runs import last_checkpoint
     from irl.train import train
 
     threads = torch.get_num_threads()
@@ -69,15 +69,10 @@ def build_real_runs(root: Path) -> RealRuns:
         sweep([str(root / run) for run in RUNS], **SWEEP)
         hostile = root.parent / f"{HOSTILE}.jsonl"
         hostile.write_text("".join(json.dumps(pair) + "\n" for pair in HOSTILE_PAIRS))
-        fields = {"prompt": "prompt", "completion": "completion", "chosen": "chosen", "rejected": "rejected"}
         checkpoints = {run: last_checkpoint(root / run) for run in RUNS}
         for run, ckpt in checkpoints.items():
-            model, tokenizer = rewards.load_checkpoint(ckpt)
-            settings = rewards.Settings(gamma=rewards.checkpoint_gamma(ckpt), n_boot=50)
-            for data in ["math-preferences", SWEEP["split"], *([str(hostile)] if run in SCORED_HOSTILE else [])]:
-                name, rows, meta = load_data(data, ckpt, checkpoint_config(ckpt), fields)
-                scored = rewards.extract(model, tokenizer, rows, settings.gamma)
-                rewards.finish(ckpt, name, rows, scored, meta, settings, data)
+            data = ["math-preferences", SWEEP["split"], *([str(hostile)] if run in SCORED_HOSTILE else [])]
+            rewards.score_checkpoint(ckpt, [rewards.load(d, ckpt) for d in data], n_boot=50)
     finally:
         torch.set_num_threads(threads)
     return RealRuns(root, checkpoints, SWEEP["split"])

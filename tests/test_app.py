@@ -23,7 +23,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from analysis import pareto, stats
+from analysis import stats
 from analysis import schema as S
 from app import charts, data, tables
 from app.safety import OutsideRunsDir, inside
@@ -111,7 +111,8 @@ def test_runs_page(monkeypatch, real_runs):
     table = at.dataframe[0].value
     assert list(table[S.RUN]) == sorted(RUNS)
     assert list(table["status"]) == ["finished"] * 4 and list(table["last_checkpoint"]) == [LAST] * 4
-    assert list(table["lam"]) == ["0.1", "0.1", "", ""]  # lam does not apply to MLE
+    # analysis.results.run_attributes: MLE is IQLearn at lam = 0; gamma is IQLearn's, blank for MLE
+    assert list(table["lam"]) == ["0.1", "0.1", "0", "0"] and list(table["gamma"]) == ["0.99", "0.99", "", ""]
     curves = figure(at, 0)
     logged = {run: pd.read_json(real_runs.root / run / "metrics.jsonl", lines=True) for run in RUNS}
     keys = set().union(*(m.columns for m in logged.values()))
@@ -171,8 +172,8 @@ def test_quality_diversity_page_shows_the_sweeps_standard_errors(monkeypatch, re
     row = shown[(shown[S.RUN] == "mle/seed0") & (shown[S.DECODING] == "t=1")].iloc[0]
     clustered = stats.mean_se(samples["rouge1"], samples[S.PROMPT_ID])
     assert (row["rouge1_mean"], row["rouge1_se"]) == pytest.approx(clustered)
-    # the temperature lines' error bars are analysis/pareto.py's SE over seeds of those means
-    over_seeds = pareto.aggregate_seeds(written, metrics=["rouge1_mean"])
+    # the temperature lines' error bars are analysis/stats.py's SE over seeds of those means
+    over_seeds = stats.aggregate_seeds(written, metrics=["rouge1_mean"])
     mle = over_seeds[(over_seeds[S.METHOD] == "mle") & over_seeds[S.KIND].isin(["greedy", "sample"])]
     line = next(t for t in temperature["data"] if t["name"] == "mle")
     assert line["y"] == pytest.approx(mle.sort_values(S.TEMPERATURE)["rouge1_mean"].tolist())
@@ -457,7 +458,8 @@ def test_run_row_status_and_blank_settings():
            "max_steps": 100}  # fmt: skip
     row = tables.run_row("mle/seed1", cfg, [50, 100])
     assert (row[S.METHOD], row["status"], row["last_checkpoint"]) == ("mle", "finished", 100)
-    assert np.isnan(row["lam"]) and np.isnan(row["gamma"]) and np.isnan(row["alpha"])
+    # MLE is IQLearn at lam = 0: its config's lam (0.1) is an unused default; gamma and alpha do not apply
+    assert row["lam"] == 0.0 and np.isnan(row["gamma"]) and np.isnan(row["alpha"]) and row["family"] == "mle"
     row = tables.run_row("iq", cfg | {"objective": "iqlearn", "alpha": 0.1}, [50])
     assert (row["lam"], row["gamma"], row["alpha"], row["status"]) == (0.1, 0.99, 0.1, "running/incomplete")
     assert tables.run_row("new", cfg, [])["status"] == "running/incomplete"

@@ -15,7 +15,7 @@ import yaml
 from scipy import stats
 
 from analysis import schema as S
-from analysis.pareto import aggregate_seeds
+from analysis.stats import aggregate_seeds
 from analysis.stats import difference_interval, mean_interval
 from findings import layout as L
 from findings import rules as R

@@ -140,3 +140,37 @@ def test_train_size_gives_nested_seeded_subsets():
         train(train_size=41)
     with pytest.raises(ConfigError, match="train_size=0"):
         TrainConfig(train_size=0)
+
+
+def test_extract_rewards_on_text_data_scores_the_sweep_cell_and_the_pairs(tmp_path):
+    """The grid's reward step on data other than the math task: the sweep cell's first `limit` prompts and a JSONL
+    of preference pairs, through analysis.rewards.score_checkpoint, in the directories irl/runs.py names; a second
+    call keeps them."""
+    from analysis.sweep import sweep
+    from findings.grid import extract_rewards
+    from irl import runs
+    from irl.train import train
+
+    words = ["red", "green", "blue", "black", "white", "brown", "pink", "grey"]
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n in (("train", 24), ("validation", 4), ("test", 4)):
+        rows = [{"prompt": f"Say {words[i % 8]} twice:", "completion": f" {words[i % 8]} {words[i % 8]}"}
+                for i in range(n)]  # fmt: skip
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs = tmp_path / "colours" / "pairs.jsonl"
+    pairs.parent.mkdir()
+    pairs.write_text(json.dumps({"prompt": "Say red twice:", "chosen": " red red", "rejected": " red blue"}) + "\n")
+    run = tmp_path / "run"
+    train(TrainConfig(output_dir=str(run), data=str(data), model="tiny", vocab_size=200, max_length=48,
+                      per_device_train_batch_size=4, max_steps=2, warmup_steps=0, logging_steps=1, eval_steps=0,
+                      save_steps=2))  # fmt: skip
+    sweep([str(run)], "last", (1.0,), (), samples=2, split="test", limit=4, max_new_tokens=6)
+    ckpt = last_checkpoint(run)
+    settings = {"limit": 3, "n_boot": 10, "preferences": str(pairs)}
+    assert extract_rewards(ckpt, "test", settings) == "extracted"
+    cell = json.loads((runs.rewards_dir(ckpt, "test-t=1-3") / runs.SUMMARY_FILE).read_text())
+    assert cell["counts"]["examples"] == 3 * 2  # the first 3 prompts, K = 2 samples each
+    preferences = json.loads((runs.rewards_dir(ckpt, "colours-pairs") / runs.SUMMARY_FILE).read_text())
+    assert preferences["counts"]["pairs"] == 1 and cell["gamma"] == preferences["gamma"] == 0.99
+    assert extract_rewards(ckpt, "test", settings) == "kept"

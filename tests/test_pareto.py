@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from analysis import schema as S
-from analysis.pareto import aggregate_seeds, on_front_mask, pareto_by, pareto_front
+from analysis.pareto import on_front_mask, pareto_by, pareto_front
+from analysis.stats import aggregate_seeds
 
 # quality up, self-BLEU down
 POINTS = pd.DataFrame(

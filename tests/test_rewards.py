@@ -12,17 +12,19 @@ import pandas as pd
 import pytest
 import torch
 
+from analysis import rewards
 from analysis import schema as S
 from analysis.__main__ import main as analysis_main
 from analysis.metrics import answers_match
 from analysis.preferences import corrupt
 from analysis.report import format_preference_report, reward_report
+from irl.runs import checkpoint_config
 from analysis.reward_data import math_test_split as _math_test_split
 from analysis.rewards import main
 from irl.config import TrainConfig
 from irl.model import load_model, load_tokenizer
 from irl import runs
-from irl.runs import checkpoint_config, last_checkpoint, rewards_dir, sweep_dir
+from irl.runs import last_checkpoint, rewards_dir, sweep_dir
 from irl.train import train
 
 CONTEXT = 160  # max_length of the tiny run: the model's max_position_embeddings
@@ -270,3 +272,16 @@ def test_preference_tables_fit_the_longest_method_name():
     assert len(rows) == 2 + len(names) * (len(S.SCORES) + len(S.TOKEN_RANKINGS))  # two headers
     second = len(names[1]) + 1  # where the second column starts: after the longest name and one space
     assert all(line[second - 1] == " " and line[second] != " " for line in rows), rows
+
+
+def test_every_manifest_is_checked_before_anything_is_scored(checkpoint, tmp_path):
+    """score_checkpoint (the one path every command takes) refuses data whose directory holds rewards made with
+    other settings before it scores or writes any of the data it was given."""
+    pair = {"prompt": "Question: 1 + 1?\nAnswer:", "chosen": " 2\n#### 2", "rejected": " 3\n#### 3"}
+    path = write_jsonl(tmp_path / "one.jsonl", [pair])
+    first, second = (rewards.load(path, checkpoint, name=n) for n in ("first-of-two", "second-of-two"))
+    rewards.score_checkpoint(checkpoint, [second], gamma=0.5)
+    with pytest.raises(rewards.RewardError, match=r"second-of-two holds rewards made with other settings \(gamma: 0.5 "
+                                                  r"there, 0.9 now\)"):  # fmt: skip
+        rewards.score_checkpoint(checkpoint, [first, second], gamma=0.9)
+    assert not rewards_dir(checkpoint, "first-of-two").exists()

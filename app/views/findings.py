@@ -3,8 +3,6 @@ holds here, with its rule, the numbers behind the verdict and its figure. Everyt
 by the findings code (findings.json and the parquet tables of <grid>/findings/); the figures are drawn from
 those tables by the same builders (findings/figures.py) that drew the report's PNGs."""
 
-import json
-
 import matplotlib.pyplot as plt
 import streamlit as st
 
@@ -40,11 +38,6 @@ def grids(root, depth: int = 3) -> list[str]:
     return sorted(found)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def _summary(path: str, mtime: float) -> dict:
-    return json.loads(open(path).read())
-
-
 root = data.runs_root()
 st.header("Findings")
 found = grids(root)
@@ -54,8 +47,7 @@ if not found:
     st.stop()
 grid = st.selectbox("Grid", found, format_func=lambda g: g or "(the runs directory itself)")
 base = f"{grid}/{L.FINDINGS_DIR}" if grid else L.FINDINGS_DIR
-path = inside(root, f"{base}/{L.SUMMARY}")
-summary = _summary(str(path), path.stat().st_mtime)
+summary = data.json_file(root, f"{base}/{L.SUMMARY}")
 tables = {name: data.read_parquet(root, f"{base}/{name}.parquet") for name in L.TABLES
           if inside(root, f"{base}/{name}.parquet").is_file()}  # fmt: skip
 

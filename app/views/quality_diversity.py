@@ -1,10 +1,10 @@
 """Quality vs diversity: the Pareto scatter of (checkpoint, decoding) points averaged over seeds, with each
 method's front, quality against sampling temperature with beam search apart, and each run's means and standard
-errors as analysis/sweep.py wrote them (the seed means and their SEs over seeds are analysis/pareto.py's)."""
+errors as analysis/sweep.py wrote them (the seed means and their SEs over seeds are analysis/stats.py's)."""
 
 import streamlit as st
 
-from analysis import pareto
+from analysis import stats
 from analysis import schema as S
 from app import charts, data, tables, widgets
 from irl import runs as R
@@ -39,7 +39,7 @@ baselines = data.gather(root, results, R.SWEEP, split, R.BASELINES, runs)
 if not baselines.empty:  # the same prompts give the same baselines in every run of a task
     baselines = baselines.drop_duplicates([S.BASELINE, S.BASELINE_SETTING, S.N])
 with right:
-    by_temperature = pareto.aggregate_seeds(agg.dropna(subset=[quality]), metrics=[quality])
+    by_temperature = stats.aggregate_seeds(agg.dropna(subset=[quality]), metrics=[quality])
     figure = charts.temperature_figure(by_temperature, quality, baselines if not baselines.empty else None)
     widgets.chart(figure, by_temperature, f"temperature-{split}-{quality}")
     st.caption("Lines: greedy (at 0) and sampling temperatures; open squares: beam search widths; dashed: the "

@@ -8,7 +8,7 @@ from app import charts, data, tables, widgets
 
 root, runs, results = widgets.context()
 st.header("Runs")
-# blank, not "None", where a setting does not apply (lam, gamma of MLE) or is absent (alpha)
+# blank, not "nan", where a setting does not apply (gamma and alpha of MLE; analysis.results.run_attributes)
 shown = runs.assign(**{c: runs[c].map(lambda v: "" if pd.isna(v) else f"{v:g}") for c in (S.LAM, "gamma", "alpha")})
 event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs-table")
 picked = runs.iloc[event.selection.rows] if event.selection.rows else runs
