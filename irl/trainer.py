@@ -2,19 +2,20 @@
 pass overridden, and nothing else. Mixed precision, gradient accumulation, checkpoint rotation, resume and
 multi-process training (`accelerate launch`, DeepSpeed, FSDP) are Trainer's.
 
-The objective sees only per-token tensors (irl/objectives.py), so MLE and IQLearn runs differ in the loss
-alone. A variant that samples completions during training (online IQLearn, GAIL) samples them in
-`training_step` for the batch's prompts (irl/sampling.py), adds them to `inputs` as `inputs["policy"]` (with
-the objective's extra arguments, `policy_kwargs`: GAIL's discriminator step and rewards, irl/gail.py) and
-then runs Trainer's own step, whose `compute_loss` reads expert and sampled rows in one forward pass.
+The objective sees only per-token tensors (irl/objectives.py, computed by irl/kernels.py), so MLE and IQLearn runs
+differ in the loss alone. A variant that samples completions during training (online IQLearn, GAIL) samples them
+in `training_step` for the batch's prompts (irl/generation.py `sample_completions`), adds them to `inputs` as
+`inputs["policy"]` (with the objective's extra arguments, `policy_kwargs`: GAIL's discriminator step and rewards,
+irl/gail.py) and then runs Trainer's own step, whose `compute_loss` reads expert and sampled rows in one forward
+pass.
 Sampling is timed apart from the update (time/sample_s, time/update_s) and a few sampled completions of each
 logging step go to `<output_dir>/samples.jsonl`.
 
 The per-token terms come from the model's final hidden states and its output embedding, a chunk of rows at a
-time (`final_hidden`, objectives.head_token_terms), so the (B, T, V) logits never exist in training; for the
-objectives of objectives.SINGLE_PASS the loss's gradient is formed in that one pass (objectives.head_loss);
+time (`final_hidden`, kernels.head_token_terms), so the (B, T, V) logits never exist in training; for the
+objectives of objectives.SINGLE_PASS the loss's gradient is formed in that one pass (kernels.head_loss);
 models outside HEAD_IS_LINEAR, FSDP/DeepSpeed runs and `chunked_loss: false` read the full logits
-(objectives.token_terms).
+(kernels.token_terms).
 
 A micro-step reads nothing back from the device. The one read a batch needs, the index of its completion
 tokens (`action_rows`: which rows to project), is made when Trainer fetches the batches of an optimizer step
@@ -27,7 +28,7 @@ no checkpoint holds weights updated with it; the weights in memory may be, but t
 
 Encoder-decoder models (cfg.model_kind "seq2seq", e.g. T5) run the same loop and objectives: a batch holds the
 prompt as the encoder's input and [decoder start] + completion as the decoder's (irl/data.py `episode_features`),
-and the per-token terms are read off the decoder's full logits (objectives.token_terms): T5 is outside
+and the per-token terms are read off the decoder's full logits (kernels.token_terms): T5 is outside
 HEAD_IS_LINEAR (its head reads the decoder's output scaled by d_model^-1/2, and its forward keeps every logit).
 """
 
@@ -41,7 +42,7 @@ import torch
 from accelerate.utils import DistributedType
 from transformers import Trainer
 
-from irl import objectives, runs
+from irl import kernels, objectives, runs
 from irl.config import save_config
 from irl.io import append_jsonl
 from irl.data import action_ids, batch_keys, model_inputs
@@ -177,37 +178,37 @@ class IRLTrainer(Trainer):
         super().create_accelerator_and_postprocess()
         self.accelerator.dataloader_config.data_seed = self.args.seed
 
-    def terms(self, model, inputs) -> objectives.TokenTerms:
+    def terms(self, model, inputs) -> kernels.TokenTerms:
         """Per-token Q, V, V(s'), entropy of a batch under `model` (the policy, or a frozen copy of it)."""
         ids, completion = inputs["input_ids"], inputs["completion_mask"]
         if not self.chunked:  # the full logits: (B, T, V), T the decoder's length for seq2seq
             logits = model(**model_inputs(inputs, self.seq2seq)).logits
-            return objectives.token_terms(
+            return kernels.token_terms(
                 logits, action_ids(inputs, self.seq2seq), completion, self.eos_token_id, self.cfg.stop_grad_next
             )
         hidden, head, rows = self._head(model, inputs)
         with self.accelerator.autocast():  # the precision the model's own lm_head runs in
-            return objectives.head_token_terms(
+            return kernels.head_token_terms(
                 hidden, head.weight, head.bias, ids, completion, self.eos_token_id, self.cfg.stop_grad_next, rows=rows
             )
 
-    def loss(self, model, inputs, objective) -> tuple[torch.Tensor, dict, objectives.TokenTerms]:
+    def loss(self, model, inputs, objective) -> tuple[torch.Tensor, dict, kernels.TokenTerms]:
         """(loss, stats, terms) of `objective` (TokenTerms -> (loss, stats)) on a batch under the policy `model`:
-        in one pass over the logits where the objective allows it (objectives.head_loss), the terms then
+        in one pass over the logits where the objective allows it (kernels.head_loss), the terms then
         detached; else through `terms`."""
         if not (self.chunked and objectives.single_pass(self.objective)):
             terms = self.terms(model, inputs)
             return *objective(terms), terms
         hidden, head, rows = self._head(model, inputs)
         with self.accelerator.autocast():
-            return objectives.head_loss(objective, hidden, head.weight, head.bias, inputs["input_ids"],
+            return kernels.head_loss(objective, hidden, head.weight, head.bias, inputs["input_ids"],
                                         inputs["completion_mask"], self.eos_token_id, self.cfg.stop_grad_next,
                                         rows=rows)  # fmt: skip
 
     def _head(self, model, inputs):
         """(final hidden states (B, T, H), output embedding, action rows) of a causal LM's batch."""
         rows = inputs.get("action_rows")  # from get_batch_samples; not in batches made during the step
-        rows = objectives.action_rows(inputs["completion_mask"]) if rows is None else rows
+        rows = kernels.action_rows(inputs["completion_mask"]) if rows is None else rows
         hidden = final_hidden(model, inputs["input_ids"], inputs["attention_mask"])  # (B, T, H)
         return hidden, self.accelerator.unwrap_model(model).get_output_embeddings(), rows
 
@@ -216,7 +217,7 @@ class IRLTrainer(Trainer):
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
         if self.chunked:
             for batch in batch_samples:
-                batch["action_rows"] = objectives.action_rows(batch["completion_mask"])
+                batch["action_rows"] = kernels.action_rows(batch["completion_mask"])
         return batch_samples, num_items_in_batch
 
     def sample(self, model, inputs) -> dict:

@@ -1,5 +1,5 @@
-"""The objectives from hidden states in chunks (objectives.head_token_terms) against today's route on full logits
-(objectives.token_terms), in float64, for every objective; the hidden states the trainer reads against each
+"""The objectives from hidden states in chunks (kernels.head_token_terms) against today's route on full logits
+(kernels.token_terms), in float64, for every objective; the hidden states the trainer reads against each
 model's own logits; training with and without chunks; statistics accumulated on the device against the values
 read step by step; a non-finite loss caught without a read per step."""
 
@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from irl import objectives
+from irl import kernels
 from irl import trainer as trainer_module
-from irl.objectives import (action_rows, gail, head_loss, head_token_terms, iqlearn, mle, naive_token_terms,
-                            online_iqlearn, single_pass, token_stats, token_terms)
+from irl.kernels import action_rows, head_loss, head_token_terms, naive_token_terms, token_terms
+from irl.objectives import gail, iqlearn, mle, online_iqlearn, single_pass, token_stats
 from irl.runs import checkpoints
 from irl.train import train
 from irl.trainer import HEAD_IS_LINEAR, IRLTrainer, NonFiniteLossError, final_hidden, head_is_linear
@@ -215,11 +215,11 @@ def test_default_chunks_hold_chunk_logits_or_the_hidden_states_size(monkeypatch)
     hidden, weight, b = leaves()
     one_chunk = head_token_terms(hidden, weight, b, ids, cmask, EOS)
     sizes = []
-    apply = objectives._HeadQVEntropy.apply
-    monkeypatch.setattr(objectives._HeadQVEntropy, "apply", lambda *a: sizes.append(a[-1]) or apply(*a))
-    monkeypatch.setattr(objectives, "CHUNK_LOGITS", 3 * V)  # 3 rows, but 36 rows of H = 6 over V = 29: 8 rows
+    apply = kernels._HeadQVEntropy.apply
+    monkeypatch.setattr(kernels._HeadQVEntropy, "apply", lambda *a: sizes.append(a[-1]) or apply(*a))
+    monkeypatch.setattr(kernels, "CHUNK_LOGITS", 3 * V)  # 3 rows, but 36 rows of H = 6 over V = 29: 8 rows
     several = head_token_terms(hidden, weight, b, ids, cmask, EOS)
-    monkeypatch.setattr(objectives, "CHUNK_LOGITS", 20 * V)
+    monkeypatch.setattr(kernels, "CHUNK_LOGITS", 20 * V)
     head_token_terms(hidden, weight, b, ids, cmask, EOS)
     assert sizes == [8, 20]
     for name in ("q", "v", "entropy", "v_next"):
