@@ -43,6 +43,7 @@ def sweep_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0)
     add("--batch_size", type=int, default=SWEEP_BATCH_SIZE, help="Prompts decoded together, K samples each "
         "(changes the sampled rows).")  # fmt: skip
+    add("--dry_run", action="store_true", help="Print the predicted peak memory of decoding and stop.")
     return parser
 
 

@@ -1,7 +1,9 @@
-"""Will it fit? The peak memory of a training run as configured, predicted before any weight exists, and the
-measured peak it is checked against.
+"""Will it fit? The peak memory of a training run or a decoding sweep as configured, predicted before any weight
+exists, and the measured peak it is checked against.
 
     python -m irl train --config configs/paper/tldr_iqlearn.yaml --dry_run     # prints the terms, then one JSON line
+    python -m analysis sweep --run runs/demo/mle --dry_run                      # the same for decoding (its batch of
+                                                                                # longest prompts, each decoding)
 
 What is predicted is the peak of the bytes held by torch tensors on the training device (what
 torch.cuda.max_memory_allocated reports on CUDA; on CPU the same count, taken from the profiler's allocation
@@ -27,6 +29,10 @@ and the peak is the largest of three moments of a step: the end of forward (weig
 head's kept tensors and chunks), the start of backward (the same, plus the head's gradients scaled by the loss's
 output gradient), and the optimizer's step (weights, optimizer, gradients, and two temporaries of the largest
 parameter's size in AdamW's per-parameter update).
+
+Decoding (`predict_decoding`, no gradient): weights, the KV cache at its fullest (every row to the last step),
+and the larger of the prompt's forward and a step's logits. Not modelled yet: gradient checkpointing, 8-bit
+optimizers, reward extraction (analysis/rewards.py).
 """
 
 import copy
@@ -258,9 +264,74 @@ def dry_run_train(cfg) -> dict:
     fits = prediction.peak <= (1 - HEADROOM) * available
     for name, value in dataclasses.asdict(prediction).items():
         print(f"{name:>18}: {value / 2**30:8.3f} GiB")
-    print(f"{'device':>18}: {cfg.device.type}, {available / 2**30:.3f} GiB available, {HEADROOM:.0%} left to the process")
+    print(f"{'device':>18}: {cfg.device.type}, {available / 2**30:.3f} GiB available, "
+          f"{HEADROOM:.0%} left to the process")
     record = {"predicted_peak_bytes": prediction.peak, "fits": fits, "available_bytes": available,
               "device": cfg.device.type, **{f"{k}_bytes": v for k, v in dataclasses.asdict(prediction).items()
                                             if k != "peak"}}  # fmt: skip
     print(json.dumps(record))
+    return record
+
+
+def kv_bytes_per_token(config, width: int = 4) -> int:
+    """Bytes of keys and values one position holds in a decoder's cache, all layers: 2 L kv_heads head_dim b (and
+    for an encoder-decoder model, its decoder's self-attention; cross-attention is counted per prompt token)."""
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    layers = config.num_decoder_layers if config.is_encoder_decoder else config.num_hidden_layers
+    return 2 * layers * heads * head_dim * width
+
+
+def predict_decoding(config, parameters: int, prompts: int, prompt_tokens: int, new_tokens: int, rows_per_prompt: int,
+                     beam: bool, shared: bool, width: int = 4) -> dict:
+    """Predicted peak bytes of decoding `prompts` prompts of `prompt_tokens` tokens (left-padded to the longest),
+    `rows_per_prompt` rows each (K samples or beams), up to `new_tokens` tokens, in irl/generation.py `decode`:
+
+        weights      P b
+        kv_cache     per position kv_bytes_per_token: the prompt's positions once per prompt when `shared`
+                     (shared-prefix decoding), else once per row; every row's generated positions, preallocated
+                     (beam search through generate grows the cache by concatenation: one layer's copy more)
+        prefill      the prompt's forward, no gradient: one layer's widest tensors at a time, B P (2 H + 3 I) b
+        step         the active rows' logits in float32 and what is made of them (scores, softmax): 3 rows V 4;
+                     beam search: log-softmax and the (B, beams V) candidates: 5 rows V 4
+    """
+    rows = prompts * rows_per_prompt
+    per_token = kv_bytes_per_token(config, width)
+    prompt_copies = prompts if shared else rows
+    kv = (prompt_copies * prompt_tokens + rows * new_tokens) * per_token
+    if beam:
+        kv += rows * (prompt_tokens + new_tokens) * per_token // max(1, config.num_hidden_layers)
+    hidden = getattr(config, "hidden_size", None) or config.d_model
+    inner = getattr(config, "intermediate_size", None) or config.d_ff
+    prefill = prompts * prompt_tokens * (2 * hidden + 3 * inner) * width
+    step = (5 if beam else 3) * rows * config.vocab_size * 4
+    terms = {"weights": parameters * width, "kv_cache": kv, "prefill": prefill, "step": step}
+    terms["peak"] = terms["weights"] + terms["kv_cache"] + max(prefill, step)
+    return terms
+
+
+def dry_run_decoding(checkpoint, prompts: int, prompt_tokens: int, new_tokens: int, decodings, k: int) -> dict:
+    """Print the predicted peak of decoding a batch of `prompts` prompts of `prompt_tokens` tokens under each of
+    `decodings` (irl/generation.py Decoding) with K = `k`, the largest last as one JSON object with `fits`."""
+    from transformers import AutoConfig
+
+    from irl.kv_cache import MODEL_TYPES
+
+    config = AutoConfig.from_pretrained(checkpoint)
+    with torch.device("meta"):
+        parameters = sum(p.numel() for p in _auto(config).from_config(config, dtype=DTYPE).parameters())
+    predictions = {}
+    for decoding in decodings:
+        rows = decoding.beams if decoding.kind == "beam" else decoding.samples_per_prompt(k)
+        shared = rows > 1 and decoding.kind == "sample" and not config.is_encoder_decoder
+        shared = shared and config.model_type in MODEL_TYPES
+        predictions[decoding.label] = predict_decoding(config, parameters, prompts, prompt_tokens, new_tokens, rows,
+                                                       decoding.kind == "beam", shared)  # fmt: skip
+    label, worst = max(predictions.items(), key=lambda item: item[1]["peak"])
+    available = device_memory(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    for name, terms in predictions.items():
+        print(f"{checkpoint} {name:>8}: " + ", ".join(f"{k} {v / 2**30:.3f} GiB" for k, v in terms.items()))
+    record = {"predicted_peak_bytes": worst["peak"], "fits": worst["peak"] <= (1 - HEADROOM) * available,
+              "available_bytes": available, "decoding": label, "checkpoint": str(checkpoint),
+              **{f"{k}_bytes": v for k, v in worst.items() if k != "peak"}}  # fmt: skip
     return record

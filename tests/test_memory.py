@@ -1,16 +1,19 @@
 """Will it fit? The dry run's predicted peak (irl/memory.py) against the peak measured while the tiny preset trains
 (torch tensors on the CPU, from the profiler's allocation events), on the chunked route and on materialised
-logits; the command prints its terms and one JSON line last, and trains nothing."""
+logits, and while a small model decodes greedily, by sampling and by beam search; the command prints its terms and
+one JSON line last, and trains nothing."""
 
 import json
 import random
 
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from irl.__main__ import main
 from irl.config import TrainConfig
-from irl.memory import Prediction, measured_peak, predict_train
+from irl.generation import Decoding, decode
+from irl.memory import Prediction, measured_peak, predict_decoding, predict_train
 from irl.model import train_tokenizer
 from irl.train import train
 
@@ -66,3 +69,23 @@ def test_dry_run_prints_json_last_and_trains_nothing(data, capsys):
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["fits"] is True and last["predicted_peak_bytes"] > last["weights_bytes"] > 0
     assert not out.exists()
+
+
+@pytest.mark.parametrize("decoding", [Decoding("greedy"), Decoding("sample", 1.0), Decoding("beam", beams=4)])
+def test_decoding_prediction_is_within_15_percent_of_the_measured(decoding):
+    """irl/generation.py decode on a random model: no row ends early (EOS is outside the vocabulary), so every
+    row holds its cache to the last step, as the prediction assumes; beam search keeps 4 rows per prompt."""
+    config = LlamaConfig(vocab_size=8192, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                         num_attention_heads=8, max_position_embeddings=256, tie_word_embeddings=True,
+                         bos_token_id=None, eos_token_id=1, pad_token_id=0)  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    weights = sum(p.numel() for p in model.parameters()) * 4
+    ids = torch.randint(2, 8192, (8, 64))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    measured, _ = measured_peak(lambda: decode(model, batch, decoding, 5, max_new_tokens=32, seed=0,
+                                               eos_token_id=8192 + 1, pad_token_id=0))  # fmt: skip
+    rows = 4 if decoding.kind == "beam" else decoding.samples_per_prompt(5)
+    predicted = predict_decoding(config, weights // 4, 8, 64, 32, rows, decoding.kind == "beam",
+                                 decoding.kind == "sample")["peak"]  # fmt: skip
+    assert abs(predicted - (weights + measured)) <= TOLERANCE * (weights + measured), (predicted, weights + measured)
