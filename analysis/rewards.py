@@ -46,6 +46,7 @@ from analysis import schema as S
 from irl import runs
 from irl.data import OK, TRUNCATED, DataError
 from irl.io import atomic_write_text, sha256_file, write_parquet
+from irl.memory import dry_run_rewards
 from irl.model import ModelError, context_length, load_model, load_tokenizer
 
 TOKEN_ROW_GROUP = 20_000
@@ -283,6 +284,9 @@ def finish(checkpoint, name: str, rows: pd.DataFrame, rewards: Rewards, meta, se
 
 def main(argv=None) -> None:
     args = cli.rewards_parser().parse_args(argv)
+    if args.dry_run:  # irl/memory.py: weights, a batch's forward and its logits
+        dry_run_rewards(args.checkpoint, args.batch_tokens)
+        return
     try:
         model, tokenizer = load_checkpoint(args.checkpoint)
         gamma = checkpoint_gamma(args.checkpoint, args.gamma)

@@ -291,7 +291,7 @@ def predict_decoding(config, parameters: int, prompts: int, prompt_tokens: int, 
         kv_cache     per position kv_bytes_per_token: the prompt's positions once per prompt when `shared`
                      (shared-prefix decoding), else once per row; every row's generated positions, preallocated
                      (beam search through generate grows the cache by concatenation: one layer's copy more)
-        prefill      the prompt's forward, no gradient: one layer's widest tensors at a time, B P (2 H + 3 I) b
+        prefill      the prompt's forward, no gradient: `forward_bytes` of the B prompts
         step         the active rows' logits in float32 and what is made of them (scores, softmax): 3 rows V 4;
                      beam search: log-softmax and the (B, beams V) candidates: 5 rows V 4
     """
@@ -301,9 +301,7 @@ def predict_decoding(config, parameters: int, prompts: int, prompt_tokens: int, 
     kv = (prompt_copies * prompt_tokens + rows * new_tokens) * per_token
     if beam:
         kv += rows * (prompt_tokens + new_tokens) * per_token // max(1, config.num_hidden_layers)
-    hidden = getattr(config, "hidden_size", None) or config.d_model
-    inner = getattr(config, "intermediate_size", None) or config.d_ff
-    prefill = prompts * prompt_tokens * (2 * hidden + 3 * inner) * width
+    prefill = forward_bytes(config, prompts * prompt_tokens, prompts, prompt_tokens, width)
     step = (5 if beam else 3) * rows * config.vocab_size * 4
     terms = {"weights": parameters * width, "kv_cache": kv, "prefill": prefill, "step": step}
     terms["peak"] = terms["weights"] + terms["kv_cache"] + max(prefill, step)
@@ -334,4 +332,50 @@ def dry_run_decoding(checkpoint, prompts: int, prompt_tokens: int, new_tokens: i
     record = {"predicted_peak_bytes": worst["peak"], "fits": worst["peak"] <= (1 - HEADROOM) * available,
               "available_bytes": available, "decoding": label, "checkpoint": str(checkpoint),
               **{f"{k}_bytes": v for k, v in worst.items() if k != "peak"}}  # fmt: skip
+    return record
+
+
+def forward_bytes(config, tokens: int, rows: int, length: int, width: int = 4) -> int:
+    """The widest moment of a forward pass without gradient over `rows` left-padded sequences of `length` tokens
+    (`tokens` = rows x length): a layer's feed-forward, tokens (2 H + 3 I) b, or its attention, tokens 6 H b and
+    the (rows, heads, length, length) float32 scores that attention with a padding mask materialises on the CPU."""
+    hidden = getattr(config, "hidden_size", None) or config.d_model
+    inner = getattr(config, "intermediate_size", None) or config.d_ff
+    heads = config.num_attention_heads
+    return max(tokens * (2 * hidden + 3 * inner) * width, tokens * 6 * hidden * width + rows * heads * length**2 * 4)
+
+
+def predict_scoring(config, parameters: int, batch_tokens: int, length: int, width: int = 4) -> dict:
+    """Predicted peak bytes of reward extraction (analysis/scoring.py `score`, no gradient) in batches of at most
+    `batch_tokens` padded tokens of sequences of at most `length` tokens:
+
+        weights   P b
+        forward   `forward_bytes` of batch_tokens / length rows of `length` tokens
+        logits    the kept logits, at most batch_tokens V (float32), and a chunk of CHUNK_ROWS rows of
+                  exp(z - max) in the fused pass (irl/kernels.py token_terms)
+    """
+    forward = forward_bytes(config, batch_tokens, max(1, batch_tokens // length), length, width)
+    logits = (batch_tokens + min(kernels.CHUNK_ROWS, batch_tokens)) * config.vocab_size * 4
+    terms = {"weights": parameters * width, "forward": forward, "logits": logits}
+    terms["peak"] = terms["weights"] + max(forward, logits)
+    return terms
+
+
+def dry_run_rewards(checkpoint, batch_tokens: int) -> dict:
+    """Print the predicted peak of reward extraction from `checkpoint` in batches of `batch_tokens` tokens, then one
+    JSON object with `fits`."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(checkpoint)
+    with torch.device("meta"):
+        parameters = sum(p.numel() for p in _auto(config).from_config(config, dtype=DTYPE).parameters())
+    from irl.model import context_length
+
+    terms = predict_scoring(config, parameters, batch_tokens, min(batch_tokens, context_length(config) or batch_tokens))
+    available = device_memory(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    print(f"{checkpoint}: " + ", ".join(f"{k} {v / 2**30:.3f} GiB" for k, v in terms.items()))
+    record = {"predicted_peak_bytes": terms["peak"], "fits": terms["peak"] <= (1 - HEADROOM) * available,
+              "available_bytes": available, "checkpoint": str(checkpoint),
+              **{f"{k}_bytes": v for k, v in terms.items() if k != "peak"}}  # fmt: skip
+    print(json.dumps(record))
     return record

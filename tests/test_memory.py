@@ -1,7 +1,7 @@
 """Will it fit? The dry run's predicted peak (irl/memory.py) against the peak measured while the tiny preset trains
 (torch tensors on the CPU, from the profiler's allocation events), on the chunked route and on materialised
-logits, and while a small model decodes greedily, by sampling and by beam search; the command prints its terms and
-one JSON line last, and trains nothing."""
+logits, while a small model decodes greedily, by sampling and by beam search, and while it scores rewards; the
+commands print their terms and one JSON line last, and do nothing else."""
 
 import json
 import random
@@ -10,10 +10,13 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from analysis.rewards import main as rewards_main
+from analysis.scoring import score_batch
 from irl.__main__ import main
 from irl.config import TrainConfig
+from irl.data import Encoded
 from irl.generation import Decoding, decode
-from irl.memory import Prediction, measured_peak, predict_decoding, predict_train
+from irl.memory import Prediction, measured_peak, predict_decoding, predict_scoring, predict_train
 from irl.model import train_tokenizer
 from irl.train import train
 
@@ -89,3 +92,31 @@ def test_decoding_prediction_is_within_15_percent_of_the_measured(decoding):
     predicted = predict_decoding(config, weights // 4, 8, 64, 32, rows, decoding.kind == "beam",
                                  decoding.kind == "sample")["peak"]  # fmt: skip
     assert abs(predicted - (weights + measured)) <= TOLERANCE * (weights + measured), (predicted, weights + measured)
+
+
+@pytest.mark.parametrize("vocab,rows,length", [(8192, 7, 129), (1024, 8, 501)])
+def test_scoring_prediction_is_within_15_percent_of_the_measured(vocab, rows, length):
+    """analysis/scoring.py score_batch: left-padded rows (one a token shorter), logits kept for the completions;
+    at a long context and a small vocabulary the attention scores of the padded batch are the widest moment."""
+    config = LlamaConfig(vocab_size=vocab, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                         num_attention_heads=8, max_position_embeddings=1024, tie_word_embeddings=True,
+                         bos_token_id=None, eos_token_id=1, pad_token_id=0)  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    weights = sum(p.numel() for p in model.parameters()) * 4
+    prompt = length // 8
+    batch = [Encoded(torch.randint(2, vocab, (prompt - (i == 0),)).tolist(),
+                     torch.randint(2, vocab, (length - prompt - 1,)).tolist() + [1], True) for i in range(rows)]
+    measured, _ = measured_peak(lambda: score_batch(model, batch, 0, 1, 0.99))
+    predicted = predict_scoring(config, weights // 4, rows * length, length)["peak"]
+    assert abs(predicted - (weights + measured)) <= TOLERANCE * (weights + measured), (predicted, weights + measured)
+
+
+def test_rewards_dry_run_prints_json_last(tmp_path, capsys):
+    config = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=256)  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "checkpoint")
+    rewards_main(["--checkpoint", str(tmp_path / "checkpoint"), "--data", "math-preferences", "--dry_run"])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["fits"] is True and last["predicted_peak_bytes"] > last["weights_bytes"] > 0
+    assert not (tmp_path / "checkpoint" / "rewards").exists()
