@@ -61,6 +61,14 @@ HEAD_IS_LINEAR = frozenset(
 # Set-ups where the lm_head weight is not whole outside the model's forward (sharded by FSDP, DeepSpeed ZeRO-3,
 # Megatron): they train on the full logits.
 SHARDED = frozenset({DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM})
+# The chunked route's self-check (`check_chunked`): rows of the batch compared, and the largest difference allowed
+# from materialised logits, relative to the largest magnitude of each compared tensor. Both routes sum the same
+# float32 products in another order, so they differ by roundings of sums over V or H terms, about sqrt(V) eps:
+# 4e-5 at V = 152k in float32 (eps 1.2e-7), 1e-3 leaves a margin of 25; under bf16 autocast the products keep 8
+# bits (eps 7.8e-3) and the logits differ by about one rounding of each: 5e-2; float16 (eps 9.8e-4): 1e-2.
+CHECK_ROWS = 2
+CHECK_TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 5e-2, torch.float16: 1e-2}
+_checked: dict[tuple, dict] = {}  # (device type, dtype, model type) -> the check's record, once per process
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +80,50 @@ class NonFiniteLossError(FloatingPointError):
 def head_is_linear(model) -> bool:
     """Whether a causal LM's logits are exactly lm_head(final hidden states): its type is in HEAD_IS_LINEAR."""
     return model.config.model_type in HEAD_IS_LINEAR
+
+
+def check_chunked(model, inputs, eos_token_id: int, gamma: float, autocast) -> dict:
+    """Compare the chunked routes (kernels.head_loss and kernels.head_token_terms) with materialised logits (the
+    model's own lm_head, then kernels.token_terms) on the first CHECK_ROWS rows of a batch: IQLearn's loss
+    (lam = 1, so that Q, V and V(s') all count) and its gradients with respect to the final hidden states and the
+    output embedding. Returns {"check/chunked_loss_max_rel_diff": the largest relative difference, "passed"}.
+    The model's forward runs once, without touching the caller's graph, its RNG state restored after."""
+    rows = {k: v[:CHECK_ROWS] for k, v in inputs.items() if k in ("input_ids", "attention_mask", "completion_mask")}
+    ids, completion = rows["input_ids"], rows["completion_mask"]
+    head = model.get_output_embeddings()
+    objective = functools.partial(objectives.iqlearn, lam=1.0, gamma=gamma)
+    with torch.random.fork_rng(devices=[ids.device] if ids.device.type == "cuda" else []):
+        with torch.no_grad():
+            hidden = final_hidden(model, ids, rows["attention_mask"])
+    leaves = (hidden.detach().requires_grad_(), head.weight.detach().requires_grad_())
+
+    def grads(route):
+        loss = route(*leaves)
+        return (loss, *torch.autograd.grad(loss, leaves))
+
+    def stock(h, w):
+        with autocast():
+            logits = torch.nn.functional.linear(h, w, head.bias)
+        return objective(kernels.token_terms(logits, ids, completion, eos_token_id))[0]
+
+    def fused(h, w):
+        with autocast():
+            return kernels.head_loss(objective, h, w, head.bias, ids, completion, eos_token_id)[0]
+
+    def recomputed(h, w):
+        with autocast():
+            return objective(kernels.head_token_terms(h, w, head.bias, ids, completion, eos_token_id))[0]
+
+    with torch.enable_grad():
+        reference = grads(stock)
+        worst = max(
+            ((a - b).abs().max() / b.abs().max().clamp(min=torch.finfo(b.dtype).tiny)).item()
+            for route in (fused, recomputed) for a, b in zip(grads(route), reference)
+        )  # fmt: skip
+    with autocast():
+        dtype = torch.get_autocast_dtype(ids.device.type) if torch.is_autocast_enabled(ids.device.type) else None
+    tolerance = CHECK_TOLERANCE[dtype or head.weight.dtype]
+    return {"check/chunked_loss_max_rel_diff": worst, "passed": worst <= tolerance, "tolerance": tolerance}
 
 
 def final_hidden(model, input_ids, attention_mask) -> torch.Tensor:
@@ -170,6 +222,7 @@ class IRLTrainer(Trainer):
         self._nonfinite = torch.tensor([[-1.0, 0.0]], device=self.args.device)
         self._samples = None  # the first rows of the last sampled batch, for samples.jsonl
         self._evaluated_at = None  # (step, metrics) of the last validation pass
+        self._route_recorded = False  # whether metrics.jsonl says which route the loss takes
 
     def create_accelerator_and_postprocess(self) -> None:
         """Trainer's, with the batch order seeded by `seed`: the config's `data_seed` seeds the data itself (the
@@ -264,7 +317,36 @@ class IRLTrainer(Trainer):
         self._update_time.stop()
         return loss
 
+    def _choose_route(self, model, inputs) -> None:
+        """At the first loss: the chunked route's self-check (`check_chunked`, once per process for a device type,
+        dtype and model type, unless cfg.check_fast_paths is off), falling back to materialised logits when it
+        fails; then one line of metrics.jsonl records the route the run's loss takes and the check's figures."""
+        self._route_recorded = True
+        record = {}
+        if self.chunked and self.cfg.check_fast_paths:
+            unwrapped = self.accelerator.unwrap_model(model)
+            with self.accelerator.autocast():
+                device = inputs["input_ids"].device.type
+                dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+            key = (device, dtype or unwrapped.dtype, unwrapped.config.model_type)
+            if key not in _checked:
+                _checked[key] = check_chunked(unwrapped, inputs, self.eos_token_id, self.cfg.gamma,
+                                              self.accelerator.autocast)  # fmt: skip
+                if not _checked[key]["passed"]:
+                    logger.warning(
+                        "chunked_loss: on %s the chunked loss differs from materialised logits by %.3g (relative; "
+                        "tolerance %.3g): this run trains on the full logits", key,
+                        _checked[key]["check/chunked_loss_max_rel_diff"], _checked[key]["tolerance"],
+                    )
+            self.chunked = _checked[key]["passed"]
+            record["check/chunked_loss_max_rel_diff"] = _checked[key]["check/chunked_loss_max_rel_diff"]
+        if self.is_world_process_zero():
+            route = "chunked" if self.chunked else "materialised"
+            append_jsonl(self.metrics_path, {"step": self.state.global_step, "route/loss": route, **record})
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self._route_recorded:
+            self._choose_route(model, inputs)
         n = inputs["input_ids"].shape[0]
         if "policy" in inputs:  # expert and sampled rows in one forward pass (one pass of a DDP-wrapped model)
             batch = cat_rows(inputs, inputs["policy"], batch_keys(self.seq2seq))
