@@ -43,6 +43,7 @@ def sweep_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0)
     add("--batch_size", type=int, default=SWEEP_BATCH_SIZE, help="Prompts decoded together, K samples each "
         "(changes the sampled rows).")  # fmt: skip
+    add("--dry_run", action="store_true", help="Print the predicted peak memory of decoding and stop.")
     return parser
 
 
@@ -69,4 +70,5 @@ def rewards_parser() -> argparse.ArgumentParser:
     add("--batch_tokens", type=int, default=BATCH_TOKENS, help="Padded tokens per forward pass.")
     add("--n_boot", type=int, default=1000, help="Bootstrap replicates of correlation intervals.")
     add("--seed", type=int, default=0, help="Seed of the bootstrap.")
+    add("--dry_run", action="store_true", help="Print the predicted peak memory of scoring and stop.")
     return parser

@@ -51,6 +51,7 @@ from analysis import schema as S
 from irl import runs
 from irl.data import OK, TRUNCATED, DataError
 from common.io import atomic_write_text, check_checkpoint_weights, write_parquet
+from irl.memory import dry_run_rewards
 from irl.model import ModelError, context_length, load_model, load_tokenizer
 
 TOKEN_ROW_GROUP = 20_000
@@ -312,6 +313,9 @@ def score_checkpoint(checkpoint, data: list[Data], gamma: float | None = None, *
 
 def main(argv=None) -> None:
     args = cli.rewards_parser().parse_args(argv)
+    if args.dry_run:  # irl/memory.py: weights, a batch's forward and its logits
+        dry_run_rewards(args.checkpoint, args.batch_tokens)
+        return
     try:
         fields = {S.PROMPT: args.prompt_field, S.COMPLETION: args.completion_field}
         fields |= {D.CHOSEN: args.chosen_field, D.REJECTED: args.rejected_field}

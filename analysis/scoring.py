@@ -17,7 +17,7 @@ import torch
 
 from analysis import schema as S
 from irl.data import OK, TRUNCATED, Collator, Encoded, encode_example, episode_features, model_inputs
-from irl.objectives import token_terms
+from irl.kernels import token_terms
 
 
 def from_texts(tokenizer, prompts, completions, context: int | None) -> tuple[list[Encoded | None], list[str]]:
@@ -59,7 +59,7 @@ def _batches(encoded: list, batch_tokens: int) -> list[list[int]]:
 @torch.inference_mode()
 def score_batch(model, batch: list[Encoded], pad_id: int, eos_id: int, gamma: float) -> dict[str, np.ndarray]:
     """Per completion action of a batch, row-major: q, v, v_next, logp, reward, entropy (v_next and reward NaN
-    for an action without a next state). One forward pass, then irl.objectives.token_terms, as in training:
+    for an action without a next state). One forward pass, then irl.kernels.token_terms, as in training:
     `_causal_terms` or `_seq2seq_terms` per the model's config."""
     seq2seq = model.config.is_encoder_decoder
     terms = (_seq2seq_terms if seq2seq else _causal_terms)(model, batch, pad_id, eos_id)

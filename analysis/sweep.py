@@ -72,6 +72,7 @@ from irl import runs
 from irl.data import DataError, held_out_split, load_splits
 from irl.generation import Decoding, batch_seed, decode, left_padded
 from common.io import FileError, atomic_write_text, check_checkpoint_weights, read_json, write_parquet
+from irl.memory import dry_run_decoding
 from irl.model import ModelError, context_length, load_model, load_tokenizer
 
 TEMPERATURES, BEAMS, BATCH_SIZE = cli.TEMPERATURES, cli.BEAMS, cli.SWEEP_BATCH_SIZE
@@ -427,6 +428,7 @@ def sweep(
     calculator: bool | None = None,
     seed: int = 0,
     batch_size: int = BATCH_SIZE,
+    dry_run: bool = False,
 ) -> pd.DataFrame:
     """Run the decoding sweep (see the module docstring) and return the aggregate rows of the asked-for cells.
 
@@ -449,6 +451,12 @@ def sweep(
     asked = dict(samples=samples, limit=limit, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
                  calculator=calculator, metrics=metrics)  # fmt: skip
     jobs = _plan(state, run_dirs, checkpoints, grid, split, asked)
+    if dry_run:  # irl/memory.py: the longest prompts of the split, a full batch of them
+        return pd.DataFrame([dry_run_decoding(
+            job.checkpoint, min(len(job.examples), job.settings.batch_size),
+            min(filter(None, (len(job.tokenizer(job.examples[-1]["prompt"])["input_ids"]),
+                              job.settings.max_prompt_tokens))),
+            job.settings.max_new_tokens, grid, job.settings.samples) for job in jobs])  # fmt: skip
     state.wait_for_everyone()  # every process has listed the missing cells before the main one writes any
     total = sum(len(job.todo) * len(job.batches) for job in jobs)
     progress = tqdm(total=total, desc="sweep", unit="batch", disable=not state.is_main_process)
@@ -521,10 +529,14 @@ def main(argv=None) -> None:
     try:
         table = sweep(
             args.run, args.checkpoints, args.temperatures, args.beams, args.samples, args.split, args.limit,
-            args.max_new_tokens, args.metrics, args.calculator, args.seed, args.batch_size,
+            args.max_new_tokens, args.metrics, args.calculator, args.seed, args.batch_size, args.dry_run,
         )  # fmt: skip
     except (SweepError, ModelError, DataError, irl_config.ConfigError, FileError) as e:
         sys.exit(f"error: {e}")
+    if args.dry_run:  # one JSON object last: the largest prediction over the checkpoints
+        worst = table.loc[table["predicted_peak_bytes"].idxmax()].to_dict()
+        print(json.dumps({**worst, "fits": bool(table["fits"].all())}, default=int))
+        return
     state = _process_state()
     if state.is_main_process:
         print(f"{len(table)} cells, decoded by {state.num_processes} process(es)")

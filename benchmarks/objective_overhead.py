@@ -18,10 +18,10 @@ Objectives:
 - `mle`, `iqlearn`: the training default, from the final hidden states in chunks with the gradient formed in the
   same pass (irl/trainer.py final_hidden, irl/objectives.py head_loss): no (B, T, V) logits, each chunk's logits
   computed once;
-- `iqlearn_recompute`: the same chunks through objectives.head_token_terms, whose backward computes each chunk's
+- `iqlearn_recompute`: the same chunks through kernels.head_token_terms, whose backward computes each chunk's
   logits again (GAIL's route);
 - `mle_cross_entropy`: MLE as transformers computes it, F.cross_entropy on the model's materialised logits;
-- `iqlearn_logits`: IQLearn on the materialised logits through the fused pass (objectives.token_terms; the
+- `iqlearn_logits`: IQLearn on the materialised logits through the fused pass (kernels.token_terms; the
   route of models whose logits are more than lm_head(hidden)).
 One JSON line per vocabulary: {"vocab", "time_ratio", "mem_ratio" (iqlearn over mle, both chunked; goal <= 1.05),
 "time_vs_materialised", "mem_vs_materialised" (iqlearn chunked over mle_cross_entropy; goals <= 1.1 and <= 0.5),
@@ -34,7 +34,7 @@ Encoder-decoder part (`--parts seq2seq`): the same, on a T5 model with a big voc
 and 2 decoder layers, gated-GELU, tied embeddings: irl/model.py's T5 presets at that width) reading a quarter of
 `--seq` as the prompt in its encoder and the rest as [decoder start] + completion ending in EOS in its decoder.
 Seq2seq training reads the decoder's materialised logits (irl/trainer.py), so `mle` and `iqlearn` both go
-through objectives.token_terms there; `mle_cross_entropy` is T5's own loss (`labels`), as transformers trains it.
+through kernels.token_terms there; `mle_cross_entropy` is T5's own loss (`labels`), as transformers trains it.
 One JSON line per vocabulary: {"model": "t5", "vocab", "time_ratio", "mem_ratio" (iqlearn over mle; goal <= 1.05),
 "time_vs_cross_entropy", "mem_vs_cross_entropy" (iqlearn over T5's own loss), "ms", "peak_mb", ...}.
 
@@ -68,7 +68,8 @@ from torch.utils._pytree import tree_flatten
 from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from irl.objectives import head_loss, head_token_terms, iqlearn, mle, token_terms  # noqa: E402
+from irl.kernels import head_loss, head_token_terms, token_terms  # noqa: E402
+from irl.objectives import iqlearn, mle  # noqa: E402
 from irl.data import model_inputs  # noqa: E402
 from irl.trainer import final_hidden  # noqa: E402
 

@@ -2,6 +2,7 @@
 
     python -m irl train --config configs/demo_mle.yaml [--field value ...]   # train (see irl/train.py)
     python -m irl train --help                                               # every config field
+    python -m irl train --config configs/demo_mle.yaml --dry_run             # predicted peak memory, no training
     python -m irl pretrain --config configs/base.yaml [--field value ...]    # pretrain a base model (irl/pretrain.py)
     python -m irl export --run build/base/run --out models/base             # ship a pretraining run's checkpoint
 
@@ -20,17 +21,19 @@ def main(argv=None):
     if command == "train":
         from irl.config import ConfigError, load_config
 
+        dry_run = "--dry_run" in rest  # irl/memory.py: predict the run's peak memory and stop
         try:
-            cfg = load_config(rest)  # --help exits here, before data or models load
+            cfg = load_config([a for a in rest if a != "--dry_run"])  # --help exits here, before data or models load
         except ConfigError as e:
             sys.exit(f"error: {e}")
         from irl.data import DataError
         from common.io import FileError
+        from irl.memory import dry_run_train
         from irl.model import ModelError
         from irl.train import run
 
         try:
-            run(cfg)
+            dry_run_train(cfg) if dry_run else run(cfg)
         except (ConfigError, DataError, ModelError, FileError) as e:
             sys.exit(f"error: {e}")
     elif command in ("pretrain", "export"):

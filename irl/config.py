@@ -79,6 +79,12 @@ class TrainConfig(TrainingArguments):
         "lm_head(hidden) (soft-capping, scaling: irl/trainer.py HEAD_IS_LINEAR) and FSDP/DeepSpeed runs use the "
         "full logits whatever this says; false: always the full logits.",
     )
+    check_fast_paths: bool = _f(
+        True,
+        "The first time the chunked loss runs in a process for a device type, dtype and model type, compare its loss "
+        "and gradients on two rows of the batch with materialised logits' and train on the logits if they differ "
+        "(irl/trainer.py check_chunked); false: skip the check.",
+    )
     alpha: float = _f(
         0.0,
         "Online IQLearn: share of the value term taken on states of completions sampled from the current model for "

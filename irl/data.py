@@ -334,7 +334,7 @@ def encode(examples, tokenizer, max_length: int, overlong: str = "truncate", dec
 
 
 def episode_features(encoded: Encoded, decoder_start_token_id: int | None = None) -> dict:
-    """The training features of one episode, the layout `Collator` pads and irl.objectives.token_terms reads.
+    """The training features of one episode, the layout `Collator` pads and irl.kernels.token_terms reads.
 
     Decoder-only model (`decoder_start_token_id` None): input_ids = prompt + completion, completion_mask 1 on the
     completion's actions. Encoder-decoder model: the state is (encoder input, decoder prefix), so input_ids = the

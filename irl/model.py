@@ -20,6 +20,10 @@ adapter_config.json naming the base model) beside the base's config.json; `load_
 later stage, loads such a checkpoint on its base and merges the adapter into it (`merge_and_unload`), so the
 sweep and reward extraction run a plain model at full speed. Merged weights W + (lora_alpha / lora_r) B A equal
 the adapted model's function up to float rounding (the adapted model adds B A x to W x instead).
+
+Real-size shapes (models/shapes/, irl/shapes.py): the published config.json of Qwen2.5-0.5B, a Llama 3 model of
+the 128k vocabulary, T5-base and T5-large, with a tokenizer of the published vocabulary and no weights;
+`load_model` builds them with random weights, for measuring time and memory at those sizes.
 """
 
 import json
@@ -38,6 +42,8 @@ from transformers import (
     T5Config,
     T5ForConditionalGeneration,
 )
+
+from irl.shapes import is_shape
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 ADAPTER_CONFIG = "adapter_config.json"  # peft's: marks a LoRA checkpoint
@@ -162,13 +168,16 @@ def is_adapter(path) -> bool:
 def load_model(name_or_path: str, trust_remote_code: bool = False, dtype=torch.float32):
     """An AutoModelForCausalLM, or an AutoModelForSeq2SeqLM when its config says `is_encoder_decoder`, by hub name
     or local path (a checkpoint directory of a run included). A LoRA checkpoint is loaded on its base model and
-    merged into it (module docstring)."""
+    merged into it (module docstring). A shape directory (irl/shapes.py: a published config.json and no weights)
+    gives its model with random weights drawn from torch's generator as it stands (the run's seed)."""
     if is_adapter(name_or_path):
         return _load_merged(Path(name_or_path).expanduser(), trust_remote_code, dtype)
     _check_local(name_or_path, "model", "config.json")
     try:
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
         auto = AutoModelForSeq2SeqLM if model_kind(config) == SEQ2SEQ else AutoModelForCausalLM
+        if is_shape(name_or_path):
+            return auto.from_config(config, trust_remote_code=trust_remote_code, dtype=dtype)
         return auto.from_pretrained(name_or_path, config=config, trust_remote_code=trust_remote_code, dtype=dtype)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load a model from {name_or_path!r}: {e}") from None

@@ -2,19 +2,20 @@
 pass overridden, and nothing else. Mixed precision, gradient accumulation, checkpoint rotation, resume and
 multi-process training (`accelerate launch`, DeepSpeed, FSDP) are Trainer's.
 
-The objective sees only per-token tensors (irl/objectives.py), so MLE and IQLearn runs differ in the loss
-alone. A variant that samples completions during training (online IQLearn, GAIL) samples them in
-`training_step` for the batch's prompts (irl/sampling.py), adds them to `inputs` as `inputs["policy"]` (with
-the objective's extra arguments, `policy_kwargs`: GAIL's discriminator step and rewards, irl/gail.py) and
-then runs Trainer's own step, whose `compute_loss` reads expert and sampled rows in one forward pass.
+The objective sees only per-token tensors (irl/objectives.py, computed by irl/kernels.py), so MLE and IQLearn runs
+differ in the loss alone. A variant that samples completions during training (online IQLearn, GAIL) samples them
+in `training_step` for the batch's prompts (irl/generation.py `sample_completions`), adds them to `inputs` as
+`inputs["policy"]` (with the objective's extra arguments, `policy_kwargs`: GAIL's discriminator step and rewards,
+irl/gail.py) and then runs Trainer's own step, whose `compute_loss` reads expert and sampled rows in one forward
+pass.
 Sampling is timed apart from the update (time/sample_s, time/update_s) and a few sampled completions of each
 logging step go to `<output_dir>/samples.jsonl`.
 
 The per-token terms come from the model's final hidden states and its output embedding, a chunk of rows at a
-time (`final_hidden`, objectives.head_token_terms), so the (B, T, V) logits never exist in training; for the
-objectives of objectives.SINGLE_PASS the loss's gradient is formed in that one pass (objectives.head_loss);
+time (`final_hidden`, kernels.head_token_terms), so the (B, T, V) logits never exist in training; for the
+objectives of objectives.SINGLE_PASS the loss's gradient is formed in that one pass (kernels.head_loss);
 models outside HEAD_IS_LINEAR, FSDP/DeepSpeed runs and `chunked_loss: false` read the full logits
-(objectives.token_terms).
+(kernels.token_terms).
 
 A micro-step reads nothing back from the device. The one read a batch needs, the index of its completion
 tokens (`action_rows`: which rows to project), is made when Trainer fetches the batches of an optimizer step
@@ -27,7 +28,7 @@ no checkpoint holds weights updated with it; the weights in memory may be, but t
 
 Encoder-decoder models (cfg.model_kind "seq2seq", e.g. T5) run the same loop and objectives: a batch holds the
 prompt as the encoder's input and [decoder start] + completion as the decoder's (irl/data.py `episode_features`),
-and the per-token terms are read off the decoder's full logits (objectives.token_terms): T5 is outside
+and the per-token terms are read off the decoder's full logits (kernels.token_terms): T5 is outside
 HEAD_IS_LINEAR (its head reads the decoder's output scaled by d_model^-1/2, and its forward keeps every logit).
 """
 
@@ -42,7 +43,7 @@ from accelerate.utils import DistributedType
 from transformers import Trainer
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from irl import objectives, runs
+from irl import kernels, objectives, runs
 from irl.config import save_config
 from common.io import append_jsonl
 from irl.data import action_ids, batch_keys, model_inputs
@@ -61,6 +62,14 @@ HEAD_IS_LINEAR = frozenset(
 # Set-ups where the lm_head weight is not whole outside the model's forward (sharded by FSDP, DeepSpeed ZeRO-3,
 # Megatron): they train on the full logits.
 SHARDED = frozenset({DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM})
+# The chunked route's self-check (`check_chunked`): rows of the batch compared, and the largest difference allowed
+# from materialised logits, relative to the largest magnitude of each compared tensor. Both routes sum the same
+# float32 products in another order, so they differ by roundings of sums over V or H terms, about sqrt(V) eps:
+# 4e-5 at V = 152k in float32 (eps 1.2e-7), 1e-3 leaves a margin of 25; under bf16 autocast the products keep 8
+# bits (eps 7.8e-3) and the logits differ by about one rounding of each: 5e-2; float16 (eps 9.8e-4): 1e-2.
+CHECK_ROWS = 2
+CHECK_TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 5e-2, torch.float16: 1e-2}
+_checked: dict[tuple, dict] = {}  # (device type, dtype, model type) -> the check's record, once per process
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +97,50 @@ class NonFiniteLossError(FloatingPointError):
 def head_is_linear(model) -> bool:
     """Whether a causal LM's logits are exactly lm_head(final hidden states): its type is in HEAD_IS_LINEAR."""
     return model.config.model_type in HEAD_IS_LINEAR
+
+
+def check_chunked(model, inputs, eos_token_id: int, gamma: float, autocast) -> dict:
+    """Compare the chunked routes (kernels.head_loss and kernels.head_token_terms) with materialised logits (the
+    model's own lm_head, then kernels.token_terms) on the first CHECK_ROWS rows of a batch: IQLearn's loss
+    (lam = 1, so that Q, V and V(s') all count) and its gradients with respect to the final hidden states and the
+    output embedding. Returns {"check/chunked_loss_max_rel_diff": the largest relative difference, "passed"}.
+    The model's forward runs once, without touching the caller's graph, its RNG state restored after."""
+    rows = {k: v[:CHECK_ROWS] for k, v in inputs.items() if k in ("input_ids", "attention_mask", "completion_mask")}
+    ids, completion = rows["input_ids"], rows["completion_mask"]
+    head = model.get_output_embeddings()
+    objective = functools.partial(objectives.iqlearn, lam=1.0, gamma=gamma)
+    with torch.random.fork_rng(devices=[ids.device] if ids.device.type == "cuda" else []):
+        with torch.no_grad():
+            hidden = final_hidden(model, ids, rows["attention_mask"])
+    leaves = (hidden.detach().requires_grad_(), head.weight.detach().requires_grad_())
+
+    def grads(route):
+        loss = route(*leaves)
+        return (loss, *torch.autograd.grad(loss, leaves))
+
+    def stock(h, w):
+        with autocast():
+            logits = torch.nn.functional.linear(h, w, head.bias)
+        return objective(kernels.token_terms(logits, ids, completion, eos_token_id))[0]
+
+    def fused(h, w):
+        with autocast():
+            return kernels.head_loss(objective, h, w, head.bias, ids, completion, eos_token_id)[0]
+
+    def recomputed(h, w):
+        with autocast():
+            return objective(kernels.head_token_terms(h, w, head.bias, ids, completion, eos_token_id))[0]
+
+    with torch.enable_grad():
+        reference = grads(stock)
+        worst = max(
+            ((a - b).abs().max() / b.abs().max().clamp(min=torch.finfo(b.dtype).tiny)).item()
+            for route in (fused, recomputed) for a, b in zip(grads(route), reference)
+        )  # fmt: skip
+    with autocast():
+        dtype = torch.get_autocast_dtype(ids.device.type) if torch.is_autocast_enabled(ids.device.type) else None
+    tolerance = CHECK_TOLERANCE[dtype or head.weight.dtype]
+    return {"check/chunked_loss_max_rel_diff": worst, "passed": worst <= tolerance, "tolerance": tolerance}
 
 
 def final_hidden(model, input_ids, attention_mask) -> torch.Tensor:
@@ -189,6 +242,7 @@ class IRLTrainer(Trainer):
         self._nonfinite = torch.tensor([[-1.0, 0.0]], device=self.args.device)
         self._samples = None  # the first rows of the last sampled batch, for samples.jsonl
         self._evaluated_at = None  # (step, metrics) of the last validation pass
+        self._route_recorded = False  # whether metrics.jsonl says which route the loss takes
 
     def create_accelerator_and_postprocess(self) -> None:
         """Trainer's, with the batch order seeded by `seed`: the config's `data_seed` seeds the data itself (the
@@ -197,37 +251,37 @@ class IRLTrainer(Trainer):
         super().create_accelerator_and_postprocess()
         self.accelerator.dataloader_config.data_seed = self.args.seed
 
-    def terms(self, model, inputs) -> objectives.TokenTerms:
+    def terms(self, model, inputs) -> kernels.TokenTerms:
         """Per-token Q, V, V(s'), entropy of a batch under `model` (the policy, or a frozen copy of it)."""
         ids, completion = inputs["input_ids"], inputs["completion_mask"]
         if not self.chunked:  # the full logits: (B, T, V), T the decoder's length for seq2seq
             logits = model(**model_inputs(inputs, self.seq2seq)).logits
-            return objectives.token_terms(
+            return kernels.token_terms(
                 logits, action_ids(inputs, self.seq2seq), completion, self.eos_token_id, self.cfg.stop_grad_next
             )
         hidden, head, rows = self._head(model, inputs)
         with self.accelerator.autocast():  # the precision the model's own lm_head runs in
-            return objectives.head_token_terms(
+            return kernels.head_token_terms(
                 hidden, head.weight, head.bias, ids, completion, self.eos_token_id, self.cfg.stop_grad_next, rows=rows
             )
 
-    def loss(self, model, inputs, objective) -> tuple[torch.Tensor, dict, objectives.TokenTerms]:
+    def loss(self, model, inputs, objective) -> tuple[torch.Tensor, dict, kernels.TokenTerms]:
         """(loss, stats, terms) of `objective` (TokenTerms -> (loss, stats)) on a batch under the policy `model`:
-        in one pass over the logits where the objective allows it (objectives.head_loss), the terms then
+        in one pass over the logits where the objective allows it (kernels.head_loss), the terms then
         detached; else through `terms`."""
         if not (self.chunked and objectives.single_pass(self.objective)):
             terms = self.terms(model, inputs)
             return *objective(terms), terms
         hidden, head, rows = self._head(model, inputs)
         with self.accelerator.autocast():
-            return objectives.head_loss(objective, hidden, head.weight, head.bias, inputs["input_ids"],
+            return kernels.head_loss(objective, hidden, head.weight, head.bias, inputs["input_ids"],
                                         inputs["completion_mask"], self.eos_token_id, self.cfg.stop_grad_next,
                                         rows=rows)  # fmt: skip
 
     def _head(self, model, inputs):
         """(final hidden states (B, T, H), output embedding, action rows) of a causal LM's batch."""
         rows = inputs.get("action_rows")  # from get_batch_samples; not in batches made during the step
-        rows = objectives.action_rows(inputs["completion_mask"]) if rows is None else rows
+        rows = kernels.action_rows(inputs["completion_mask"]) if rows is None else rows
         hidden = final_hidden(model, inputs["input_ids"], inputs["attention_mask"])  # (B, T, H)
         return hidden, self.accelerator.unwrap_model(model).get_output_embeddings(), rows
 
@@ -236,7 +290,7 @@ class IRLTrainer(Trainer):
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
         if self.chunked:
             for batch in batch_samples:
-                batch["action_rows"] = objectives.action_rows(batch["completion_mask"])
+                batch["action_rows"] = kernels.action_rows(batch["completion_mask"])
         return batch_samples, num_items_in_batch
 
     def sample(self, model, inputs) -> dict:
@@ -283,7 +337,36 @@ class IRLTrainer(Trainer):
         self._update_time.stop()
         return loss
 
+    def _choose_route(self, model, inputs) -> None:
+        """At the first loss: the chunked route's self-check (`check_chunked`, once per process for a device type,
+        dtype and model type, unless cfg.check_fast_paths is off), falling back to materialised logits when it
+        fails; then one line of metrics.jsonl records the route the run's loss takes and the check's figures."""
+        self._route_recorded = True
+        record = {}
+        if self.chunked and self.cfg.check_fast_paths:
+            unwrapped = self.accelerator.unwrap_model(model)
+            with self.accelerator.autocast():
+                device = inputs["input_ids"].device.type
+                dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+            key = (device, dtype or unwrapped.dtype, unwrapped.config.model_type)
+            if key not in _checked:
+                _checked[key] = check_chunked(unwrapped, inputs, self.eos_token_id, self.cfg.gamma,
+                                              self.accelerator.autocast)  # fmt: skip
+                if not _checked[key]["passed"]:
+                    logger.warning(
+                        "chunked_loss: on %s the chunked loss differs from materialised logits by %.3g (relative; "
+                        "tolerance %.3g): this run trains on the full logits", key,
+                        _checked[key]["check/chunked_loss_max_rel_diff"], _checked[key]["tolerance"],
+                    )
+            self.chunked = _checked[key]["passed"]
+            record["check/chunked_loss_max_rel_diff"] = _checked[key]["check/chunked_loss_max_rel_diff"]
+        if self.is_world_process_zero():
+            route = "chunked" if self.chunked else "materialised"
+            append_jsonl(self.metrics_path, {"step": self.state.global_step, "route/loss": route, **record})
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self._route_recorded:
+            self._choose_route(model, inputs)
         n = inputs["input_ids"].shape[0]
         if "policy" in inputs:  # expert and sampled rows in one forward pass (one pass of a DDP-wrapped model)
             batch = cat_rows(inputs, inputs["policy"], batch_keys(self.seq2seq))

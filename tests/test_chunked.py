@@ -1,5 +1,5 @@
-"""The objectives from hidden states in chunks (objectives.head_token_terms) against today's route on full logits
-(objectives.token_terms), in float64, for every objective; the hidden states the trainer reads against each
+"""The objectives from hidden states in chunks (kernels.head_token_terms) against today's route on full logits
+(kernels.token_terms), in float64, for every objective; the hidden states the trainer reads against each
 model's own logits; training with and without chunks; statistics accumulated on the device against the values
 read step by step; a non-finite loss caught without a read per step."""
 
@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from irl import objectives
+from irl import kernels
 from irl import trainer as trainer_module
-from irl.objectives import (action_rows, gail, head_loss, head_token_terms, iqlearn, mle, naive_token_terms,
-                            online_iqlearn, single_pass, token_stats, token_terms)
+from irl.kernels import action_rows, head_loss, head_token_terms, naive_token_terms, token_terms
+from irl.objectives import gail, iqlearn, mle, online_iqlearn, single_pass, token_stats
 from irl.runs import checkpoints
 from irl.train import train
 from irl.trainer import HEAD_IS_LINEAR, IRLTrainer, NonFiniteLossError, final_hidden, head_is_linear
@@ -217,11 +217,11 @@ def test_default_chunks_hold_chunk_logits_or_the_hidden_states_size(monkeypatch)
     hidden, weight, b = leaves()
     one_chunk = head_token_terms(hidden, weight, b, ids, cmask, EOS)
     sizes = []
-    apply = objectives._HeadQVEntropy.apply
-    monkeypatch.setattr(objectives._HeadQVEntropy, "apply", lambda *a: sizes.append(a[-1]) or apply(*a))
-    monkeypatch.setattr(objectives, "CHUNK_LOGITS", 3 * V)  # 3 rows, but 36 rows of H = 6 over V = 29: 8 rows
+    apply = kernels._HeadQVEntropy.apply
+    monkeypatch.setattr(kernels._HeadQVEntropy, "apply", lambda *a: sizes.append(a[-1]) or apply(*a))
+    monkeypatch.setattr(kernels, "CHUNK_LOGITS", 3 * V)  # 3 rows, but 36 rows of H = 6 over V = 29: 8 rows
     several = head_token_terms(hidden, weight, b, ids, cmask, EOS)
-    monkeypatch.setattr(objectives, "CHUNK_LOGITS", 20 * V)
+    monkeypatch.setattr(kernels, "CHUNK_LOGITS", 20 * V)
     head_token_terms(hidden, weight, b, ids, cmask, EOS)
     assert sizes == [8, 20]
     for name in ("q", "v", "entropy", "v_next"):
@@ -428,3 +428,46 @@ def test_nan_loss_stops_at_the_next_log(tmp_path, monkeypatch):
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "train/loss" in r] == [2]  # the log at step 4 raised before being written
     assert all(math.isfinite(r["train/loss"]) for r in rows if "train/loss" in r)
+
+
+def route_line(run_dir) -> dict:
+    return next(r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "route/loss" in r)
+
+
+def test_a_wrong_chunked_loss_is_caught_and_the_run_trains_on_the_logits(tmp_path, monkeypatch):
+    """The chunked loss made 1% wrong: its self-check sees it (a relative difference of 1e-2 against 1e-3 allowed
+    in float32), the run falls back to materialised logits and ends with the weights of a run that trained on them
+    from the start, bit for bit; metrics.jsonl says which route ran and by how much the check differed."""
+    monkeypatch.setattr(trainer_module, "_checked", {})
+    head_loss = kernels.head_loss
+
+    def wrong(*args, **kwargs):
+        loss, stats, terms = head_loss(*args, **kwargs)
+        return loss * 1.01, stats, terms
+
+    monkeypatch.setattr(kernels, "head_loss", wrong)
+    caught = train(tiny(tmp_path, "caught", objective="iqlearn", lam=0.3))
+    assert not caught.chunked
+    monkeypatch.setattr(kernels, "head_loss", head_loss)
+    stock = train(tiny(tmp_path, "stock", objective="iqlearn", lam=0.3, chunked_loss=False))
+    a, b = final_weights(tmp_path / "caught"), final_weights(tmp_path / "stock")
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    line = route_line(tmp_path / "caught")
+    assert line["route/loss"] == "materialised"
+    assert line["check/chunked_loss_max_rel_diff"] == pytest.approx(1e-2, rel=1e-3)
+    assert not stock.chunked and route_line(tmp_path / "stock") == {"step": 0, "route/loss": "materialised"}
+
+
+def test_the_chunked_loss_passes_its_check_once_per_process_and_the_check_can_be_skipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_module, "_checked", {})
+    checks = []
+    check = trainer_module.check_chunked
+    monkeypatch.setattr(trainer_module, "check_chunked", lambda *a: checks.append(1) or check(*a))
+    first = train(tiny(tmp_path, "first", max_steps=1, save_steps=1))
+    line = route_line(tmp_path / "first")
+    assert first.chunked and line["route/loss"] == "chunked" and line["check/chunked_loss_max_rel_diff"] < 1e-5
+    train(tiny(tmp_path, "second", max_steps=1, save_steps=1))
+    assert len(checks) == 1 and route_line(tmp_path / "second")["route/loss"] == "chunked"  # the same key: checked
+    monkeypatch.setattr(trainer_module, "_checked", {})
+    train(tiny(tmp_path, "unchecked", max_steps=1, save_steps=1, check_fast_paths=False))
+    assert len(checks) == 1 and route_line(tmp_path / "unchecked") == {"step": 0, "route/loss": "chunked"}

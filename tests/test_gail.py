@@ -13,7 +13,8 @@ from irl import gail as gail_module
 from irl.config import ConfigError, TrainConfig, load_config
 from irl.gail import DISCRIMINATOR_DIR, load_discriminator
 from irl.model import load_model, load_tokenizer
-from irl.objectives import TokenTerms, discriminator_loss, gail, sequence_advantages
+from irl.kernels import TokenTerms
+from irl.objectives import discriminator_loss, gail, sequence_advantages
 from irl.runs import checkpoints, last_checkpoint
 from irl.train import train
 from tests.test_train import CrashAt, launch_two_processes, tiny

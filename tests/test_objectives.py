@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from irl.objectives import iqlearn, masked_mean, mle, naive_token_terms, token_stats, token_terms
+from irl.kernels import naive_token_terms, token_terms
+from irl.objectives import iqlearn, masked_mean, mle, token_stats
 
 EOS = 0
 LN = math.log
@@ -153,9 +154,9 @@ def test_fused_terms_match_naive_values_and_gradients(stop_grad_next, beta):
 
 def test_fused_terms_in_chunks(monkeypatch):
     """More rows than a chunk: the chunked loop covers every row."""
-    import irl.objectives as objectives
+    import irl.kernels as kernels
 
-    monkeypatch.setattr(objectives, "CHUNK_ROWS", 5)
+    monkeypatch.setattr(kernels, "CHUNK_ROWS", 5)
     logits, ids, cmask = random_batch(torch.float64, seed=2)
     loss_fast, g_fast = grads(lambda z, *a: mle(token_terms(z, *a), beta=0.2), logits, ids, cmask, EOS)
     loss_naive, g_naive = grads(lambda z, *a: mle(naive_token_terms(z, *a), beta=0.2), logits, ids, cmask, EOS)

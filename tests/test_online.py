@@ -12,7 +12,8 @@ from irl import objectives
 from irl.config import ConfigError, TrainConfig, load_config
 from irl.data import Collator
 from irl.model import build_preset, load_model, load_tokenizer, train_tokenizer
-from irl.objectives import iqlearn, online_iqlearn, token_terms
+from irl.kernels import token_terms
+from irl.objectives import iqlearn, online_iqlearn
 from irl.runs import checkpoints, last_checkpoint
 from irl.generation import Decoded, pack_samples, sample_completions
 from irl.train import train

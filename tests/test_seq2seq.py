@@ -35,7 +35,8 @@ from irl.gail import DISCRIMINATOR_DIR, Seq2SeqDiscriminator, load_discriminator
 from irl.generation import (Decoded, Decoding, cat_rows, decode, left_padded, pack_samples, pad_together,
                             sample_completions)
 from irl.model import build_preset, context_length, kind_of, load_model, load_tokenizer, train_tokenizer
-from irl.objectives import iqlearn, mle, online_iqlearn, token_terms
+from irl.kernels import token_terms
+from irl.objectives import iqlearn, mle, online_iqlearn
 from irl.train import train
 from tests.test_calculator import tokenizer as char_tokenizer  # noqa: F401 (a fixture)
 from tests.test_generation import ENTROPY_ATOL

@@ -17,7 +17,8 @@ from irl import runs
 from irl.config import TrainConfig
 from irl.data import DataError, encode, encode_example, load_splits
 from irl.model import load_tokenizer
-from irl.objectives import iqlearn, token_terms
+from irl.kernels import token_terms
+from irl.objectives import iqlearn
 from irl.train import train
 
 

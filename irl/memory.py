@@ -1,0 +1,381 @@
+"""Will it fit? The peak memory of a training run or a decoding sweep as configured, predicted before any weight
+exists, and the measured peak it is checked against.
+
+    python -m irl train --config configs/paper/tldr_iqlearn.yaml --dry_run     # prints the terms, then one JSON line
+    python -m analysis sweep --run runs/demo/mle --dry_run                      # the same for decoding (its batch of
+                                                                                # longest prompts, each decoding)
+
+What is predicted is the peak of the bytes held by torch tensors on the training device (what
+torch.cuda.max_memory_allocated reports on CUDA; on CPU the same count, taken from the profiler's allocation
+events by `measured_peak`), for one optimizer step after the first, every batch at max_length and every position
+a completion token (the most a batch can hold). Process overhead (the Python interpreter, torch's libraries, the
+CUDA context, the allocator's cache) is not in it; `fits` leaves HEADROOM of the device's memory for it.
+
+The terms, P parameters of which P_t trainable, in the model's dtype (b bytes each):
+
+    weights      P b
+    gradients    P_t b                          (set to None after each step: held from backward to the step)
+    optimizer    2 P_t b                        AdamW's two moments; 8-bit or other optimizers are not modelled
+    activations  what autograd saves in the model's forward for one batch, counted by tracing the forward of the
+                 same architecture with 1 and 2 layers on batches of 1 and 2 sequences (`saved_bytes`) and
+                 extending the count linearly in layers and in sequences: exact for every layer alike
+    head         the objective's route through the output embedding W (V, H), N = B T rows (irl/kernels.py):
+                 chunked, single pass: dL/dh (N, H) and dL/dW (V, H) formed in forward and kept, 2 chunks of
+                 logits (rows, V) alive while a chunk is processed; in backward the two gradients scaled once more;
+                 materialised logits: the (B, T, V) logits kept, their gradient (B, T, V) in backward, and
+                 a chunk of CHUNK_ROWS rows of exp(z - max) in the fused pass (two below float32)
+
+and the peak is the largest of three moments of a step: the end of forward (weights, optimizer, activations, the
+head's kept tensors and chunks), the start of backward (the same, plus the head's gradients scaled by the loss's
+output gradient), and the optimizer's step (weights, optimizer, gradients, and two temporaries of the largest
+parameter's size in AdamW's per-parameter update).
+
+Decoding (`predict_decoding`, no gradient): weights, the KV cache at its fullest (every row to the last step),
+and the larger of the prompt's forward and a step's logits. Not modelled yet: gradient checkpointing, 8-bit
+optimizers, reward extraction (analysis/rewards.py).
+"""
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass
+
+import torch
+
+from irl import kernels
+
+HEADROOM = 0.10  # share of the device's memory left to what is not a tensor (interpreter, libraries, allocator)
+PROBE_VOCAB = 128  # vocabulary of the traced models: the head's terms are added from their formula
+DTYPE = torch.float32  # training keeps float32 weights (irl/model.py load_model; bf16 is autocast)
+
+
+@dataclass
+class Prediction:
+    """A run's predicted memory, in bytes: its terms and the peak they give (module docstring)."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    head_kept: int  # tensors of the head's route kept from forward to backward
+    head_transient: int  # chunks of logits alive during forward
+    head_backward: int  # what backward adds at its start
+    largest_parameter: int
+    peak: int = 0
+
+    def __post_init__(self):
+        base = self.weights + self.optimizer
+        forward_end = base + self.activations + self.head_kept + self.head_transient
+        backward_start = base + self.activations + self.head_kept + self.head_backward
+        step = base + self.gradients + 2 * self.largest_parameter
+        self.peak = max(forward_end, backward_start, step)
+
+
+def measured_peak(fn) -> tuple[int, object]:
+    """(peak bytes of torch tensors on the CPU above those held when `fn` starts, fn's result): the running sum
+    of the profiler's allocation and free events while `fn()` runs, at its highest."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak, result
+
+
+def saved_bytes(model, fn) -> int:
+    """Bytes of the tensors autograd saves for backward while `fn()` runs (each storage once, parameters excluded)."""
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(saved.values())
+
+
+def model_config(cfg):
+    """The model's transformers config, without weights: a preset's as build_preset makes it (its vocabulary
+    that of cfg.tokenizer, else cfg.vocab_size, the most a tokenizer trained for it holds), else the config at
+    cfg.model."""
+    from transformers import AutoConfig
+
+    from irl import model as models
+
+    if cfg.model in models.PRESETS:
+        size = len(models.load_tokenizer(cfg.tokenizer, cfg.trust_remote_code)) if cfg.tokenizer else cfg.vocab_size
+        with torch.device("meta"):
+            return models.build_preset(cfg.model, _Sized(size), cfg.max_length, cfg.seed).config
+    return AutoConfig.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+
+
+@dataclass
+class _Sized:
+    """What build_preset reads of a tokenizer, for a tokenizer not trained yet."""
+
+    size: int
+    eos_token_id: int = 1
+    pad_token_id: int = 0
+
+    def __len__(self):
+        return self.size
+
+
+def _auto(config):
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    return AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+
+
+def _with_layers(config, layers: int, vocab: int):
+    config = copy.deepcopy(config)
+    config.num_hidden_layers = layers
+    if config.is_encoder_decoder:
+        config.num_decoder_layers = layers
+    config.vocab_size = vocab
+    return config
+
+
+def _probe(config, layers: int, batch: int, lengths: tuple[int, int], chunked: bool) -> int:
+    """Activation bytes of one forward of the architecture with `layers` layers on `batch` sequences of `lengths`
+    (decoder-only: (T, 0); encoder-decoder: (encoder T, decoder T)), on the CPU, weights left uninitialised (the
+    count does not depend on their values). One sequence is padded at its end, so that the padding mask a real
+    batch has is built."""
+    from irl.trainer import final_hidden
+
+    config = _with_layers(config, layers, PROBE_VOCAB)
+    with torch.device("meta"):
+        model = _auto(config).from_config(config, dtype=DTYPE)
+    model = model.to_empty(device="cpu").train()
+    encoder, decoder = lengths
+    ids = torch.zeros(batch, encoder, dtype=torch.long)
+    mask = torch.ones_like(ids)
+    mask[0, -1] = 0
+    if config.is_encoder_decoder:
+        dec = torch.zeros(batch, decoder, dtype=torch.long)
+        dec_mask = torch.ones_like(dec)
+        dec_mask[0, -1] = 0
+        return saved_bytes(model, lambda: model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec,
+                                                decoder_attention_mask=dec_mask))  # fmt: skip
+    if chunked:
+        return saved_bytes(model, lambda: final_hidden(model, ids, mask))
+    return saved_bytes(model, lambda: model(input_ids=ids, attention_mask=mask))
+
+
+def activation_bytes(config, batch: int, lengths: tuple[int, int], chunked: bool) -> int:
+    """Activations of the full model on `batch` sequences: traced at 1 and 2 layers and 1 and 2 sequences, then
+    a + b B + c L + d B L through the four counts (each term linear in layers and in sequences)."""
+    counts = {(n, b): _probe(config, n, b, lengths, chunked) for n in (1, 2) for b in (1, 2)}
+    per_layer = {b: counts[2, b] - counts[1, b] for b in (1, 2)}  # one more layer, at 1 and 2 sequences
+    fixed = {b: counts[1, b] - per_layer[b] for b in (1, 2)}
+    layers = config.num_hidden_layers
+
+    def at(values):  # linear in sequences through the counts at 1 and 2
+        return values[1] + (batch - 1) * (values[2] - values[1])
+
+    return at(fixed) + layers * at(per_layer)
+
+
+def predict_train(cfg, config=None) -> Prediction:
+    """The predicted memory of training per `cfg` (irl/config.py TrainConfig): module docstring."""
+    from irl.trainer import HEAD_IS_LINEAR
+
+    config = config or model_config(cfg)
+    with torch.device("meta"):
+        model = _auto(config).from_config(config, dtype=DTYPE)
+    if cfg.use_peft:
+        from irl.model import add_lora
+
+        with torch.device("meta"):
+            model = add_lora(model, cfg, cfg.model)
+    dtype = next(model.parameters()).dtype
+    width = torch.finfo(dtype).bits // 8
+    parameters = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    largest = max(p.numel() for p in model.parameters() if p.requires_grad) * width
+
+    batch, length = cfg.per_device_train_batch_size, cfg.max_length
+    if cfg.samples_policy:  # sampled completions go through the same forward as the expert rows
+        batch += cfg.per_device_train_batch_size * cfg.num_samples
+    seq2seq = config.is_encoder_decoder
+    chunked = cfg.chunked_loss and not seq2seq and config.model_type in HEAD_IS_LINEAR
+    splits = [(length - d, d + 1) for d in (1, length // 2, length - 1)] if seq2seq else [(length, 0)]
+    activations = max(activation_bytes(config, batch, split, chunked) for split in splits)
+
+    vocab, hidden = model.get_output_embeddings().weight.shape
+    rows = batch * (max(d for _, d in splits) if seq2seq else length)  # positions whose logits are read
+    acc = max(width, 4)  # the head's statistics and its dW accumulate in at least float32
+    if chunked:
+        from irl.objectives import single_pass
+
+        chunk = max(1, kernels.CHUNK_LOGITS // vocab, -(-rows * hidden // vocab))
+        transient = 2 * min(chunk, rows) * vocab * acc  # z and exp(z - max) of a chunk
+        if single_pass(_objective(cfg)):
+            kept = rows * hidden * width + vocab * hidden * width  # dL/dh and dL/dW formed in forward
+            backward = kept  # both scaled by the loss's output gradient
+        else:  # recomputed in backward: the rows' hidden states are kept, and the chunk comes back with dL/dz
+            kept = rows * hidden * width
+            backward = transient + vocab * hidden * acc
+    else:
+        kept = rows * vocab * width  # the logits, kept by the fused pass
+        copies = 1 if width == acc else 2  # a chunk of exp(z - max), and of z in float32 when the logits are not
+        transient = copies * min(kernels.CHUNK_ROWS, rows) * vocab * acc
+        backward = rows * vocab * acc + (rows * vocab * width if width != acc else 0)  # dL/dz, and in the dtype
+    return Prediction(
+        weights=parameters * width,
+        gradients=trainable * width,
+        optimizer=2 * trainable * width,
+        activations=activations,
+        head_kept=kept,
+        head_transient=transient,
+        head_backward=backward,
+        largest_parameter=largest,
+    )
+
+
+def _objective(cfg):
+    from irl.trainer import objective_fn
+
+    return objective_fn(cfg)
+
+
+def device_memory(device: torch.device) -> int:
+    """Bytes the device can hold: a CUDA device's total memory, else the host's available memory (MemAvailable)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    with open("/proc/meminfo") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["MemAvailable"].split()[0]) * 1024
+
+
+def dry_run_train(cfg) -> dict:
+    """Print the predicted memory of training per `cfg`, term by term, whether it fits the device, and last one
+    JSON object; trains nothing."""
+    prediction = predict_train(cfg)
+    available = device_memory(cfg.device)
+    fits = prediction.peak <= (1 - HEADROOM) * available
+    for name, value in dataclasses.asdict(prediction).items():
+        print(f"{name:>18}: {value / 2**30:8.3f} GiB")
+    print(f"{'device':>18}: {cfg.device.type}, {available / 2**30:.3f} GiB available, "
+          f"{HEADROOM:.0%} left to the process")
+    record = {"predicted_peak_bytes": prediction.peak, "fits": fits, "available_bytes": available,
+              "device": cfg.device.type, **{f"{k}_bytes": v for k, v in dataclasses.asdict(prediction).items()
+                                            if k != "peak"}}  # fmt: skip
+    print(json.dumps(record))
+    return record
+
+
+def kv_bytes_per_token(config, width: int = 4) -> int:
+    """Bytes of keys and values one position holds in a decoder's cache, all layers: 2 L kv_heads head_dim b (and
+    for an encoder-decoder model, its decoder's self-attention; cross-attention is counted per prompt token)."""
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    layers = config.num_decoder_layers if config.is_encoder_decoder else config.num_hidden_layers
+    return 2 * layers * heads * head_dim * width
+
+
+def predict_decoding(config, parameters: int, prompts: int, prompt_tokens: int, new_tokens: int, rows_per_prompt: int,
+                     beam: bool, shared: bool, width: int = 4) -> dict:
+    """Predicted peak bytes of decoding `prompts` prompts of `prompt_tokens` tokens (left-padded to the longest),
+    `rows_per_prompt` rows each (K samples or beams), up to `new_tokens` tokens, in irl/generation.py `decode`:
+
+        weights      P b
+        kv_cache     per position kv_bytes_per_token: the prompt's positions once per prompt when `shared`
+                     (shared-prefix decoding), else once per row; every row's generated positions, preallocated
+                     (beam search through generate grows the cache by concatenation: one layer's copy more)
+        prefill      the prompt's forward, no gradient: `forward_bytes` of the B prompts
+        step         the active rows' logits in float32 and what is made of them (scores, softmax): 3 rows V 4;
+                     beam search: log-softmax and the (B, beams V) candidates: 5 rows V 4
+    """
+    rows = prompts * rows_per_prompt
+    per_token = kv_bytes_per_token(config, width)
+    prompt_copies = prompts if shared else rows
+    kv = (prompt_copies * prompt_tokens + rows * new_tokens) * per_token
+    if beam:
+        kv += rows * (prompt_tokens + new_tokens) * per_token // max(1, config.num_hidden_layers)
+    prefill = forward_bytes(config, prompts * prompt_tokens, prompts, prompt_tokens, width)
+    step = (5 if beam else 3) * rows * config.vocab_size * 4
+    terms = {"weights": parameters * width, "kv_cache": kv, "prefill": prefill, "step": step}
+    terms["peak"] = terms["weights"] + terms["kv_cache"] + max(prefill, step)
+    return terms
+
+
+def dry_run_decoding(checkpoint, prompts: int, prompt_tokens: int, new_tokens: int, decodings, k: int) -> dict:
+    """Print the predicted peak of decoding a batch of `prompts` prompts of `prompt_tokens` tokens under each of
+    `decodings` (irl/generation.py Decoding) with K = `k`, the largest last as one JSON object with `fits`."""
+    from transformers import AutoConfig
+
+    from irl.kv_cache import MODEL_TYPES
+
+    config = AutoConfig.from_pretrained(checkpoint)
+    with torch.device("meta"):
+        parameters = sum(p.numel() for p in _auto(config).from_config(config, dtype=DTYPE).parameters())
+    predictions = {}
+    for decoding in decodings:
+        rows = decoding.beams if decoding.kind == "beam" else decoding.samples_per_prompt(k)
+        shared = rows > 1 and decoding.kind == "sample" and not config.is_encoder_decoder
+        shared = shared and config.model_type in MODEL_TYPES
+        predictions[decoding.label] = predict_decoding(config, parameters, prompts, prompt_tokens, new_tokens, rows,
+                                                       decoding.kind == "beam", shared)  # fmt: skip
+    label, worst = max(predictions.items(), key=lambda item: item[1]["peak"])
+    available = device_memory(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    for name, terms in predictions.items():
+        print(f"{checkpoint} {name:>8}: " + ", ".join(f"{k} {v / 2**30:.3f} GiB" for k, v in terms.items()))
+    record = {"predicted_peak_bytes": worst["peak"], "fits": worst["peak"] <= (1 - HEADROOM) * available,
+              "available_bytes": available, "decoding": label, "checkpoint": str(checkpoint),
+              **{f"{k}_bytes": v for k, v in worst.items() if k != "peak"}}  # fmt: skip
+    return record
+
+
+def forward_bytes(config, tokens: int, rows: int, length: int, width: int = 4) -> int:
+    """The widest moment of a forward pass without gradient over `rows` left-padded sequences of `length` tokens
+    (`tokens` = rows x length): a layer's feed-forward, tokens (2 H + 3 I) b, or its attention, tokens 6 H b and
+    the (rows, heads, length, length) float32 scores that attention with a padding mask materialises on the CPU."""
+    hidden = getattr(config, "hidden_size", None) or config.d_model
+    inner = getattr(config, "intermediate_size", None) or config.d_ff
+    heads = config.num_attention_heads
+    return max(tokens * (2 * hidden + 3 * inner) * width, tokens * 6 * hidden * width + rows * heads * length**2 * 4)
+
+
+def predict_scoring(config, parameters: int, batch_tokens: int, length: int, width: int = 4) -> dict:
+    """Predicted peak bytes of reward extraction (analysis/scoring.py `score`, no gradient) in batches of at most
+    `batch_tokens` padded tokens of sequences of at most `length` tokens:
+
+        weights   P b
+        forward   `forward_bytes` of batch_tokens / length rows of `length` tokens
+        logits    the kept logits, at most batch_tokens V (float32), and a chunk of CHUNK_ROWS rows of
+                  exp(z - max) in the fused pass (irl/kernels.py token_terms)
+    """
+    forward = forward_bytes(config, batch_tokens, max(1, batch_tokens // length), length, width)
+    logits = (batch_tokens + min(kernels.CHUNK_ROWS, batch_tokens)) * config.vocab_size * 4
+    terms = {"weights": parameters * width, "forward": forward, "logits": logits}
+    terms["peak"] = terms["weights"] + max(forward, logits)
+    return terms
+
+
+def dry_run_rewards(checkpoint, batch_tokens: int) -> dict:
+    """Print the predicted peak of reward extraction from `checkpoint` in batches of `batch_tokens` tokens, then one
+    JSON object with `fits`."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(checkpoint)
+    with torch.device("meta"):
+        parameters = sum(p.numel() for p in _auto(config).from_config(config, dtype=DTYPE).parameters())
+    from irl.model import context_length
+
+    terms = predict_scoring(config, parameters, batch_tokens, min(batch_tokens, context_length(config) or batch_tokens))
+    available = device_memory(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    print(f"{checkpoint}: " + ", ".join(f"{k} {v / 2**30:.3f} GiB" for k, v in terms.items()))
+    record = {"predicted_peak_bytes": terms["peak"], "fits": terms["peak"] <= (1 - HEADROOM) * available,
+              "available_bytes": available, "checkpoint": str(checkpoint),
+              **{f"{k}_bytes": v for k, v in terms.items() if k != "peak"}}  # fmt: skip
+    print(json.dumps(record))
+    return record
