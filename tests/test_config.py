@@ -24,19 +24,19 @@ def write_yaml(path, values: dict):
 
 
 def test_trainer_options_from_yaml_and_flags_reach_the_trainer(tmp_path):
-    # gradient_checkpointing and optim were not fields of the old config; one from YAML, one from a flag
+    # activation_checkpointing and optim are Trainer's, not the project's fields; one from YAML, one from a flag
     config = write_yaml(tmp_path / "c.yaml", {**{k: v for k, v in vars(tiny(tmp_path)).items() if k in (
         "model", "vocab_size", "math_sizes", "max_length", "warmup_steps", "logging_steps", "eval_steps")},
-        "gradient_checkpointing": True, "max_steps": 2, "save_steps": 2, "per_device_train_batch_size": 4})
+        "activation_checkpointing": True, "max_steps": 2, "save_steps": 2, "per_device_train_batch_size": 4})
     cfg = load_config(["--config", config, "--optim", "sgd", "--output_dir", str(tmp_path / "run")])
-    assert cfg.gradient_checkpointing is True and cfg.optim == "sgd"
+    assert cfg.activation_checkpointing is True and cfg.optim == "sgd"
     trainer = train(cfg)
-    assert trainer.model.is_activation_checkpointing  # gradient_checkpointing is its older name
+    assert trainer.model.is_activation_checkpointing
     assert isinstance(trainer.optimizer.optimizer, torch.optim.SGD)
     # and the other way round
     config = write_yaml(tmp_path / "d.yaml", {"optim": "adafactor", "learning_rate": "3e-4"})
-    cfg = load_config(["--config", config, "--gradient_checkpointing", "true", "--lam", "0.3"])
-    assert (cfg.optim, cfg.gradient_checkpointing, cfg.learning_rate, cfg.lam) == ("adafactor", True, 3e-4, 0.3)
+    cfg = load_config(["--config", config, "--activation_checkpointing", "true", "--lam", "0.3"])
+    assert (cfg.optim, cfg.activation_checkpointing, cfg.learning_rate, cfg.lam) == ("adafactor", True, 3e-4, 0.3)
 
 
 @pytest.mark.parametrize(
@@ -46,7 +46,7 @@ def test_trainer_options_from_yaml_and_flags_reach_the_trainer(tmp_path):
         ({}, ["--lamda", "0.3"], r"unknown option\(s\) \['--lamda', '0.3'\]"),
         ({"optim": "adamw_foo"}, [], r"optim='adamw_foo': choose one of \['adamw_torch'"),
         ({}, ["--optim", "adamw_foo"], r"argument --optim: invalid choice: 'adamw_foo'"),
-        ({"gradient_checkpointing": 3}, [], r"gradient_checkpointing=3: expected bool"),
+        ({"activation_checkpointing": 3}, [], r"activation_checkpointing=3: expected bool"),
         ({"lam": [1]}, [], r"lam=\[1\]: expected float"),
         ({"max_steps": "ten"}, [], r"argument --max_steps/--max-steps: invalid int value: 'ten'"),
         ({"learning_rate": 0}, [], r"learning_rate=0.0: must be > 0"),
@@ -75,7 +75,7 @@ def test_command_fails_before_any_work_and_help_lists_every_option(tmp_path):
     out = subprocess.run([sys.executable, "-m", "irl", "train", "--help"], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0
     text = " ".join(out.stdout.split())
-    for flag in ("--lam", "--use_peft", "--dataset_config", "--gradient_checkpointing", "--report_to", "--deepspeed",
+    for flag in ("--lam", "--use_peft", "--dataset_config", "--activation_checkpointing", "--report_to", "--deepspeed",
                  "--fsdp", "--push_to_hub", "--torch_compile", "--optim", "--config"):  # fmt: skip
         assert flag in text, flag
     assert "IQLearn: weight of the TD regulariser lam * mean r_t^2" in text
@@ -83,7 +83,7 @@ def test_command_fails_before_any_work_and_help_lists_every_option(tmp_path):
 
 def test_saved_config_reads_back_with_the_project_fields(tmp_path):
     cfg = TrainConfig(objective="iqlearn", lam=0.3, alpha=0.1, data_seed=3, math_templates=[10, 16],
-                      gradient_checkpointing=True, report_to="tensorboard", output_dir=str(tmp_path / "r"))  # fmt: skip
+                      activation_checkpointing=True, report_to="tensorboard", output_dir=str(tmp_path / "r"))  # fmt: skip
     save_config(cfg, tmp_path / "config.yaml")
     saved = runs.read_config(tmp_path)  # a plain dict, as the app and the analysis read it
     for key, value in dict(objective="iqlearn", lam=0.3, gamma=0.99, alpha=0.1, beta=0.0, seed=0, data="math",
