@@ -28,18 +28,9 @@ def reward_report(checkpoint, sweep_split: str = "test", limit: int | None = Non
     intervals), best_of_n (exact match of the sample picked by each score, random, oracle), seconds."""
     start = time.perf_counter()
     examples = D.math_test_split(checkpoint_config(checkpoint), checkpoint)[:limit]
-    sweep = runs.sweep_dir(checkpoint, sweep_split)
-    cell = decoding = None
-    if sweep.is_dir():
-        samples = D.read_sweep(sweep)
-        decoding = D.default_decoding(samples)
-        prompts = samples[S.PROMPT_ID].isin([ex["id"] for ex in examples])
-        cell = D.sweep_rows(samples[(samples[S.DECODING] == decoding) & prompts])
-    pref_rows, meta = D.builtin_rows(examples, cell)
+    samples_data, decoding = sweep_samples(checkpoint, sweep_split, limit, S.EXACT_MATCH, [ex["id"] for ex in examples])
+    pref_rows, meta = D.builtin_rows(examples, samples_data.rows if samples_data is not None else None)
     preferences = Data(runs.rewards_name(BUILTIN_PREFERENCES, limit), pref_rows, meta)
-    samples_data = None
-    if cell is not None:
-        samples_data = Data(runs.sweep_rewards_name(sweep_split, decoding, limit), cell, metrics=(S.EXACT_MATCH,))
     found = score_checkpoint(checkpoint, [d for d in (preferences, samples_data) if d is not None], n_boot=n_boot,
                              seed=seed)  # fmt: skip
     summary = found[preferences.name]
@@ -52,6 +43,51 @@ def reward_report(checkpoint, sweep_split: str = "test", limit: int | None = Non
         report["best_of_n"] = scored["best_of_n"][f"{decoding}/{S.EXACT_MATCH}"]
     report["seconds"] = time.perf_counter() - start
     return report
+
+
+def sweep_samples(checkpoint, split: str, limit: int | None, metric: str, prompt_ids=None):
+    """(rewards data, decoding label) of the default cell of a checkpoint's sweep on `split` (sampling at the
+    highest temperature, reward_data.default_decoding): the samples of its first `limit` prompts, or of
+    `prompt_ids`, scored against `metric`. (None, None) when the checkpoint has no sweep on that split."""
+    sweep = runs.sweep_dir(checkpoint, split)
+    if not sweep.is_dir():
+        return None, None
+    samples = D.read_sweep(sweep)
+    decoding = D.default_decoding(samples)
+    if prompt_ids is None:
+        prompt_ids = samples[S.PROMPT_ID].drop_duplicates().iloc[:limit]
+    cell = D.sweep_rows(samples[(samples[S.DECODING] == decoding) & samples[S.PROMPT_ID].isin(prompt_ids)])
+    return Data(runs.sweep_rewards_name(split, decoding, limit), cell, metrics=(metric,)), decoding
+
+
+def samples_report(checkpoint, metric: str, split: str = "test", limit: int | None = None, n_boot: int = 1000,
+                   seed: int = 0) -> dict | None:
+    """Rewards of a checkpoint on its sweep's default-cell samples (`sweep_samples`): per score Spearman and
+    Kendall with `metric` (prompt-clustered bootstrap intervals) and best-of-N; None without a sweep."""
+    data, decoding = sweep_samples(checkpoint, split, limit, metric)
+    if data is None:
+        return None
+    scored = score_checkpoint(checkpoint, [data], n_boot=n_boot, seed=seed)[data.name]
+    return {"decoding": decoding, "metric": metric, "gamma": scored["gamma"],
+            "correlations": {row["reward"]: row for row in scored["correlations"]},
+            "best_of_n": scored["best_of_n"][f"{decoding}/{metric}"]}  # fmt: skip
+
+
+def format_samples_report(reports: dict[str, dict]) -> str:
+    """Spearman of each score with the quality metric over the sampled completions, and best-of-N, per checkpoint
+    ({name: samples_report(...)})."""
+    first, w = next(iter(reports.values())), _method_width(reports)
+    spearman = f"Spearman(score, {first['metric']}) [95% CI]"
+    lines = [f"Rewards against {first['metric']} on the {first['decoding']} samples (gamma={first['gamma']:g}):",
+             f"{'method':<{w}} {'score':<11} {spearman:>40} {'best-of-N':>9}"]  # fmt: skip
+    for name, r in reports.items():
+        for score in S.SCORES:
+            c = r["correlations"][score]
+            lines.append(f"{name:<{w}} {score:<11} {c['spearman']:>22.3f} [{c['spearman_low']:.3f}, "
+                         f"{c['spearman_high']:.3f}] {r['best_of_n'][score]:>9.3f}")  # fmt: skip
+        b = r["best_of_n"]
+        lines.append(f"{name:<{w}} {'random':<11} {'':>40} {b['random']:>9.3f}  (oracle {b['oracle']:.3f})")
+    return "\n".join(lines)
 
 
 def _method_width(reports: dict[str, dict]) -> int:
