@@ -117,6 +117,16 @@ def _truncate(rel: str):
     return lambda run: truncate(run / rel)
 
 
+def _cut_after(rel: str, text: str):
+    """Cut a file just after the first `text` in it."""
+
+    def cut(run):
+        data = (run / rel).read_text()
+        (run / rel).write_text(data[: data.index(text) + len(text)])
+
+    return cut
+
+
 def _half_lines(rel: str):
     """Keep the first half of a file's lines: a cut that leaves valid YAML, without its last fields."""
 
@@ -179,8 +189,8 @@ REFUSED = [
     # sweep over damaged files (fault table: YAML, safetensors, manifest)
     ("sweep, config.yaml not YAML", _write(runs.CONFIG, "data: [math\n"), lambda run: _sweep(run), 1,
      ["config.yaml", "not valid YAML"]),
-    ("sweep, config.yaml cut mid-line", _truncate(runs.CONFIG), lambda run: _sweep(run), 1,
-     ["config.yaml", "not valid YAML"]),
+    ("sweep, config.yaml cut in a number", _cut_after(runs.CONFIG, "\nmax_length: 16"), lambda run: _sweep(run), 1,
+     ["config.yaml", "cut short"]),  # it parses, max_length 16 (of 160), without the fields after it
     ("sweep, config.yaml cut short", _half_lines(runs.CONFIG), lambda run: _sweep(run), 1,
      ["config.yaml", "cut short", "no field"]),  # it still parses, without the run's own fields (they come last)
     ("sweep, config.yaml cut in its last value",
@@ -201,7 +211,8 @@ REFUSED = [
      [runs.cell_file("t=1"), "damaged parquet", "analysis sweep"]),
     ("preferences without chosen",
      _write("../pairs.jsonl", json.dumps({"prompt": "Question: 1 + 1?\nAnswer:", "rejected": " 3"}) + "\n"),
-     lambda run: _rewards(run, "--data", str(run.parent / "pairs.jsonl")), 1, ["pairs.jsonl", "missing field 'chosen'"]),
+     lambda run: _rewards(run, "--data", str(run.parent / "pairs.jsonl")), 1,
+     ["pairs.jsonl", "missing field 'chosen'"]),
     # findings
     ("findings --config missing", None, lambda run: ["run", "--config", str(run.parent / "nope.yaml")], 1,
      ["--config", "nope.yaml", "no such file"]),
@@ -227,12 +238,14 @@ def test_output_dir_not_writable(tmp_path, capsys):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
     try:
-        if os.access(locked, os.W_OK):
-            pytest.skip("this user writes in a read-only directory (root)")
+        if os.access(locked, os.W_OK):  # root writes in a read-only directory; nobody makes files in sysfs
+            locked = Path("/sys/kernel")
+            if not locked.is_dir():
+                pytest.skip("this user writes in read-only directories and there is no /sys/kernel")
         message = fails(capsys, irl_main, _train(locked / "run"))
-        assert "output_dir=" in message and "cannot write" in message
+        assert f"output_dir={str(locked / 'run')!r}: cannot write in {locked}" in message
     finally:
-        locked.chmod(0o755)
+        (tmp_path / "locked").chmod(0o755)
 
 
 def test_an_error_is_one_line_on_stderr_and_status_1_from_the_shell(run_copy):
@@ -251,7 +264,8 @@ def test_sweep_decodes_a_cut_short_cell_again_and_rebuilds_the_aggregate(made, r
     truncate(sweep / runs.cell_file("t=1"))
     truncate(sweep / runs.AGGREGATE)
     (sweep / runs.cell_file("greedy")).unlink()
-    analysis_main(_sweep(run_copy))
+    with one_thread():  # as `made` was swept: the same kernels, so the same entropies bit for bit
+        analysis_main(_sweep(run_copy))
     assert "damaged" in capsys.readouterr().out
     original = made / CKPT / runs.SWEEP / "test"
     for name in (runs.cell_file("t=1"), runs.cell_file("greedy"), runs.AGGREGATE):
