@@ -83,7 +83,8 @@ def test_command_fails_before_any_work_and_help_lists_every_option(tmp_path):
 
 def test_saved_config_reads_back_with_the_project_fields(tmp_path):
     cfg = TrainConfig(objective="iqlearn", lam=0.3, alpha=0.1, data_seed=3, math_templates=[10, 16],
-                      activation_checkpointing=True, report_to="tensorboard", output_dir=str(tmp_path / "r"))  # fmt: skip
+                      activation_checkpointing=True, report_to="tensorboard",
+                      output_dir=str(tmp_path / "r"))  # fmt: skip
     save_config(cfg, tmp_path / "config.yaml")
     saved = runs.read_config(tmp_path)  # a plain dict, as the app and the analysis read it
     for key, value in dict(objective="iqlearn", lam=0.3, gamma=0.99, alpha=0.1, beta=0.0, seed=0, data="math",

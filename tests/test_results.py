@@ -164,7 +164,8 @@ def test_rewards_directory_names_parse_back():
 
     for split, decoding, limit in (("test", "t=1", None), ("test", "t=0.5", 50), ("validation", "beam=4", 3),
                                    ("test", "greedy", None)):  # fmt: skip
-        assert runs.parse_sweep_rewards_name(runs.sweep_rewards_name(split, decoding, limit)) == (split, decoding, limit)
+        name = runs.sweep_rewards_name(split, decoding, limit)
+        assert runs.parse_sweep_rewards_name(name) == (split, decoding, limit)
     for other in ("math-preferences", runs.rewards_name("math-preferences", 50), "summarize-preferences", "test"):
         assert runs.parse_sweep_rewards_name(other) is None
     assert runs.pairs_rewards_name("data/summarize/preferences.jsonl") == "summarize-preferences"
