@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install -qq -r requirements.txt
 	touch $@
 
-DEMO_CHAINS ?= summarize
+DEMO_CHAINS ?= summarize,findings
 demo: $(VENV)/.installed
 	$(PY) demo.py --runs $(RUNS) --chains $(DEMO_CHAINS)
 

@@ -2,7 +2,7 @@
 on the built-in math task from scratch (chain `math`) or on the built-in summarisation task (man pages'
 descriptions to their one-line summaries) from a pretrained base at models/base (chain `summarize`).
 
-    make demo                       # python demo.py --runs runs/demo --chains summarize
+    make demo                       # python demo.py --runs runs/demo --chains summarize,findings
     make demo-all                   # ... --chains summarize,translate,summarize-scratch,math-all
     python demo.py --chains math    # the math chain alone
 
@@ -13,7 +13,9 @@ constant string) on the same prompts; (3) sweep both last checkpoints over the d
 `--limit` test prompts and print the quality/diversity table with each method's Pareto front; (4) extract both
 checkpoints' rewards on the task's preference pairs (the reference against another item's summary or a corrupted
 one) and print each score's pairwise accuracy beside the likelihood baselines, and error localisation on the
-corrupted pairs. `translate` does the same on the translation task (chrF and BLEU) into <runs>/translate/;
+corrupted pairs; then on the sweep's samples at t=1, each score's Spearman with ROUGE-Lsum and its best-of-N pick
+(the app's Rewards vs quality page). `findings` runs the small grid of configs/findings/demo.yaml (the tiny
+preset on the math task, two seeds) into <runs>/findings, for the app's Findings page. `translate` does the same on the translation task (chrF and BLEU) into <runs>/translate/;
 `summarize-scratch` and `translate-scratch` repeat a chain from random weights of the base's architecture (its
 tokenizer trained on the task's training split), same steps and batches, for the side-by-side comparison. The
 math chain does the same for the built-in math task with models trained from scratch into <runs>/{mle,iqlearn}
@@ -42,6 +44,7 @@ TEXT_CHAINS = {
 MATH_CONFIGS = {"mle": "configs/demo_mle.yaml", "iqlearn": "configs/demo_iqlearn.yaml"}
 ONLINE_CONFIGS = {"online": "configs/demo_online.yaml", "gail": "configs/demo_gail.yaml"}
 LIMIT = 50  # test prompts swept, as in the math chain
+FINDINGS_CONFIG = "configs/findings/demo.yaml"  # run into <runs>/findings
 
 
 def train_run(config: str, run_dir: Path, *extra: str) -> Path:
@@ -114,7 +117,7 @@ def evaluate(ckpts: dict[str, Path], max_new_tokens: int) -> None:
 
 def text_chain(runs: Path, limit: int, task: str, flags=()) -> None:
     from analysis import schema as S
-    from analysis.report import format_preference_report, preference_report
+    from analysis.report import format_preference_report, format_samples_report, preference_report, samples_report
     from analysis.sweep import baseline_table, format_baselines, format_table, sweep
     from tasks.text import preferences_path, task_splits
 
@@ -137,7 +140,26 @@ def text_chain(runs: Path, limit: int, task: str, flags=()) -> None:
     pairs = preferences_path(task)
     reports = {name: preference_report(ckpt, pairs) for name, ckpt in ckpts.items()}
     print("\n" + format_preference_report(reports, f"{task} preference pairs ({pairs})"))
+    quality = S.TASK_METRICS[task][0]
+    reports = {name: samples_report(ckpt, quality, split="test", limit=limit) for name, ckpt in ckpts.items()}
+    print("\n" + format_samples_report(reports))
     print(f"rewards in {time.perf_counter() - t:.0f} s", flush=True)
+
+
+def findings_chain(config: str, output_dir: Path) -> None:
+    """The findings grid of `config` into `output_dir` (as `python -m findings run` does into the file's own
+    output_dir), whose report the app's Findings page shows."""
+    import dataclasses
+
+    from findings.grid import load_grid, run_grid
+    from findings.report import record_timing, write_report
+
+    grid = dataclasses.replace(load_grid(config), output_dir=output_dir)
+    t = time.perf_counter()
+    seconds = run_grid(grid)
+    seconds["total"] = time.perf_counter() - t
+    record_timing(grid, "run", seconds)
+    print(f"findings report: {write_report(grid)}", flush=True)
 
 
 def math_chain(runs: Path, limit: int, online: bool) -> None:
@@ -164,7 +186,8 @@ def main():
     parser.add_argument("--limit", type=int, default=LIMIT, help="Test prompts in the summarisation sweep.")
     parser.add_argument("--chains", default="summarize", help="Comma-separated chains to run, in order: summarize, "
                         "translate (from the shipped base), summarize-scratch, translate-scratch (the same from random "
-                        "weights), math (from scratch), math-all (math with online IQLearn and GAIL).")
+                        "weights), math (from scratch), math-all (math with online IQLearn and GAIL), findings "
+                        f"(the small grid of {FINDINGS_CONFIG}).")
     args = parser.parse_args()
     from transformers.utils import logging as transformers_logging
 
@@ -178,6 +201,9 @@ def main():
             text_chain(runs / chain, args.limit, task, flags)
         elif chain in ("math", "math-all"):
             math_chain(runs, 50, online=chain == "math-all")
+        elif chain == "findings":
+            print(f"\n== {chain}", flush=True)
+            findings_chain(FINDINGS_CONFIG, runs / "findings")
         else:
             parser.error(f"--chains: unknown chain {chain!r}")
     print(f"demo total {time.perf_counter() - start:.0f} s")
