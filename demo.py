@@ -15,7 +15,8 @@ checkpoints' rewards on the task's preference pairs (the reference against anoth
 one) and print each score's pairwise accuracy beside the likelihood baselines, and error localisation on the
 corrupted pairs; then on the sweep's samples at t=1, each score's Spearman with ROUGE-Lsum and its best-of-N pick
 (the app's Rewards vs quality page). `findings` runs the small grid of configs/findings/demo.yaml (the tiny
-preset on the math task, two seeds) into <runs>/findings, for the app's Findings page. `translate` does the same on the translation task (chrF and BLEU) into <runs>/translate/;
+preset on the math task, two seeds) into <runs>/findings, for the app's Findings page. `translate` does the same
+on the translation task (chrF and BLEU) into <runs>/translate/;
 `summarize-scratch` and `translate-scratch` repeat a chain from random weights of the base's architecture (its
 tokenizer trained on the task's training split), same steps and batches, for the side-by-side comparison. The
 math chain does the same for the built-in math task with models trained from scratch into <runs>/{mle,iqlearn}
