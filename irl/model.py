@@ -26,7 +26,9 @@ the 128k vocabulary, T5-base and T5-large, with a tokenizer of the published voc
 `load_model` builds them with random weights, for measuring time and memory at those sizes.
 """
 
+import contextlib
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -193,12 +195,22 @@ def adapter_base(checkpoint: Path) -> str:
     return str(beside.resolve()) if not Path(base).is_absolute() and beside.is_dir() else base
 
 
+@contextlib.contextmanager
+def peft_reads_deprecated_alias():
+    """peft 0.21 wraps a model after reading transformers 5's deprecated `is_gradient_checkpointing` (a
+    FutureWarning at every wrap, about peft's code, not the user's): that one warning is left out here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def _load_merged(checkpoint: Path, trust_remote_code: bool, dtype):
     from peft import PeftModel
 
     base = load_model(adapter_base(checkpoint), trust_remote_code, dtype)  # itself merged if it is a LoRA checkpoint
     try:
-        return PeftModel.from_pretrained(base, str(checkpoint)).merge_and_unload()
+        with peft_reads_deprecated_alias():
+            return PeftModel.from_pretrained(base, str(checkpoint)).merge_and_unload()
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load the LoRA adapter at {checkpoint}: {e}") from None
 
@@ -219,7 +231,8 @@ def add_lora(model, cfg, base_name_or_path: str):
     )
     model.name_or_path = base_name_or_path  # peft records it as base_model_name_or_path
     try:
-        return get_peft_model(model, config)
+        with peft_reads_deprecated_alias():
+            return get_peft_model(model, config)
     except ValueError as e:  # e.g. target modules that the architecture lacks
         raise ModelError(f"lora_target_modules={target!r}: {e}") from None
 

@@ -35,6 +35,7 @@ HEAD_IS_LINEAR (its head reads the decoder's output scaled by d_model^-1/2, and 
 import functools
 import logging
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -484,7 +485,12 @@ class IRLTrainer(Trainer):
     def _save(self, output_dir=None, state_dict=None) -> None:
         """Trainer's save (weights, tokenizer), plus the run's config: a checkpoint says how it was trained (gamma
         for its rewards, the task for its sweep) also when copied out of its run directory."""
-        super()._save(output_dir, state_dict)
+        with warnings.catch_warnings():
+            # peft looks for the base's config.json at the adapter's base_model_name_or_path, "../base_model" (relative
+            # to the checkpoint, not to the working directory), to learn whether the vocabulary changed: LoRA here
+            # never changes it, and peft's warning that it assumes so says nothing to the user
+            warnings.filterwarnings("ignore", message="Could not find a config file in ", category=UserWarning)
+            super()._save(output_dir, state_dict)
         if self.args.should_save:
             out = Path(output_dir or self.args.output_dir)
             save_config(self.cfg, out / runs.CHECKPOINT_CONFIG)
