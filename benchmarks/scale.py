@@ -94,7 +94,8 @@ def machine() -> str:
 
 
 def commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return done.stdout.strip()
 
 
 def write_data(path: Path, rows: int, context: int) -> None:
@@ -242,7 +243,8 @@ def main(argv=None) -> list[dict]:
                 todo = [s for s in stages if not any(k[:2] == (name, context) and k[2].startswith(s) for k in done)]
                 if not todo:
                     continue
-                found = train_points(name, path, context, workdir, args.objectives.split(",")) if "train" in todo else []
+                objectives = args.objectives.split(",")
+                found = train_points(name, path, context, workdir, objectives) if "train" in todo else []
                 if {"decode", "rewards"} & set(todo):
                     torch.manual_seed(0)
                     model = (load_model(path) if name not in ("tiny", "small", "t5-small")

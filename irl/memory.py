@@ -30,9 +30,10 @@ head's kept tensors and chunks), the start of backward (the same, plus the head'
 output gradient), and the optimizer's step (weights, optimizer, gradients, and two temporaries of the largest
 parameter's size in AdamW's per-parameter update).
 
-Decoding (`predict_decoding`, no gradient): weights, the KV cache at its fullest (every row to the last step),
-and the larger of the prompt's forward and a step's logits. Not modelled yet: gradient checkpointing, 8-bit
-optimizers, reward extraction (analysis/rewards.py).
+Decoding (`predict_decoding`, no gradient): weights, and the larger of the prompt's forward beside its cache and
+the KV cache at its fullest (every row to the last step) beside a step's logits. Reward extraction
+(`predict_scoring`): weights, and the larger of a layer's feed-forward and the kept logits. Not modelled yet:
+gradient checkpointing, 8-bit optimizers, bf16 autocast.
 """
 
 import copy
@@ -260,6 +261,9 @@ def dry_run_train(cfg) -> dict:
     """Print the predicted memory of training per `cfg`, term by term, whether it fits the device, and last one
     JSON object; trains nothing."""
     prediction = predict_train(cfg)
+    if cfg.activation_checkpointing:
+        print("activation_checkpointing is not modelled: the activations below are those kept without it, an upper "
+              "bound")  # fmt: skip
     available = device_memory(cfg.device)
     fits = prediction.peak <= (1 - HEADROOM) * available
     for name, value in dataclasses.asdict(prediction).items():
@@ -290,21 +294,25 @@ def predict_decoding(config, parameters: int, prompts: int, prompt_tokens: int, 
         weights      P b
         kv_cache     per position kv_bytes_per_token: the prompt's positions once per prompt when `shared`
                      (shared-prefix decoding), else once per row; every row's generated positions, preallocated
-                     (beam search through generate grows the cache by concatenation: one layer's copy more)
-        prefill      the prompt's forward, no gradient: `forward_bytes` of the B prompts
+        prefill      the prompt's forward, no gradient (`forward_bytes` of the B prompts), beside the prompts' cache
         step         the active rows' logits in float32 and what is made of them (scores, softmax): 3 rows V 4;
-                     beam search: log-softmax and the (B, beams V) candidates: 5 rows V 4
+                     beam search: log-softmax and the (B, beams V) candidates, 4 rows V 4; and one layer's cache
+                     copied (the prompt's into the preallocated buffers; beam search through generate grows and
+                     reorders its cache by copies)
+
+    and the peak is the larger of the prefill (weights, the prompts' cache, prefill) and the decoding steps
+    (weights, kv_cache, step).
     """
     rows = prompts * rows_per_prompt
     per_token = kv_bytes_per_token(config, width)
-    prompt_copies = prompts if shared else rows
-    kv = (prompt_copies * prompt_tokens + rows * new_tokens) * per_token
-    if beam:
-        kv += rows * (prompt_tokens + new_tokens) * per_token // max(1, config.num_hidden_layers)
+    layers = config.num_decoder_layers if config.is_encoder_decoder else config.num_hidden_layers
+    prompt_kv = prompts * prompt_tokens * per_token
+    kv = ((prompts if shared else rows) * prompt_tokens + rows * new_tokens) * per_token
+    copied = (kv if beam else prompt_kv) // layers
     prefill = forward_bytes(config, prompts * prompt_tokens, width)
-    step = (5 if beam else 3) * rows * config.vocab_size * 4
+    step = (4 if beam else 3) * rows * config.vocab_size * 4 + copied
     terms = {"weights": parameters * width, "kv_cache": kv, "prefill": prefill, "step": step}
-    terms["peak"] = terms["weights"] + terms["kv_cache"] + max(prefill, step)
+    terms["peak"] = terms["weights"] + max(prompt_kv + prefill, kv + step)
     return terms
 
 
