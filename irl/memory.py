@@ -142,6 +142,7 @@ def _with_layers(config, layers: int, vocab: int):
     if config.is_encoder_decoder:
         config.num_decoder_layers = layers
     config.vocab_size = vocab
+    config.pad_token_id = None  # the embedding's padding index changes no memory, and may lie past `vocab`
     return config
 
 
