@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export HF_EVALUATE_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-all test app bench chromium clean-demo base data findings findings-quick
+.PHONY: demo demo-all test app bench bench-scale chromium clean-demo base data findings findings-quick
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench: $(VENV)/.installed chromium
 	$(PY) benchmarks/sweep_throughput.py
 	$(PY) benchmarks/reward_throughput.py
 	$(PY) benchmarks/app_latency.py
+
+# Cost at scale (benchmarks/scale.py): the ladder of sizes up to the 0.5B shape through training, decoding and
+# rewards, measured beside irl/memory.py's prediction, into benchmarks/results/scale.jsonl and scale.png; resumes.
+bench-scale: $(VENV)/.installed
+	$(PY) benchmarks/scale.py
 
 clean-demo:
 	rm -rf $(RUNS)

@@ -43,6 +43,7 @@ ENDED = "ended"  # bool: the sample ended with EOS; False: cut at max_new_tokens
 COMPLETION_CALC_IDS = "completion_calc_ids"  # list<int>: ids generated with the calculator
 ENDED_CALC = "ended_calc"  # bool: as ENDED, for the calculator's completion
 CALC_FORCED = "calc_forced"  # list<int>: positions of COMPLETION_CALC_IDS the calculator forced
+DECODE_PATH = "decode_path"  # str: irl/generation.py Decoded.path, "compact" or "generate" (after a failed check)
 
 AGG_KEYS = (RUN, METHOD, SEED, STEP, DECODING, KIND, TEMPERATURE, BEAMS)
 SAMPLE_COLUMNS = AGG_KEYS + (

@@ -92,7 +92,9 @@ def _causal_terms(model, batch: list[Encoded], pad_id: int, eos_id: int):
     positions = (attention.cumsum(1) - 1).clamp(min=0)  # as if unpadded
     device = model.device
     ids, attention, positions = ids.to(device), attention.to(device), positions.to(device)
-    logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, logits_to_keep=keep).logits
+    # use_cache=False: one pass reads the whole sequence, a KV cache of every layer would only hold memory
+    logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, logits_to_keep=keep,
+                   use_cache=False).logits  # fmt: skip
     # logits (B, keep, V): column k holds the state in which the action ids[:, width - keep + k + 1] is taken
     return token_terms(logits, ids[:, -keep:], completion[:, -keep:].to(device), eos_id)
 
@@ -102,7 +104,7 @@ def _seq2seq_terms(model, batch: list[Encoded], pad_id: int, eos_id: int):
     [decoder start] + completion in the decoder, right-padded."""
     features = [episode_features(e, model.config.decoder_start_token_id) for e in batch]
     inputs = {k: v.to(model.device) for k, v in Collator(pad_id, seq2seq=True)(features).items()}
-    logits = model(**model_inputs(inputs, seq2seq=True)).logits  # (B, T, V): T the decoder's length
+    logits = model(**model_inputs(inputs, seq2seq=True), use_cache=False).logits  # (B, T, V): the decoder's T
     return token_terms(logits, inputs["decoder_input_ids"], inputs["completion_mask"], eos_id)
 
 

@@ -139,6 +139,7 @@ def generate_batch(model, tokenizer, prompts: list[str], decoding: Decoding, k: 
         S.COMPLETION: _texts(tokenizer, out.completion_ids),
         S.N_TOKENS: [len(c) for c in out.completion_ids],
         S.ENTROPY: out.entropy,
+        S.DECODE_PATH: [out.path] * len(out.completion_ids),
     }
     if calculator is not None:
         # the column where generation starts in the ids the processor sees: after the left-padded prompt, or after

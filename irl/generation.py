@@ -14,17 +14,38 @@ real tokens are unchanged and padded keys are masked.)
 
 `sample_completions` repacks its samples (`pack_samples`) into the layout of the data (irl.data
 `episode_features` and `Collator`), so `token_terms` reads sampled and expert sequences alike.
+
+The compact decoder checks itself (`check_compact`): the first time it runs in a process for a device type, dtype
+and model type, it decodes a few tokens of the batch's first prompts greedily, twice per prompt (so that the
+shared-prefix attention runs where the model allows it), and compares them with transformers' `generate` and its
+own cache; if they differ, that decoding and every later one for the same key go through `generate`, a warning
+says so once with the figures, and `Decoded.path` says which path ran (the sweep writes it in its samples tables).
 """
 
 import hashlib
+import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutput
 
 from irl.data import Collator, Encoded, episode_features
 from irl.kv_cache import fill_holes, preallocated, shared_prefix, shared_prefix_attention_on, shares_prefix
+
+logger = logging.getLogger(__name__)
+
+COMPACT, GENERATE = "compact", "generate"  # the paths of `decode` (Decoded.path)
+# The compact decoder's self-check: prompts of the batch and tokens decoded, and the largest difference allowed
+# between its step logits and generate's, relative to their largest magnitude. Both compute the same attention
+# (the shared prefix's in two parts that meet in one softmax) and layers in another order: sums over H or the
+# context rounded differently, a few eps per layer, about 1e-5 for a few dozen float32 layers (eps 1.2e-7), so
+# 1e-4; bfloat16 weights round each product to 8 bits (eps 7.8e-3): 5e-2; float16 (eps 9.8e-4): 1e-2; float64
+# (eps 2.2e-16): 1e-12. The tokens must be equal: a row dropped or misplaced by compaction changes them.
+CHECK_PROMPTS, CHECK_TOKENS = 2, 8
+CHECK_TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2}
+_checked: dict[tuple, dict] = {}  # (device type, dtype, model type) -> the check's record, once per process
 
 
 def left_padded(tokenizer, prompts, device, max_prompt_tokens: int | None = None) -> dict:
@@ -125,12 +146,13 @@ class Decoded:
     completion_ids: list[list[int]]  # generated ids up to and including the first EOS
     ended: list[bool]  # True: ended by EOS; False: cut at max_new_tokens
     entropy: list[float] | None  # mean policy entropy along the completion (with `entropy=True`)
+    path: str = COMPACT  # COMPACT (decode_compact) or GENERATE (transformers' generate)
 
 
 @torch.no_grad()
 def decode(model, batch: dict, decoding: Decoding, k: int, *, max_new_tokens: int, seed: int | None, eos_token_id: int,
            pad_token_id: int, entropy: bool = False, logits_processor=None, compact: bool = True,
-           synced_gpus: bool = False) -> Decoded:
+           synced_gpus: bool = False, check: bool = True) -> Decoded:
     """Decode a left-padded batch of prompts (`left_padded`) with one decoding setting: K samples per prompt,
     the top min(K, width) beams, or one greedy completion.
 
@@ -141,12 +163,15 @@ def decode(model, batch: dict, decoding: Decoding, k: int, *, max_new_tokens: in
     for beam search, transformers' `generate` decodes. `synced_gpus` (FSDP: each forward is a collective) makes
     every process step until all are done, through `generate`. Encoder-decoder models alike: the prompts are the
     encoder's input, and `logits_processor` sees the decoder's ids ([decoder start] + generated, so the
-    calculator's prompt_length is 1).
+    calculator's prompt_length is 1). `check`: the compact decoder's self-check (module docstring) first.
     """
+    n = decoding.samples_per_prompt(k)
+    compact = compact and not synced_gpus and decoding.kind != "beam"
+    if compact and check:
+        compact = check_compact(model, batch, eos_token_id=eos_token_id, pad_token_id=pad_token_id)["passed"]
     if seed is not None:
         torch.manual_seed(seed)
-    n = decoding.samples_per_prompt(k)
-    if compact and not synced_gpus and decoding.kind != "beam":
+    if compact:
         return decode_compact(model, batch, decoding, n, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
                               entropy=entropy, logits_processor=logits_processor)  # fmt: skip
     out = model.generate(
@@ -174,7 +199,57 @@ def decode(model, batch: dict, decoding: Decoding, k: int, *, max_new_tokens: in
         completion_ids=[ids[:m] for ids, m in zip(generated.tolist(), lengths.tolist())],
         ended=(generated == eos_token_id).any(1).tolist(),
         entropy=mean_entropy,
+        path=GENERATE,
     )
+
+
+class _StepLogits(LogitsProcessor):
+    """A processor that keeps a copy of each step's raw scores (float32) and changes nothing."""
+
+    def __init__(self):
+        self.steps = []
+
+    def __call__(self, input_ids, scores):
+        self.steps.append(scores.detach().float().clone())
+        return scores
+
+
+def check_compact(model, batch: dict, *, eos_token_id: int, pad_token_id: int) -> dict:
+    """`decode_compact` against `generate` on the first CHECK_PROMPTS prompts of a left-padded batch, once per
+    process for a device type, dtype and model type (later calls return the first record): CHECK_TOKENS greedy
+    tokens, two rows per prompt for the compact decoder, one for generate, their raw logits compared at each step
+    before a row ends. Returns {"passed", "tokens_equal", "check/compact_logits_max_rel_diff", "tolerance"}; a
+    failure is logged once with its figures."""
+    key = (model.device.type, model.dtype, model.config.model_type)
+    if key in _checked:
+        return _checked[key]
+    rows = {k: v[:CHECK_PROMPTS] for k, v in batch.items()}
+    width = int(rows["attention_mask"].sum(1).max())  # no column of padding alone
+    rows = {k: v[:, v.shape[1] - width :] for k, v in rows.items()}
+    greedy, ids = Decoding("greedy"), dict(eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+    fast_logits, stock_logits = _StepLogits(), _StepLogits()
+    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+        fast = decode_compact(model, rows, greedy, 2, max_new_tokens=CHECK_TOKENS, eos_token_id=eos_token_id,
+                              logits_processor=fast_logits)  # fmt: skip
+        stock = decode(model, rows, greedy, 1, max_new_tokens=CHECK_TOKENS, seed=None, compact=False, check=False,
+                       logits_processor=LogitsProcessorList([stock_logits]), **ids)  # fmt: skip
+    tokens_equal = fast.completion_ids == [c for c in stock.completion_ids for _ in range(2)]
+    worst = 0.0
+    for a, b in zip(fast_logits.steps, stock_logits.steps):
+        b = b.repeat_interleave(2, 0)
+        if a.shape != b.shape:  # a row has ended: the compact decoder's rows are fewer and reordered from here
+            break
+        worst = max(worst, ((a - b).abs().max() / b.abs().max()).item())
+    tolerance = CHECK_TOLERANCE[model.dtype]
+    record = {"passed": tokens_equal and worst <= tolerance, "tokens_equal": tokens_equal,
+              "check/compact_logits_max_rel_diff": worst, "tolerance": tolerance}  # fmt: skip
+    if not record["passed"]:
+        logger.warning(
+            "decode: on %s the compact decoder differs from generate (tokens equal: %s, logits %.3g relative, "
+            "tolerance %.3g): decoding goes through generate", key, tokens_equal, worst, tolerance,
+        )
+    _checked[key] = record
+    return record
 
 
 @torch.no_grad()

@@ -30,9 +30,10 @@ head's kept tensors and chunks), the start of backward (the same, plus the head'
 output gradient), and the optimizer's step (weights, optimizer, gradients, and two temporaries of the largest
 parameter's size in AdamW's per-parameter update).
 
-Decoding (`predict_decoding`, no gradient): weights, the KV cache at its fullest (every row to the last step),
-and the larger of the prompt's forward and a step's logits. Not modelled yet: gradient checkpointing, 8-bit
-optimizers, reward extraction (analysis/rewards.py).
+Decoding (`predict_decoding`, no gradient): weights, and the larger of the prompt's forward beside its cache and
+the KV cache at its fullest (every row to the last step) beside a step's logits. Reward extraction
+(`predict_scoring`): weights, and the larger of a layer's feed-forward and the kept logits. Not modelled yet:
+gradient checkpointing, 8-bit optimizers, bf16 autocast.
 """
 
 import copy
@@ -141,6 +142,7 @@ def _with_layers(config, layers: int, vocab: int):
     if config.is_encoder_decoder:
         config.num_decoder_layers = layers
     config.vocab_size = vocab
+    config.pad_token_id = None  # the embedding's padding index changes no memory, and may lie past `vocab`
     return config
 
 
@@ -260,6 +262,9 @@ def dry_run_train(cfg) -> dict:
     """Print the predicted memory of training per `cfg`, term by term, whether it fits the device, and last one
     JSON object; trains nothing."""
     prediction = predict_train(cfg)
+    if cfg.activation_checkpointing:
+        print("activation_checkpointing is not modelled: the activations below are those kept without it, an upper "
+              "bound")  # fmt: skip
     available = device_memory(cfg.device)
     fits = prediction.peak <= (1 - HEADROOM) * available
     for name, value in dataclasses.asdict(prediction).items():
@@ -290,21 +295,25 @@ def predict_decoding(config, parameters: int, prompts: int, prompt_tokens: int, 
         weights      P b
         kv_cache     per position kv_bytes_per_token: the prompt's positions once per prompt when `shared`
                      (shared-prefix decoding), else once per row; every row's generated positions, preallocated
-                     (beam search through generate grows the cache by concatenation: one layer's copy more)
-        prefill      the prompt's forward, no gradient: `forward_bytes` of the B prompts
+        prefill      the prompt's forward, no gradient (`forward_bytes` of the B prompts), beside the prompts' cache
         step         the active rows' logits in float32 and what is made of them (scores, softmax): 3 rows V 4;
-                     beam search: log-softmax and the (B, beams V) candidates: 5 rows V 4
+                     beam search: log-softmax and the (B, beams V) candidates, 4 rows V 4; and one layer's cache
+                     copied (the prompt's into the preallocated buffers; beam search through generate grows and
+                     reorders its cache by copies)
+
+    and the peak is the larger of the prefill (weights, the prompts' cache, prefill) and the decoding steps
+    (weights, kv_cache, step).
     """
     rows = prompts * rows_per_prompt
     per_token = kv_bytes_per_token(config, width)
-    prompt_copies = prompts if shared else rows
-    kv = (prompt_copies * prompt_tokens + rows * new_tokens) * per_token
-    if beam:
-        kv += rows * (prompt_tokens + new_tokens) * per_token // max(1, config.num_hidden_layers)
-    prefill = forward_bytes(config, prompts * prompt_tokens, prompts, prompt_tokens, width)
-    step = (5 if beam else 3) * rows * config.vocab_size * 4
+    layers = config.num_decoder_layers if config.is_encoder_decoder else config.num_hidden_layers
+    prompt_kv = prompts * prompt_tokens * per_token
+    kv = ((prompts if shared else rows) * prompt_tokens + rows * new_tokens) * per_token
+    copied = (kv if beam else prompt_kv) // layers
+    prefill = forward_bytes(config, prompts * prompt_tokens, width)
+    step = (4 if beam else 3) * rows * config.vocab_size * 4 + copied
     terms = {"weights": parameters * width, "kv_cache": kv, "prefill": prefill, "step": step}
-    terms["peak"] = terms["weights"] + terms["kv_cache"] + max(prefill, step)
+    terms["peak"] = terms["weights"] + max(prompt_kv + prefill, kv + step)
     return terms
 
 
@@ -335,26 +344,26 @@ def dry_run_decoding(checkpoint, prompts: int, prompt_tokens: int, new_tokens: i
     return record
 
 
-def forward_bytes(config, tokens: int, rows: int, length: int, width: int = 4) -> int:
-    """The widest moment of a forward pass without gradient over `rows` left-padded sequences of `length` tokens
-    (`tokens` = rows x length): a layer's feed-forward, tokens (2 H + 3 I) b, or its attention, tokens 6 H b and
-    the (rows, heads, length, length) float32 scores that attention with a padding mask materialises on the CPU."""
+def forward_bytes(config, tokens: int, width: int = 4) -> int:
+    """The widest moment of a forward pass without gradient and without a KV cache over `tokens` tokens: a layer's
+    feed-forward, tokens (4 H + 3 I) b (the residual stream, its norm, the layer's input and output, and gate, up
+    and their product). Attention on the CPU (SDPA's flash kernel, with or without a padding mask) holds less:
+    q, k, v and its output. T5's attention, which materialises its scores (rows, heads, T, T), is not modelled."""
     hidden = getattr(config, "hidden_size", None) or config.d_model
     inner = getattr(config, "intermediate_size", None) or config.d_ff
-    heads = config.num_attention_heads
-    return max(tokens * (2 * hidden + 3 * inner) * width, tokens * 6 * hidden * width + rows * heads * length**2 * 4)
+    return tokens * (4 * hidden + 3 * inner) * width
 
 
-def predict_scoring(config, parameters: int, batch_tokens: int, length: int, width: int = 4) -> dict:
-    """Predicted peak bytes of reward extraction (analysis/scoring.py `score`, no gradient) in batches of at most
-    `batch_tokens` padded tokens of sequences of at most `length` tokens:
+def predict_scoring(config, parameters: int, batch_tokens: int, width: int = 4) -> dict:
+    """Predicted peak bytes of reward extraction (analysis/scoring.py `score`, no gradient, no KV cache) in
+    batches of at most `batch_tokens` padded tokens:
 
         weights   P b
-        forward   `forward_bytes` of batch_tokens / length rows of `length` tokens
+        forward   `forward_bytes` of batch_tokens tokens
         logits    the kept logits, at most batch_tokens V (float32), and a chunk of CHUNK_ROWS rows of
                   exp(z - max) in the fused pass (irl/kernels.py token_terms)
     """
-    forward = forward_bytes(config, batch_tokens, max(1, batch_tokens // length), length, width)
+    forward = forward_bytes(config, batch_tokens, width)
     logits = (batch_tokens + min(kernels.CHUNK_ROWS, batch_tokens)) * config.vocab_size * 4
     terms = {"weights": parameters * width, "forward": forward, "logits": logits}
     terms["peak"] = terms["weights"] + max(forward, logits)
@@ -369,9 +378,7 @@ def dry_run_rewards(checkpoint, batch_tokens: int) -> dict:
     config = AutoConfig.from_pretrained(checkpoint)
     with torch.device("meta"):
         parameters = sum(p.numel() for p in _auto(config).from_config(config, dtype=DTYPE).parameters())
-    from irl.model import context_length
-
-    terms = predict_scoring(config, parameters, batch_tokens, min(batch_tokens, context_length(config) or batch_tokens))
+    terms = predict_scoring(config, parameters, batch_tokens)
     available = device_memory(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     print(f"{checkpoint}: " + ", ".join(f"{k} {v / 2**30:.3f} GiB" for k, v in terms.items()))
     record = {"predicted_peak_bytes": terms["peak"], "fits": terms["peak"] <= (1 - HEADROOM) * available,

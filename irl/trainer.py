@@ -67,9 +67,10 @@ SHARDED = frozenset({DistributedType.FSDP, DistributedType.DEEPSPEED, Distribute
 # from materialised logits, relative to the largest magnitude of each compared tensor. Both routes sum the same
 # float32 products in another order, so they differ by roundings of sums over V or H terms, about sqrt(V) eps:
 # 4e-5 at V = 152k in float32 (eps 1.2e-7), 1e-3 leaves a margin of 25; under bf16 autocast the products keep 8
-# bits (eps 7.8e-3) and the logits differ by about one rounding of each: 5e-2; float16 (eps 9.8e-4): 1e-2.
+# bits (eps 7.8e-3) and the logits differ by about one rounding of each: 5e-2; float16 (eps 9.8e-4): 1e-2;
+# float64 (eps 2.2e-16): 1e-10.
 CHECK_ROWS = 2
-CHECK_TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 5e-2, torch.float16: 1e-2}
+CHECK_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-3, torch.bfloat16: 5e-2, torch.float16: 1e-2}
 _checked: dict[tuple, dict] = {}  # (device type, dtype, model type) -> the check's record, once per process
 
 logger = logging.getLogger(__name__)

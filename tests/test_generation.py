@@ -9,6 +9,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from transformers.cache_utils import DynamicLayer
 
+from irl import generation
 from irl.generation import Decoding, decode, left_padded, truncate_left
 from irl.kv_cache import PreallocatedLayer
 from irl.model import build_preset, train_tokenizer
@@ -147,3 +148,42 @@ def test_left_truncation_keeps_a_leading_special_token():
     assert truncate_left([1, 10, 11, 12, 13], 3, Bos()) == [1, 12, 13]
     assert truncate_left([10, 11, 12, 13], 3, Bos()) == [11, 12, 13]
     assert truncate_left([1, 10], 3, Bos()) == [1, 10]
+
+
+def test_a_wrong_compact_decoder_is_caught_and_decoding_goes_through_generate(model_and_tokenizer, monkeypatch):
+    """The compact decoder's cache made wrong (the first layer's values scaled by 1.5 once the prompt is read): its
+    self-check sees it, and the decoding goes through generate, with generate's results exactly; Decoded.path says
+    so. A correct decoder passes the check (tokens equal, logits within float32 roundings), once per process;
+    `check=False` skips it."""
+    model, tokenizer = model_and_tokenizer
+    monkeypatch.setattr(generation, "_checked", {})
+    allocate = generation.preallocated
+
+    def wrong(cache, *args, **kwargs):
+        cache = allocate(cache, *args, **kwargs)
+        cache.layers[0].values.mul_(1.5)
+        return cache
+
+    monkeypatch.setattr(generation, "shares_prefix", lambda *a: False)  # every row through `preallocated`
+    monkeypatch.setattr(generation, "preallocated", wrong)
+    caught = run(model, tokenizer, Decoding("greedy"), 1, compact=True)
+    stock = run(model, tokenizer, Decoding("greedy"), 1, compact=False)
+    assert caught == stock and caught.path == stock.path == generation.GENERATE
+    record = next(iter(generation._checked.values()))
+    assert not record["passed"] and record["check/compact_logits_max_rel_diff"] > record["tolerance"]
+
+    monkeypatch.undo()
+    monkeypatch.setattr(generation, "_checked", {})
+    checks = []
+    check = generation.check_compact
+    monkeypatch.setattr(generation, "check_compact", lambda *a, **kw: checks.append(1) or check(*a, **kw))
+    assert run(model, tokenizer, Decoding("greedy"), 1, compact=True).path == generation.COMPACT
+    assert run(model, tokenizer, Decoding("sample", 1.0), 2, compact=True).path == generation.COMPACT
+    record = next(iter(generation._checked.values()))
+    assert record["passed"] and record["tokens_equal"] and record["check/compact_logits_max_rel_diff"] < 1e-5
+    assert len(checks) == 2 and len(generation._checked) == 1  # asked twice, computed once
+    generation._checked.clear()
+    batch = left_padded(tokenizer, PROMPTS, "cpu")
+    decode(model, batch, Decoding("greedy"), 1, max_new_tokens=4, seed=0, eos_token_id=tokenizer.eos_token_id,
+           pad_token_id=tokenizer.pad_token_id, check=False)  # fmt: skip
+    assert not generation._checked

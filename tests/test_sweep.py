@@ -166,9 +166,12 @@ def test_sweep_writes_documented_columns(swept):
     returned, out_dir = swept
     assert sorted(p.name for p in out_dir.iterdir()) == sorted([*CELLS, "aggregate.parquet", "manifest.json"])
     samples = {name: pd.read_parquet(out_dir / name) for name in CELLS}
-    extra = [S.COMPLETION_CALC_IDS, S.ENDED_CALC, S.CALC_FORCED, S.COMPLETION_CALC, S.EXACT_MATCH, S.EXACT_MATCH_CALC]
+    extra = [S.DECODE_PATH, S.COMPLETION_CALC_IDS, S.ENDED_CALC, S.CALC_FORCED, S.COMPLETION_CALC, S.EXACT_MATCH,
+             S.EXACT_MATCH_CALC]  # fmt: skip
     for table in samples.values():
         assert list(table.columns) == [*S.SAMPLE_COLUMNS, *extra]
+    # the compact decoder passed its self-check; beam search goes through generate
+    assert [set(t[S.DECODE_PATH]) for t in samples.values()] == [{"compact"}, {"compact"}, {"generate"}]
     # 5 prompts: greedy 1 row each, sampling K = 3, beam search min(K, 2) beams
     assert [len(t) for t in samples.values()] == [5, 15, 10]
     assert samples["samples-t=1.parquet"][S.SAMPLE].tolist() == [0, 1, 2] * 5

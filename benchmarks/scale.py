@@ -1,0 +1,279 @@
+"""Cost at scale on this machine: a ladder of model sizes from the presets to the 0.5B shape, through training,
+decoding and reward extraction, measured and predicted.
+
+    python benchmarks/scale.py                                   # the whole ladder (make bench-scale)
+    python benchmarks/scale.py --points tiny,small --contexts 256  # some points
+
+Points (LADDER): the `tiny`, `small` and `t5-small` presets, Llama and Qwen2 shapes between them and the
+published ones (random weights, byte-level tokenizers of irl/shapes.py), T5-base and Qwen2.5-0.5B (models/shapes/).
+Each point at each context length (256 to 2,048 by default), B = max(1, 2048 / context) sequences per batch:
+
+- train: two optimizer steps of `python -m irl train` (irl.train.train) on sequences of exactly `context` tokens,
+  MLE and offline IQLearn (lam 0.1), on the chunked route and on materialised logits; seconds per token is the
+  second step's (metrics.jsonl train/tokens_per_s), peak the whole run's (the model built, the steps, the save);
+- decode: irl.generation.decode of 8 prompts of context / 2 tokens for context / 2 new tokens: greedy, t = 1 with
+  K = 5 and beam 4; seconds per generated token;
+- rewards: analysis.scoring.score_batch on batches of at most 4,096 tokens of sequences of `context` tokens;
+  seconds per scored token.
+
+Peak: bytes of torch tensors on the CPU at their highest (irl/memory.py measured_peak, the weights of the decode and
+rewards stages added), beside irl/memory.py's prediction for the same run. Each point is one JSON line appended to
+`--out` (benchmarks/results/scale.jsonl) with the commit and machine that made it; a point already there for this
+commit is skipped, so an interrupted ladder resumes. At the end: a table, the exponent of each cost in parameters
+(least squares in log-log at each context) and in context (at each model), and the curves (scale.png beside --out).
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from analysis.scoring import score_batch  # noqa: E402
+from irl import memory, shapes  # noqa: E402
+from irl.config import TrainConfig  # noqa: E402
+from irl.data import Encoded  # noqa: E402
+from irl.generation import Decoding, decode  # noqa: E402
+from irl.model import count_parameters, load_model  # noqa: E402
+from irl.train import train  # noqa: E402
+
+OUT = REPO / "benchmarks" / "results" / "scale.jsonl"
+CONTEXTS = (256, 512, 1024, 2048)
+TOKENS_PER_BATCH = 2048  # sequences per batch: max(1, this / context)
+DECODINGS = {"greedy": (Decoding("greedy"), 1), "t=1,K=5": (Decoding("sample", 1.0), 5), "beam=4": (
+    Decoding("beam", beams=4), 4)}  # fmt: skip
+DECODE_PROMPTS = 8
+REWARD_BATCH_TOKENS = 4096
+_QWEN = json.loads((shapes.SHAPES_DIR / "qwen2.5-0.5b" / "config.json").read_text())
+_LLAMA = json.loads((shapes.SHAPES_DIR / "llama-128k" / "config.json").read_text())
+# name -> a preset, a directory of models/shapes/, or (config.json of a shape written for the ladder, its layout)
+LADDER = {
+    "tiny": "tiny",
+    "small": "small",
+    "t5-small": "t5-small",
+    "llama-32k-43m": ({**_LLAMA, "hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 8,
+                       "num_attention_heads": 8, "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 32_000,
+                       "bos_token_id": None, "eos_token_id": 1},
+                      shapes.TokenizerLayout(32_000, {0: "<pad>", 1: "</s>"}, "</s>", "<pad>", None, 131_072)),
+    "qwen-152k-105m": ({**_QWEN, "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 8,
+                        "num_attention_heads": 8, "num_key_value_heads": 2, "max_window_layers": 8},
+                       shapes.SHAPES["qwen2.5-0.5b"]),
+    "t5-base": "models/shapes/t5-base",
+    "qwen2.5-0.5b": "models/shapes/qwen2.5-0.5b",
+}  # fmt: skip
+
+
+def model_path(name: str, workdir: Path) -> str:
+    """A preset's name, a shape directory, or a shape directory written under `workdir` for a ladder point."""
+    source = LADDER[name]
+    if isinstance(source, str):
+        return source if source in ("tiny", "small", "t5-small") else str(REPO / source)
+    config, layout = source
+    directory = workdir / name
+    if not (directory / shapes.SHAPE_FILE).is_file():
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "config.json").write_text(json.dumps(config, indent=2))
+        shapes.write_tokenizer(directory, layout)
+        (directory / shapes.SHAPE_FILE).write_text(json.dumps({"source": "benchmarks/scale.py LADDER"}))
+    return str(directory)
+
+
+def machine() -> str:
+    return f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def write_data(path: Path, rows: int, context: int) -> None:
+    """Training examples longer than any context (cut to exactly `context` tokens): a short prompt and words."""
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(500)] + ["the", "of", "and", "a", "to", "in"]
+    completion = lambda: " " + " ".join(rng.choice(words) for _ in range(context))  # noqa: E731
+    path.write_text("".join(json.dumps({"prompt": "Q:", "completion": completion()}) + "\n" for _ in range(rows)))
+
+
+def train_points(name, path, context, workdir, objectives) -> list[dict]:
+    batch = max(1, TOKENS_PER_BATCH // context)
+    data = workdir / f"data-{context}.jsonl"
+    if not data.is_file():
+        write_data(data, 4 * batch + 8, context)
+    out = []
+    for objective in objectives:
+        for chunked in (True, False):
+            run_dir = workdir / "runs" / f"{name}-{context}-{objective}-{chunked}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            cfg = TrainConfig(output_dir=str(run_dir), model=path, data=str(data), max_length=context,
+                              per_device_train_batch_size=batch, max_steps=2, learning_rate=1e-4, warmup_steps=0,
+                              logging_steps=1, eval_strategy="no", save_steps=100, eval_size=4, objective=objective,
+                              lam=0.1, chunked_loss=chunked, vocab_size=1024)  # fmt: skip
+            peak, trainer = memory.measured_peak(lambda: train(cfg))
+            predicted = memory.predict_train(cfg, trainer.model.config).peak  # a preset: its trained vocabulary
+            logs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+            speed = [r["train/tokens_per_s"] for r in logs if "train/tokens_per_s" in r][-1]
+            route = "chunked" if trainer.chunked else "materialised"
+            out.append(dict(stage=f"train/{objective}", route=route, peak_bytes=peak, predicted_peak_bytes=predicted,
+                            seconds_per_token=1 / speed, parameters=count_parameters(trainer.model),
+                            vocab=trainer.model.config.vocab_size))  # fmt: skip
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return out
+
+
+def decode_points(model, context) -> list[dict]:
+    prompt, new = context // 2, context // 2
+    parameters, vocab = count_parameters(model), model.config.vocab_size
+    weights = parameters * 4
+    ids = torch.randint(2, vocab, (DECODE_PROMPTS, prompt), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    out = []
+    for label, (decoding, k) in DECODINGS.items():
+        rows = decoding.beams if decoding.kind == "beam" else decoding.samples_per_prompt(k)
+        shared = decoding.kind == "sample" and rows > 1 and not model.config.is_encoder_decoder
+        predicted = memory.predict_decoding(model.config, parameters, DECODE_PROMPTS, prompt, new, rows,
+                                            decoding.kind == "beam", shared)["peak"]  # fmt: skip
+        start = time.perf_counter()
+        peak, decoded = memory.measured_peak(lambda: decode(
+            model, batch, decoding, k, max_new_tokens=new, seed=0, eos_token_id=vocab + 1, pad_token_id=0))
+        seconds = time.perf_counter() - start
+        generated = sum(len(c) for c in decoded.completion_ids)
+        out.append(dict(stage="decode", route=label, peak_bytes=weights + peak, predicted_peak_bytes=predicted,
+                        seconds_per_token=seconds / generated, parameters=parameters, vocab=vocab))  # fmt: skip
+    return out
+
+
+def reward_points(model, context) -> list[dict]:
+    if model.config.is_encoder_decoder:
+        return []  # score_batch's seq2seq layout splits prompt and completion; measured on decoder-only models
+    parameters, vocab = count_parameters(model), model.config.vocab_size
+    rows, prompt = max(1, REWARD_BATCH_TOKENS // context), context // 8
+    g = torch.Generator().manual_seed(0)
+    batch = [Encoded(torch.randint(2, vocab, (prompt,), generator=g).tolist(),
+                     torch.randint(2, vocab, (context - prompt - 1,), generator=g).tolist() + [1], True)
+             for _ in range(rows)]  # fmt: skip
+    predicted = memory.predict_scoring(model.config, parameters, rows * context)["peak"]
+    start = time.perf_counter()
+    peak, _ = memory.measured_peak(lambda: score_batch(model, batch, 0, 1, 0.99))
+    seconds = time.perf_counter() - start
+    return [dict(stage="rewards", route="score_batch", peak_bytes=parameters * 4 + peak, predicted_peak_bytes=predicted,
+                 seconds_per_token=seconds / (rows * (context - prompt)), parameters=parameters, vocab=vocab)]
+
+
+def done_keys(out: Path, head: str) -> set:
+    if not out.is_file():
+        return set()
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    return {(r["model"], r["context"], r["stage"]) for r in rows if r["commit"] == head}
+
+
+def exponents(rows: list[dict]) -> list[str]:
+    """Least-squares slopes of log(seconds per token) and log(peak bytes) against log(parameters) at each context
+    and route, and against log(context) at each model and route, where three or more points exist."""
+    import numpy as np
+
+    lines = []
+    for x_key, group_key in (("parameters", "context"), ("context", "model")):
+        groups = {}
+        for r in rows:
+            groups.setdefault((r["stage"], r["route"], r[group_key]), []).append(r)
+        for (stage, route, at), group in sorted(groups.items(), key=str):
+            if len({r[x_key] for r in group}) < 3:
+                continue
+            x = np.log([r[x_key] for r in group])
+            time_slope = np.polyfit(x, np.log([r["seconds_per_token"] for r in group]), 1)[0]
+            memory_slope = np.polyfit(x, np.log([r["peak_bytes"] for r in group]), 1)[0]
+            lines.append(f"{stage:<14} {route:<13} {group_key} {at}: time ~ {x_key}^{time_slope:.2f}, "
+                         f"peak ~ {x_key}^{memory_slope:.2f}")  # fmt: skip
+    return lines
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_time, ax_peak) = plt.subplots(1, 2, figsize=(12, 5))
+    series = {}
+    for r in rows:
+        series.setdefault((r["stage"], r["route"], r["context"]), []).append(r)
+    for (stage, route, context), group in sorted(series.items(), key=str):
+        group = sorted(group, key=lambda r: r["parameters"])
+        x = [r["parameters"] for r in group]
+        label = f"{stage} {route} T={context}"
+        ax_time.plot(x, [r["seconds_per_token"] for r in group], marker="o", label=label)
+        ax_peak.plot(x, [r["peak_bytes"] / 2**30 for r in group], marker="o", label=label)
+    for ax, title in ((ax_time, "seconds per token"), (ax_peak, "peak GiB (torch tensors)")):
+        ax.set(xscale="log", yscale="log", xlabel="parameters", title=title)
+    ax_peak.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--points", default=",".join(LADDER), help=f"Comma-separated, of {list(LADDER)}.")
+    parser.add_argument("--contexts", default=",".join(map(str, CONTEXTS)))
+    parser.add_argument("--stages", default="train,decode,rewards")
+    parser.add_argument("--objectives", default="mle,iqlearn", help="Objectives of the train stage.")
+    parser.add_argument("--out", default=str(OUT))
+    args = parser.parse_args(argv)
+    out, head = Path(args.out), commit()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stages = args.stages.split(",")
+    done = done_keys(out, head)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for name in args.points.split(","):
+            path = model_path(name, workdir)
+            for context in map(int, args.contexts.split(",")):
+                todo = [s for s in stages if not any(k[:2] == (name, context) and k[2].startswith(s) for k in done)]
+                if not todo:
+                    continue
+                objectives = args.objectives.split(",")
+                found = train_points(name, path, context, workdir, objectives) if "train" in todo else []
+                if {"decode", "rewards"} & set(todo):
+                    torch.manual_seed(0)
+                    model = (load_model(path) if name not in ("tiny", "small", "t5-small")
+                             else _preset(name, context)).eval()  # fmt: skip
+                    found += decode_points(model, context) if "decode" in todo else []
+                    found += reward_points(model, context) if "rewards" in todo else []
+                    del model
+                with out.open("a") as f:
+                    for point in found:
+                        row = dict(commit=head, machine=machine(), model=name, context=context, dtype="float32",
+                                   **point)  # fmt: skip
+                        f.write(json.dumps(row) + "\n")
+                        print(json.dumps(row), flush=True)
+    rows = [r for r in map(json.loads, out.read_text().splitlines()) if r["commit"] == head]
+    print(f"\n{'model':<15} {'T':>5} {'stage':<13} {'route':<13} {'s/token':>10} {'peak GiB':>9} {'predicted':>9}")
+    for r in rows:
+        print(f"{r['model']:<15} {r['context']:>5} {r['stage']:<13} {r['route']:<13} {r['seconds_per_token']:>10.2e} "
+              f"{r['peak_bytes'] / 2**30:>9.3f} {r['predicted_peak_bytes'] / 2**30:>9.3f}")  # fmt: skip
+    print("\n".join(exponents(rows)))
+    plot(rows, out.with_suffix(".png"))
+    return rows
+
+
+def _preset(name: str, context: int):
+    """A preset at the vocabulary its tokenizer is trained to by default (TrainConfig.vocab_size 1024)."""
+    from irl.model import build_preset
+
+    return build_preset(name, memory._Sized(1024), context, seed=0)
+
+
+if __name__ == "__main__":
+    main()
