@@ -14,6 +14,7 @@ import re
 import shutil
 import struct
 import subprocess
+import urllib.parse
 import sys
 from pathlib import Path
 
@@ -636,3 +637,95 @@ def test_token_figure_shows_the_chosen_quantity_and_running_reward():
     ]  # fmt: skip
     assert list(fig.data[1].y) == [0.5, 2.5]
     assert list(fig.data[0].customdata) == ["&#x27;a&#x27;", "&#x27;&lt;b&gt;&#x27;"]  # repr, escaped for hover
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Links that share a view
+
+
+def opened_from_link(monkeypatch, runs_dir, page: str, query: dict) -> AppTest:
+    """The app opened on `page` by a link whose query parameters are `query` (a fresh session)."""
+    monkeypatch.setattr(sys, "argv", [MAIN, "--runs-dir", str(runs_dir)])
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.switch_page(page)
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def selections(at) -> dict:
+    """Every selection widget of the page by label: selectboxes, multiselects and segmented controls."""
+    found = {b.label: b.value for b in at.selectbox} | {m.label: m.value for m in at.multiselect}
+    return found | {g.label: g.value for g in at.get("button_group")}
+
+
+def shared_link(at) -> str:
+    """The address the page's "Copy link" popover shows (under AppTest, without origin: a path and a query)."""
+    return at.sidebar.code[-1].value
+
+
+def test_a_link_opens_the_same_runs_data_example_and_colouring(monkeypatch, real_runs):
+    """A link naming another checkpoint, no partner, another sequence score, a prompt, a completion and log π as
+    the colour opens the token view on exactly those: the widgets show them and the tokens drawn are that
+    example's under that checkpoint."""
+    name = "math-preferences"
+    seqs = pd.read_parquet(rewards_file(real_runs, "iqlearn/seed1", name, S.SEQUENCES_FILE))
+    wanted = seqs.dropna(subset=[S.ERROR_POSITION]).iloc[-1]  # a rejected side, far from the default first
+    query = {"data": name, "checkpoint": f"iqlearn/seed1@{LAST}", "beside": "none", "score": S.LOGP_SUM,
+             "prompt": wanted[S.PROMPT_ID], "example": str(wanted[S.EXAMPLE_ID]), "colour": S.LOGP}  # fmt: skip
+    at = opened_from_link(monkeypatch, real_runs.root, "views/token_rewards.py", query)
+    shown = selections(at)
+    assert shown["Data"] == name and shown["Checkpoint"] == f"iqlearn/seed1@{LAST}"
+    assert shown["Side by side with"] == "none" and shown["Sequence score"] == S.LOGP_SUM
+    assert shown["Prompt (best match first)"] == wanted[S.PROMPT_ID]
+    assert shown["Completion"] == wanted[S.EXAMPLE_ID] and shown["Colour by"] == S.LOGP
+    tokens = pd.read_parquet(rewards_file(real_runs, "iqlearn/seed1", name, S.TOKENS_FILE))
+    tokens = tokens[tokens[S.EXAMPLE_ID] == wanted[S.EXAMPLE_ID]].sort_values(S.POSITION)
+    line = figure(at, 0)["data"][0]  # the per-token chart's first line: the colouring quantity
+    assert line["name"] == S.LOGP and line["y"] == pytest.approx(tokens[S.LOGP].tolist())
+    assert at.query_params["example"] == str(wanted[S.EXAMPLE_ID])  # the URL keeps what the link named
+    assert shared_link(at).startswith("/token_rewards?data=math-preferences&checkpoint=iqlearn%2Fseed1%404")
+
+
+@pytest.mark.parametrize("page, changes", [
+    ("views/runs.py", {}),
+    ("views/token_rewards.py",
+     {"Data": SWEEP["split"], "Checkpoint": f"iqlearn/seed1@{LAST}", "Side by side with": "none"}),
+    ("views/quality_diversity.py", {"Quality": "rouge1", "Diversity": S.DISTINCT_2}),
+    ("views/rewards_quality.py", {"Score": S.LOGP_MEAN, "Checkpoint": f"iqlearn/seed1@{LAST}", "Margins of": []}),
+    ("views/samples.py", {"Decodings": ["beam=2"], "Checkpoints": [f"mle/seed1@{LAST}"]}),
+])  # fmt: skip
+def test_the_copied_link_reopens_every_selection(monkeypatch, real_runs, page, changes):
+    """Change selections on a page, take the address its "Copy link" shows, open it in a fresh session: every
+    selection widget of the page shows the same value."""
+    at = app(monkeypatch, real_runs.root, page)
+    for label, value in changes.items():
+        widget = next(w for w in [*at.selectbox, *at.multiselect] if w.label == label)
+        widget.set_value(value).run()
+        assert not at.exception
+    before = selections(at)
+    assert all(before[label] == value for label, value in changes.items())
+    link = shared_link(at)
+    assert link.startswith(f"/{Path(page).stem if page != 'views/runs.py' else ''}")
+    query = {}
+    for key, value in [pair.split("=", 1) for pair in link.partition("?")[2].split("&") if pair]:
+        query.setdefault(urllib.parse.unquote_plus(key), []).append(urllib.parse.unquote_plus(value))
+    again = opened_from_link(monkeypatch, real_runs.root, page, query)
+    assert selections(again) == before and not again.warning
+
+
+def test_a_link_naming_what_is_not_here_says_so(monkeypatch, real_runs):
+    at = opened_from_link(monkeypatch, real_runs.root, "views/token_rewards.py", {"checkpoint": "gone/seed9@4"})
+    assert "checkpoint='gone/seed9@4' is not here" in at.warning[0].value
+    assert select(at, "Checkpoint").value == f"mle/seed0@{LAST}"  # the default, as without the link
+
+
+def test_charts_save_in_the_format_picked_in_the_sidebar(monkeypatch, real_runs):
+    at = app(monkeypatch, real_runs.root, "views/quality_diversity.py")
+    config = json.loads(at.get("plotly_chart")[0].proto.config)
+    assert config["toImageButtonOptions"]["format"] == "png"
+    at.sidebar.get("button_group")[0].set_value("svg").run()
+    config = json.loads(at.get("plotly_chart")[0].proto.config)
+    assert config["toImageButtonOptions"]["format"] == "svg"
+    assert config["toImageButtonOptions"]["filename"].startswith("pareto-test-")

@@ -17,13 +17,20 @@ if swept.empty:
     st.stop()
 
 top = st.columns([1, 1, 1, 3])
-split = top[0].selectbox("Split", sorted(swept["name"].unique()))
+split = widgets.select(top[0], "Split", sorted(swept["name"].unique()), key="split")
 agg = data.gather(root, results, R.SWEEP, split, R.AGGREGATE, runs)
-metric = top[1].selectbox("Quality", [m for m in S.quality_columns(S.HIGHER_IS_BETTER) if S.mean_col(m) in agg])
+metric = widgets.select(
+    top[1], "Quality", [m for m in S.quality_columns(S.HIGHER_IS_BETTER) if S.mean_col(m) in agg], key="quality"
+)
 quality = S.mean_col(metric)
-diversity = top[2].selectbox("Diversity", [d for d in (S.SELF_BLEU, S.DISTINCT_1, S.DISTINCT_2) if d in agg.columns])
+diversity = widgets.select(
+    top[2], "Diversity", [d for d in (S.SELF_BLEU, S.DISTINCT_1, S.DISTINCT_2) if d in agg.columns], key="diversity"
+)
 steps = sorted(agg[S.STEP].unique())
-picked = top[3].multiselect("Checkpoint steps", steps, default=steps[-1:], help="None picked: all.") or steps
+picked = widgets.multiselect(
+    top[3], "Checkpoint steps", steps, key="steps", default=steps[-1:], help="None picked: all."
+)  # fmt: skip
+picked = picked or steps
 agg = agg[agg[S.STEP].isin(picked)]
 
 left, right = st.columns(2)

@@ -35,19 +35,19 @@ names = [n for n in sorted(with_seqs["name"].unique()) if not correlations(n)[0]
 if names:
     top = st.columns(3)
     defined = [i for i, n in enumerate(names) if correlations(n)[0]["spearman"].notna().any()]
-    data_name = top[0].selectbox("Data", names, index=defined[0] if defined else 0)
+    data_name = widgets.select(top[0], "Data", names, key="data", index=defined[0] if defined else 0)
     every, summaries = correlations(data_name)
     rule = tables.reward_rule(summaries)
     metrics = list(dict.fromkeys(every["metric"]))
     defined = every.loc[every["spearman"].notna(), "metric"].tolist()  # default: one R varies with somewhere
-    metric = top[1].selectbox(
-        "Metric", metrics, index=metrics.index(defined[0]) if defined else 0,
+    metric = widgets.select(
+        top[1], "Metric", metrics, key="metric", index=metrics.index(defined[0]) if defined else 0,
         help="The metrics the analysis correlated the scores with (exact_match_calc scores another text, the "
         "calculator's).",
     )  # fmt: skip
     scores = list(dict.fromkeys(every["reward"]))
-    score = top[2].selectbox(
-        "Score", scores, index=scores.index(S.R) if S.R in scores else 0,
+    score = widgets.select(
+        top[2], "Score", scores, key="score", index=scores.index(S.R) if S.R in scores else 0,
         help="R, R_mean (per token), R_centered (minus the prompt's mean R): the rewards; logp_sum = log π(y|x), "
         "logp_mean, length: the likelihood baselines a reward must beat to say something beyond likelihood.",
     )  # fmt: skip
@@ -59,7 +59,7 @@ if names:
     def score_scatter() -> None:
         """The score against the metric for one checkpoint, with the Spearman rho summary.json holds for it."""
         ckpts = corr.sort_values([S.STEP, S.RUN])[S.CHECKPOINT].tolist()
-        ckpt = st.selectbox("Checkpoint", ckpts, index=len(ckpts) - 1)
+        ckpt = widgets.select(st, "Checkpoint", ckpts, key="checkpoint", index=len(ckpts) - 1)
         one = seqs[seqs[S.CHECKPOINT] == ckpt].dropna(subset=[metric])
         row = corr[corr[S.CHECKPOINT] == ckpt].iloc[0]
         fig = charts.reward_quality_figure(one, score, metric, row, rule)
@@ -77,7 +77,9 @@ if names:
     best = best[best["metric"] == metric]
     if not best.empty:
         cells = list(dict.fromkeys(best["decoding"]))
-        cell = st.selectbox("Best of N among the samples of", cells, help="Decoding cells with N > 1 per prompt.")
+        cell = widgets.select(
+            st, "Best of N among the samples of", cells, key="cell", help="Decoding cells with N > 1 per prompt."
+        )
         best = best[best["decoding"] == cell].sort_values([S.STEP, S.RUN])
         widgets.chart(charts.best_of_n_figure(best, metric, rule), best, f"best-of-n-{data_name}-{cell}-{metric}")
 elif not with_seqs.empty:
@@ -88,7 +90,7 @@ st.subheader("Preferences")
 if with_pairs.empty:
     st.info(f"No preference pairs yet: score a data set of (prompt, chosen, rejected) to get `{R.PAIRS_FILE}`.")
     st.stop()
-pref = st.selectbox("Preference data", sorted(with_pairs["name"].unique()))
+pref = widgets.select(st, "Preference data", sorted(with_pairs["name"].unique()), key="pairs")
 summaries = data.summaries(root, results, pref)
 rule = tables.reward_rule(summaries)
 acc = data.with_runs(tables.summary_preferences(summaries), runs).sort_values([S.STEP, S.RUN], kind="stable")
@@ -96,7 +98,9 @@ pairs = data.gather(root, results, R.REWARDS, pref, R.PAIRS_FILE, runs)
 # default: the last checkpoint of one run of each method
 ckpts = acc.drop_duplicates(S.CHECKPOINT)
 last = ckpts[ckpts[S.STEP] == ckpts[S.STEP].max()].drop_duplicates(S.METHOD)
-shown = st.multiselect("Margins of", list(ckpts[S.CHECKPOINT]), default=list(last[S.CHECKPOINT]))
+shown = widgets.multiselect(
+    st, "Margins of", list(ckpts[S.CHECKPOINT]), key="margins", default=list(last[S.CHECKPOINT])
+)  # fmt: skip
 left, right = st.columns(2)
 with left:
     widgets.chart(charts.accuracy_figure(acc, rule), acc, f"pairwise-accuracy-{pref}")
@@ -109,8 +113,8 @@ if not by_source.empty:
         st.dataframe(data.with_runs(by_source, runs), hide_index=True)
 found = data.with_runs(tables.summary_error_localisation(summaries), runs).sort_values([S.STEP, S.RUN], kind="stable")
 if not found.empty:
-    measure = st.segmented_control(
-        "Finding the known error", ["hit@1", "hit@3", "mrr"], default="mrr", required=True,
+    measure = widgets.segmented(
+        st, "Finding the known error", ["hit@1", "hit@3", "mrr"], key="measure", default="mrr",
         help="Each corrupted completion's tokens ranked by reward (lowest first), log π (lowest first), entropy "
         "(highest first) or at random: how often the first wrong token comes first (hit@1), in the first three "
         "(hit@3), and the mean reciprocal rank of it (mrr).",

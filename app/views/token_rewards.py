@@ -16,17 +16,17 @@ if scored.empty:
     st.stop()
 
 top = st.columns([1, 2, 2])
-data_name = top[0].selectbox("Data", sorted(scored["name"].unique()))
+data_name = widgets.select(top[0], "Data", sorted(scored["name"].unique()), key="data")
 ckpts = scored[scored["name"] == data_name].merge(runs[[S.RUN, S.METHOD]], on=S.RUN).sort_values([S.STEP, S.RUN])
 labels = [data.checkpoint_label(r, s) for r, s in zip(ckpts[S.RUN], ckpts[S.STEP])]
 where = dict(zip(labels, zip(ckpts[S.RUN], ckpts[S.STEP], ckpts[S.METHOD])))
 last = [label for label in labels if where[label][1] == ckpts[S.STEP].max()]
-label_a = top[1].selectbox("Checkpoint", labels, index=labels.index(last[-1]))
+label_a = widgets.select(top[1], "Checkpoint", labels, key="checkpoint", index=labels.index(last[-1]))
 others = [label for label in labels if label != label_a]
 # default partner: another method at the same step (e.g. MLE next to IQLearn)
 partner = [o for o in others if where[o][1] == where[label_a][1] and where[o][2] != where[label_a][2]]
-label_b = top[2].selectbox(
-    "Side by side with", ["none", *others], index=1 + others.index(partner[0]) if partner else 0
+label_b = widgets.select(
+    top[2], "Side by side with", ["none", *others], key="beside", index=1 + others.index(partner[0]) if partner else 0
 )  # fmt: skip
 chosen = [label_a] + ([label_b] if label_b != "none" else [])
 summaries = data.summaries(root, results, data_name)
@@ -47,11 +47,11 @@ find = st.columns(3)
 correctness = "all"
 if S.EXACT_MATCH in seqs.columns:
     options = ["all", "correct", "incorrect"]
-    correctness = find[0].segmented_control("Find by correctness", options, default="all", required=True)
+    correctness = widgets.segmented(find[0], "Find by correctness", options, key="correct", default="all")
 options = ["highest first", "lowest first"]
-order = find[1].segmented_control("Order by score", options, default="highest first", required=True)
-r_col = find[2].segmented_control(
-    "Sequence score", [s for s in S.SCORES if s in seqs], default=S.R_CENTERED, required=True,
+order = widgets.segmented(find[1], "Order by score", options, key="order", default="highest first")
+r_col = widgets.segmented(
+    find[2], "Sequence score", [s for s in S.SCORES if s in seqs], key="score", default=S.R_CENTERED,
     help="R sums the rewards, R_mean per token, R_centered subtracts the mean R of the prompt's completions; "
     "logp_sum (log π(y|x)), logp_mean and length are the likelihood baselines.",
 )  # fmt: skip
@@ -81,14 +81,14 @@ else:  # from the checkpoint's sweep of a split of the same name, if any
     texts = data.prompts(root, sweep, data_name)
     text = dict(zip(texts[S.PROMPT_ID], texts[S.PROMPT]))
 pick = st.columns([1, 1])
-prompt_id = pick[0].selectbox(
-    "Prompt (best match first)", found[S.PROMPT_ID].unique(),
+prompt_id = widgets.select(
+    pick[0], "Prompt (best match first)", found[S.PROMPT_ID].unique(), key="prompt",
     format_func=lambda p: f"{p}: {text[p][:90]!r}" if p in text else p,
 )  # fmt: skip
 of_prompt = found[found[S.PROMPT_ID] == prompt_id].set_index(S.EXAMPLE_ID, drop=False)
 mark = {1.0: " ✓", 0.0: " ✗"}
-example_id = pick[1].selectbox(
-    "Completion", of_prompt.index,
+example_id = widgets.select(
+    pick[1], "Completion", of_prompt.index, key="example",
     format_func=lambda e: f"{source(of_prompt.loc[e])}   {r_col} = {of_prompt.loc[e, r_col]:.2f}"
     + (mark.get(of_prompt.loc[e, S.EXACT_MATCH], "") if S.EXACT_MATCH in of_prompt else ""),
 )  # fmt: skip
@@ -103,8 +103,8 @@ scored_columns = data.token_columns(root, *where[label_a][:2], data_name)
 def show_tokens(example_id: int) -> None:
     """The completion under each chosen checkpoint, coloured by the quantity picked here."""
     quantities = [q for q in charts.TOKEN_QUANTITIES if q != S.TOKEN_ENTROPY or S.TOKEN_ENTROPY in scored_columns]
-    quantity = st.segmented_control(
-        "Colour by", quantities, default=S.REWARD, format_func=charts.TOKEN_QUANTITIES.get, required=True,
+    quantity = widgets.segmented(
+        st, "Colour by", quantities, key="colour", default=S.REWARD, format_func=charts.TOKEN_QUANTITIES.get,
         help="reward r_t = Q(s_t,a_t) - gamma V(s_t+1);  log π(a_t|s_t) = Q - V;  V(s_t) = logsumexp;  entropy of "
         "π(·|s_t).",
     )  # fmt: skip
