@@ -5,6 +5,8 @@ Colours: one per method, assigned in sorted method order. Text from the data is 
 hover labels or HTML (app/safety.py).
 """
 
+import textwrap
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -25,13 +27,24 @@ def method_colors(methods) -> dict[str, str]:
     return {m: palette[i % len(palette)] for i, m in enumerate(sorted(set(methods)))}
 
 
+# Characters per line of a chart's title (17 px) and subtitle (13 px): a line fits the 400 px of the narrowest
+# chart the pages draw side by side (app/widgets.py side_by_side), so no text leaves the figure.
+TITLE_CHARS, SUBTITLE_CHARS = 40, 54
+
+
 def _layout(fig: go.Figure, title: str, x: str, y: str, rule: str = "") -> go.Figure:
-    """Title, axis titles, tight margins, and as a subtitle how the rewards were read (tables.reward_rule:
+    """Title, axis titles, tight margins, the legend in rows under the axes (at the right it would take half of
+    a narrow column's width from the plot), and as a subtitle how the rewards were read (tables.reward_rule:
     "r_t = ..., γ = ...; <terminal rule>"), escaped, on two lines."""
-    subtitle = escape(rule).replace("; ", "<br>", 1)
+    title = textwrap.wrap(title, TITLE_CHARS)
+    subtitle = [line for part in escape(rule).split("; ", 1) for line in textwrap.wrap(part, SUBTITLE_CHARS)]
     fig.update_layout(
-        title=dict(text=title, subtitle=dict(text=subtitle)), xaxis_title=x, yaxis_title=y, legend_title_text="",
-        margin=dict(l=10, r=10, t=90 if rule else 40, b=10),
+        # from the figure's top down: the title, its subtitle, then the plot (the top margin holds both)
+        title=dict(text="<br>".join(title), subtitle=dict(text="<br>".join(subtitle)), yref="container", y=1,
+                   yanchor="top", pad=dict(t=18)),
+        xaxis_title=x, yaxis_title=y,
+        legend=dict(title_text="", orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
+        margin=dict(l=10, r=10, t=38 + 24 * len(title) + 18 * len(subtitle), b=10),
     )  # fmt: skip
     return fig
 
@@ -99,12 +112,22 @@ def pareto_figure(points: pd.DataFrame, quality: str, diversity: str) -> go.Figu
 
 def temperature_figure(points: pd.DataFrame, quality: str, baselines: pd.DataFrame | None = None) -> go.Figure:
     """Quality against sampling temperature: a line per (method, step) through greedy (temperature 0) and the
-    sampling settings, with error bars over seeds; beam-search settings as separate square markers at 0; a text
-    task's trivial baselines (`baselines`, the sweep's baselines.parquet rows) as dashed horizontal lines."""
-    fig = go.Figure()
-    for row in (baselines if baselines is not None and quality in baselines else pd.DataFrame()).itertuples():
-        fig.add_hline(y=getattr(row, quality), line=dict(color="grey", dash="dash", width=1),
-                      annotation_text=escape(f"baseline: {getattr(row, S.BASELINE)}"))  # fmt: skip
+    sampling settings, with error bars over seeds; beam search, if swept, in a panel of its own on the left, one
+    square per (method, width) beside each other at each width (the widths are the axis' ticks, so no label
+    of a point can cover another); a text task's trivial baselines (`baselines`, the sweep's baselines.parquet
+    rows) as dashed horizontal lines across both, named at the right, alternately above and below the line."""
+    beams = points[points[S.KIND] == "beam"]
+    panels = 2 if len(beams) else 1
+    fig = make_subplots(rows=1, cols=panels, shared_yaxes=True, column_widths=[0.3, 0.7][-panels:],
+                        horizontal_spacing=0.12)  # fmt: skip
+    temperature = dict(row=1, col=panels)
+    found = baselines if baselines is not None and quality in baselines else pd.DataFrame(columns=[quality])
+    for i, row in enumerate(found.sort_values(quality).itertuples()):
+        for col in range(1, panels + 1):
+            named = dict(annotation_text=escape(f"baseline: {getattr(row, S.BASELINE)}"),
+                         annotation_position="top right" if i % 2 else "bottom right") if col == panels else {}
+            fig.add_hline(y=getattr(row, quality), line=dict(color="grey", dash="dash", width=1), row=1, col=col,
+                          **named)  # fmt: skip
     colors = method_colors(points[S.METHOD])
     several_steps = points[S.STEP].nunique() > 1
     err = S.seed_se_col(quality)
@@ -116,17 +139,25 @@ def temperature_figure(points: pd.DataFrame, quality: str, baselines: pd.DataFra
             name=f"{method} @ {step}" if several_steps else method, line=dict(color=colors[method]),
             error_y=dict(type="data", array=g[err], visible=True, thickness=1),
             customdata=g[[S.DECODING]].map(escape), hovertemplate="%{customdata[0]}: %{y:.4g}<extra></extra>",
-        ))  # fmt: skip
-    beams = points[points[S.KIND] == "beam"]
+        ), **temperature)  # fmt: skip
     for method, g in beams.groupby(S.METHOD, sort=True):
+        g = g.sort_values([S.BEAMS, S.STEP])
         fig.add_trace(go.Scatter(
-            x=g[S.TEMPERATURE], y=g[quality], mode="markers+text", name=f"{method} · beam", legendgroup=method,
-            marker=dict(color=colors[method], symbol="square-open", size=11), text=g[S.DECODING].map(escape),
-            textposition="middle right", error_y=dict(type="data", array=g[err], visible=True, thickness=1),
+            x=g[S.DECODING].map(escape), y=g[quality], mode="markers", name=f"{method} · beam", legendgroup=method,
+            marker=dict(color=colors[method], symbol="square-open", size=11),
+            error_y=dict(type="data", array=g[err], visible=True, thickness=1),
             customdata=np.c_[g[S.DECODING].map(escape), g[S.STEP]],
             hovertemplate="%{customdata[0]} @ %{customdata[1]}: %{y:.4g}<extra></extra>",
-        ))  # fmt: skip
-    return _layout(fig, f"{quality} vs temperature", "temperature (greedy and beam at 0)", quality)
+        ), row=1, col=1)  # fmt: skip
+    if len(beams):
+        order = [escape(d) for d in beams.sort_values(S.BEAMS)[S.DECODING].unique()]
+        fig.update_xaxes(title_text="beam", type="category", categoryorder="array", categoryarray=order,
+                         row=1, col=1)  # fmt: skip
+        fig.update_layout(scattermode="group")  # the methods' squares beside each other at each width
+    top = max(lines[S.TEMPERATURE].max(), 1.0) if len(lines) else 1.0
+    fig.update_xaxes(title_text="temperature", range=[-0.08 * top, 1.08 * top], **temperature)  # greedy at 0
+    fig.update_yaxes(title_text=quality, row=1, col=1)
+    return _layout(fig, f"{quality} vs temperature", fig.layout.xaxis.title.text, quality)
 
 
 def with_running_reward(tokens: pd.DataFrame) -> pd.DataFrame:

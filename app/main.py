@@ -4,8 +4,8 @@
 
 This file only routes: it names the pages (app/views/), offers the link to the view shown (each page keeps its
 selections in the URL, app/widgets.py) and the format charts are saved in, shows what to run while the runs
-directory is empty, lists the entries of the runs directory it skipped (app/data.py `index`), and shows a damaged result file's
-name and what to do instead of a page (analysis/results.py `FileError`). The app reads nothing outside
+directory is empty, lists the entries of the runs directory it skipped (app/data.py `index`), and shows a damaged
+result file's name and what to do instead of a page (analysis/results.py `FileError`). The app reads nothing outside
 --runs-dir (app/safety.py). The pages are not in a folder named pages/: Streamlit would serve a first request
 for a page's URL from such a folder directly, bypassing this file.
 """

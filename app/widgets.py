@@ -56,12 +56,13 @@ def select(where, label: str, options, key: str, index: int = 0, url=str, **kwar
 
 
 def segmented(where, label: str, options, key: str, default, url=str, **kwargs):
-    """`where.segmented_control` with one required choice, starting on the option the URL names, else on
-    `default`; written back to the URL under `key`."""
+    """`where.segmented_control` with one required choice, its options wrapping in a narrow column, starting
+    on the option the URL names, else on `default`; written back to the URL under `key`."""
     options = list(options)
     linked = _linked(key, options, url, many=False)
-    value = where.segmented_control(label, options, default=linked[0] if linked else default, required=True, key=key,
-                                    **kwargs)  # fmt: skip
+    value = where.segmented_control(
+        label, options, default=linked[0] if linked else default, required=True, key=key, wrap=True, **kwargs
+    )  # wrapped onto more rows where the column is narrow, not scrolled out of sight
     st.query_params[key] = url(value)
     return value
 
@@ -74,6 +75,19 @@ def multiselect(where, label: str, options, key: str, default, url=str, **kwargs
     value = where.multiselect(label, options, default=default if linked is None else linked, key=key, **kwargs)
     st.query_params[key] = [url(v) for v in value] or ""
     return value
+
+
+SIDE_BY_SIDE_MIN_PX = 400  # narrower than this, a chart's labels crowd: the charts go one under the other
+
+
+def side_by_side(key: str, n: int = 2) -> list:
+    """`n` containers side by side while each can be SIDE_BY_SIDE_MIN_PX wide, one under the other in a
+    narrower page (a browser at 800 px with the sidebar open): a wrapping row whose children may not shrink
+    below that width (st.columns would squeeze them instead)."""
+    st.html(f"<style>.st-key-{key} > div {{ flex: 1 1 {SIDE_BY_SIDE_MIN_PX}px !important; "
+            f"min-width: min({SIDE_BY_SIDE_MIN_PX}px, 100%) !important; }}</style>")  # fmt: skip
+    row = st.container(horizontal=True, wrap=True, key=key)
+    return [row.container(width="stretch", key=f"{key}-{i}") for i in range(n)]
 
 
 def link(page_path: str) -> str:

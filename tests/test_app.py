@@ -61,7 +61,8 @@ def figure(at, i: int) -> dict:
 
 
 def title(fig: dict) -> str:
-    return fig["layout"]["title"]["text"]
+    """A chart's title as one line (charts.py wraps long titles with <br>)."""
+    return fig["layout"]["title"]["text"].replace("<br>", " ")
 
 
 def select(at, label: str):
@@ -532,15 +533,19 @@ def test_pareto_points_average_seeds_and_mark_the_front():
 
 def test_temperature_figure_lines_and_beam_markers():
     points = pd.DataFrame({
-        S.METHOD: ["A"] * 4, S.STEP: [1] * 4, S.KIND: ["sample", "greedy", "sample", "beam"],
-        S.DECODING: ["t=1", "greedy", "t=0.5", "beam=4"], S.TEMPERATURE: [1.0, 0.0, 0.5, 0.0],
-        "q": [0.2, 0.6, 0.4, 0.7], "q_seed_se": [0.01, 0.02, 0.03, 0.04],
+        S.METHOD: ["A"] * 5, S.STEP: [1] * 5, S.KIND: ["sample", "greedy", "sample", "beam", "beam"],
+        S.DECODING: ["t=1", "greedy", "t=0.5", "beam=4", "beam=2"], S.TEMPERATURE: [1.0, 0.0, 0.5, 0.0, 0.0],
+        S.BEAMS: [1, 1, 1, 4, 2], "q": [0.2, 0.6, 0.4, 0.7, 0.5], "q_seed_se": [0.01, 0.02, 0.03, 0.04, 0.05],
     })  # fmt: skip
     fig = charts.temperature_figure(points, "q")
     line, beam = fig.data
     assert (line.name, list(line.x), list(line.y)) == ("A", [0.0, 0.5, 1.0], [0.6, 0.4, 0.2])  # sorted by T
-    assert list(line.error_y.array) == [0.02, 0.03, 0.01]
-    assert (beam.name, list(beam.text), list(beam.y)) == ("A · beam", ["beam=4"], [0.7])
+    assert list(line.error_y.array) == [0.02, 0.03, 0.01] and line.xaxis == "x2"  # the right panel
+    # beam search in the left panel, by width: the widths are the axis' ticks, no text beside the points
+    assert (beam.name, list(beam.x), list(beam.y), beam.xaxis) == ("A · beam", ["beam=2", "beam=4"], [0.5, 0.7], "x")
+    assert beam.text is None and list(fig.layout.xaxis.categoryarray) == ["beam=2", "beam=4"]
+    only_sampling = charts.temperature_figure(points[points[S.KIND] != "beam"], "q")
+    assert [t.xaxis for t in only_sampling.data] == ["x"]  # one panel when no beam search was swept
 
 
 def test_curves_figure_panels_bands_and_means():
@@ -605,10 +610,10 @@ def test_reward_and_preference_figures():
     assert (box.type, list(box.x), box.boxpoints) == ("box", [0.0, 1.0, 1.0], "all")  # a 0/1 metric: boxes
     scatter = charts.reward_quality_figure(seqs, S.R, "rouge1", corr, "γ = 1")
     assert scatter.data[0].type == "scatter"
-    assert scatter.layout.title.text == "R vs rouge1: Spearman ρ = 0.500 [0.250, 0.750] (n = 3)"
+    assert scatter.layout.title.text == "R vs rouge1: Spearman ρ = 0.500 [0.250,<br>0.750] (n = 3)"  # wrapped
     assert scatter.layout.title.subtitle.text == "γ = 1"
     undefined = charts.reward_quality_figure(seqs, S.R, "em", corr | {"spearman": np.nan})
-    assert undefined.layout.title.text == "R vs em: Spearman ρ = n/a (a side is constant) (n = 3)"
+    assert title(undefined.to_plotly_json()) == "R vs em: Spearman ρ = n/a (a side is constant) (n = 3)"
 
     acc = pd.DataFrame({S.CHECKPOINT: ["a@1", "a@1"], "score": [S.R, S.LOGP_SUM], "accuracy": [0.75, 0.5],
                         "low": [0.3006, 0.2], "high": [0.9544, 0.8], "n": [4, 4], "ties": [1, 0]})  # fmt: skip

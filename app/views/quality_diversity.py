@@ -33,7 +33,7 @@ picked = widgets.multiselect(
 picked = picked or steps
 agg = agg[agg[S.STEP].isin(picked)]
 
-left, right = st.columns(2)
+left, right = widgets.side_by_side("charts")
 with left:
     points = tables.pareto_points(agg, quality, diversity)
     if points.empty:

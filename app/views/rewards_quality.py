@@ -65,7 +65,7 @@ if names:
         fig = charts.reward_quality_figure(one, score, metric, row, rule)
         widgets.chart(fig, one, f"{score}-vs-{metric}-{ckpt}")
 
-    left, right = st.columns(2)
+    left, right = widgets.side_by_side("correlations")
     with left:
         score_scatter()
     with right:
@@ -101,7 +101,7 @@ last = ckpts[ckpts[S.STEP] == ckpts[S.STEP].max()].drop_duplicates(S.METHOD)
 shown = widgets.multiselect(
     st, "Margins of", list(ckpts[S.CHECKPOINT]), key="margins", default=list(last[S.CHECKPOINT])
 )  # fmt: skip
-left, right = st.columns(2)
+left, right = widgets.side_by_side("preferences")
 with left:
     widgets.chart(charts.accuracy_figure(acc, rule), acc, f"pairwise-accuracy-{pref}")
 with right:
