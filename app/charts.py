@@ -15,6 +15,7 @@ from plotly.subplots import make_subplots
 
 from analysis import schema as S
 from app.safety import escape
+from app.tables import DIFFERENCES, delta
 
 SYMBOLS = {"greedy": "circle", "sample": "diamond", "beam": "square"}
 TOKEN_QUANTITIES = {S.REWARD: "reward", S.LOGP: "log π", S.V: "V", S.Q: "Q", S.TOKEN_ENTROPY: "entropy"}
@@ -174,31 +175,54 @@ def tokens_html(tokens: pd.DataFrame, quantity: str, error_position=None) -> str
     `error_position` (the known first wrong token of a corrupted completion; None: unknown) is outlined and
     has the class "known-error". Token text is escaped; a newline shows as ↵."""
     tokens = with_running_reward(tokens)
-    values = np.nan_to_num(tokens[quantity].to_numpy(float), nan=0.0)
-    scale = np.abs(values).max() if len(values) and np.abs(values).max() > 0 else 1.0
-    spans = []
-    for row, value in zip(tokens.to_dict("records"), values):
-        rgb = "33,102,172" if value >= 0 else "178,24,43"
+    titles, marked = [], []
+    for row in tokens.to_dict("records"):
         error = error_position is not None and row[S.POSITION] == error_position
-        title = (
+        marked.append(error)
+        titles.append(
             ("known first wrong token\n" if error else "")
             + f"{row[S.TOKEN]!r}  position {row[S.POSITION]}\n"
             + f"q={row[S.Q]:.3f}  v={row[S.V]:.3f}  v_next={row[S.V_NEXT]:.3f}\n"
             + f"logp={row[S.LOGP]:.3f}  reward={row[S.REWARD]:.3f}  running R={row[RUNNING_R]:.3f}"
             + (f"\nentropy={row[S.TOKEN_ENTROPY]:.3f}" if S.TOKEN_ENTROPY in row else "")
         )
-        text = row[S.TOKEN].replace("\n", "↵\n")
+    return _coloured_tokens("token-rewards", tokens[S.TOKEN], tokens[quantity], titles, marked)
+
+
+def _coloured_tokens(css_class: str, texts, values, titles, marked) -> str:
+    """Tokens as HTML spans in a <div class=css_class>, background on a diverging scale centred at zero (blue
+    above, red below, opacity |value| / max |value|, none for NaN), hover `titles`, the `marked` ones outlined
+    with the class "known-error". Texts and titles are escaped; a newline shows as ↵."""
+    values = np.nan_to_num(np.asarray(values, dtype=float), nan=0.0)
+    scale = np.abs(values).max() if len(values) and np.abs(values).max() > 0 else 1.0
+    spans = []
+    for text, value, title, error in zip(texts, values, titles, marked):
+        rgb = "33,102,172" if value >= 0 else "178,24,43"
         mark = ' class="known-error"' if error else ""
         outline = "outline:2px solid #111;" if error else ""
         spans.append(
             f'<span{mark} title="{escape(title)}" style="background:rgba({rgb},{0.85 * abs(value) / scale:.3f});'
-            f'{outline}border-radius:3px">{escape(text)}</span>'
+            f'{outline}border-radius:3px">{escape(text.replace(chr(10), "↵" + chr(10)))}</span>'
         )
     return (
-        '<div class="token-rewards" style="font-family:monospace;white-space:pre-wrap;line-height:1.8">'
+        f'<div class="{css_class}" style="font-family:monospace;white-space:pre-wrap;line-height:1.8">'
         + "".join(spans)
         + "</div>"
     )
+
+
+def difference_html(diff: pd.DataFrame, quantity: str, label_a: str, label_b: str) -> str:
+    """One completion's tokens (tables.token_differences rows of one example) coloured by the change in
+    `quantity` from checkpoint a to b (blue: up under b, red: down), the hover giving each quantity under a and
+    b and its change."""
+    diff = diff.sort_values(S.POSITION)
+    titles = [
+        f"{row[S.TOKEN]!r}  position {row[S.POSITION]}\n"
+        + "\n".join(f"{q}: {row[q + '_a']:.3f} ({label_a}) → {row[q + '_b']:.3f} ({label_b}), "
+                    f"Δ = {row[delta(q)]:+.3f}" for q in DIFFERENCES)
+        for row in diff.to_dict("records")
+    ]  # fmt: skip
+    return _coloured_tokens("token-differences", diff[S.TOKEN], diff[delta(quantity)], titles, [False] * len(diff))
 
 
 def token_figure(tokens: pd.DataFrame, quantity: str, title: str = "", error_position=None) -> go.Figure:

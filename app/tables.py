@@ -203,15 +203,48 @@ def reward_rule(summaries: dict) -> str:
     return f"r_t = Q − γV(s_t+1), γ = {gamma}; {terminal}"
 
 
-def reward_differences(a: pd.DataFrame, b: pd.DataFrame, top: int = 20) -> pd.DataFrame:
-    """The `top` tokens whose reward differs most between two checkpoints' token tables, by |reward_b -
-    reward_a|. Only examples both scored with the same token ids at every position are compared."""
+# The per-token quantities two checkpoints are compared by on the same completions (the token table's columns).
+DIFFERENCES = (S.REWARD, S.LOGP)
+
+
+def delta(quantity: str) -> str:
+    """Column of the change in `quantity` between two checkpoints: d_reward = Δr_t, d_logp = Δlog π."""
+    return f"d_{quantity}"
+
+
+def token_differences(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Per token of the completions both checkpoints scored identically (the same token ids at every position
+    under an example id), the reward and log π under each (suffixes _a, _b) and their changes b - a
+    (delta(reward), delta(logp)): one row per token, in (example, position) order. Another completion under the
+    same example id (a sweep redone between the two) is left out, never compared token by token."""
     m = a.merge(b, on=[S.EXAMPLE_ID, S.POSITION], suffixes=("_a", "_b"))
     same_ids = (m[S.TOKEN_ID + "_a"] == m[S.TOKEN_ID + "_b"]).groupby(m[S.EXAMPLE_ID]).all()
     length_a, length_b = a.groupby(S.EXAMPLE_ID).size(), b.groupby(S.EXAMPLE_ID).size()
     comparable = same_ids & (length_a.reindex(same_ids.index) == length_b.reindex(same_ids.index))
-    m = m[m[S.EXAMPLE_ID].map(comparable).to_numpy(bool)]
-    m = m.assign(diff=m[S.REWARD + "_b"] - m[S.REWARD + "_a"])
-    m = m.loc[m["diff"].abs().sort_values(ascending=False, kind="stable").index[:top]]
-    out = m[[S.EXAMPLE_ID, S.POSITION, S.TOKEN + "_a", S.REWARD + "_a", S.REWARD + "_b", "diff"]]
-    return out.rename(columns={S.TOKEN + "_a": S.TOKEN}).reset_index(drop=True)
+    m = m[m[S.EXAMPLE_ID].map(comparable).to_numpy(bool)].rename(columns={S.TOKEN + "_a": S.TOKEN})
+    m = m.assign(**{delta(q): m[q + "_b"] - m[q + "_a"] for q in DIFFERENCES})
+    columns = [S.EXAMPLE_ID, S.POSITION, S.TOKEN, *(f"{q}_{side}" for q in DIFFERENCES for side in "ab"),
+               *map(delta, DIFFERENCES)]  # fmt: skip
+    return m.sort_values([S.EXAMPLE_ID, S.POSITION], kind="stable")[columns].reset_index(drop=True)
+
+
+def largest_changes(diff: pd.DataFrame, quantity: str, top: int | None = 20) -> pd.DataFrame:
+    """The `top` rows of token_differences with the largest |change in `quantity`| (all with None), largest
+    first; ties keep (example, position) order. A NaN change (the last token of a cut completion has no reward)
+    comes last."""
+    order = diff[delta(quantity)].abs().sort_values(ascending=False, kind="stable", na_position="last").index
+    return diff.loc[order[:top]].reset_index(drop=True)
+
+
+def token_moves(diff: pd.DataFrame, quantity: str, min_count: int = 2, top: int = 20) -> pd.DataFrame:
+    """Across every compared completion, per token text seen at least `min_count` times: its count, the mean
+    change in `quantity` and the mean of its absolute value; the `top` tokens with the largest |mean change|
+    first. A token whose reward moves one way wherever it occurs is what a change of objective did to it."""
+    d = diff.dropna(subset=[delta(quantity)])
+    changes = pd.DataFrame({S.TOKEN: d[S.TOKEN], "change": d[delta(quantity)], "size": d[delta(quantity)].abs()})
+    moves = changes.groupby(S.TOKEN, sort=True).agg(n=("change", "size"), mean=("change", "mean"),
+                                                     mean_abs=("size", "mean"))  # fmt: skip
+    moves = moves[moves["n"] >= min_count].reset_index()
+    order = moves["mean"].abs().sort_values(ascending=False, kind="stable").index
+    names = {"mean": f"mean {delta(quantity)}", "mean_abs": f"mean |{delta(quantity)}|"}
+    return moves.loc[order[:top]].rename(columns=names).reset_index(drop=True)

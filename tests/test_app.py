@@ -136,7 +136,7 @@ def test_token_rewards_page_escapes_tokens(monkeypatch, real_runs):
     assert not at.exception
     assert f"γ = {summary(real_runs, 'mle/seed0', HOSTILE)['gamma']:g}; EOS terminal" in at.caption[0].value
     assert HOSTILE_TOKENS[0] in at.code[0].value  # the prompt, shown verbatim
-    bodies = [h.proto.body for h in at.get("html")]
+    bodies = [h.proto.body for h in at.get("html") if 'class="token-rewards"' in h.proto.body]
     assert len(bodies) == 2  # two checkpoints side by side
     for body, run in zip(bodies, SCORED_HOSTILE):
         assert "<script" not in body and "<img" not in body
@@ -146,8 +146,7 @@ def test_token_rewards_page_escapes_tokens(monkeypatch, real_runs):
         assert shown == "".join(tokens.loc[tokens[S.EXAMPLE_ID] == 0, S.TOKEN])  # every token, in order
         assert HOSTILE_TOKENS[0] in shown and HOSTILE_TOKENS[1] in shown
     assert len(at.get("plotly_chart")) == 2
-    differences = at.dataframe[-1].value  # both checkpoints scored the same texts
-    assert differences.columns[-1] == "difference" and len(differences) == 20
+    assert "What changed from" in at.subheader[-1].value  # both checkpoints scored the same texts
 
 
 def test_quality_diversity_page_shows_the_sweeps_standard_errors(monkeypatch, real_runs):
@@ -497,13 +496,28 @@ def test_seed_band_and_long_metrics():
                                     "lo": [1.0, 5.0], "hi": [3.0, 5.0], "n_seeds": [2, 1]}  # fmt: skip
 
 
-def test_reward_differences_compare_only_identical_completions():
-    a = pd.DataFrame({S.EXAMPLE_ID: [0, 0, 1], S.POSITION: [0, 1, 0], S.TOKEN_ID: [5, 6, 7], S.TOKEN: ["x", "<b>", "y"],
-                      S.REWARD: [1.0, 2.0, 0.0]})  # fmt: skip
-    b = a.assign(**{S.TOKEN_ID: [5, 6, 8], S.REWARD: [1.5, -1.0, 5.0]})  # example 1 is another completion in b
-    diff = tables.reward_differences(a, b)
-    assert diff.to_dict("list") == {S.EXAMPLE_ID: [0, 0], S.POSITION: [1, 0], S.TOKEN: ["<b>", "x"],
-                                    "reward_a": [2.0, 1.0], "reward_b": [-1.0, 1.5], "diff": [-3.0, 0.5]}  # fmt: skip
+def test_token_differences_compare_only_identical_completions():
+    a = pd.DataFrame({S.EXAMPLE_ID: [0, 0, 1, 2, 2], S.POSITION: [0, 1, 0, 0, 1], S.TOKEN_ID: [5, 6, 7, 5, 9],
+                      S.TOKEN: ["x", "<b>", "y", "x", "z"], S.REWARD: [1.0, 2.0, 0.0, 0.5, 1.0],
+                      S.LOGP: [-1.0, -2.0, -3.0, -0.5, -0.25]})  # fmt: skip
+    # example 1 is another completion in b (token 8), example 2 a shorter one (its prefix): neither compared
+    b = a.assign(**{S.TOKEN_ID: [5, 6, 8, 5, 9], S.REWARD: [1.5, -1.0, 5.0, 0.0, 0.0],
+                    S.LOGP: [-0.5, -2.5, 0.0, 0.0, 0.0]}).drop(index=4)  # fmt: skip
+    diff = tables.token_differences(a, b)
+    assert diff.to_dict("list") == {
+        S.EXAMPLE_ID: [0, 0], S.POSITION: [0, 1], S.TOKEN: ["x", "<b>"], "reward_a": [1.0, 2.0],
+        "reward_b": [1.5, -1.0], "logp_a": [-1.0, -2.0], "logp_b": [-0.5, -2.5], "d_reward": [0.5, -3.0],
+        "d_logp": [0.5, -0.5],
+    }  # fmt: skip
+    assert tables.largest_changes(diff, S.REWARD)[S.POSITION].tolist() == [1, 0]  # |-3| before |0.5|
+    assert tables.largest_changes(diff, S.LOGP)[S.POSITION].tolist() == [0, 1]  # a tie keeps position order
+
+
+def test_token_moves_average_each_token_texts_changes():
+    diff = pd.DataFrame({S.TOKEN: ["x", "x", "y", "y", "y", "z"], "d_reward": [1.0, -3.0, 0.5, 0.5, np.nan, 9.0]})
+    moves = tables.token_moves(diff, S.REWARD)  # z seen once: left out; y's NaN (no next state) not counted
+    assert moves.to_dict("list") == {S.TOKEN: ["x", "y"], "n": [2, 2], "mean d_reward": [-1.0, 0.5],
+                                     "mean |d_reward|": [2.0, 0.5]}  # fmt: skip
 
 
 def test_pareto_points_average_seeds_and_mark_the_front():
@@ -734,3 +748,37 @@ def test_charts_save_in_the_format_picked_in_the_sidebar(monkeypatch, real_runs)
     config = json.loads(at.get("plotly_chart")[0].proto.config)
     assert config["toImageButtonOptions"]["format"] == "svg"
     assert config["toImageButtonOptions"]["filename"].startswith("pareto-test-")
+
+
+def test_token_view_shows_what_changed_between_two_checkpoints(monkeypatch, real_runs):
+    """MLE beside IQLearn on the same preference pairs: the example coloured by Δr_t, its tokens and the split's
+    by the largest change, each change recomputed here from the two token tables as the analysis wrote them."""
+    name = "math-preferences"
+    at = app(monkeypatch, real_runs.root, "views/token_rewards.py")
+    select(at, "Data").set_value(name).run()
+    select(at, "Checkpoint").set_value(f"mle/seed0@{LAST}").run()
+    select(at, "Side by side with").set_value(f"iqlearn/seed0@{LAST}").run()
+    example = select(at, "Completion").value
+    a, b = (pd.read_parquet(rewards_file(real_runs, run, name, S.TOKENS_FILE))
+            for run in ("mle/seed0", "iqlearn/seed0"))  # fmt: skip
+    ids = [S.EXAMPLE_ID, S.POSITION, S.TOKEN_ID]
+    assert np.array_equal(a[ids].to_numpy(), b[ids].to_numpy())  # the same samples, so every token compared
+    both = a.merge(b, on=[S.EXAMPLE_ID, S.POSITION], suffixes=("_a", "_b"))
+    both["d"] = both["reward_b"] - both["reward_a"]
+    mine = both[both[S.EXAMPLE_ID] == example]
+    body = next(h.proto.body for h in at.get("html") if "token-differences" in h.proto.body)
+    hovers = [html.unescape(t) for t in re.findall(r'title="([^"]*)"', body)]
+    assert len(hovers) == len(mine)
+    for hover, d in zip(hovers, mine.sort_values(S.POSITION)["d"]):
+        assert f"Δ = {d:+.3f}" in hover.splitlines()[1]  # the reward line: a → b, Δ
+    by_size = at.dataframe[-3].value  # this completion's tokens, largest |Δr_t| first
+    expected = mine.dropna(subset=["d"]).sort_values("d", key=abs, ascending=False)["d"]
+    assert by_size["d_reward"].dropna().tolist() == pytest.approx(expected.tolist(), abs=1e-12)
+    largest = at.dataframe[-2].value  # across the split
+    assert len(largest) == 20 and largest["d_reward"].abs().tolist() == pytest.approx(
+        both["d"].abs().dropna().sort_values(ascending=False).head(20).tolist(), abs=1e-12)
+    next(g for g in at.get("button_group") if g.label == "Change in").set_value(S.LOGP).run()
+    largest = at.dataframe[-2].value
+    d_logp = (both["logp_b"] - both["logp_a"]).abs().sort_values(ascending=False)
+    assert largest["d_logp"].abs().tolist() == pytest.approx(d_logp.head(20).tolist(), abs=1e-12)
+    assert at.query_params["change"] == S.LOGP

@@ -1,5 +1,7 @@
 """Token rewards: one completion's per-token terms under one checkpoint, or two side by side, coloured by the
-chosen quantity; examples found by correctness or reward; the tokens where two checkpoints differ most."""
+chosen quantity; examples found by correctness or reward; and, for two checkpoints on the same completions, the
+change in reward and log π per token: the example coloured by it, its tokens and the split's by the largest
+change, and the token texts that moved most."""
 
 import pandas as pd
 import streamlit as st
@@ -7,6 +9,8 @@ import streamlit as st
 from analysis import schema as S
 from app import charts, data, tables, widgets
 from irl import runs as R
+
+CHANGES = {S.REWARD: "Δr_t", S.LOGP: "Δlog π"}  # the per-token changes between two checkpoints
 
 root, runs, results = widgets.context()
 st.header("Token rewards")
@@ -138,13 +142,32 @@ with st.expander(f"{len(found)} matching examples of {label_a}"):
     st.dataframe(found, hide_index=True)
 
 if len(chosen) == 2:
-    st.subheader(f"Tokens whose reward differs most: {label_b} minus {label_a}")
     run_b, step_b, _ = where[label_b]
-    diff = tables.reward_differences(
+    st.subheader(f"What changed from {label_a} (a) to {label_b} (b)")
+    diff = tables.token_differences(
         data.token_rewards(root, run_a, step_a, data_name), data.token_rewards(root, run_b, step_b, data_name)
     )  # fmt: skip
     if diff.empty:
         st.info("The two checkpoints scored no completion in common (same tokens under the same example id).")
-    else:
-        names = {f"{S.REWARD}_a": f"reward {label_a}", f"{S.REWARD}_b": f"reward {label_b}", "diff": "difference"}
-        st.dataframe(diff.rename(columns=names), hide_index=True)
+        st.stop()
+    change = widgets.segmented(
+        st, "Change in", tables.DIFFERENCES, key="change", default=S.REWARD, format_func=CHANGES.get,
+        help="b minus a, per token of the completions both scored with the same tokens.",
+    )  # fmt: skip
+    name = f"{tables.delta(change)}-{label_b}-minus-{label_a}-{data_name}"
+    one = diff[diff[S.EXAMPLE_ID] == example_id]
+    left, right = widgets.side_by_side("changes")
+    with left:
+        st.markdown(f"**This completion, coloured by {CHANGES[change]}** (blue: higher under b, red: lower), its "
+                    "tokens by the size of the change")  # fmt: skip
+        if one.empty:
+            st.info(f"The two checkpoints did not score the same tokens under example {example_id}.")
+        else:
+            st.html(charts.difference_html(one, change, label_a, label_b))
+            widgets.table(tables.largest_changes(one, change, top=None), f"{name}-example-{example_id}")
+    with right:
+        st.markdown(f"**Across `{data_name}`: the tokens whose {change} moved most** "
+                    f"({diff[S.EXAMPLE_ID].nunique()} completions compared)")  # fmt: skip
+        widgets.table(tables.largest_changes(diff, change), f"{name}-largest")
+        st.markdown(f"**By token text**: the mean change over its occurrences (seen at least twice)")
+        widgets.table(tables.token_moves(diff, change), f"{name}-by-token")
