@@ -21,12 +21,15 @@ command refuses. Each distinct episode is scored once.
 
 Written to irl.runs.rewards_dir(checkpoint, name), each file atomically:
     tokens.parquet     one row per completion token, schema.TOKEN_COLUMNS; position 0 is the first completion
-                       token; token is the text tokenizer.decode([id]) gives
+                       token; token is the text tokenizer.decode([id]) gives; then log π_ref and the other
+                       token reward definitions (schema.DEFINITION_TOKEN_COLUMNS, analysis/definitions.py)
     sequences.parquet  one row per example: schema.SEQUENCE_COLUMNS, truncated, error_position (where known),
-                       the data's columns
+                       the data's columns, each definition's sequence score (schema.DEFINITIONS)
     pairs.parquet      preference data: one row per pair: chosen_/rejected_<score> for every score, margin, ...
     summary.json       gamma, the terminal rule, counts, and the analyses of analysis/agreement.py that apply, each
-                       for R, R_mean and R_centered beside log pi(y|x) summed and per token and length
+                       for R, R_mean and R_centered beside log pi(y|x) summed and per token and length; the
+                       reference and beta of the implicit reward, and "definitions": one row per definition
+                       (analysis/definitions.py agreement: pairwise, or Spearman and best-of-4, with intervals)
     manifest.json      checkpoint (path, and the sha256 of its weight files: analysis.results.checkpoint_sha256),
                        data (name and sha256 of its rows), gamma and the settings; a rerun with other settings
                        refuses rather than overwrite (use --name)

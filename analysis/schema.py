@@ -99,6 +99,7 @@ REWARD_GAMMA1 = "reward_gamma1"  # Q(s_t,a_t) - V(s_t+1): r_t at gamma = 1
 REWARD_IMPLICIT = "reward_implicit"  # beta * (log pi(a_t|s_t) - log pi_ref(a_t|s_t))
 REWARD_BASELINE = "reward_baseline"  # r_t - b(x): b(x) the mean over the prompt's completions of their R_mean
 R_GAMMA1, R_IMPLICIT, R_BASELINE = "R_gamma1", "R_implicit", "R_baseline"
+DEFINITION_TOKEN_COLUMNS = (LOGP_REF, REWARD_GAMMA1, REWARD_IMPLICIT, REWARD_BASELINE)  # after TOKEN_COLUMNS
 DEFINITIONS = {  # name shown -> (token column, sequence column)
     "r_t": (REWARD, R),
     "r_t at γ=1": (REWARD_GAMMA1, R_GAMMA1),
