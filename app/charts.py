@@ -211,6 +211,36 @@ def _coloured_tokens(css_class: str, texts, values, titles, marked) -> str:
     )
 
 
+def _cell_colour(value: float, scale: float) -> str:
+    if np.isnan(value):
+        return "transparent"
+    rgb = "33,102,172" if value >= 0 else "178,24,43"
+    return f"rgba({rgb},{0.85 * abs(value) / scale:.3f})"
+
+
+def definitions_html(tokens: pd.DataFrame, first: str, second: str, names: dict[str, str]) -> str:
+    """One completion's tokens as the columns of a table whose rows are two token reward definitions (columns
+    `first`, `second` of the token table) and their difference first - second, aligned token by token; each row
+    coloured on its own diverging scale (definitions differ in scale), values to 2 decimals, blank where a token
+    has none (the last token of a cut completion has no r_t). Scrolls sideways in its own box; text escaped."""
+    tokens = tokens.sort_values(S.POSITION)
+    rows = {names[first]: tokens[first].to_numpy(float), names[second]: tokens[second].to_numpy(float)}
+    rows["difference"] = rows[names[first]] - rows[names[second]]
+    head = "".join(f"<th>{escape(t.replace(chr(10), '↵'))}</th>" for t in tokens[S.TOKEN])
+    body = []
+    for name, values in rows.items():
+        finite = np.abs(values[~np.isnan(values)])
+        scale = finite.max() if len(finite) and finite.max() > 0 else 1.0
+        cells = "".join(f'<td style="background:{_cell_colour(v, scale)}">{"" if np.isnan(v) else f"{v:.2f}"}</td>'
+                        for v in values)  # fmt: skip
+        body.append(f'<tr><th style="text-align:left">{escape(name)}</th>{cells}</tr>')
+    return (
+        '<div class="token-definitions" style="overflow-x:auto;max-width:100%">'
+        '<table style="font-family:monospace;font-size:0.8em;border-collapse:collapse;white-space:pre">'
+        f"<tr><th></th>{head}</tr>{''.join(body)}</table></div>"
+    )
+
+
 def difference_html(diff: pd.DataFrame, quantity: str, label_a: str, label_b: str) -> str:
     """One completion's tokens (tables.token_differences rows of one example) coloured by the change in
     `quantity` from checkpoint a to b (blue: up under b, red: down), the hover giving each quantity under a and

@@ -9,6 +9,7 @@ from aggregate.parquet (analysis/sweep.py), means over seeds and their standard 
 import posixpath
 from collections import defaultdict
 
+import numpy as np
 import pandas as pd
 
 from analysis import pareto, stats
@@ -192,6 +193,52 @@ def summary_error_localisation(summaries: dict) -> pd.DataFrame:
         if ranking != "n"
     ]
     return _frame(rows, LOCALISATION_COLUMNS)
+
+
+# The token reward definitions of schema.DEFINITIONS in words (analysis/definitions.py has the equations).
+DEFINITIONS_TEXT = (
+    "r_t = Q − γV(s_t+1) at the run's γ; r_t at γ = 1: Q − V(s_t+1); implicit: β·(log π − log π_ref) against the "
+    "reference summary.json names (default: the run's initial model); log π = Q − V(s_t) alone; baseline: r_t "
+    "minus the prompt's mean per-token r_t. A completion's score under each is the sum over its tokens."
+)
+DEFINITION_COLUMNS = ("definition", "score", "metric", "n", "spearman", "spearman_low", "spearman_high",
+                      "best_of_4_accuracy", "best_of_4_low", "best_of_4_high", "best_of_4_n", "best_of_4_random",
+                      "pairwise_accuracy", "pairwise_low", "pairwise_high", "pairwise_n", "pairwise_ties")  # fmt: skip
+
+
+def summary_definitions(summaries: dict, metric: str | None = None) -> pd.DataFrame:
+    """The agreement of every token reward definition as analysis/rewards.py wrote it ("definitions" of
+    summary.json, analysis/definitions.py), one row per (checkpoint, definition[, metric]): Spearman with the
+    metric, best-of-4 and pairwise accuracy, each with its interval, where they apply; only `metric`'s rows when
+    given. The columns that apply to none of the rows (pairwise on samples, Spearman on pairs) are left out."""
+    rows = [
+        {S.RUN: run, S.STEP: step, **row}
+        for (run, step), s in summaries.items()
+        for row in s.get("definitions", [])
+        if metric is None or row.get("metric") == metric
+    ]
+    table = pd.DataFrame(rows, columns=[S.RUN, S.STEP, *DEFINITION_COLUMNS])
+    table = table.astype({c: float for c in table.columns if c not in {S.RUN, S.STEP, "definition", "score", "metric"}})
+    return table.dropna(axis="columns", how="all")
+
+
+def best_definitions(table: pd.DataFrame, measure: str) -> pd.DataFrame:
+    """Per checkpoint, the definition with the highest `measure` (spearman, best_of_4_accuracy or
+    pairwise_accuracy) and the runner-up's, with whether their intervals overlap (the lead then is not
+    resolved): checkpoint, best, its value, runner-up, its value, separated."""
+    out = []
+    for ckpt, g in table.dropna(subset=[measure]).groupby(S.CHECKPOINT, sort=False):
+        g = g.sort_values(measure, ascending=False, kind="stable")
+        first, second = g.iloc[0], g.iloc[1] if len(g) > 1 else None
+        low = measure.replace("accuracy", "low") if "accuracy" in measure else f"{measure}_low"
+        high = measure.replace("accuracy", "high") if "accuracy" in measure else f"{measure}_high"
+        out.append({
+            S.CHECKPOINT: ckpt, "best": first["definition"], measure: first[measure],
+            "runner-up": None if second is None else second["definition"],
+            f"runner-up {measure}": np.nan if second is None else second[measure],
+            "separated": bool(second is not None and first[low] > second[high]),
+        })  # fmt: skip
+    return pd.DataFrame(out)
 
 
 def reward_rule(summaries: dict) -> str:

@@ -782,3 +782,73 @@ def test_token_view_shows_what_changed_between_two_checkpoints(monkeypatch, real
     d_logp = (both["logp_b"] - both["logp_a"]).abs().sort_values(ascending=False)
     assert largest["d_logp"].abs().tolist() == pytest.approx(d_logp.head(20).tolist(), abs=1e-12)
     assert at.query_params["change"] == S.LOGP
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reward definitions side by side
+
+
+def test_rewards_quality_page_shows_every_definition_with_its_interval(monkeypatch, real_runs):
+    """One row per (checkpoint, definition) with Spearman and best-of-4 and their intervals on the samples, and
+    pairwise accuracy with its interval on the pairs, each the number summary.json holds; the best per checkpoint."""
+    at = app(monkeypatch, real_runs.root, "views/rewards_quality.py")
+    metric = select(at, "Metric").value
+    tables_shown = [d.value for d in at.dataframe]
+    every = next(t for t in tables_shown if "definition" in t and "spearman" in t)
+    assert len(every) == len(RUNS) * len(S.DEFINITIONS)
+    for row in every.itertuples():
+        run = row.checkpoint.split("@")[0]
+        written = next(r for r in summary(real_runs, run, SWEEP["split"])["definitions"]
+                       if r["definition"] == row.definition and r["metric"] == metric)  # fmt: skip
+        for key in ("spearman", "spearman_low", "spearman_high", "best_of_4_accuracy", "best_of_4_random"):
+            assert getattr(row, key) == pytest.approx(written[key], nan_ok=True) or written[key] is None
+    assert set(every["best_of_4_random"]) == {0.25}
+    best = next(t for t in tables_shown if "best" in t and "runner-up" in t and "spearman" in t)
+    for row in best.itertuples():
+        mine = every[every[S.CHECKPOINT] == row.checkpoint]
+        tied = set(mine.loc[mine["spearman"] == row.spearman, "definition"])
+        assert row.spearman == mine["spearman"].max() and row.best in tied
+    pairwise = next(t for t in tables_shown if "definition" in t and "pairwise_accuracy" in t)
+    for row in pairwise.itertuples():
+        run = row.checkpoint.split("@")[0]
+        written = next(r for r in summary(real_runs, run, HOSTILE)["definitions"] if r["definition"] == row.definition)
+        assert (row.pairwise_accuracy, row.pairwise_low, row.pairwise_high) == pytest.approx(
+            (written["pairwise_accuracy"], written["pairwise_low"], written["pairwise_high"]))
+
+
+def test_token_view_shows_two_definitions_aligned_with_their_difference(monkeypatch, real_runs):
+    at = app(monkeypatch, real_runs.root, "views/token_rewards.py")
+    select(at, "Definition").set_value("r_t at γ=1").run()
+    select(at, "against").set_value("implicit β·log(π/π_ref)").run()
+    example, run = select(at, "Completion").value, "mle/seed0"
+    tokens = pd.read_parquet(rewards_file(real_runs, run, HOSTILE, S.TOKENS_FILE))
+    tokens = tokens[tokens[S.EXAMPLE_ID] == example].sort_values(S.POSITION)
+    body = next(h.proto.body for h in at.get("html") if "token-definitions" in h.proto.body)
+    rows = re.findall(r"<tr>(.*?)</tr>", body)
+    cells = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in rows[1:]]
+    shown = [[float(c) if c else np.nan for c in row] for row in cells]
+    first, second = tokens[S.REWARD_GAMMA1], tokens[S.REWARD_IMPLICIT]
+    expected = [first, second, first - second]
+    for values, want in zip(shown, expected):
+        assert values == pytest.approx(want.round(2).tolist(), abs=0.0051, nan_ok=True)  # shown to 2 decimals
+    assert at.query_params["definition"] == "r_t at γ=1"
+
+
+def test_definitions_html_aligns_rows_and_escapes():
+    tokens = pd.DataFrame({S.POSITION: [1, 0], S.TOKEN: ["<b>", "a\n"], "x": [np.nan, 2.0], "y": [1.0, -1.0]})
+    body = charts.definitions_html(tokens, "x", "y", {"x": "first", "y": "second"})
+    assert "<b>" not in body and "&lt;b&gt;" in body and "a↵" in body
+    rows = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", body)[1:]]
+    assert rows == [["2.00", ""], ["-1.00", "1.00"], ["3.00", ""]]  # by position; NaN blank, difference x - y
+
+
+def test_best_definitions_name_the_lead_and_whether_it_is_resolved():
+    table = pd.DataFrame({
+        S.CHECKPOINT: ["a"] * 3 + ["b"] * 2, "definition": ["r", "logp", "imp", "r", "logp"],
+        "spearman": [0.5, 0.2, np.nan, 0.1, 0.3], "spearman_low": [0.4, 0.0, np.nan, 0.0, 0.05],
+        "spearman_high": [0.6, 0.3, np.nan, 0.2, 0.5],
+    })  # fmt: skip
+    best = tables.best_definitions(table, "spearman")
+    assert best.to_dict("list") == {S.CHECKPOINT: ["a", "b"], "best": ["r", "logp"], "spearman": [0.5, 0.3],
+                                    "runner-up": ["logp", "r"], "runner-up spearman": [0.2, 0.1],
+                                    "separated": [True, False]}  # fmt: skip

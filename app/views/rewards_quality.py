@@ -29,6 +29,31 @@ def correlations(name: str):
     return data.with_runs(tables.summary_correlations(found), runs), found
 
 
+def definitions_table(summaries: dict, name: str, metric: str | None = None) -> None:
+    """Every token reward definition's agreement, with its interval, per checkpoint, and per checkpoint the one
+    that tracks quality (or preferences) best, as analysis/definitions.py computed them."""
+    every = tables.summary_definitions(summaries, metric)
+    if every.empty:
+        st.info("These rewards were scored before the reward definitions were stored: score them again (with "
+                "`--name` for a new directory) to compare definitions.")  # fmt: skip
+        return
+    every = data.with_runs(every, runs).sort_values([S.STEP, S.RUN], kind="stable")
+    pairwise = "pairwise_accuracy" in every
+    measure = "pairwise_accuracy" if pairwise else "spearman"
+    st.markdown(f"**Every reward definition** against {'the preferences' if pairwise else metric}: "
+                + ("pairwise accuracy (ties ½) with its 95% Wilson interval" if pairwise else
+                   "Spearman ρ with its 95% prompt-clustered bootstrap interval, and best-of-4 accuracy (the "
+                   "sample scored highest of 4 must beat the other three; a random pick is right 0.25 of the time) "
+                   "with its 95% Wilson interval over prompts, pooling each prompt's samples of every decoding")
+                + ".")  # fmt: skip
+    st.caption(tables.DEFINITIONS_TEXT)
+    shown = [c for c in (S.CHECKPOINT, "definition", *tables.DEFINITION_COLUMNS[3:]) if c in every]
+    widgets.table(every[shown], f"definitions-{name}")
+    st.markdown(f"**Which definition tracks {'the preferences' if pairwise else metric} best**, per checkpoint "
+                "(separated: its interval lies above the runner-up's)")  # fmt: skip
+    widgets.table(tables.best_definitions(every, measure), f"best-definition-{name}")
+
+
 # data sets whose summary holds correlations (sweep samples; preference pairs have none), the first default
 # whose correlation is defined somewhere (a data set's own references are all correct)
 names = [n for n in sorted(with_seqs["name"].unique()) if not correlations(n)[0].empty]
@@ -73,6 +98,7 @@ if names:
         widgets.chart(fig, corr, f"spearman-vs-lam-{data_name}-{score}-{metric}")
     by_score = of_metric.sort_values([S.STEP, S.RUN], kind="stable")
     widgets.chart(charts.score_correlations_figure(by_score, metric, rule), by_score, f"spearman-{data_name}-{metric}")
+    definitions_table(summaries, f"{data_name}-{metric}", metric)
     best = data.with_runs(tables.summary_best_of_n(summaries), runs)
     best = best[best["metric"] == metric]
     if not best.empty:
@@ -111,6 +137,7 @@ by_source = tables.summary_preferences_by_source(summaries)
 if not by_source.empty:
     with st.expander(f"Pairwise accuracy per pair source ({rule})"):
         st.dataframe(data.with_runs(by_source, runs), hide_index=True)
+definitions_table(summaries, pref)
 found = data.with_runs(tables.summary_error_localisation(summaries), runs).sort_values([S.STEP, S.RUN], kind="stable")
 if not found.empty:
     measure = widgets.segmented(

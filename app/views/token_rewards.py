@@ -135,6 +135,17 @@ def show_tokens(example_id: int) -> None:
             widgets.chart(figure, toks, f"tokens-{label}-{data_name}-{example_id}")
     if len(set(token_ids.values())) > 1:
         st.warning(f"The checkpoints scored different completions under example {example_id}: compare with care.")
+    toks = data.tokens(root, *where[label_a][:2], data_name, example_id)
+    stored = {name: column for name, (column, _) in S.DEFINITIONS.items() if column in toks}
+    if len(stored) > 1 and not toks.empty:
+        st.markdown(f"**Two reward definitions on the same tokens** ({label_a}), and their difference")
+        pick = st.columns(2)
+        names = list(stored)
+        first = widgets.select(pick[0], "Definition", names, key="definition")
+        second = widgets.select(pick[1], "against", names, key="against", index=names.index("log π"))
+        columns = {column: name for name, column in stored.items()}
+        st.html(charts.definitions_html(toks, stored[first], stored[second], columns))
+        st.caption(tables.DEFINITIONS_TEXT)
 
 
 show_tokens(example_id)
