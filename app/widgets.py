@@ -122,8 +122,9 @@ def chart(fig: go.Figure, table: pd.DataFrame, name: str) -> None:
     )  # fmt: skip
 
 
-def figure_downloads(fig, name: str, table: pd.DataFrame | None = None) -> None:
-    """Buttons saving a matplotlib figure as `name`.png and `name`.svg, and its table as `name`.csv if given."""
+def figure_downloads(fig, name: str, table: pd.DataFrame | None = None, key: str = "") -> None:
+    """Buttons saving a matplotlib figure as `name`.png and `name`.svg, and its table as `name`.csv if given;
+    `key` tells apart the buttons of one figure shown twice on a page."""
     name = _file_name(name)
 
     def saved(fmt: str) -> bytes:  # now: the page closes its figures once drawn
@@ -133,11 +134,11 @@ def figure_downloads(fig, name: str, table: pd.DataFrame | None = None) -> None:
 
     row = st.container(horizontal=True)
     for fmt, mime in zip(IMAGE_FORMATS, ("image/png", "image/svg+xml")):
-        row.download_button(fmt.upper(), data=saved(fmt), file_name=f"{name}.{fmt}", mime=mime, key=f"{fmt}-{name}",
-                            icon=":material/download:")  # fmt: skip
+        row.download_button(fmt.upper(), data=saved(fmt), file_name=f"{name}.{fmt}", mime=mime,
+                            key=f"{fmt}-{name}{key}", icon=":material/download:")  # fmt: skip
     if table is not None:
-        row.download_button("CSV", data=lambda: table.to_csv(index=False), file_name=f"{name}.csv",
-                                   mime="text/csv", key=f"csv-{name}", icon=":material/download:")  # fmt: skip
+        row.download_button("CSV", data=lambda: table.to_csv(index=False), file_name=f"{name}.csv", mime="text/csv",
+                            key=f"csv-{name}{key}", icon=":material/download:")  # fmt: skip
 
 
 def text_block(text: str) -> None:

@@ -70,7 +70,7 @@ for n, f in enumerate(summary["findings"], 1):
     fig = drawn.get(f["figure"])
     if fig is not None:
         st.pyplot(fig, clear_figure=False)
-        widgets.figure_downloads(fig, f["figure"].removesuffix(".png"), tables.get(FIGURE_TABLES[f["figure"]]))
+        widgets.figure_downloads(fig, f["figure"].removesuffix(".png"), tables.get(FIGURE_TABLES[f["figure"]]), f"-{n}")
 for fig in drawn.values():
     if fig is not None:
         plt.close(fig)
