@@ -405,3 +405,18 @@ def localisation_figure(loc: pd.DataFrame, measure: str, rule: str = "") -> go.F
     fig.update_yaxes(range=[0, 1])
     fig.update_layout(barmode="group")
     return _layout(fig, f"finding the known error: {measure}", "checkpoint", measure, rule)
+
+
+def hypervolume_figure(table: pd.DataFrame, quality: str, diversity: str) -> go.Figure:
+    """The hypervolume of each method's front against the training step, a line per method (the rows of
+    analysis.pareto.hypervolume_by on seed-averaged points); the reference point in the subtitle."""
+    fig = go.Figure()
+    colors = method_colors(table[S.METHOD])
+    for method, g in table.groupby(S.METHOD, sort=True):
+        fig.add_trace(go.Scatter(
+            x=g[S.STEP], y=g["hypervolume"], mode="lines+markers", name=method, line=dict(color=colors[method]),
+            customdata=g[["points"]], hovertemplate="step %{x}: %{y:.4g}<br>%{customdata[0]} points<extra></extra>",
+        ))  # fmt: skip
+    reference = "; ".join(sorted(set(table["reference"])))
+    return _layout(fig, "hypervolume of the front over training", "step", "hypervolume",
+                   f"reference point: {reference}")  # fmt: skip

@@ -852,3 +852,26 @@ def test_best_definitions_name_the_lead_and_whether_it_is_resolved():
     assert best.to_dict("list") == {S.CHECKPOINT: ["a", "b"], "best": ["r", "logp"], "spearman": [0.5, 0.3],
                                     "runner-up": ["logp", "r"], "runner-up spearman": [0.2, 0.1],
                                     "separated": [True, False]}  # fmt: skip
+
+
+def test_quality_diversity_page_shows_each_fronts_hypervolume(monkeypatch, real_runs):
+    """The hypervolume per method and step: the area the seed means of the sweep's written points dominate,
+    against (0, Self-BLEU 100), recomputed here from aggregate.parquet by plain pandas."""
+    from analysis.pareto import hypervolume
+
+    at = app(monkeypatch, real_runs.root, "views/quality_diversity.py")
+    select(at, "Quality").set_value("rouge1").run()
+    shown = next(d.value for d in at.dataframe if "hypervolume" in d.value)
+    written = pd.concat([
+        pd.read_parquet(real_runs.checkpoints[run] / "sweep" / SWEEP["split"] / "aggregate.parquet").assign(run=run)
+        for run in RUNS
+    ]).dropna(subset=[S.SELF_BLEU])  # fmt: skip
+    written[S.METHOD] = written["run"].map(lambda r: "mle" if r.startswith("mle") else "iqlearn lam=0.1")
+    means = written.groupby([S.METHOD, S.DECODING])[["rouge1_mean", S.SELF_BLEU]].mean()
+    for row in shown.itertuples():
+        mine = means.loc[row.method]
+        assert row.hypervolume == pytest.approx(hypervolume(mine["rouge1_mean"], mine[S.SELF_BLEU], True, (0, 100)))
+        assert row.reference == "rouge1_mean = 0, self_bleu = 100" and row.step == LAST
+    assert shown["hypervolume"].gt(0).any()
+    line = next(figure(at, i) for i in range(len(at.get("plotly_chart"))) if "hypervolume" in title(figure(at, i)))
+    assert sorted(t["name"] for t in line["data"]) == sorted(shown[S.METHOD])

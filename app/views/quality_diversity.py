@@ -1,10 +1,11 @@
 """Quality vs diversity: the Pareto scatter of (checkpoint, decoding) points averaged over seeds, with each
-method's front, quality against sampling temperature with beam search apart, and each run's means and standard
+method's front, quality against sampling temperature with beam search apart, the hypervolume of each method's
+front per checkpoint step (analysis/pareto.py, reference point stated), and each run's means and standard
 errors as analysis/sweep.py wrote them (the seed means and their SEs over seeds are analysis/stats.py's)."""
 
 import streamlit as st
 
-from analysis import stats
+from analysis import pareto, stats
 from analysis import schema as S
 from app import charts, data, tables, widgets
 from irl import runs as R
@@ -31,7 +32,7 @@ picked = widgets.multiselect(
     top[3], "Checkpoint steps", steps, key="steps", default=steps[-1:], help="None picked: all."
 )  # fmt: skip
 picked = picked or steps
-agg = agg[agg[S.STEP].isin(picked)]
+every_step, agg = agg, agg[agg[S.STEP].isin(picked)]
 
 left, right = widgets.side_by_side("charts")
 with left:
@@ -51,6 +52,20 @@ with right:
     widgets.chart(figure, by_temperature, f"temperature-{split}-{quality}")
     st.caption("Lines: greedy (at 0) and sampling temperatures; open squares: beam search widths; dashed: the "
                "task's trivial baselines on the same prompts.")  # fmt: skip
+
+# each method's front per step, over every step: how far it reaches, one number per checkpoint
+over_seeds = stats.aggregate_seeds(every_step.dropna(subset=[quality, diversity]), metrics=[quality, diversity])
+volumes = pareto.hypervolume_by(over_seeds, quality, diversity)
+if not volumes.empty:
+    st.markdown(f"**Hypervolume of each method's front** ({quality} against {diversity}, seed means): the area its "
+                f"points dominate, bounded by the reference point {volumes['reference'].iloc[0]} (each axis' worst "
+                "value); larger is a front reaching further")  # fmt: skip
+    left, right = widgets.side_by_side("hypervolume")
+    with left:
+        name = f"hypervolume-{split}-{quality}-{diversity}"
+        widgets.chart(charts.hypervolume_figure(volumes, quality, diversity), volumes, name)
+    with right:
+        widgets.table(volumes, f"{name}-table")
 
 written = [S.CHECKPOINT, S.METHOD, S.DECODING, quality, S.se_col(metric), S.N, diversity]
 written = agg.sort_values([S.STEP, S.RUN, *S.GRID_ORDER], key=S.grid_sort_key)[written]
