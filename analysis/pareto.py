@@ -57,9 +57,10 @@ def pareto_by(
 
 
 # The reference point of the hypervolume, per diversity measure: its worst value (Self-BLEU 100: every sample
-# the same; distinct-n 0: no n-gram); quality's is 0, the worst value of every quality metric here (exact match,
+# the same; distinct-n and n-gram diversity 0: no n-gram; the compression ratio has no worst value, so no
+# hypervolume); quality's is 0, the worst value of every quality metric here (exact match,
 # ROUGE, BLEU, chrF are all >= 0).
-HYPERVOLUME_REFERENCE = {S.SELF_BLEU: 100.0, S.DISTINCT_1: 0.0, S.DISTINCT_2: 0.0}
+HYPERVOLUME_REFERENCE = {S.SELF_BLEU: 100.0, S.DISTINCT_1: 0.0, S.DISTINCT_2: 0.0, S.NGRAM_DIVERSITY: 0.0}
 QUALITY_REFERENCE = 0.0
 
 
@@ -83,8 +84,10 @@ def hypervolume(quality, diversity, lower_diversity_is_better: bool, reference: 
 def hypervolume_by(points: pd.DataFrame, quality: str, diversity: str, by=(S.METHOD, S.STEP)) -> pd.DataFrame:
     """Per group of `points` (rows sharing the `by` values: a checkpoint step of a method), the hypervolume of its
     (quality, diversity) points against (QUALITY_REFERENCE, HYPERVOLUME_REFERENCE[diversity]), with the points
-    counted and the reference point stated in the columns."""
-    lower = diversity == S.SELF_BLEU
+    counted and the reference point stated in the columns; no rows for a measure without a reference point."""
+    if diversity not in HYPERVOLUME_REFERENCE:
+        return pd.DataFrame(columns=[*by, "hypervolume", "points", "reference"])
+    lower = not S.HIGHER_IS_BETTER[diversity]
     reference = (QUALITY_REFERENCE, HYPERVOLUME_REFERENCE[diversity])
     rows = [
         {**dict(zip(by, keys if isinstance(keys, tuple) else (keys,))), "hypervolume":

@@ -53,7 +53,9 @@ SAMPLE_COLUMNS = AGG_KEYS + (
 SELF_BLEU = "self_bleu"
 DISTINCT_1 = "distinct_1"
 DISTINCT_2 = "distinct_2"
-DIVERSITY_COLUMNS = (SELF_BLEU, DISTINCT_1, DISTINCT_2, ENTROPY)
+COMPRESSION_RATIO = "compression_ratio"  # bytes of a prompt's samples joined / bytes gzipped; lower = more diverse
+NGRAM_DIVERSITY = "ngram_diversity"  # sum over n = 1..4 of distinct-n: 4 = no n-gram repeated
+DIVERSITY_COLUMNS = (SELF_BLEU, DISTINCT_1, DISTINCT_2, COMPRESSION_RATIO, NGRAM_DIVERSITY, ENTROPY)
 N = "n"
 
 # Trivial baselines of a text task (sweep/<split>/baselines.parquet): name, setting (JSON), then <m>_mean/_se, n.
@@ -122,6 +124,8 @@ HIGHER_IS_BETTER = {
     SELF_BLEU: False,
     DISTINCT_1: True,
     DISTINCT_2: True,
+    COMPRESSION_RATIO: False,
+    NGRAM_DIVERSITY: True,
     ENTROPY: True,
 }
 

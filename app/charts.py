@@ -107,7 +107,7 @@ def pareto_figure(points: pd.DataFrame, quality: str, diversity: str) -> go.Figu
             x=g[diversity], y=g[quality], mode="lines", name=f"{method} front", legendgroup=method,
             line=dict(color=colors[method], dash="dot"), hoverinfo="skip",
         ))  # fmt: skip
-    x_title = f"{diversity} (lower = more diverse)" if diversity == S.SELF_BLEU else diversity
+    x_title = diversity if S.HIGHER_IS_BETTER[diversity] else f"{diversity} (lower = more diverse)"
     return _layout(fig, f"{quality} vs {diversity}", x_title, quality)
 
 
@@ -128,7 +128,7 @@ def temperature_figure(points: pd.DataFrame, quality: str, baselines: pd.DataFra
             named = dict(annotation_text=escape(f"baseline: {getattr(row, S.BASELINE)}"),
                          annotation_position="top right" if i % 2 else "bottom right") if col == panels else {}
             fig.add_hline(y=getattr(row, quality), line=dict(color="grey", dash="dash", width=1), row=1, col=col,
-                          **named)  # fmt: skip
+                          exclude_empty_subplots=False, **named)  # drawn before the traces that fill the panels
     colors = method_colors(points[S.METHOD])
     several_steps = points[S.STEP].nunique() > 1
     err = S.seed_se_col(quality)

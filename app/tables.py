@@ -106,11 +106,13 @@ def seed_band(curves: pd.DataFrame) -> pd.DataFrame:
 
 def pareto_points(agg: pd.DataFrame, quality: str, diversity: str) -> pd.DataFrame:
     """Seed-averaged (checkpoint, decoding) points with `quality` and `diversity` (aggregate column names),
-    their SEs over seeds, and "on_front" per method (higher quality; lower diversity only for Self-BLEU)."""
+    their SEs over seeds, and "on_front" per method (higher quality; lower diversity for Self-BLEU and the
+    compression ratio, schema.HIGHER_IS_BETTER)."""
     cols = list(dict.fromkeys([quality, diversity]))
     agg = agg.dropna(subset=cols)
     points = stats.aggregate_seeds(agg, metrics=cols)
-    return pareto.pareto_by(points, quality, S.METHOD, diversity, lower_diversity_is_better=diversity == S.SELF_BLEU)
+    lower = not S.HIGHER_IS_BETTER[diversity]
+    return pareto.pareto_by(points, quality, S.METHOD, diversity, lower_diversity_is_better=lower)
 
 
 # Columns of the figures analysis/rewards.py writes to summary.json (analysis/agreement.py computes them with

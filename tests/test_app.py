@@ -560,6 +560,12 @@ def test_temperature_figure_lines_and_beam_markers():
     assert beam.text is None and list(fig.layout.xaxis.categoryarray) == ["beam=2", "beam=4"]
     only_sampling = charts.temperature_figure(points[points[S.KIND] != "beam"], "q")
     assert [t.xaxis for t in only_sampling.data] == ["x"]  # one panel when no beam search was swept
+    baselines = pd.DataFrame({S.BASELINE: ["first_k_words", "best_constant"], "q": [0.3, 0.1]})
+    with_baselines = charts.temperature_figure(points, "q", baselines)
+    lines = sorted((shape.y0, shape.xref) for shape in with_baselines.layout.shapes)
+    assert lines == [(0.1, "x domain"), (0.1, "x2 domain"), (0.3, "x domain"), (0.3, "x2 domain")]  # both panels
+    named = [a.text for a in with_baselines.layout.annotations if a.text.startswith("baseline")]
+    assert sorted(named) == ["baseline: best_constant", "baseline: first_k_words"]  # named once each
 
 
 def test_curves_figure_panels_bands_and_means():

@@ -25,7 +25,7 @@ metric = widgets.select(
 )
 quality = S.mean_col(metric)
 diversity = widgets.select(
-    top[2], "Diversity", [d for d in (S.SELF_BLEU, S.DISTINCT_1, S.DISTINCT_2) if d in agg.columns], key="diversity"
+    top[2], "Diversity", [d for d in S.DIVERSITY_COLUMNS if d != S.ENTROPY and d in agg.columns], key="diversity"
 )
 steps = sorted(agg[S.STEP].unique())
 picked = widgets.multiselect(
@@ -56,7 +56,9 @@ with right:
 # each method's front per step, over every step: how far it reaches, one number per checkpoint
 over_seeds = stats.aggregate_seeds(every_step.dropna(subset=[quality, diversity]), metrics=[quality, diversity])
 volumes = pareto.hypervolume_by(over_seeds, quality, diversity)
-if not volumes.empty:
+if diversity not in pareto.HYPERVOLUME_REFERENCE:
+    st.caption(f"No hypervolume against {diversity}: it has no worst value to bound the area with.")
+elif not volumes.empty:
     st.markdown(f"**Hypervolume of each method's front** ({quality} against {diversity}, seed means): the area its "
                 f"points dominate, bounded by the reference point {volumes['reference'].iloc[0]} (each axis' worst "
                 "value); larger is a front reaching further")  # fmt: skip
