@@ -84,7 +84,8 @@ def curves_figure(bands: pd.DataFrame, titles: dict[str, str]) -> go.Figure:
 
 def pareto_figure(points: pd.DataFrame, quality: str, diversity: str) -> go.Figure:
     """Quality (y) against diversity (x): one marker per (method, step, decoding) with error bars over seeds,
-    colour by method, symbol by decoding kind, and each method's Pareto front (rows with on_front) as a line.
+    colour by method, symbol by decoding kind, and the Pareto front of each method at each step (rows with
+    on_front) as a line, one dash per step: the front moving over training.
     `points` is tables.pareto_points' output."""
     fig = go.Figure()
     colors = method_colors(points[S.METHOD])
@@ -101,11 +102,14 @@ def pareto_figure(points: pd.DataFrame, quality: str, diversity: str) -> go.Figu
             customdata=np.c_[g[S.METHOD].map(escape), g[S.STEP], g[S.DECODING].map(escape), g[S.N_SEEDS]],
             hovertemplate=hover,
         ))  # fmt: skip
-    for method, g in points[points[S.ON_FRONT]].groupby(S.METHOD, sort=True):
+    steps = sorted(points[S.STEP].unique())
+    dashes = ("dot", "dash", "dashdot", "longdash", "longdashdot", "solid")  # a step's fronts share a dash
+    for (method, step), g in points[points[S.ON_FRONT]].groupby([S.METHOD, S.STEP], sort=True):
         g = g.sort_values(diversity, kind="stable")
         fig.add_trace(go.Scatter(
-            x=g[diversity], y=g[quality], mode="lines", name=f"{method} front", legendgroup=method,
-            line=dict(color=colors[method], dash="dot"), hoverinfo="skip",
+            x=g[diversity], y=g[quality], mode="lines", legendgroup=method,
+            name=f"{method} front" if len(steps) == 1 else f"{method} @ {step} front",
+            line=dict(color=colors[method], dash=dashes[steps.index(step) % len(dashes)]), hoverinfo="skip",
         ))  # fmt: skip
     x_title = diversity if S.HIGHER_IS_BETTER[diversity] else f"{diversity} (lower = more diverse)"
     return _layout(fig, f"{quality} vs {diversity}", x_title, quality)

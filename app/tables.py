@@ -106,13 +106,14 @@ def seed_band(curves: pd.DataFrame) -> pd.DataFrame:
 
 def pareto_points(agg: pd.DataFrame, quality: str, diversity: str) -> pd.DataFrame:
     """Seed-averaged (checkpoint, decoding) points with `quality` and `diversity` (aggregate column names),
-    their SEs over seeds, and "on_front" per method (higher quality; lower diversity for Self-BLEU and the
-    compression ratio, schema.HIGHER_IS_BETTER)."""
+    their SEs over seeds, and "on_front" (higher quality; lower diversity for Self-BLEU and the
+    compression ratio, schema.HIGHER_IS_BETTER). One front per method and checkpoint step, so the fronts of several
+    steps show the front moving over training."""
     cols = list(dict.fromkeys([quality, diversity]))
     agg = agg.dropna(subset=cols)
     points = stats.aggregate_seeds(agg, metrics=cols)
     lower = not S.HIGHER_IS_BETTER[diversity]
-    return pareto.pareto_by(points, quality, S.METHOD, diversity, lower_diversity_is_better=lower)
+    return pareto.pareto_by(points, quality, [S.METHOD, S.STEP], diversity, lower_diversity_is_better=lower)
 
 
 # Columns of the figures analysis/rewards.py writes to summary.json (analysis/agreement.py computes them with

@@ -543,6 +543,12 @@ def test_pareto_points_average_seeds_and_mark_the_front():
     assert list(fig.data[1].x) == [20.0, 10.0]  # t=0.5 (one seed: no SE), t=1
     assert np.isnan(fig.data[1].error_y.array[0]) and fig.data[1].error_y.array[1] == pytest.approx(0.1)
     assert fig.layout.xaxis.title.text == "self_bleu (lower = more diverse)" and fig.layout.yaxis.title.text == "q_mean"
+    # a later step: a front of its own, each step's named and dashed apart
+    later = agg.assign(**{S.STEP: 2, "q_mean": agg["q_mean"] + 0.2})
+    both = tables.pareto_points(pd.concat([agg, later]), "q_mean", S.SELF_BLEU)
+    assert both.groupby(S.STEP)[S.ON_FRONT].sum().to_dict() == {1: 2, 2: 2}  # step 2 does not hide step 1's front
+    fronts = [t for t in charts.pareto_figure(both, "q_mean", S.SELF_BLEU).data if t.name.endswith("front")]
+    assert [(t.name, t.line.dash) for t in fronts] == [("A @ 1 front", "dot"), ("A @ 2 front", "dash")]
 
 
 def test_temperature_figure_lines_and_beam_markers():

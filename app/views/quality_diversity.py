@@ -41,7 +41,8 @@ with left:
         st.info(f"No setting has both {quality} and {diversity} (greedy decoding has no Self-BLEU of one sample).")
     else:
         widgets.chart(charts.pareto_figure(points, quality, diversity), points, f"pareto-{split}-{quality}-{diversity}")
-        st.caption("Error bars: standard error over seeds. Dotted: each method's Pareto front. "
+        st.caption("Error bars: standard error over seeds. Lines: each method's Pareto front at each step picked (one "
+                   "dash per step: pick several steps to see the front move over training). "
                    "Marker: ● greedy, ◆ sampling, ■ beam search.")  # fmt: skip
 baselines = data.gather(root, results, R.SWEEP, split, R.BASELINES, runs)
 if not baselines.empty:  # the same prompts give the same baselines in every run of a task
