@@ -11,6 +11,7 @@ from app import charts, data, tables, widgets
 from irl import runs as R
 
 CHANGES = {S.REWARD: "Δr_t", S.LOGP: "Δlog π"}  # the per-token changes between two checkpoints
+SEQUENCE_DEFINITIONS = [sequence for _, sequence in S.DEFINITIONS.values()]  # each definition's completion score
 
 root, runs, results = widgets.context()
 st.header("Token rewards")
@@ -55,9 +56,11 @@ if S.EXACT_MATCH in seqs.columns:
 options = ["highest first", "lowest first"]
 order = widgets.segmented(find[1], "Order by score", options, key="order", default="highest first")
 r_col = widgets.segmented(
-    find[2], "Sequence score", [s for s in S.SCORES if s in seqs], key="score", default=S.R_CENTERED,
+    find[2], "Sequence score", [s for s in dict.fromkeys([*S.SCORES, *SEQUENCE_DEFINITIONS]) if s in seqs], key="score",
+    default=S.R_CENTERED,
     help="R sums the rewards, R_mean per token, R_centered subtracts the mean R of the prompt's completions; "
-    "logp_sum (log π(y|x)), logp_mean and length are the likelihood baselines.",
+    "logp_sum (log π(y|x)), logp_mean and length are the likelihood baselines; R_gamma1, R_implicit and R_baseline "
+    "sum the other reward definitions (r_t at γ = 1, the implicit reward, r_t minus the prompt's baseline).",
 )  # fmt: skip
 found = seqs if correctness == "all" else seqs[(seqs[S.EXACT_MATCH] == 1) == (correctness == "correct")]
 found = found.sort_values(r_col, ascending=order == "lowest first", kind="stable")
