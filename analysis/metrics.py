@@ -12,6 +12,7 @@ BLEU and chrF (sacrebleu, 0-100). Diversity, per group of K samples of one promp
 """
 
 import functools
+import gzip
 
 import datasets
 import evaluate
@@ -138,6 +139,21 @@ def self_bleu(samples: list[str]) -> float:
                                          smooth_value=bleu.smooth_value, effective_order=True,
                                          max_ngram_order=order).score  # fmt: skip
     return total_score / k
+
+
+def compression_ratio(samples: list[str]) -> float:
+    """The samples joined by newlines, their UTF-8 bytes over the bytes gzip compresses them to (level 9, no
+    timestamp): near 1 for varied text, growing as the samples repeat each other (K identical samples approach
+    K times one's ratio). The compression-ratio diversity of Shaib et al. 2024, "Standardizing the measurement
+    of text diversity"; lower is more diverse."""
+    raw = "\n".join(samples).encode()
+    return len(raw) / len(gzip.compress(raw, compresslevel=9, mtime=0)) if raw else np.nan
+
+
+def ngram_diversity(samples: list[str], max_n: int = 4) -> float:
+    """N-gram diversity of one group: the sum over n = 1..max_n of distinct-n (Shaib et al. 2024; Meister et
+    al. 2023): max_n when no n-gram repeats, lower as the samples share words and phrases."""
+    return float(sum(distinct_n(samples, n) for n in range(1, max_n + 1)))
 
 
 def distinct_n(samples: list[str], n: int) -> float:
@@ -311,8 +327,8 @@ def aggregate(samples: pd.DataFrame, metrics=None) -> pd.DataFrame:
     - `<m>_mean`, `<m>_se` for each quality metric m (default: the table's schema.quality_columns): the mean
       over samples and its standard error clustered by prompt (analysis.stats.mean_se: the K samples of one
       prompt are one cluster);
-    - Self-BLEU, distinct-1, distinct-2 of each prompt's samples, averaged over prompts (NaN when prompts have
-      a single sample, as under greedy);
+    - Self-BLEU, distinct-1, distinct-2, compression ratio and n-gram diversity of each prompt's samples,
+      averaged over prompts (NaN when prompts have a single sample, as under greedy);
     - entropy: mean over samples of their mean per-token entropy; n: number of samples.
     """
     metrics = S.quality_columns(samples.columns) if metrics is None else list(metrics)
@@ -326,6 +342,8 @@ def aggregate(samples: pd.DataFrame, metrics=None) -> pd.DataFrame:
         row[S.SELF_BLEU] = np.mean([self_bleu(g) for g in groups]) if several else np.nan
         row[S.DISTINCT_1] = np.mean([distinct_n(g, 1) for g in groups]) if several else np.nan
         row[S.DISTINCT_2] = np.mean([distinct_n(g, 2) for g in groups]) if several else np.nan
+        row[S.COMPRESSION_RATIO] = np.mean([compression_ratio(g) for g in groups]) if several else np.nan
+        row[S.NGRAM_DIVERSITY] = np.mean([ngram_diversity(g) for g in groups]) if several else np.nan
         row[S.ENTROPY] = cell[S.ENTROPY].mean()
         row[S.N] = len(cell)
         rows.append(row)

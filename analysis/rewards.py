@@ -21,12 +21,15 @@ command refuses. Each distinct episode is scored once.
 
 Written to irl.runs.rewards_dir(checkpoint, name), each file atomically:
     tokens.parquet     one row per completion token, schema.TOKEN_COLUMNS; position 0 is the first completion
-                       token; token is the text tokenizer.decode([id]) gives
+                       token; token is the text tokenizer.decode([id]) gives; then log π_ref and the other
+                       token reward definitions (schema.DEFINITION_TOKEN_COLUMNS, analysis/definitions.py)
     sequences.parquet  one row per example: schema.SEQUENCE_COLUMNS, truncated, error_position (where known),
-                       the data's columns
+                       the data's columns, each definition's sequence score (schema.DEFINITIONS)
     pairs.parquet      preference data: one row per pair: chosen_/rejected_<score> for every score, margin, ...
     summary.json       gamma, the terminal rule, counts, and the analyses of analysis/agreement.py that apply, each
-                       for R, R_mean and R_centered beside log pi(y|x) summed and per token and length
+                       for R, R_mean and R_centered beside log pi(y|x) summed and per token and length; the
+                       reference and beta of the implicit reward, and "definitions": one row per definition
+                       (analysis/definitions.py agreement: pairwise, or Spearman and best-of-4, with intervals)
     manifest.json      checkpoint (path, and the sha256 of its weight files: analysis.results.checkpoint_sha256),
                        data (name and sha256 of its rows), gamma and the settings; a rerun with other settings
                        refuses rather than overwrite (use --name)
@@ -42,7 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis import agreement, cli, scoring
+from analysis import agreement, cli, definitions, scoring
 from analysis import reward_data as D
 from analysis.results import checkpoint_sha256, manifest_changes
 from common.io import FileError
@@ -52,7 +55,7 @@ from irl import runs
 from irl.data import OK, TRUNCATED, DataError
 from common.io import atomic_write_text, check_checkpoint_weights, write_parquet
 from irl.memory import dry_run_rewards
-from irl.model import ModelError, context_length, load_model, load_tokenizer
+from irl.model import PRESETS, ModelError, build_preset, context_length, load_model, load_tokenizer
 
 TOKEN_ROW_GROUP = 20_000
 TERMINAL_RULE = "EOS terminal (V=0 after it); a cut completion's last token has no next state"
@@ -111,6 +114,35 @@ def checkpoint_gamma(checkpoint, gamma: float | None = None) -> float:
     return float(config["gamma"])
 
 
+INITIAL = "initial"  # --reference default: the model the checkpoint's run started from
+
+
+def reference_model(checkpoint, reference: str, tokenizer):
+    """(model in eval mode, what it is) of the implicit reward's reference π_ref: a checkpoint directory, or
+    INITIAL, the model the checkpoint's run started from (its config's `model`: a preset is built again from
+    the run's seed, the weights it started with; a name or path, init's included, is loaded). RewardError when
+    it is unknown or does not share the checkpoint's tokenizer."""
+    if reference != INITIAL:
+        model, ref_tokenizer = load_checkpoint(reference)
+        if ref_tokenizer.get_vocab() != tokenizer.get_vocab():
+            raise RewardError(f"--reference {reference}: its tokenizer is not the checkpoint's, so the two do not "
+                              "score the same tokens")  # fmt: skip
+        return model, str(reference)
+    config = checkpoint_config(checkpoint)
+    if config is None:
+        raise RewardError(f"{checkpoint} carries no training config ({runs.CHECKPOINT_CONFIG}), so the model it "
+                          "started from is unknown: pass --reference <checkpoint>")  # fmt: skip
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if config["model"] in PRESETS:  # LoRA's saved base_model is these same weights
+        model = build_preset(config["model"], tokenizer, config["max_length"], config["seed"])
+        return model.to(device).eval(), f"{INITIAL}: preset {config['model']} at seed {config['seed']}"
+    try:
+        return load_model(config["model"]).to(device).eval(), f"{INITIAL}: {config['model']}"
+    except ModelError as e:
+        raise RewardError(f"the initial model of {checkpoint} ({config['model']}) cannot be loaded ({e}): pass "
+                          "--reference <checkpoint>") from None  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Scoring rows
 
@@ -138,16 +170,25 @@ def _key(e) -> tuple | None:
     return None if e is None else (tuple(e.prompt_ids), tuple(e.completion_ids), e.ended)
 
 
-def extract(model, tokenizer, rows: pd.DataFrame, gamma: float, batch_tokens: int = cli.BATCH_TOKENS) -> Rewards:
+def extract(model, tokenizer, rows: pd.DataFrame, gamma: float, batch_tokens: int = cli.BATCH_TOKENS,
+            reference=None, beta: float = 1.0) -> Rewards:
     """Token and sequence rewards of `rows` (example_id, prompt_id, prompt, completion, optionally the token
     record prompt_ids/completion_ids/ended and rejected_error_char-style `error_char`, any others). Rows left
-    out are counted by status; R_centered is R minus the mean R of the scored rows with the same prompt_id."""
+    out are counted by status; R_centered is R minus the mean R of the scored rows with the same prompt_id.
+    Beside r_t, every definition of analysis/definitions.py; the implicit one against `reference` (a model
+    sharing the tokenizer, scored on the same episodes; None: no implicit reward, NaN)."""
     rows = rows.reset_index(drop=True)
     encoded, status = encode_rows(tokenizer, rows, context_length(model.config))
     keys = [_key(e) for e in encoded]
     distinct = list(dict.fromkeys(k for k in keys if k is not None))
     first = {k: i for i, k in reversed(list(enumerate(keys))) if k is not None}
-    per, tokens = scoring.score(model, tokenizer, [encoded[first[k]] for k in distinct], gamma, batch_tokens)
+    episodes = [encoded[first[k]] for k in distinct]
+    per, tokens = scoring.score(model, tokenizer, episodes, gamma, batch_tokens)
+    tokens[S.LOGP_REF] = np.nan
+    if reference is not None:  # log pi_ref of the same actions, matched by (episode, position)
+        _, ref = scoring.score(reference, tokenizer, episodes, gamma, batch_tokens)
+        at = ref.set_index(["episode", S.POSITION])[S.LOGP]
+        tokens[S.LOGP_REF] = at.reindex(pd.MultiIndex.from_frame(tokens[["episode", S.POSITION]])).to_numpy()
     which = {k: j for j, k in enumerate(distinct)}
     episode = np.array([which.get(k, -1) for k in keys])
     keep = episode >= 0
@@ -172,8 +213,9 @@ def extract(model, tokenizer, rows: pd.DataFrame, gamma: float, batch_tokens: in
     first_cols = [*S.SEQUENCE_COLUMNS, S.TRUNCATED]
     seqs = seqs[first_cols + [c for c in seqs.columns if c not in first_cols]]
     link = pd.DataFrame({S.EXAMPLE_ID: seqs[S.EXAMPLE_ID], "episode": episode[keep]})
-    token_rows = link.merge(tokens, on="episode", how="inner", sort=False)[list(S.TOKEN_COLUMNS)]
+    token_rows = link.merge(tokens, on="episode", how="inner", sort=False)[[*S.TOKEN_COLUMNS, S.LOGP_REF]]
     counts["tokens"] = len(token_rows)
+    token_rows, seqs = definitions.add_definitions(token_rows, seqs, beta)
     return Rewards(token_rows, seqs, counts)
 
 
@@ -189,6 +231,7 @@ def analyse(rewards: Rewards, pairs: pd.DataFrame | None, metrics=None, n_boot: 
     sequences = rewards.sequences
     if pairs is not None:
         out = {"preferences": agreement.preference_metrics(pairs)}
+        out["definitions"] = definitions.agreement(sequences, pairs, ())
         if S.PAIR_SOURCE in pairs:
             by_source = pairs.groupby(S.PAIR_SOURCE, sort=True)
             out["preferences_by_source"] = {str(k): agreement.preference_metrics(g) for k, g in by_source}
@@ -204,7 +247,8 @@ def analyse(rewards: Rewards, pairs: pd.DataFrame | None, metrics=None, n_boot: 
         if group.groupby(S.PROMPT_ID).size().max() > 1
         for metric in metrics
     }
-    return {"correlations": table.to_dict("records"), "best_of_n": best}
+    every = definitions.agreement(sequences, None, metrics, n_boot, seed)
+    return {"correlations": table.to_dict("records"), "best_of_n": best, "definitions": every}
 
 
 def _json_safe(obj):
@@ -245,6 +289,8 @@ class Settings:
     metrics: tuple[str, ...] | None = None
     n_boot: int = 1000
     seed: int = 0
+    reference: str = INITIAL  # π_ref of the implicit reward (reference_model)
+    beta: float = 1.0  # the implicit reward's scale
 
 
 @dataclass
@@ -275,20 +321,24 @@ def load(data: str, checkpoint, fields: dict[str, str] = FIELDS, split: str = "t
 
 
 def score_checkpoint(checkpoint, data: list[Data], gamma: float | None = None, *, n_boot: int = 1000, seed: int = 0,
-                     batch_tokens: int = cli.BATCH_TOKENS, scorer=None) -> dict[str, dict]:
+                     batch_tokens: int = cli.BATCH_TOKENS, scorer=None, reference: str = INITIAL,
+                     beta: float = 1.0) -> dict[str, dict]:
     """Rewards of a checkpoint on each data set, written to irl.runs.rewards_dir(checkpoint, name) with the
     analyses that apply (module docstring); returns {name: summary}. Every path that extracts rewards calls this:
     the command, analysis.report, the findings grid and the demo. gamma: `checkpoint_gamma`. Each directory's
     manifest is checked before anything is scored: one made with other settings is refused (RewardError).
-    `scorer`: (model, tokenizer) already loaded (default: the checkpoint's own, loaded once for all data)."""
+    `scorer`: (model, tokenizer) already loaded (default: the checkpoint's own, loaded once for all data).
+    `reference`, `beta`: π_ref and β of the implicit reward (reference_model)."""
     model, tokenizer = scorer or load_checkpoint(checkpoint)
     gamma = checkpoint_gamma(checkpoint, gamma)
+    ref_model, ref_what = reference_model(checkpoint, reference, tokenizer)
     weights = checkpoint_sha256(checkpoint)
     manifests = []
     for d in data:
         manifest = {
             "checkpoint": str(checkpoint), "weights_sha256": weights, "data": d.source or d.name,
-            "data_sha256": rows_sha256(d.rows), **asdict(Settings(gamma, d.metrics, n_boot, seed)),
+            "data_sha256": rows_sha256(d.rows),
+            **asdict(Settings(gamma, d.metrics, n_boot, seed, str(reference), beta)),
         }  # fmt: skip
         out_dir = runs.rewards_dir(checkpoint, d.name)
         changes = manifest_changes(out_dir, manifest, ignore=("checkpoint",))  # a moved run keeps its rewards
@@ -298,13 +348,13 @@ def score_checkpoint(checkpoint, data: list[Data], gamma: float | None = None, *
         manifests.append(json.loads(json.dumps(manifest)))  # tuples as lists, as read back
     summaries = {}
     for d, manifest in zip(data, manifests):
-        rewards = extract(model, tokenizer, d.rows, gamma, batch_tokens)
+        rewards = extract(model, tokenizer, d.rows, gamma, batch_tokens, ref_model, beta)
         pairs = None
         if d.pairs is not None:
             pairs, rewards.counts["dropped_pairs"] = D.pairs_table(rewards.sequences, d.pairs)
             rewards.counts["pairs"] = len(pairs)
         summary = {"checkpoint": str(checkpoint), "data": d.name, "gamma": gamma, "terminal": TERMINAL_RULE}
-        summary |= {"scores": list(S.SCORES), "counts": rewards.counts}
+        summary |= {"scores": list(S.SCORES), "counts": rewards.counts, "reference": ref_what, "beta": beta}
         summary |= analyse(rewards, pairs, d.metrics, n_boot, seed)
         write(runs.rewards_dir(checkpoint, d.name), rewards, pairs, summary, manifest)
         summaries[d.name] = summary

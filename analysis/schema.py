@@ -54,7 +54,9 @@ SAMPLE_COLUMNS = AGG_KEYS + (
 SELF_BLEU = "self_bleu"
 DISTINCT_1 = "distinct_1"
 DISTINCT_2 = "distinct_2"
-DIVERSITY_COLUMNS = (SELF_BLEU, DISTINCT_1, DISTINCT_2, ENTROPY)
+COMPRESSION_RATIO = "compression_ratio"  # bytes of a prompt's samples joined / bytes gzipped; lower = more diverse
+NGRAM_DIVERSITY = "ngram_diversity"  # sum over n = 1..4 of distinct-n: 4 = no n-gram repeated
+DIVERSITY_COLUMNS = (SELF_BLEU, DISTINCT_1, DISTINCT_2, COMPRESSION_RATIO, NGRAM_DIVERSITY, ENTROPY)
 N = "n"
 
 # Trivial baselines of a text task (sweep/<split>/baselines.parquet): name, setting (JSON), then <m>_mean/_se, n.
@@ -92,6 +94,22 @@ SEQUENCE_COLUMNS = (EXAMPLE_ID, PROMPT_ID, R, R_MEAN, R_CENTERED, LOGP_SUM, LOGP
 REWARD_SCORES = (R, R_MEAN, R_CENTERED)
 LIKELIHOOD_SCORES = (LOGP_SUM, LOGP_MEAN, LENGTH)
 SCORES = REWARD_SCORES + LIKELIHOOD_SCORES
+# Token reward definitions side by side (analysis/definitions.py has their equations): per token, a column of
+# tokens.parquet beside `reward`; per completion, the sum of it over the tokens that have a value, a column of
+# sequences.parquet. log π's are the existing logp and logp_sum.
+LOGP_REF = "logp_ref"  # log pi_ref(a_t|s_t) under the reference model of the implicit reward
+REWARD_GAMMA1 = "reward_gamma1"  # Q(s_t,a_t) - V(s_t+1): r_t at gamma = 1
+REWARD_IMPLICIT = "reward_implicit"  # beta * (log pi(a_t|s_t) - log pi_ref(a_t|s_t))
+REWARD_BASELINE = "reward_baseline"  # r_t - b(x): b(x) the mean over the prompt's completions of their R_mean
+R_GAMMA1, R_IMPLICIT, R_BASELINE = "R_gamma1", "R_implicit", "R_baseline"
+DEFINITION_TOKEN_COLUMNS = (LOGP_REF, REWARD_GAMMA1, REWARD_IMPLICIT, REWARD_BASELINE)  # after TOKEN_COLUMNS
+DEFINITIONS = {  # name shown -> (token column, sequence column)
+    "r_t": (REWARD, R),
+    "r_t at γ=1": (REWARD_GAMMA1, R_GAMMA1),
+    "implicit β·log(π/π_ref)": (REWARD_IMPLICIT, R_IMPLICIT),
+    "log π": (LOGP, LOGP_SUM),
+    "r_t − prompt baseline": (REWARD_BASELINE, R_BASELINE),
+}
 # How each score ranks the tokens of one completion in error localisation (lowest first, except entropy).
 TOKEN_RANKINGS = {REWARD: "lowest first", LOGP: "lowest first", TOKEN_ENTROPY: "highest first", "random": "uniform"}
 
@@ -107,6 +125,8 @@ HIGHER_IS_BETTER = {
     SELF_BLEU: False,
     DISTINCT_1: True,
     DISTINCT_2: True,
+    COMPRESSION_RATIO: False,
+    NGRAM_DIVERSITY: True,
     ENTROPY: True,
 }
 

@@ -5,6 +5,8 @@ Colours: one per method, assigned in sorted method order. Text from the data is 
 hover labels or HTML (app/safety.py).
 """
 
+import textwrap
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -13,6 +15,7 @@ from plotly.subplots import make_subplots
 
 from analysis import schema as S
 from app.safety import escape
+from app.tables import DIFFERENCES, delta
 
 SYMBOLS = {"greedy": "circle", "sample": "diamond", "beam": "square"}
 TOKEN_QUANTITIES = {S.REWARD: "reward", S.LOGP: "log π", S.V: "V", S.Q: "Q", S.TOKEN_ENTROPY: "entropy"}
@@ -25,13 +28,24 @@ def method_colors(methods) -> dict[str, str]:
     return {m: palette[i % len(palette)] for i, m in enumerate(sorted(set(methods)))}
 
 
+# Characters per line of a chart's title (17 px) and subtitle (13 px): a line fits the 400 px of the narrowest
+# chart the pages draw side by side (app/widgets.py side_by_side), so no text leaves the figure.
+TITLE_CHARS, SUBTITLE_CHARS = 40, 54
+
+
 def _layout(fig: go.Figure, title: str, x: str, y: str, rule: str = "") -> go.Figure:
-    """Title, axis titles, tight margins, and as a subtitle how the rewards were read (tables.reward_rule:
+    """Title, axis titles, tight margins, the legend in rows under the axes (at the right it would take half of
+    a narrow column's width from the plot), and as a subtitle how the rewards were read (tables.reward_rule:
     "r_t = ..., γ = ...; <terminal rule>"), escaped, on two lines."""
-    subtitle = escape(rule).replace("; ", "<br>", 1)
+    title = textwrap.wrap(title, TITLE_CHARS)
+    subtitle = [line for part in escape(rule).split("; ", 1) for line in textwrap.wrap(part, SUBTITLE_CHARS)]
     fig.update_layout(
-        title=dict(text=title, subtitle=dict(text=subtitle)), xaxis_title=x, yaxis_title=y, legend_title_text="",
-        margin=dict(l=10, r=10, t=90 if rule else 40, b=10),
+        # from the figure's top down: the title, its subtitle, then the plot (the top margin holds both)
+        title=dict(text="<br>".join(title), subtitle=dict(text="<br>".join(subtitle)), yref="container", y=1,
+                   yanchor="top", pad=dict(t=18)),
+        xaxis_title=x, yaxis_title=y,
+        legend=dict(title_text="", orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
+        margin=dict(l=10, r=10, t=38 + 24 * len(title) + 18 * len(subtitle), b=10),
     )  # fmt: skip
     return fig
 
@@ -70,7 +84,8 @@ def curves_figure(bands: pd.DataFrame, titles: dict[str, str]) -> go.Figure:
 
 def pareto_figure(points: pd.DataFrame, quality: str, diversity: str) -> go.Figure:
     """Quality (y) against diversity (x): one marker per (method, step, decoding) with error bars over seeds,
-    colour by method, symbol by decoding kind, and each method's Pareto front (rows with on_front) as a line.
+    colour by method, symbol by decoding kind, and the Pareto front of each method at each step (rows with
+    on_front) as a line, one dash per step: the front moving over training.
     `points` is tables.pareto_points' output."""
     fig = go.Figure()
     colors = method_colors(points[S.METHOD])
@@ -87,24 +102,37 @@ def pareto_figure(points: pd.DataFrame, quality: str, diversity: str) -> go.Figu
             customdata=np.c_[g[S.METHOD].map(escape), g[S.STEP], g[S.DECODING].map(escape), g[S.N_SEEDS]],
             hovertemplate=hover,
         ))  # fmt: skip
-    for method, g in points[points[S.ON_FRONT]].groupby(S.METHOD, sort=True):
+    steps = sorted(points[S.STEP].unique())
+    dashes = ("dot", "dash", "dashdot", "longdash", "longdashdot", "solid")  # a step's fronts share a dash
+    for (method, step), g in points[points[S.ON_FRONT]].groupby([S.METHOD, S.STEP], sort=True):
         g = g.sort_values(diversity, kind="stable")
         fig.add_trace(go.Scatter(
-            x=g[diversity], y=g[quality], mode="lines", name=f"{method} front", legendgroup=method,
-            line=dict(color=colors[method], dash="dot"), hoverinfo="skip",
+            x=g[diversity], y=g[quality], mode="lines", legendgroup=method,
+            name=f"{method} front" if len(steps) == 1 else f"{method} @ {step} front",
+            line=dict(color=colors[method], dash=dashes[steps.index(step) % len(dashes)]), hoverinfo="skip",
         ))  # fmt: skip
-    x_title = f"{diversity} (lower = more diverse)" if diversity == S.SELF_BLEU else diversity
+    x_title = diversity if S.HIGHER_IS_BETTER[diversity] else f"{diversity} (lower = more diverse)"
     return _layout(fig, f"{quality} vs {diversity}", x_title, quality)
 
 
 def temperature_figure(points: pd.DataFrame, quality: str, baselines: pd.DataFrame | None = None) -> go.Figure:
     """Quality against sampling temperature: a line per (method, step) through greedy (temperature 0) and the
-    sampling settings, with error bars over seeds; beam-search settings as separate square markers at 0; a text
-    task's trivial baselines (`baselines`, the sweep's baselines.parquet rows) as dashed horizontal lines."""
-    fig = go.Figure()
-    for row in (baselines if baselines is not None and quality in baselines else pd.DataFrame()).itertuples():
-        fig.add_hline(y=getattr(row, quality), line=dict(color="grey", dash="dash", width=1),
-                      annotation_text=escape(f"baseline: {getattr(row, S.BASELINE)}"))  # fmt: skip
+    sampling settings, with error bars over seeds; beam search, if swept, in a panel of its own on the left, one
+    square per (method, width) beside each other at each width (the widths are the axis' ticks, so no label
+    of a point can cover another); a text task's trivial baselines (`baselines`, the sweep's baselines.parquet
+    rows) as dashed horizontal lines across both, named at the right, alternately above and below the line."""
+    beams = points[points[S.KIND] == "beam"]
+    panels = 2 if len(beams) else 1
+    fig = make_subplots(rows=1, cols=panels, shared_yaxes=True, column_widths=[0.3, 0.7][-panels:],
+                        horizontal_spacing=0.12)  # fmt: skip
+    temperature = dict(row=1, col=panels)
+    found = baselines if baselines is not None and quality in baselines else pd.DataFrame(columns=[quality])
+    for i, row in enumerate(found.sort_values(quality).itertuples()):
+        for col in range(1, panels + 1):
+            named = dict(annotation_text=escape(f"baseline: {getattr(row, S.BASELINE)}"),
+                         annotation_position="top right" if i % 2 else "bottom right") if col == panels else {}
+            fig.add_hline(y=getattr(row, quality), line=dict(color="grey", dash="dash", width=1), row=1, col=col,
+                          exclude_empty_subplots=False, **named)  # drawn before the traces that fill the panels
     colors = method_colors(points[S.METHOD])
     several_steps = points[S.STEP].nunique() > 1
     err = S.seed_se_col(quality)
@@ -116,17 +144,25 @@ def temperature_figure(points: pd.DataFrame, quality: str, baselines: pd.DataFra
             name=f"{method} @ {step}" if several_steps else method, line=dict(color=colors[method]),
             error_y=dict(type="data", array=g[err], visible=True, thickness=1),
             customdata=g[[S.DECODING]].map(escape), hovertemplate="%{customdata[0]}: %{y:.4g}<extra></extra>",
-        ))  # fmt: skip
-    beams = points[points[S.KIND] == "beam"]
+        ), **temperature)  # fmt: skip
     for method, g in beams.groupby(S.METHOD, sort=True):
+        g = g.sort_values([S.BEAMS, S.STEP])
         fig.add_trace(go.Scatter(
-            x=g[S.TEMPERATURE], y=g[quality], mode="markers+text", name=f"{method} · beam", legendgroup=method,
-            marker=dict(color=colors[method], symbol="square-open", size=11), text=g[S.DECODING].map(escape),
-            textposition="middle right", error_y=dict(type="data", array=g[err], visible=True, thickness=1),
+            x=g[S.DECODING].map(escape), y=g[quality], mode="markers", name=f"{method} · beam", legendgroup=method,
+            marker=dict(color=colors[method], symbol="square-open", size=11),
+            error_y=dict(type="data", array=g[err], visible=True, thickness=1),
             customdata=np.c_[g[S.DECODING].map(escape), g[S.STEP]],
             hovertemplate="%{customdata[0]} @ %{customdata[1]}: %{y:.4g}<extra></extra>",
-        ))  # fmt: skip
-    return _layout(fig, f"{quality} vs temperature", "temperature (greedy and beam at 0)", quality)
+        ), row=1, col=1)  # fmt: skip
+    if len(beams):
+        order = [escape(d) for d in beams.sort_values(S.BEAMS)[S.DECODING].unique()]
+        fig.update_xaxes(title_text="beam", type="category", categoryorder="array", categoryarray=order,
+                         row=1, col=1)  # fmt: skip
+        fig.update_layout(scattermode="group")  # the methods' squares beside each other at each width
+    top = max(lines[S.TEMPERATURE].max(), 1.0) if len(lines) else 1.0
+    fig.update_xaxes(title_text="temperature", range=[-0.08 * top, 1.08 * top], **temperature)  # greedy at 0
+    fig.update_yaxes(title_text=quality, row=1, col=1)
+    return _layout(fig, f"{quality} vs temperature", fig.layout.xaxis.title.text, quality)
 
 
 def with_running_reward(tokens: pd.DataFrame) -> pd.DataFrame:
@@ -143,31 +179,84 @@ def tokens_html(tokens: pd.DataFrame, quantity: str, error_position=None) -> str
     `error_position` (the known first wrong token of a corrupted completion; None: unknown) is outlined and
     has the class "known-error". Token text is escaped; a newline shows as ↵."""
     tokens = with_running_reward(tokens)
-    values = np.nan_to_num(tokens[quantity].to_numpy(float), nan=0.0)
-    scale = np.abs(values).max() if len(values) and np.abs(values).max() > 0 else 1.0
-    spans = []
-    for row, value in zip(tokens.to_dict("records"), values):
-        rgb = "33,102,172" if value >= 0 else "178,24,43"
+    titles, marked = [], []
+    for row in tokens.to_dict("records"):
         error = error_position is not None and row[S.POSITION] == error_position
-        title = (
+        marked.append(error)
+        titles.append(
             ("known first wrong token\n" if error else "")
             + f"{row[S.TOKEN]!r}  position {row[S.POSITION]}\n"
             + f"q={row[S.Q]:.3f}  v={row[S.V]:.3f}  v_next={row[S.V_NEXT]:.3f}\n"
             + f"logp={row[S.LOGP]:.3f}  reward={row[S.REWARD]:.3f}  running R={row[RUNNING_R]:.3f}"
             + (f"\nentropy={row[S.TOKEN_ENTROPY]:.3f}" if S.TOKEN_ENTROPY in row else "")
         )
-        text = row[S.TOKEN].replace("\n", "↵\n")
+    return _coloured_tokens("token-rewards", tokens[S.TOKEN], tokens[quantity], titles, marked)
+
+
+def _coloured_tokens(css_class: str, texts, values, titles, marked) -> str:
+    """Tokens as HTML spans in a <div class=css_class>, background on a diverging scale centred at zero (blue
+    above, red below, opacity |value| / max |value|, none for NaN), hover `titles`, the `marked` ones outlined
+    with the class "known-error". Texts and titles are escaped; a newline shows as ↵."""
+    values = np.nan_to_num(np.asarray(values, dtype=float), nan=0.0)
+    scale = np.abs(values).max() if len(values) and np.abs(values).max() > 0 else 1.0
+    spans = []
+    for text, value, title, error in zip(texts, values, titles, marked):
+        rgb = "33,102,172" if value >= 0 else "178,24,43"
         mark = ' class="known-error"' if error else ""
         outline = "outline:2px solid #111;" if error else ""
         spans.append(
             f'<span{mark} title="{escape(title)}" style="background:rgba({rgb},{0.85 * abs(value) / scale:.3f});'
-            f'{outline}border-radius:3px">{escape(text)}</span>'
+            f'{outline}border-radius:3px">{escape(text.replace(chr(10), "↵" + chr(10)))}</span>'
         )
     return (
-        '<div class="token-rewards" style="font-family:monospace;white-space:pre-wrap;line-height:1.8">'
+        f'<div class="{css_class}" style="font-family:monospace;white-space:pre-wrap;line-height:1.8">'
         + "".join(spans)
         + "</div>"
     )
+
+
+def _cell_colour(value: float, scale: float) -> str:
+    if np.isnan(value):
+        return "transparent"
+    rgb = "33,102,172" if value >= 0 else "178,24,43"
+    return f"rgba({rgb},{0.85 * abs(value) / scale:.3f})"
+
+
+def definitions_html(tokens: pd.DataFrame, first: str, second: str, names: dict[str, str]) -> str:
+    """One completion's tokens as the columns of a table whose rows are two token reward definitions (columns
+    `first`, `second` of the token table) and their difference first - second, aligned token by token; each row
+    coloured on its own diverging scale (definitions differ in scale), values to 2 decimals, blank where a token
+    has none (the last token of a cut completion has no r_t). Scrolls sideways in its own box; text escaped."""
+    tokens = tokens.sort_values(S.POSITION)
+    rows = {names[first]: tokens[first].to_numpy(float), names[second]: tokens[second].to_numpy(float)}
+    rows["difference"] = rows[names[first]] - rows[names[second]]
+    head = "".join(f"<th>{escape(t.replace(chr(10), '↵'))}</th>" for t in tokens[S.TOKEN])
+    body = []
+    for name, values in rows.items():
+        finite = np.abs(values[~np.isnan(values)])
+        scale = finite.max() if len(finite) and finite.max() > 0 else 1.0
+        cells = "".join(f'<td style="background:{_cell_colour(v, scale)}">{"" if np.isnan(v) else f"{v:.2f}"}</td>'
+                        for v in values)  # fmt: skip
+        body.append(f'<tr><th style="text-align:left">{escape(name)}</th>{cells}</tr>')
+    return (
+        '<div class="token-definitions" style="overflow-x:auto;max-width:100%">'
+        '<table style="font-family:monospace;font-size:0.8em;border-collapse:collapse;white-space:pre">'
+        f"<tr><th></th>{head}</tr>{''.join(body)}</table></div>"
+    )
+
+
+def difference_html(diff: pd.DataFrame, quantity: str, label_a: str, label_b: str) -> str:
+    """One completion's tokens (tables.token_differences rows of one example) coloured by the change in
+    `quantity` from checkpoint a to b (blue: up under b, red: down), the hover giving each quantity under a and
+    b and its change."""
+    diff = diff.sort_values(S.POSITION)
+    titles = [
+        f"{row[S.TOKEN]!r}  position {row[S.POSITION]}\n"
+        + "\n".join(f"{q}: {row[q + '_a']:.3f} ({label_a}) → {row[q + '_b']:.3f} ({label_b}), "
+                    f"Δ = {row[delta(q)]:+.3f}" for q in DIFFERENCES)
+        for row in diff.to_dict("records")
+    ]  # fmt: skip
+    return _coloured_tokens("token-differences", diff[S.TOKEN], diff[delta(quantity)], titles, [False] * len(diff))
 
 
 def token_figure(tokens: pd.DataFrame, quantity: str, title: str = "", error_position=None) -> go.Figure:
@@ -320,3 +409,18 @@ def localisation_figure(loc: pd.DataFrame, measure: str, rule: str = "") -> go.F
     fig.update_yaxes(range=[0, 1])
     fig.update_layout(barmode="group")
     return _layout(fig, f"finding the known error: {measure}", "checkpoint", measure, rule)
+
+
+def hypervolume_figure(table: pd.DataFrame, quality: str, diversity: str) -> go.Figure:
+    """The hypervolume of each method's front against the training step, a line per method (the rows of
+    analysis.pareto.hypervolume_by on seed-averaged points); the reference point in the subtitle."""
+    fig = go.Figure()
+    colors = method_colors(table[S.METHOD])
+    for method, g in table.groupby(S.METHOD, sort=True):
+        fig.add_trace(go.Scatter(
+            x=g[S.STEP], y=g["hypervolume"], mode="lines+markers", name=method, line=dict(color=colors[method]),
+            customdata=g[["points"]], hovertemplate="step %{x}: %{y:.4g}<br>%{customdata[0]} points<extra></extra>",
+        ))  # fmt: skip
+    reference = "; ".join(sorted(set(table["reference"])))
+    return _layout(fig, "hypervolume of the front over training", "step", "hypervolume",
+                   f"reference point: {reference}")  # fmt: skip

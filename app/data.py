@@ -282,7 +282,7 @@ def token_columns(root: Path, run: str, step: int, data: str) -> list[str]:
 def token_rewards(root: Path, run: str, step: int, data: str) -> pd.DataFrame:
     """A checkpoint's token table with only what reward comparisons need."""
     path = result_path(run, step, R.REWARDS, data, R.TOKENS_FILE)
-    return read_parquet(root, path, columns=[S.EXAMPLE_ID, S.POSITION, S.TOKEN_ID, S.TOKEN, S.REWARD])
+    return read_parquet(root, path, columns=[S.EXAMPLE_ID, S.POSITION, S.TOKEN_ID, S.TOKEN, S.REWARD, S.LOGP])
 
 
 def sample_files(results: pd.DataFrame, split: str) -> list[tuple[str, int, str]]:

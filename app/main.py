@@ -2,9 +2,10 @@
 
     streamlit run app/main.py -- --runs-dir runs/demo      # or: make app
 
-This file only routes: it names the pages (app/views/), shows what to run while the runs directory is empty,
-lists the entries of the runs directory it skipped (app/data.py `index`), and shows a damaged result file's
-name and what to do instead of a page (analysis/results.py `FileError`). The app reads nothing outside
+This file only routes: it names the pages (app/views/), offers the link to the view shown (each page keeps its
+selections in the URL, app/widgets.py) and the format charts are saved in, shows what to run while the runs
+directory is empty, lists the entries of the runs directory it skipped (app/data.py `index`), and shows a damaged
+result file's name and what to do instead of a page (analysis/results.py `FileError`). The app reads nothing outside
 --runs-dir (app/safety.py). The pages are not in a folder named pages/: Streamlit would serve a first request
 for a page's URL from such a folder directly, bypassing this file.
 """
@@ -47,13 +48,27 @@ with st.sidebar:
     if st.button("Reload", icon=":material/refresh:"):
         data.clear()
         st.rerun()
+    st.segmented_control(
+        "Save charts as", widgets.IMAGE_FORMATS, default=widgets.IMAGE_FORMATS[0], required=True,
+        format_func=str.upper, key=widgets.IMAGE_FORMAT, persist_state="session",
+        help="The format the camera button of each chart's mode bar saves in; tables download as CSV.",
+    )  # fmt: skip
+    share = st.empty()  # filled once the page has written its selections to the URL
 if skipped:  # named by their paths under the root, shown verbatim (a file name is not markup)
     st.warning(f"Skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} of the runs directory, not read:")
     widgets.text_block("\n".join(skipped))
 if runs.empty:
     st.info(EMPTY.format(root=root))
 else:
+    # the URL holds the selections of the page shown: another page's are dropped when the user moves on (a link
+    # opened in a new session keeps its own)
+    if st.session_state.setdefault("params_of", page.url_path) != page.url_path:
+        st.query_params.clear()
+        st.session_state["params_of"] = page.url_path
     try:
         page.run()
     except FileError as e:  # a damaged result file: named, and nothing computed from it is shown
         st.error(f"{e}")
+    with share.popover("Copy link", icon=":material/link:", help="This view: the page and its selections"):
+        st.caption("The address of this page with its selections (the copy button is at the right):")
+        st.code(widgets.link(page.url_path), language=None, wrap_lines=True)

@@ -9,6 +9,7 @@ from aggregate.parquet (analysis/sweep.py), means over seeds and their standard 
 import posixpath
 from collections import defaultdict
 
+import numpy as np
 import pandas as pd
 
 from analysis import pareto, stats
@@ -105,11 +106,14 @@ def seed_band(curves: pd.DataFrame) -> pd.DataFrame:
 
 def pareto_points(agg: pd.DataFrame, quality: str, diversity: str) -> pd.DataFrame:
     """Seed-averaged (checkpoint, decoding) points with `quality` and `diversity` (aggregate column names),
-    their SEs over seeds, and "on_front" per method (higher quality; lower diversity only for Self-BLEU)."""
+    their SEs over seeds, and "on_front" (higher quality; lower diversity for Self-BLEU and the
+    compression ratio, schema.HIGHER_IS_BETTER). One front per method and checkpoint step, so the fronts of several
+    steps show the front moving over training."""
     cols = list(dict.fromkeys([quality, diversity]))
     agg = agg.dropna(subset=cols)
     points = stats.aggregate_seeds(agg, metrics=cols)
-    return pareto.pareto_by(points, quality, S.METHOD, diversity, lower_diversity_is_better=diversity == S.SELF_BLEU)
+    lower = not S.HIGHER_IS_BETTER[diversity]
+    return pareto.pareto_by(points, quality, [S.METHOD, S.STEP], diversity, lower_diversity_is_better=lower)
 
 
 # Columns of the figures analysis/rewards.py writes to summary.json (analysis/agreement.py computes them with
@@ -194,6 +198,52 @@ def summary_error_localisation(summaries: dict) -> pd.DataFrame:
     return _frame(rows, LOCALISATION_COLUMNS)
 
 
+# The token reward definitions of schema.DEFINITIONS in words (analysis/definitions.py has the equations).
+DEFINITIONS_TEXT = (
+    "r_t = Q − γV(s_t+1) at the run's γ; r_t at γ = 1: Q − V(s_t+1); implicit: β·(log π − log π_ref) against the "
+    "reference summary.json names (default: the run's initial model); log π = Q − V(s_t) alone; baseline: r_t "
+    "minus the prompt's mean per-token r_t. A completion's score under each is the sum over its tokens."
+)
+DEFINITION_COLUMNS = ("definition", "score", "metric", "n", "spearman", "spearman_low", "spearman_high",
+                      "best_of_4_accuracy", "best_of_4_low", "best_of_4_high", "best_of_4_n", "best_of_4_random",
+                      "pairwise_accuracy", "pairwise_low", "pairwise_high", "pairwise_n", "pairwise_ties")  # fmt: skip
+
+
+def summary_definitions(summaries: dict, metric: str | None = None) -> pd.DataFrame:
+    """The agreement of every token reward definition as analysis/rewards.py wrote it ("definitions" of
+    summary.json, analysis/definitions.py), one row per (checkpoint, definition[, metric]): Spearman with the
+    metric, best-of-4 and pairwise accuracy, each with its interval, where they apply; only `metric`'s rows when
+    given. The columns that apply to none of the rows (pairwise on samples, Spearman on pairs) are left out."""
+    rows = [
+        {S.RUN: run, S.STEP: step, **row}
+        for (run, step), s in summaries.items()
+        for row in s.get("definitions", [])
+        if metric is None or row.get("metric") == metric
+    ]
+    table = pd.DataFrame(rows, columns=[S.RUN, S.STEP, *DEFINITION_COLUMNS])
+    table = table.astype({c: float for c in table.columns if c not in {S.RUN, S.STEP, "definition", "score", "metric"}})
+    return table.dropna(axis="columns", how="all")
+
+
+def best_definitions(table: pd.DataFrame, measure: str) -> pd.DataFrame:
+    """Per checkpoint, the definition with the highest `measure` (spearman, best_of_4_accuracy or
+    pairwise_accuracy) and the runner-up's, with whether their intervals overlap (the lead then is not
+    resolved): checkpoint, best, its value, runner-up, its value, separated."""
+    out = []
+    for ckpt, g in table.dropna(subset=[measure]).groupby(S.CHECKPOINT, sort=False):
+        g = g.sort_values(measure, ascending=False, kind="stable")
+        first, second = g.iloc[0], g.iloc[1] if len(g) > 1 else None
+        low = measure.replace("accuracy", "low") if "accuracy" in measure else f"{measure}_low"
+        high = measure.replace("accuracy", "high") if "accuracy" in measure else f"{measure}_high"
+        out.append({
+            S.CHECKPOINT: ckpt, "best": first["definition"], measure: first[measure],
+            "runner-up": None if second is None else second["definition"],
+            f"runner-up {measure}": np.nan if second is None else second[measure],
+            "separated": bool(second is not None and first[low] > second[high]),
+        })  # fmt: skip
+    return pd.DataFrame(out)
+
+
 def reward_rule(summaries: dict) -> str:
     """How the rewards of these summaries were read off the logits, for table headers and chart titles: the
     discount(s) gamma and the terminal rule, as summary.json states them."""
@@ -203,15 +253,48 @@ def reward_rule(summaries: dict) -> str:
     return f"r_t = Q − γV(s_t+1), γ = {gamma}; {terminal}"
 
 
-def reward_differences(a: pd.DataFrame, b: pd.DataFrame, top: int = 20) -> pd.DataFrame:
-    """The `top` tokens whose reward differs most between two checkpoints' token tables, by |reward_b -
-    reward_a|. Only examples both scored with the same token ids at every position are compared."""
+# The per-token quantities two checkpoints are compared by on the same completions (the token table's columns).
+DIFFERENCES = (S.REWARD, S.LOGP)
+
+
+def delta(quantity: str) -> str:
+    """Column of the change in `quantity` between two checkpoints: d_reward = Δr_t, d_logp = Δlog π."""
+    return f"d_{quantity}"
+
+
+def token_differences(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Per token of the completions both checkpoints scored identically (the same token ids at every position
+    under an example id), the reward and log π under each (suffixes _a, _b) and their changes b - a
+    (delta(reward), delta(logp)): one row per token, in (example, position) order. Another completion under the
+    same example id (a sweep redone between the two) is left out, never compared token by token."""
     m = a.merge(b, on=[S.EXAMPLE_ID, S.POSITION], suffixes=("_a", "_b"))
     same_ids = (m[S.TOKEN_ID + "_a"] == m[S.TOKEN_ID + "_b"]).groupby(m[S.EXAMPLE_ID]).all()
     length_a, length_b = a.groupby(S.EXAMPLE_ID).size(), b.groupby(S.EXAMPLE_ID).size()
     comparable = same_ids & (length_a.reindex(same_ids.index) == length_b.reindex(same_ids.index))
-    m = m[m[S.EXAMPLE_ID].map(comparable).to_numpy(bool)]
-    m = m.assign(diff=m[S.REWARD + "_b"] - m[S.REWARD + "_a"])
-    m = m.loc[m["diff"].abs().sort_values(ascending=False, kind="stable").index[:top]]
-    out = m[[S.EXAMPLE_ID, S.POSITION, S.TOKEN + "_a", S.REWARD + "_a", S.REWARD + "_b", "diff"]]
-    return out.rename(columns={S.TOKEN + "_a": S.TOKEN}).reset_index(drop=True)
+    m = m[m[S.EXAMPLE_ID].map(comparable).to_numpy(bool)].rename(columns={S.TOKEN + "_a": S.TOKEN})
+    m = m.assign(**{delta(q): m[q + "_b"] - m[q + "_a"] for q in DIFFERENCES})
+    columns = [S.EXAMPLE_ID, S.POSITION, S.TOKEN, *(f"{q}_{side}" for q in DIFFERENCES for side in "ab"),
+               *map(delta, DIFFERENCES)]  # fmt: skip
+    return m.sort_values([S.EXAMPLE_ID, S.POSITION], kind="stable")[columns].reset_index(drop=True)
+
+
+def largest_changes(diff: pd.DataFrame, quantity: str, top: int | None = 20) -> pd.DataFrame:
+    """The `top` rows of token_differences with the largest |change in `quantity`| (all with None), largest
+    first; ties keep (example, position) order. A NaN change (the last token of a cut completion has no reward)
+    comes last."""
+    order = diff[delta(quantity)].abs().sort_values(ascending=False, kind="stable", na_position="last").index
+    return diff.loc[order[:top]].reset_index(drop=True)
+
+
+def token_moves(diff: pd.DataFrame, quantity: str, min_count: int = 2, top: int = 20) -> pd.DataFrame:
+    """Across every compared completion, per token text seen at least `min_count` times: its count, the mean
+    change in `quantity` and the mean of its absolute value; the `top` tokens with the largest |mean change|
+    first. A token whose reward moves one way wherever it occurs is what a change of objective did to it."""
+    d = diff.dropna(subset=[delta(quantity)])
+    changes = pd.DataFrame({S.TOKEN: d[S.TOKEN], "change": d[delta(quantity)], "size": d[delta(quantity)].abs()})
+    moves = changes.groupby(S.TOKEN, sort=True).agg(n=("change", "size"), mean=("change", "mean"),
+                                                     mean_abs=("size", "mean"))  # fmt: skip
+    moves = moves[moves["n"] >= min_count].reset_index()
+    order = moves["mean"].abs().sort_values(ascending=False, kind="stable").index
+    names = {"mean": f"mean {delta(quantity)}", "mean_abs": f"mean |{delta(quantity)}|"}
+    return moves.loc[order[:top]].rename(columns=names).reset_index(drop=True)

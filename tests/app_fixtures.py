@@ -309,3 +309,40 @@ def choose(page, label: str, option: str) -> None:
     page.get_by_label(label, exact=True).click()
     page.keyboard.type(option)
     page.get_by_role("option").filter(has_text=re.compile("^" + re.escape(option))).first.click()
+# Every selection control (segmented control, selectbox, multiselect) whose box or any of whose options reaches
+# past the right edge of its column (or of the main area, outside columns): [label, right edge, column's edge].
+OVERFLOWING = """() => {
+  const out = [];
+  const controls = '[data-testid="stButtonGroup"], [data-testid="stSelectbox"], [data-testid="stMultiSelect"]';
+  for (const el of document.querySelectorAll(`[data-testid="stMain"] :is(${controls})`)) {
+    const column = el.closest('[data-testid="stColumn"]') || el.closest('[data-testid="stMainBlockContainer"]');
+    const edge = column.getBoundingClientRect().right;
+    const right = Math.max(...[el, ...el.querySelectorAll('button, [role="button"]')]
+      .map(e => e.getBoundingClientRect().right));
+    if (right > edge + 1) out.push([el.innerText.split('\\n')[0], right, edge]);
+  }
+  return out;
+}"""
+# Every text of every drawn Plotly chart (titles, axis titles, tick labels, annotations, legend entries, point
+# labels) that leaves its chart, and every pair of them whose boxes overlap by more than a pixel each way.
+CHART_TEXT_CLASHES = """() => {
+  const selectors = '.gtitle, [class^="g-"][class$="title"] text, [class*="tick"] > text, .annotation-text, ' +
+    '.legendtext, .textpoint text';
+  const out = [];
+  document.querySelectorAll('[data-testid="stMain"] .js-plotly-plot').forEach((plot, i) => {
+    const svg = plot.querySelector('.main-svg').getBoundingClientRect();
+    const texts = [...new Set(plot.querySelectorAll(selectors))]
+      .filter(t => t.textContent.trim() && t.getBoundingClientRect().width > 0)
+      .map(t => ({text: t.textContent, box: t.getBoundingClientRect()}));
+    for (const {text, box} of texts)
+      if (box.left < svg.left - 1 || box.right > svg.right + 1 || box.top < svg.top - 1 || box.bottom > svg.bottom + 1)
+        out.push(`chart ${i}: "${text}" leaves the chart`);
+    for (let a = 0; a < texts.length; a++) for (let b = a + 1; b < texts.length; b++) {
+      const p = texts[a].box, q = texts[b].box;
+      const w = Math.min(p.right, q.right) - Math.max(p.left, q.left);
+      const h = Math.min(p.bottom, q.bottom) - Math.max(p.top, q.top);
+      if (w > 1 && h > 1) out.push(`chart ${i}: "${texts[a].text}" overlaps "${texts[b].text}"`);
+    }
+  });
+  return out;
+}"""

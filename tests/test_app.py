@@ -14,6 +14,7 @@ import re
 import shutil
 import struct
 import subprocess
+import urllib.parse
 import sys
 from pathlib import Path
 
@@ -60,7 +61,8 @@ def figure(at, i: int) -> dict:
 
 
 def title(fig: dict) -> str:
-    return fig["layout"]["title"]["text"]
+    """A chart's title as one line (charts.py wraps long titles with <br>)."""
+    return fig["layout"]["title"]["text"].replace("<br>", " ")
 
 
 def select(at, label: str):
@@ -134,7 +136,7 @@ def test_token_rewards_page_escapes_tokens(monkeypatch, real_runs):
     assert not at.exception
     assert f"γ = {summary(real_runs, 'mle/seed0', HOSTILE)['gamma']:g}; EOS terminal" in at.caption[0].value
     assert HOSTILE_TOKENS[0] in at.code[0].value  # the prompt, shown verbatim
-    bodies = [h.proto.body for h in at.get("html")]
+    bodies = [h.proto.body for h in at.get("html") if 'class="token-rewards"' in h.proto.body]
     assert len(bodies) == 2  # two checkpoints side by side
     for body, run in zip(bodies, SCORED_HOSTILE):
         assert "<script" not in body and "<img" not in body
@@ -144,8 +146,7 @@ def test_token_rewards_page_escapes_tokens(monkeypatch, real_runs):
         assert shown == "".join(tokens.loc[tokens[S.EXAMPLE_ID] == 0, S.TOKEN])  # every token, in order
         assert HOSTILE_TOKENS[0] in shown and HOSTILE_TOKENS[1] in shown
     assert len(at.get("plotly_chart")) == 2
-    differences = at.dataframe[-1].value  # both checkpoints scored the same texts
-    assert differences.columns[-1] == "difference" and len(differences) == 20
+    assert "What changed from" in at.subheader[-1].value  # both checkpoints scored the same texts
 
 
 def test_quality_diversity_page_shows_the_sweeps_standard_errors(monkeypatch, real_runs):
@@ -495,13 +496,28 @@ def test_seed_band_and_long_metrics():
                                     "lo": [1.0, 5.0], "hi": [3.0, 5.0], "n_seeds": [2, 1]}  # fmt: skip
 
 
-def test_reward_differences_compare_only_identical_completions():
-    a = pd.DataFrame({S.EXAMPLE_ID: [0, 0, 1], S.POSITION: [0, 1, 0], S.TOKEN_ID: [5, 6, 7], S.TOKEN: ["x", "<b>", "y"],
-                      S.REWARD: [1.0, 2.0, 0.0]})  # fmt: skip
-    b = a.assign(**{S.TOKEN_ID: [5, 6, 8], S.REWARD: [1.5, -1.0, 5.0]})  # example 1 is another completion in b
-    diff = tables.reward_differences(a, b)
-    assert diff.to_dict("list") == {S.EXAMPLE_ID: [0, 0], S.POSITION: [1, 0], S.TOKEN: ["<b>", "x"],
-                                    "reward_a": [2.0, 1.0], "reward_b": [-1.0, 1.5], "diff": [-3.0, 0.5]}  # fmt: skip
+def test_token_differences_compare_only_identical_completions():
+    a = pd.DataFrame({S.EXAMPLE_ID: [0, 0, 1, 2, 2], S.POSITION: [0, 1, 0, 0, 1], S.TOKEN_ID: [5, 6, 7, 5, 9],
+                      S.TOKEN: ["x", "<b>", "y", "x", "z"], S.REWARD: [1.0, 2.0, 0.0, 0.5, 1.0],
+                      S.LOGP: [-1.0, -2.0, -3.0, -0.5, -0.25]})  # fmt: skip
+    # example 1 is another completion in b (token 8), example 2 a shorter one (its prefix): neither compared
+    b = a.assign(**{S.TOKEN_ID: [5, 6, 8, 5, 9], S.REWARD: [1.5, -1.0, 5.0, 0.0, 0.0],
+                    S.LOGP: [-0.5, -2.5, 0.0, 0.0, 0.0]}).drop(index=4)  # fmt: skip
+    diff = tables.token_differences(a, b)
+    assert diff.to_dict("list") == {
+        S.EXAMPLE_ID: [0, 0], S.POSITION: [0, 1], S.TOKEN: ["x", "<b>"], "reward_a": [1.0, 2.0],
+        "reward_b": [1.5, -1.0], "logp_a": [-1.0, -2.0], "logp_b": [-0.5, -2.5], "d_reward": [0.5, -3.0],
+        "d_logp": [0.5, -0.5],
+    }  # fmt: skip
+    assert tables.largest_changes(diff, S.REWARD)[S.POSITION].tolist() == [1, 0]  # |-3| before |0.5|
+    assert tables.largest_changes(diff, S.LOGP)[S.POSITION].tolist() == [0, 1]  # a tie keeps position order
+
+
+def test_token_moves_average_each_token_texts_changes():
+    diff = pd.DataFrame({S.TOKEN: ["x", "x", "y", "y", "y", "z"], "d_reward": [1.0, -3.0, 0.5, 0.5, np.nan, 9.0]})
+    moves = tables.token_moves(diff, S.REWARD)  # z seen once: left out; y's NaN (no next state) not counted
+    assert moves.to_dict("list") == {S.TOKEN: ["x", "y"], "n": [2, 2], "mean d_reward": [-1.0, 0.5],
+                                     "mean |d_reward|": [2.0, 0.5]}  # fmt: skip
 
 
 def test_pareto_points_average_seeds_and_mark_the_front():
@@ -527,19 +543,35 @@ def test_pareto_points_average_seeds_and_mark_the_front():
     assert list(fig.data[1].x) == [20.0, 10.0]  # t=0.5 (one seed: no SE), t=1
     assert np.isnan(fig.data[1].error_y.array[0]) and fig.data[1].error_y.array[1] == pytest.approx(0.1)
     assert fig.layout.xaxis.title.text == "self_bleu (lower = more diverse)" and fig.layout.yaxis.title.text == "q_mean"
+    # a later step: a front of its own, each step's named and dashed apart
+    later = agg.assign(**{S.STEP: 2, "q_mean": agg["q_mean"] + 0.2})
+    both = tables.pareto_points(pd.concat([agg, later]), "q_mean", S.SELF_BLEU)
+    assert both.groupby(S.STEP)[S.ON_FRONT].sum().to_dict() == {1: 2, 2: 2}  # step 2 does not hide step 1's front
+    fronts = [t for t in charts.pareto_figure(both, "q_mean", S.SELF_BLEU).data if t.name.endswith("front")]
+    assert [(t.name, t.line.dash) for t in fronts] == [("A @ 1 front", "dot"), ("A @ 2 front", "dash")]
 
 
 def test_temperature_figure_lines_and_beam_markers():
     points = pd.DataFrame({
-        S.METHOD: ["A"] * 4, S.STEP: [1] * 4, S.KIND: ["sample", "greedy", "sample", "beam"],
-        S.DECODING: ["t=1", "greedy", "t=0.5", "beam=4"], S.TEMPERATURE: [1.0, 0.0, 0.5, 0.0],
-        "q": [0.2, 0.6, 0.4, 0.7], "q_seed_se": [0.01, 0.02, 0.03, 0.04],
+        S.METHOD: ["A"] * 5, S.STEP: [1] * 5, S.KIND: ["sample", "greedy", "sample", "beam", "beam"],
+        S.DECODING: ["t=1", "greedy", "t=0.5", "beam=4", "beam=2"], S.TEMPERATURE: [1.0, 0.0, 0.5, 0.0, 0.0],
+        S.BEAMS: [1, 1, 1, 4, 2], "q": [0.2, 0.6, 0.4, 0.7, 0.5], "q_seed_se": [0.01, 0.02, 0.03, 0.04, 0.05],
     })  # fmt: skip
     fig = charts.temperature_figure(points, "q")
     line, beam = fig.data
     assert (line.name, list(line.x), list(line.y)) == ("A", [0.0, 0.5, 1.0], [0.6, 0.4, 0.2])  # sorted by T
-    assert list(line.error_y.array) == [0.02, 0.03, 0.01]
-    assert (beam.name, list(beam.text), list(beam.y)) == ("A · beam", ["beam=4"], [0.7])
+    assert list(line.error_y.array) == [0.02, 0.03, 0.01] and line.xaxis == "x2"  # the right panel
+    # beam search in the left panel, by width: the widths are the axis' ticks, no text beside the points
+    assert (beam.name, list(beam.x), list(beam.y), beam.xaxis) == ("A · beam", ["beam=2", "beam=4"], [0.5, 0.7], "x")
+    assert beam.text is None and list(fig.layout.xaxis.categoryarray) == ["beam=2", "beam=4"]
+    only_sampling = charts.temperature_figure(points[points[S.KIND] != "beam"], "q")
+    assert [t.xaxis for t in only_sampling.data] == ["x"]  # one panel when no beam search was swept
+    baselines = pd.DataFrame({S.BASELINE: ["first_k_words", "best_constant"], "q": [0.3, 0.1]})
+    with_baselines = charts.temperature_figure(points, "q", baselines)
+    lines = sorted((shape.y0, shape.xref) for shape in with_baselines.layout.shapes)
+    assert lines == [(0.1, "x domain"), (0.1, "x2 domain"), (0.3, "x domain"), (0.3, "x2 domain")]  # both panels
+    named = [a.text for a in with_baselines.layout.annotations if a.text.startswith("baseline")]
+    assert sorted(named) == ["baseline: best_constant", "baseline: first_k_words"]  # named once each
 
 
 def test_curves_figure_panels_bands_and_means():
@@ -604,10 +636,10 @@ def test_reward_and_preference_figures():
     assert (box.type, list(box.x), box.boxpoints) == ("box", [0.0, 1.0, 1.0], "all")  # a 0/1 metric: boxes
     scatter = charts.reward_quality_figure(seqs, S.R, "rouge1", corr, "γ = 1")
     assert scatter.data[0].type == "scatter"
-    assert scatter.layout.title.text == "R vs rouge1: Spearman ρ = 0.500 [0.250, 0.750] (n = 3)"
+    assert scatter.layout.title.text == "R vs rouge1: Spearman ρ = 0.500 [0.250,<br>0.750] (n = 3)"  # wrapped
     assert scatter.layout.title.subtitle.text == "γ = 1"
     undefined = charts.reward_quality_figure(seqs, S.R, "em", corr | {"spearman": np.nan})
-    assert undefined.layout.title.text == "R vs em: Spearman ρ = n/a (a side is constant) (n = 3)"
+    assert title(undefined.to_plotly_json()) == "R vs em: Spearman ρ = n/a (a side is constant) (n = 3)"
 
     acc = pd.DataFrame({S.CHECKPOINT: ["a@1", "a@1"], "score": [S.R, S.LOGP_SUM], "accuracy": [0.75, 0.5],
                         "low": [0.3006, 0.2], "high": [0.9544, 0.8], "n": [4, 4], "ties": [1, 0]})  # fmt: skip
@@ -636,3 +668,222 @@ def test_token_figure_shows_the_chosen_quantity_and_running_reward():
     ]  # fmt: skip
     assert list(fig.data[1].y) == [0.5, 2.5]
     assert list(fig.data[0].customdata) == ["&#x27;a&#x27;", "&#x27;&lt;b&gt;&#x27;"]  # repr, escaped for hover
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Links that share a view
+
+
+def opened_from_link(monkeypatch, runs_dir, page: str, query: dict) -> AppTest:
+    """The app opened on `page` by a link whose query parameters are `query` (a fresh session)."""
+    monkeypatch.setattr(sys, "argv", [MAIN, "--runs-dir", str(runs_dir)])
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.switch_page(page)
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def selections(at) -> dict:
+    """Every selection widget of the page by label: selectboxes, multiselects and segmented controls."""
+    found = {b.label: b.value for b in at.selectbox} | {m.label: m.value for m in at.multiselect}
+    return found | {g.label: g.value for g in at.get("button_group")}
+
+
+def shared_link(at) -> str:
+    """The address the page's "Copy link" popover shows (under AppTest, without origin: a path and a query)."""
+    return at.sidebar.code[-1].value
+
+
+def test_a_link_opens_the_same_runs_data_example_and_colouring(monkeypatch, real_runs):
+    """A link naming another checkpoint, no partner, another sequence score, a prompt, a completion and log π as
+    the colour opens the token view on exactly those: the widgets show them and the tokens drawn are that
+    example's under that checkpoint."""
+    name = "math-preferences"
+    seqs = pd.read_parquet(rewards_file(real_runs, "iqlearn/seed1", name, S.SEQUENCES_FILE))
+    wanted = seqs.dropna(subset=[S.ERROR_POSITION]).iloc[-1]  # a rejected side, far from the default first
+    query = {"data": name, "checkpoint": f"iqlearn/seed1@{LAST}", "beside": "none", "score": S.LOGP_SUM,
+             "prompt": wanted[S.PROMPT_ID], "example": str(wanted[S.EXAMPLE_ID]), "colour": S.LOGP}  # fmt: skip
+    at = opened_from_link(monkeypatch, real_runs.root, "views/token_rewards.py", query)
+    shown = selections(at)
+    assert shown["Data"] == name and shown["Checkpoint"] == f"iqlearn/seed1@{LAST}"
+    assert shown["Side by side with"] == "none" and shown["Sequence score"] == S.LOGP_SUM
+    assert shown["Prompt (best match first)"] == wanted[S.PROMPT_ID]
+    assert shown["Completion"] == wanted[S.EXAMPLE_ID] and shown["Colour by"] == S.LOGP
+    tokens = pd.read_parquet(rewards_file(real_runs, "iqlearn/seed1", name, S.TOKENS_FILE))
+    tokens = tokens[tokens[S.EXAMPLE_ID] == wanted[S.EXAMPLE_ID]].sort_values(S.POSITION)
+    line = figure(at, 0)["data"][0]  # the per-token chart's first line: the colouring quantity
+    assert line["name"] == S.LOGP and line["y"] == pytest.approx(tokens[S.LOGP].tolist())
+    assert at.query_params["example"] == str(wanted[S.EXAMPLE_ID])  # the URL keeps what the link named
+    assert shared_link(at).startswith("/token_rewards?data=math-preferences&checkpoint=iqlearn%2Fseed1%404")
+
+
+@pytest.mark.parametrize("page, changes", [
+    ("views/runs.py", {}),
+    ("views/token_rewards.py",
+     {"Data": SWEEP["split"], "Checkpoint": f"iqlearn/seed1@{LAST}", "Side by side with": "none"}),
+    ("views/quality_diversity.py", {"Quality": "rouge1", "Diversity": S.DISTINCT_2}),
+    ("views/rewards_quality.py", {"Score": S.LOGP_MEAN, "Checkpoint": f"iqlearn/seed1@{LAST}", "Margins of": []}),
+    ("views/samples.py", {"Decodings": ["beam=2"], "Checkpoints": [f"mle/seed1@{LAST}"]}),
+])  # fmt: skip
+def test_the_copied_link_reopens_every_selection(monkeypatch, real_runs, page, changes):
+    """Change selections on a page, take the address its "Copy link" shows, open it in a fresh session: every
+    selection widget of the page shows the same value."""
+    at = app(monkeypatch, real_runs.root, page)
+    for label, value in changes.items():
+        widget = next(w for w in [*at.selectbox, *at.multiselect] if w.label == label)
+        widget.set_value(value).run()
+        assert not at.exception
+    before = selections(at)
+    assert all(before[label] == value for label, value in changes.items())
+    link = shared_link(at)
+    assert link.startswith(f"/{Path(page).stem if page != 'views/runs.py' else ''}")
+    query = {}
+    for key, value in [pair.split("=", 1) for pair in link.partition("?")[2].split("&") if pair]:
+        query.setdefault(urllib.parse.unquote_plus(key), []).append(urllib.parse.unquote_plus(value))
+    again = opened_from_link(monkeypatch, real_runs.root, page, query)
+    assert selections(again) == before and not again.warning
+
+
+def test_a_link_naming_what_is_not_here_says_so(monkeypatch, real_runs):
+    at = opened_from_link(monkeypatch, real_runs.root, "views/token_rewards.py", {"checkpoint": "gone/seed9@4"})
+    assert "checkpoint='gone/seed9@4' is not here" in at.warning[0].value
+    assert select(at, "Checkpoint").value == f"mle/seed0@{LAST}"  # the default, as without the link
+
+
+def test_charts_save_in_the_format_picked_in_the_sidebar(monkeypatch, real_runs):
+    at = app(monkeypatch, real_runs.root, "views/quality_diversity.py")
+    config = json.loads(at.get("plotly_chart")[0].proto.config)
+    assert config["toImageButtonOptions"]["format"] == "png"
+    at.sidebar.get("button_group")[0].set_value("svg").run()
+    config = json.loads(at.get("plotly_chart")[0].proto.config)
+    assert config["toImageButtonOptions"]["format"] == "svg"
+    assert config["toImageButtonOptions"]["filename"].startswith("pareto-test-")
+
+
+def test_token_view_shows_what_changed_between_two_checkpoints(monkeypatch, real_runs):
+    """MLE beside IQLearn on the same preference pairs: the example coloured by Δr_t, its tokens and the split's
+    by the largest change, each change recomputed here from the two token tables as the analysis wrote them."""
+    name = "math-preferences"
+    at = app(monkeypatch, real_runs.root, "views/token_rewards.py")
+    select(at, "Data").set_value(name).run()
+    select(at, "Checkpoint").set_value(f"mle/seed0@{LAST}").run()
+    select(at, "Side by side with").set_value(f"iqlearn/seed0@{LAST}").run()
+    example = select(at, "Completion").value
+    a, b = (pd.read_parquet(rewards_file(real_runs, run, name, S.TOKENS_FILE))
+            for run in ("mle/seed0", "iqlearn/seed0"))  # fmt: skip
+    ids = [S.EXAMPLE_ID, S.POSITION, S.TOKEN_ID]
+    assert np.array_equal(a[ids].to_numpy(), b[ids].to_numpy())  # the same samples, so every token compared
+    both = a.merge(b, on=[S.EXAMPLE_ID, S.POSITION], suffixes=("_a", "_b"))
+    both["d"] = both["reward_b"] - both["reward_a"]
+    mine = both[both[S.EXAMPLE_ID] == example]
+    body = next(h.proto.body for h in at.get("html") if "token-differences" in h.proto.body)
+    hovers = [html.unescape(t) for t in re.findall(r'title="([^"]*)"', body)]
+    assert len(hovers) == len(mine)
+    for hover, d in zip(hovers, mine.sort_values(S.POSITION)["d"]):
+        assert f"Δ = {d:+.3f}" in hover.splitlines()[1]  # the reward line: a → b, Δ
+    by_size = at.dataframe[-3].value  # this completion's tokens, largest |Δr_t| first
+    expected = mine.dropna(subset=["d"]).sort_values("d", key=abs, ascending=False)["d"]
+    assert by_size["d_reward"].dropna().tolist() == pytest.approx(expected.tolist(), abs=1e-12)
+    largest = at.dataframe[-2].value  # across the split
+    assert len(largest) == 20 and largest["d_reward"].abs().tolist() == pytest.approx(
+        both["d"].abs().dropna().sort_values(ascending=False).head(20).tolist(), abs=1e-12)
+    next(g for g in at.get("button_group") if g.label == "Change in").set_value(S.LOGP).run()
+    largest = at.dataframe[-2].value
+    d_logp = (both["logp_b"] - both["logp_a"]).abs().sort_values(ascending=False)
+    assert largest["d_logp"].abs().tolist() == pytest.approx(d_logp.head(20).tolist(), abs=1e-12)
+    assert at.query_params["change"] == S.LOGP
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reward definitions side by side
+
+
+def test_rewards_quality_page_shows_every_definition_with_its_interval(monkeypatch, real_runs):
+    """One row per (checkpoint, definition) with Spearman and best-of-4 and their intervals on the samples, and
+    pairwise accuracy with its interval on the pairs, each the number summary.json holds; the best per checkpoint."""
+    at = app(monkeypatch, real_runs.root, "views/rewards_quality.py")
+    metric = select(at, "Metric").value
+    tables_shown = [d.value for d in at.dataframe]
+    every = next(t for t in tables_shown if "definition" in t and "spearman" in t)
+    assert len(every) == len(RUNS) * len(S.DEFINITIONS)
+    for row in every.itertuples():
+        run = row.checkpoint.split("@")[0]
+        written = next(r for r in summary(real_runs, run, SWEEP["split"])["definitions"]
+                       if r["definition"] == row.definition and r["metric"] == metric)  # fmt: skip
+        for key in ("spearman", "spearman_low", "spearman_high", "best_of_4_accuracy", "best_of_4_random"):
+            assert getattr(row, key) == pytest.approx(written[key], nan_ok=True) or written[key] is None
+    assert set(every["best_of_4_random"]) == {0.25}
+    best = next(t for t in tables_shown if "best" in t and "runner-up" in t and "spearman" in t)
+    for row in best.itertuples():
+        mine = every[every[S.CHECKPOINT] == row.checkpoint]
+        tied = set(mine.loc[mine["spearman"] == row.spearman, "definition"])
+        assert row.spearman == mine["spearman"].max() and row.best in tied
+    pairwise = next(t for t in tables_shown if "definition" in t and "pairwise_accuracy" in t)
+    for row in pairwise.itertuples():
+        run = row.checkpoint.split("@")[0]
+        written = next(r for r in summary(real_runs, run, HOSTILE)["definitions"] if r["definition"] == row.definition)
+        assert (row.pairwise_accuracy, row.pairwise_low, row.pairwise_high) == pytest.approx(
+            (written["pairwise_accuracy"], written["pairwise_low"], written["pairwise_high"]))
+
+
+def test_token_view_shows_two_definitions_aligned_with_their_difference(monkeypatch, real_runs):
+    at = app(monkeypatch, real_runs.root, "views/token_rewards.py")
+    select(at, "Definition").set_value("r_t at γ=1").run()
+    select(at, "against").set_value("implicit β·log(π/π_ref)").run()
+    example, run = select(at, "Completion").value, "mle/seed0"
+    tokens = pd.read_parquet(rewards_file(real_runs, run, HOSTILE, S.TOKENS_FILE))
+    tokens = tokens[tokens[S.EXAMPLE_ID] == example].sort_values(S.POSITION)
+    body = next(h.proto.body for h in at.get("html") if "token-definitions" in h.proto.body)
+    rows = re.findall(r"<tr>(.*?)</tr>", body)
+    cells = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in rows[1:]]
+    shown = [[float(c) if c else np.nan for c in row] for row in cells]
+    first, second = tokens[S.REWARD_GAMMA1], tokens[S.REWARD_IMPLICIT]
+    expected = [first, second, first - second]
+    for values, want in zip(shown, expected):
+        assert values == pytest.approx(want.round(2).tolist(), abs=0.0051, nan_ok=True)  # shown to 2 decimals
+    assert at.query_params["definition"] == "r_t at γ=1"
+
+
+def test_definitions_html_aligns_rows_and_escapes():
+    tokens = pd.DataFrame({S.POSITION: [1, 0], S.TOKEN: ["<b>", "a\n"], "x": [np.nan, 2.0], "y": [1.0, -1.0]})
+    body = charts.definitions_html(tokens, "x", "y", {"x": "first", "y": "second"})
+    assert "<b>" not in body and "&lt;b&gt;" in body and "a↵" in body
+    rows = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", body)[1:]]
+    assert rows == [["2.00", ""], ["-1.00", "1.00"], ["3.00", ""]]  # by position; NaN blank, difference x - y
+
+
+def test_best_definitions_name_the_lead_and_whether_it_is_resolved():
+    table = pd.DataFrame({
+        S.CHECKPOINT: ["a"] * 3 + ["b"] * 2, "definition": ["r", "logp", "imp", "r", "logp"],
+        "spearman": [0.5, 0.2, np.nan, 0.1, 0.3], "spearman_low": [0.4, 0.0, np.nan, 0.0, 0.05],
+        "spearman_high": [0.6, 0.3, np.nan, 0.2, 0.5],
+    })  # fmt: skip
+    best = tables.best_definitions(table, "spearman")
+    assert best.to_dict("list") == {S.CHECKPOINT: ["a", "b"], "best": ["r", "logp"], "spearman": [0.5, 0.3],
+                                    "runner-up": ["logp", "r"], "runner-up spearman": [0.2, 0.1],
+                                    "separated": [True, False]}  # fmt: skip
+
+
+def test_quality_diversity_page_shows_each_fronts_hypervolume(monkeypatch, real_runs):
+    """The hypervolume per method and step: the area the seed means of the sweep's written points dominate,
+    against (0, Self-BLEU 100), recomputed here from aggregate.parquet by plain pandas."""
+    from analysis.pareto import hypervolume
+
+    at = app(monkeypatch, real_runs.root, "views/quality_diversity.py")
+    select(at, "Quality").set_value("rouge1").run()
+    shown = next(d.value for d in at.dataframe if "hypervolume" in d.value)
+    written = pd.concat([
+        pd.read_parquet(real_runs.checkpoints[run] / "sweep" / SWEEP["split"] / "aggregate.parquet").assign(run=run)
+        for run in RUNS
+    ]).dropna(subset=[S.SELF_BLEU])  # fmt: skip
+    written[S.METHOD] = written["run"].map(lambda r: "mle" if r.startswith("mle") else "iqlearn lam=0.1")
+    means = written.groupby([S.METHOD, S.DECODING])[["rouge1_mean", S.SELF_BLEU]].mean()
+    for row in shown.itertuples():
+        mine = means.loc[row.method]
+        assert row.hypervolume == pytest.approx(hypervolume(mine["rouge1_mean"], mine[S.SELF_BLEU], True, (0, 100)))
+        assert row.reference == "rouge1_mean = 0, self_bleu = 100" and row.step == LAST
+    assert shown["hypervolume"].gt(0).any()
+    line = next(figure(at, i) for i in range(len(at.get("plotly_chart"))) if "hypervolume" in title(figure(at, i)))
+    assert sorted(t["name"] for t in line["data"]) == sorted(shown[S.METHOD])

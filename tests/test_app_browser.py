@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.app_fixtures import PAGES, REPO, choose, chromium, serve_app, timed_run
+from tests.app_fixtures import (
+    CHART_TEXT_CLASHES, OVERFLOWING, PAGES, REPO, choose, chromium, serve_app, timed_run,
+)
 from tests.conftest import HOSTILE, HOSTILE_TOKENS
 
 ARTIFACTS = REPO / "test-artifacts" / "app"
@@ -66,3 +68,41 @@ def test_hostile_tokens_render_as_text(page):
     screenshot(page, "token_rewards_hostile")
     page.wait_for_timeout(300)  # a script would have run by now
     assert page.dialogs == []
+
+
+@pytest.mark.parametrize("width", [1280, 800])
+@pytest.mark.parametrize("url", ["token_rewards", "quality_diversity", "rewards_quality", ""])
+def test_no_control_overflows_and_no_chart_label_overlaps(page, url, width):
+    """At a laptop's width and a narrow window's (sidebar open), every selection control stays inside its column
+    (the segmented controls wrap their options) and no text of a chart leaves it or covers another (the beam
+    widths are the ticks of their own panel, the legends sit under the plots, long titles wrap)."""
+    page.set_viewport_size({"width": width, "height": 1000})
+    try:
+        timed_run(page, lambda: page.goto(f"{page.base}/{url}"), reload=True, **PAGES[url])
+        assert page.locator('[data-testid="stException"]').count() == 0
+        height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+        page.set_viewport_size({"width": width, "height": max(height, 1000)})  # every chart drawn on screen
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(ARTIFACTS / f"{url or 'runs'}-{width}px.png"))
+        assert page.evaluate(OVERFLOWING) == []
+        assert page.evaluate(CHART_TEXT_CLASHES) == []
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+def test_a_link_opens_the_view_it_names(page):
+    """A link with query parameters opens the token view on the checkpoint, partner, score and colouring it
+    names, and the page's "Copy link" shows that same address back."""
+    query = "data=test&checkpoint=iqlearn%2Fseed1%404&beside=none&score=logp_sum&colour=logp"
+    url = f"{page.base}/token_rewards?{query}"
+    timed_run(page, lambda: page.goto(url), reload=True, charts=1, selector=".token-rewards")
+    assert page.get_by_label("Checkpoint", exact=True).input_value() == "iqlearn/seed1@4"
+    assert page.get_by_label("Side by side with", exact=True).input_value() == "none"
+    for group, pressed in (("Sequence score", "logp_sum"), ("Colour by", "log π")):
+        control = page.locator('[data-testid="stButtonGroup"]').filter(has_text=group)
+        assert control.locator('button[aria-checked="true"], button[kind$="Active"]').inner_text() == pressed
+    page.get_by_role("button", name="Copy link").click()
+    shown = page.locator('[data-testid="stPopoverBody"] [data-testid="stCode"]').inner_text().strip()
+    assert shown.startswith(f"{page.base}/token_rewards?data=test&checkpoint=iqlearn%2Fseed1%404&beside=none")
+    assert "score=logp_sum" in shown and "colour=logp" in shown
+    page.screenshot(path=str(ARTIFACTS / "copy-link.png"))

@@ -288,6 +288,7 @@ assert not at.exception, [e.message for e in at.exception]
 print(json.dumps({{"grids": at.selectbox[0].options, "subheaders": [s.value for s in at.subheader],
                   "markdown": [m.value for m in at.markdown],
                   "images": sum(type(e).__name__ == "Image" for e in at.main),
+                  "downloads": [b.proto.label for b in at.main.get("download_button")],
                   "heavy": sorted(m for m in ("torch", "transformers", "evaluate", "scipy") if m in sys.modules)}}))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
@@ -298,6 +299,8 @@ print(json.dumps({{"grids": at.selectbox[0].options, "subheaders": [s.value for 
     for f in summary["findings"]:
         assert any(f"**Verdict: {f['verdict_text']}.**" in m for m in shown["markdown"])
     assert shown["images"] == sum(f["figure"] in summary["figures"] for f in summary["findings"])
+    # each figure saved as PNG and as SVG (and its table as CSV)
+    assert shown["downloads"].count("PNG") == shown["downloads"].count("SVG") == shown["images"]
 
 
 def test_quick_findings_under_accelerate_launch_on_two_processes(tmp_path):

@@ -162,3 +162,17 @@ def test_every_metric_has_a_direction():
     computed = {"exact_match", "rouge1", "rouge2", "rougeLsum", "bleu", "chrf", "self_bleu", "distinct_1", "distinct_2"}
     assert computed <= HIGHER_IS_BETTER.keys()
     assert HIGHER_IS_BETTER["self_bleu"] is False
+
+
+def test_compression_ratio_and_ngram_diversity_by_hand():
+    import gzip
+
+    from analysis.metrics import compression_ratio, ngram_diversity
+
+    samples = ["a b a b", "a b c"]
+    raw = b"a b a b\na b c"
+    assert compression_ratio(samples) == len(raw) / len(gzip.compress(raw, compresslevel=9, mtime=0))
+    assert compression_ratio(["x y z w"] * 20) > 5 * compression_ratio(["x y z w", "q r s t"])  # repeats compress
+    # n-grams never cross samples: 1-grams a b a b a b c (3 distinct of 7), 2-grams ab ba ab ab bc (3 of 5),
+    # 3-grams aba bab abc (3 of 3), 4-grams abab (1 of 1)
+    assert ngram_diversity(samples) == pytest.approx(3 / 7 + 3 / 5 + 1 + 1)

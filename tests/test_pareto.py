@@ -112,3 +112,29 @@ def test_aggregate_seeds_default_metrics_and_repeated_seed():
     assert [c for c in out.columns if c.endswith("_seed_se")] == ["rouge1_mean_seed_se", "self_bleu_seed_se"]
     with pytest.raises(ValueError, match="seed repeats"):
         aggregate_seeds(_agg_table().assign(**{S.SEED: 0}))
+
+
+def test_hypervolume_by_hand_and_against_a_grid_count():
+    from analysis.pareto import hypervolume
+
+    # Self-BLEU (lower is better) against reference (0, 100): as (q, 100 - b) the points are (0.5, 80), (0.8, 40),
+    # (0.2, 90) and (0.1, 10), the last dominated: 0.8 * 40 + 0.5 * (80 - 40) + 0.2 * (90 - 80) = 54
+    assert hypervolume([0.5, 0.8, 0.2, 0.1], [20, 60, 10, 90], True, (0.0, 100.0)) == pytest.approx(54.0)
+    assert hypervolume([0.5, -1.0], [120, 20], True, (0.0, 100.0)) == 0.0  # nothing better than the reference
+    # the obvious thing: the share of a fine grid's cells whose centre some point dominates
+    rng = np.random.default_rng(0)
+    q, d = rng.random(7), rng.random(7)
+    edges = (np.arange(400) + 0.5) / 400
+    cq, cd = np.meshgrid(edges, edges, indexing="ij")
+    covered = ((cq[..., None] <= q) & (cd[..., None] <= d)).any(-1).mean()
+    assert hypervolume(q, d, False, (0.0, 0.0)) == pytest.approx(covered, abs=2 * 7 / 400)  # a cell per edge
+
+
+def test_hypervolume_by_states_its_reference_point():
+    from analysis.pareto import hypervolume_by
+
+    points = pd.DataFrame({S.METHOD: ["a", "a", "a", "b"], S.STEP: [1, 1, 2, 1], "q": [0.5, 0.8, 0.3, np.nan],
+                           S.SELF_BLEU: [20.0, 60.0, 50.0, 10.0]})  # fmt: skip
+    table = hypervolume_by(points, "q", S.SELF_BLEU)
+    assert table[[S.METHOD, S.STEP, "hypervolume", "points"]].values.tolist() == [["a", 1, 52.0, 2], ["a", 2, 15.0, 1]]
+    assert set(table["reference"]) == {"q = 0, self_bleu = 100"}

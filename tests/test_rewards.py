@@ -107,7 +107,7 @@ def test_command_rewards_equal_a_plain_forward_pass(checkpoint, model_and_tokeni
     analysis_main(["rewards", "--checkpoint", str(checkpoint), "--data", write_jsonl(tmp_path / "plain.jsonl", rows),
                    "--gamma", "0.9", "--metrics", "score", "--batch_tokens", "300"])  # fmt: skip
     tokens, seqs = read(checkpoint, "plain", runs.TOKENS_FILE), read(checkpoint, "plain", runs.SEQUENCES_FILE)
-    assert list(tokens.columns) == list(S.TOKEN_COLUMNS)
+    assert list(tokens.columns) == [*S.TOKEN_COLUMNS, *S.DEFINITION_TOKEN_COLUMNS]
     assert list(seqs.columns[:10]) == [*S.SEQUENCE_COLUMNS, S.TRUNCATED]
     assert list(seqs["score"]) == [0.0, 1.0, 2.0, 3.0, 9.0]  # extra columns kept
     for example_id, row in enumerate(rows):

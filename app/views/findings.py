@@ -6,7 +6,7 @@ those tables by the same builders (findings/figures.py) that drew the report's P
 import matplotlib.pyplot as plt
 import streamlit as st
 
-from app import data
+from app import data, widgets
 from app.safety import OutsideRunsDir, inside, scandir
 from findings import figures, layout as L
 from irl import runs as R
@@ -45,7 +45,7 @@ if not found:
     st.info("No findings under this runs directory yet. Run `python -m findings run --config "
             "configs/findings/quick.yaml` (or `make findings-quick`), then open the app on its runs directory.")
     st.stop()
-grid = st.selectbox("Grid", found, format_func=lambda g: g or "(the runs directory itself)")
+grid = widgets.select(st, "Grid", found, key="grid", format_func=lambda g: g or "(the runs directory itself)")
 base = f"{grid}/{L.FINDINGS_DIR}" if grid else L.FINDINGS_DIR
 summary = data.json_file(root, f"{base}/{L.SUMMARY}")
 tables = {name: data.read_parquet(root, f"{base}/{name}.parquet") for name in L.TABLES
@@ -70,11 +70,7 @@ for n, f in enumerate(summary["findings"], 1):
     fig = drawn.get(f["figure"])
     if fig is not None:
         st.pyplot(fig, clear_figure=False)
-        table = tables.get(FIGURE_TABLES[f["figure"]])
-        if table is not None:
-            st.download_button("Download CSV", data=table.to_csv(index=False), key=f"csv-{n}",
-                               icon=":material/download:", file_name=f"{f['figure'].removesuffix('.png')}.csv",
-                               mime="text/csv")  # fmt: skip
+        widgets.figure_downloads(fig, f["figure"].removesuffix(".png"), tables.get(FIGURE_TABLES[f["figure"]]), f"-{n}")
 for fig in drawn.values():
     if fig is not None:
         plt.close(fig)

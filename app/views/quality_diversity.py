@@ -1,10 +1,11 @@
 """Quality vs diversity: the Pareto scatter of (checkpoint, decoding) points averaged over seeds, with each
-method's front, quality against sampling temperature with beam search apart, and each run's means and standard
+method's front, quality against sampling temperature with beam search apart, the hypervolume of each method's
+front per checkpoint step (analysis/pareto.py, reference point stated), and each run's means and standard
 errors as analysis/sweep.py wrote them (the seed means and their SEs over seeds are analysis/stats.py's)."""
 
 import streamlit as st
 
-from analysis import stats
+from analysis import pareto, stats
 from analysis import schema as S
 from app import charts, data, tables, widgets
 from irl import runs as R
@@ -17,23 +18,31 @@ if swept.empty:
     st.stop()
 
 top = st.columns([1, 1, 1, 3])
-split = top[0].selectbox("Split", sorted(swept["name"].unique()))
+split = widgets.select(top[0], "Split", sorted(swept["name"].unique()), key="split")
 agg = data.gather(root, results, R.SWEEP, split, R.AGGREGATE, runs)
-metric = top[1].selectbox("Quality", [m for m in S.quality_columns(S.HIGHER_IS_BETTER) if S.mean_col(m) in agg])
+metric = widgets.select(
+    top[1], "Quality", [m for m in S.quality_columns(S.HIGHER_IS_BETTER) if S.mean_col(m) in agg], key="quality"
+)
 quality = S.mean_col(metric)
-diversity = top[2].selectbox("Diversity", [d for d in (S.SELF_BLEU, S.DISTINCT_1, S.DISTINCT_2) if d in agg.columns])
+diversity = widgets.select(
+    top[2], "Diversity", [d for d in S.DIVERSITY_COLUMNS if d != S.ENTROPY and d in agg.columns], key="diversity"
+)
 steps = sorted(agg[S.STEP].unique())
-picked = top[3].multiselect("Checkpoint steps", steps, default=steps[-1:], help="None picked: all.") or steps
-agg = agg[agg[S.STEP].isin(picked)]
+picked = widgets.multiselect(
+    top[3], "Checkpoint steps", steps, key="steps", default=steps[-1:], help="None picked: all."
+)  # fmt: skip
+picked = picked or steps
+every_step, agg = agg, agg[agg[S.STEP].isin(picked)]
 
-left, right = st.columns(2)
+left, right = widgets.side_by_side("charts")
 with left:
     points = tables.pareto_points(agg, quality, diversity)
     if points.empty:
         st.info(f"No setting has both {quality} and {diversity} (greedy decoding has no Self-BLEU of one sample).")
     else:
         widgets.chart(charts.pareto_figure(points, quality, diversity), points, f"pareto-{split}-{quality}-{diversity}")
-        st.caption("Error bars: standard error over seeds. Dotted: each method's Pareto front. "
+        st.caption("Error bars: standard error over seeds. Lines: each method's Pareto front at each step picked (one "
+                   "dash per step: pick several steps to see the front move over training). "
                    "Marker: ● greedy, ◆ sampling, ■ beam search.")  # fmt: skip
 baselines = data.gather(root, results, R.SWEEP, split, R.BASELINES, runs)
 if not baselines.empty:  # the same prompts give the same baselines in every run of a task
@@ -44,6 +53,22 @@ with right:
     widgets.chart(figure, by_temperature, f"temperature-{split}-{quality}")
     st.caption("Lines: greedy (at 0) and sampling temperatures; open squares: beam search widths; dashed: the "
                "task's trivial baselines on the same prompts.")  # fmt: skip
+
+# each method's front per step, over every step: how far it reaches, one number per checkpoint
+over_seeds = stats.aggregate_seeds(every_step.dropna(subset=[quality, diversity]), metrics=[quality, diversity])
+volumes = pareto.hypervolume_by(over_seeds, quality, diversity)
+if diversity not in pareto.HYPERVOLUME_REFERENCE:
+    st.caption(f"No hypervolume against {diversity}: it has no worst value to bound the area with.")
+elif not volumes.empty:
+    st.markdown(f"**Hypervolume of each method's front** ({quality} against {diversity}, seed means): the area its "
+                f"points dominate, bounded by the reference point {volumes['reference'].iloc[0]} (each axis' worst "
+                "value); larger is a front reaching further")  # fmt: skip
+    left, right = widgets.side_by_side("hypervolume")
+    with left:
+        name = f"hypervolume-{split}-{quality}-{diversity}"
+        widgets.chart(charts.hypervolume_figure(volumes, quality, diversity), volumes, name)
+    with right:
+        widgets.table(volumes, f"{name}-table")
 
 written = [S.CHECKPOINT, S.METHOD, S.DECODING, quality, S.se_col(metric), S.N, diversity]
 written = agg.sort_values([S.STEP, S.RUN, *S.GRID_ORDER], key=S.grid_sort_key)[written]

@@ -29,25 +29,50 @@ def correlations(name: str):
     return data.with_runs(tables.summary_correlations(found), runs), found
 
 
+def definitions_table(summaries: dict, name: str, metric: str | None = None) -> None:
+    """Every token reward definition's agreement, with its interval, per checkpoint, and per checkpoint the one
+    that tracks quality (or preferences) best, as analysis/definitions.py computed them."""
+    every = tables.summary_definitions(summaries, metric)
+    if every.empty:
+        st.info("These rewards were scored before the reward definitions were stored: score them again (with "
+                "`--name` for a new directory) to compare definitions.")  # fmt: skip
+        return
+    every = data.with_runs(every, runs).sort_values([S.STEP, S.RUN], kind="stable")
+    pairwise = "pairwise_accuracy" in every
+    measure = "pairwise_accuracy" if pairwise else "spearman"
+    st.markdown(f"**Every reward definition** against {'the preferences' if pairwise else metric}: "
+                + ("pairwise accuracy (ties ½) with its 95% Wilson interval" if pairwise else
+                   "Spearman ρ with its 95% prompt-clustered bootstrap interval, and best-of-4 accuracy (the "
+                   "sample scored highest of 4 must beat the other three; a random pick is right 0.25 of the time) "
+                   "with its 95% Wilson interval over prompts, pooling each prompt's samples of every decoding")
+                + ".")  # fmt: skip
+    st.caption(tables.DEFINITIONS_TEXT)
+    shown = [c for c in (S.CHECKPOINT, "definition", *tables.DEFINITION_COLUMNS[3:]) if c in every]
+    widgets.table(every[shown], f"definitions-{name}")
+    st.markdown(f"**Which definition tracks {'the preferences' if pairwise else metric} best**, per checkpoint "
+                "(separated: its interval lies above the runner-up's)")  # fmt: skip
+    widgets.table(tables.best_definitions(every, measure), f"best-definition-{name}")
+
+
 # data sets whose summary holds correlations (sweep samples; preference pairs have none), the first default
 # whose correlation is defined somewhere (a data set's own references are all correct)
 names = [n for n in sorted(with_seqs["name"].unique()) if not correlations(n)[0].empty]
 if names:
     top = st.columns(3)
     defined = [i for i, n in enumerate(names) if correlations(n)[0]["spearman"].notna().any()]
-    data_name = top[0].selectbox("Data", names, index=defined[0] if defined else 0)
+    data_name = widgets.select(top[0], "Data", names, key="data", index=defined[0] if defined else 0)
     every, summaries = correlations(data_name)
     rule = tables.reward_rule(summaries)
     metrics = list(dict.fromkeys(every["metric"]))
     defined = every.loc[every["spearman"].notna(), "metric"].tolist()  # default: one R varies with somewhere
-    metric = top[1].selectbox(
-        "Metric", metrics, index=metrics.index(defined[0]) if defined else 0,
+    metric = widgets.select(
+        top[1], "Metric", metrics, key="metric", index=metrics.index(defined[0]) if defined else 0,
         help="The metrics the analysis correlated the scores with (exact_match_calc scores another text, the "
         "calculator's).",
     )  # fmt: skip
     scores = list(dict.fromkeys(every["reward"]))
-    score = top[2].selectbox(
-        "Score", scores, index=scores.index(S.R) if S.R in scores else 0,
+    score = widgets.select(
+        top[2], "Score", scores, key="score", index=scores.index(S.R) if S.R in scores else 0,
         help="R, R_mean (per token), R_centered (minus the prompt's mean R): the rewards; logp_sum = log π(y|x), "
         "logp_mean, length: the likelihood baselines a reward must beat to say something beyond likelihood.",
     )  # fmt: skip
@@ -59,13 +84,13 @@ if names:
     def score_scatter() -> None:
         """The score against the metric for one checkpoint, with the Spearman rho summary.json holds for it."""
         ckpts = corr.sort_values([S.STEP, S.RUN])[S.CHECKPOINT].tolist()
-        ckpt = st.selectbox("Checkpoint", ckpts, index=len(ckpts) - 1)
+        ckpt = widgets.select(st, "Checkpoint", ckpts, key="checkpoint", index=len(ckpts) - 1)
         one = seqs[seqs[S.CHECKPOINT] == ckpt].dropna(subset=[metric])
         row = corr[corr[S.CHECKPOINT] == ckpt].iloc[0]
         fig = charts.reward_quality_figure(one, score, metric, row, rule)
         widgets.chart(fig, one, f"{score}-vs-{metric}-{ckpt}")
 
-    left, right = st.columns(2)
+    left, right = widgets.side_by_side("correlations")
     with left:
         score_scatter()
     with right:
@@ -73,11 +98,14 @@ if names:
         widgets.chart(fig, corr, f"spearman-vs-lam-{data_name}-{score}-{metric}")
     by_score = of_metric.sort_values([S.STEP, S.RUN], kind="stable")
     widgets.chart(charts.score_correlations_figure(by_score, metric, rule), by_score, f"spearman-{data_name}-{metric}")
+    definitions_table(summaries, f"{data_name}-{metric}", metric)
     best = data.with_runs(tables.summary_best_of_n(summaries), runs)
     best = best[best["metric"] == metric]
     if not best.empty:
         cells = list(dict.fromkeys(best["decoding"]))
-        cell = st.selectbox("Best of N among the samples of", cells, help="Decoding cells with N > 1 per prompt.")
+        cell = widgets.select(
+            st, "Best of N among the samples of", cells, key="cell", help="Decoding cells with N > 1 per prompt."
+        )
         best = best[best["decoding"] == cell].sort_values([S.STEP, S.RUN])
         widgets.chart(charts.best_of_n_figure(best, metric, rule), best, f"best-of-n-{data_name}-{cell}-{metric}")
 elif not with_seqs.empty:
@@ -88,7 +116,7 @@ st.subheader("Preferences")
 if with_pairs.empty:
     st.info(f"No preference pairs yet: score a data set of (prompt, chosen, rejected) to get `{R.PAIRS_FILE}`.")
     st.stop()
-pref = st.selectbox("Preference data", sorted(with_pairs["name"].unique()))
+pref = widgets.select(st, "Preference data", sorted(with_pairs["name"].unique()), key="pairs")
 summaries = data.summaries(root, results, pref)
 rule = tables.reward_rule(summaries)
 acc = data.with_runs(tables.summary_preferences(summaries), runs).sort_values([S.STEP, S.RUN], kind="stable")
@@ -96,8 +124,10 @@ pairs = data.gather(root, results, R.REWARDS, pref, R.PAIRS_FILE, runs)
 # default: the last checkpoint of one run of each method
 ckpts = acc.drop_duplicates(S.CHECKPOINT)
 last = ckpts[ckpts[S.STEP] == ckpts[S.STEP].max()].drop_duplicates(S.METHOD)
-shown = st.multiselect("Margins of", list(ckpts[S.CHECKPOINT]), default=list(last[S.CHECKPOINT]))
-left, right = st.columns(2)
+shown = widgets.multiselect(
+    st, "Margins of", list(ckpts[S.CHECKPOINT]), key="margins", default=list(last[S.CHECKPOINT])
+)  # fmt: skip
+left, right = widgets.side_by_side("preferences")
 with left:
     widgets.chart(charts.accuracy_figure(acc, rule), acc, f"pairwise-accuracy-{pref}")
 with right:
@@ -107,10 +137,11 @@ by_source = tables.summary_preferences_by_source(summaries)
 if not by_source.empty:
     with st.expander(f"Pairwise accuracy per pair source ({rule})"):
         st.dataframe(data.with_runs(by_source, runs), hide_index=True)
+definitions_table(summaries, pref)
 found = data.with_runs(tables.summary_error_localisation(summaries), runs).sort_values([S.STEP, S.RUN], kind="stable")
 if not found.empty:
-    measure = st.segmented_control(
-        "Finding the known error", ["hit@1", "hit@3", "mrr"], default="mrr", required=True,
+    measure = widgets.segmented(
+        st, "Finding the known error", ["hit@1", "hit@3", "mrr"], key="measure", default="mrr",
         help="Each corrupted completion's tokens ranked by reward (lowest first), log π (lowest first), entropy "
         "(highest first) or at random: how often the first wrong token comes first (hit@1), in the first three "
         "(hit@3), and the mean reciprocal rank of it (mrr).",

@@ -15,11 +15,11 @@ if not splits:
     st.stop()
 
 top = st.columns([1, 4])
-split = top[0].selectbox("Split", splits)
+split = widgets.select(top[0], "Split", splits, key="split")
 prompts = data.prompts(root, results, split)
 text = dict(zip(prompts[S.PROMPT_ID], prompts[S.PROMPT]))
-prompt_id = top[1].selectbox(
-    "Prompt", prompts[S.PROMPT_ID], format_func=lambda p: f"{p}: {text[p][:100]!r}"
+prompt_id = widgets.select(
+    top[1], "Prompt", prompts[S.PROMPT_ID], key="prompt", format_func=lambda p: f"{p}: {text[p][:100]!r}"
 )  # fmt: skip
 samples = data.samples_of_prompt(root, runs, results, split, prompt_id)
 first = samples.iloc[0]
@@ -37,8 +37,8 @@ last = samples[samples[S.STEP] == samples[S.STEP].max()].sort_values([S.SEED, S.
 kind_order = samples[S.KIND].map({"greedy": 0, "sample": 1, "beam": 2})
 decodings = list(samples.assign(o=kind_order).sort_values(["o", S.TEMPERATURE, S.BEAMS])[S.DECODING].unique())
 pick = st.columns(2)
-shown = pick[0].multiselect("Checkpoints", ckpts, default=sorted(last[S.CHECKPOINT]))
-settings = pick[1].multiselect("Decodings", decodings, default=decodings[:2])
+shown = widgets.multiselect(pick[0], "Checkpoints", ckpts, key="checkpoints", default=sorted(last[S.CHECKPOINT]))
+settings = widgets.multiselect(pick[1], "Decodings", decodings, key="decodings", default=decodings[:2])
 metrics = S.quality_columns(samples.columns)
 table = samples[samples[S.CHECKPOINT].isin(shown) & samples[S.DECODING].isin(settings)]
 

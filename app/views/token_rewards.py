@@ -1,5 +1,7 @@
 """Token rewards: one completion's per-token terms under one checkpoint, or two side by side, coloured by the
-chosen quantity; examples found by correctness or reward; the tokens where two checkpoints differ most."""
+chosen quantity; examples found by correctness or reward; and, for two checkpoints on the same completions, the
+change in reward and log π per token: the example coloured by it, its tokens and the split's by the largest
+change, and the token texts that moved most."""
 
 import pandas as pd
 import streamlit as st
@@ -7,6 +9,9 @@ import streamlit as st
 from analysis import schema as S
 from app import charts, data, tables, widgets
 from irl import runs as R
+
+CHANGES = {S.REWARD: "Δr_t", S.LOGP: "Δlog π"}  # the per-token changes between two checkpoints
+SEQUENCE_DEFINITIONS = [sequence for _, sequence in S.DEFINITIONS.values()]  # each definition's completion score
 
 root, runs, results = widgets.context()
 st.header("Token rewards")
@@ -16,17 +21,17 @@ if scored.empty:
     st.stop()
 
 top = st.columns([1, 2, 2])
-data_name = top[0].selectbox("Data", sorted(scored["name"].unique()))
+data_name = widgets.select(top[0], "Data", sorted(scored["name"].unique()), key="data")
 ckpts = scored[scored["name"] == data_name].merge(runs[[S.RUN, S.METHOD]], on=S.RUN).sort_values([S.STEP, S.RUN])
 labels = [data.checkpoint_label(r, s) for r, s in zip(ckpts[S.RUN], ckpts[S.STEP])]
 where = dict(zip(labels, zip(ckpts[S.RUN], ckpts[S.STEP], ckpts[S.METHOD])))
 last = [label for label in labels if where[label][1] == ckpts[S.STEP].max()]
-label_a = top[1].selectbox("Checkpoint", labels, index=labels.index(last[-1]))
+label_a = widgets.select(top[1], "Checkpoint", labels, key="checkpoint", index=labels.index(last[-1]))
 others = [label for label in labels if label != label_a]
 # default partner: another method at the same step (e.g. MLE next to IQLearn)
 partner = [o for o in others if where[o][1] == where[label_a][1] and where[o][2] != where[label_a][2]]
-label_b = top[2].selectbox(
-    "Side by side with", ["none", *others], index=1 + others.index(partner[0]) if partner else 0
+label_b = widgets.select(
+    top[2], "Side by side with", ["none", *others], key="beside", index=1 + others.index(partner[0]) if partner else 0
 )  # fmt: skip
 chosen = [label_a] + ([label_b] if label_b != "none" else [])
 summaries = data.summaries(root, results, data_name)
@@ -47,13 +52,15 @@ find = st.columns(3)
 correctness = "all"
 if S.EXACT_MATCH in seqs.columns:
     options = ["all", "correct", "incorrect"]
-    correctness = find[0].segmented_control("Find by correctness", options, default="all", required=True)
+    correctness = widgets.segmented(find[0], "Find by correctness", options, key="correct", default="all")
 options = ["highest first", "lowest first"]
-order = find[1].segmented_control("Order by score", options, default="highest first", required=True)
-r_col = find[2].segmented_control(
-    "Sequence score", [s for s in S.SCORES if s in seqs], default=S.R_CENTERED, required=True,
+order = widgets.segmented(find[1], "Order by score", options, key="order", default="highest first")
+r_col = widgets.segmented(
+    find[2], "Sequence score", [s for s in dict.fromkeys([*S.SCORES, *SEQUENCE_DEFINITIONS]) if s in seqs], key="score",
+    default=S.R_CENTERED,
     help="R sums the rewards, R_mean per token, R_centered subtracts the mean R of the prompt's completions; "
-    "logp_sum (log π(y|x)), logp_mean and length are the likelihood baselines.",
+    "logp_sum (log π(y|x)), logp_mean and length are the likelihood baselines; R_gamma1, R_implicit and R_baseline "
+    "sum the other reward definitions (r_t at γ = 1, the implicit reward, r_t minus the prompt's baseline).",
 )  # fmt: skip
 found = seqs if correctness == "all" else seqs[(seqs[S.EXACT_MATCH] == 1) == (correctness == "correct")]
 found = found.sort_values(r_col, ascending=order == "lowest first", kind="stable")
@@ -81,14 +88,14 @@ else:  # from the checkpoint's sweep of a split of the same name, if any
     texts = data.prompts(root, sweep, data_name)
     text = dict(zip(texts[S.PROMPT_ID], texts[S.PROMPT]))
 pick = st.columns([1, 1])
-prompt_id = pick[0].selectbox(
-    "Prompt (best match first)", found[S.PROMPT_ID].unique(),
+prompt_id = widgets.select(
+    pick[0], "Prompt (best match first)", found[S.PROMPT_ID].unique(), key="prompt",
     format_func=lambda p: f"{p}: {text[p][:90]!r}" if p in text else p,
 )  # fmt: skip
 of_prompt = found[found[S.PROMPT_ID] == prompt_id].set_index(S.EXAMPLE_ID, drop=False)
 mark = {1.0: " ✓", 0.0: " ✗"}
-example_id = pick[1].selectbox(
-    "Completion", of_prompt.index,
+example_id = widgets.select(
+    pick[1], "Completion", of_prompt.index, key="example",
     format_func=lambda e: f"{source(of_prompt.loc[e])}   {r_col} = {of_prompt.loc[e, r_col]:.2f}"
     + (mark.get(of_prompt.loc[e, S.EXACT_MATCH], "") if S.EXACT_MATCH in of_prompt else ""),
 )  # fmt: skip
@@ -103,8 +110,8 @@ scored_columns = data.token_columns(root, *where[label_a][:2], data_name)
 def show_tokens(example_id: int) -> None:
     """The completion under each chosen checkpoint, coloured by the quantity picked here."""
     quantities = [q for q in charts.TOKEN_QUANTITIES if q != S.TOKEN_ENTROPY or S.TOKEN_ENTROPY in scored_columns]
-    quantity = st.segmented_control(
-        "Colour by", quantities, default=S.REWARD, format_func=charts.TOKEN_QUANTITIES.get, required=True,
+    quantity = widgets.segmented(
+        st, "Colour by", quantities, key="colour", default=S.REWARD, format_func=charts.TOKEN_QUANTITIES.get,
         help="reward r_t = Q(s_t,a_t) - gamma V(s_t+1);  log π(a_t|s_t) = Q - V;  V(s_t) = logsumexp;  entropy of "
         "π(·|s_t).",
     )  # fmt: skip
@@ -131,6 +138,17 @@ def show_tokens(example_id: int) -> None:
             widgets.chart(figure, toks, f"tokens-{label}-{data_name}-{example_id}")
     if len(set(token_ids.values())) > 1:
         st.warning(f"The checkpoints scored different completions under example {example_id}: compare with care.")
+    toks = data.tokens(root, *where[label_a][:2], data_name, example_id)
+    stored = {name: column for name, (column, _) in S.DEFINITIONS.items() if column in toks}
+    if len(stored) > 1 and not toks.empty:
+        st.markdown(f"**Two reward definitions on the same tokens** ({label_a}), and their difference")
+        pick = st.columns(2)
+        names = list(stored)
+        first = widgets.select(pick[0], "Definition", names, key="definition")
+        second = widgets.select(pick[1], "against", names, key="against", index=names.index("log π"))
+        columns = {column: name for name, column in stored.items()}
+        st.html(charts.definitions_html(toks, stored[first], stored[second], columns))
+        st.caption(tables.DEFINITIONS_TEXT)
 
 
 show_tokens(example_id)
@@ -138,13 +156,32 @@ with st.expander(f"{len(found)} matching examples of {label_a}"):
     st.dataframe(found, hide_index=True)
 
 if len(chosen) == 2:
-    st.subheader(f"Tokens whose reward differs most: {label_b} minus {label_a}")
     run_b, step_b, _ = where[label_b]
-    diff = tables.reward_differences(
+    st.subheader(f"What changed from {label_a} (a) to {label_b} (b)")
+    diff = tables.token_differences(
         data.token_rewards(root, run_a, step_a, data_name), data.token_rewards(root, run_b, step_b, data_name)
     )  # fmt: skip
     if diff.empty:
         st.info("The two checkpoints scored no completion in common (same tokens under the same example id).")
-    else:
-        names = {f"{S.REWARD}_a": f"reward {label_a}", f"{S.REWARD}_b": f"reward {label_b}", "diff": "difference"}
-        st.dataframe(diff.rename(columns=names), hide_index=True)
+        st.stop()
+    change = widgets.segmented(
+        st, "Change in", tables.DIFFERENCES, key="change", default=S.REWARD, format_func=CHANGES.get,
+        help="b minus a, per token of the completions both scored with the same tokens.",
+    )  # fmt: skip
+    name = f"{tables.delta(change)}-{label_b}-minus-{label_a}-{data_name}"
+    one = diff[diff[S.EXAMPLE_ID] == example_id]
+    left, right = widgets.side_by_side("changes")
+    with left:
+        st.markdown(f"**This completion, coloured by {CHANGES[change]}** (blue: higher under b, red: lower), its "
+                    "tokens by the size of the change")  # fmt: skip
+        if one.empty:
+            st.info(f"The two checkpoints did not score the same tokens under example {example_id}.")
+        else:
+            st.html(charts.difference_html(one, change, label_a, label_b))
+            widgets.table(tables.largest_changes(one, change, top=None), f"{name}-example-{example_id}")
+    with right:
+        st.markdown(f"**Across `{data_name}`: the tokens whose {change} moved most** "
+                    f"({diff[S.EXAMPLE_ID].nunique()} completions compared)")  # fmt: skip
+        widgets.table(tables.largest_changes(diff, change), f"{name}-largest")
+        st.markdown(f"**By token text**: the mean change over its occurrences (seen at least twice)")
+        widgets.table(tables.token_moves(diff, change), f"{name}-by-token")
