@@ -50,6 +50,10 @@ def test_best_of_k_by_hand():
     accuracy = (1 + 1 / 5 + 1 / 2) / 3
     assert found["accuracy"] == pytest.approx(accuracy) and found["n"] == 3 and found["random"] == 0.25
     assert (found["low"], found["high"]) == pytest.approx(wilson_interval(accuracy, 3))
+    # 4 samples of one prompt, but 2 under each of two decodings: no 4 of one setting to pick from
+    split = pd.DataFrame({S.PROMPT_ID: "a", S.DECODING: ["t=1", "t=1", "t=0.5", "t=0.5"], "q": [1, 0, 0, 0],
+                          "s": [5, 1, 2, 3]})  # fmt: skip
+    assert definitions.best_of_k(split, "q", "s")["n"] == 0
 
 
 def test_agreement_has_one_row_per_definition():
