@@ -72,7 +72,7 @@ def rewards_parser() -> argparse.ArgumentParser:
     add("--batch_tokens", type=int, default=BATCH_TOKENS, help="Padded tokens per forward pass.")
     add("--n_boot", type=int, default=1000, help="Bootstrap replicates of correlation intervals.")
     add("--seed", type=int, default=0, help="Seed of the bootstrap.")
-    add("--reference", default=INITIAL_REFERENCE, help="π_ref of the implicit reward β(log π - log π_ref): a checkpoint "
-        "sharing the tokenizer, or `initial` (default): the model the run started from.")  # fmt: skip
+    add("--reference", default=INITIAL_REFERENCE, help="π_ref of the implicit reward β(log π - log π_ref): a "
+        "checkpoint sharing the tokenizer, or `initial` (default): the model the run started from.")  # fmt: skip
     add("--beta", type=float, default=1.0, help="β of the implicit reward.")
     return parser
