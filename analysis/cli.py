@@ -47,6 +47,9 @@ def sweep_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INITIAL_REFERENCE = "initial"  # --reference: the model the checkpoint's run started from (analysis/rewards.py)
+
+
 def rewards_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m analysis rewards",
@@ -71,4 +74,7 @@ def rewards_parser() -> argparse.ArgumentParser:
     add("--n_boot", type=int, default=1000, help="Bootstrap replicates of correlation intervals.")
     add("--seed", type=int, default=0, help="Seed of the bootstrap.")
     add("--dry_run", action="store_true", help="Print the predicted peak memory of scoring and stop.")
+    add("--reference", default=INITIAL_REFERENCE, help="π_ref of the implicit reward β(log π - log π_ref): a "
+        "checkpoint sharing the tokenizer, or `initial` (default): the model the run started from.")  # fmt: skip
+    add("--beta", type=float, default=1.0, help="β of the implicit reward.")
     return parser

@@ -21,8 +21,8 @@ every token. The columns are schema.DEFINITIONS.
 Agreement, per definition, with what analysis/agreement.py and analysis/stats.py compute for every score:
 Spearman with each quality metric (prompt-clustered bootstrap interval), pairwise preference accuracy (ties
 half, Wilson interval), and best-of-K accuracy as reward-model benchmarks report it: among K = 4 samples of a
-prompt, the one the definition scores highest must be the one whose quality beats all three others; a random
-pick is right 1/K of the time.
+prompt under one decoding setting, the one the definition scores highest must be the one whose quality beats
+all three others; a random pick is right 1/K of the time.
 """
 
 from itertools import combinations
@@ -55,13 +55,15 @@ def add_definitions(tokens: pd.DataFrame, sequences: pd.DataFrame, beta: float =
 
 
 def best_of_k(sequences: pd.DataFrame, metric: str, score: str, k: int = K, level: float = LEVEL) -> dict:
-    """Best-of-K accuracy of `score` against `metric`: over every K-subset of each prompt's samples (metric
-    known) whose best sample is unique (its quality beats the K-1 others), the probability that the sample of
-    highest score is that one (a tie for the highest score: a random pick among the tied); averaged per prompt,
-    then over the prompts that have such a subset. "n": those prompts, the Wilson interval over them; "random":
-    1/k, the rate of a random pick; NaN where no prompt has k samples with a unique best."""
+    """Best-of-K accuracy of `score` against `metric`: over every K-subset of each prompt's samples of one
+    decoding cell (of the prompt's rows, for data without cells; metric known) whose best sample is unique (its
+    quality beats the K-1 others), the probability that the sample of highest score is that one (a tie for the
+    highest score: a random pick among the tied); averaged per (cell, prompt), then over those that have such a
+    subset. "n": those, the Wilson interval over them; "random": 1/k, the rate of a random pick; NaN where none
+    has k samples with a unique best."""
+    keys = [S.DECODING, S.PROMPT_ID] if S.DECODING in sequences else [S.PROMPT_ID]
     per_prompt = []
-    for _, group in sequences.dropna(subset=[metric]).groupby(S.PROMPT_ID, sort=True):
+    for _, group in sequences.dropna(subset=[metric]).groupby(keys, sort=True):
         quality, scores = group[metric].to_numpy(float), group[score].to_numpy(float)
         hits = []
         for subset in combinations(range(len(group)), k):

@@ -6,6 +6,7 @@ task quality and preferences, beside the likelihood baselines.
     python -m analysis rewards --checkpoint <ckpt> --data test                  # the checkpoint's sweep of split "test"
     python -m analysis rewards --checkpoint <ckpt> --data <ckpt>/sweep/test/samples-t=1.parquet
     python -m analysis rewards --checkpoint <ckpt> --data pairs.jsonl --gamma 1 --name pairs-gamma1
+    python -m analysis rewards --checkpoint <ckpt> --data test --reference <run>/checkpoint-100 --name test-ref100
     python -m analysis rewards --checkpoint <ckpt> --data data.jsonl            # prompt / completion (+ any columns)
     python -m analysis rewards --checkpoint <ckpt> --data <datasets dir | hub name> --split test \\
         --prompt_field question --chosen_field good --rejected_field bad
@@ -114,7 +115,7 @@ def checkpoint_gamma(checkpoint, gamma: float | None = None) -> float:
     return float(config["gamma"])
 
 
-INITIAL = "initial"  # --reference default: the model the checkpoint's run started from
+INITIAL = cli.INITIAL_REFERENCE  # --reference default: the model the checkpoint's run started from
 
 
 def reference_model(checkpoint, reference: str, tokenizer):
@@ -374,7 +375,8 @@ def main(argv=None) -> None:
         gamma = checkpoint_gamma(args.checkpoint, args.gamma)
         data = load(args.data, args.checkpoint, fields, args.split, args.name, metrics)
         summary = score_checkpoint(args.checkpoint, [data], gamma, n_boot=args.n_boot, seed=args.seed,
-                                   batch_tokens=args.batch_tokens, scorer=scorer)[data.name]  # fmt: skip
+                                   batch_tokens=args.batch_tokens, scorer=scorer, reference=args.reference,
+                                   beta=args.beta)[data.name]  # fmt: skip
     except (RewardError, DataError, ModelError, FileError) as e:
         sys.exit(f"error: {e}")
     print(json.dumps(_json_safe(summary), indent=1))

@@ -4,7 +4,7 @@
 
     irl.train.train          tiny preset, built-in math task (64 train problems), 4 steps, checkpoints at 2 and 4:
                              mle/seed0, mle/seed1, iqlearn/seed0, iqlearn/seed1 (lam 0.1)
-    analysis.sweep.sweep     the last checkpoints, 6 test prompts: greedy, t=1 and beam=2 (K=3), exact match
+    analysis.sweep.sweep     the last checkpoints, 6 test prompts: greedy, t=1 and beam=2 (K=4), exact match
                              and ROUGE-1 (ROUGE varies where the tiny model's exact match is all 0), calculator on
     analysis.rewards         score_checkpoint on each last checkpoint: the built-in `math-preferences` set and the
                              sweep's samples (`--data test`); on mle/seed0 and iqlearn/seed0 also `hostile.jsonl`,
@@ -30,7 +30,7 @@ TRAIN = dict(
 )  # fmt: skip
 RUNS = {f"{objective}/seed{seed}": (objective, seed) for objective in ("mle", "iqlearn") for seed in (0, 1)}
 SWEEP = dict(
-    checkpoints="last", temperatures=(0.0, 1.0), beams=(2,), samples=3, split="test", limit=6, max_new_tokens=24,
+    checkpoints="last", temperatures=(0.0, 1.0), beams=(2,), samples=4, split="test", limit=6, max_new_tokens=24,
     metrics=["exact_match", "rouge1"],
 )  # fmt: skip
 SCORED_HOSTILE = ("mle/seed0", "iqlearn/seed0")

@@ -50,6 +50,10 @@ def test_best_of_k_by_hand():
     accuracy = (1 + 1 / 5 + 1 / 2) / 3
     assert found["accuracy"] == pytest.approx(accuracy) and found["n"] == 3 and found["random"] == 0.25
     assert (found["low"], found["high"]) == pytest.approx(wilson_interval(accuracy, 3))
+    # 4 samples of one prompt, but 2 under each of two decodings: no 4 of one setting to pick from
+    split = pd.DataFrame({S.PROMPT_ID: "a", S.DECODING: ["t=1", "t=1", "t=0.5", "t=0.5"], "q": [1, 0, 0, 0],
+                          "s": [5, 1, 2, 3]})  # fmt: skip
+    assert definitions.best_of_k(split, "q", "s")["n"] == 0
 
 
 def test_agreement_has_one_row_per_definition():
@@ -148,3 +152,20 @@ def test_the_default_reference_is_the_runs_initial_weights(real_runs):
         logged = read_metrics(real_runs.root / run / "metrics.jsonl")
         assert weights_sha256(model) == logged.loc[logged[S.STEP] == 0, "init/weights_sha256"].item()
         assert what == f"initial: preset tiny at seed {run[-1]}"
+
+
+def test_command_takes_the_reference_and_beta(real_runs, tmp_path):
+    """`--reference` the checkpoint itself: the same model on the same batches, so every implicit reward is
+    exactly 0 whatever β; the summary names the reference and β."""
+    from analysis.__main__ import main as analysis_main
+    from irl import runs as R
+
+    ckpt = tmp_path / "checkpoint-4"
+    shutil.copytree(real_runs.checkpoints["mle/seed1"], ckpt, ignore=shutil.ignore_patterns(R.REWARDS))
+    analysis_main(["rewards", "--checkpoint", str(ckpt), "--data", "math-preferences", "--reference", str(ckpt),
+                   "--beta", "3", "--n_boot", "10"])  # fmt: skip
+    out = R.rewards_dir(ckpt, "math-preferences")
+    tokens = pd.read_parquet(out / S.TOKENS_FILE)
+    assert (tokens[S.REWARD_IMPLICIT] == 0).all() and (tokens[S.LOGP_REF] == tokens[S.LOGP]).all()
+    written = pd.read_json(out / S.SUMMARY_FILE, typ="series")
+    assert written["reference"] == str(ckpt) and written["beta"] == 3.0

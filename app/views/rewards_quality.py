@@ -44,7 +44,8 @@ def definitions_table(summaries: dict, name: str, metric: str | None = None) -> 
                 + ("pairwise accuracy (ties ½) with its 95% Wilson interval" if pairwise else
                    "Spearman ρ with its 95% prompt-clustered bootstrap interval, and best-of-4 accuracy (the "
                    "sample scored highest of 4 must beat the other three; a random pick is right 0.25 of the time) "
-                   "with its 95% Wilson interval over prompts, pooling each prompt's samples of every decoding")
+                   "with its 95% Wilson interval over prompts, the 4 drawn from a prompt's samples of one decoding "
+                   "setting")
                 + ".")  # fmt: skip
     st.caption(tables.DEFINITIONS_TEXT)
     shown = [c for c in (S.CHECKPOINT, "definition", *tables.DEFINITION_COLUMNS[3:]) if c in every]
