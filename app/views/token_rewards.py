@@ -183,5 +183,5 @@ if len(chosen) == 2:
         st.markdown(f"**Across `{data_name}`: the tokens whose {change} moved most** "
                     f"({diff[S.EXAMPLE_ID].nunique()} completions compared)")  # fmt: skip
         widgets.table(tables.largest_changes(diff, change), f"{name}-largest")
-        st.markdown(f"**By token text**: the mean change over its occurrences (seen at least twice)")
+        st.markdown("**By token text**: the mean change over its occurrences (seen at least twice)")
         widgets.table(tables.token_moves(diff, change), f"{name}-by-token")
