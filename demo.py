@@ -118,7 +118,8 @@ def evaluate(ckpts: dict[str, Path], max_new_tokens: int) -> None:
 
 def text_chain(runs: Path, limit: int, task: str, flags=()) -> None:
     from analysis import schema as S
-    from analysis.report import format_preference_report, format_samples_report, preference_report, samples_report
+    from analysis.report import (format_definitions, format_preference_report, format_samples_report, preference_report,
+                                 samples_report)
     from analysis.sweep import baseline_table, format_baselines, format_table, sweep
     from tasks.text import preferences_path, task_splits
 
@@ -142,8 +143,9 @@ def text_chain(runs: Path, limit: int, task: str, flags=()) -> None:
     reports = {name: preference_report(ckpt, pairs) for name, ckpt in ckpts.items()}
     print("\n" + format_preference_report(reports, f"{task} preference pairs ({pairs})"))
     quality = S.TASK_METRICS[task][0]
-    reports = {name: samples_report(ckpt, quality, split="test", limit=limit) for name, ckpt in ckpts.items()}
-    print("\n" + format_samples_report(reports))
+    sampled = {name: samples_report(ckpt, quality, split="test", limit=limit) for name, ckpt in ckpts.items()}
+    print("\n" + format_samples_report(sampled))
+    print("\n" + format_definitions(reports, sampled))
     print(f"rewards in {time.perf_counter() - t:.0f} s", flush=True)
 
 

@@ -9,6 +9,7 @@ as a text task's data/<task>/preferences.jsonl (`preference_report`).
 
 import time
 
+from analysis import definitions
 from analysis import reward_data as D
 from analysis import schema as S
 from analysis.cli import BUILTIN_PREFERENCES
@@ -70,7 +71,8 @@ def samples_report(checkpoint, metric: str, split: str = "test", limit: int | No
     scored = score_checkpoint(checkpoint, [data], n_boot=n_boot, seed=seed)[data.name]
     return {"decoding": decoding, "metric": metric, "gamma": scored["gamma"],
             "correlations": {row["reward"]: row for row in scored["correlations"]},
-            "best_of_n": scored["best_of_n"][f"{decoding}/{metric}"]}  # fmt: skip
+            "best_of_n": scored["best_of_n"][f"{decoding}/{metric}"],
+            "definitions": [row for row in scored["definitions"] if row["metric"] == metric]}  # fmt: skip
 
 
 def format_samples_report(reports: dict[str, dict]) -> str:
@@ -87,6 +89,32 @@ def format_samples_report(reports: dict[str, dict]) -> str:
                          f"{c['spearman_high']:.3f}] {r['best_of_n'][score]:>9.3f}")  # fmt: skip
         b = r["best_of_n"]
         lines.append(f"{name:<{w}} {'random':<11} {'':>40} {b['random']:>9.3f}  (oracle {b['oracle']:.3f})")
+    return "\n".join(lines)
+
+
+def format_definitions(preferences: dict[str, dict], samples: dict[str, dict]) -> str:
+    """Every reward definition (analysis/definitions.py) per checkpoint: pairwise accuracy on the preference pairs
+    ({name: preference_report(...)}), Spearman with the quality metric and best-of-4 accuracy on the sweep's samples
+    ({name: samples_report(...)}), each with its 95% interval; then the definition whose Spearman is highest."""
+    w = _method_width(preferences)
+    first = next(iter(samples.values()))
+    k = definitions.K
+    lines = [f"Reward definitions side by side (pairwise: preference pairs; Spearman with {first['metric']} and best-"
+             f"of-{k}: the {first['decoding']} samples; a random pick of {k} is right {1 / k:.2f} of the time):",
+             f"{'method':<{w}} {'definition':<24} {'pairwise [95% CI]':>22} {'Spearman [95% CI]':>24} "
+             f"{f'best-of-{k} [95% CI]':>22}"]  # fmt: skip
+    best = {}
+    for name in preferences:
+        pairwise = {row["definition"]: row for row in preferences[name]["definitions"]}
+        sampled = {row["definition"]: row for row in samples[name]["definitions"]}
+        for definition in S.DEFINITIONS:
+            p, s = pairwise[definition], sampled[definition]
+            lines.append(f"{name:<{w}} {definition:<24} {p['pairwise_accuracy']:>6.3f} [{p['pairwise_low']:.3f}, "
+                         f"{p['pairwise_high']:.3f}] {s['spearman']:>7.3f} [{s['spearman_low']:.3f}, "
+                         f"{s['spearman_high']:.3f}] {s[f'best_of_{k}_accuracy']:>6.3f} "
+                         f"[{s[f'best_of_{k}_low']:.3f}, {s[f'best_of_{k}_high']:.3f}]")  # fmt: skip
+        best[name] = max(sampled.values(), key=lambda row: row["spearman"])["definition"]
+    lines.append("Highest Spearman with quality: " + "; ".join(f"{name} {d}" for name, d in best.items()))
     return "\n".join(lines)
 
 
