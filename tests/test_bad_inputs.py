@@ -110,7 +110,11 @@ CELL = f"{CKPT}/{runs.SWEEP}/test/{runs.cell_file('t=1')}"
 
 
 def _write(rel: str, text: str):
-    return lambda run: (run / rel).write_text(text)
+    def write(run):
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run / rel).write_text(text)
+
+    return write
 
 
 def _truncate(rel: str):
@@ -200,7 +204,7 @@ REFUSED = [
      [f"{CKPT}/model.safetensors", "damaged"]),
     ("sweep, manifest cut short", _truncate(f"{CKPT}/{runs.SWEEP}/test/{runs.MANIFEST}"), lambda run: _sweep(run), 1,
      [runs.MANIFEST, "damaged", "not JSON"]),
-    # rewards (fault table: safetensors, YAML, parquet)
+    # rewards (fault table: safetensors, YAML, parquet, manifest)
     ("rewards, weights cut short", _truncate(f"{CKPT}/model.safetensors"), lambda run: _rewards(run, "--data", "test"),
      1, [f"{CKPT}/model.safetensors", "damaged"]),
     ("rewards, checkpoint config cut short", _half_lines(f"{CKPT}/{runs.CHECKPOINT_CONFIG}"),
@@ -209,6 +213,8 @@ REFUSED = [
      lambda run: _rewards(run, "--data", "test"), 1, [runs.CHECKPOINT_CONFIG, "not valid YAML"]),
     ("rewards, samples cut short", _truncate(CELL), lambda run: _rewards(run, "--data", "test"), 1,
      [runs.cell_file("t=1"), "damaged parquet", "analysis sweep"]),
+    ("rewards, manifest cut short", _write(f"{CKPT}/{runs.REWARDS}/damaged/{runs.MANIFEST}", '{"data": "te'),
+     lambda run: _rewards(run, "--data", "test", "--name", "damaged"), 1, [runs.MANIFEST, "damaged", "not JSON"]),
     ("preferences without chosen",
      _write("../pairs.jsonl", json.dumps({"prompt": "Question: 1 + 1?\nAnswer:", "rejected": " 3"}) + "\n"),
      lambda run: _rewards(run, "--data", str(run.parent / "pairs.jsonl")), 1,
