@@ -25,7 +25,6 @@ commit is skipped, so an interrupted ladder resumes. At the end: a table, the ex
 
 import argparse
 import json
-import math
 import os
 import platform
 import random
