@@ -332,6 +332,7 @@ def aggregate(samples: pd.DataFrame, metrics=None) -> pd.DataFrame:
     - entropy: mean over samples of their mean per-token entropy; n: number of samples.
     """
     metrics = S.quality_columns(samples.columns) if metrics is None else list(metrics)
+    samples = S.with_grid_columns(samples)
     rows = []
     for keys, cell in samples.groupby(list(S.AGG_KEYS), sort=False):
         row = dict(zip(S.AGG_KEYS, keys))

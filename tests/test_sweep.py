@@ -64,6 +64,66 @@ def test_decoding_grid_is_greedy_once_then_temperatures_then_beams():
     assert [d.label for d in decoding_grid((0.25,), (2,))] == ["t=0.25", "beam=2"]  # no 0, no 1: no greedy
 
 
+def test_decoding_grid_crosses_temperatures_with_top_p_and_min_p_for_sampling_only():
+    grid = decoding_grid((0, 0.5, 1.0), (1, 2), top_p=(0.9, 1.0), min_p=(0.0, 0.05))
+    assert [d.label for d in grid] == [
+        "greedy",
+        "t=0.5", "t=0.5,min_p=0.05", "t=0.5,top_p=0.9", "t=0.5,top_p=0.9,min_p=0.05",
+        "t=1", "t=1,min_p=0.05", "t=1,top_p=0.9", "t=1,top_p=0.9,min_p=0.05",
+        "beam=2",
+    ]  # fmt: skip
+    assert {(d.top_p, d.min_p) for d in grid if d.kind != "sample"} == {(1.0, 0.0)}
+    order = pd.DataFrame([{S.KIND: d.kind, S.TEMPERATURE: d.temperature, S.TOP_P: d.top_p, S.MIN_P: d.min_p,
+                           S.BEAMS: d.beams, S.DECODING: d.label} for d in reversed(grid)])  # fmt: skip
+    ordered = order.sort_values(list(S.GRID_ORDER), key=S.grid_sort_key, kind="stable")[S.DECODING].tolist()
+    assert ordered == [d.label for d in grid]  # the aggregate's rows in the grid's order
+
+
+def test_checkpoints_every_n_keeps_every_nth_and_the_last(tmp_path):
+    run = tmp_path / "run"
+    for step in (10, 20, 30, 40, 50):
+        (run / f"checkpoint-{step}").mkdir(parents=True)
+    select = sweep_module.select_checkpoints
+    with pytest.MonkeyPatch.context() as patch:  # checkpoints without weights: the listing alone matters here
+        patch.setattr(sweep_module.runs, "checkpoints", lambda r: sorted(r.glob("checkpoint-*"), key=lambda p: int(
+            p.name.split("-")[1])))  # fmt: skip
+        steps = {n: [int(p.name.split("-")[1]) for p in select(run, f"every:{n}")] for n in (1, 2, 3, 5, 9)}
+    assert steps == {1: [10, 20, 30, 40, 50], 2: [10, 30, 50], 3: [10, 40, 50], 5: [10, 50], 9: [10, 50]}
+    for bad in ("every:0", "every:", "every:-2", "every:1.5"):
+        with pytest.raises(SweepError, match="every:N takes a whole number N >= 1"):
+            sweep_module.checkpoint_steps(bad)
+
+
+def test_sweep_with_top_p_and_min_p_axes(tiny_run, swept, tmp_path):
+    """A sweep with the new axes writes one cell per (temperature, top_p, min_p), keyed in its rows; its default
+    cell is the same one (same label, same seed, same rows) as a sweep without them."""
+    run = copy_run(tiny_run, tmp_path)
+    table = sweep(run, **{**SWEEP, "beams": (), "top_p": (0.9, 1.0), "min_p": (0.0, 0.2)})
+    labels = ["greedy", "t=1", "t=1,min_p=0.2", "t=1,top_p=0.9", "t=1,top_p=0.9,min_p=0.2"]
+    assert table[S.DECODING].tolist() == labels
+    assert table[[S.TOP_P, S.MIN_P]].values.tolist() == [[1, 0], [1, 0], [1, 0.2], [0.9, 0], [0.9, 0.2]]
+    out_dir = sweep_dir(run / "checkpoint-3", "test")
+    filtered = pd.read_parquet(out_dir / "samples-t=1,top_p=0.9,min_p=0.2.parquet")
+    assert set(filtered[S.TOP_P]) == {0.9} and set(filtered[S.MIN_P]) == {0.2} and len(filtered) == 15
+    same = pd.read_parquet(out_dir / "samples-t=1.parquet").drop(columns=S.RUN)
+    pd.testing.assert_frame_equal(same, pd.read_parquet(swept[1] / "samples-t=1.parquet").drop(columns=S.RUN))
+
+
+def test_a_sweep_directory_written_before_the_filter_axes_reads_and_reruns(tiny_run, swept, tmp_path):
+    """Cells and an aggregate without top_p / min_p columns (as written before those axes existed): a rerun with
+    the defaults keeps every cell, and the aggregate is rebuilt with the columns at their defaults."""
+    run = copy_run(tiny_run, tmp_path)
+    out_dir = sweep_dir(run / "checkpoint-3", "test")
+    out_dir.parent.mkdir(parents=True)
+    shutil.copytree(swept[1], out_dir)
+    for path in out_dir.glob("*.parquet"):
+        pd.read_parquet(path).drop(columns=[S.TOP_P, S.MIN_P]).to_parquet(path)
+    cells = {p.name: p.stat().st_mtime_ns for p in out_dir.glob("samples-*")}
+    again = sweep(run, **SWEEP)
+    assert {p.name: p.stat().st_mtime_ns for p in out_dir.glob("samples-*")} == cells  # nothing decoded again
+    pd.testing.assert_frame_equal(again.drop(columns=S.RUN), swept[0].drop(columns=S.RUN))
+
+
 def test_completion_lengths_count_up_to_and_including_the_first_eos():
     eos, pad = 1, 0
     generated = torch.tensor([[5, eos, pad, pad], [5, 6, 7, 8], [eos, pad, pad, pad], [5, eos, 6, eos]])
@@ -177,8 +237,8 @@ def test_sweep_writes_documented_columns(swept):
     assert samples["samples-t=1.parquet"][S.SAMPLE].tolist() == [0, 1, 2] * 5
     assert samples["samples-t=1.parquet"][S.PROMPT_ID].tolist()[:4] == ["math-test-0"] * 3 + ["math-test-1"]
     beam = samples["samples-beam=2.parquet"].iloc[0]
-    keys = (S.METHOD, S.SEED, S.STEP, S.DECODING, S.KIND, S.TEMPERATURE, S.BEAMS)
-    assert tuple(beam[list(keys)]) == ("mle", 0, 3, "beam=2", "beam", 0.0, 2)
+    keys = (S.METHOD, S.SEED, S.STEP, S.DECODING, S.KIND, S.TEMPERATURE, S.TOP_P, S.MIN_P, S.BEAMS)
+    assert tuple(beam[list(keys)]) == ("mle", 0, 3, "beam=2", "beam", 0.0, 1.0, 0.0, 2)
     for table in samples.values():
         assert table[S.N_TOKENS].between(1, 10).all() and (table[S.ENTROPY] > 0).all()
     assert returned[S.DECODING].tolist() == ["greedy", "t=1", "beam=2"]
