@@ -116,11 +116,12 @@ def pareto_figure(points: pd.DataFrame, quality: str, diversity: str) -> go.Figu
 
 
 def temperature_figure(points: pd.DataFrame, quality: str, baselines: pd.DataFrame | None = None) -> go.Figure:
-    """Quality against sampling temperature: a line per (method, step) through greedy (temperature 0) and the
-    sampling settings (one more, dotted, per top-p/min-p filter swept), with error bars over seeds; beam search, if swept, in a panel of its own on the left, one
-    square per (method, width) beside each other at each width (the widths are the axis' ticks, so no label
-    of a point can cover another); a text task's trivial baselines (`baselines`, the sweep's baselines.parquet
-    rows) as dashed horizontal lines across both, named at the right, alternately above and below the line."""
+    """Quality against sampling temperature: a line per (method, step) through greedy (temperature 0) and the sampling
+    settings (one more, dotted, per top-p/min-p filter swept), with error bars over seeds; beam search, if swept, in
+    a panel of its own on the left, one square per (method, width) beside each other at each width (the widths are
+    the axis' ticks, so no label of a point can cover another); a text task's trivial baselines (`baselines`, the
+    sweep's baselines.parquet rows) as dashed horizontal lines across both, named at the right, alternately above
+    and below the line."""
     beams = points[points[S.KIND] == "beam"]
     panels = 2 if len(beams) else 1
     fig = make_subplots(rows=1, cols=panels, shared_yaxes=True, column_widths=[0.3, 0.7][-panels:],
