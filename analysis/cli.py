@@ -36,6 +36,9 @@ def sweep_parser() -> argparse.ArgumentParser:
         "cells (transformers' top_p); 1 keeps every token.")  # fmt: skip
     add("--min_p", type=_floats, default=MIN_P, help="Comma-separated min-p values in [0, 1) for the sampled "
         "cells (transformers' min_p); 0 keeps every token.")  # fmt: skip
+    add("--quality_threshold", type=float, default=None, help="Effective diversity: Self-BLEU and distinct-n among "
+        "the samples whose main quality metric is >= this (e.g. 1 for exact match), as extra aggregate columns. "
+        "Default: not computed.")  # fmt: skip
     add("--samples", type=int, default=5, help="K: samples (or top beams) per prompt.")
     add("--split", default=None, help="Split of the run's data to decode. Default: its held-out split, 'test' "
         "when the data has one (the built-in tasks, a directory with test.jsonl), else 'validation' (a single "

@@ -61,7 +61,18 @@ DISTINCT_1 = "distinct_1"
 DISTINCT_2 = "distinct_2"
 COMPRESSION_RATIO = "compression_ratio"  # bytes of a prompt's samples joined / bytes gzipped; lower = more diverse
 NGRAM_DIVERSITY = "ngram_diversity"  # sum over n = 1..4 of distinct-n: 4 = no n-gram repeated
-DIVERSITY_COLUMNS = (SELF_BLEU, DISTINCT_1, DISTINCT_2, COMPRESSION_RATIO, NGRAM_DIVERSITY, ENTROPY)
+# Effective diversity (--quality_threshold): the same measures among only the samples of a prompt whose main quality
+# metric is >= the threshold, averaged over the prompts with two or more such samples (EFFECTIVE_PROMPTS of them),
+# so nonsense adds no diversity. Columns present only in an aggregate made with a threshold, stated in its
+# QUALITY_THRESHOLD column.
+EFFECTIVE_SELF_BLEU = "effective_self_bleu"
+EFFECTIVE_DISTINCT_1 = "effective_distinct_1"
+EFFECTIVE_DISTINCT_2 = "effective_distinct_2"
+EFFECTIVE_PROMPTS = "effective_prompts"  # int: prompts with >= 2 samples at or above the threshold
+QUALITY_THRESHOLD = "quality_threshold"  # float: the threshold on the cell's main quality metric
+EFFECTIVE_COLUMNS = (EFFECTIVE_SELF_BLEU, EFFECTIVE_DISTINCT_1, EFFECTIVE_DISTINCT_2)
+DIVERSITY_COLUMNS = (SELF_BLEU, DISTINCT_1, DISTINCT_2, COMPRESSION_RATIO, NGRAM_DIVERSITY, ENTROPY,
+                     *EFFECTIVE_COLUMNS)  # fmt: skip
 N = "n"
 
 # Trivial baselines of a text task (sweep/<split>/baselines.parquet): name, setting (JSON), then <m>_mean/_se, n.
@@ -133,6 +144,9 @@ HIGHER_IS_BETTER = {
     COMPRESSION_RATIO: False,
     NGRAM_DIVERSITY: True,
     ENTROPY: True,
+    EFFECTIVE_SELF_BLEU: False,
+    EFFECTIVE_DISTINCT_1: True,
+    EFFECTIVE_DISTINCT_2: True,
 }
 
 

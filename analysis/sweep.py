@@ -6,8 +6,10 @@ diversity, and print the quality/diversity table with each method's Pareto front
     accelerate launch --num_processes 2 -m analysis sweep --run runs/demo/mle     # prompts split between processes
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m analysis sweep ...   # two CPU processes
 
-Grid: greedy once (temperature 0 or beam width 1), ancestral sampling at each temperature > 0 (top_k=0,
-top_p=1: the policy's own distribution, tempered) and beam search at each width > 1. K samples per prompt:
+Grid: greedy once (temperature 0 or beam width 1), ancestral sampling at each temperature > 0 and each top_p and
+min_p asked for (default top_p 1, min_p 0, no top-k: the policy's own distribution, tempered; the filters are
+transformers' TopPLogitsWarper and MinPLogitsWarper, after temperature as in generate) and beam search at each
+width > 1. A sampled cell is labelled "t=1", with its filters when they filter: "t=1,top_p=0.9,min_p=0.05". K samples per prompt:
 K independent samples, the top min(K, width) beams, and ONE greedy completion (K greedy copies would be
 identical, so greedy has no Self-BLEU or distinct-n: those columns are NaN for it). Self-BLEU and distinct-n
 depend on the number of samples per prompt, so compare cells with the same number (beam=2 has 2). On the math task every
@@ -17,7 +19,8 @@ Written next to each checkpoint (irl.runs.sweep_dir(checkpoint, split)):
     samples-<decoding>.parquet   one row per sample: schema.SAMPLE_COLUMNS (the token record: prompt_ids,
                                  completion_ids up to and including EOS, ended), the calculator's record
                                  (completion_calc_ids, ended_calc, calc_forced, completion_calc), per-sample metrics
-    aggregate.parquet            one row per decoding, rebuilt from the samples files (analysis.metrics.aggregate)
+    aggregate.parquet            one row per decoding, rebuilt from the samples files (analysis.metrics.aggregate),
+                                 with effective diversity when a --quality_threshold is given
     manifest.json                the settings (`Settings`) every cell there was made with
 Lengths: max_new_tokens defaults to 1.5 x the split's longest reference (tokens + EOS), at most half the context
 of a decoder-only model; a prompt that would leave the completion less room keeps its last context -
@@ -303,9 +306,10 @@ def cell_rows(path: Path, n_rows: int) -> str | None:
     return None if found == n_rows else f"{found} rows, not {n_rows}"
 
 
-def rebuild_aggregate(out_dir: Path, force: bool = False) -> pd.DataFrame:
+def rebuild_aggregate(out_dir: Path, force: bool = False, quality_threshold: float | None = None) -> pd.DataFrame:
     """aggregate.parquet of a sweep directory, recomputed when the samples files there are not all in it, when it
-    is damaged, or when `force` (a cell was written again)."""
+    is damaged, when it was made before top_p and min_p were columns or with another `quality_threshold` (the
+    effective diversity's; None: none), or when `force` (a cell was written again)."""
     cells = sorted(out_dir.glob(runs.cell_file("*")))
     path = out_dir / runs.AGGREGATE
     labels = {runs.cell_label(p) for p in cells}
@@ -315,10 +319,13 @@ def rebuild_aggregate(out_dir: Path, force: bool = False) -> pd.DataFrame:
         except (pa.ArrowException, OSError):
             table = None  # damaged: recomputed from the cells below
         if table is not None and set(table[S.DECODING]) == labels and S.TOP_P in table:
-            return table
+            made_with = table[S.QUALITY_THRESHOLD].iloc[0] if S.QUALITY_THRESHOLD in table else None
+            if made_with == quality_threshold:
+                return table
     manifest = read_json(out_dir / runs.MANIFEST)
     metrics = [*manifest["metrics"], *([S.EXACT_MATCH_CALC] if manifest["calculator"] else [])]
-    table = pd.concat([M.aggregate(pd.read_parquet(p), metrics) for p in cells], ignore_index=True)
+    table = pd.concat([M.aggregate(pd.read_parquet(p), metrics, quality_threshold) for p in cells],
+                      ignore_index=True)  # fmt: skip
     table = table.sort_values(list(S.GRID_ORDER), key=S.grid_sort_key, kind="stable", ignore_index=True)
     write_parquet(path, table)
     return table
@@ -460,11 +467,14 @@ def sweep(
     dry_run: bool = False,
     top_p=TOP_P,
     min_p=MIN_P,
+    quality_threshold: float | None = None,
 ) -> pd.DataFrame:
     """Run the decoding sweep (see the module docstring) and return the aggregate rows of the asked-for cells.
 
     run_dirs: a run directory, a directory of runs, a glob, or a list of these. checkpoints: "last", "all" or
     steps (or "every:N"). top_p, min_p: the sampling filters, each sampled cell one (temperature, top_p, min_p).
+    quality_threshold: effective diversity among the samples whose main quality metric reaches it (the aggregate's
+    effective columns; None: not computed); it changes no sample, so the aggregate is rebuilt when it changes.
     split: default each run's held-out split (irl.data.held_out_split). metrics: per-sample quality
     metrics, names of analysis.metrics.metric_module (default: the task's, schema.TASK_METRICS). calculator: decode the
     math task a second time with the calculator (default: on for math). max_new_tokens: default
@@ -478,6 +488,9 @@ def sweep(
     except M.MetricError as e:
         raise SweepError(str(e)) from None
     check_asked(checkpoints, samples, limit, max_new_tokens, batch_size)
+    if quality_threshold is not None and not math.isfinite(quality_threshold):
+        raise SweepError(f"--quality_threshold {quality_threshold}: a finite number on the main quality metric's "
+                         f"scale (exact match 1, ROUGE in [0, 1], BLEU and chrF in [0, 100])")  # fmt: skip
     grid = decoding_grid(temperatures, beams, top_p, min_p)
     state = _process_state()
     asked = dict(samples=samples, limit=limit, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
@@ -503,7 +516,7 @@ def sweep(
             if state.is_main_process:
                 write_parquet(cell_path(job.out_dir, decoding), _cell_table(job, decoding, parts))
         if state.is_main_process:
-            rebuild_aggregate(job.out_dir, force=bool(job.todo))
+            rebuild_aggregate(job.out_dir, force=bool(job.todo), quality_threshold=quality_threshold)
             if job.baselines is not None and not (job.out_dir / runs.BASELINES).is_file():
                 write_parquet(job.out_dir / runs.BASELINES, job.baselines)
     progress.close()
@@ -562,7 +575,7 @@ def main(argv=None) -> None:
         table = sweep(
             args.run, args.checkpoints, args.temperatures, args.beams, args.samples, args.split, args.limit,
             args.max_new_tokens, args.metrics, args.calculator, args.seed, args.batch_size, args.dry_run,
-            top_p=args.top_p, min_p=args.min_p,
+            top_p=args.top_p, min_p=args.min_p, quality_threshold=args.quality_threshold,
         )  # fmt: skip
     except (SweepError, ModelError, DataError, irl_config.ConfigError, FileError) as e:
         sys.exit(f"error: {e}")

@@ -124,6 +124,28 @@ def test_a_sweep_directory_written_before_the_filter_axes_reads_and_reruns(tiny_
     pd.testing.assert_frame_equal(again.drop(columns=S.RUN), swept[0].drop(columns=S.RUN))
 
 
+def test_quality_threshold_rebuilds_the_aggregate_with_effective_diversity(tiny_run, swept, tmp_path):
+    """A rerun with a threshold decodes nothing and adds the effective columns, recomputed here from the rows;
+    a rerun without it drops them again (the aggregate says what it was made with)."""
+    run = copy_run(tiny_run, tmp_path)
+    out_dir = sweep_dir(run / "checkpoint-3", "test")
+    out_dir.parent.mkdir(parents=True)
+    shutil.copytree(swept[1], out_dir)
+    cells = {p.name: p.stat().st_mtime_ns for p in out_dir.glob("samples-*")}
+    table = sweep(run, **SWEEP, quality_threshold=0.0).set_index(S.DECODING)
+    assert {p.name: p.stat().st_mtime_ns for p in out_dir.glob("samples-*")} == cells
+    samples = pd.read_parquet(out_dir / "samples-t=1.parquet")
+    groups = [g[S.COMPLETION].tolist() for _, g in samples.groupby(S.PROMPT_ID)]  # exact match >= 0: all
+    assert table.loc["t=1", S.EFFECTIVE_SELF_BLEU] == pytest.approx(np.mean([self_bleu(g) for g in groups]))
+    assert table.loc["t=1", S.EFFECTIVE_DISTINCT_1] == pytest.approx(table.loc["t=1", S.DISTINCT_1])
+    assert table.loc["t=1", S.EFFECTIVE_PROMPTS] == 5 and (table[S.QUALITY_THRESHOLD] == 0.0).all()
+    plain = sweep(run, **SWEEP)
+    assert S.QUALITY_THRESHOLD not in plain
+    pd.testing.assert_frame_equal(plain.drop(columns=S.RUN), swept[0].drop(columns=S.RUN))
+    with pytest.raises(SweepError, match="--quality_threshold nan"):
+        sweep(run, **SWEEP, quality_threshold=float("nan"))
+
+
 def test_completion_lengths_count_up_to_and_including_the_first_eos():
     eos, pad = 1, 0
     generated = torch.tensor([[5, eos, pad, pad], [5, 6, 7, 8], [eos, pad, pad, pad], [5, eos, 6, eos]])
@@ -176,6 +198,18 @@ def test_aggregate_of_hand_made_samples():
     assert agg.loc["greedy", "exact_match_mean"] == 0.5 and agg.loc["greedy", "exact_match_se"] == pytest.approx(0.5)
     assert agg.loc["greedy", [S.SELF_BLEU, S.DISTINCT_1, S.DISTINCT_2]].isna().all()
     assert agg.loc["greedy", S.ENTROPY] == 1.0 and agg.loc["greedy", S.N] == 2
+    assert not set(S.EFFECTIVE_COLUMNS + (S.EFFECTIVE_PROMPTS, S.QUALITY_THRESHOLD)) & set(agg.columns)
+    # effective diversity at exact match >= 1: p1 keeps "a b c" alone (no pair: left out), p2 both "x y": Self-BLEU
+    # 100, distinct-1 2/4, distinct-2 1/2 over that one prompt; the diverse p1 was diverse by a wrong answer
+    effective = aggregate(pd.concat([sampled, greedy]), [S.EXACT_MATCH], quality_threshold=1.0).set_index(S.DECODING)
+    assert effective.loc["t=1", list(S.EFFECTIVE_COLUMNS)].tolist() == [pytest.approx(100.0), 0.5, 0.5]
+    assert effective.loc["t=1", S.EFFECTIVE_PROMPTS] == 1 and effective.loc["t=1", S.QUALITY_THRESHOLD] == 1.0
+    assert effective.loc["greedy", list(S.EFFECTIVE_COLUMNS)].isna().all()
+    assert effective.loc["greedy", S.EFFECTIVE_PROMPTS] == 0
+    # at the metric's floor every sample counts: the plain measures
+    floor = aggregate(sampled, [S.EXACT_MATCH], quality_threshold=0.0).iloc[0]
+    assert floor[list(S.EFFECTIVE_COLUMNS)].tolist() == [pytest.approx(50.0), 0.75, 0.75]
+    assert floor[S.EFFECTIVE_PROMPTS] == 2
 
 
 def test_format_table_marks_each_methods_front():
