@@ -17,7 +17,7 @@ The YAML file:
       - axes: {method: [mle], train_size: [250, 1000], seed: [0, 1, 2]}
         decodings: {temperatures: [0], beams: [1]}                 # this sub-grid's sweep cells
         rewards: false                                             # no reward extraction for these runs
-    sweep: {temperatures: [0, 0.5, 1], beams: [1, 4], top_p: [0.9, 1], samples: 5, ...}  # analysis.sweep.sweep's options
+    sweep: {temperatures: [0, 0.5, 1], top_p: [0.9, 1], beams: [1, 4], samples: 5, ...}  # analysis.sweep.sweep options
     rewards: {limit: 50, n_boot: 1000, preferences: null}          # or false; preferences: a JSONL of pairs
     findings: {quality: exact_match}         # the report's quality metric (default: the task's first)
 
