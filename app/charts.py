@@ -122,6 +122,7 @@ def temperature_figure(points: pd.DataFrame, quality: str, baselines: pd.DataFra
     the axis' ticks, so no label of a point can cover another); a text task's trivial baselines (`baselines`, the
     sweep's baselines.parquet rows) as dashed horizontal lines across both, named at the right, alternately above
     and below the line."""
+    points = S.with_grid_columns(points)
     beams = points[points[S.KIND] == "beam"]
     panels = 2 if len(beams) else 1
     fig = make_subplots(rows=1, cols=panels, shared_yaxes=True, column_widths=[0.3, 0.7][-panels:],
@@ -138,7 +139,8 @@ def temperature_figure(points: pd.DataFrame, quality: str, baselines: pd.DataFra
     several_steps = points[S.STEP].nunique() > 1
     err = S.seed_se_col(quality)
     lines = points[points[S.KIND].isin(["greedy", "sample"])]
-    for (method, step, top_p, min_p), g in lines.groupby([S.METHOD, S.STEP, S.TOP_P, S.MIN_P], sort=True):
+    groups = lines.groupby([S.METHOD, S.STEP, S.TOP_P, S.MIN_P])
+    for (method, step, top_p, min_p), g in sorted(groups, key=lambda kv: (*kv[0][:2], -kv[0][2], kv[0][3])):
         g = g.sort_values(S.TEMPERATURE)
         # a filtered sampler's line (greedy is on the unfiltered one): its filters in its name, dotted
         filters = [f"top_p={top_p:g}"] * (top_p != 1.0) + [f"min_p={min_p:g}"] * (min_p != 0.0)
