@@ -79,6 +79,18 @@ def test_decoding_grid_crosses_temperatures_with_top_p_and_min_p_for_sampling_on
     assert ordered == [d.label for d in grid]  # the aggregate's rows in the grid's order
 
 
+def test_the_default_cell_of_rewards_is_the_hottest_unfiltered_sampler():
+    from analysis.reward_data import default_decoding
+
+    cells = pd.DataFrame({
+        S.DECODING: ["t=1,min_p=0.05", "t=1,top_p=0.9", "t=1", "greedy", "t=0.5", "beam=4"],
+        S.KIND: ["sample"] * 3 + ["greedy", "sample", "beam"], S.TEMPERATURE: [1, 1, 1, 0, 0.5, 0],
+        S.TOP_P: [1, 0.9, 1, 1, 1, 1], S.MIN_P: [0.05, 0, 0, 0, 0, 0], S.BEAMS: [1, 1, 1, 1, 1, 4],
+    })  # fmt: skip
+    assert default_decoding(cells) == "t=1"
+    assert default_decoding(cells.iloc[3:].drop(columns=[S.TOP_P, S.MIN_P])) == "t=0.5"  # a table without them
+
+
 def test_checkpoints_every_n_keeps_every_nth_and_the_last(tmp_path):
     run = tmp_path / "run"
     for step in (10, 20, 30, 40, 50):
