@@ -7,6 +7,7 @@ import argparse
 
 TEMPERATURES = (0.0, 0.25, 0.5, 0.75, 1.0)
 BEAMS = (1, 2, 4, 8)
+TOP_P, MIN_P = (1.0,), (0.0,)  # sampling filters of the grid: none by default
 # Prompts per batch of the sweep: rows leave a batch as they finish, so a larger one holds no idle rows, and each
 # decoding step's fixed cost is shared by more rows (benchmarks/sweep_throughput.py)
 SWEEP_BATCH_SIZE = 32
@@ -27,9 +28,17 @@ def sweep_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--run", action="append", required=True, help="Run directory, directory of runs, or glob; repeatable.")
-    add("--checkpoints", default="last", help="last, all, or steps such as 100,300.")
+    add("--checkpoints", default="last", help="last, all, every:N (every N-th saved checkpoint, the "
+        "last included), or steps such as 100,300.")  # fmt: skip
     add("--temperatures", type=_floats, default=TEMPERATURES, help="Comma-separated; 0 is greedy.")
     add("--beams", type=lambda t: [int(x) for x in t.split(",") if x], default=BEAMS, help="Beam widths; 1 is greedy.")
+    add("--top_p", type=_floats, default=TOP_P, help="Comma-separated nucleus values in (0, 1] for the sampled "
+        "cells (transformers' top_p); 1 keeps every token.")  # fmt: skip
+    add("--min_p", type=_floats, default=MIN_P, help="Comma-separated min-p values in [0, 1) for the sampled "
+        "cells (transformers' min_p); 0 keeps every token.")  # fmt: skip
+    add("--quality_threshold", type=float, default=None, help="Effective diversity: Self-BLEU and distinct-n among "
+        "the samples whose main quality metric is >= this (e.g. 1 for exact match), as extra aggregate columns. "
+        "Default: not computed.")  # fmt: skip
     add("--samples", type=int, default=5, help="K: samples (or top beams) per prompt.")
     add("--split", default=None, help="Split of the run's data to decode. Default: its held-out split, 'test' "
         "when the data has one (the built-in tasks, a directory with test.jsonl), else 'validation' (a single "

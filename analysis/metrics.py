@@ -321,7 +321,18 @@ def quality_scores(metrics, predictions: list[str], references: list[str]) -> di
     return {name: results[name] for name in metrics}
 
 
-def aggregate(samples: pd.DataFrame, metrics=None) -> pd.DataFrame:
+def effective_diversity(cell: pd.DataFrame, quality: str, threshold: float) -> dict:
+    """Self-BLEU and distinct-1/2 among each prompt's samples with `quality` >= `threshold`, averaged over the
+    prompts that keep two or more (the aggregate's effective columns)."""
+    good = cell[cell[quality] >= threshold]
+    groups = [g[S.COMPLETION].tolist() for _, g in good.groupby(S.PROMPT_ID, sort=False) if len(g) > 1]
+    measures = {S.EFFECTIVE_SELF_BLEU: self_bleu, S.EFFECTIVE_DISTINCT_1: lambda g: distinct_n(g, 1),
+                S.EFFECTIVE_DISTINCT_2: lambda g: distinct_n(g, 2)}  # fmt: skip
+    row = {col: np.mean([measure(g) for g in groups]) if groups else np.nan for col, measure in measures.items()}
+    return row | {S.EFFECTIVE_PROMPTS: len(groups), S.QUALITY_THRESHOLD: float(threshold)}
+
+
+def aggregate(samples: pd.DataFrame, metrics=None, quality_threshold: float | None = None) -> pd.DataFrame:
     """One row per (run, step, decoding) of a samples table, keyed by schema.AGG_KEYS:
 
     - `<m>_mean`, `<m>_se` for each quality metric m (default: the table's schema.quality_columns): the mean
@@ -329,9 +340,13 @@ def aggregate(samples: pd.DataFrame, metrics=None) -> pd.DataFrame:
       prompt are one cluster);
     - Self-BLEU, distinct-1, distinct-2, compression ratio and n-gram diversity of each prompt's samples,
       averaged over prompts (NaN when prompts have a single sample, as under greedy);
-    - entropy: mean over samples of their mean per-token entropy; n: number of samples.
+    - entropy: mean over samples of their mean per-token entropy; n: number of samples;
+    - with a `quality_threshold`: effective diversity (schema.EFFECTIVE_COLUMNS), Self-BLEU and distinct-1/2 of
+      each prompt's samples whose first metric of `metrics` (the task's main one) is >= the threshold, averaged
+      over the prompts with two or more of them (effective_prompts; NaN when none), and the threshold itself.
     """
     metrics = S.quality_columns(samples.columns) if metrics is None else list(metrics)
+    samples = S.with_grid_columns(samples)
     rows = []
     for keys, cell in samples.groupby(list(S.AGG_KEYS), sort=False):
         row = dict(zip(S.AGG_KEYS, keys))
@@ -346,5 +361,7 @@ def aggregate(samples: pd.DataFrame, metrics=None) -> pd.DataFrame:
         row[S.NGRAM_DIVERSITY] = np.mean([ngram_diversity(g) for g in groups]) if several else np.nan
         row[S.ENTROPY] = cell[S.ENTROPY].mean()
         row[S.N] = len(cell)
+        if quality_threshold is not None:
+            row |= effective_diversity(cell, metrics[0], quality_threshold)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -60,7 +60,8 @@ def pareto_by(
 # the same; distinct-n and n-gram diversity 0: no n-gram; the compression ratio has no worst value, so no
 # hypervolume); quality's is 0, the worst value of every quality metric here (exact match,
 # ROUGE, BLEU, chrF are all >= 0).
-HYPERVOLUME_REFERENCE = {S.SELF_BLEU: 100.0, S.DISTINCT_1: 0.0, S.DISTINCT_2: 0.0, S.NGRAM_DIVERSITY: 0.0}
+HYPERVOLUME_REFERENCE = {S.SELF_BLEU: 100.0, S.DISTINCT_1: 0.0, S.DISTINCT_2: 0.0, S.NGRAM_DIVERSITY: 0.0,
+                         S.EFFECTIVE_SELF_BLEU: 100.0, S.EFFECTIVE_DISTINCT_1: 0.0, S.EFFECTIVE_DISTINCT_2: 0.0}
 QUALITY_REFERENCE = 0.0
 
 

@@ -123,9 +123,11 @@ def read_sweep(path) -> pd.DataFrame:
 
 def default_decoding(samples: pd.DataFrame) -> str:
     """The sweep cell the built-in preferences and the report use: sampling at the highest temperature (most
-    varied samples per prompt), else the widest beam, else greedy."""
-    cells = samples.drop_duplicates(S.DECODING)
-    best = cells.assign(_sample=cells[S.KIND] == "sample").sort_values(["_sample", S.TEMPERATURE, S.BEAMS]).iloc[-1]
+    varied samples per prompt, unfiltered: top_p 1, min_p 0 where those were swept), else the widest beam, else
+    greedy."""
+    cells = S.with_grid_columns(samples.drop_duplicates(S.DECODING))
+    cells = cells.assign(_sample=cells[S.KIND] == "sample", _min_p=-cells[S.MIN_P])
+    best = cells.sort_values(["_sample", S.TEMPERATURE, S.TOP_P, "_min_p", S.BEAMS], kind="stable").iloc[-1]
     return str(best[S.DECODING])
 
 

@@ -23,10 +23,12 @@ RUN = "run"
 METHOD = "method"  # label such as "mle" or "iqlearn lam=0.1"
 SEED = "seed"
 STEP = "step"
-DECODING = "decoding"  # label such as "greedy", "t=0.5", "beam=4"
+DECODING = "decoding"  # label such as "greedy", "t=0.5", "t=1,top_p=0.9", "t=1,min_p=0.05", "beam=4"
 KIND = "kind"  # "greedy" | "sample" | "beam"
 TEMPERATURE = "temperature"  # float; 0 for greedy and beam
 BEAMS = "beams"  # int; 1 unless beam search
+TOP_P = "top_p"  # float; nucleus of sampling, 1 (off) for greedy and beam
+MIN_P = "min_p"  # float; min-p of sampling, 0 (off) for greedy and beam
 
 # Per-sample columns.
 PROMPT_ID = "prompt_id"  # str
@@ -45,7 +47,10 @@ ENDED_CALC = "ended_calc"  # bool: as ENDED, for the calculator's completion
 CALC_FORCED = "calc_forced"  # list<int>: positions of COMPLETION_CALC_IDS the calculator forced
 DECODE_PATH = "decode_path"  # str: irl/generation.py Decoded.path, "compact" or "generate" (after a failed check)
 
-AGG_KEYS = (RUN, METHOD, SEED, STEP, DECODING, KIND, TEMPERATURE, BEAMS)
+AGG_KEYS = (RUN, METHOD, SEED, STEP, DECODING, KIND, TEMPERATURE, TOP_P, MIN_P, BEAMS)
+# Tables written before top-p and min-p were axes of the grid lack their columns: those cells sampled with neither
+# (top_p 1, min_p 0), which `with_grid_columns` states.
+GRID_DEFAULTS = {TOP_P: 1.0, MIN_P: 0.0}
 SAMPLE_COLUMNS = AGG_KEYS + (
     PROMPT_ID, SAMPLE, PROMPT, COMPLETION, REFERENCE, N_TOKENS, ENTROPY, PROMPT_IDS, COMPLETION_IDS, ENDED
 )
@@ -56,7 +61,18 @@ DISTINCT_1 = "distinct_1"
 DISTINCT_2 = "distinct_2"
 COMPRESSION_RATIO = "compression_ratio"  # bytes of a prompt's samples joined / bytes gzipped; lower = more diverse
 NGRAM_DIVERSITY = "ngram_diversity"  # sum over n = 1..4 of distinct-n: 4 = no n-gram repeated
-DIVERSITY_COLUMNS = (SELF_BLEU, DISTINCT_1, DISTINCT_2, COMPRESSION_RATIO, NGRAM_DIVERSITY, ENTROPY)
+# Effective diversity (--quality_threshold): the same measures among only the samples of a prompt whose main quality
+# metric is >= the threshold, averaged over the prompts with two or more such samples (EFFECTIVE_PROMPTS of them),
+# so nonsense adds no diversity. Columns present only in an aggregate made with a threshold, stated in its
+# QUALITY_THRESHOLD column.
+EFFECTIVE_SELF_BLEU = "effective_self_bleu"
+EFFECTIVE_DISTINCT_1 = "effective_distinct_1"
+EFFECTIVE_DISTINCT_2 = "effective_distinct_2"
+EFFECTIVE_PROMPTS = "effective_prompts"  # int: prompts with >= 2 samples at or above the threshold
+QUALITY_THRESHOLD = "quality_threshold"  # float: the threshold on the cell's main quality metric
+EFFECTIVE_COLUMNS = (EFFECTIVE_SELF_BLEU, EFFECTIVE_DISTINCT_1, EFFECTIVE_DISTINCT_2)
+DIVERSITY_COLUMNS = (SELF_BLEU, DISTINCT_1, DISTINCT_2, COMPRESSION_RATIO, NGRAM_DIVERSITY, ENTROPY,
+                     *EFFECTIVE_COLUMNS)  # fmt: skip
 N = "n"
 
 # Trivial baselines of a text task (sweep/<split>/baselines.parquet): name, setting (JSON), then <m>_mean/_se, n.
@@ -64,7 +80,7 @@ BASELINE = "baseline"  # "first_k_words", "best_constant", "copy_input"
 BASELINE_SETTING = "setting"
 
 # Seed aggregate: runs differing only in seed are grouped by these keys.
-SEED_GROUP_KEYS = (METHOD, STEP, DECODING, KIND, TEMPERATURE, BEAMS)
+SEED_GROUP_KEYS = (METHOD, STEP, DECODING, KIND, TEMPERATURE, TOP_P, MIN_P, BEAMS)
 N_SEEDS = "n_seeds"
 
 # Reward tables.
@@ -128,6 +144,9 @@ HIGHER_IS_BETTER = {
     COMPRESSION_RATIO: False,
     NGRAM_DIVERSITY: True,
     ENTROPY: True,
+    EFFECTIVE_SELF_BLEU: False,
+    EFFECTIVE_DISTINCT_1: True,
+    EFFECTIVE_DISTINCT_2: True,
 }
 
 
@@ -150,13 +169,22 @@ def quality_columns(columns, same_text: bool = False) -> list[str]:
     return [c for c in columns if c in HIGHER_IS_BETTER and c not in skip]
 
 
-# Decoding grid: kinds in this order, then temperature, then beam width.
+# Decoding grid: kinds in this order, then temperature, top-p (largest, i.e. no filter, first), min-p, beam width.
 KIND_ORDER = {"greedy": 0, "sample": 1, "beam": 2}
-GRID_ORDER = (KIND, TEMPERATURE, BEAMS)
+GRID_ORDER = (KIND, TEMPERATURE, TOP_P, MIN_P, BEAMS)
+
+
+def with_grid_columns(table):
+    """A samples or aggregate table with the top_p and min_p columns, added with GRID_DEFAULTS where a table
+    written before those axes existed lacks them; a table that has them is returned as it is."""
+    missing = {k: v for k, v in GRID_DEFAULTS.items() if k not in table.columns}
+    return table.assign(**missing) if missing and KIND in table.columns else table
 
 
 def grid_sort_key(column):
     """`key=` for DataFrame.sort_values over GRID_ORDER columns (and any others): kinds in KIND_ORDER."""
+    if column.name == TOP_P:
+        return -column  # top_p 1 (no filter) before 0.9
     return column.map(KIND_ORDER) if column.name == KIND else column
 
 

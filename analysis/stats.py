@@ -193,6 +193,7 @@ def aggregate_seeds(
     would be a mean of fewer seeds than `n_seeds` says (a Spearman rho of a run whose quality was constant).
     """
     by = list(by)
+    agg = S.with_grid_columns(agg)  # an aggregate written before top_p and min_p were columns
     if metrics is None:
         skip = set(by) | {S.RUN, S.SEED, S.N}
         metrics = [c for c in agg.select_dtypes("number").columns if c not in skip]

@@ -6,9 +6,11 @@ diversity, and print the quality/diversity table with each method's Pareto front
     accelerate launch --num_processes 2 -m analysis sweep --run runs/demo/mle     # prompts split between processes
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m analysis sweep ...   # two CPU processes
 
-Grid: greedy once (temperature 0 or beam width 1), ancestral sampling at each temperature > 0 (top_k=0,
-top_p=1: the policy's own distribution, tempered) and beam search at each width > 1. K samples per prompt:
-K independent samples, the top min(K, width) beams, and ONE greedy completion (K greedy copies would be
+Grid: greedy once (temperature 0 or beam width 1), ancestral sampling at each temperature > 0 and each top_p and
+min_p asked for (default top_p 1, min_p 0, no top-k: the policy's own distribution, tempered; the filters are
+transformers' TopPLogitsWarper and MinPLogitsWarper, after temperature as in generate) and beam search at each
+width > 1. A sampled cell is labelled "t=1", with its filters when they filter: "t=1,top_p=0.9,min_p=0.05".
+K samples per prompt: K independent samples, the top min(K, width) beams, and ONE greedy completion (K greedy copies would be
 identical, so greedy has no Self-BLEU or distinct-n: those columns are NaN for it). Self-BLEU and distinct-n
 depend on the number of samples per prompt, so compare cells with the same number (beam=2 has 2). On the math task every
 cell is decoded a second time with the calculator (analysis/calculator.py), with the same seed.
@@ -17,7 +19,8 @@ Written next to each checkpoint (irl.runs.sweep_dir(checkpoint, split)):
     samples-<decoding>.parquet   one row per sample: schema.SAMPLE_COLUMNS (the token record: prompt_ids,
                                  completion_ids up to and including EOS, ended), the calculator's record
                                  (completion_calc_ids, ended_calc, calc_forced, completion_calc), per-sample metrics
-    aggregate.parquet            one row per decoding, rebuilt from the samples files (analysis.metrics.aggregate)
+    aggregate.parquet            one row per decoding, rebuilt from the samples files (analysis.metrics.aggregate),
+                                 with effective diversity when a --quality_threshold is given
     manifest.json                the settings (`Settings`) every cell there was made with
 Lengths: max_new_tokens defaults to 1.5 x the split's longest reference (tokens + EOS), at most half the context
 of a decoder-only model; a prompt that would leave the completion less room keeps its last context -
@@ -76,23 +79,35 @@ from irl.memory import dry_run_decoding
 from irl.model import ModelError, context_length, load_model, load_tokenizer
 
 TEMPERATURES, BEAMS, BATCH_SIZE = cli.TEMPERATURES, cli.BEAMS, cli.SWEEP_BATCH_SIZE
+TOP_P, MIN_P = cli.TOP_P, cli.MIN_P
 
 
 class SweepError(ValueError):
     """A sweep cannot run as asked; the message says why."""
 
 
-def decoding_grid(temperatures=TEMPERATURES, beams=BEAMS) -> list[Decoding]:
-    """Greedy (if temperature 0 or width 1 is asked for), sampling at each temperature > 0, beam search at
-    each width > 1, in that order."""
+def decoding_grid(temperatures=TEMPERATURES, beams=BEAMS, top_p=TOP_P, min_p=MIN_P) -> list[Decoding]:
+    """Greedy (if temperature 0 or width 1 is asked for), sampling at each (temperature > 0, top_p, min_p), beam
+    search at each width > 1, in that order (schema.GRID_ORDER). Greedy and beam search take no top-p or min-p."""
     bad = [t for t in temperatures if not (math.isfinite(t) and t >= 0)]
     if bad:
         raise SweepError(f"--temperatures {bad}: a temperature is a finite number >= 0 (0 is greedy)")
+    bad = [p for p in top_p if not (0 < p <= 1)]  # NaN fails both
+    if bad or not top_p:
+        raise SweepError(f"--top_p {bad or list(top_p)}: a nucleus is a number in (0, 1] (1 keeps every token)")
+    bad = [p for p in min_p if not (0 <= p < 1)]
+    if bad or not min_p:
+        raise SweepError(f"--min_p {bad or list(min_p)}: min-p is a number in [0, 1) (0 keeps every token)")
     bad = [w for w in beams if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1]
     if bad:
         raise SweepError(f"--beams {bad}: a beam width is a whole number >= 1 (1 is greedy)")
     grid = [Decoding("greedy")] if 0 in temperatures or 1 in beams else []
-    grid += [Decoding("sample", temperature=float(t)) for t in sorted(set(temperatures)) if t > 0]
+    grid += [
+        Decoding("sample", temperature=float(t), top_p=float(p), min_p=float(m))
+        for t in sorted(set(temperatures)) if t > 0
+        for p in sorted(set(top_p), reverse=True)
+        for m in sorted(set(min_p))
+    ]
     grid += [Decoding("beam", beams=int(w)) for w in sorted(set(beams)) if w > 1]
     if not grid:
         raise SweepError("empty decoding grid: give a temperature >= 0 or a beam width >= 1")
@@ -171,17 +186,27 @@ def resolve_runs(patterns) -> list[Path]:
     return found
 
 
-def checkpoint_steps(which) -> list[int] | str:
-    """"last", "all", or the steps of a list of ints or a string "100,300"; SweepError for anything else."""
+EVERY = "every:"  # --checkpoints every:N, a stride over the saved checkpoints
+
+
+def checkpoint_steps(which) -> list[int] | str | tuple[str, int]:
+    """"last", "all", ("every", N) for "every:N", or the steps of a list of ints or a string "100,300"; SweepError
+    for anything else."""
     if which in ("last", "all"):
         return which
+    if isinstance(which, str) and which.startswith(EVERY):
+        stride = which[len(EVERY) :]
+        if not (stride.isdecimal() and int(stride) >= 1):
+            raise SweepError(f"--checkpoints {which!r}: every:N takes a whole number N >= 1 (every:2 keeps every "
+                             f"second checkpoint)")  # fmt: skip
+        return ("every", int(stride))
     parts = which.split(",") if isinstance(which, str) else list(which)
     try:
         steps = [int(s) if isinstance(s, str) else operator.index(s) for s in parts]  # 2.5 is no step
     except (TypeError, ValueError):
         steps = []
     if not steps or min(steps) < 0:
-        raise SweepError(f"--checkpoints {which!r}: give last, all, or steps such as 100,300")
+        raise SweepError(f"--checkpoints {which!r}: give last, all, every:N, or steps such as 100,300")
     return steps
 
 
@@ -197,7 +222,8 @@ def check_asked(checkpoints, samples, limit, max_new_tokens, batch_size) -> None
 
 
 def select_checkpoints(run_dir: Path, which) -> list[Path]:
-    """Checkpoints of a run: "last", "all", or a list of steps (ints, or a string "100,300")."""
+    """Checkpoints of a run: "last", "all", "every:N" (every N-th saved checkpoint from the first, and the last
+    always, so the front at the end of training is there), or a list of steps (ints, or a string "100,300")."""
     done = runs.checkpoints(run_dir)
     if not done:
         raise SweepError(f"{run_dir}: no complete checkpoint")
@@ -206,6 +232,9 @@ def select_checkpoints(run_dir: Path, which) -> list[Path]:
         return done[-1:]
     if steps == "all":
         return done
+    if isinstance(steps, tuple):
+        picked = done[:: steps[1]]
+        return picked if picked[-1] == done[-1] else [*picked, done[-1]]
     by_step = {runs.step_of(c): c for c in done}
     missing = [s for s in steps if s not in by_step]
     if missing:
@@ -277,9 +306,10 @@ def cell_rows(path: Path, n_rows: int) -> str | None:
     return None if found == n_rows else f"{found} rows, not {n_rows}"
 
 
-def rebuild_aggregate(out_dir: Path, force: bool = False) -> pd.DataFrame:
+def rebuild_aggregate(out_dir: Path, force: bool = False, quality_threshold: float | None = None) -> pd.DataFrame:
     """aggregate.parquet of a sweep directory, recomputed when the samples files there are not all in it, when it
-    is damaged, or when `force` (a cell was written again)."""
+    is damaged, when it was made before top_p and min_p were columns or with another `quality_threshold` (the
+    effective diversity's; None: none), or when `force` (a cell was written again)."""
     cells = sorted(out_dir.glob(runs.cell_file("*")))
     path = out_dir / runs.AGGREGATE
     labels = {runs.cell_label(p) for p in cells}
@@ -288,11 +318,14 @@ def rebuild_aggregate(out_dir: Path, force: bool = False) -> pd.DataFrame:
             table = pd.read_parquet(path)
         except (pa.ArrowException, OSError):
             table = None  # damaged: recomputed from the cells below
-        if table is not None and set(table[S.DECODING]) == labels:
-            return table
+        if table is not None and set(table[S.DECODING]) == labels and S.TOP_P in table:
+            made_with = table[S.QUALITY_THRESHOLD].iloc[0] if S.QUALITY_THRESHOLD in table else None
+            if made_with == quality_threshold:
+                return table
     manifest = read_json(out_dir / runs.MANIFEST)
     metrics = [*manifest["metrics"], *([S.EXACT_MATCH_CALC] if manifest["calculator"] else [])]
-    table = pd.concat([M.aggregate(pd.read_parquet(p), metrics) for p in cells], ignore_index=True)
+    table = pd.concat([M.aggregate(pd.read_parquet(p), metrics, quality_threshold) for p in cells],
+                      ignore_index=True)  # fmt: skip
     table = table.sort_values(list(S.GRID_ORDER), key=S.grid_sort_key, kind="stable", ignore_index=True)
     write_parquet(path, table)
     return table
@@ -410,6 +443,8 @@ def _cell_table(job: _Job, decoding: Decoding, parts: list) -> pd.DataFrame:
         S.DECODING: decoding.label,
         S.KIND: decoding.kind,
         S.TEMPERATURE: decoding.temperature,
+        S.TOP_P: decoding.top_p,
+        S.MIN_P: decoding.min_p,
         S.BEAMS: decoding.beams,
     }
     extra = [c for c in table.columns if c not in S.SAMPLE_COLUMNS]
@@ -430,11 +465,17 @@ def sweep(
     seed: int = 0,
     batch_size: int = BATCH_SIZE,
     dry_run: bool = False,
+    top_p=TOP_P,
+    min_p=MIN_P,
+    quality_threshold: float | None = None,
 ) -> pd.DataFrame:
     """Run the decoding sweep (see the module docstring) and return the aggregate rows of the asked-for cells.
 
     run_dirs: a run directory, a directory of runs, a glob, or a list of these. checkpoints: "last", "all" or
-    steps. split: default each run's held-out split (irl.data.held_out_split). metrics: per-sample quality
+    steps (or "every:N"). top_p, min_p: the sampling filters, each sampled cell one (temperature, top_p, min_p).
+    quality_threshold: effective diversity among the samples whose main quality metric reaches it (the aggregate's
+    effective columns; None: not computed); it changes no sample, so the aggregate is rebuilt when it changes.
+    split: default each run's held-out split (irl.data.held_out_split). metrics: per-sample quality
     metrics, names of analysis.metrics.metric_module (default: the task's, schema.TASK_METRICS). calculator: decode the
     math task a second time with the calculator (default: on for math). max_new_tokens: default
     `default_max_new_tokens`; longer prompts keep their last `max_prompt_tokens` tokens. Under `accelerate launch`
@@ -447,7 +488,10 @@ def sweep(
     except M.MetricError as e:
         raise SweepError(str(e)) from None
     check_asked(checkpoints, samples, limit, max_new_tokens, batch_size)
-    grid = decoding_grid(temperatures, beams)
+    if quality_threshold is not None and not math.isfinite(quality_threshold):
+        raise SweepError(f"--quality_threshold {quality_threshold}: a finite number on the main quality metric's "
+                         f"scale (exact match 1, ROUGE in [0, 1], BLEU and chrF in [0, 100])")  # fmt: skip
+    grid = decoding_grid(temperatures, beams, top_p, min_p)
     state = _process_state()
     asked = dict(samples=samples, limit=limit, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
                  calculator=calculator, metrics=metrics)  # fmt: skip
@@ -472,7 +516,7 @@ def sweep(
             if state.is_main_process:
                 write_parquet(cell_path(job.out_dir, decoding), _cell_table(job, decoding, parts))
         if state.is_main_process:
-            rebuild_aggregate(job.out_dir, force=bool(job.todo))
+            rebuild_aggregate(job.out_dir, force=bool(job.todo), quality_threshold=quality_threshold)
             if job.baselines is not None and not (job.out_dir / runs.BASELINES).is_file():
                 write_parquet(job.out_dir / runs.BASELINES, job.baselines)
     progress.close()
@@ -491,7 +535,7 @@ def format_table(aggregate_table: pd.DataFrame, quality: str | None = None) -> s
     quality: the first metric of schema.HIGHER_IS_BETTER present, exact_match on math), "" for the others,
     "-" for points without a Self-BLEU (greedy) or quality value, which take no part.
     """
-    agg = aggregate_table.reset_index(drop=True)
+    agg = S.with_grid_columns(aggregate_table.reset_index(drop=True))
     metrics = [m for m in S.HIGHER_IS_BETTER if S.mean_col(m) in agg and m not in S.DIVERSITY_COLUMNS]
     quality = quality or S.mean_col(metrics[0])
     placed = agg.dropna(subset=[quality, S.SELF_BLEU])
@@ -531,6 +575,7 @@ def main(argv=None) -> None:
         table = sweep(
             args.run, args.checkpoints, args.temperatures, args.beams, args.samples, args.split, args.limit,
             args.max_new_tokens, args.metrics, args.calculator, args.seed, args.batch_size, args.dry_run,
+            top_p=args.top_p, min_p=args.min_p, quality_threshold=args.quality_threshold,
         )  # fmt: skip
     except (SweepError, ModelError, DataError, irl_config.ConfigError, FileError) as e:
         sys.exit(f"error: {e}")

@@ -116,11 +116,13 @@ def pareto_figure(points: pd.DataFrame, quality: str, diversity: str) -> go.Figu
 
 
 def temperature_figure(points: pd.DataFrame, quality: str, baselines: pd.DataFrame | None = None) -> go.Figure:
-    """Quality against sampling temperature: a line per (method, step) through greedy (temperature 0) and the
-    sampling settings, with error bars over seeds; beam search, if swept, in a panel of its own on the left, one
-    square per (method, width) beside each other at each width (the widths are the axis' ticks, so no label
-    of a point can cover another); a text task's trivial baselines (`baselines`, the sweep's baselines.parquet
-    rows) as dashed horizontal lines across both, named at the right, alternately above and below the line."""
+    """Quality against sampling temperature: a line per (method, step) through greedy (temperature 0) and the sampling
+    settings (one more, dotted, per top-p/min-p filter swept), with error bars over seeds; beam search, if swept, in
+    a panel of its own on the left, one square per (method, width) beside each other at each width (the widths are
+    the axis' ticks, so no label of a point can cover another); a text task's trivial baselines (`baselines`, the
+    sweep's baselines.parquet rows) as dashed horizontal lines across both, named at the right, alternately above
+    and below the line."""
+    points = S.with_grid_columns(points)
     beams = points[points[S.KIND] == "beam"]
     panels = 2 if len(beams) else 1
     fig = make_subplots(rows=1, cols=panels, shared_yaxes=True, column_widths=[0.3, 0.7][-panels:],
@@ -137,11 +139,15 @@ def temperature_figure(points: pd.DataFrame, quality: str, baselines: pd.DataFra
     several_steps = points[S.STEP].nunique() > 1
     err = S.seed_se_col(quality)
     lines = points[points[S.KIND].isin(["greedy", "sample"])]
-    for (method, step), g in lines.groupby([S.METHOD, S.STEP], sort=True):
+    groups = lines.groupby([S.METHOD, S.STEP, S.TOP_P, S.MIN_P])
+    for (method, step, top_p, min_p), g in sorted(groups, key=lambda kv: (*kv[0][:2], -kv[0][2], kv[0][3])):
         g = g.sort_values(S.TEMPERATURE)
+        # a filtered sampler's line (greedy is on the unfiltered one): its filters in its name, dotted
+        filters = [f"top_p={top_p:g}"] * (top_p != 1.0) + [f"min_p={min_p:g}"] * (min_p != 0.0)
+        name = " · ".join([f"{method} @ {step}" if several_steps else method, *filters])
         fig.add_trace(go.Scatter(
-            x=g[S.TEMPERATURE], y=g[quality], mode="lines+markers", legendgroup=method,
-            name=f"{method} @ {step}" if several_steps else method, line=dict(color=colors[method]),
+            x=g[S.TEMPERATURE], y=g[quality], mode="lines+markers", legendgroup=method, name=name,
+            line=dict(color=colors[method], dash="dot" if filters else "solid"),
             error_y=dict(type="data", array=g[err], visible=True, thickness=1),
             customdata=g[[S.DECODING]].map(escape), hovertemplate="%{customdata[0]}: %{y:.4g}<extra></extra>",
         ), **temperature)  # fmt: skip

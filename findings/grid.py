@@ -15,9 +15,9 @@ The YAML file:
     grid:                                    # sub-grids; the plan is the union of their points
       - axes: {method: [mle, iqlearn-lam0.1], seed: [0, 1, 2]}      # the product of the axes
       - axes: {method: [mle], train_size: [250, 1000], seed: [0, 1, 2]}
-        decodings: {temperatures: [0], beams: [1]}                 # this sub-grid's sweep cells
+        decodings: {temperatures: [0], beams: [1]}                 # this sub-grid's cells (and top_p, min_p)
         rewards: false                                             # no reward extraction for these runs
-    sweep: {temperatures: [0, 0.5, 1], beams: [1, 4], samples: 5, limit: 50, ...}  # analysis.sweep.sweep's options
+    sweep: {temperatures: [0, 0.5, 1], top_p: [0.9, 1], beams: [1, 4], samples: 5, ...}  # analysis.sweep.sweep options
     rewards: {limit: 50, n_boot: 1000, preferences: null}          # or false; preferences: a JSONL of pairs
     findings: {quality: exact_match}         # the report's quality metric (default: the task's first)
 
@@ -57,6 +57,7 @@ from common.io import FileError, read_yaml
 
 TOP_KEYS = ("output_dir", "base", "methods", "grid", "sweep", "rewards", "findings")
 SUBGRID_KEYS = ("axes", "decodings", "rewards")
+CELL_KEYS = ("temperatures", "top_p", "min_p", "beams")  # a sub-grid's decodings (or the sweep's, for all)
 METHOD = "method"
 SEED = "seed"
 REWARD_KEYS = ("limit", "n_boot", "preferences")
@@ -77,6 +78,8 @@ class Point:
     temperatures: tuple
     beams: tuple
     rewards: bool = True
+    top_p: tuple = (1.0,)  # the sampled cells' filters (analysis.sweep.decoding_grid)
+    min_p: tuple = (0.0,)
 
 
 @dataclass
@@ -156,11 +159,13 @@ def expand(spec: dict) -> list[Point]:
         for field in ("output_dir", "resume"):
             if field in axes or field in base:
                 raise GridError(f"{where}: {field} is set by the grid, not by an axis or the base")
-        cells = {**{k: sweep[k] for k in ("temperatures", "beams") if k in sweep}, **(sub.get("decodings") or {})}
-        if set(cells) - {"temperatures", "beams"}:
-            raise GridError(f"{where}.decodings: only temperatures and beams, got {sorted(cells)}")
+        cells = {**{k: sweep[k] for k in CELL_KEYS if k in sweep}, **(sub.get("decodings") or {})}
+        if set(cells) - set(CELL_KEYS):
+            raise GridError(f"{where}.decodings: only {', '.join(CELL_KEYS)}, got {sorted(cells)}")
         temperatures = tuple(float(t) for t in cells.get("temperatures", (0.0, 0.25, 0.5, 0.75, 1.0)))
         beams = tuple(int(b) for b in cells.get("beams", (1, 2, 4, 8)))
+        top_p = tuple(float(p) for p in cells.get("top_p", (1.0,)))
+        min_p = tuple(float(p) for p in cells.get("min_p", (0.0,)))
         for combo in itertools.product(*axes.values()):
             chosen = dict(zip(axes, combo))
             values, parts = dict(base), []
@@ -176,7 +181,7 @@ def expand(spec: dict) -> list[Point]:
             if SEED in axes:
                 values[SEED] = seed
                 name += f"/seed{_text(seed)}"
-            point = Point(name, values, temperatures, beams, sub.get("rewards", True) is not False)
+            point = Point(name, values, temperatures, beams, sub.get("rewards", True) is not False, top_p, min_p)
             if name in points:
                 old = points[name]
                 if old.values != values:
@@ -184,6 +189,8 @@ def expand(spec: dict) -> list[Point]:
                     raise GridError(f"{where}: run {name!r} is planned twice with different fields {diff}")
                 old.temperatures = tuple(sorted(set(old.temperatures) | set(temperatures)))
                 old.beams = tuple(sorted(set(old.beams) | set(beams)))
+                old.top_p = tuple(sorted(set(old.top_p) | set(top_p)))
+                old.min_p = tuple(sorted(set(old.min_p) | set(min_p)))
                 old.rewards = old.rewards or point.rewards
             else:
                 points[name] = point
@@ -195,7 +202,7 @@ def check_sweep_options(options: dict) -> None:
     any training (importing the sweep imports torch, so `plan` and `report` leave it)."""
     from analysis.sweep import sweep
 
-    allowed = set(inspect.signature(sweep).parameters) - {"run_dirs", "temperatures", "beams", "checkpoints"}
+    allowed = set(inspect.signature(sweep).parameters) - {"run_dirs", "checkpoints", *CELL_KEYS}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise GridError(f"sweep: unknown option(s) {unknown}; analysis.sweep.sweep takes {sorted(allowed)}")
@@ -220,7 +227,7 @@ def load_grid(path) -> Grid:
     text = Path(path).read_text()
     if "output_dir" not in spec:
         raise GridError(f"{path}: a grid file is a mapping with output_dir, base, methods, grid, sweep, ...")
-    sweep = {k: v for k, v in (spec.get("sweep") or {}).items() if k not in ("temperatures", "beams")}
+    sweep = {k: v for k, v in (spec.get("sweep") or {}).items() if k not in CELL_KEYS}
     findings = dict(spec.get("findings") or {})
     if set(findings) - set(FINDINGS_KEYS):
         raise GridError(f"findings: unknown key(s) {sorted(set(findings) - set(FINDINGS_KEYS))}; it has "
@@ -374,10 +381,11 @@ def run_grid(grid: Grid, callbacks=None) -> dict[str, float]:
     t = time.perf_counter()
     by_cells: dict[tuple, list[Path]] = {}
     for point in grid.points:
-        by_cells.setdefault((point.temperatures, point.beams), []).append(grid.run_dir(point))
-    for (temperatures, beams), run_dirs in by_cells.items():
+        cells = (point.temperatures, point.beams, point.top_p, point.min_p)
+        by_cells.setdefault(cells, []).append(grid.run_dir(point))
+    for (temperatures, beams, top_p, min_p), run_dirs in by_cells.items():
         state.wait_for_everyone()
-        sweep(run_dirs, "last", temperatures, beams, **grid.sweep)
+        sweep(run_dirs, "last", temperatures, beams, **grid.sweep, top_p=top_p, min_p=min_p)
     seconds["sweep"] = time.perf_counter() - t
     say(f"[grid] swept {len(grid.points)} runs in {seconds['sweep']:.0f} s", flush=True)
 

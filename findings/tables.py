@@ -67,7 +67,7 @@ def _sweep_aggregate(run: dict, split: str) -> pd.DataFrame | None:
     path = runs.sweep_dir(last, split) / runs.AGGREGATE if last is not None else None
     if path is None or not path.is_file():
         return None
-    return read_parquet(path).assign(**{k: run[k] for k in RUN_KEYS})
+    return S.with_grid_columns(read_parquet(path)).assign(**{k: run[k] for k in RUN_KEYS})
 
 
 def _rewards(run: dict, split: str) -> tuple[pd.DataFrame | None, dict | None]:
@@ -125,7 +125,7 @@ def gather(grid, split: str | None = None, n_boot: int = 1000) -> dict[str, pd.D
     aggregate = pd.concat(sweeps, ignore_index=True) if sweeps else pd.DataFrame()
     out = {L.RUNS: table, L.AGGREGATE: aggregate}
     if len(aggregate):
-        by = [*GROUP_KEYS, S.STEP, S.DECODING, S.KIND, S.TEMPERATURE, S.BEAMS]
+        by = [*GROUP_KEYS, S.STEP, S.DECODING, S.KIND, S.TEMPERATURE, S.TOP_P, S.MIN_P, S.BEAMS]
         out[L.SEED_AGGREGATE] = aggregate_seeds(aggregate, by=by, metrics=[m for m in metrics if m in aggregate])
         gains = beam_gains(aggregate, quality)
         out[L.BEAM_GAIN] = _seed_stats(gains, ["greedy", "beam", L.BEAM_GAIN_COL]) if len(gains) else pd.DataFrame()

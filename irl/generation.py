@@ -28,7 +28,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList, MinPLogitsWarper, TopPLogitsWarper
 from transformers.modeling_outputs import BaseModelOutput
 
 from irl.data import Collator, Encoded, episode_features
@@ -116,10 +116,22 @@ class Decoding:
     kind: str  # "greedy" | "sample" | "beam"
     temperature: float = 0.0
     beams: int = 1
+    top_p: float = 1.0  # sampling only: nucleus, transformers' TopPLogitsWarper (1: off)
+    min_p: float = 0.0  # sampling only: transformers' MinPLogitsWarper (0: off)
 
     @property
     def label(self) -> str:
-        return {"greedy": "greedy", "sample": f"t={self.temperature:g}", "beam": f"beam={self.beams}"}[self.kind]
+        """"greedy", "beam=4", "t=0.5", and for sampling with a filter "t=0.5,top_p=0.9", "t=1,min_p=0.05" (the
+        default top_p=1, min_p=0 stay out, so labels made before these axes existed read the same)."""
+        if self.kind != "sample":
+            return {"greedy": "greedy", "beam": f"beam={self.beams}"}[self.kind]
+        filters = [f"top_p={self.top_p:g}"] * (self.top_p != 1.0) + [f"min_p={self.min_p:g}"] * (self.min_p != 0.0)
+        return ",".join([f"t={self.temperature:g}", *filters])
+
+    def warpers(self) -> list:
+        """The filters of sampling after temperature, in generate's order (top-p, then min-p)."""
+        top_p = [TopPLogitsWarper(self.top_p)] if self.top_p != 1.0 else []
+        return top_p + ([MinPLogitsWarper(self.min_p)] if self.min_p != 0.0 else [])
 
     def samples_per_prompt(self, k: int) -> int:
         return {"greedy": 1, "sample": k, "beam": min(k, self.beams)}[self.kind]
@@ -127,7 +139,8 @@ class Decoding:
     def generate_kwargs(self, k: int) -> dict:
         n = self.samples_per_prompt(k)
         if self.kind == "sample":
-            return dict(do_sample=True, temperature=self.temperature, top_k=0, top_p=1.0, num_return_sequences=n)
+            return dict(do_sample=True, temperature=self.temperature, top_k=0, top_p=self.top_p,
+                        min_p=self.min_p or None, num_return_sequences=n)  # fmt: skip
         return dict(do_sample=False, num_beams=self.beams, num_return_sequences=n)
 
 
@@ -266,10 +279,11 @@ def decode_compact(model, batch: dict, decoding: Decoding, n: int, *, max_new_to
     active rows take their places (`fill_holes`): the rows' order changes, each row's state moves with it. Each step
     reads the raw logits of the active rows (float32), applies `logits_processor` to them with the rows' ids so far
     (as `generate` passes them: prompt included for a decoder-only model, [decoder start] + generated for an
-    encoder-decoder one), then takes the argmax (greedy) or samples from softmax(scores / temperature) over the full
-    vocabulary (no top-k/top-p). An encoder-decoder model encodes the prompts once; each step runs the decoder with
-    the cached self- and cross-attention of its active rows. Greedy rows equal `generate`'s; sampled rows are
-    reproducible for a seed (the random draws are those of the active rows only, so they differ from `generate`'s)."""
+    encoder-decoder one), then takes the argmax (greedy) or samples from softmax of scores / temperature filtered
+    by the decoding's top-p and min-p (`Decoding.warpers`, generate's order; no top-k). An encoder-decoder model
+    encodes the prompts once; each step runs the decoder with the cached self- and cross-attention of its active
+    rows. Greedy rows equal `generate`'s; sampled rows are reproducible for a seed (the random draws are those of
+    the active rows only, so they differ from `generate`'s)."""
     seq2seq = model.config.is_encoder_decoder
     attention = batch["attention_mask"].repeat_interleave(n, 0)  # (N, P): row i * n + j is sample j of prompt i
     total, device = attention.shape[0], attention.device
@@ -306,7 +320,10 @@ def decode_compact(model, batch: dict, decoding: Decoding, n: int, *, max_new_to
                 entropy_sum[rows] += _entropy(raw)
             scores = raw if logits_processor is None else logits_processor(ids, raw)
             if decoding.kind == "sample":
-                token = torch.multinomial(torch.softmax(scores / decoding.temperature, dim=-1), 1)[:, 0]
+                scores = scores / decoding.temperature
+                for warp in decoding.warpers():
+                    scores = warp(ids, scores)
+                token = torch.multinomial(torch.softmax(scores, dim=-1), 1)[:, 0]
             else:
                 token = scores.argmax(-1)
             generated[rows, t] = token

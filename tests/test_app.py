@@ -574,6 +574,19 @@ def test_temperature_figure_lines_and_beam_markers():
     assert sorted(named) == ["baseline: best_constant", "baseline: first_k_words"]  # named once each
 
 
+def test_temperature_figure_draws_a_dotted_line_per_top_p_and_min_p_filter():
+    points = pd.DataFrame({
+        S.METHOD: ["A"] * 5, S.STEP: [1] * 5, S.KIND: ["greedy", "sample", "sample", "sample", "sample"],
+        S.DECODING: ["greedy", "t=0.5", "t=1", "t=0.5,top_p=0.9", "t=1,top_p=0.9"],
+        S.TEMPERATURE: [0.0, 0.5, 1.0, 0.5, 1.0], S.TOP_P: [1.0, 1.0, 1.0, 0.9, 0.9], S.MIN_P: 0.0, S.BEAMS: 1,
+        "q": [0.6, 0.4, 0.2, 0.5, 0.45], "q_seed_se": 0.01,
+    })  # fmt: skip
+    unfiltered, nucleus = charts.temperature_figure(points, "q").data  # greedy on the unfiltered line only
+    assert (nucleus.name, list(nucleus.x), list(nucleus.y), nucleus.line.dash) == ("A · top_p=0.9", [0.5, 1.0],
+                                                                                  [0.5, 0.45], "dot")  # fmt: skip
+    assert (unfiltered.name, list(unfiltered.x), unfiltered.line.dash) == ("A", [0.0, 0.5, 1.0], "solid")
+
+
 def test_curves_figure_panels_bands_and_means():
     bands = pd.DataFrame({"key": ["b", "b", "a"], S.METHOD: "m", S.STEP: [10, 20, 10], "mean": [2.0, 5.0, 7.0],
                           "lo": [1.0, 4.0, 7.0], "hi": [3.0, 6.0, 7.0], "n_seeds": [2, 2, 1]})  # fmt: skip

@@ -3,6 +3,7 @@
 share its cache), reproducible samples, and the token record (ids up to EOS, ended flags, entropy); the
 preallocated cache holds what transformers' own cache holds."""
 
+import numpy as np
 import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -187,3 +188,68 @@ def test_a_wrong_compact_decoder_is_caught_and_decoding_goes_through_generate(mo
     decode(model, batch, Decoding("greedy"), 1, max_new_tokens=4, seed=0, eos_token_id=tokenizer.eos_token_id,
            pad_token_id=tokenizer.pad_token_id, check=False)  # fmt: skip
     assert not generation._checked
+
+
+def test_top_p_and_min_p_filter_as_hand_computed():
+    """probs .5, .3, .15, .05: top-p 0.8 keeps the smallest set of most likely tokens holding >= 0.8 ({0, 1}),
+    min-p 0.25 keeps the tokens of probability >= 0.25 x 0.5 = 0.125 ({0, 1, 2}); both: {0, 1}. The defaults
+    filter nothing and keep the labels made before these axes existed."""
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    ids = torch.zeros((1, 1), dtype=torch.long)
+
+    def kept(decoding):
+        scores = logits
+        for warp in decoding.warpers():
+            scores = warp(ids, scores)
+        return torch.isfinite(scores[0]).nonzero()[:, 0].tolist()
+
+    assert kept(Decoding("sample", 1.0, top_p=0.8)) == [0, 1]
+    assert kept(Decoding("sample", 1.0, min_p=0.25)) == [0, 1, 2]
+    assert kept(Decoding("sample", 1.0, top_p=0.8, min_p=0.25)) == [0, 1]
+    assert kept(Decoding("sample", 1.0)) == [0, 1, 2, 3] and Decoding("sample", 1.0).warpers() == []
+    labels = [Decoding("sample", 1.0).label, Decoding("sample", 0.5, top_p=0.9).label,
+              Decoding("sample", 1.0, min_p=0.05).label, Decoding("sample", 0.7, top_p=0.95, min_p=0.1).label]
+    assert labels == ["t=1", "t=0.5,top_p=0.9", "t=1,min_p=0.05", "t=0.7,top_p=0.95,min_p=0.1"]
+
+
+class Recorder(LogitsProcessor):
+    """Keeps each step's raw scores by the row's ids so far, to find the step a token was drawn in."""
+
+    def __init__(self):
+        self.steps = []
+
+    def __call__(self, input_ids, scores):
+        self.steps.append({tuple(row): s.clone() for row, s in zip(input_ids.tolist(), scores)})
+        return scores
+
+
+@pytest.mark.parametrize("top_p, min_p", [(0.5, 0.0), (1.0, 0.5), (0.7, 0.1)])
+def test_compact_sampling_draws_only_tokens_the_filters_keep(model_and_tokenizer, top_p, min_p):
+    """Every token the compact sampler draws at temperature 0.8 is in the nucleus (the fewest most likely tokens
+    of softmax(logits / 0.8) holding >= top_p) and has probability >= min_p x the largest, computed here from the
+    step's raw logits; the unfiltered distribution puts much of its mass outside, so the filters did something."""
+    model, tokenizer = model_and_tokenizer
+    batch = left_padded(tokenizer, PROMPTS, "cpu")
+    recorder = Recorder()
+    decoding = Decoding("sample", temperature=0.8, top_p=top_p, min_p=min_p)
+    out = decode(model, batch, decoding, 3, max_new_tokens=12, seed=3, eos_token_id=tokenizer.eos_token_id,
+                 pad_token_id=tokenizer.pad_token_id, logits_processor=LogitsProcessorList([recorder]))  # fmt: skip
+    outside = []
+    for i, (prompt, completion) in enumerate(zip(out.prompt_ids, out.completion_ids)):
+        padded = batch["input_ids"][i // 3].tolist()
+        for t, token in enumerate(completion):
+            probs = torch.softmax(recorder.steps[t][tuple(padded + completion[:t])] / 0.8, -1)
+            ranked = probs.sort(descending=True).values
+            # the smallest prefix whose mass reaches top_p (all of them at top_p 1, where float sums may fall short)
+            nucleus = min(int((ranked.cumsum(0) < top_p).sum()) + 1, len(ranked))
+            assert probs[token] >= ranked[nucleus - 1] and probs[token] >= min_p * ranked[0]
+            outside.append(1 - float(ranked[:nucleus][ranked[:nucleus] >= min_p * ranked[0]].sum()))
+    assert np.mean(outside) > 0.1, np.mean(outside)
+
+
+def test_generate_takes_top_p_and_min_p(model_and_tokenizer):
+    """Through generate (compact=False), a top-p small enough to keep one token draws the greedy tokens."""
+    model, tokenizer = model_and_tokenizer
+    greedy = run(model, tokenizer, Decoding("greedy"), 1, compact=False)
+    nucleus = run(model, tokenizer, Decoding("sample", temperature=1.0, top_p=1e-6), 1, compact=False)
+    assert nucleus.completion_ids == greedy.completion_ids

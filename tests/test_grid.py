@@ -52,6 +52,16 @@ def test_expand_gives_the_literal_runs():
     assert cells["mle/seed1"] == ((0.0, 1.0), (1, 4), True)
     assert cells["ent-train_size8/seed0"] == ((0.0,), (1,), False)
     assert cells["lam0.3-objectiveiqlearn"] == ((0.0, 1.0), (1, 4), True)
+    assert {(p.top_p, p.min_p) for p in points} == {((1.0,), (0.0,))}  # no filters unless asked for
+
+
+def test_top_p_and_min_p_are_cells_of_the_sweep_or_of_a_sub_grid():
+    spec = {**SPEC, "sweep": {**SPEC["sweep"], "top_p": [0.9, 1]}}
+    spec["grid"] = [*SPEC["grid"][:2], {"axes": {"lam": [0.3], "objective": ["iqlearn"]},
+                                       "decodings": {"temperatures": [1], "min_p": [0, 0.1]}}]  # fmt: skip
+    cells = {p.name: (p.temperatures, p.top_p, p.min_p) for p in expand(spec)}
+    assert cells["mle/seed0"] == ((0.0, 1.0), (0.9, 1.0), (0.0,))  # the sweep's top_p, for every run
+    assert cells["lam0.3-objectiveiqlearn"] == ((1.0,), (0.9, 1.0), (0.0, 0.1))  # its own min_p
 
 
 def test_load_grid_builds_every_config_through_the_loader(tmp_path):
@@ -78,6 +88,8 @@ def test_load_grid_builds_every_config_through_the_loader(tmp_path):
                     {"axes": {"method": [{"name": "mle", "objective": "iqlearn"}], "seed": [0]}}]),
          "'mle/seed0' is planned twice with different fields"),  # fmt: skip
         (dict(grid=[]), "at least one sub-grid"),
+        (dict(grid=[{"axes": {"lam": [0.1]}, "decodings": {"top_k": [5]}}]),
+         r"decodings: only temperatures, top_p, min_p, beams, got .*'top_k'"),
     ],
 )
 def test_bad_grids_fail_naming_the_key(change, match):

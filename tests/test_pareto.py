@@ -81,7 +81,7 @@ def _agg_table():
 def test_aggregate_seeds_by_hand():
     out = aggregate_seeds(_agg_table(), metrics=["rouge1_mean", S.SELF_BLEU]).set_index(S.METHOD)
     assert list(out.columns) == [
-        S.STEP, S.DECODING, S.KIND, S.TEMPERATURE, S.BEAMS,
+        S.STEP, S.DECODING, S.KIND, S.TEMPERATURE, S.TOP_P, S.MIN_P, S.BEAMS,
         "rouge1_mean", "rouge1_mean_seed_se", "self_bleu", "self_bleu_seed_se", "n_seeds",
     ]  # fmt: skip
     mle = out.loc["mle"]

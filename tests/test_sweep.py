@@ -64,6 +64,100 @@ def test_decoding_grid_is_greedy_once_then_temperatures_then_beams():
     assert [d.label for d in decoding_grid((0.25,), (2,))] == ["t=0.25", "beam=2"]  # no 0, no 1: no greedy
 
 
+def test_decoding_grid_crosses_temperatures_with_top_p_and_min_p_for_sampling_only():
+    grid = decoding_grid((0, 0.5, 1.0), (1, 2), top_p=(0.9, 1.0), min_p=(0.0, 0.05))
+    assert [d.label for d in grid] == [
+        "greedy",
+        "t=0.5", "t=0.5,min_p=0.05", "t=0.5,top_p=0.9", "t=0.5,top_p=0.9,min_p=0.05",
+        "t=1", "t=1,min_p=0.05", "t=1,top_p=0.9", "t=1,top_p=0.9,min_p=0.05",
+        "beam=2",
+    ]  # fmt: skip
+    assert {(d.top_p, d.min_p) for d in grid if d.kind != "sample"} == {(1.0, 0.0)}
+    order = pd.DataFrame([{S.KIND: d.kind, S.TEMPERATURE: d.temperature, S.TOP_P: d.top_p, S.MIN_P: d.min_p,
+                           S.BEAMS: d.beams, S.DECODING: d.label} for d in reversed(grid)])  # fmt: skip
+    ordered = order.sort_values(list(S.GRID_ORDER), key=S.grid_sort_key, kind="stable")[S.DECODING].tolist()
+    assert ordered == [d.label for d in grid]  # the aggregate's rows in the grid's order
+
+
+def test_the_default_cell_of_rewards_is_the_hottest_unfiltered_sampler():
+    from analysis.reward_data import default_decoding
+
+    cells = pd.DataFrame({
+        S.DECODING: ["t=1,min_p=0.05", "t=1,top_p=0.9", "t=1", "greedy", "t=0.5", "beam=4"],
+        S.KIND: ["sample"] * 3 + ["greedy", "sample", "beam"], S.TEMPERATURE: [1, 1, 1, 0, 0.5, 0],
+        S.TOP_P: [1, 0.9, 1, 1, 1, 1], S.MIN_P: [0.05, 0, 0, 0, 0, 0], S.BEAMS: [1, 1, 1, 1, 1, 4],
+    })  # fmt: skip
+    assert default_decoding(cells) == "t=1"
+    assert default_decoding(cells.iloc[3:].drop(columns=[S.TOP_P, S.MIN_P])) == "t=0.5"  # a table without them
+
+
+def test_checkpoints_every_n_keeps_every_nth_and_the_last(tmp_path):
+    run = tmp_path / "run"
+    for step in (10, 20, 30, 40, 50):
+        (run / f"checkpoint-{step}").mkdir(parents=True)
+    select = sweep_module.select_checkpoints
+    with pytest.MonkeyPatch.context() as patch:  # checkpoints without weights: the listing alone matters here
+        patch.setattr(sweep_module.runs, "checkpoints", lambda r: sorted(r.glob("checkpoint-*"), key=lambda p: int(
+            p.name.split("-")[1])))  # fmt: skip
+        steps = {n: [int(p.name.split("-")[1]) for p in select(run, f"every:{n}")] for n in (1, 2, 3, 5, 9)}
+    assert steps == {1: [10, 20, 30, 40, 50], 2: [10, 30, 50], 3: [10, 40, 50], 5: [10, 50], 9: [10, 50]}
+    for bad in ("every:0", "every:", "every:-2", "every:1.5"):
+        with pytest.raises(SweepError, match="every:N takes a whole number N >= 1"):
+            sweep_module.checkpoint_steps(bad)
+
+
+def test_sweep_with_top_p_and_min_p_axes(tiny_run, swept, tmp_path):
+    """A sweep with the new axes writes one cell per (temperature, top_p, min_p), keyed in its rows; its default
+    cell is the same one (same label, same seed, same rows) as a sweep without them."""
+    run = copy_run(tiny_run, tmp_path)
+    table = sweep(run, **{**SWEEP, "beams": (), "top_p": (0.9, 1.0), "min_p": (0.0, 0.2)})
+    labels = ["greedy", "t=1", "t=1,min_p=0.2", "t=1,top_p=0.9", "t=1,top_p=0.9,min_p=0.2"]
+    assert table[S.DECODING].tolist() == labels
+    assert table[[S.TOP_P, S.MIN_P]].values.tolist() == [[1, 0], [1, 0], [1, 0.2], [0.9, 0], [0.9, 0.2]]
+    out_dir = sweep_dir(run / "checkpoint-3", "test")
+    filtered = pd.read_parquet(out_dir / "samples-t=1,top_p=0.9,min_p=0.2.parquet")
+    assert set(filtered[S.TOP_P]) == {0.9} and set(filtered[S.MIN_P]) == {0.2} and len(filtered) == 15
+    same = pd.read_parquet(out_dir / "samples-t=1.parquet").drop(columns=S.RUN)
+    pd.testing.assert_frame_equal(same, pd.read_parquet(swept[1] / "samples-t=1.parquet").drop(columns=S.RUN))
+
+
+def test_a_sweep_directory_written_before_the_filter_axes_reads_and_reruns(tiny_run, swept, tmp_path):
+    """Cells and an aggregate without top_p / min_p columns (as written before those axes existed): a rerun with
+    the defaults keeps every cell, and the aggregate is rebuilt with the columns at their defaults."""
+    run = copy_run(tiny_run, tmp_path)
+    out_dir = sweep_dir(run / "checkpoint-3", "test")
+    out_dir.parent.mkdir(parents=True)
+    shutil.copytree(swept[1], out_dir)
+    for path in out_dir.glob("*.parquet"):
+        pd.read_parquet(path).drop(columns=[S.TOP_P, S.MIN_P]).to_parquet(path)
+    cells = {p.name: p.stat().st_mtime_ns for p in out_dir.glob("samples-*")}
+    again = sweep(run, **SWEEP)
+    assert {p.name: p.stat().st_mtime_ns for p in out_dir.glob("samples-*")} == cells  # nothing decoded again
+    pd.testing.assert_frame_equal(again.drop(columns=S.RUN), swept[0].drop(columns=S.RUN))
+
+
+def test_quality_threshold_rebuilds_the_aggregate_with_effective_diversity(tiny_run, swept, tmp_path):
+    """A rerun with a threshold decodes nothing and adds the effective columns, recomputed here from the rows;
+    a rerun without it drops them again (the aggregate says what it was made with)."""
+    run = copy_run(tiny_run, tmp_path)
+    out_dir = sweep_dir(run / "checkpoint-3", "test")
+    out_dir.parent.mkdir(parents=True)
+    shutil.copytree(swept[1], out_dir)
+    cells = {p.name: p.stat().st_mtime_ns for p in out_dir.glob("samples-*")}
+    table = sweep(run, **SWEEP, quality_threshold=0.0).set_index(S.DECODING)
+    assert {p.name: p.stat().st_mtime_ns for p in out_dir.glob("samples-*")} == cells
+    samples = pd.read_parquet(out_dir / "samples-t=1.parquet")
+    groups = [g[S.COMPLETION].tolist() for _, g in samples.groupby(S.PROMPT_ID)]  # exact match >= 0: all
+    assert table.loc["t=1", S.EFFECTIVE_SELF_BLEU] == pytest.approx(np.mean([self_bleu(g) for g in groups]))
+    assert table.loc["t=1", S.EFFECTIVE_DISTINCT_1] == pytest.approx(table.loc["t=1", S.DISTINCT_1])
+    assert table.loc["t=1", S.EFFECTIVE_PROMPTS] == 5 and (table[S.QUALITY_THRESHOLD] == 0.0).all()
+    plain = sweep(run, **SWEEP)
+    assert S.QUALITY_THRESHOLD not in plain
+    pd.testing.assert_frame_equal(plain.drop(columns=S.RUN), swept[0].drop(columns=S.RUN))
+    with pytest.raises(SweepError, match="--quality_threshold nan"):
+        sweep(run, **SWEEP, quality_threshold=float("nan"))
+
+
 def test_completion_lengths_count_up_to_and_including_the_first_eos():
     eos, pad = 1, 0
     generated = torch.tensor([[5, eos, pad, pad], [5, 6, 7, 8], [eos, pad, pad, pad], [5, eos, 6, eos]])
@@ -116,6 +210,18 @@ def test_aggregate_of_hand_made_samples():
     assert agg.loc["greedy", "exact_match_mean"] == 0.5 and agg.loc["greedy", "exact_match_se"] == pytest.approx(0.5)
     assert agg.loc["greedy", [S.SELF_BLEU, S.DISTINCT_1, S.DISTINCT_2]].isna().all()
     assert agg.loc["greedy", S.ENTROPY] == 1.0 and agg.loc["greedy", S.N] == 2
+    assert not set(S.EFFECTIVE_COLUMNS + (S.EFFECTIVE_PROMPTS, S.QUALITY_THRESHOLD)) & set(agg.columns)
+    # effective diversity at exact match >= 1: p1 keeps "a b c" alone (no pair: left out), p2 both "x y": Self-BLEU
+    # 100, distinct-1 2/4, distinct-2 1/2 over that one prompt; the diverse p1 was diverse by a wrong answer
+    effective = aggregate(pd.concat([sampled, greedy]), [S.EXACT_MATCH], quality_threshold=1.0).set_index(S.DECODING)
+    assert effective.loc["t=1", list(S.EFFECTIVE_COLUMNS)].tolist() == [pytest.approx(100.0), 0.5, 0.5]
+    assert effective.loc["t=1", S.EFFECTIVE_PROMPTS] == 1 and effective.loc["t=1", S.QUALITY_THRESHOLD] == 1.0
+    assert effective.loc["greedy", list(S.EFFECTIVE_COLUMNS)].isna().all()
+    assert effective.loc["greedy", S.EFFECTIVE_PROMPTS] == 0
+    # at the metric's floor every sample counts: the plain measures
+    floor = aggregate(sampled, [S.EXACT_MATCH], quality_threshold=0.0).iloc[0]
+    assert floor[list(S.EFFECTIVE_COLUMNS)].tolist() == [pytest.approx(50.0), 0.75, 0.75]
+    assert floor[S.EFFECTIVE_PROMPTS] == 2
 
 
 def test_format_table_marks_each_methods_front():
@@ -177,8 +283,8 @@ def test_sweep_writes_documented_columns(swept):
     assert samples["samples-t=1.parquet"][S.SAMPLE].tolist() == [0, 1, 2] * 5
     assert samples["samples-t=1.parquet"][S.PROMPT_ID].tolist()[:4] == ["math-test-0"] * 3 + ["math-test-1"]
     beam = samples["samples-beam=2.parquet"].iloc[0]
-    keys = (S.METHOD, S.SEED, S.STEP, S.DECODING, S.KIND, S.TEMPERATURE, S.BEAMS)
-    assert tuple(beam[list(keys)]) == ("mle", 0, 3, "beam=2", "beam", 0.0, 2)
+    keys = (S.METHOD, S.SEED, S.STEP, S.DECODING, S.KIND, S.TEMPERATURE, S.TOP_P, S.MIN_P, S.BEAMS)
+    assert tuple(beam[list(keys)]) == ("mle", 0, 3, "beam=2", "beam", 0.0, 1.0, 0.0, 2)
     for table in samples.values():
         assert table[S.N_TOKENS].between(1, 10).all() and (table[S.ENTROPY] > 0).all()
     assert returned[S.DECODING].tolist() == ["greedy", "t=1", "beam=2"]

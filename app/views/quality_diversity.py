@@ -19,7 +19,7 @@ if swept.empty:
 
 top = st.columns([1, 1, 1, 3])
 split = widgets.select(top[0], "Split", sorted(swept["name"].unique()), key="split")
-agg = data.gather(root, results, R.SWEEP, split, R.AGGREGATE, runs)
+agg = S.with_grid_columns(data.gather(root, results, R.SWEEP, split, R.AGGREGATE, runs))
 metric = widgets.select(
     top[1], "Quality", [m for m in S.quality_columns(S.HIGHER_IS_BETTER) if S.mean_col(m) in agg], key="quality"
 )
