@@ -10,10 +10,10 @@ Grid: greedy once (temperature 0 or beam width 1), ancestral sampling at each te
 min_p asked for (default top_p 1, min_p 0, no top-k: the policy's own distribution, tempered; the filters are
 transformers' TopPLogitsWarper and MinPLogitsWarper, after temperature as in generate) and beam search at each
 width > 1. A sampled cell is labelled "t=1", with its filters when they filter: "t=1,top_p=0.9,min_p=0.05".
-K samples per prompt: K independent samples, the top min(K, width) beams, and ONE greedy completion (K greedy copies would be
-identical, so greedy has no Self-BLEU or distinct-n: those columns are NaN for it). Self-BLEU and distinct-n
-depend on the number of samples per prompt, so compare cells with the same number (beam=2 has 2). On the math task every
-cell is decoded a second time with the calculator (analysis/calculator.py), with the same seed.
+K samples per prompt: K independent samples, the top min(K, width) beams, and ONE greedy completion (K greedy
+copies would be identical, so greedy has no Self-BLEU or distinct-n: those columns are NaN for it). Self-BLEU and
+distinct-n depend on the number of samples per prompt, so compare cells with the same number (beam=2 has 2). On the
+math task every cell is decoded a second time with the calculator (analysis/calculator.py), with the same seed.
 
 Written next to each checkpoint (irl.runs.sweep_dir(checkpoint, split)):
     samples-<decoding>.parquet   one row per sample: schema.SAMPLE_COLUMNS (the token record: prompt_ids,
