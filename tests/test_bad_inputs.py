@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -33,6 +32,7 @@ from irl import runs
 from irl.__main__ import main as irl_main
 from common.io import atomic_write_text
 from irl.model import load_model, load_tokenizer
+from tests.test_train import one_thread
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = dict(
@@ -48,17 +48,6 @@ def flags(values: dict) -> list[str]:
     for k, v in values.items():
         out += [f"--{k}", *map(str, v)] if isinstance(v, list) else [f"--{k}", str(v)]
     return out
-
-
-@contextmanager
-def one_thread():
-    """torch on one thread: faster on a shared 2-core machine, and the same kernels for runs compared bit for bit."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

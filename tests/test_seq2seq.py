@@ -12,7 +12,6 @@ on them.
 
 import json
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,7 @@ from irl.objectives import iqlearn, mle, online_iqlearn
 from irl.train import train
 from tests.test_calculator import tokenizer as char_tokenizer  # noqa: F401 (a fixture)
 from tests.test_generation import ENTROPY_ATOL
-from tests.test_train import REPO, CrashAt, final_weights, launch_two_processes
+from tests.test_train import REPO, CrashAt, final_weights, launch_two_processes, one_thread
 
 PAD, EOS = 0, 1  # the presets' tokenizer: pad (also T5's decoder start) 0, EOS 1
 
@@ -281,18 +280,6 @@ SWEEP = dict(temperatures=(0, 1.0), beams=(2,), samples=2, limit=4, max_new_toke
 RUNS = {"mle": dict(objective="mle"), "iqlearn": dict(objective="iqlearn", lam=0.0, gamma=0.9)}
 
 
-@contextmanager
-def one_thread():
-    """torch on one thread: faster on a shared 2-core machine, and the same GEMM kernels for every run compared
-    bit for bit (the thread count decides how a matrix product splits its sums, hence its float32 rounding)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     """(runs root, causal run): t5-tiny MLE and IQLearn (lam 0, gamma 0.9) runs of the same seed, swept and
@@ -481,8 +468,8 @@ def test_app_pages_render_t5_runs(chain, monkeypatch):
     at = app_page(monkeypatch, root)
     assert sorted(at.dataframe[0].value[S.RUN]) == sorted(RUNS)
     at = app_page(monkeypatch, root, "views/token_rewards.py")
-    html = " ".join(h.proto.body for h in at.get("html"))
-    assert html.count("token") > 0 and len(at.get("html")) == 2  # both checkpoints side by side
+    bodies = [h.proto.body for h in at.get("html") if 'class="token-rewards"' in h.proto.body]
+    assert len(bodies) == 2 and all(body.count("<span") > 0 for body in bodies)  # both checkpoints side by side
     at = app_page(monkeypatch, root, "views/quality_diversity.py")
     assert len(at.get("plotly_chart")) >= 2
     at = app_page(monkeypatch, root, "views/rewards_quality.py")

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -19,6 +20,18 @@ from irl.runs import checkpoints, last_checkpoint
 from irl.trainer import NonFiniteLossError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@contextmanager
+def one_thread():
+    """torch on one thread: faster on a shared 2-core machine, and the same GEMM kernels for every run compared
+    bit for bit (the thread count decides how a matrix product splits its sums, hence its float32 rounding)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def tiny(tmp_path, name="run", **overrides) -> TrainConfig:

@@ -52,6 +52,10 @@ def definitions_table(summaries: dict, name: str, metric: str | None = None) -> 
     widgets.table(every[shown], f"definitions-{name}")
     st.markdown(f"**Which definition tracks {'the preferences' if pairwise else metric} best**, per checkpoint "
                 "(separated: its interval lies above the runner-up's)")  # fmt: skip
+    if measure not in every:  # undefined for every definition: a side is constant (or no pair is scorable)
+        st.info(f"{measure} is undefined for every definition here (the quality or every score is constant), so "
+                "no definition leads.")  # fmt: skip
+        return
     widgets.table(tables.best_definitions(every, measure), f"best-definition-{name}")
 
 
