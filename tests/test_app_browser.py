@@ -14,7 +14,9 @@ import pytest
 from tests.app_fixtures import (
     CHART_TEXT_CLASHES, OVERFLOWING, PAGES, REPO, choose, chromium, serve_app, timed_run,
 )
+from findings import rules as R
 from tests.conftest import HOSTILE, HOSTILE_TOKENS
+from tests.test_findings import quick_findings  # noqa: F401 (a fixture)
 
 ARTIFACTS = REPO / "test-artifacts" / "app"
 
@@ -106,3 +108,16 @@ def test_a_link_opens_the_view_it_names(page):
     assert shown.startswith(f"{page.base}/token_rewards?data=test&checkpoint=iqlearn%2Fseed1%404&beside=none")
     assert "score=logp_sum" in shown and "colour=logp" in shown
     page.screenshot(path=str(ARTIFACTS / "copy-link.png"))
+
+
+def test_findings_page_renders_a_grids_report(quick_findings, tmp_path):
+    """The Findings page over the toy quick grid (tests/test_findings.py): its verdict table and each finding's
+    figure, with no exception."""
+    grid, _ = quick_findings
+    with serve_app(grid, ARTIFACTS / "streamlit-findings.log") as base, chromium(tmp_path / "profile") as context:
+        page = context.new_page()
+        timed_run(page, lambda: page.goto(f"{base}/findings"), reload=True, selector='[data-testid="stImage"]')
+        assert page.locator('[data-testid="stException"]').count() == 0
+        assert page.get_by_role("heading", name="Findings").first.is_visible()
+        assert page.get_by_text("Verdict:").count() == len(R.RULES)  # every finding, with its verdict
+        screenshot(page, "findings")
