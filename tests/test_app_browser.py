@@ -110,7 +110,7 @@ def test_a_link_opens_the_view_it_names(page):
     page.screenshot(path=str(ARTIFACTS / "copy-link.png"))
 
 
-def test_findings_page_renders_a_grids_report(quick_findings, tmp_path):
+def test_findings_page_renders_a_grids_report(quick_findings, tmp_path):  # noqa: F811 (the fixture)
     """The Findings page over the toy quick grid (tests/test_findings.py): its verdict table and each finding's
     figure, with no exception."""
     grid, _ = quick_findings
