@@ -110,14 +110,17 @@ def test_a_link_opens_the_view_it_names(page):
     page.screenshot(path=str(ARTIFACTS / "copy-link.png"))
 
 
-def test_findings_page_renders_a_grids_report(quick_findings, tmp_path):  # noqa: F811 (the fixture)
-    """The Findings page over the toy quick grid (tests/test_findings.py): its verdict table and each finding's
-    figure, with no exception."""
+def test_findings_page_renders_a_grids_report(page, quick_findings):  # noqa: F811 (the fixture)
+    """The Findings page over the toy quick grid (tests/test_findings.py), in another tab of the same browser: its
+    verdict table and each finding's figure, with no exception."""
     grid, _ = quick_findings
-    with serve_app(grid, ARTIFACTS / "streamlit-findings.log") as base, chromium(tmp_path / "profile") as context:
-        page = context.new_page()
-        timed_run(page, lambda: page.goto(f"{base}/findings"), reload=True, selector='[data-testid="stImage"]')
-        assert page.locator('[data-testid="stException"]').count() == 0
-        assert page.get_by_role("heading", name="Findings").first.is_visible()
-        assert page.get_by_text("Verdict:").count() == len(R.RULES)  # every finding, with its verdict
-        screenshot(page, "findings")
+    with serve_app(grid, ARTIFACTS / "streamlit-findings.log") as base:
+        tab = page.context.new_page()
+        try:
+            timed_run(tab, lambda: tab.goto(f"{base}/findings"), reload=True, selector='[data-testid="stImage"]')
+            assert tab.locator('[data-testid="stException"]').count() == 0
+            assert tab.get_by_role("heading", name="Findings").first.is_visible()
+            assert tab.get_by_text("Verdict:").count() == len(R.RULES)  # every finding, with its verdict
+            screenshot(tab, "findings")
+        finally:
+            tab.close()
