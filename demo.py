@@ -15,7 +15,7 @@ checkpoints' rewards on the task's preference pairs (the reference against anoth
 one) and print each score's pairwise accuracy beside the likelihood baselines, and error localisation on the
 corrupted pairs; then on the sweep's samples at t=1, each score's Spearman with ROUGE-Lsum and its best-of-N pick
 (the app's Rewards vs quality page). `findings` runs the small grid of configs/findings/demo.yaml (the tiny
-preset on the math task, two seeds) into <runs>/findings, for the app's Findings page. `translate` does the same
+preset on the math task, two seeds) into <runs>/grid, for the app's Findings page. `translate` does the same
 on the translation task (chrF and BLEU) into <runs>/translate/;
 `summarize-scratch` and `translate-scratch` repeat a chain from random weights of the base's architecture (its
 tokenizer trained on the task's training split), same steps and batches, for the side-by-side comparison. The
@@ -45,7 +45,7 @@ TEXT_CHAINS = {
 MATH_CONFIGS = {"mle": "configs/demo_mle.yaml", "iqlearn": "configs/demo_iqlearn.yaml"}
 ONLINE_CONFIGS = {"online": "configs/demo_online.yaml", "gail": "configs/demo_gail.yaml"}
 LIMIT = 50  # test prompts swept, as in the math chain
-FINDINGS_CONFIG = "configs/findings/demo.yaml"  # run into <runs>/findings
+FINDINGS_CONFIG = "configs/findings/demo.yaml"  # run into <runs>/grid
 
 
 def train_run(config: str, run_dir: Path, *extra: str) -> Path:
@@ -206,7 +206,7 @@ def main():
             math_chain(runs, 50, online=chain == "math-all")
         elif chain == "findings":
             print(f"\n== {chain}", flush=True)
-            findings_chain(FINDINGS_CONFIG, runs / "findings")
+            findings_chain(FINDINGS_CONFIG, runs / "grid")
         else:
             parser.error(f"--chains: unknown chain {chain!r}")
     print(f"demo total {time.perf_counter() - start:.0f} s")

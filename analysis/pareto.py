@@ -53,7 +53,7 @@ def pareto_by(
         on_front_mask(group, quality, diversity, lower_diversity_is_better)
         for _, group in points.groupby(by, sort=False, dropna=False)
     ]
-    return points.assign(on_front=pd.concat(masks))
+    return points.assign(on_front=pd.concat(masks) if masks else pd.Series(dtype=bool))
 
 
 # The reference point of the hypervolume, per diversity measure: its worst value (Self-BLEU 100: every sample

@@ -138,3 +138,10 @@ def test_hypervolume_by_states_its_reference_point():
     table = hypervolume_by(points, "q", S.SELF_BLEU)
     assert table[[S.METHOD, S.STEP, "hypervolume", "points"]].values.tolist() == [["a", 1, 52.0, 2], ["a", 2, 15.0, 1]]
     assert set(table["reference"]) == {"q = 0, self_bleu = 100"}
+
+
+def test_fronts_of_no_points_are_empty():
+    """No point has both axes (a quality metric of another task): no front, not an error."""
+    empty = pd.DataFrame({S.METHOD: [], S.STEP: [], "q": [], S.SELF_BLEU: []})
+    assert pareto_by(empty, "q", [S.METHOD, S.STEP]).empty
+    assert "on_front" in pareto_by(empty, "q", [S.METHOD, S.STEP])

@@ -20,9 +20,11 @@ if swept.empty:
 top = st.columns([1, 1, 1, 3])
 split = widgets.select(top[0], "Split", sorted(swept["name"].unique()), key="split")
 agg = S.with_grid_columns(data.gather(root, results, R.SWEEP, split, R.AGGREGATE, runs))
-metric = widgets.select(
-    top[1], "Quality", [m for m in S.quality_columns(S.HIGHER_IS_BETTER) if S.mean_col(m) in agg], key="quality"
-)
+# the metrics of the newest checkpoints first (the default): runs of several tasks share a runs directory
+newest = agg[agg[S.STEP] == agg[S.STEP].max()]
+metrics = [m for m in S.quality_columns(S.HIGHER_IS_BETTER) if S.mean_col(m) in agg]
+metrics.sort(key=lambda m: bool(newest[S.mean_col(m)].isna().all()))  # stable: the schema's order otherwise
+metric = widgets.select(top[1], "Quality", metrics, key="quality")
 quality = S.mean_col(metric)
 diversity = widgets.select(
     top[2], "Diversity", [d for d in S.DIVERSITY_COLUMNS if d != S.ENTROPY and d in agg.columns], key="diversity"
