@@ -14,11 +14,13 @@ def test_rank_correlations_by_hand():
     # ranks differ by d = (-1, 1, -1, 1, 0): rho = 1 - 6 * 4 / (5 * 24) = 0.8; 8 concordant and 2 discordant
     # of 10 pairs: tau = (8 - 2) / 10 = 0.6
     out = stats.rank_correlations([1, 2, 3, 4, 5], [2, 1, 4, 3, 5])
-    assert out["spearman"] == pytest.approx(0.8)
-    assert out["kendall"] == pytest.approx(0.6)
+    assert out["spearman"] == pytest.approx(0.8)  # rel 1e-6, approx's default: float64 arithmetic on both sides
+    assert out["kendall"] == pytest.approx(0.6)  # rel 1e-6, approx's default: float64 arithmetic on both sides
     # a binary metric: average ranks (1.5, 1.5, 3.5, 3.5); rho = 4 / sqrt(5 * 4); tau-b = 4 / sqrt(6 * 4)
     out = stats.rank_correlations([1, 2, 3, 4], [0, 0, 1, 1])
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert out["spearman"] == pytest.approx(4 / np.sqrt(20))
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert out["kendall"] == pytest.approx(4 / np.sqrt(24))
     assert np.isnan(stats.rank_correlations([1, 2, 3], [1, 1, 1])["spearman"])  # a constant metric has no rank
 
@@ -35,6 +37,7 @@ def test_bootstrap_is_seeded_and_resamples_whole_prompts():
     assert a["kendall_low"] < a["kendall"] < a["kendall_high"]
     # a perfectly monotone relation stays perfect in every replicate
     perfect = stats.bootstrap_correlations([1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 7], [0, 0, 1, 1, 2, 2], n_boot=50)
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert perfect["spearman_low"] == pytest.approx(1.0) and perfect["spearman_high"] == pytest.approx(1.0)
 
 
@@ -54,7 +57,7 @@ def test_pairs_without_a_score_are_left_out_and_counted():
     # the third pair's rejected completion has no scored token (NaN): not a loss, not a tie, left out
     out = stats.pairwise_accuracy([3, 2, 5, 0], [1, 2, float("nan"), 1])
     assert (out["wins"], out["ties"], out["losses"], out["n"], out["unscored"]) == (1, 1, 1, 3, 1)
-    assert out["accuracy"] == pytest.approx(1.5 / 3)
+    assert out["accuracy"] == pytest.approx(1.5 / 3)  # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert stats.roc_auc([3, float("nan")], [2, 0]) == 1.0
 
 
@@ -76,6 +79,7 @@ def test_margin_summary_and_preference_metrics():
     assert out[S.R]["auc"] == (4 + 4 + 0.5 * 4 + 0) / 16  # 3 and 2 beat every 1, 1 ties them, 0 loses to them
     # margins 2, 1, 0, -1: mean 0.5, sample std sqrt(5/3), median 0.5
     assert out[S.R]["margin"]["mean"] == 0.5
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert out[S.R]["margin"]["std"] == pytest.approx(np.sqrt(5 / 3))
     assert out[S.R]["margin"]["q50"] == 0.5
 
@@ -94,9 +98,9 @@ def test_best_of_n_by_hand():
     # expectation), highest likelihood sample 1 (right); random = 1/3 for both
     assert out[S.R] == 0.75
     assert out[S.LOGP_SUM] == 0.5
-    assert out["random"] == pytest.approx(1 / 3)
+    assert out["random"] == pytest.approx(1 / 3)  # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert out["oracle"] == 1.0
-    assert out["gain"] == pytest.approx(0.75 - 1 / 3)
+    assert out["gain"] == pytest.approx(0.75 - 1 / 3)  # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert (out["prompts"], out["n"]) == (2, 3.0)
 
 
@@ -111,6 +115,7 @@ def test_correlation_vs_lam_one_row_per_run_sorted_by_lam():
     )
     out = A.correlation_vs_lam(table, "exact_match", n_boot=20)
     assert list(out[S.RUN]) == ["mle", "iq0.3"] and list(out[S.LAM]) == [0.0, 0.3]
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert out["spearman"].to_numpy() == pytest.approx([-4 / np.sqrt(20), 4 / np.sqrt(20)])
     with pytest.raises(ValueError, match="several lam"):
         A.correlation_vs_lam(table.assign(**{S.RUN: "one"}), "exact_match")
@@ -124,4 +129,5 @@ def test_correlation_table_rows():
     out = A.correlation_table(seqs, ["exact_match"], rewards=(S.R, S.R_CENTERED), n_boot=10).set_index("reward")
     assert out.loc[S.R_CENTERED, "spearman"] == pytest.approx(1.0)  # centring removes the prompt offset
     # ranks of R (1, 2, 3, 4) against average ranks (1.5, 3.5, 1.5, 3.5): rho = 2 / sqrt(5 * 4)
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert out.loc[S.R, "spearman"] == pytest.approx(2 / np.sqrt(20))

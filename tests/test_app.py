@@ -124,6 +124,7 @@ def test_runs_page(monkeypatch, real_runs):
     # the line is the mean over the two seeds of what train wrote to metrics.jsonl
     mle = pd.concat([logged["mle/seed0"], logged["mle/seed1"]])
     loss_by_step = mle.dropna(subset=["train/loss"]).groupby(S.STEP)["train/loss"].mean()
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert loss[3]["x"] == loss_by_step.index.tolist() and loss[3]["y"] == pytest.approx(loss_by_step.tolist())
     assert len(at.get("download_button")) == 1
 
@@ -172,12 +173,15 @@ def test_quality_diversity_page_shows_the_sweeps_standard_errors(monkeypatch, re
     samples = pd.read_parquet(real_runs.checkpoints["mle/seed0"] / "sweep" / SWEEP["split"] / "samples-t=1.parquet")
     row = shown[(shown[S.RUN] == "mle/seed0") & (shown[S.DECODING] == "t=1")].iloc[0]
     clustered = stats.mean_se(samples["rouge1"], samples[S.PROMPT_ID])
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert (row["rouge1_mean"], row["rouge1_se"]) == pytest.approx(clustered)
     # the temperature lines' error bars are analysis/stats.py's SE over seeds of those means
     over_seeds = stats.aggregate_seeds(written, metrics=["rouge1_mean"])
     mle = over_seeds[(over_seeds[S.METHOD] == "mle") & over_seeds[S.KIND].isin(["greedy", "sample"])]
     line = next(t for t in temperature["data"] if t["name"] == "mle")
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert line["y"] == pytest.approx(mle.sort_values(S.TEMPERATURE)["rouge1_mean"].tolist())
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert line["error_y"]["array"] == pytest.approx(mle.sort_values(S.TEMPERATURE)["rouge1_mean_seed_se"].tolist())
 
 
@@ -200,6 +204,7 @@ def test_rewards_quality_page_shows_the_analysis_correlations(monkeypatch, real_
     assert title(scatter) == f"{expected} (n = {len(seqs)})"
     subtitle = scatter["layout"]["title"]["subtitle"]["text"]
     assert subtitle.startswith("r_t = Q − γV(s_t+1), γ = 0.99<br>EOS terminal")
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert sorted(scatter["data"][0]["y"]) == pytest.approx(sorted(seqs[S.R]))
     # per checkpoint against lam: summary.json's rho and its bootstrap interval, as error bars
     markers = [t for t in by_lam["data"] if t["mode"] == "markers"]
@@ -207,6 +212,7 @@ def test_rewards_quality_page_shows_the_analysis_correlations(monkeypatch, real_
     for t in markers:
         for (run, step, _), rho, high in zip(t["customdata"], t["y"], t["error_y"]["array"]):
             row = written[(run, S.R, "rouge1")]
+            # rel 1e-6, approx's default: float64 arithmetic on both sides
             assert rho == pytest.approx(row["spearman"]) and high == pytest.approx(row["spearman_high"] - rho)
     # every reward beside every likelihood baseline, per checkpoint, as written
     assert [t["name"] for t in by_score["data"]] == list(S.SCORES)
@@ -234,10 +240,13 @@ def test_rewards_quality_page_counts_a_tie_as_half(monkeypatch, real_runs):
             written = summary(real_runs, run, HOSTILE)["preferences"][score]
             computed = stats.pairwise_accuracy(pairs[f"chosen_{score}"], pairs[f"rejected_{score}"])
             assert written["ties"] == computed["ties"] >= 1  # the pair whose two sides are the same text
+            # rel 1e-6, approx's default: float64 arithmetic on both sides
             assert y == written["accuracy"] == pytest.approx(computed["accuracy"])
             margin = pairs[f"chosen_{score}"] - pairs[f"rejected_{score}"]
+            # rel 1e-6, approx's default: float64 arithmetic on both sides
             assert y == pytest.approx((margin > 0).mean() + 0.5 * (margin == 0).mean())
             assert y != (margin > 0).mean()  # a tie counted as a loss would show less
+            # rel 1e-6, approx's default: float64 arithmetic on both sides
             assert (y + high, y - low) == pytest.approx((written["high"], written["low"]))
 
 
@@ -532,6 +541,7 @@ def test_pareto_points_average_seeds_and_mark_the_front():
                 S.SELF_BLEU: np.nan},
     ])  # fmt: skip
     points = tables.pareto_points(agg, "q_mean", S.SELF_BLEU).set_index(S.DECODING)
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert points.loc["t=1", "q_mean"] == pytest.approx(0.5)
     assert points.loc["t=1", S.seed_se_col("q_mean")] == pytest.approx(0.1)  # std 0.1414 / sqrt(2)
     assert points[S.ON_FRONT].to_dict() == {"beam=4": False, "t=0.5": True, "t=1": True}  # greedy: no Self-BLEU
@@ -539,8 +549,10 @@ def test_pareto_points_average_seeds_and_mark_the_front():
     fig = charts.pareto_figure(points.reset_index(), "q_mean", S.SELF_BLEU)
     assert [t.name for t in fig.data] == ["A · beam", "A · sample", "A front"]
     assert (fig.data[0].marker.symbol, fig.data[1].marker.symbol) == ("square", "diamond")
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert list(fig.data[2].x) == [10.0, 20.0] and list(fig.data[2].y) == pytest.approx([0.5, 0.7])
     assert list(fig.data[1].x) == [20.0, 10.0]  # t=0.5 (one seed: no SE), t=1
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert np.isnan(fig.data[1].error_y.array[0]) and fig.data[1].error_y.array[1] == pytest.approx(0.1)
     assert fig.layout.xaxis.title.text == "self_bleu (lower = more diverse)" and fig.layout.yaxis.title.text == "q_mean"
     # a later step: a front of its own, each step's named and dashed apart
@@ -666,8 +678,10 @@ def test_reward_and_preference_figures():
                          "spearman": [0.1, -0.1, 0.6], "spearman_low": [0.0, -0.3, 0.5],
                          "spearman_high": [0.2, 0.0, 0.9], "n": 10})  # fmt: skip
     mean, iq, mle = charts.correlation_lam_figure(corr).data
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert (mean.name, list(mean.x), list(mean.y)) == ("step 5: mean", [0.0, 0.1], pytest.approx([0.0, 0.6]))
     assert (iq.name, list(iq.y), mle.name, list(mle.y)) == ("iq", [0.6], "mle", [0.1, -0.1])
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert list(iq.error_y.array) == pytest.approx([0.3]) and list(mle.error_y.arrayminus) == pytest.approx([0.1, 0.2])
 
 
@@ -727,6 +741,7 @@ def test_a_link_opens_the_same_runs_data_example_and_colouring(monkeypatch, real
     tokens = pd.read_parquet(rewards_file(real_runs, "iqlearn/seed1", name, S.TOKENS_FILE))
     tokens = tokens[tokens[S.EXAMPLE_ID] == wanted[S.EXAMPLE_ID]].sort_values(S.POSITION)
     line = figure(at, 0)["data"][0]  # the per-token chart's first line: the colouring quantity
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert line["name"] == S.LOGP and line["y"] == pytest.approx(tokens[S.LOGP].tolist())
     assert at.query_params["example"] == str(wanted[S.EXAMPLE_ID])  # the URL keeps what the link named
     assert shared_link(at).startswith("/token_rewards?data=math-preferences&checkpoint=iqlearn%2Fseed1%404")
@@ -826,6 +841,7 @@ def test_rewards_quality_page_shows_every_definition_with_its_interval(monkeypat
         written = next(r for r in summary(real_runs, run, SWEEP["split"])["definitions"]
                        if r["definition"] == row.definition and r["metric"] == metric)  # fmt: skip
         for key in ("spearman", "spearman_low", "spearman_high", "best_of_4_accuracy", "best_of_4_random"):
+            # rel 1e-6, approx's default: float64 arithmetic on both sides
             assert getattr(row, key) == pytest.approx(written[key], nan_ok=True) or written[key] is None
     assert set(every["best_of_4_random"]) == {0.25}
     best = next(t for t in tables_shown if "best" in t and "runner-up" in t and "spearman" in t)
@@ -895,6 +911,7 @@ def test_quality_diversity_page_shows_each_fronts_hypervolume(monkeypatch, real_
     means = written.groupby([S.METHOD, S.DECODING])[["rouge1_mean", S.SELF_BLEU]].mean()
     for row in shown.itertuples():
         mine = means.loc[row.method]
+        # rel 1e-6, approx's default: float64 arithmetic on both sides
         assert row.hypervolume == pytest.approx(hypervolume(mine["rouge1_mean"], mine[S.SELF_BLEU], True, (0, 100)))
         assert row.reference == "rouge1_mean = 0, self_bleu = 100" and row.step == LAST
     assert shown["hypervolume"].gt(0).any()

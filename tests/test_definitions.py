@@ -48,7 +48,9 @@ def test_best_of_k_by_hand():
         rows += [{S.PROMPT_ID: prompt, "q": q, "s": s} for q, s in zip(quality, score)]
     found = definitions.best_of_k(pd.DataFrame(rows), "q", "s")
     accuracy = (1 + 1 / 5 + 1 / 2) / 3
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert found["accuracy"] == pytest.approx(accuracy) and found["n"] == 3 and found["random"] == 0.25
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert (found["low"], found["high"]) == pytest.approx(wilson_interval(accuracy, 3))
     # 4 samples of one prompt, but 2 under each of two decodings: no 4 of one setting to pick from
     split = pd.DataFrame({S.PROMPT_ID: "a", S.DECODING: ["t=1", "t=1", "t=0.5", "t=0.5"], "q": [1, 0, 0, 0],

@@ -37,9 +37,12 @@ def test_difference_interval_is_welchs_t_test_on_the_raw_values():
     found = difference_interval(a.mean(), se(a), len(a), b.mean(), se(b), len(b))
     welch = stats.ttest_ind(a, b, equal_var=False)
     ci = welch.confidence_interval(0.95)
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert found["diff"] == pytest.approx(a.mean() - b.mean())
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert (found["low"], found["high"], found["df"]) == pytest.approx((ci.low, ci.high, welch.df))
     low, high = mean_interval(a.mean(), se(a), len(a))
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert (low, high) == pytest.approx(tuple(stats.ttest_1samp(a, 0).confidence_interval(0.95)))
     # identical replicates (SE 0 on both sides) and single seeds give no interval: untestable, never significant
     assert np.isnan(difference_interval(1.0, 0.0, 3, 0.0, 0.0, 3)["low"])
@@ -104,10 +107,12 @@ def test_diversity_rule_on_literal_fronts():
     assert [c["outcome"] for c in found.comparisons] == [R.FAVOURS, R.FAVOURS]
     assert [c["label"] for c in found.comparisons] == ["iqlearn lam=0.3 t=1 vs mle t=1",
                                                        "iqlearn lam=0.3 t=0.5 vs mle t=0.5"]  # fmt: skip
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert [c["diff"] for c in found.comparisons] == pytest.approx([-10.0, -10.0])
     assert R.verdict([c["outcome"] for c in found.comparisons]) == R.HOLDS
     # IQLearn 20 Self-BLEU points less diverse: its best candidates are 10 above MLE's: the opposite
     found = R.diversity_at_matched_quality(quality_diversity(20.0), QUALITY)
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert [c["diff"] for c in found.comparisons] == pytest.approx([10.0, 10.0])
     assert R.verdict([c["outcome"] for c in found.comparisons]) == R.OPPOSITE
 
@@ -118,6 +123,7 @@ def test_entropy_quality_rule():
             ("mle beta=0.1", "greedy", nan, {QUALITY: [0.30, 0.32, 0.28]})]  # fmt: skip
     found = R.entropy_costs_quality(group(seed_table(rows), [QUALITY], cells=True), QUALITY)
     assert len(found.comparisons) == 1 and found.comparisons[0]["outcome"] == R.FAVOURS
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert found.comparisons[0]["diff"] == pytest.approx(-0.2)
 
 
@@ -148,6 +154,7 @@ def test_overfitting_rules():
     td, ent = R.td_mitigates_overfitting(table), R.entropy_cannot_mitigate(table)
     assert [c["outcome"] for c in td.comparisons] == [R.FAVOURS]  # full-data runs take no part
     assert [c["outcome"] for c in ent.comparisons] == [R.FAVOURS]
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert ent.comparisons[0]["diff"] == pytest.approx(0.48 - 0.10)
     # entropy mitigates as much as TD does: not significant; MLE does not overfit: premise fails
     table = small([0.50, 0.55, 0.45], [0.10, 0.12, 0.08], [0.10, 0.13, 0.07])
@@ -175,9 +182,11 @@ def test_reward_rules():
                                                "iqlearn lam=0.3": ([0.5, 0.52, 0.48], [0.3, 0.31, 0.29])})  # fmt: skip
     grows = R.reward_correlation_grows_with_lam(by_lam, correlations)
     assert [c["outcome"] for c in grows.comparisons] == [R.FAVOURS]
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert grows.comparisons[0]["diff"] == pytest.approx(0.5)
     beyond = R.reward_beyond_likelihood(correlations)
     assert [c["outcome"] for c in beyond.comparisons] == [R.FAVOURS]  # 0.5 - 0.3 per seed, paired
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert beyond.comparisons[0]["diff"] == pytest.approx(0.2)
     assert "MLE, for reference" in " ".join(beyond.evidence)
 
@@ -195,6 +204,7 @@ def test_reward_rules_with_an_undefined_correlation():
     assert "Trend over 5 runs" in evidence
     beyond = R.reward_beyond_likelihood(correlations)
     # seeds 0 and 2: 0.5 - 0.3 = 0.2 and 0.48 - 0.29 = 0.19, mean 0.195
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert beyond.comparisons[0]["diff"] == pytest.approx(0.195) and "over 2 seed(s)" in " ".join(beyond.evidence)
 
 

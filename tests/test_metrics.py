@@ -71,6 +71,7 @@ def test_bleu_and_chrf_equal_sacrebleu():
 
 
 def test_self_bleu_identical_and_disjoint():
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert M.self_bleu(["the cat sat on the mat"] * 5) == pytest.approx(100.0)
     assert M.self_bleu(["red apples fall", "blue sky above", "quiet night music"]) == 0.0
     with pytest.raises(ValueError, match="at least 2"):
@@ -118,8 +119,10 @@ def test_self_bleu_of_groups_by_hand():
 def test_distinct_n_by_hand():
     group = ["the cat sat on the mat", "the cat sat"]
     # 1-grams: 6 + 3 = 9, unique {the, cat, sat, on, mat} = 5
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert M.distinct_n(group, 1) == pytest.approx(5 / 9)
     # 2-grams: the cat, cat sat, sat on, on the, the mat + the cat, cat sat = 7, unique 5 ("mat the" is not one)
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert M.distinct_n(group, 2) == pytest.approx(5 / 7)
     assert M.distinct_n(["hello", "world"], 2) == 0.0
 
@@ -175,4 +178,5 @@ def test_compression_ratio_and_ngram_diversity_by_hand():
     assert compression_ratio(["x y z w"] * 20) > 5 * compression_ratio(["x y z w", "q r s t"])  # repeats compress
     # n-grams never cross samples: 1-grams a b a b a b c (3 distinct of 7), 2-grams ab ba ab ab bc (3 of 5),
     # 3-grams aba bab abc (3 of 3), 4-grams abab (1 of 1)
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert ngram_diversity(samples) == pytest.approx(3 / 7 + 3 / 5 + 1 + 1)

@@ -87,10 +87,10 @@ def test_aggregate_seeds_by_hand():
     mle = out.loc["mle"]
     # rouge1: mean (0.30 + 0.33 + 0.36) / 3 = 0.33; deviations -0.03, 0, 0.03 -> std = sqrt(0.0018 / 2) = 0.03
     # SE = 0.03 / sqrt(3) = 0.0173205
-    assert mle["rouge1_mean"] == pytest.approx(0.33)
+    assert mle["rouge1_mean"] == pytest.approx(0.33)  # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert mle["rouge1_mean_seed_se"] == pytest.approx(0.0173205, abs=1e-7)
     # self-BLEU: mean 60, std sqrt((100 + 0 + 100) / 2) = 10, SE = 10 / sqrt(3) = 5.7735
-    assert mle["self_bleu"] == pytest.approx(60.0)
+    assert mle["self_bleu"] == pytest.approx(60.0)  # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert mle["self_bleu_seed_se"] == pytest.approx(5.7735027, abs=1e-7)
     assert mle["n_seeds"] == 3
     iq = out.loc["iq"]  # a single seed: mean is its value, SE unknown
@@ -103,6 +103,7 @@ def test_aggregate_seeds_a_metric_missing_on_one_seed_is_missing_for_the_group()
     table.loc[1, S.SELF_BLEU] = np.nan
     mle = aggregate_seeds(table, metrics=["rouge1_mean", S.SELF_BLEU]).set_index(S.METHOD).loc["mle"]
     assert math.isnan(mle["self_bleu"]) and math.isnan(mle["self_bleu_seed_se"])
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert mle["rouge1_mean"] == pytest.approx(0.33) and mle["n_seeds"] == 3
 
 
@@ -119,6 +120,7 @@ def test_hypervolume_by_hand_and_against_a_grid_count():
 
     # Self-BLEU (lower is better) against reference (0, 100): as (q, 100 - b) the points are (0.5, 80), (0.8, 40),
     # (0.2, 90) and (0.1, 10), the last dominated: 0.8 * 40 + 0.5 * (80 - 40) + 0.2 * (90 - 80) = 54
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert hypervolume([0.5, 0.8, 0.2, 0.1], [20, 60, 10, 90], True, (0.0, 100.0)) == pytest.approx(54.0)
     assert hypervolume([0.5, -1.0], [120, 20], True, (0.0, 100.0)) == 0.0  # nothing better than the reference
     # the obvious thing: the share of a fine grid's cells whose centre some point dominates

@@ -127,6 +127,7 @@ def test_command_rewards_equal_a_plain_forward_pass(checkpoint, model_and_tokeni
         assert seq[S.V0] == pytest.approx(expected[S.V][0].item(), abs=2e-4)
         assert seq[S.LENGTH] == len(expected["token_id"])
     # rows 0 and 4 share a prompt: centred on their mean; the others are alone (0)
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert seqs[S.R_CENTERED].iloc[0] == pytest.approx((seqs[S.R].iloc[0] - seqs[S.R].iloc[4]) / 2)
     assert seqs[S.R_CENTERED].iloc[1:4].abs().max() < 1e-9
     summary = json.loads((rewards_dir(checkpoint, "plain") / runs.SUMMARY_FILE).read_text())
@@ -161,6 +162,7 @@ def test_preference_jsonl_and_a_dataset_with_a_column_mapping(checkpoint, tmp_pa
     wins, ties = int((table[S.MARGIN] > 0).sum()), int((table[S.MARGIN] == 0).sum())
     assert summary["preferences"][S.R]["accuracy"] == (wins + ties / 2) / 6 and summary["counts"]["pairs"] == 6
     lik = (table["chosen_logp_sum"] > table["rejected_logp_sum"]).mean()
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert summary["preferences"][S.LOGP_SUM]["accuracy"] == pytest.approx(lik)
 
     renamed = [{"question": p["prompt"], "good": p["chosen"], "bad": p["rejected"]} for p in pairs]
@@ -203,6 +205,7 @@ def test_reward_report(checkpoint):
     assert set(report["preferences_by_source"]) == {"carried", "operation", "dropped", "sample"}
     assert report["correlations"][S.R]["n"] == 48 and set(report["correlations"]) == set(S.SCORES)
     best = report["best_of_n"]
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert best["prompts"] == 16 and best["n"] == 3 and best["gain"] == pytest.approx(best[S.R] - best["random"])
     assert set(report["error_localisation"]) == {"n", *S.TOKEN_RANKINGS}
     assert (rewards_dir(checkpoint, "test-t=1") / runs.TOKENS_FILE).is_file()

@@ -148,7 +148,9 @@ def test_quality_threshold_rebuilds_the_aggregate_with_effective_diversity(tiny_
     assert {p.name: p.stat().st_mtime_ns for p in out_dir.glob("samples-*")} == cells
     samples = pd.read_parquet(out_dir / "samples-t=1.parquet")
     groups = [g[S.COMPLETION].tolist() for _, g in samples.groupby(S.PROMPT_ID)]  # exact match >= 0: all
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert table.loc["t=1", S.EFFECTIVE_SELF_BLEU] == pytest.approx(np.mean([self_bleu(g) for g in groups]))
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert table.loc["t=1", S.EFFECTIVE_DISTINCT_1] == pytest.approx(table.loc["t=1", S.DISTINCT_1])
     assert table.loc["t=1", S.EFFECTIVE_PROMPTS] == 5 and (table[S.QUALITY_THRESHOLD] == 0.0).all()
     plain = sweep(run, **SWEEP)
@@ -203,10 +205,12 @@ def test_aggregate_of_hand_made_samples():
     # Self-BLEU: p1 disjoint 0, p2 identical 100
     # distinct-1: p1 6/6, p2 2/4; distinct-2: p1 4/4, p2 1/2
     assert agg.loc["t=1", "exact_match_mean"] == 0.75 and agg.loc["t=1", "exact_match_se"] == 0.25
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert agg.loc["t=1", S.SELF_BLEU] == pytest.approx(50.0)
     assert agg.loc["t=1", S.DISTINCT_1] == 0.75 and agg.loc["t=1", S.DISTINCT_2] == 0.75
     assert agg.loc["t=1", S.ENTROPY] == 2.5 and agg.loc["t=1", S.N] == 4
     # greedy: one sample per prompt, so no diversity; SE std([1,0]) / sqrt(2) = 0.5
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert agg.loc["greedy", "exact_match_mean"] == 0.5 and agg.loc["greedy", "exact_match_se"] == pytest.approx(0.5)
     assert agg.loc["greedy", [S.SELF_BLEU, S.DISTINCT_1, S.DISTINCT_2]].isna().all()
     assert agg.loc["greedy", S.ENTROPY] == 1.0 and agg.loc["greedy", S.N] == 2
@@ -214,12 +218,14 @@ def test_aggregate_of_hand_made_samples():
     # effective diversity at exact match >= 1: p1 keeps "a b c" alone (no pair: left out), p2 both "x y": Self-BLEU
     # 100, distinct-1 2/4, distinct-2 1/2 over that one prompt; the diverse p1 was diverse by a wrong answer
     effective = aggregate(pd.concat([sampled, greedy]), [S.EXACT_MATCH], quality_threshold=1.0).set_index(S.DECODING)
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert effective.loc["t=1", list(S.EFFECTIVE_COLUMNS)].tolist() == [pytest.approx(100.0), 0.5, 0.5]
     assert effective.loc["t=1", S.EFFECTIVE_PROMPTS] == 1 and effective.loc["t=1", S.QUALITY_THRESHOLD] == 1.0
     assert effective.loc["greedy", list(S.EFFECTIVE_COLUMNS)].isna().all()
     assert effective.loc["greedy", S.EFFECTIVE_PROMPTS] == 0
     # at the metric's floor every sample counts: the plain measures
     floor = aggregate(sampled, [S.EXACT_MATCH], quality_threshold=0.0).iloc[0]
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert floor[list(S.EFFECTIVE_COLUMNS)].tolist() == [pytest.approx(50.0), 0.75, 0.75]
     assert floor[S.EFFECTIVE_PROMPTS] == 2
 
@@ -298,16 +304,20 @@ def test_aggregate_matches_rows_recomputed_here(swept):
         agg = returned.set_index(S.DECODING).loc[table[S.DECODING].iloc[0]]
         for metric in (S.EXACT_MATCH, S.EXACT_MATCH_CALC):
             values = table[metric].to_numpy()
+            # rel 1e-6, approx's default: float64 arithmetic on both sides
             assert agg[f"{metric}_mean"] == pytest.approx(values.mean())
             # clustered by prompt: the K samples of a prompt are one cluster
             residual = (table[metric] - values.mean()).groupby(table[S.PROMPT_ID]).sum()
             g = len(residual)
+            # rel 1e-6, approx's default: float64 arithmetic on both sides
             assert agg[f"{metric}_se"] == pytest.approx(math.sqrt(g / (g - 1) * (residual**2).sum()) / len(values))
+        # rel 1e-6, approx's default: float64 arithmetic on both sides
         assert agg[S.ENTROPY] == pytest.approx(table[S.ENTROPY].mean()) and agg[S.N] == len(table)
         groups = [g[S.COMPLETION].tolist() for _, g in table.groupby(S.PROMPT_ID)]
         if name == "samples-greedy.parquet":
             assert math.isnan(agg[S.SELF_BLEU])
         else:
+            # rel 1e-6, approx's default: float64 arithmetic on both sides
             assert agg[S.SELF_BLEU] == pytest.approx(np.mean([self_bleu(g) for g in groups]))
 
 

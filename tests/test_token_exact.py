@@ -154,10 +154,11 @@ def test_clustered_standard_error_by_hand():
     # two prompts: (1, 0, 1) and (0, 0); mean 2/5; cluster residual sums 2 - 3 * 0.4 = 0.8 and 0 - 2 * 0.4 = -0.8;
     # se = sqrt(G / (G - 1) * (0.8^2 + 0.8^2)) / n = sqrt(2 * 1.28) / 5 = 0.32
     mean, se = stats.mean_se([1, 0, 1, 0, 0], ["a", "a", "a", "b", "b"])
-    assert mean == pytest.approx(0.4)
-    assert se == pytest.approx(0.32)
+    assert mean == pytest.approx(0.4)  # rel 1e-6, approx's default: float64 arithmetic on both sides
+    assert se == pytest.approx(0.32)  # rel 1e-6, approx's default: float64 arithmetic on both sides
     # one value per cluster: the ordinary standard error
     x = [0.3, 0.9, 0.1, 0.5]
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert stats.mean_se(x)[1] == pytest.approx(np.std(x, ddof=1) / 2)
 
 
@@ -165,6 +166,7 @@ def test_pairwise_accuracy_counts_ties_half():
     found = stats.pairwise_accuracy([2.0, 1.0, 0.5, 3.0], [1.0, 1.0, 0.7, 3.0])
     assert (found["wins"], found["ties"], found["losses"]) == (1, 2, 1)
     assert found["accuracy"] == 0.5  # (1 + 2 * 0.5) / 4
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert stats.roc_auc([1.0, 2.0], [1.0, 0.0]) == pytest.approx((0.5 + 1 + 1 + 1) / 4)
 
 
@@ -182,17 +184,22 @@ def test_error_localisation_by_hand():
     found = agreement.error_localisation(tokens, seqs)
     assert found["n"] == 2
     r = found[S.REWARD]
-    assert r["hit@1"] == pytest.approx((1 + 1 / 3) / 2)
-    assert r["hit@3"] == pytest.approx(1.0)
+    assert r["hit@1"] == pytest.approx((1 + 1 / 3) / 2)  # rel 1e-6, approx's default: float64 arithmetic on both sides
+    assert r["hit@3"] == pytest.approx(1.0)  # rel 1e-6, approx's default: float64 arithmetic on both sides
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert r["mrr"] == pytest.approx((1 + (1 + 1 / 2 + 1 / 3) / 3) / 2)
     # log pi, lowest first: ex 0 rank 2 or 3 (tie at -1 behind -3); ex 1: -0.1 is the highest, rank 4
     lp = found[S.LOGP]
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert lp["hit@1"] == 0 and lp["hit@3"] == pytest.approx(0.5)
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert lp["mrr"] == pytest.approx(((1 / 2 + 1 / 3) / 2 + 1 / 4) / 2)
     ent = found[S.TOKEN_ENTROPY]  # highest first: ex 0 rank 1; ex 1 rank 1
     assert ent["hit@1"] == 1 and ent["mrr"] == 1
     rnd = found["random"]  # uniform over 3 and over 4 positions
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert rnd["hit@1"] == pytest.approx((1 / 3 + 1 / 4) / 2) and rnd["hit@3"] == pytest.approx((1 + 3 / 4) / 2)
+    # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert rnd["mrr"] == pytest.approx(((1 + 1 / 2 + 1 / 3) / 3 + (1 + 1 / 2 + 1 / 3 + 1 / 4) / 4) / 2)
 
 
