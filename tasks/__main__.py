@@ -21,7 +21,12 @@ def main(argv=None) -> None:
         from tasks.corpus import main as run
     else:
         sys.exit(__doc__)
-    run(rest)
+    from tasks.debian import FetchError
+
+    try:
+        run(rest)
+    except FetchError as e:  # a package the archive no longer carries, or apt's own error: one line naming it
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -328,10 +328,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--cache", default=".cache/debian", help="downloaded .debs and unpacked trees")
     args = parser.parse_args(argv)
-    try:
-        fetched = debian.fetch(args.cache)
-    except debian.FetchError as e:
-        raise SystemExit(f"error: {e}") from None
+    fetched = debian.fetch(args.cache)  # FetchError: said in one line by tasks/__main__.py
     trees = {p: f["tree"] for (p, _), f in fetched.items()}
     packages = {p: {"version": v, "deb": f["deb"].name, "sha256": f["sha256"]} for (p, v), f in fetched.items()}
     manifest = build_corpus(trees, args.out, CorpusConfig(), packages)

@@ -490,10 +490,7 @@ def main(argv=None) -> None:
     parser.add_argument("--cache", default=".cache/debian", help="downloaded .debs and unpacked trees")
     parser.add_argument("--seed", type=int, default=0, help="seed of the preference pairs' draws")
     args = parser.parse_args(argv)
-    try:
-        fetched = debian.fetch(args.cache)
-    except debian.FetchError as e:
-        raise SystemExit(f"error: {e}") from None
+    fetched = debian.fetch(args.cache)  # FetchError: said in one line by tasks/__main__.py
     trees = {p: f["tree"] for (p, _), f in fetched.items()}
     versions = {p: v for p, v in fetched}
     for task, result in build_tasks(trees, versions, args.out, args.seed).items():

@@ -308,3 +308,17 @@ def test_fetch_failure_names_the_package(tmp_path, monkeypatch):
     with pytest.raises(debian.FetchError, match="no-such-package=1.0"):
         debian.fetch(tmp_path / "cache", [("no-such-package", "1.0")])
     assert calls == [["apt-get", "update"], ["apt-get", "download"]]
+
+
+@pytest.mark.parametrize("command", ["text", "corpus"])
+def test_a_failed_download_is_one_line_from_the_command(monkeypatch, tmp_path, command):
+    from tasks.__main__ import main
+
+    def fail(cache):
+        raise debian.FetchError("no-such-package=1.0: apt-get download failed")
+
+    monkeypatch.setattr(debian, "fetch", fail)
+    with pytest.raises(SystemExit) as stop:
+        main([command, "--out", str(tmp_path / "out")])
+    assert str(stop.value) == "error: no-such-package=1.0: apt-get download failed"
+    assert not (tmp_path / "out").exists()
