@@ -18,7 +18,6 @@ import pyarrow.parquet as pq
 from common.io import FileError, read_json, sha256_file
 from irl import runs
 
-
 # ---------------------------------------------------------------------------------------------------------------
 # Runs
 

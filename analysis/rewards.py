@@ -48,15 +48,14 @@ import torch
 
 from analysis import agreement, cli, definitions, scoring
 from analysis import reward_data as D
-from analysis.results import checkpoint_sha256, manifest_changes
-from common.io import FileError
-from irl.runs import checkpoint_config
 from analysis import schema as S
+from analysis.results import checkpoint_sha256, manifest_changes
+from common.io import FileError, atomic_write_text, check_checkpoint_weights, write_parquet
 from irl import runs
 from irl.data import OK, TRUNCATED, DataError
-from common.io import atomic_write_text, check_checkpoint_weights, write_parquet
 from irl.memory import dry_run_rewards
 from irl.model import PRESETS, ModelError, build_preset, context_length, load_model, load_tokenizer
+from irl.runs import checkpoint_config
 
 TOKEN_ROW_GROUP = 20_000
 TERMINAL_RULE = "EOS terminal (V=0 after it); a cut completion's last token has no next state"

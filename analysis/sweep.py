@@ -68,15 +68,15 @@ from analysis import schema as S
 from analysis.calculator import CalculatorLogitsProcessor
 from analysis.pareto import pareto_by
 from analysis.results import manifest_changes
-from irl.runs import read_config
 from analysis.stats import mean_se
+from common.io import FileError, atomic_write_text, check_checkpoint_weights, read_json, write_parquet
 from irl import config as irl_config
 from irl import runs
 from irl.data import DataError, held_out_split, load_splits
 from irl.generation import Decoding, batch_seed, decode, left_padded
-from common.io import FileError, atomic_write_text, check_checkpoint_weights, read_json, write_parquet
 from irl.memory import dry_run_decoding
 from irl.model import ModelError, context_length, load_model, load_tokenizer
+from irl.runs import read_config
 
 TEMPERATURES, BEAMS, BATCH_SIZE = cli.TEMPERATURES, cli.BEAMS, cli.SWEEP_BATCH_SIZE
 TOP_P, MIN_P = cli.TOP_P, cli.MIN_P

@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import streamlit as st
 
-from analysis.results import read_metrics, read_schema, read_table
-from common.io import FileError, read_json, read_yaml
 from analysis import schema as S
+from analysis.results import read_metrics, read_schema, read_table
 from app import tables
 from app.safety import OutsideRunsDir, inside, scandir
+from common.io import FileError, read_json, read_yaml
 from irl import runs as R
 
 DEFAULT_RUNS_DIR = "runs/demo"

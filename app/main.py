@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run` 
 
 import streamlit as st  # noqa: E402
 
-from common.io import FileError
 from app import data, widgets  # noqa: E402
+from common.io import FileError
 
 EMPTY = """No runs in `{root}` yet. Fill it with the demo, or train and analyse your own:
 

@@ -50,10 +50,10 @@ from pathlib import Path
 import yaml
 
 from analysis import schema as S
-from irl.runs import checkpoint_config, read_config
+from common.io import FileError, read_yaml
 from findings import layout as L
 from irl import runs
-from common.io import FileError, read_yaml
+from irl.runs import checkpoint_config, read_config
 
 TOP_KEYS = ("output_dir", "base", "methods", "grid", "sweep", "rewards", "findings")
 SUBGRID_KEYS = ("axes", "decodings", "rewards")

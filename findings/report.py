@@ -133,8 +133,8 @@ def write_report(grid) -> Path:
     report's path."""
     import matplotlib.pyplot as plt
 
-    from findings import figures as F
     from common.io import atomic_write, atomic_write_text
+    from findings import figures as F
 
     out_dir = grid.output_dir / L.FINDINGS_DIR
     n_boot = (grid.rewards or {}).get("n_boot", 1000)

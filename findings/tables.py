@@ -13,12 +13,12 @@ import pandas as pd
 
 from analysis import schema as S
 from analysis.agreement import correlation_vs_lam
-from analysis.stats import aggregate_seeds
 from analysis.results import read_metrics, read_parquet, run_attributes
+from analysis.stats import aggregate_seeds
 from common.io import FileError, read_json
-from irl.runs import read_config
 from findings import layout as L
 from irl import runs
+from irl.runs import read_config
 
 CORRELATED_SCORES = (S.R, S.LOGP_SUM)  # the reward beside its likelihood baseline (METHOD.md section 4)
 

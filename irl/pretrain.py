@@ -45,10 +45,10 @@ import numpy as np
 import torch
 from transformers import set_seed
 
+from common.io import append_jsonl, sha256_file
 from irl import model as models
 from irl.config import ConfigError, TrainConfig, _f, load_config, read_config, save_config
 from irl.data import Collator, DataError, iter_jsonl
-from common.io import append_jsonl, sha256_file
 from irl.runs import CONFIG, METRICS, last_checkpoint, step_of
 from irl.train import _check_run_dir, _truncate_log, load_tokenizer_and_model, weights_sha256
 from irl.trainer import IRLTrainer

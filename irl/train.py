@@ -28,11 +28,11 @@ import datasets
 import torch
 from transformers import set_seed
 
+from common.io import FileError, append_jsonl, check_checkpoint_weights, write_jsonl
 from irl import model as models
 from irl.config import RESUME_MAY_CHANGE, ConfigError, TrainConfig, config_dict, read_config, save_config
 from irl.data import Collator, encode, example_text, load_splits
 from irl.gail import GAILTrainer
-from common.io import FileError, append_jsonl, check_checkpoint_weights, write_jsonl
 from irl.runs import last_checkpoint, step_of
 from irl.trainer import IRLTrainer
 

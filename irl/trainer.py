@@ -44,9 +44,9 @@ from accelerate.utils import DistributedType
 from transformers import Trainer
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from common.io import append_jsonl
 from irl import kernels, objectives, runs
 from irl.config import save_config
-from common.io import append_jsonl
 from irl.data import action_ids, batch_keys, model_inputs
 from irl.generation import cat_rows, pad_together, sample_completions
 from irl.sharding import unwrap_for_generation

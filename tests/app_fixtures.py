@@ -39,8 +39,8 @@ import pandas as pd
 
 from analysis import schema as S
 from irl.config import TrainConfig, save_config
-from tasks.math import TEMPLATES as MATH_TEMPLATES
 from irl.runs import MANIFEST, cell_file, method_label, sweep_dir
+from tasks.math import TEMPLATES as MATH_TEMPLATES
 
 METHODS = (("mle", 0.0), ("iqlearn", 0.1))  # (objective, lam)
 SPLIT = "validation"
@@ -74,9 +74,9 @@ def build_runs(
     from analysis.metrics import quality_scores
     from analysis.preferences import corruption_pairs
     from analysis.sweep import decoding_grid
-    from tasks.math import generate_splits
     from irl.runs import last_checkpoint
     from irl.train import train
+    from tasks.math import generate_splits
 
     root = Path(root)
     problems = generate_splits([0, n_prompts, 0], list(MATH_TEMPLATES), seed)[SPLIT]

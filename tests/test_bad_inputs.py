@@ -27,10 +27,10 @@ from safetensors.torch import load_file
 
 from analysis import schema as S
 from analysis.__main__ import main as analysis_main
+from common.io import atomic_write_text
 from findings.__main__ import main as findings_main
 from irl import runs
 from irl.__main__ import main as irl_main
-from common.io import atomic_write_text
 from irl.model import load_model, load_tokenizer
 from tests.test_train import one_thread
 

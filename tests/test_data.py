@@ -8,8 +8,8 @@ import torch
 
 from irl.config import ConfigError, TrainConfig, load_config
 from irl.data import Collator, DataError, encode, load_splits, read_jsonl
-from tasks.math import generate_splits
 from irl.model import train_tokenizer
+from tasks.math import generate_splits
 
 
 @pytest.fixture(scope="module")

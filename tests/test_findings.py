@@ -15,8 +15,7 @@ import yaml
 from scipy import stats
 
 from analysis import schema as S
-from analysis.stats import aggregate_seeds
-from analysis.stats import difference_interval, mean_interval
+from analysis.stats import aggregate_seeds, difference_interval, mean_interval
 from findings import layout as L
 from findings import rules as R
 from findings.tables import GROUP_KEYS

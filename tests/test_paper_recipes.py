@@ -14,10 +14,10 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from irl.config import ConfigError, TrainConfig, load_config
 from irl.data import DataError, load_splits
-from tasks.math import generate_splits
 from irl.model import train_tokenizer
 from irl.runs import last_checkpoint
 from irl.train import train
+from tasks.math import generate_splits
 
 PAPER = Path(__file__).resolve().parent.parent / "configs" / "paper"
 DECODER_RECIPES = ["gsm8k_mle", "gsm8k_mle_entropy", "gsm8k_iqlearn", "gsm8k_online_iqlearn", "gsm8k_gail"]

@@ -18,13 +18,12 @@ from analysis.__main__ import main as analysis_main
 from analysis.metrics import answers_match
 from analysis.preferences import corrupt
 from analysis.report import format_preference_report, reward_report
-from irl.runs import checkpoint_config
 from analysis.reward_data import math_test_split as _math_test_split
 from analysis.rewards import main
+from irl import runs
 from irl.config import TrainConfig
 from irl.model import load_model, load_tokenizer
-from irl import runs
-from irl.runs import last_checkpoint, rewards_dir, sweep_dir
+from irl.runs import checkpoint_config, last_checkpoint, rewards_dir, sweep_dir
 from irl.train import train
 
 CONTEXT = 160  # max_length of the tiny run: the model's max_position_embeddings

@@ -27,16 +27,16 @@ from analysis.calculator import CalculatorLogitsProcessor
 from analysis.reward_data import read_sweep, sweep_rows
 from analysis.sweep import sweep
 from irl import runs
-from tasks.math import TEMPLATES as MATH_TEMPLATES, generate_splits
 from irl.config import ConfigError, TrainConfig, load_config
 from irl.data import Collator, Encoded, batch_keys, encode, episode_features, model_inputs
 from irl.gail import DISCRIMINATOR_DIR, Seq2SeqDiscriminator, load_discriminator
 from irl.generation import (Decoded, Decoding, cat_rows, decode, left_padded, pack_samples, pad_together,
                             sample_completions)
-from irl.model import build_preset, context_length, kind_of, load_model, load_tokenizer, train_tokenizer
 from irl.kernels import token_terms
+from irl.model import build_preset, context_length, kind_of, load_model, load_tokenizer, train_tokenizer
 from irl.objectives import iqlearn, mle, online_iqlearn
 from irl.train import train
+from tasks.math import TEMPLATES as MATH_TEMPLATES, generate_splits
 from tests.test_calculator import tokenizer as char_tokenizer  # noqa: F401 (a fixture)
 from tests.test_generation import ENTROPY_ATOL
 from tests.test_train import REPO, CrashAt, final_weights, launch_two_processes, one_thread

@@ -11,11 +11,10 @@ import torch
 
 from analysis import schema as S
 from analysis import sweep as sweep_module
-from analysis.metrics import self_bleu
-from analysis.metrics import aggregate
+from analysis.metrics import aggregate, self_bleu
 from analysis.sweep import SweepError, decoding_grid, format_table, sweep
-from irl.generation import Decoding, completion_entropy, completion_lengths, left_padded
 from irl.config import TrainConfig
+from irl.generation import Decoding, completion_entropy, completion_lengths, left_padded
 from irl.model import load_model, load_tokenizer
 from irl.runs import sweep_dir
 from irl.train import train

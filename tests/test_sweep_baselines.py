@@ -11,7 +11,6 @@ from analysis.sweep import baseline_table, format_baselines
 from app import charts
 from tasks.text import task_splits
 
-
 TASK, N = "summarize", 40  # choosing the baselines' settings scores every candidate on validation: once here
 
 

@@ -11,9 +11,9 @@ import pytest
 from analysis import baselines
 from analysis import schema as S
 from analysis.schema import HIGHER_IS_BETTER
+from irl.data import DataError, load_splits
 from tasks import text as T
 from tasks.corpus import CorpusConfig, build_corpus
-from irl.data import DataError, load_splits
 from tests.test_corpus import write_mo
 
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa".split()
