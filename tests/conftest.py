@@ -83,6 +83,81 @@ def real_runs(tmp_path_factory) -> RealRuns:
     return build_real_runs(tmp_path_factory.mktemp("real") / "runs")
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A pristine 3-step MLE run of the tiny preset on the math task (tests.test_train.tiny's settings); tests
+    sweep copies of it and start other runs from its checkpoint-3."""
+    from irl.train import train
+    from tests.test_train import tiny
+
+    root = tmp_path_factory.mktemp("tiny")
+    train(tiny(root, "run"))
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
+def quick_findings(tmp_path_factory) -> tuple[Path, list[str]]:
+    """`python -m findings run` on the toy quick grid (tests.test_findings.toy_quick_grid), in this process:
+    (grid directory, printed lines)."""
+    import contextlib
+    import io
+
+    from findings.__main__ import main
+    from tests.test_findings import toy_quick_grid
+
+    tmp = tmp_path_factory.mktemp("findings")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        main(["run", "--config", toy_quick_grid(tmp)])
+    return tmp / "quick", out.getvalue().strip().splitlines()
+
+
+@dataclass(frozen=True)
+class TwoProcesses:
+    root: Path  # each job's outputs under <root>/<job name>
+    stdout: dict  # job name -> what each process printed: [process 0's text, process 1's text]
+
+
+@pytest.fixture(scope="session")
+def two_processes(tmp_path_factory, tiny_run) -> TwoProcesses:
+    """The commands that the two-process tests check, run in one `accelerate launch` of two CPU processes
+    (tests/two_processes.py); each test asserts on its own job's outputs. A failing job fails the tests that
+    read any of them, with the launch's stderr."""
+    import shutil
+
+    from tests.test_findings import toy_quick_grid
+    from tests.test_train import launch_on_two_cpu_processes
+
+    root = tmp_path_factory.mktemp("two_processes")
+    tiny_yaml = ["train", "--config", "configs/tiny.yaml"]
+    online = ["--sample_max_new_tokens", "8", "--max_steps", "2", "--save_steps", "2", "--eval_steps", "2",
+              "--logging_steps", "1"]  # fmt: skip
+    jobs = {
+        # test_train: offline IQLearn
+        "train": ("irl", [*tiny_yaml, "--output_dir", str(root / "train"), "--objective", "iqlearn",
+                          "--max_steps", "4", "--save_steps", "4", "--eval_steps", "4"]),  # fmt: skip
+        # test_online: online IQLearn on the decoder-only preset; test_seq2seq: on t5-tiny
+        "online": ("irl", [*tiny_yaml, "--output_dir", str(root / "online"), "--objective", "iqlearn",
+                           "--alpha", "0.1", *online]),  # fmt: skip
+        "seq2seq": ("irl", [*tiny_yaml, "--output_dir", str(root / "seq2seq"), "--model", "t5-tiny",
+                            "--objective", "iqlearn", "--alpha", "0.1", *online]),  # fmt: skip
+        # test_gail: GAIL from the tiny MLE run
+        "gail": ("irl", [*tiny_yaml, "--output_dir", str(root / "gail"), "--objective", "gail",
+                         "--init", str(tiny_run / "checkpoint-3"), *online]),  # fmt: skip
+        # test_sweep: a copy of the tiny run, swept as test_sweep's one-process `swept`
+        "sweep": ("analysis", ["sweep", "--run", str(shutil.copytree(tiny_run, root / "sweep")),
+                               "--temperatures", "0,1", "--beams", "2", "--samples", "3", "--limit", "5",
+                               "--max_new_tokens", "10", "--batch_size", "2"]),  # fmt: skip
+        # test_findings: the toy quick grid, run to its report
+        "findings": ("findings", ["run", "--config", toy_quick_grid(root)]),
+    }
+    plan = root / "plan.json"
+    plan.write_text(json.dumps([{"name": n, "module": m, "argv": a} for n, (m, a) in jobs.items()]))
+    launch_on_two_cpu_processes("tests.two_processes", str(plan), timeout=900)
+    printed = {n: [(root / f"{n}.stdout.{k}").read_text() for k in (0, 1)] for n in jobs}
+    return TwoProcesses(root, printed)
+
+
 @pytest.fixture(autouse=True)
 def _keep_main_module():
     """Streamlit's AppTest runs the app as sys.modules["__main__"] and leaves it there; a later test that starts

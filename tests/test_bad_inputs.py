@@ -32,7 +32,7 @@ from findings.__main__ import main as findings_main
 from irl import runs
 from irl.__main__ import main as irl_main
 from irl.model import load_model, load_tokenizer
-from tests.test_train import one_thread
+from tests.test_train import fails, one_thread
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = dict(
@@ -76,22 +76,6 @@ def truncate(path: Path) -> None:
     """Cut a file to half its bytes, as a full disk or a killed copy leaves it."""
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-
-
-def fails(capsys, entry, argv, status=1) -> str:
-    """Run a command's main, which must exit with `status`; its one-line message (no traceback anywhere)."""
-    with pytest.raises(SystemExit) as exit_:
-        entry(argv)
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    code = exit_.value.code
-    if isinstance(code, str):  # sys.exit("error: ..."): Python prints it to stderr and exits 1
-        assert status == 1 and code.startswith("error: ") and "\n" not in code, code
-        return code
-    assert code == status, err
-    lines = [line for line in err.splitlines() if "error:" in line]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 CKPT = f"{runs.CHECKPOINT_PREFIX}2"

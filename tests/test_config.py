@@ -2,20 +2,15 @@
 command line and reaches the Trainer; unknown fields, bad values and old field names fail before any work,
 naming the field; the saved config reads back; TensorBoard logging works offline."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 import yaml
 
 from irl import runs
+from irl.__main__ import main as irl_main
 from irl.config import ConfigError, TrainConfig, load_config, read_config, save_config
 from irl.train import train
-from tests.test_train import REPO, tiny
-
-OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+from tests.test_train import fails, tiny
 
 
 def write_yaml(path, values: dict):
@@ -62,19 +57,14 @@ def test_bad_config_fails_naming_the_field(tmp_path, yaml_values, flags, message
         load_config(["--config", write_yaml(tmp_path / "c.yaml", yaml_values), *flags])
 
 
-def test_command_fails_before_any_work_and_help_lists_every_option(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "irl", "train", "--config", "configs/tiny.yaml", "--lr", "0.1",
-         "--output_dir", str(tmp_path / "run")],
-        capture_output=True, text=True, cwd=REPO, env=OFFLINE,
-    )  # fmt: skip
-    assert out.returncode == 1 and out.stderr.strip().splitlines()[-1] == (
-        "error: --lr is now --learning_rate (transformers' name)"
-    )
+def test_command_fails_before_any_work_and_help_lists_every_option(tmp_path, capsys):
+    argv = ["train", "--config", "configs/tiny.yaml", "--lr", "0.1", "--output_dir", str(tmp_path / "run")]
+    assert fails(capsys, irl_main, argv) == "error: --lr is now --learning_rate (transformers' name)"
     assert not (tmp_path / "run").exists()
-    out = subprocess.run([sys.executable, "-m", "irl", "train", "--help"], capture_output=True, text=True, cwd=REPO)
-    assert out.returncode == 0
-    text = " ".join(out.stdout.split())
+    with pytest.raises(SystemExit) as exit_:
+        irl_main(["train", "--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
     for flag in ("--lam", "--use_peft", "--dataset_config", "--activation_checkpointing", "--report_to", "--deepspeed",
                  "--fsdp", "--push_to_hub", "--torch_compile", "--optim", "--config"):  # fmt: skip
         assert flag in text, flag

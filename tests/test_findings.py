@@ -19,7 +19,6 @@ from analysis.stats import aggregate_seeds, difference_interval, mean_interval
 from findings import layout as L
 from findings import rules as R
 from findings.tables import GROUP_KEYS
-from tests.test_train import launch_on_two_cpu_processes
 
 REPO = Path(__file__).resolve().parents[1]
 QUALITY = S.mean_col(S.EXACT_MATCH)
@@ -225,21 +224,6 @@ def toy_quick_grid(tmp_path) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def quick_findings(tmp_path_factory):
-    """`python -m findings run` on the toy quick grid: (grid directory, printed lines)."""
-    import contextlib
-    import io
-
-    from findings.__main__ import main
-
-    tmp = tmp_path_factory.mktemp("findings")
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        main(["run", "--config", toy_quick_grid(tmp)])
-    return tmp / "quick", out.getvalue().strip().splitlines()
-
-
 def test_quick_findings_end_to_end_at_toy_scale(quick_findings):
     grid, lines = quick_findings
     out = grid / L.FINDINGS_DIR
@@ -312,14 +296,14 @@ print(json.dumps({{"grids": at.selectbox[0].options, "subheaders": [s.value for 
     assert shown["downloads"].count("PNG") == shown["downloads"].count("SVG") == shown["images"]
 
 
-def test_quick_findings_under_accelerate_launch_on_two_processes(tmp_path):
+def test_quick_findings_under_accelerate_launch_on_two_processes(two_processes):
     """`accelerate launch` with two CPU processes runs the same plan: every run trained once (its batches split
     between the processes), swept, scored, and the report written by the main process, its path last."""
-    out = launch_on_two_cpu_processes("findings", "run", "--config", toy_quick_grid(tmp_path), timeout=600)
-    grid = tmp_path / "quick"
-    lines = out.stdout.strip().splitlines()
+    grid = two_processes.root / "quick"
+    main, other = two_processes.stdout["findings"]
+    lines = main.strip().splitlines()
     assert lines[-1] == str(grid / L.FINDINGS_DIR / L.REPORT)
-    assert sum(": trained (" in line for line in lines) == 6  # printed by the main process alone
+    assert sum(": trained (" in line for line in lines) == 6 and other == ""  # printed by the main process alone
     runs = pd.read_parquet(grid / L.FINDINGS_DIR / f"{L.RUNS}.parquet")
     assert len(runs) == 6 and runs[S.STEP].eq(4).all()
     # 4 steps of 4 examples on each of 2 processes: 32 of the 64 training examples, half an epoch (a quarter

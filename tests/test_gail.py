@@ -17,7 +17,7 @@ from irl.kernels import TokenTerms
 from irl.objectives import discriminator_loss, gail, sequence_advantages
 from irl.runs import checkpoints, last_checkpoint
 from irl.train import train
-from tests.test_train import CrashAt, launch_two_processes, tiny
+from tests.test_train import CrashAt, tiny, two_process_rows
 
 LN = math.log
 
@@ -94,10 +94,8 @@ def test_gail_config_defaults_and_missing_init(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def mle_checkpoint(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("mle")
-    train(tiny(tmp, "mle"))
-    return str(tmp / "mle" / "checkpoint-3")
+def mle_checkpoint(tiny_run):
+    return str(tiny_run / "checkpoint-3")  # the tiny preset's 3-step MLE run (conftest.py)
 
 
 def gail_cfg(tmp, name, init, **overrides):
@@ -170,11 +168,9 @@ def test_gail_resume_restores_the_discriminator(gail_run, mle_checkpoint):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # same kernels: bit for bit
 
 
-def test_accelerate_launch_two_processes_gail(tmp_path, mle_checkpoint):
-    rows = launch_two_processes(
-        tmp_path / "ddp", "--objective", "gail", "--init", mle_checkpoint, "--sample_max_new_tokens", "8",
-        "--max_steps", "2", "--save_steps", "2", "--eval_steps", "2", "--logging_steps", "1",
-    )
+def test_accelerate_launch_two_processes_gail(two_processes):
+    """GAIL from the tiny MLE run, 2 steps on two processes."""
+    rows = two_process_rows(two_processes.root / "gail")
     logged = [r for r in rows if "train/loss" in r]
     assert len(logged) == 2 and all("gail/disc_acc_policy" in r for r in logged)
-    assert (tmp_path / "ddp" / "checkpoint-2" / DISCRIMINATOR_DIR / "model.safetensors").is_file()
+    assert (two_processes.root / "gail" / "checkpoint-2" / DISCRIMINATOR_DIR / "model.safetensors").is_file()

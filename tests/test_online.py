@@ -18,7 +18,7 @@ from irl.runs import checkpoints, last_checkpoint
 from irl.generation import Decoded, pack_samples, sample_completions
 from irl.train import train
 from irl.trainer import objective_fn
-from tests.test_train import CrashAt, final_weights, launch_two_processes, tiny
+from tests.test_train import CrashAt, final_weights, tiny, two_process_rows
 
 EOS = 0
 LN = math.log
@@ -221,11 +221,10 @@ def test_online_resume_matches_uninterrupted(online_run):
     assert steps == [1, 1, 2, 2, 3, 3]
 
 
-def test_accelerate_launch_two_processes_online(tmp_path):
-    rows = launch_two_processes(
-        tmp_path / "ddp", "--objective", "iqlearn", "--alpha", "0.1", "--sample_max_new_tokens", "8",
-        "--max_steps", "2", "--save_steps", "2", "--eval_steps", "2", "--logging_steps", "1",
-    )
+def test_accelerate_launch_two_processes_online(two_processes):
+    """Online IQLearn (alpha 0.1), 2 steps on two processes."""
+    rows = two_process_rows(two_processes.root / "online")
     logged = [r for r in rows if "train/loss" in r]
     assert len(logged) == 2 and all("iq/value_policy" in r and "time/sample_s" in r for r in logged)
-    assert json.loads((tmp_path / "ddp" / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2
+    state = two_processes.root / "online" / "checkpoint-2" / "trainer_state.json"
+    assert json.loads(state.read_text())["global_step"] == 2

@@ -5,13 +5,12 @@ fine-tuning from the base with the same start for MLE and IQLearn, and bad confi
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from irl.__main__ import main as irl_main
 from irl.config import ConfigError, TrainConfig, load_config, read_config
 from irl.data import DataError
 from irl.model import count_parameters, load_model, load_tokenizer, train_tokenizer
@@ -19,7 +18,7 @@ from irl.pretrain import PackedBlocks, PretrainConfig, check_sums, export, load_
 from irl.runs import last_checkpoint
 from irl.train import train, weights_sha256
 from tasks.text import task_splits
-from tests.test_train import CrashAt
+from tests.test_train import CrashAt, fails
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(REPO, "models", "base")
@@ -58,10 +57,10 @@ def summaries(tmp_path):
     return write_jsonl(tmp_path / "summaries.jsonl", rows)
 
 
-def run_cli(*args):
-    out = subprocess.run([sys.executable, "-m", "irl", *map(str, args)], capture_output=True, text=True, cwd=REPO,
-                         timeout=600)
-    return out
+def run_cli(*args) -> None:
+    """`python -m irl <args>` in this process: the command's parsing and entry point (tests/test_bad_inputs.py runs
+    the commands from a shell)."""
+    irl_main([str(a) for a in args])
 
 
 def rows_of(run_dir):
@@ -90,8 +89,7 @@ def test_pretrain_then_finetune_through_the_command_line(tmp_path, corpus):
     flags = ["--model", "tiny", "--vocab_size", 300, "--max_length", 32, "--max_steps", 4,
              "--per_device_train_batch_size", 4, "--logging_steps", 2, "--eval_steps", 2, "--save_steps", 4,
              "--warmup_steps", 0, "--learning_rate", 3e-3]
-    out = run_cli("pretrain", "--config", "configs/base.yaml", "--data", corpus, "--output_dir", run, *flags)
-    assert out.returncode == 0, out.stderr[-3000:]
+    run_cli("pretrain", "--config", "configs/base.yaml", "--data", corpus, "--output_dir", run, *flags)
     rows = rows_of(run)
     tokenizer = load_tokenizer(str(run / "tokenizer"))
     texts = [json.loads(line)["text"] for line in (corpus / "validation.jsonl").read_text().splitlines()][:-1]
@@ -109,10 +107,9 @@ def test_pretrain_then_finetune_through_the_command_line(tmp_path, corpus):
 
     # fine-tune from the pretrained checkpoint: its weights are the start, its tokenizer is used
     ft = tmp_path / "ft"
-    out = run_cli("train", "--model", ckpt, "--data", summaries(tmp_path), "--eval_size", 4, "--output_dir", ft,
-                  "--max_steps", 2, "--per_device_train_batch_size", 4, "--max_length", 64, "--save_steps", 2,
-                  "--logging_steps", 1)
-    assert out.returncode == 0, out.stderr[-3000:]
+    run_cli("train", "--model", ckpt, "--data", summaries(tmp_path), "--eval_size", 4, "--output_dir", ft,
+            "--max_steps", 2, "--per_device_train_batch_size", 4, "--max_length", 64, "--save_steps", 2,
+            "--logging_steps", 1)
     head = rows_of(ft)[0]
     assert head["init/weights_sha256"] == weights_sha256(load_model(str(ckpt)))
     assert any("train/loss" in r for r in rows_of(ft)) and (ft / "checkpoint-2" / "model.safetensors").is_file()
@@ -146,9 +143,9 @@ def test_resumed_pretraining_ends_as_an_uninterrupted_one(tmp_path, corpus):
     assert steps == sorted(steps) and steps.count(3) == 1  # the lines after checkpoint-2 were written once
 
 
-def test_bad_pretrain_config_fails_naming_the_field(tmp_path, corpus):
-    out = run_cli("pretrain", "--config", "configs/base.yaml", "--objective", "iqlearn", "--output_dir", tmp_path / "r")
-    assert out.returncode != 0 and "objective='iqlearn'" in out.stderr and not (tmp_path / "r").exists()
+def test_bad_pretrain_config_fails_naming_the_field(tmp_path, corpus, capsys):
+    argv = ["pretrain", "--config", "configs/base.yaml", "--objective", "iqlearn", "--output_dir", str(tmp_path / "r")]
+    assert "objective='iqlearn'" in fails(capsys, irl_main, argv) and not (tmp_path / "r").exists()
     for field, value in (("max_length", 1), ("text_field", ""), ("learning_rate", 0.0), ("vocab_size", 0)):
         with pytest.raises(ConfigError, match=f"^{field}="):
             PretrainConfig(**{field: value})

@@ -39,7 +39,7 @@ from irl.train import train
 from tasks.math import TEMPLATES as MATH_TEMPLATES, generate_splits
 from tests.test_calculator import tokenizer as char_tokenizer  # noqa: F401 (a fixture)
 from tests.test_generation import ENTROPY_ATOL
-from tests.test_train import REPO, CrashAt, final_weights, launch_two_processes, one_thread
+from tests.test_train import REPO, CrashAt, final_weights, one_thread, two_process_rows
 
 PAD, EOS = 0, 1  # the presets' tokenizer: pad (also T5's decoder start) 0, EOS 1
 
@@ -360,15 +360,12 @@ def test_gail_from_a_t5_checkpoint(chain, tmp_path):
                            trainer.discriminator.eval()(**model_inputs(batch, True)).logits)  # fmt: skip
 
 
-def test_two_processes_online_iqlearn(tmp_path):
-    rows = launch_two_processes(
-        tmp_path / "ddp", "--model", "t5-tiny", "--objective", "iqlearn", "--alpha", "0.1",
-        "--sample_max_new_tokens", "8", "--max_steps", "2", "--save_steps", "2", "--eval_steps", "2",
-        "--logging_steps", "1",
-    )  # fmt: skip
+def test_two_processes_online_iqlearn(two_processes):
+    """Online IQLearn on t5-tiny, 2 steps on two processes."""
+    rows = two_process_rows(two_processes.root / "seq2seq")
     logged = [r for r in rows if "train/loss" in r]
     assert len(logged) == 2 and all("iq/value_policy" in r and "time/sample_s" in r for r in logged)
-    assert isinstance(load_model(str(tmp_path / "ddp" / "checkpoint-2")), T5ForConditionalGeneration)
+    assert isinstance(load_model(str(two_processes.root / "seq2seq" / "checkpoint-2")), T5ForConditionalGeneration)
 
 
 def forward_terms(model, prompt_ids, completion_ids, ended, gamma):

@@ -13,30 +13,14 @@ from analysis import schema as S
 from analysis import sweep as sweep_module
 from analysis.metrics import aggregate, self_bleu
 from analysis.sweep import SweepError, decoding_grid, format_table, sweep
-from irl.config import TrainConfig
 from irl.generation import Decoding, completion_entropy, completion_lengths, left_padded
 from irl.model import load_model, load_tokenizer
 from irl.runs import sweep_dir
-from irl.train import train
 from tests.test_generation import ENTROPY_ATOL
-from tests.test_train import launch_on_two_cpu_processes
 
 # 5 prompts in batches of 2: three batches, shared 2 + 1 between two processes.
 SWEEP = dict(temperatures=(0, 1.0), beams=(2,), samples=3, limit=5, max_new_tokens=10, batch_size=2)
 CELLS = ("samples-greedy.parquet", "samples-t=1.parquet", "samples-beam=2.parquet")
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """A pristine 3-step run of the tiny preset on the math task; tests sweep copies of it."""
-    root = tmp_path_factory.mktemp("sweep")
-    cfg = TrainConfig(
-        output_dir=str(root / "run"), model="tiny", vocab_size=400, math_sizes=[64, 16, 16], max_length=160,
-        per_device_train_batch_size=4, max_steps=3, learning_rate=3e-3, warmup_steps=0, logging_steps=1, eval_steps=0,
-        save_steps=3,
-    )  # fmt: skip
-    train(cfg)
-    return root / "run"
 
 
 def copy_run(tiny_run, tmp_path, name="run"):
@@ -361,14 +345,11 @@ def test_same_seed_same_rows_other_seed_other_samples(tiny_run, swept, tmp_path)
         assert table.equals(reference) == same
 
 
-def test_two_processes_write_the_same_rows(tiny_run, swept, tmp_path):
-    run = copy_run(tiny_run, tmp_path)
-    out = launch_on_two_cpu_processes(
-        "analysis", "sweep", "--run", str(run), "--temperatures", "0,1", "--beams", "2", "--samples", "3",
-        "--limit", "5", "--max_new_tokens", "10", "--batch_size", "2",
-    )  # fmt: skip
-    assert "decoded by 2 process(es)" in out.stdout
-    assert out.stdout.count("beam=2") == 1  # the table is printed once, by the main process
-    two = rows(sweep_dir(run / "checkpoint-3", "test"))
+def test_two_processes_write_the_same_rows(two_processes, swept):
+    """`python -m analysis sweep` of a copy of the tiny run on two processes, with SWEEP's settings."""
+    main, other = two_processes.stdout["sweep"]
+    assert "decoded by 2 process(es)" in main
+    assert main.count("beam=2") == 1 and other == ""  # the table is printed once, by the main process
+    two = rows(sweep_dir(two_processes.root / "sweep" / "checkpoint-3", "test"))
     # texts exactly; entropies to ENTROPY_ATOL, as launched processes run one thread each (sums may reorder)
     pd.testing.assert_frame_equal(two, rows(swept[1]), check_exact=False, rtol=0, atol=ENTROPY_ATOL)

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, TrainerCallback
 
 from irl import trainer as trainer_module
+from irl.__main__ import main as irl_main
 from irl.config import ConfigError, TrainConfig
 from irl.model import ModelError, build_preset, load_model, load_tokenizer, train_tokenizer
 from irl.train import train
@@ -158,19 +159,32 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path, monkeypatch):
     assert last_checkpoint(tmp_path / "run") is None
 
 
-def test_wrong_model_paths_fail_clearly(tmp_path):
+def fails(capsys, entry, argv, status=1) -> str:
+    """Run a command's main, which must exit with `status`; its one-line message (no traceback anywhere)."""
+    with pytest.raises(SystemExit) as exit_:
+        entry(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    code = exit_.value.code
+    if isinstance(code, str):  # sys.exit("error: ..."): Python prints it to stderr and exits 1
+        assert status == 1 and code.startswith("error: ") and "\n" not in code, code
+        return code
+    assert code == status, err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_wrong_model_paths_fail_clearly(tmp_path, capsys):
     with pytest.raises(ModelError, match="not a model directory"):
         load_model(str(tmp_path / "missing"))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ModelError, match="not a tokenizer directory"):
         load_tokenizer(str(empty))
-    out = subprocess.run(
-        [sys.executable, "-m", "irl", "train", "--model", str(tmp_path / "nowhere"),
-         "--output_dir", str(tmp_path / "r")],
-        capture_output=True, text=True, cwd=REPO,
-    )
-    assert out.returncode != 0 and "not a model directory" in out.stderr
+    argv = ["train", "--model", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "r")]
+    message = fails(capsys, irl_main, argv)
+    assert "not a model directory" in message and not (tmp_path / "r").exists()
 
 
 def test_any_causal_lm_by_local_path(tmp_path):
@@ -200,21 +214,19 @@ def launch_on_two_cpu_processes(*module_args, timeout: int = 300) -> subprocess.
     return out
 
 
-def launch_two_processes(run_dir, *flags) -> list[dict]:
-    """`accelerate launch` two CPU processes of `python -m irl train` on configs/tiny.yaml; the metrics rows."""
-    launch_on_two_cpu_processes("irl", "train", "--config", "configs/tiny.yaml", "--output_dir", str(run_dir), *flags)
+def two_process_rows(run_dir) -> list[dict]:
+    """The metrics rows of a run of `python -m irl train` on two CPU processes (the `two_processes` fixture)."""
     ckpt = last_checkpoint(run_dir)
     # two processes ran: each saved its RNG state (a single one writes rng_state.pth)
     assert {p.name for p in ckpt.glob("rng_state*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_accelerate_launch_two_processes(tmp_path):
-    rows = launch_two_processes(
-        tmp_path / "ddp", "--objective", "iqlearn", "--max_steps", "4", "--save_steps", "4", "--eval_steps", "4"
-    )
+def test_accelerate_launch_two_processes(two_processes):
+    """Offline IQLearn, 4 steps of configs/tiny.yaml on two processes."""
+    rows = two_process_rows(two_processes.root / "train")
     assert sum("train/loss" in r for r in rows) == 2  # logged once, by the main process
     assert any("eval/nll" in r for r in rows)
-    ckpt = tmp_path / "ddp" / "checkpoint-4"
+    ckpt = two_processes.root / "train" / "checkpoint-4"
     assert json.loads((ckpt / "trainer_state.json").read_text())["global_step"] == 4
     assert load_model(str(ckpt)) is not None
