@@ -8,7 +8,8 @@ export HF_DATASETS_OFFLINE := 1
 export HF_EVALUATE_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-all test app bench bench-scale chromium clean-demo base data findings findings-quick
+.PHONY: demo demo-all test app bench bench-scale chromium clean-demo base data findings findings-quick \
+	findings-small findings-beams-text findings-lam-text
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,17 @@ findings: $(VENV)/.installed
 
 findings-quick: $(VENV)/.installed
 	$(PY) -m findings run --config configs/findings/quick.yaml
+
+# Grids whose premises can hold on this CPU, each stated in its file before the runs: small-data overfitting
+# (findings 4 and 5, about 50 minutes), beam search on real text (finding 3) and lam on real text (6 and 7).
+findings-small: $(VENV)/.installed
+	$(PY) -m findings run --config configs/findings/small_data.yaml
+
+findings-beams-text: $(VENV)/.installed
+	$(PY) -m findings run --config configs/findings/beams_text.yaml
+
+findings-lam-text: $(VENV)/.installed
+	$(PY) -m findings run --config configs/findings/lam_text.yaml
 
 test: $(VENV)/.installed chromium
 	$(PY) -m pytest -q

@@ -154,6 +154,11 @@ class TrainConfig(TrainingArguments):
         "Train on the first N training examples after a shuffle seeded by data_seed (None: all); smaller sizes "
         "are subsets of larger ones.",
     )
+    validation_size: int | None = _f(
+        None,
+        "Evaluate on the first N validation examples, the same N for every run (None: all); for frequent "
+        "evaluations of small-data runs.",
+    )
     # model
     model: str = _f("tiny", f"A preset built from a config {PRESETS}, or a model name or local path.")
     init: str | None = _f(
@@ -240,6 +245,7 @@ class TrainConfig(TrainingArguments):
         check(len(self.math_sizes) == 3 and all(n > 0 for n in self.math_sizes), "math_sizes", "three sizes > 0")
         check(len(self.math_templates) > 0, "math_templates", "must not be empty")
         check(self.train_size is None or self.train_size > 0, "train_size", "must be > 0 (or None: all)")
+        check(self.validation_size is None or self.validation_size > 0, "validation_size", "must be > 0 (or None: all)")
         check("{prompt}" in self.prompt_template, "prompt_template", "must contain '{prompt}'")
         for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "vocab_size",
                      "logging_steps", "save_steps", "lora_r", "lora_alpha"):  # fmt: skip

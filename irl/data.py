@@ -190,7 +190,8 @@ def check_source(source: str) -> None:
 
 def load_splits(cfg) -> dict[str, list[dict]]:
     """All splits of the configured data source as lists of {"id", "prompt", "completion", ...}, the training
-    split cut to `train_size` examples when set (`training_subset`)."""
+    split cut to `train_size` examples and the validation split to `validation_size` when set
+    (`training_subset`)."""
     source = cfg.data
     if source == "math":
         return training_subset(generate_splits(cfg.math_sizes, cfg.math_templates, cfg.data_seed), cfg)
@@ -220,8 +221,11 @@ def load_splits(cfg) -> dict[str, list[dict]]:
 
 def training_subset(splits: dict[str, list[dict]], cfg) -> dict[str, list[dict]]:
     """`splits` with the training split cut to its first `cfg.train_size` examples after a shuffle seeded by
-    `cfg.data_seed` (unchanged when train_size is None). For one data_seed a smaller subset is a prefix of a
-    larger one: nested subsets, for curves over the training-set size."""
+    `cfg.data_seed` (unchanged when train_size is None), and the validation split to its first
+    `cfg.validation_size` examples. For one data_seed a smaller subset is a prefix of a larger one: nested
+    subsets, for curves over the training-set size."""
+    if cfg.validation_size is not None and "validation" in splits:
+        splits = {**splits, "validation": splits["validation"][: cfg.validation_size]}
     if cfg.train_size is None:
         return splits
     train = splits["train"]

@@ -152,6 +152,11 @@ def test_train_size_gives_nested_seeded_subsets():
         train(train_size=41)
     with pytest.raises(ConfigError, match="train_size=0"):
         TrainConfig(train_size=0)
+    # validation_size: the first N validation examples, the same whatever the training subset
+    cut = train(validation_size=3, train_size=5)
+    assert cut["validation"] == train()["validation"][:3] and cut["train"] == small and cut["test"] == train()["test"]
+    with pytest.raises(ConfigError, match="validation_size=0"):
+        TrainConfig(validation_size=0)
 
 
 def test_extract_rewards_on_text_data_scores_the_sweep_cell_and_the_pairs(tmp_path):
