@@ -51,7 +51,7 @@ def main(argv=None) -> None:
             seconds["total"] = time.perf_counter() - start
             main_process = PartialState().is_main_process
             if main_process:
-                record_timing(grid, args.command, seconds)
+                record_timing(grid, args.command, seconds, config=args.config)
         if args.command in ("run", "report") and main_process:
             from findings.report import write_report
 

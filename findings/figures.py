@@ -95,41 +95,49 @@ def beam_search(seed_aggregate: pd.DataFrame, quality: str) -> Figure | None:
 
 
 def small_data(small: pd.DataFrame, curves: pd.DataFrame, quality: str = "quality") -> Figure | None:
-    """Fig. 7: (left) validation NLL during training on the smallest subset, (middle) overfitting (final minus
-    lowest validation NLL) and (right) greedy quality against the number of training examples, per method that
-    was run on subsets."""
+    """Fig. 7, one row per task: validation NLL during training on each subset size (a panel per size), then
+    overfitting (final minus lowest validation NLL) and greedy quality (the task's metric) against the number of
+    training examples, per method that was run on subsets."""
     if not len(small) or not small[L.TRAIN_SIZE].notna().any():
         return None
     on_subsets = set(small.loc[small[L.TRAIN_SIZE].notna(), S.METHOD])
     table = small[small[L.FAMILY].isin(list(FAMILY_ORDER)) & small[S.METHOD].isin(on_subsets)]
     methods = _methods(table)
     palette = colours(methods)
-    panels = 3 if "greedy" in table else 2
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4), layout="constrained")
-    smallest = table[L.TRAIN_SIZE].min()
-    if len(curves):
-        at = curves[curves[L.TRAIN_SIZE] == smallest]
-        for method in methods:
-            g = at[at[S.METHOD] == method].sort_values(S.STEP)
-            se = _se(g, "eval_nll")
-            axes[0].plot(g[S.STEP], g["eval_nll"], color=palette[method], label=method)
-            axes[0].fill_between(g[S.STEP], g["eval_nll"] - se, g["eval_nll"] + se, color=palette[method], alpha=0.2)
-    axes[0].set(xlabel="step", ylabel="validation NLL", title=f"{int(smallest)} training examples")
-    for ax, col, label in ((axes[1], L.OVERFIT, "final - lowest validation NLL"), (axes[-1], "greedy", f"{quality}, "
-                                                                                   "greedy")):  # fmt: skip
-        if col not in table:
-            continue
-        for method in methods:
-            g = table[table[S.METHOD] == method].sort_values(L.TRAIN_EXAMPLES)
-            ax.errorbar(g[L.TRAIN_EXAMPLES], g[col], yerr=_se(g, col), fmt="o-", color=palette[method],
-                        label=method, capsize=2, markersize=4)  # fmt: skip
-        ax.set_xscale("log")
-        sizes = sorted(table[L.TRAIN_EXAMPLES].dropna().unique())
-        ax.set_xticks(sizes, [f"{int(n)}" for n in sizes], minor=False)  # the sizes run, not log-scale minor ticks
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set(xlabel="training examples", ylabel=label)
-    axes[1].set_title("Overfitting")
-    axes[0].legend(fontsize=7)
+    tasks = sorted(table[L.TASK].unique()) if L.TASK in table else [None]
+    sizes = sorted(table[L.TRAIN_SIZE].dropna().unique())
+    panels = len(sizes) + (2 if "greedy" in table else 1)
+    fig, grid = plt.subplots(len(tasks), panels, figsize=(3.8 * panels, 3.6 * len(tasks)), layout="constrained",
+                             squeeze=False)  # fmt: skip
+    for task, axes in zip(tasks, grid):
+        rows = table if task is None else table[table[L.TASK] == task]
+        at_task = curves if task is None or not len(curves) else curves[curves[L.TASK] == task]
+        name = f"{task}, " if task is not None and len(tasks) > 1 else ""
+        for ax, size in zip(axes, sizes):
+            at = at_task[at_task[L.TRAIN_SIZE] == size] if len(at_task) else at_task
+            for method in methods:
+                g = at[at[S.METHOD] == method].sort_values(S.STEP) if len(at) else at
+                if not len(g):
+                    continue
+                se = _se(g, "eval_nll")
+                ax.plot(g[S.STEP], g["eval_nll"], color=palette[method], label=method)
+                ax.fill_between(g[S.STEP], g["eval_nll"] - se, g["eval_nll"] + se, color=palette[method], alpha=0.2)
+            ax.set(xlabel="step", ylabel="validation NLL", title=f"{name}{int(size)} training examples")
+        metric = rows["quality_metric"].iloc[0] if "quality_metric" in rows and len(rows) else quality
+        by_size = ((axes[len(sizes)], L.OVERFIT, "final - lowest validation NLL"),
+                   (axes[-1], "greedy", f"{metric}, greedy"))  # fmt: skip
+        for ax, col, label in by_size[: panels - len(sizes)]:
+            for method in methods:
+                g = rows[rows[S.METHOD] == method].sort_values(L.TRAIN_EXAMPLES)
+                ax.errorbar(g[L.TRAIN_EXAMPLES], g[col], yerr=_se(g, col), fmt="o-", color=palette[method],
+                            label=method, capsize=2, markersize=4)  # fmt: skip
+            ax.set_xscale("log")
+            ticks = sorted(rows[L.TRAIN_EXAMPLES].dropna().unique())
+            ax.set_xticks(ticks, [f"{int(n)}" for n in ticks], minor=False)  # the sizes run, not log-scale minor ticks
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set(xlabel="training examples", ylabel=label)
+        axes[len(sizes)].set_title(f"{name}overfitting")
+        axes[0].legend(fontsize=7)
     return fig
 
 

@@ -42,10 +42,12 @@ FIG_REWARD_CORRELATION = "fig8_reward_correlation.png"
 NAME = "name"  # run name under the grid directory, e.g. "iqlearn-lam0.1/seed1"
 GROUP = "group"  # the name without its seed part: runs that differ only in seed share it
 FAMILY = "family"  # analysis.results.run_attributes: "mle", "mle+entropy", "iqlearn" (offline), ...
+TASK = "task"  # the task a run trained on (analysis.schema.task_of): groups and rules never mix two tasks
 TRAIN_SIZE = "train_size"  # the config's train_size (NaN: all the training data)
 TRAIN_EXAMPLES = "train_examples"  # training examples the run was given (metrics.jsonl step 0)
 FINAL_NLL = "final_nll"  # validation NLL at the last evaluation
 MIN_NLL = "min_nll"  # lowest validation NLL over the run's evaluations
+MIN_STEP = "min_nll_step"  # the step of that lowest validation NLL
 OVERFIT = "overfit"  # final_nll - min_nll: how far validation NLL rose from its best
 BEAM_GAIN_COL = "beam_gain"  # mean over beam widths of quality(beam=w) - quality(greedy)
 SCORE = "score"  # a sequence score of schema.SCORES (R, logp_sum, ...)

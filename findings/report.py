@@ -33,9 +33,23 @@ def _markdown_table(table: pd.DataFrame) -> str:
     return "\n".join([head, rule, *body])
 
 
-def record_timing(grid, command: str, seconds: dict) -> None:
-    """Append one invocation's wall times (s per stage) to <grid>/findings/timings.jsonl, which every report
-    quotes, so a report written later (`python -m findings report`) keeps the times of the runs behind it."""
+def code_version() -> str | None:
+    """The workbench's commit (`git describe --always --dirty`: "-dirty" when tracked files were changed), or
+    None outside a git checkout."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True,
+                             text=True, cwd=Path(__file__).resolve().parents[1], timeout=30)  # fmt: skip
+    except OSError:
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def record_timing(grid, command: str, seconds: dict, config: str | None = None) -> None:
+    """Append one invocation's wall times (s per stage), its grid file and the code's commit to
+    <grid>/findings/timings.jsonl, which every report quotes, so a report written later (`python -m findings
+    report`) keeps the times and versions of the runs behind it."""
     from datetime import datetime, timezone
 
     from common.io import append_jsonl
@@ -43,7 +57,8 @@ def record_timing(grid, command: str, seconds: dict) -> None:
     out_dir = grid.output_dir / L.FINDINGS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     ended = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    append_jsonl(out_dir / L.TIMINGS, {"command": command, "ended": ended, "seconds": seconds})
+    append_jsonl(out_dir / L.TIMINGS, {"command": command, "config": config, "commit": code_version(),
+                                       "ended": ended, "seconds": seconds})  # fmt: skip
 
 
 def read_timings(grid) -> list[dict]:
@@ -51,17 +66,24 @@ def read_timings(grid) -> list[dict]:
     return read_jsonl(grid.output_dir / L.FINDINGS_DIR / L.TIMINGS)
 
 
-def _settings(grid, tables: dict, timings: list[dict]) -> list[str]:
+def _settings(grid, tables: dict, timings: list[dict], state: dict) -> list[str]:
     runs = tables[L.RUNS]
     first = grid.points[0].values if grid.points else {}
     keys = ("data", "model", "max_steps", "math_sizes", "eval_steps")
-    lines = [f"- {len(runs)} runs in `{grid.output_dir}` ({runs[L.GROUP].nunique()} groups, seeds "
-             f"{sorted(runs[S.SEED].unique().tolist())}); quality metric: {runs['quality_metric'].iloc[0]}.",
+    metrics = ", ".join(runs["quality_metric"].unique())
+    lines = [f"- {len(runs)} finished runs of {len(grid.points)} planned in `{grid.output_dir}` "
+             f"({runs[L.GROUP].nunique()} groups, seeds {sorted(runs[S.SEED].unique().tolist())}); quality metric: "
+             f"{metrics}.",
              "- Base fields: " + ", ".join(f"{k}={first[k]}" for k in keys if k in first) + ".",
              f"- Sweep: {json.dumps(grid.sweep)}; rewards: {json.dumps(grid.rewards)}."]  # fmt: skip
+    for key, text in (("incomplete", "started, not finished"), ("missing", "not started")):
+        if state[key]:
+            lines.append(f"- Left out, {text} ({len(state[key])}): " + ", ".join(f"`{n}`" for n in state[key]) + ".")
     for t in timings:  # a resumed invocation times only what it did
         times = ", ".join(f"{k} {v:.0f} s" for k, v in t["seconds"].items())
-        lines.append(f"- Wall time of `{t['command']}` (ended {t['ended']}): {times}.")
+        command = f"python -m findings {t['command']}" + (f" --config {t['config']}" if t.get("config") else "")
+        commit = f" at commit {t['commit']}" if t.get("commit") else ""
+        lines.append(f"- Wall time of `{command}`{commit} (ended {t['ended']}): {times}.")
     small = tables.get(L.SMALL_DATA)
     se = S.seed_se_col(L.FINAL_NLL)
     if small is not None and len(small) and (small[S.N_SEEDS] > 1).any():
@@ -72,23 +94,34 @@ def _settings(grid, tables: dict, timings: list[dict]) -> list[str]:
     return lines
 
 
+def _partial(grid, state: dict) -> list[str]:
+    """The warning a report of an unfinished grid opens with (none once every planned run has finished)."""
+    left = len(state["incomplete"]) + len(state["missing"])
+    if not left:
+        return []
+    return [f"**Partial report:** {left} of the {len(grid.points)} planned runs have not finished (listed under "
+            f"Settings); every table and verdict below is on the {len(state['finished'])} finished runs. Running "
+            f"the same command again continues the grid and rewrites this report.", ""]  # fmt: skip
+
+
 def _counts(found: R.Finding) -> str:
     outcomes = [c["outcome"] for c in found.comparisons]
     return ", ".join(f"{outcomes.count(o)} {o}" for o in dict.fromkeys(outcomes)) or "none"
 
 
-def markdown(grid, found: list[R.Finding], tables: dict, figures: list[str], timings: list[dict]) -> str:
-    """The report's text (see the module docstring)."""
+def markdown(grid, found: list[R.Finding], tables: dict, figures: list[str], timings: list[dict],
+             state: dict) -> str:  # fmt: skip
+    """The report's text (see the module docstring); `state`: the grid's runs by state (tables.progress)."""
     out = [f"# Findings of the paper, tested on `{grid.output_dir}`", "",
            "Each finding of \"Imitating Language via Scalable Inverse Reinforcement Learning\" (METHOD.md section 6) "
            "is tested by a rule fixed in findings/rules.py before the runs, quoted below with its verdict; the "
            "settings are the grid file's (at the end). Numbers are means over seeds ± their standard error; "
            "intervals are 95%. " + R.__doc__.split("The verdict:")[0].split("\n\n", 1)[1].replace("\n", " ").strip(),
-           "", "## Summary", "",
+           "", *_partial(grid, state), "## Summary", "",
            "| # | finding (paper) | verdict here | comparisons |", "|---|---|---|---|"]  # fmt: skip
     for n, f in enumerate(found, 1):
         out.append(f"| {n} | {f.claim} ({f.paper_figure}) | **{R.VERDICT_TEXT[f.verdict]}** | {_counts(f)} |")
-    out += ["", "## Settings", "", *_settings(grid, tables, timings), ""]
+    out += ["", "## Settings", "", *_settings(grid, tables, timings, state), ""]
     for n, f in enumerate(found, 1):
         out += [f"## {n}. {f.title}", "", f"**Paper ({f.paper_figure}).** {f.claim}", "",
                 "**Rule.** " + f.rule.replace("\n", " "), "",
@@ -138,6 +171,7 @@ def write_report(grid) -> Path:
 
     out_dir = grid.output_dir / L.FINDINGS_DIR
     n_boot = (grid.rewards or {}).get("n_boot", 1000)
+    state = T.progress(grid)
     tables = T.gather(grid, n_boot=n_boot)
     found = R.evaluate(tables)
     tables[L.COMPARISONS] = R.comparisons_table(found)
@@ -151,8 +185,9 @@ def write_report(grid) -> Path:
             drawn.append(name)
     summary = {"grid": str(grid.output_dir), "grid_sha256": hashlib.sha256(grid.text.encode()).hexdigest(),
                "quality": quality, "figures": drawn, "timings": read_timings(grid),
-               "findings": [f.to_dict() for f in found]}  # fmt: skip
+               "planned_runs": len(grid.points), "missing_runs": state["missing"],
+               "incomplete_runs": state["incomplete"], "findings": [f.to_dict() for f in found]}  # fmt: skip
     atomic_write_text(out_dir / L.SUMMARY, json.dumps(_json_safe(summary), indent=1) + "\n")
     path = out_dir / L.REPORT
-    atomic_write_text(path, markdown(grid, found, tables, drawn, read_timings(grid)))
+    atomic_write_text(path, markdown(grid, found, tables, drawn, read_timings(grid), state))
     return path

@@ -190,44 +190,56 @@ def entropy_costs_quality(seed_aggregate: pd.DataFrame, quality: str, level: flo
     return f
 
 
+def _by_task(table: pd.DataFrame):
+    """(prefix naming the task, or "" when the grid has one, rows of that task), per task in the table."""
+    if not len(table) or L.TASK not in table or table[L.TASK].nunique() <= 1:
+        yield "", table
+        return
+    for task, rows in table.groupby(L.TASK, sort=True):
+        yield f"{task}, ", rows
+
+
 def beam_dependence(beam_gain: pd.DataFrame, level: float = LEVEL) -> Finding:
-    """Full-data runs. A run's beam gain is its mean quality over the beam widths swept minus its greedy quality.
-    Premise: MLE (beta = 0) gains from beam search (Student-t 95% interval of its mean gain over seeds above 0);
-    if not, there is no dependence to reduce and every comparison is "premise fails". For each IQLearn lam: its
-    mean gain minus MLE's, with Welch's 95% interval; it favours the finding when below 0 (IQLearn depends less
-    on beam search) and is against it when above 0."""
+    """Full-data runs, per task. A run's beam gain is its mean quality over the beam widths swept minus its greedy
+    quality. Premise: MLE (beta = 0) gains from beam search (Student-t 95% interval of its mean gain over seeds
+    above 0); if not, there is no dependence to reduce and every comparison is "premise fails". For each IQLearn
+    lam: its mean gain minus MLE's, with Welch's 95% interval; it favours the finding when below 0 (IQLearn
+    depends less on beam search) and is against it when above 0."""
     f = Finding("beam", "Less dependence on beam search", "IQLearn reduces the dependence on beam search at inference.",
                 "Fig. 4", L.FIG_BEAM_SEARCH)  # fmt: skip
-    gains = _full_data(beam_gain)
-    mle = gains[gains[L.FAMILY] == "mle"] if len(gains) else gains
-    iq = gains[gains[L.FAMILY] == "iqlearn"] if len(gains) else gains
-    if not len(mle) or not len(iq):
+    for task, gains in _by_task(_full_data(beam_gain)):
+        mle = gains[gains[L.FAMILY] == "mle"] if len(gains) else gains
+        iq = gains[gains[L.FAMILY] == "iqlearn"] if len(gains) else gains
+        if not len(mle) or not len(iq):
+            continue
+        m = mle.iloc[0]
+        gain = L.BEAM_GAIN_COL
+        low, high = mean_interval(m[gain], m[S.seed_se_col(gain)], int(m[S.N_SEEDS]), level)
+        premise = np.isfinite(low) and low > 0
+        f.evidence.append(f"{task}MLE beam gain {_mean_se(m, gain)}, 95% interval [{_fmt(low)}, {_fmt(high)}] "
+                          f"(greedy {_mean_se(m, 'greedy')}, beam {_mean_se(m, 'beam')}): premise "
+                          f"{'holds' if premise else 'fails'}.")  # fmt: skip
+        for _, i in iq.sort_values(S.LAM).iterrows():
+            c = compare(f"{task}{i[S.METHOD]} vs {m[S.METHOD]}", i, m, gain, "lower", level)
+            if not premise:
+                c["outcome"] = PREMISE
+            f.comparisons.append(c)
+            f.evidence.append(f"{task}{i[S.METHOD]}: beam gain {_mean_se(i, gain)}; minus MLE's {_interval(c)}: "
+                              f"{c['outcome']}.")  # fmt: skip
+    if not f.comparisons:
         f.note = "needs full-data MLE and IQLearn runs swept with greedy decoding and beam search"
-        return f
-    m = mle.iloc[0]
-    gain = L.BEAM_GAIN_COL
-    low, high = mean_interval(m[gain], m[S.seed_se_col(gain)], int(m[S.N_SEEDS]), level)
-    premise = np.isfinite(low) and low > 0
-    f.evidence.append(f"MLE beam gain {_mean_se(m, gain)}, 95% interval [{_fmt(low)}, {_fmt(high)}] (greedy "
-                      f"{_mean_se(m, 'greedy')}, beam {_mean_se(m, 'beam')}): premise "
-                      f"{'holds' if premise else 'fails'}.")  # fmt: skip
-    for _, i in iq.sort_values(S.LAM).iterrows():
-        c = compare(f"{i[S.METHOD]} vs {m[S.METHOD]}", i, m, gain, "lower", level)
-        if not premise:
-            c["outcome"] = PREMISE
-        f.comparisons.append(c)
-        f.evidence.append(f"{i[S.METHOD]}: beam gain {_mean_se(i, gain)}; minus MLE's {_interval(c)}: "
-                          f"{c['outcome']}.")  # fmt: skip
     return f
 
 
 def _by_size(small_data: pd.DataFrame):
-    """(train size, MLE row, rows of that size) for each subset size where an MLE (beta = 0) group was run."""
+    """(label of the task and subset size, MLE row, rows of that task and size) for each subset size of each task
+    where an MLE (beta = 0) group was run."""
     subsets = small_data[small_data[L.TRAIN_SIZE].notna()] if len(small_data) else small_data
-    for size, rows in subsets.groupby(L.TRAIN_SIZE, sort=True):
-        mle = rows[rows[L.FAMILY] == "mle"]
-        if len(mle):
-            yield size, mle.iloc[0], rows
+    for task, rows_of_task in _by_task(subsets):
+        for size, rows in rows_of_task.groupby(L.TRAIN_SIZE, sort=True):
+            mle = rows[rows[L.FAMILY] == "mle"]
+            if len(mle):
+                yield f"{task}{int(size)} examples", mle.iloc[0], rows
 
 
 def _overfit_premise(m, level: float) -> tuple[bool, str]:
@@ -239,22 +251,24 @@ def _overfit_premise(m, level: float) -> tuple[bool, str]:
 
 def td_mitigates_overfitting(small_data: pd.DataFrame, level: float = LEVEL) -> Finding:
     """Runs on training subsets (train_size set). Overfitting of a run: its validation NLL at the last evaluation
-    minus the lowest over its evaluations (how far it rose from its best). At each subset size: premise, MLE
-    (beta = 0) overfits (Student-t 95% interval of its mean overfitting above 0), else the size's comparisons are
-    "premise fails"; for each IQLearn lam, its overfitting minus MLE's with Welch's 95% interval: it favours the
-    finding when below 0 (the TD term mitigates overfitting) and is against it when above 0."""
+    minus the lowest over its evaluations (how far it rose from its best). At each subset size (of each task, in
+    a grid of several): premise, MLE (beta = 0) overfits (Student-t 95% interval of its mean overfitting above 0),
+    else the size's comparisons are "premise fails"; for each IQLearn lam, its overfitting minus MLE's with
+    Welch's 95% interval: it favours the finding when below 0 (the TD term mitigates overfitting) and is against
+    it when above 0."""
     f = Finding("overfitting", "The TD term mitigates overfitting on small data",
                 "With small training sets, MLE overfits and the TD term mitigates it.",
                 "Fig. 7", L.FIG_SMALL_DATA)  # fmt: skip
     for size, m, rows in _by_size(small_data):
         premise, text = _overfit_premise(m, level)
-        f.evidence.append(f"{int(size)} examples: {text}.")
+        f.evidence.append(f"{size}: {text}; lowest at step {_mean_se(m, L.MIN_STEP, 0)}.")
         for _, i in rows[rows[L.FAMILY] == "iqlearn"].sort_values(S.LAM).iterrows():
-            c = compare(f"{int(size)} examples: {i[S.METHOD]} vs {m[S.METHOD]}", i, m, L.OVERFIT, "lower", level)
+            c = compare(f"{size}: {i[S.METHOD]} vs {m[S.METHOD]}", i, m, L.OVERFIT, "lower", level)
             if not premise:
                 c["outcome"] = PREMISE
             f.comparisons.append(c)
-            f.evidence.append(f"{int(size)} examples, {i[S.METHOD]}: overfitting {_mean_se(i, L.OVERFIT)}, final "
+            f.evidence.append(f"{size}, {i[S.METHOD]}: overfitting {_mean_se(i, L.OVERFIT)}, lowest at step "
+                              f"{_mean_se(i, L.MIN_STEP, 0)}, final "
                               f"validation NLL {_mean_se(i, L.FINAL_NLL)} (MLE {_mean_se(m, L.FINAL_NLL)}); "
                               f"overfitting minus MLE's {_interval(c)}: {c['outcome']}.")  # fmt: skip
     if not f.comparisons:
@@ -264,26 +278,27 @@ def td_mitigates_overfitting(small_data: pd.DataFrame, level: float = LEVEL) -> 
 
 def entropy_cannot_mitigate(small_data: pd.DataFrame, level: float = LEVEL) -> Finding:
     """Runs on training subsets, overfitting as in the TD rule (final minus lowest validation NLL). At each subset
-    size where MLE (beta = 0) overfits (else "premise fails"): for each MLE run with an entropy bonus (beta > 0)
-    and each IQLearn lam, the entropy run's overfitting minus the IQLearn run's, with Welch's 95% interval: it
-    favours the finding when above 0 (the entropy bonus leaves more overfitting than the TD term) and is against
-    it when below 0. The entropy run against plain MLE is reported beside it."""
+    size (of each task) where MLE (beta = 0) overfits (else "premise fails"): for each MLE run with an entropy
+    bonus (beta > 0) and each IQLearn lam, the entropy run's overfitting minus the IQLearn run's, with Welch's 95%
+    interval: it favours the finding when above 0 (the entropy bonus leaves more overfitting than the TD term) and
+    is against it when below 0. The entropy run against plain MLE is reported beside it."""
     f = Finding("entropy-overfitting", "An entropy bonus does not mitigate overfitting as the TD term does",
                 "With small training sets an entropy bonus cannot mitigate overfitting (the TD term can).",
                 "Fig. 7", L.FIG_SMALL_DATA)  # fmt: skip
     for size, m, rows in _by_size(small_data):
         premise, text = _overfit_premise(m, level)
-        f.evidence.append(f"{int(size)} examples: {text}.")
+        f.evidence.append(f"{size}: {text}; lowest at step {_mean_se(m, L.MIN_STEP, 0)}.")
         for _, e in rows[rows[L.FAMILY] == "mle+entropy"].sort_values("beta").iterrows():
             vs_mle = compare("", e, m, L.OVERFIT, "higher", level)
-            f.evidence.append(f"{int(size)} examples, {e[S.METHOD]}: overfitting {_mean_se(e, L.OVERFIT)}; minus "
+            f.evidence.append(f"{size}, {e[S.METHOD]}: overfitting {_mean_se(e, L.OVERFIT)}, lowest at step "
+                              f"{_mean_se(e, L.MIN_STEP, 0)}; minus "
                               f"MLE's {_interval(vs_mle)}.")  # fmt: skip
             for _, i in rows[rows[L.FAMILY] == "iqlearn"].sort_values(S.LAM).iterrows():
-                c = compare(f"{int(size)} examples: {e[S.METHOD]} vs {i[S.METHOD]}", e, i, L.OVERFIT, "higher", level)
+                c = compare(f"{size}: {e[S.METHOD]} vs {i[S.METHOD]}", e, i, L.OVERFIT, "higher", level)
                 if not premise:
                     c["outcome"] = PREMISE
                 f.comparisons.append(c)
-                f.evidence.append(f"{int(size)} examples, {e[S.METHOD]} minus {i[S.METHOD]}: {_interval(c)}: "
+                f.evidence.append(f"{size}, {e[S.METHOD]} minus {i[S.METHOD]}: {_interval(c)}: "
                                   f"{c['outcome']}.")  # fmt: skip
     if not f.comparisons:
         f.note = "needs MLE, MLE + entropy and IQLearn runs on training subsets (train_size)"

@@ -44,6 +44,7 @@ def run_row(name: str, run_dir: Path, quality: str | None = None) -> dict:
     return {
         L.NAME: name,
         L.GROUP: name.rsplit("/seed", 1)[0] if "/seed" in name else name,
+        L.TASK: S.task_of(config),
         S.RUN: str(run_dir),
         S.METHOD: runs.method_label(config),
         **run_attributes(config),
@@ -54,12 +55,13 @@ def run_row(name: str, run_dir: Path, quality: str | None = None) -> dict:
         "quality_metric": quality or quality_metric(config),
         L.FINAL_NLL: float(nll.iloc[-1]) if len(nll) else np.nan,
         L.MIN_NLL: float(nll.min()) if len(nll) else np.nan,
+        L.MIN_STEP: float(metrics.loc[nll.idxmin(), S.STEP]) if len(nll) else np.nan,
         L.OVERFIT: float(nll.iloc[-1] - nll.min()) if len(nll) else np.nan,
     }
 
 
-RUN_KEYS = (L.NAME, L.GROUP, L.FAMILY, S.LAM, "beta", L.TRAIN_SIZE, L.TRAIN_EXAMPLES)
-GROUP_KEYS = (L.GROUP, S.METHOD, L.FAMILY, S.LAM, "beta", L.TRAIN_SIZE)
+RUN_KEYS = (L.NAME, L.GROUP, L.TASK, L.FAMILY, S.LAM, "beta", L.TRAIN_SIZE, L.TRAIN_EXAMPLES, "quality_metric")
+GROUP_KEYS = (L.GROUP, L.TASK, S.METHOD, L.FAMILY, S.LAM, "beta", L.TRAIN_SIZE, "quality_metric")
 
 
 def _sweep_aggregate(run: dict, split: str) -> pd.DataFrame | None:
@@ -91,11 +93,17 @@ def _seed_stats(table: pd.DataFrame, columns) -> pd.DataFrame:
     return aggregate_seeds(table, by=[k for k in GROUP_KEYS if k in table], metrics=list(columns))
 
 
-def beam_gains(aggregate: pd.DataFrame, quality: str) -> pd.DataFrame:
+def run_quality(cells: pd.DataFrame) -> str:
+    """The aggregate column of the quality metric of one run's cells (its task's, or the grid's)."""
+    return S.mean_col(cells["quality_metric"].iloc[0])
+
+
+def beam_gains(aggregate: pd.DataFrame) -> pd.DataFrame:
     """Per run with a greedy cell and beam cells: greedy quality, the mean quality over beam widths, and their
-    difference (the beam gain)."""
+    difference (the beam gain), each in the run's own quality metric."""
     rows = []
     for name, cells in aggregate.groupby(L.NAME, sort=True):
+        quality = run_quality(cells)
         greedy = cells.loc[cells[S.KIND] == "greedy", quality]
         beams = cells.loc[cells[S.KIND] == "beam", quality]
         if len(greedy) and len(beams):
@@ -106,20 +114,35 @@ def beam_gains(aggregate: pd.DataFrame, quality: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def progress(grid) -> dict[str, list[str]]:
+    """The grid's planned runs by state, in plan order: "finished" (its last checkpoint is at its max_steps),
+    "incomplete" (started, not finished) and "missing" (not started). Only finished runs enter the tables."""
+    found = {"finished": [], "incomplete": [], "missing": []}
+    for point in grid.points:
+        run_dir = grid.run_dir(point)
+        if not (run_dir / runs.CONFIG).is_file():
+            found["missing"].append(point.name)
+            continue
+        last = runs.last_checkpoint(run_dir)
+        done = last is not None and runs.step_of(last) == int(read_config(run_dir)["max_steps"])
+        found["finished" if done else "incomplete"].append(point.name)
+    return found
+
+
 def gather(grid, split: str | None = None, n_boot: int = 1000) -> dict[str, pd.DataFrame]:
-    """The findings tables of a grid (layout names; see findings/layout.py), from what is on disk. `split`: the
-    swept split (default the grid's sweep split, else "test" when the runs swept one, else the one they swept).
-    Quality is the grid's `findings.quality` metric, else the task's first."""
+    """The findings tables of a grid's finished runs (layout names; see findings/layout.py), from what is on
+    disk. `split`: the swept split (default the grid's sweep split, else "test" when the runs swept one, else the
+    one they swept). Quality is the grid's `findings.quality` metric, else each run's task's first; the tables
+    that compare runs on one quality column (seed aggregates, correlations) use the first finished run's."""
     quality = grid.findings.get("quality")
-    run_rows = [run_row(p.name, grid.run_dir(p), quality) for p in grid.points
-                if (grid.run_dir(p) / runs.CONFIG).is_file()]  # fmt: skip
+    finished = set(progress(grid)["finished"])
+    run_rows = [run_row(p.name, grid.run_dir(p), quality) for p in grid.points if p.name in finished]
     if not run_rows:
-        raise FileError(grid.output_dir, f"no run of the grid has started yet (no {runs.CONFIG} under it); "
-                          f"run `python -m findings grid --config <this grid file>` first")  # fmt: skip
+        raise FileError(grid.output_dir, "no run of the grid has finished yet; run `python -m findings grid "
+                        "--config <this grid file>` first")  # fmt: skip
     table = pd.DataFrame(run_rows)
     split = split or grid.sweep.get("split") or _swept_split(table)
-    quality = S.mean_col(table["quality_metric"].iloc[0])
-    metrics = [quality, S.SELF_BLEU, S.DISTINCT_1, S.DISTINCT_2, S.ENTROPY]
+    metrics = [*map(S.mean_col, table["quality_metric"].unique()), S.SELF_BLEU, S.DISTINCT_1, S.DISTINCT_2, S.ENTROPY]
 
     sweeps = [a for a in (_sweep_aggregate(r, split) for r in run_rows) if a is not None]
     aggregate = pd.concat(sweeps, ignore_index=True) if sweeps else pd.DataFrame()
@@ -127,12 +150,13 @@ def gather(grid, split: str | None = None, n_boot: int = 1000) -> dict[str, pd.D
     if len(aggregate):
         by = [*GROUP_KEYS, S.STEP, S.DECODING, S.KIND, S.TEMPERATURE, S.TOP_P, S.MIN_P, S.BEAMS]
         out[L.SEED_AGGREGATE] = aggregate_seeds(aggregate, by=by, metrics=[m for m in metrics if m in aggregate])
-        gains = beam_gains(aggregate, quality)
+        gains = beam_gains(aggregate)
         out[L.BEAM_GAIN] = _seed_stats(gains, ["greedy", "beam", L.BEAM_GAIN_COL]) if len(gains) else pd.DataFrame()
-        greedy = aggregate[aggregate[S.KIND] == "greedy"][[L.NAME, quality]].rename(columns={quality: "greedy"})
-        table = table.merge(greedy, on=L.NAME, how="left")
+        greedy = {name: float(cells[run_quality(cells)].iloc[0])
+                  for name, cells in aggregate[aggregate[S.KIND] == "greedy"].groupby(L.NAME)}  # fmt: skip
+        table = table.assign(greedy=table[L.NAME].map(greedy))
         out[L.RUNS] = table
-    out[L.SMALL_DATA] = _seed_stats(table, [L.FINAL_NLL, L.MIN_NLL, L.OVERFIT, L.TRAIN_EXAMPLES]
+    out[L.SMALL_DATA] = _seed_stats(table, [L.FINAL_NLL, L.MIN_NLL, L.OVERFIT, L.MIN_STEP, L.TRAIN_EXAMPLES]
                                     + (["greedy"] if "greedy" in table else []))  # fmt: skip
     out[L.CURVES] = validation_curves(table)
 
@@ -154,7 +178,7 @@ def gather(grid, split: str | None = None, n_boot: int = 1000) -> dict[str, pd.D
     out[L.CORRELATIONS] = keys.merge(corr, on=L.NAME) if corr is not None else pd.DataFrame()
     out[L.PREFERENCES] = keys.merge(pd.DataFrame(preferences), on=L.NAME) if preferences else pd.DataFrame()
     if len(out[L.CORRELATIONS]):
-        by = [L.GROUP, S.METHOD, L.FAMILY, S.LAM, L.TRAIN_SIZE]
+        by = [L.GROUP, L.TASK, S.METHOD, L.FAMILY, S.LAM, L.TRAIN_SIZE]
         by_lam = [aggregate_seeds(part, by=by, metrics=["spearman"]).assign(**{L.SCORE: score})
                   for score, part in out[L.CORRELATIONS].groupby(L.SCORE, sort=False)]  # fmt: skip
         out[L.CORRELATION_BY_LAM] = pd.concat(by_lam, ignore_index=True)

@@ -62,16 +62,17 @@ def test_verdict(outcomes, expected):
     assert R.verdict(outcomes) == expected
 
 
-def seed_table(rows) -> pd.DataFrame:
-    """Per-seed rows (method, decoding or None, train_size or NaN, {column: [value per seed]}) as one row per
-    seed with the group columns the findings tables carry."""
+def seed_table(rows, task: str = "math") -> pd.DataFrame:
+    """Per-seed rows (method, decoding or None, train_size or NaN, {column: [value per seed]}) of one task as one
+    row per seed with the group columns the findings tables carry."""
     out = []
     for method, decoding, size, values in rows:
         family, lam, beta = FAMILY_OF[method]
         n = len(next(iter(values.values())))
         for seed in range(n):
-            row = {L.GROUP: f"{method}-{size}", S.METHOD: method, L.FAMILY: family, S.LAM: lam, "beta": beta,
-                   L.TRAIN_SIZE: size, S.SEED: seed} | {k: v[seed] for k, v in values.items()}  # fmt: skip
+            row = {L.GROUP: f"{method}-{task}-{size}", L.TASK: task, S.METHOD: method, L.FAMILY: family, S.LAM: lam,
+                   "beta": beta, L.TRAIN_SIZE: size, S.SEED: seed,
+                   "quality_metric": S.TASK_METRICS[task][0]} | {k: v[seed] for k, v in values.items()}  # fmt: skip
             if decoding is not None:
                 kind = "greedy" if decoding == "greedy" else decoding.split("=")[0].replace("t", "sample")
                 row |= {S.DECODING: decoding, S.KIND: kind, S.TEMPERATURE: 0.0, S.BEAMS: 1}
@@ -140,13 +141,18 @@ def test_beam_rule_needs_mle_to_gain_from_beams():
     assert rule([0.00, 0.01, -0.01], [-0.2, -0.21, -0.19]).comparisons[0]["outcome"] == R.PREMISE
 
 
+def small_data_table(mle, iq, ent, task: str = "math") -> pd.DataFrame:
+    """The small_data table of one task: MLE, IQLearn (lam 0.3) and MLE + entropy on 100 examples with the given
+    overfitting per seed, and a full-data MLE group."""
+    steps = {L.FINAL_NLL: [1.0] * 3, L.MIN_STEP: [40.0] * 3}
+    rows = [("mle", None, 100.0, {L.OVERFIT: mle, **steps}), ("iqlearn lam=0.3", None, 100.0, {L.OVERFIT: iq, **steps}),
+            ("mle beta=0.1", None, 100.0, {L.OVERFIT: ent, **steps}),
+            ("mle", None, np.nan, {L.OVERFIT: [0.0, 0.01, 0.0], **steps})]  # fmt: skip
+    return group(seed_table(rows, task), [L.OVERFIT, L.FINAL_NLL, L.MIN_STEP])
+
+
 def test_overfitting_rules():
-    def small(mle, iq, ent):
-        rows = [("mle", None, 100.0, {L.OVERFIT: mle, L.FINAL_NLL: [1.0] * 3}),
-                ("iqlearn lam=0.3", None, 100.0, {L.OVERFIT: iq, L.FINAL_NLL: [1.0] * 3}),
-                ("mle beta=0.1", None, 100.0, {L.OVERFIT: ent, L.FINAL_NLL: [1.0] * 3}),
-                ("mle", None, np.nan, {L.OVERFIT: [0.0, 0.01, 0.0], L.FINAL_NLL: [1.0] * 3})]  # fmt: skip
-        return group(seed_table(rows), [L.OVERFIT, L.FINAL_NLL])
+    small = small_data_table
 
     table = small([0.50, 0.55, 0.45], [0.10, 0.12, 0.08], [0.48, 0.50, 0.46])
     td, ent = R.td_mitigates_overfitting(table), R.entropy_cannot_mitigate(table)
@@ -159,6 +165,21 @@ def test_overfitting_rules():
     assert [c["outcome"] for c in R.entropy_cannot_mitigate(table).comparisons] == [R.NOT_SIGNIFICANT]
     table = small([0.0, 0.0, 0.0], [0.10, 0.12, 0.08], [0.48, 0.50, 0.46])
     assert [c["outcome"] for c in R.td_mitigates_overfitting(table).comparisons] == [R.PREMISE]
+
+
+def test_overfitting_rules_judge_each_task_against_its_own_mle():
+    """A grid of two tasks at one subset size: MLE overfits on summarize and not on math, so math's comparison is
+    "premise fails" and summarize's is decided; neither task's MLE stands in for the other's."""
+    table = pd.concat([small_data_table([0.0, 0.0, 0.0], [0.10, 0.12, 0.08], [0.48, 0.50, 0.46], "math"),
+                       small_data_table([0.50, 0.55, 0.45], [0.10, 0.12, 0.08], [0.48, 0.50, 0.46], "summarize")],
+                      ignore_index=True)  # fmt: skip
+    td = R.td_mitigates_overfitting(table)
+    assert [(c["label"], c["outcome"]) for c in td.comparisons] == [
+        ("math, 100 examples: iqlearn lam=0.3 vs mle", R.PREMISE),
+        ("summarize, 100 examples: iqlearn lam=0.3 vs mle", R.FAVOURS),
+    ]
+    assert any(line.startswith("summarize, 100 examples: MLE's validation NLL rose") for line in td.evidence)
+    assert R.verdict([c["outcome"] for c in td.comparisons]) == R.NOT_SHOWN  # one of two favours: not a majority
 
 
 def correlation_tables(per_method) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -198,7 +219,7 @@ def test_reward_rules_with_an_undefined_correlation():
     grows = R.reward_correlation_grows_with_lam(by_lam, correlations)
     assert [c["outcome"] for c in grows.comparisons] == [R.UNTESTABLE]
     evidence = " ".join(grows.evidence)
-    assert "Spearman undefined for iqlearn lam=0.3-nan/seed1" in evidence
+    assert "Spearman undefined for iqlearn lam=0.3-math-nan/seed1" in evidence
     assert "Trend over 5 runs" in evidence
     beyond = R.reward_beyond_likelihood(correlations)
     # seeds 0 and 2: 0.5 - 0.3 = 0.2 and 0.48 - 0.29 = 0.19, mean 0.195
@@ -255,7 +276,11 @@ def test_quick_findings_end_to_end_at_toy_scale(quick_findings):
     # the run's wall times, kept in timings.jsonl: a report written again later still quotes them
     (timing,) = summary["timings"]
     assert timing["command"] == "run" and set(timing["seconds"]) == {"train", "sweep", "rewards", "total"}
-    line = next(x for x in report.splitlines() if x.startswith("- Wall time of `run` (ended "))
+    assert timing["config"] == str(grid.parent / "quick.yaml") and timing["commit"]  # the tests run in a checkout
+    line = next(x for x in report.splitlines() if x.startswith("- Wall time of `python -m findings run --config "))
+    assert f"at commit {timing['commit']} (ended {timing['ended']})" in line
+    assert summary["planned_runs"] == 6 and summary["missing_runs"] == summary["incomplete_runs"] == []
+    assert "Partial report" not in report
     import contextlib
     import io
 

@@ -139,7 +139,7 @@ def test_findings_report_before_any_grid_run_is_one_line(tmp_path):
     with pytest.raises(SystemExit) as exit_:
         main(["report", "--config", grid_file(tmp_path, tmp_path / "never-run")])
     message = str(exit_.value.code)
-    assert message.startswith(f"error: {tmp_path / 'never-run'}: no run of the grid has started yet")
+    assert message.startswith(f"error: {tmp_path / 'never-run'}: no run of the grid has finished yet")
     assert "\n" not in message and "python -m findings grid" in message
 
 
