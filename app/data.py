@@ -7,7 +7,9 @@ pyarrow filter, never whole for display. Imports neither torch nor transformers 
 Confinement: `index` walks the runs root and checks every path it is about to list or read with
 app/safety.py before it does (runs, checkpoints, metrics.jsonl, config.yaml, sweep/ and rewards/ folders and
 their files); what resolves outside is left out and named, by its path under the root, in the skipped list
-the app shows. The pages read only files the index listed, each again through safety.inside.
+the app shows. The pages read only files the index listed, each again through safety.inside. The Findings page
+reads a second root, the shipped findings reports (`reports_root`), with the same loaders and the same checks,
+that root in place of the runs root.
 """
 
 import argparse
