@@ -7,7 +7,9 @@ pyarrow filter, never whole for display. Imports neither torch nor transformers 
 Confinement: `index` walks the runs root and checks every path it is about to list or read with
 app/safety.py before it does (runs, checkpoints, metrics.jsonl, config.yaml, sweep/ and rewards/ folders and
 their files); what resolves outside is left out and named, by its path under the root, in the skipped list
-the app shows. The pages read only files the index listed, each again through safety.inside.
+the app shows. The pages read only files the index listed, each again through safety.inside. The Findings page
+reads a second root, the shipped findings reports (`reports_root`), with the same loaders and the same checks,
+that root in place of the runs root.
 """
 
 import argparse
@@ -28,15 +30,31 @@ from common.io import FileError, read_json, read_yaml
 from irl import runs as R
 
 DEFAULT_RUNS_DIR = "runs/demo"
+# the findings reports the repository ships (docs/findings/<name>/findings/), found from this file, not the cwd
+DEFAULT_REPORTS_DIR = Path(__file__).resolve().parents[1] / "docs" / "findings"
+
+
+def _arguments(argv=None) -> argparse.Namespace:
+    """The arguments after `--` in `streamlit run app/main.py -- --runs-dir DIR [--reports-dir DIR2]`."""
+    parser = argparse.ArgumentParser(prog="streamlit run app/main.py --")
+    parser.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="runs root to browse (default %(default)s)")
+    parser.add_argument("--reports-dir", default=str(DEFAULT_REPORTS_DIR),
+                        help="read-only root of shipped findings reports, <name>/findings/ each, that the Findings "
+                             "page opens beside the runs directory's grids (default: the repository's "
+                             "docs/findings)")  # fmt: skip
+    return parser.parse_args(sys.argv[1:] if argv is None else argv)
 
 
 def runs_root(argv=None) -> Path:
-    """The runs directory named by `--runs-dir` (default runs/demo), from the arguments after `--` in
-    `streamlit run app/main.py -- --runs-dir DIR`."""
-    parser = argparse.ArgumentParser(prog="streamlit run app/main.py --")
-    parser.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="runs root to browse (default %(default)s)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    return Path(args.runs_dir).resolve()
+    """The runs directory named by `--runs-dir` (default runs/demo)."""
+    return Path(_arguments(argv).runs_dir).resolve()
+
+
+def reports_root(argv=None) -> Path:
+    """The root of shipped findings reports named by `--reports-dir` (default: docs/findings of this repository,
+    whatever the cwd). Only the Findings page reads it, and only through app/safety.py with it as the root; a
+    directory that does not exist holds no reports."""
+    return Path(_arguments(argv).reports_dir).resolve()
 
 
 def checkpoint_label(run: str, step: int) -> str:
@@ -194,7 +212,7 @@ def _prompts(stamped: tuple) -> pd.DataFrame:
 
 
 def read_parquet(root: Path, relative: str, columns=None) -> pd.DataFrame:
-    """A parquet file under the runs root (optionally only some columns)."""
+    """A parquet file under `root` (the runs root or the reports root), optionally only some columns."""
     return read_many(root, [relative], columns)
 
 
@@ -235,7 +253,7 @@ def _json(path: str, mtime: float) -> dict:
 
 
 def json_file(root: Path, relative: str) -> dict:
-    """A JSON file under the runs root (summary.json, findings.json)."""
+    """A JSON file under `root` (summary.json under the runs root, findings.json under either root)."""
     return _json(*_stamp(root, relative))
 
 

@@ -1,13 +1,18 @@
-"""The workbench app: runs, token rewards, quality vs diversity, rewards vs quality, samples.
+"""The workbench app: runs, token rewards, quality vs diversity, rewards vs quality, samples, findings.
 
     streamlit run app/main.py -- --runs-dir runs/demo      # or: make app
+    streamlit run app/main.py -- --runs-dir DIR --reports-dir DIR2
+
+The Findings page opens the findings reports of the grids under --runs-dir and, read-only, the reports shipped
+under --reports-dir (default: this repository's docs/findings, <name>/findings/ each); it is the one page that
+opens while the runs directory holds no runs.
 
 This file only routes: it names the pages (app/views/), offers the link to the view shown (each page keeps its
 selections in the URL, app/widgets.py) and the format charts are saved in, shows what to run while the runs
 directory is empty, lists the entries of the runs directory it skipped (app/data.py `index`), and shows a damaged
 result file's name and what to do instead of a page (analysis/results.py `FileError`). The app reads nothing outside
---runs-dir (app/safety.py). The pages are not in a folder named pages/: Streamlit would serve a first request
-for a page's URL from such a folder directly, bypassing this file.
+--runs-dir and --reports-dir (app/safety.py). The pages are not in a folder named pages/: Streamlit would serve a
+first request for a page's URL from such a folder directly, bypassing this file.
 """
 
 import sys
@@ -29,16 +34,18 @@ python -m analysis sweep --run {root}/mle               # decoding sweep: sample
 python -m analysis rewards --checkpoint {root}/mle/checkpoint-300 --data test              # the sweep's samples
 python -m analysis rewards --checkpoint {root}/mle/checkpoint-300 --data math-preferences  # preference pairs
 ```
-then press **Reload** (or start the app with `-- --runs-dir DIR` to browse another directory)."""
+then press **Reload** (or start the app with `-- --runs-dir DIR` to browse another directory). The **Findings** page
+opens the findings reports shipped in `docs/findings` meanwhile."""
 
 st.set_page_config(page_title="IRL workbench", layout="wide")
+FINDINGS = st.Page("views/findings.py", title="Findings", icon=":material/fact_check:")
 PAGES = [
     st.Page("views/runs.py", title="Runs", icon=":material/table_chart:", default=True),
     st.Page("views/token_rewards.py", title="Token rewards", icon=":material/format_color_text:"),
     st.Page("views/quality_diversity.py", title="Quality vs diversity", icon=":material/scatter_plot:"),
     st.Page("views/rewards_quality.py", title="Rewards vs quality", icon=":material/insights:"),
     st.Page("views/samples.py", title="Samples", icon=":material/notes:"),
-    st.Page("views/findings.py", title="Findings", icon=":material/fact_check:"),
+    FINDINGS,
 ]
 page = st.navigation(PAGES)
 root = data.runs_root()
@@ -57,7 +64,7 @@ with st.sidebar:
 if skipped:  # named by their paths under the root, shown verbatim (a file name is not markup)
     st.warning(f"Skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} of the runs directory, not read:")
     widgets.text_block("\n".join(skipped))
-if runs.empty:
+if runs.empty and page.url_path != FINDINGS.url_path:  # the Findings page also opens the shipped reports
     st.info(EMPTY.format(root=root))
 else:
     # the URL holds the selections of the page shown: another page's are dropped when the user moves on (a link

@@ -298,7 +298,7 @@ def test_findings_page_shows_every_verdict_without_torch(quick_findings):
     main = str(REPO / "app" / "main.py")
     script = f"""
 import json, sys
-sys.argv = [{main!r}, "--runs-dir", {str(grid.parent)!r}]
+sys.argv = [{main!r}, "--runs-dir", {str(grid.parent)!r}, "--reports-dir", {str(grid.parent / "no-reports")!r}]
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({main!r}, default_timeout=120).run()
 at.switch_page("views/findings.py").run()
@@ -312,7 +312,7 @@ print(json.dumps({{"grids": at.selectbox[0].options, "subheaders": [s.value for 
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     shown = json.loads(out.stdout.strip().splitlines()[-1])
     summary = json.loads((grid / L.FINDINGS_DIR / L.SUMMARY).read_text())
-    assert shown["grids"] == ["quick"] and shown["heavy"] == []
+    assert shown["grids"] == ["runs: quick"] and shown["heavy"] == []  # no reports shipped under no-reports/
     assert shown["subheaders"] == [f"{n}. {f['title']}" for n, f in enumerate(summary["findings"], 1)]
     for f in summary["findings"]:
         assert any(f"**Verdict: {f['verdict_text']}.**" in m for m in shown["markdown"])

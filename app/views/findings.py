@@ -1,7 +1,9 @@
-"""Findings: for a grid under the runs directory (`python -m findings run`), whether each of the paper's findings
-holds here, with its rule, the numbers behind the verdict and its figure. Everything shown was computed once
-by the findings code (findings.json and the parquet tables of <grid>/findings/); the figures are drawn from
-those tables by the same builders (findings/figures.py) that drew the report's PNGs."""
+"""Findings: for a grid under the runs directory (`python -m findings run`) or a report shipped under the reports
+root (docs/findings/<name>/findings/ by default, `--reports-dir`), whether each of the paper's findings holds
+there, with its rule, the numbers behind the verdict and its figure, the runs the report lacks and the wall
+times of the commands behind it. Everything shown was computed once by the findings code (findings.json and the
+parquet tables of <grid>/findings/); the figures are drawn from those tables by the same builders
+(findings/figures.py) that drew the report's PNGs. Each root is read only inside itself (app/safety.py)."""
 
 import matplotlib.pyplot as plt
 import streamlit as st
@@ -38,18 +40,44 @@ def grids(root, depth: int = 3) -> list[str]:
     return sorted(found)
 
 
-root = data.runs_root()
+# A grid is named in the URL by its root and its path under that root, so a link survives either root growing.
+RUNS_SOURCE, REPORTS_SOURCE = "runs", "reports"
+reports = data.reports_root()
+roots = {RUNS_SOURCE: data.runs_root(), REPORTS_SOURCE: reports}
+labels = {RUNS_SOURCE: "runs", REPORTS_SOURCE: "docs/findings" if reports == data.DEFAULT_REPORTS_DIR else reports.name}
+NAMELESS = {RUNS_SOURCE: "(the runs directory itself)", REPORTS_SOURCE: "(the reports directory itself)"}
+
+
+def label(option: str) -> str:
+    source, relative = option.split(":", 1)
+    return f"{labels[source]}: {relative or NAMELESS[source]}"
+
+
 st.header("Findings")
-found = grids(root)
+found = [f"{source}:{g}" for source in (RUNS_SOURCE, REPORTS_SOURCE) for g in grids(roots[source])]
 if not found:
-    st.info("No findings under this runs directory yet. Run `python -m findings run --config "
-            "configs/findings/quick.yaml` (or `make findings-quick`), then open the app on its runs directory.")
+    st.info(f"No findings under this runs directory yet, nor shipped under `{reports}`. Run "
+            "`python -m findings run --config configs/findings/quick.yaml` (or `make findings-quick`), then open "
+            "the app on its runs directory.")  # fmt: skip
     st.stop()
-grid = widgets.select(st, "Grid", found, key="grid", format_func=lambda g: g or "(the runs directory itself)")
+# the first runs grid if there is one (options list them first), else the first shipped report
+source, grid = widgets.select(st, "Grid", found, key="grid", format_func=label).split(":", 1)
+root = roots[source]
 base = f"{grid}/{L.FINDINGS_DIR}" if grid else L.FINDINGS_DIR
 summary = data.json_file(root, f"{base}/{L.SUMMARY}")
 tables = {name: data.read_parquet(root, f"{base}/{name}.parquet") for name in L.TABLES
           if inside(root, f"{base}/{name}.parquet").is_file()}  # fmt: skip
+st.caption(f"Report, tables and figures in `{root / base}` ({L.REPORT}, {L.TIMINGS}).")
+
+# optional keys: a report written before they existed says nothing about runs it lacks
+lacking = [f"{name}: not started" for name in summary.get("missing_runs", [])]
+lacking += [f"{name}: started, not at max_steps" for name in summary.get("incomplete_runs", [])]
+if lacking:
+    st.warning(f"This report lacks {len(lacking)} of its grid's planned runs: its findings were computed without them.")
+    widgets.text_block("\n".join(lacking))  # run names shown verbatim, not as Markdown
+for t in summary.get("timings", []):  # one line per `grid`/`run` invocation behind the report
+    said = [f"`{t['command']}`"] + [f"{key} `{t[key]}`" for key in ("config", "commit") if key in t]
+    st.caption(f"{' '.join(said)}, ended {t['ended']}: {t['seconds']['total']:.0f} s wall time in all.")
 
 st.caption("Each rule was fixed in code before the runs (findings/rules.py); numbers are means over seeds ± their "
            "standard error, intervals 95%. A finding that is not shown does not hold here.")  # fmt: skip
