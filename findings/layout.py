@@ -53,3 +53,13 @@ BEAM_GAIN_COL = "beam_gain"  # mean over beam widths of quality(beam=w) - qualit
 SCORE = "score"  # a sequence score of schema.SCORES (R, logp_sum, ...)
 
 FAMILIES = ("mle", "mle+entropy", "iqlearn")
+
+
+def timing_text(timing: dict) -> str:
+    """One line of timings.jsonl as the report and the app say it: the command with its grid file, the commit,
+    when it ended and each stage's wall time."""
+    config = f" --config {timing['config']}" if timing.get("config") else ""
+    command = f"python -m findings {timing['command']}{config}"
+    commit = f" at commit {timing['commit']}" if timing.get("commit") else ""
+    times = ", ".join(f"{k} {v:.0f} s" for k, v in timing["seconds"].items())
+    return f"`{command}`{commit} (ended {timing['ended']}): {times}"

@@ -80,10 +80,7 @@ def _settings(grid, tables: dict, timings: list[dict], state: dict) -> list[str]
         if state[key]:
             lines.append(f"- Left out, {text} ({len(state[key])}): " + ", ".join(f"`{n}`" for n in state[key]) + ".")
     for t in timings:  # a resumed invocation times only what it did
-        times = ", ".join(f"{k} {v:.0f} s" for k, v in t["seconds"].items())
-        command = f"python -m findings {t['command']}" + (f" --config {t['config']}" if t.get("config") else "")
-        commit = f" at commit {t['commit']}" if t.get("commit") else ""
-        lines.append(f"- Wall time of `{command}`{commit} (ended {t['ended']}): {times}.")
+        lines.append(f"- Wall time of {L.timing_text(t)}.")
     small = tables.get(L.SMALL_DATA)
     se = S.seed_se_col(L.FINAL_NLL)
     if small is not None and len(small) and (small[S.N_SEEDS] > 1).any():

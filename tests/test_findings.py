@@ -4,8 +4,6 @@ scale, writing every table, figure and section of the report."""
 
 import inspect
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -289,36 +287,6 @@ def test_quick_findings_end_to_end_at_toy_scale(quick_findings):
     with contextlib.redirect_stdout(io.StringIO()):
         main(["report", "--config", str(grid.parent / "quick.yaml")])
     assert line in (out / L.REPORT).read_text().splitlines()
-
-
-def test_findings_page_shows_every_verdict_without_torch(quick_findings):
-    """The app's Findings page on the quick grid: one section per finding with the verdict of findings.json and
-    its figure, and no torch, transformers, evaluate or scipy imported."""
-    grid, _ = quick_findings
-    main = str(REPO / "app" / "main.py")
-    script = f"""
-import json, sys
-sys.argv = [{main!r}, "--runs-dir", {str(grid.parent)!r}, "--reports-dir", {str(grid.parent / "no-reports")!r}]
-from streamlit.testing.v1 import AppTest
-at = AppTest.from_file({main!r}, default_timeout=120).run()
-at.switch_page("views/findings.py").run()
-assert not at.exception, [e.message for e in at.exception]
-print(json.dumps({{"grids": at.selectbox[0].options, "subheaders": [s.value for s in at.subheader],
-                  "markdown": [m.value for m in at.markdown],
-                  "images": sum(type(e).__name__ == "Image" for e in at.main),
-                  "downloads": [b.proto.label for b in at.main.get("download_button")],
-                  "heavy": sorted(m for m in ("torch", "transformers", "evaluate", "scipy") if m in sys.modules)}}))
-"""
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    shown = json.loads(out.stdout.strip().splitlines()[-1])
-    summary = json.loads((grid / L.FINDINGS_DIR / L.SUMMARY).read_text())
-    assert shown["grids"] == ["runs: quick"] and shown["heavy"] == []  # no reports shipped under no-reports/
-    assert shown["subheaders"] == [f"{n}. {f['title']}" for n, f in enumerate(summary["findings"], 1)]
-    for f in summary["findings"]:
-        assert any(f"**Verdict: {f['verdict_text']}.**" in m for m in shown["markdown"])
-    assert shown["images"] == sum(f["figure"] in summary["figures"] for f in summary["findings"])
-    # each figure saved as PNG and as SVG (and its table as CSV)
-    assert shown["downloads"].count("PNG") == shown["downloads"].count("SVG") == shown["images"]
 
 
 def test_quick_findings_under_accelerate_launch_on_two_processes(two_processes):

@@ -33,39 +33,55 @@ def shipped(quick_findings, reports: Path, name: str, **keys) -> dict:
     return summary
 
 
-def test_findings_page_opens_a_shipped_report_and_names_the_runs_it_lacks(quick_findings, tmp_path):
-    """An empty runs directory and one shipped report: the Grid box offers the report, labelled by its root, and
-    the URL names it by root and path; every verdict of its findings.json is shown, the warning counts the one
-    missing run and the list under it names it, and each timing is one caption. Run in a subprocess, so the
-    page's imports are its own (no torch)."""
-    reports, runs = tmp_path / "reports", tmp_path / "runs"
-    runs.mkdir()
+def test_findings_page_shows_a_grids_report_then_a_shipped_one_naming_the_runs_it_lacks(quick_findings, tmp_path):
+    """The quick grid under the runs directory and a copy of its report shipped under the reports root. The page
+    opens on the grid: one section per finding with the verdict of findings.json and its figure, each figure
+    saved as PNG and SVG (its table as CSV). Then the shipped report, chosen in the Grid box (labelled by its
+    root; the URL names it by root and path): every verdict again, the warning counts the one missing run and
+    the list under it names it, and each timing is one caption. Run in a subprocess, so the page's imports are
+    its own: no torch, transformers, evaluate or scipy."""
+    grid, _ = quick_findings
+    reports = tmp_path / "reports"
     summary = shipped(quick_findings, reports, "quick_copy", missing_runs=["a/seed0"], incomplete_runs=[])
     script = f"""
 import json, sys
-sys.argv = [{MAIN!r}, "--runs-dir", {str(runs)!r}, "--reports-dir", {str(reports)!r}]
+sys.argv = [{MAIN!r}, "--runs-dir", {str(grid.parent)!r}, "--reports-dir", {str(reports)!r}]
 from streamlit.testing.v1 import AppTest
+def shown(at):
+    return {{"exceptions": [e.message for e in at.exception], "grids": at.selectbox[0].options,
+            "url": at.query_params["grid"], "subheaders": [s.value for s in at.subheader],
+            "markdown": [m.value for m in at.markdown], "warnings": [w.value for w in at.warning],
+            "code": [c.value for c in at.code], "captions": [c.value for c in at.caption],
+            "info": [i.value for i in at.info], "images": sum(type(e).__name__ == "Image" for e in at.main),
+            "downloads": [b.proto.label for b in at.main.get("download_button")]}}
 at = AppTest.from_file({MAIN!r}, default_timeout=120).run()
 at.switch_page("views/findings.py").run()
-print(json.dumps({{"exceptions": [e.message for e in at.exception], "grids": at.selectbox[0].options,
-                  "url": at.query_params["grid"], "markdown": [m.value for m in at.markdown],
-                  "warnings": [w.value for w in at.warning], "code": [c.value for c in at.code],
-                  "captions": [c.value for c in at.caption], "info": [i.value for i in at.info],
+on_grid = shown(at)
+at.selectbox[0].select("reports:quick_copy").run()
+print(json.dumps({{"grid": on_grid, "shipped": shown(at),
                   "heavy": sorted(m for m in ("torch", "transformers", "evaluate", "scipy") if m in sys.modules)}}))
 """
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True)
-    shown = json.loads(out.stdout.strip().splitlines()[-1])
-    assert shown["exceptions"] == [] and shown["heavy"] == [] and shown["info"] == []
-    assert shown["grids"] == ["reports: quick_copy"] and shown["url"] == "reports:quick_copy"
-    for f in summary["findings"]:
-        assert any(f"**Verdict: {f['verdict_text']}.**" in m for m in shown["markdown"]), f["title"]
-    assert shown["warnings"] == ["This report lacks 1 of its grid's planned runs: its findings were computed "
-                                 "without them."]  # fmt: skip
-    assert "a/seed0: not started" in shown["code"]
+    pages = json.loads(out.stdout.strip().splitlines()[-1])
+    assert pages["heavy"] == []
+    on_grid, on_report = pages["grid"], pages["shipped"]
+    for page in (on_grid, on_report):
+        assert page["exceptions"] == [] and page["info"] == []
+        assert page["grids"] == ["runs: quick", "reports: quick_copy"]
+        assert page["subheaders"] == [f"{n}. {f['title']}" for n, f in enumerate(summary["findings"], 1)]
+        for f in summary["findings"]:
+            assert any(f"**Verdict: {f['verdict_text']}.**" in m for m in page["markdown"]), f["title"]
+        assert page["images"] == sum(f["figure"] in summary["figures"] for f in summary["findings"])
+        # each figure saved as PNG and as SVG (and its table as CSV)
+        assert page["downloads"].count("PNG") == page["downloads"].count("SVG") == page["images"]
+    assert on_grid["url"] == "runs:quick" and on_grid["warnings"] == []
+    assert on_report["url"] == "reports:quick_copy"
+    assert on_report["warnings"] == ["This report lacks 1 of its grid's planned runs: its findings were computed "
+                                     "without them."]  # fmt: skip
+    assert "a/seed0: not started" in on_report["code"]
     assert summary["timings"]  # the quick grid's `run` invocation
     for t in summary["timings"]:
-        line = f"`{t['command']}`, ended {t['ended']}: {t['seconds']['total']:.0f} s wall time in all."
-        assert line in shown["captions"]
+        assert f"Wall time of {L.timing_text(t)}." in on_report["captions"]
 
 
 def test_reports_root_defaults_to_the_repositorys_docs_findings_whatever_the_cwd(monkeypatch, tmp_path):

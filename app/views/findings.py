@@ -76,8 +76,7 @@ if lacking:
     st.warning(f"This report lacks {len(lacking)} of its grid's planned runs: its findings were computed without them.")
     widgets.text_block("\n".join(lacking))  # run names shown verbatim, not as Markdown
 for t in summary.get("timings", []):  # one line per `grid`/`run` invocation behind the report
-    said = [f"`{t['command']}`"] + [f"{key} `{t[key]}`" for key in ("config", "commit") if key in t]
-    st.caption(f"{' '.join(said)}, ended {t['ended']}: {t['seconds']['total']:.0f} s wall time in all.")
+    st.caption(f"Wall time of {L.timing_text(t)}.")
 
 st.caption("Each rule was fixed in code before the runs (findings/rules.py); numbers are means over seeds ± their "
            "standard error, intervals 95%. A finding that is not shown does not hold here.")  # fmt: skip
