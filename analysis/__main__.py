@@ -18,8 +18,12 @@ def main(argv=None):
         sys.exit(__doc__)
     from analysis import cli
 
-    (cli.sweep_parser() if command == "sweep" else cli.rewards_parser()).parse_args(rest)  # --help, bad flags
+    args = (cli.sweep_parser() if command == "sweep" else cli.rewards_parser()).parse_args(rest)  # --help, bad flags
     if command == "sweep":
+        try:  # values out of range, before torch is imported
+            cli.check_asked(args.checkpoints, args.samples, args.limit, args.max_new_tokens, args.batch_size)
+        except cli.SweepError as e:
+            sys.exit(f"error: {e}")
         from analysis.sweep import main as run
     else:
         from analysis.rewards import main as run

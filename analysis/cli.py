@@ -4,6 +4,8 @@
 """
 
 import argparse
+import numbers
+import operator
 
 TEMPERATURES = (0.0, 0.25, 0.5, 0.75, 1.0)
 BEAMS = (1, 2, 4, 8)
@@ -15,6 +17,46 @@ SWEEP_BATCH_SIZE = 32
 # logits kept (completion positions only) to at most BATCH_TOKENS x V floats: 512 MiB at V = 32k.
 BATCH_TOKENS = 4096
 BUILTIN_PREFERENCES = "math-preferences"
+
+
+class SweepError(ValueError):
+    """A sweep cannot run as asked; the message says why."""
+
+
+EVERY = "every:"  # --checkpoints every:N, a stride over the saved checkpoints
+
+
+def checkpoint_steps(which) -> list[int] | str | tuple[str, int]:
+    """"last", "all", ("every", N) for "every:N", or the steps of a list of ints or a string "100,300"; SweepError
+    for anything else."""
+    if which in ("last", "all"):
+        return which
+    if isinstance(which, str) and which.startswith(EVERY):
+        stride = which[len(EVERY) :]
+        if not (stride.isdecimal() and int(stride) >= 1):
+            raise SweepError(f"--checkpoints {which!r}: every:N takes a whole number N >= 1 (every:2 keeps every "
+                             f"second checkpoint)")  # fmt: skip
+        return ("every", int(stride))
+    parts = which.split(",") if isinstance(which, str) else list(which)
+    try:
+        steps = [int(s) if isinstance(s, str) else operator.index(s) for s in parts]  # 2.5 is no step
+    except (TypeError, ValueError):
+        steps = []
+    if not steps or min(steps) < 0:
+        raise SweepError(f"--checkpoints {which!r}: give last, all, every:N, or steps such as 100,300")
+    return steps
+
+
+def check_asked(checkpoints, samples, limit, max_new_tokens, batch_size) -> None:
+    """SweepError for a sweep argument out of range, before any work (and before a manifest records it): --limit -3
+    would be Python's [:-3] (all but the last 3 prompts), --samples 0 a sweep of no samples."""
+    checkpoint_steps(checkpoints)
+    counts = {"--samples": samples, "--batch_size": batch_size, "--limit": limit, "--max_new_tokens": max_new_tokens}
+    for flag, value in counts.items():
+        whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        if value is not None and not (whole and value >= 1):
+            raise SweepError(f"{flag} {value}: must be a whole number >= 1")
+
 
 
 def _floats(text: str) -> list[float]:

@@ -47,7 +47,6 @@ the split's order.
 import glob
 import json
 import math
-import operator
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,6 +62,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, LogitsProcessorList
 
 from analysis import cli
+from analysis.cli import EVERY, SweepError, check_asked, checkpoint_steps  # noqa: F401 (the sweep's API)
 from analysis import metrics as M
 from analysis import schema as S
 from analysis.calculator import CalculatorLogitsProcessor
@@ -80,10 +80,6 @@ from irl.runs import read_config
 
 TEMPERATURES, BEAMS, BATCH_SIZE = cli.TEMPERATURES, cli.BEAMS, cli.SWEEP_BATCH_SIZE
 TOP_P, MIN_P = cli.TOP_P, cli.MIN_P
-
-
-class SweepError(ValueError):
-    """A sweep cannot run as asked; the message says why."""
 
 
 def decoding_grid(temperatures=TEMPERATURES, beams=BEAMS, top_p=TOP_P, min_p=MIN_P) -> list[Decoding]:
@@ -184,41 +180,6 @@ def resolve_runs(patterns) -> list[Path]:
                 raise SweepError(f"--run {pattern}: {path} is not a run directory (no {runs.CONFIG}) and holds none")
             found += [p for p in matched if p not in found]
     return found
-
-
-EVERY = "every:"  # --checkpoints every:N, a stride over the saved checkpoints
-
-
-def checkpoint_steps(which) -> list[int] | str | tuple[str, int]:
-    """"last", "all", ("every", N) for "every:N", or the steps of a list of ints or a string "100,300"; SweepError
-    for anything else."""
-    if which in ("last", "all"):
-        return which
-    if isinstance(which, str) and which.startswith(EVERY):
-        stride = which[len(EVERY) :]
-        if not (stride.isdecimal() and int(stride) >= 1):
-            raise SweepError(f"--checkpoints {which!r}: every:N takes a whole number N >= 1 (every:2 keeps every "
-                             f"second checkpoint)")  # fmt: skip
-        return ("every", int(stride))
-    parts = which.split(",") if isinstance(which, str) else list(which)
-    try:
-        steps = [int(s) if isinstance(s, str) else operator.index(s) for s in parts]  # 2.5 is no step
-    except (TypeError, ValueError):
-        steps = []
-    if not steps or min(steps) < 0:
-        raise SweepError(f"--checkpoints {which!r}: give last, all, every:N, or steps such as 100,300")
-    return steps
-
-
-def check_asked(checkpoints, samples, limit, max_new_tokens, batch_size) -> None:
-    """SweepError for a sweep argument out of range, before any work (and before a manifest records it): --limit -3
-    would be Python's [:-3] (all but the last 3 prompts), --samples 0 a sweep of no samples."""
-    checkpoint_steps(checkpoints)
-    counts = {"--samples": samples, "--batch_size": batch_size, "--limit": limit, "--max_new_tokens": max_new_tokens}
-    for flag, value in counts.items():
-        whole = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-        if value is not None and not (whole and value >= 1):
-            raise SweepError(f"{flag} {value}: must be a whole number >= 1")
 
 
 def select_checkpoints(run_dir: Path, which) -> list[Path]:
