@@ -35,18 +35,18 @@ def test_each_grid_file_states_its_premise_and_plans_three_seeds(name):
     assert groups and all(seeds == {0, 1, 2} for seeds in groups.values())
 
 
-def toy_small_data(tmp_path: Path, methods=("mle",), seeds=(0, 1, 2)):
+def toy_small_data(tmp_path: Path, methods=("mle",), seeds=(0, 1, 2), passes: int = 60):
     """configs/findings/small_data.yaml at toy size: the tiny preset from scratch on 4 math examples for 60
-    passes (60 steps of 4), evaluated every 5 steps on 16 validation examples. From random weights the tiny
-    preset needs a larger step than the base's fine-tuning (1e-2 against 1e-3) to memorise its examples within
-    those passes."""
+    passes (60 steps of 4), evaluated every 5 steps on 16 validation examples, checkpoints every 30 steps (every
+    10 with fewer passes). From random weights the tiny preset needs a larger step than the base's fine-tuning
+    (1e-2 against 1e-3) to memorise its examples within those passes."""
     spec = yaml.safe_load((GRIDS / "small_data.yaml").read_text())
     spec["output_dir"] = str(tmp_path / "small")
     spec["base"] |= dict(model="tiny", vocab_size=400, math_sizes=[64, 16, 16], max_length=160, validation_size=16,
                          per_device_train_batch_size=4, learning_rate=1e-2, warmup_steps=0, logging_steps=5,
-                         eval_steps=5, save_steps=30)  # fmt: skip
+                         eval_steps=5, save_steps=30 if passes == 60 else 10)  # fmt: skip
     first = spec["grid"][0]
-    first["axes"] |= dict(data=["math"], method=list(methods), train_size=[4], max_steps=[60], seed=list(seeds))
+    first["axes"] |= dict(data=["math"], method=list(methods), train_size=[4], max_steps=[passes], seed=list(seeds))
     spec["grid"] = [first]
     spec["sweep"] |= dict(limit=2, max_new_tokens=4)
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -86,18 +86,18 @@ def comparable(out: Path) -> tuple[list, dict]:
 
 
 def test_a_grid_stopped_midway_reports_what_it_has_then_resumes_to_the_uninterrupted_report(tmp_path):
-    """MLE and IQLearn (lam 0.3), one seed each, on the toy small-data grid. Stopped during the second run: the
-    report is written from the first alone, says it is partial and names the unfinished run; the same command
-    then resumes it, and the report equals the report of the grid trained straight through."""
-    straight = toy_small_data(tmp_path / "straight", methods=("mle", "iqlearn-lam0.3"), seeds=(0,))
-    stopped = toy_small_data(tmp_path / "stopped", methods=("mle", "iqlearn-lam0.3"), seeds=(0,))
+    """MLE and IQLearn (lam 0.3), one seed each, on the toy small-data grid cut to 20 passes. Stopped during the
+    second run: the report is written from the first alone, says it is partial and names the unfinished run; the
+    same command then resumes it, and the report equals the report of the grid trained straight through."""
+    runs = dict(methods=("mle", "iqlearn-lam0.3"), seeds=(0,), passes=20)
+    straight, stopped = toy_small_data(tmp_path / "straight", **runs), toy_small_data(tmp_path / "stopped", **runs)
     names = [p.name for p in stopped.points]
     with one_thread():
         train_all(straight)
         write_report(straight)
-        train_all(toy_small_data(tmp_path / "stopped", methods=("mle",), seeds=(0,)))  # the first run, finished
-        with pytest.raises(KeyboardInterrupt):  # the second run is killed at step 33, checkpoint-30 on disk
-            train_all(stopped, callbacks=[CrashAt(33)])
+        train_all(toy_small_data(tmp_path / "stopped", **runs | {"methods": ("mle",)}))  # the first run, finished
+        with pytest.raises(KeyboardInterrupt):  # the second run is killed at step 13, checkpoint-10 on disk
+            train_all(stopped, callbacks=[CrashAt(13)])
         partial = write_report(stopped)
         summary = json.loads((partial.parent / L.SUMMARY).read_text())
         assert summary["incomplete_runs"] == [names[1]] and summary["missing_runs"] == []
