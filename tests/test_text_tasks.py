@@ -223,26 +223,27 @@ def test_preference_pairs_on_fixture(built):
 
 
 def test_loader_errors_name_file_and_line(tmp_path, monkeypatch):
+    cfg = SimpleNamespace(data="summarize", train_size=None, validation_size=None)
     monkeypatch.setattr(T, "DATA_DIR", tmp_path)
     with pytest.raises(DataError, match="missing .*summarize/train.jsonl"):
-        load_splits(SimpleNamespace(data="summarize", train_size=None))
+        load_splits(cfg)
     d = tmp_path / "summarize"
     d.mkdir()
     for split in T.TASK_SPLITS:
         d.joinpath(f"{split}.jsonl").write_text(
             '{"id": "a", "prompt": "Summarize: x\\nSummary:", "completion": " y"}\n'
         )
-    assert {s: len(r) for s, r in load_splits(SimpleNamespace(data="summarize", train_size=None)).items()} == {
+    assert {s: len(r) for s, r in load_splits(cfg).items()} == {
         "train": 1,
         "validation": 1,
         "test": 1,
     }
     d.joinpath("train.jsonl").write_text('{"prompt": "p", "completion": " c"}\n{"prompt": "p", \n')
     with pytest.raises(DataError, match=r"train.jsonl:2: malformed JSON"):
-        load_splits(SimpleNamespace(data="summarize", train_size=None))
+        load_splits(cfg)
     d.joinpath("train.jsonl").write_text('{"prompt": "p", "completion": 3}\n')
     with pytest.raises(DataError, match=r"train.jsonl:1: field 'completion' must be a string"):
-        load_splits(SimpleNamespace(data="summarize", train_size=None))
+        load_splits(cfg)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -314,7 +315,7 @@ def test_baseline_settings_are_chosen_once_per_set_of_examples(monkeypatch):
 @pytest.mark.parametrize("task", sorted(T.TASKS))
 def test_committed_task_data(task):
     splits = T.task_splits(task)
-    loaded = load_splits(SimpleNamespace(data=task, train_size=None))
+    loaded = load_splits(SimpleNamespace(data=task, train_size=None, validation_size=None))
     assert {s: len(r) for s, r in loaded.items()} == {s: len(r) for s, r in splits.items()}
     assert all(len(splits[s]) >= 200 for s in T.TASK_SPLITS)
     prompts = {s: {r["prompt"] for r in rows} for s, rows in splits.items()}
