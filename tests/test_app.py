@@ -294,7 +294,8 @@ def test_empty_runs_dir_says_what_to_run(monkeypatch, tmp_path):
 
 
 def test_pages_import_no_torch(real_runs):
-    """Every page runs without importing torch, transformers, evaluate or scipy (the app starts fast)."""
+    """Every page runs without importing torch, transformers, evaluate or scipy (the app starts fast); the
+    Findings page, with no grid under the runs directory, opens the first report shipped in docs/findings."""
     script = f"""
 import sys
 sys.argv = [{MAIN!r}, "--runs-dir", {str(real_runs.root)!r}]
@@ -303,10 +304,14 @@ at = AppTest.from_file({MAIN!r}, default_timeout=60).run()
 for page in ("token_rewards", "quality_diversity", "rewards_quality", "samples", "findings"):
     at.switch_page(f"views/{{page}}.py").run()
     assert not at.exception, page
+print(at.selectbox[0].value)
 print(sorted(m for m in ("torch", "transformers", "evaluate", "scipy") if m in sys.modules))
 """
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    shown, heavy = out.stdout.strip().splitlines()[-2:]
+    assert heavy == "[]"
+    shipped = sorted(p.parent.parent.name for p in (REPO / "docs" / "findings").glob("*/findings/findings.json"))
+    assert shipped and shown == f"reports:{shipped[0]}"  # the first shipped report, rendered without torch
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -411,7 +416,8 @@ def test_nothing_outside_the_root_is_listed_or_read(monkeypatch, real_runs, tmp_
     listed (audit events and inotify), and each link is reported by its path under the root, not its target."""
     root, outside = hostile_runs_dir(real_runs, tmp_path)
     st.cache_data.clear()
-    monkeypatch.setattr(sys, "argv", [MAIN, "--runs-dir", str(root)])
+    # no shipped reports: their root's confinement is tests/test_findings_app.py's
+    monkeypatch.setattr(sys, "argv", [MAIN, "--runs-dir", str(root), "--reports-dir", str(tmp_path / "no-reports")])
     errors, shown = {}, []
     with FileSystemCalls(outside) as calls:
         at = AppTest.from_file(MAIN, default_timeout=60).run()
