@@ -169,7 +169,7 @@ def write_report(grid) -> Path:
     out_dir = grid.output_dir / L.FINDINGS_DIR
     n_boot = (grid.rewards or {}).get("n_boot", 1000)
     state = T.progress(grid)
-    tables = T.gather(grid, n_boot=n_boot)
+    tables = T.gather(grid, n_boot=n_boot, state=state)
     found = R.evaluate(tables)
     tables[L.COMPARISONS] = R.comparisons_table(found)
     T.write(tables, out_dir)

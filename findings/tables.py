@@ -129,13 +129,14 @@ def progress(grid) -> dict[str, list[str]]:
     return found
 
 
-def gather(grid, split: str | None = None, n_boot: int = 1000) -> dict[str, pd.DataFrame]:
+def gather(grid, split: str | None = None, n_boot: int = 1000, state: dict | None = None) -> dict[str, pd.DataFrame]:
     """The findings tables of a grid's finished runs (layout names; see findings/layout.py), from what is on
     disk. `split`: the swept split (default the grid's sweep split, else "test" when the runs swept one, else the
     one they swept). Quality is the grid's `findings.quality` metric, else each run's task's first; the tables
-    that compare runs on one quality column (seed aggregates, correlations) use the first finished run's."""
+    that compare runs on one quality column (seed aggregates, correlations) use the first finished run's. `state`:
+    the grid's runs by state (`progress`), when the caller states them too, so both read one look at the disk."""
     quality = grid.findings.get("quality")
-    finished = set(progress(grid)["finished"])
+    finished = set((state or progress(grid))["finished"])
     run_rows = [run_row(p.name, grid.run_dir(p), quality) for p in grid.points if p.name in finished]
     if not run_rows:
         raise FileError(grid.output_dir, "no run of the grid has finished yet; run `python -m findings grid "

@@ -81,7 +81,7 @@ def comparable(out: Path) -> tuple[list, dict]:
         path = out / f"{name}.parquet"
         if path.is_file():
             table = pd.read_parquet(path)
-            tables[name] = table.drop(columns=[c for c in ("run",) if c in table])
+            tables[name] = table.drop(columns="run", errors="ignore")
     return summary["findings"], tables
 
 
