@@ -127,14 +127,14 @@ def figure_downloads(fig, name: str, table: pd.DataFrame | None = None, key: str
     `key` tells apart the buttons of one figure shown twice on a page."""
     name = _file_name(name)
 
-    def saved(fmt: str) -> bytes:  # now: the page closes its figures once drawn
+    def saved(fmt: str) -> bytes:  # on the button's click only (a figure closed by pyplot still saves)
         out = io.BytesIO()
         fig.savefig(out, format=fmt, bbox_inches="tight")
         return out.getvalue()
 
     row = st.container(horizontal=True)
     for fmt, mime in zip(IMAGE_FORMATS, ("image/png", "image/svg+xml")):
-        row.download_button(fmt.upper(), data=saved(fmt), file_name=f"{name}.{fmt}", mime=mime,
+        row.download_button(fmt.upper(), data=lambda fmt=fmt: saved(fmt), file_name=f"{name}.{fmt}", mime=mime,
                             key=f"{fmt}-{name}{key}", icon=":material/download:")  # fmt: skip
     if table is not None:
         row.download_button("CSV", data=lambda: table.to_csv(index=False), file_name=f"{name}.csv", mime="text/csv",

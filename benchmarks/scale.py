@@ -6,7 +6,8 @@ decoding and reward extraction, measured and predicted.
 
 Points (LADDER): the `tiny`, `small` and `t5-small` presets, Llama and Qwen2 shapes between them and the
 published ones (random weights, byte-level tokenizers of irl/shapes.py), T5-base and Qwen2.5-0.5B (models/shapes/).
-Each point at each context length (256 to 2,048 by default), B = max(1, 2048 / context) sequences per batch:
+Each point at each context length (256 to 2,048 by default), B = max(1, 2048 / context) sequences per batch
+(--tokens_per_batch):
 
 - train: two optimizer steps of `python -m irl train` (irl.train.train) on sequences of exactly `context` tokens,
   MLE and offline IQLearn (lam 0.1), on the chunked route and on materialised logits; seconds per token is the
@@ -105,8 +106,8 @@ def write_data(path: Path, rows: int, context: int) -> None:
     path.write_text("".join(json.dumps({"prompt": "Q:", "completion": completion()}) + "\n" for _ in range(rows)))
 
 
-def train_points(name, path, context, workdir, objectives) -> list[dict]:
-    batch = max(1, TOKENS_PER_BATCH // context)
+def train_points(name, path, context, workdir, objectives, tokens_per_batch=TOKENS_PER_BATCH) -> list[dict]:
+    batch = max(1, tokens_per_batch // context)
     data = workdir / f"data-{context}.jsonl"
     if not data.is_file():
         write_data(data, 4 * batch + 8, context)
@@ -229,6 +230,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--stages", default="train,decode,rewards")
     parser.add_argument("--objectives", default="mle,iqlearn", help="Objectives of the train stage.")
     parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--tokens_per_batch", type=int, default=TOKENS_PER_BATCH,
+                        help="Training tokens per batch: max(1, this / context) sequences.")
     args = parser.parse_args(argv)
     out, head = Path(args.out), commit()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -243,7 +246,8 @@ def main(argv=None) -> list[dict]:
                 if not todo:
                     continue
                 objectives = args.objectives.split(",")
-                found = train_points(name, path, context, workdir, objectives) if "train" in todo else []
+                found = (train_points(name, path, context, workdir, objectives, args.tokens_per_batch)
+                         if "train" in todo else [])
                 if {"decode", "rewards"} & set(todo):
                     torch.manual_seed(0)
                     model = (load_model(path) if name not in ("tiny", "small", "t5-small")

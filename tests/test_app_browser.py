@@ -43,13 +43,35 @@ def screenshot(page, name: str) -> Path:
     return path
 
 
+LAID_OUT = ("token_rewards", "quality_diversity", "rewards_quality", "")  # the pages with segmented controls/charts
+
+
 @pytest.mark.parametrize("url", [*list(PAGES)[1:], ""])  # a page's own URL first: it must still go through main.py
-def test_page_renders_without_exception(page, url):
+def test_page_renders_without_exception_and_nothing_overflows(page, url):
+    """Each page renders with no exception (a screenshot of the whole page); then, for the pages with segmented
+    controls and charts, at a laptop's width and with the window narrowed as a user would (sidebar open), every
+    selection control stays inside its column (the segmented controls wrap their options) and no text of a chart
+    leaves it or covers another (the beam widths are the ticks of their own panel, the legends sit under the
+    plots, long titles wrap)."""
     timed_run(page, lambda: page.goto(f"{page.base}/{url}"), reload=True, **PAGES[url])
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.get_by_role("button", name="Reload").is_visible()  # main.py's sidebar: routed by st.navigation
     assert page.locator('[data-testid="stHeading"]').first.is_visible()
     assert screenshot(page, url or "runs").stat().st_size > 10_000
+    if url not in LAID_OUT:
+        return
+    try:
+        for width in (1280, 800):
+            page.set_viewport_size({"width": width, "height": 1000})
+            height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+            page.set_viewport_size({"width": width, "height": max(height, 1000)})  # every chart drawn on screen
+            page.wait_for_timeout(500)  # the charts redrawn at the new width
+            assert page.locator('[data-testid="stException"]').count() == 0
+            page.screenshot(path=str(ARTIFACTS / f"{url or 'runs'}-{width}px.png"))
+            assert page.evaluate(OVERFLOWING) == [], width
+            assert page.evaluate(CHART_TEXT_CLASHES) == [], width
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})
 
 
 def test_hostile_tokens_render_as_text(page):
@@ -69,28 +91,6 @@ def test_hostile_tokens_render_as_text(page):
     screenshot(page, "token_rewards_hostile")
     page.wait_for_timeout(300)  # a script would have run by now
     assert page.dialogs == []
-
-
-@pytest.mark.parametrize("url", ["token_rewards", "quality_diversity", "rewards_quality", ""])
-def test_no_control_overflows_and_no_chart_label_overlaps(page, url):
-    """At a laptop's width, then with the window narrowed as a user would (sidebar open), every selection control
-    stays inside its column (the segmented controls wrap their options) and no text of a chart leaves it or
-    covers another (the beam widths are the ticks of their own panel, the legends sit under the plots, long
-    titles wrap)."""
-    try:
-        for width in (1280, 800):
-            page.set_viewport_size({"width": width, "height": 1000})
-            if width == 1280:
-                timed_run(page, lambda: page.goto(f"{page.base}/{url}"), reload=True, **PAGES[url])
-            assert page.locator('[data-testid="stException"]').count() == 0
-            height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
-            page.set_viewport_size({"width": width, "height": max(height, 1000)})  # every chart drawn on screen
-            page.wait_for_timeout(500)  # the charts redrawn at the new width
-            page.screenshot(path=str(ARTIFACTS / f"{url or 'runs'}-{width}px.png"))
-            assert page.evaluate(OVERFLOWING) == [], width
-            assert page.evaluate(CHART_TEXT_CLASHES) == [], width
-    finally:
-        page.set_viewport_size({"width": 1400, "height": 1000})
 
 
 def test_a_link_opens_the_view_it_names(page):
@@ -113,7 +113,8 @@ def test_a_link_opens_the_view_it_names(page):
 
 def test_findings_page_renders_a_grids_report(page, quick_findings):
     """The Findings page over the toy quick grid (tests/test_findings.py), in another tab of the same browser: its
-    verdict table and each finding's figure, with no exception."""
+    verdict table and each finding's figure, with no exception, and a figure saved as SVG and as PNG by its
+    buttons (each file drawn on the click)."""
     grid, _ = quick_findings
     with serve_app(grid, ARTIFACTS / "streamlit-findings.log") as base:
         tab = page.context.new_page()
@@ -123,5 +124,12 @@ def test_findings_page_renders_a_grids_report(page, quick_findings):
             assert tab.get_by_role("heading", name="Findings").first.is_visible()
             assert tab.get_by_text("Verdict:").count() == len(R.RULES)  # every finding, with its verdict
             screenshot(tab, "findings")
+            # a figure's file is drawn when its button is clicked, not with the page
+            for fmt, head in (("SVG", "<?xml"), ("PNG", "\x89PNG")):
+                with tab.expect_download() as download:
+                    tab.locator('[data-testid="stDownloadButton"] button').filter(has_text=fmt).first.click()
+                saved = Path(download.value.path()).read_bytes()
+                assert saved.startswith(head.encode("latin-1")) and len(saved) > 10_000, fmt
+                assert download.value.suggested_filename.endswith(f".{fmt.lower()}")
         finally:
             tab.close()

@@ -15,7 +15,8 @@ FIELDS = {"commit", "machine", "model", "parameters", "vocab", "context", "stage
 
 def test_two_smallest_points_through_every_stage_and_resume(tmp_path, capsys):
     out = tmp_path / "scale.jsonl"
-    argv = ["--points", "tiny,small", "--contexts", "32", "--objectives", "mle", "--out", str(out)]
+    argv = ["--points", "tiny,small", "--contexts", "32", "--objectives", "mle", "--tokens_per_batch", "256",
+            "--out", str(out)]
     rows = scale.main(argv)
     assert {(r["model"], r["stage"], r["route"]) for r in rows} == {
         (model, stage, route) for model in ("tiny", "small") for stage, route in [
