@@ -31,6 +31,8 @@ def method_colors(methods) -> dict[str, str]:
 # Characters per line of a chart's title (17 px) and subtitle (13 px): a line fits the 400 px of the narrowest
 # chart the pages draw side by side (app/widgets.py side_by_side), so no text leaves the figure.
 TITLE_CHARS, SUBTITLE_CHARS = 40, 54
+DEFAULT_HEIGHT = 450  # Plotly's, in px
+LEGEND_ROW_PX = 20  # a legend entry's row
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, rule: str = "") -> go.Figure:
@@ -47,6 +49,12 @@ def _layout(fig: go.Figure, title: str, x: str, y: str, rule: str = "") -> go.Fi
         legend=dict(title_text="", orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
         margin=dict(l=10, r=10, t=38 + 24 * len(title) + 18 * len(subtitle), b=10),
     )  # fmt: skip
+    # a long legend (a line per method, step and sampling filter) gets the height it needs: Plotly gives a legend
+    # under the plot at most half the figure's height and scrolls the rest out of sight, one entry per row in a
+    # narrow column
+    entries = sum(1 for trace in fig.data if trace.showlegend is not False and trace.name)
+    if fig.layout.height is None and 2 * LEGEND_ROW_PX * entries > DEFAULT_HEIGHT:
+        fig.update_layout(height=2 * LEGEND_ROW_PX * entries + 2 * LEGEND_ROW_PX)
     return fig
 
 

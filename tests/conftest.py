@@ -5,7 +5,10 @@
     irl.train.train          tiny preset, built-in math task (64 train problems), 4 steps, checkpoints at 2 and 4:
                              mle/seed0, mle/seed1, iqlearn/seed0, iqlearn/seed1 (lam 0.1)
     analysis.sweep.sweep     the last checkpoints, 6 test prompts: greedy, t=1 and beam=2 (K=4), exact match
-                             and ROUGE-1 (ROUGE varies where the tiny model's exact match is all 0), calculator on
+                             and ROUGE-1 (ROUGE varies where the tiny model's exact match is all 0), calculator on;
+                             then mle/seed0 and iqlearn/seed0 at both checkpoints, 4 validation prompts: t=1 with
+                             top_p 0.9, 1 and min_p 0, 0.05 (K=4), ROUGE-1, effective diversity (threshold 0)
+                             (the fronts over training and the sampling filters of the Quality vs diversity page)
     analysis.rewards         score_checkpoint on each last checkpoint: the built-in `math-preferences` set and the
                              sweep's samples (`--data test`); on mle/seed0 and iqlearn/seed0 also `hostile.jsonl`,
                              preference pairs whose text holds HOSTILE_TOKENS, and a tie (one pair's chosen ==
@@ -32,6 +35,11 @@ RUNS = {f"{objective}/seed{seed}": (objective, seed) for objective in ("mle", "i
 SWEEP = dict(
     checkpoints="last", temperatures=(0.0, 1.0), beams=(2,), samples=4, split="test", limit=6, max_new_tokens=24,
     metrics=["exact_match", "rouge1"],
+)  # fmt: skip
+# quality threshold 0: every sample counts, so the effective axis is drawn whatever the tiny model writes
+FILTERED_SWEEP = dict(
+    checkpoints="all", temperatures=(1.0,), beams=(), top_p=(0.9, 1.0), min_p=(0.0, 0.05), samples=4,
+    split="validation", limit=4, max_new_tokens=24, metrics=["rouge1"], calculator=False, quality_threshold=0.0,
 )  # fmt: skip
 SCORED_HOSTILE = ("mle/seed0", "iqlearn/seed0")
 HOSTILE_PAIRS = [
@@ -67,6 +75,7 @@ def build_real_runs(root: Path) -> RealRuns:
         for run, (objective, seed) in RUNS.items():
             train(TrainConfig(output_dir=str(root / run), objective=objective, seed=seed, **TRAIN))
         sweep([str(root / run) for run in RUNS], **SWEEP)
+        sweep([str(root / run) for run in SCORED_HOSTILE], **FILTERED_SWEEP)
         hostile = root.parent / f"{HOSTILE}.jsonl"
         hostile.write_text("".join(json.dumps(pair) + "\n" for pair in HOSTILE_PAIRS))
         checkpoints = {run: last_checkpoint(root / run) for run in RUNS}
