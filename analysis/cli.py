@@ -72,6 +72,8 @@ def sweep_parser() -> argparse.ArgumentParser:
     add("--run", action="append", required=True, help="Run directory, directory of runs, or glob; repeatable.")
     add("--checkpoints", default="last", help="last, all, every:N (every N-th saved checkpoint, the "
         "last included), or steps such as 100,300.")  # fmt: skip
+    add("--all_checkpoints", action="store_const", dest="checkpoints", const="all", help="Every saved checkpoint "
+        "(--checkpoints all): the fronts over training.")  # fmt: skip
     add("--temperatures", type=_floats, default=TEMPERATURES, help="Comma-separated; 0 is greedy.")
     add("--beams", type=lambda t: [int(x) for x in t.split(",") if x], default=BEAMS, help="Beam widths; 1 is greedy.")
     add("--top_p", type=_floats, default=TOP_P, help="Comma-separated nucleus values in (0, 1] for the sampled "

@@ -11,6 +11,7 @@ import torch
 
 from analysis import schema as S
 from analysis import sweep as sweep_module
+from analysis.cli import sweep_parser
 from analysis.metrics import aggregate, self_bleu
 from analysis.sweep import SweepError, decoding_grid, format_table, sweep
 from irl.generation import Decoding, completion_entropy, completion_lengths, left_padded
@@ -87,6 +88,9 @@ def test_checkpoints_every_n_keeps_every_nth_and_the_last(tmp_path):
     for bad in ("every:0", "every:", "every:-2", "every:1.5"):
         with pytest.raises(SweepError, match="every:N takes a whole number N >= 1"):
             sweep_module.checkpoint_steps(bad)
+    parse = sweep_parser().parse_args
+    assert parse(["--run", str(run), "--all_checkpoints"]).checkpoints == "all"  # --checkpoints all, by its name
+    assert parse(["--run", str(run), "--checkpoints", "every:2"]).checkpoints == "every:2"
 
 
 def test_sweep_with_top_p_and_min_p_axes(tiny_run, swept, tmp_path):
