@@ -66,15 +66,24 @@ def read_timings(grid) -> list[dict]:
     return read_jsonl(grid.output_dir / L.FINDINGS_DIR / L.TIMINGS)
 
 
+def run_fields(grid, keys=("data", "model", "max_steps", "math_sizes", "eval_steps")) -> list[str]:
+    """`key=value` for each of `keys` the grid's runs set, or `key in {v1, v2}` where they set it differently
+    (a `data` axis: its tasks)."""
+    fields = []
+    for key in keys:
+        values = list(dict.fromkeys(str(p.values[key]) for p in grid.points if key in p.values))
+        if values:
+            fields.append(f"{key}={values[0]}" if len(values) == 1 else f"{key} in {{{', '.join(values)}}}")
+    return fields
+
+
 def _settings(grid, tables: dict, timings: list[dict], state: dict) -> list[str]:
     runs = tables[L.RUNS]
-    first = grid.points[0].values if grid.points else {}
-    keys = ("data", "model", "max_steps", "math_sizes", "eval_steps")
     metrics = ", ".join(runs["quality_metric"].unique())
     lines = [f"- {len(runs)} finished runs of {len(grid.points)} planned in `{grid.output_dir}` "
              f"({runs[L.GROUP].nunique()} groups, seeds {sorted(runs[S.SEED].unique().tolist())}); quality metric: "
              f"{metrics}.",
-             "- Base fields: " + ", ".join(f"{k}={first[k]}" for k in keys if k in first) + ".",
+             "- Run fields: " + ", ".join(run_fields(grid)) + ".",
              f"- Sweep: {json.dumps(grid.sweep)}; rewards: {json.dumps(grid.rewards)}."]  # fmt: skip
     for key, text in (("incomplete", "started, not finished"), ("missing", "not started")):
         if state[key]:

@@ -14,7 +14,7 @@ from findings import layout as L
 from findings import rules as R
 from findings import tables as T
 from findings.grid import load_grid, train_all
-from findings.report import write_report
+from findings.report import run_fields, write_report
 from tests.test_train import CrashAt, one_thread
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +33,9 @@ def test_each_grid_file_states_its_premise_and_plans_three_seeds(name):
     for point in grid.points:
         groups.setdefault(point.name.rsplit("/seed", 1)[0], set()).add(point.values["seed"])
     assert groups and all(seeds == {0, 1, 2} for seeds in groups.values())
+    tasks = {"small_data": "data in {math, summarize}", "beams_text": "data in {summarize, translate}",
+             "lam_text": "data=summarize"}  # fmt: skip
+    assert tasks[name] in run_fields(grid)  # the report's settings name every task of the grid
 
 
 def toy_small_data(tmp_path: Path, methods=("mle",), seeds=(0, 1, 2), passes: int = 60):
@@ -104,6 +107,7 @@ def test_a_grid_stopped_midway_reports_what_it_has_then_resumes_to_the_uninterru
         text = partial.read_text()
         assert "**Partial report:** 1 of the 2 planned runs have not finished" in text
         assert f"- Left out, started, not finished (1): `{names[1]}`." in text
+        assert "- Run fields: data=math, model=tiny, max_steps=20, math_sizes=[64, 16, 16], eval_steps=5." in text
         assert T.progress(stopped) == {"finished": [names[0]], "incomplete": [names[1]], "missing": []}
         assert train_all(stopped) == {names[0]: "kept", names[1]: "resumed"}
         write_report(stopped)
