@@ -81,7 +81,7 @@ def nothing_overflows(page, name: str) -> None:
 
 def test_fronts_over_training_filters_and_effective_diversity_fit_their_columns(page):
     """The Quality vs diversity page on the filtered sweep of the real chain (validation split, both checkpoints,
-    t=1 with top_p and min_p, effective diversity above a ROUGE-1 threshold), opened from a link naming both steps
+    t=1 with top_p and min_p, effective diversity at ROUGE-1 threshold 0), opened from a link naming both steps
     and the effective Self-BLEU axis: one front per step, a dotted line per sampling filter, the hypervolume per
     step, each inside its column at both widths."""
     query = "split=validation&quality=rouge1&diversity=effective_self_bleu&steps=2&steps=4"
