@@ -59,6 +59,20 @@ def check_asked(checkpoints, samples, limit, max_new_tokens, batch_size) -> None
 
 
 
+def _bool(text: str) -> bool:
+    """A boolean option's value as `python -m irl train` reads one (HfArgumentParser): true/false, yes/no, 1/0."""
+    if text.lower() in ("true", "yes", "1"):
+        return True
+    if text.lower() in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r}: true or false")
+
+
+# --bf16, as training spells it: the model's forward under bfloat16 autocast, its weights kept in float32
+BF16_HELP = ("Run the model's forward under bfloat16 autocast (weights stay float32, as training's --bf16). "
+             "Recorded in manifest.json as autocast: bfloat16; a directory made in float32 refuses it.")
+
+
 def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x]
 
@@ -96,6 +110,7 @@ def sweep_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0)
     add("--batch_size", type=int, default=SWEEP_BATCH_SIZE, help="Prompts decoded together, K samples each "
         "(changes the sampled rows).")  # fmt: skip
+    add("--bf16", type=_bool, nargs="?", const=True, default=False, help=BF16_HELP)
     add("--dry_run", action="store_true", help="Print the predicted peak memory of decoding and stop.")
     return parser
 
@@ -130,4 +145,6 @@ def rewards_parser() -> argparse.ArgumentParser:
     add("--reference", default=INITIAL_REFERENCE, help="π_ref of the implicit reward β(log π - log π_ref): a "
         "checkpoint sharing the tokenizer, or `initial` (default): the model the run started from.")  # fmt: skip
     add("--beta", type=float, default=1.0, help="β of the implicit reward.")
+    add("--bf16", type=_bool, nargs="?", const=True, default=False, help=BF16_HELP + " Choose another --name "
+        "to keep both.")  # fmt: skip
     return parser

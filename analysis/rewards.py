@@ -8,6 +8,7 @@ task quality and preferences, beside the likelihood baselines.
     python -m analysis rewards --checkpoint <ckpt> --data pairs.jsonl --gamma 1 --name pairs-gamma1
     python -m analysis rewards --checkpoint <ckpt> --data test --reference <run>/checkpoint-100 --name test-ref100
     python -m analysis rewards --checkpoint <ckpt> --data data.jsonl            # prompt / completion (+ any columns)
+    python -m analysis rewards --checkpoint <ckpt> --data test --bf16 true --name test-bf16   # bfloat16 autocast
     python -m analysis rewards --checkpoint <ckpt> --data <datasets dir | hub name> --split test \\
         --prompt_field question --chosen_field good --rejected_field bad
 
@@ -34,6 +35,11 @@ Written to irl.runs.rewards_dir(checkpoint, name), each file atomically:
     manifest.json      checkpoint (path, and the sha256 of its weight files: analysis.results.checkpoint_sha256),
                        data (name and sha256 of its rows), gamma and the settings; a rerun with other settings
                        refuses rather than overwrite (use --name)
+
+--bf16 runs the forward of the checkpoint and of the reference under bfloat16 autocast (weights kept in float32, as
+training's --bf16): the same tokens are scored, and each term differs from float32's by the roundings of bf16
+products. The manifest and summary.json record it (autocast: bfloat16), so a directory of float32 rewards refuses
+bf16 ones (and the other way round): give them another --name.
 """
 
 import hashlib
@@ -47,6 +53,7 @@ import pandas as pd
 import torch
 
 from analysis import agreement, cli, definitions, scoring
+from analysis.scoring import BF16, autocast
 from analysis import reward_data as D
 from analysis import schema as S
 from analysis.results import checkpoint_sha256, manifest_changes
@@ -291,6 +298,9 @@ class Settings:
     seed: int = 0
     reference: str = INITIAL  # π_ref of the implicit reward (reference_model)
     beta: float = 1.0  # the implicit reward's scale
+    # the forward's autocast dtype (--bf16: "bfloat16"), None: the weights' own (float32); None is also what a
+    # manifest written before this field reads as, so those stay float32 rewards
+    autocast: str | None = None
 
 
 @dataclass
@@ -322,14 +332,16 @@ def load(data: str, checkpoint, fields: dict[str, str] = FIELDS, split: str = "t
 
 def score_checkpoint(checkpoint, data: list[Data], gamma: float | None = None, *, n_boot: int = 1000, seed: int = 0,
                      batch_tokens: int = cli.BATCH_TOKENS, scorer=None, reference: str = INITIAL,
-                     beta: float = 1.0) -> dict[str, dict]:
+                     beta: float = 1.0, bf16: bool = False) -> dict[str, dict]:
     """Rewards of a checkpoint on each data set, written to irl.runs.rewards_dir(checkpoint, name) with the
     analyses that apply (module docstring); returns {name: summary}. Every path that extracts rewards calls this:
     the command, analysis.report, the findings grid and the demo. gamma: `checkpoint_gamma`. Each directory's
     manifest is checked before anything is scored: one made with other settings is refused (RewardError).
     `scorer`: (model, tokenizer) already loaded (default: the checkpoint's own, loaded once for all data).
-    `reference`, `beta`: π_ref and β of the implicit reward (reference_model)."""
+    `reference`, `beta`: π_ref and β of the implicit reward (reference_model). `bf16`: both models' forward under
+    bfloat16 autocast (analysis.scoring.autocast), recorded in the manifest and summary."""
     model, tokenizer = scorer or load_checkpoint(checkpoint)
+    precision = BF16 if bf16 else None
     gamma = checkpoint_gamma(checkpoint, gamma)
     ref_model, ref_what = reference_model(checkpoint, reference, tokenizer)
     weights = checkpoint_sha256(checkpoint)
@@ -338,7 +350,7 @@ def score_checkpoint(checkpoint, data: list[Data], gamma: float | None = None, *
         manifest = {
             "checkpoint": str(checkpoint), "weights_sha256": weights, "data": d.source or d.name,
             "data_sha256": rows_sha256(d.rows),
-            **asdict(Settings(gamma, d.metrics, n_boot, seed, str(reference), beta)),
+            **asdict(Settings(gamma, d.metrics, n_boot, seed, str(reference), beta, precision)),
         }  # fmt: skip
         out_dir = runs.rewards_dir(checkpoint, d.name)
         changes = manifest_changes(out_dir, manifest, ignore=("checkpoint",))  # a moved run keeps its rewards
@@ -348,12 +360,14 @@ def score_checkpoint(checkpoint, data: list[Data], gamma: float | None = None, *
         manifests.append(json.loads(json.dumps(manifest)))  # tuples as lists, as read back
     summaries = {}
     for d, manifest in zip(data, manifests):
-        rewards = extract(model, tokenizer, d.rows, gamma, batch_tokens, ref_model, beta)
+        with autocast(precision, model.device.type):
+            rewards = extract(model, tokenizer, d.rows, gamma, batch_tokens, ref_model, beta)
         pairs = None
         if d.pairs is not None:
             pairs, rewards.counts["dropped_pairs"] = D.pairs_table(rewards.sequences, d.pairs)
             rewards.counts["pairs"] = len(pairs)
-        summary = {"checkpoint": str(checkpoint), "data": d.name, "gamma": gamma, "terminal": TERMINAL_RULE}
+        summary = {"checkpoint": str(checkpoint), "data": d.name, "gamma": gamma, "terminal": TERMINAL_RULE,
+                   "autocast": precision}  # fmt: skip
         summary |= {"scores": list(S.SCORES), "counts": rewards.counts, "reference": ref_what, "beta": beta}
         summary |= analyse(rewards, pairs, d.metrics, n_boot, seed)
         write(runs.rewards_dir(checkpoint, d.name), rewards, pairs, summary, manifest)
@@ -375,7 +389,7 @@ def main(argv=None) -> None:
         data = load(args.data, args.checkpoint, fields, args.split, args.name, metrics)
         summary = score_checkpoint(args.checkpoint, [data], gamma, n_boot=args.n_boot, seed=args.seed,
                                    batch_tokens=args.batch_tokens, scorer=scorer, reference=args.reference,
-                                   beta=args.beta)[data.name]  # fmt: skip
+                                   beta=args.beta, bf16=args.bf16)[data.name]  # fmt: skip
     except (RewardError, DataError, ModelError, FileError) as e:
         sys.exit(f"error: {e}")
     print(json.dumps(_json_safe(summary), indent=1))

@@ -9,7 +9,9 @@ the decoder, the layout of training (irl.data.episode_features); their context h
 (irl.model.context_length is None).
 """
 
+import logging
 import sys
+from contextlib import nullcontext
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,29 @@ import torch
 from analysis import schema as S
 from irl.data import OK, TRUNCATED, Collator, Encoded, encode_example, episode_features, model_inputs
 from irl.kernels import token_terms
+from irl.model import ModelError
+
+logger = logging.getLogger(__name__)
+BF16 = "bfloat16"  # the autocast dtype of --bf16: what the manifests of sweeps and rewards record as `autocast`
+
+
+def autocast(dtype: str | None, device_type: str):
+    """The precision of the model's forward in the sweep and in reward extraction: torch.autocast to `dtype` (BF16,
+    --bf16) on `device_type`, the weights kept as they are (float32), as training's --bf16 runs under accelerate;
+    a context that changes nothing for None.
+
+    Any CPU runs it. One without bf16 instructions (AVX512-BF16, AMX) multiplies bf16 inputs in float32 and rounds
+    the result to bf16, the same roundings as the native instructions, up to the order of float32 sums: the same
+    results within the same tolerances, slower (logged). A CUDA device without bf16 (before Ampere) is refused
+    (ModelError), as TrainingArguments refuses --bf16 there."""
+    if dtype is None:
+        return nullcontext()
+    if device_type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ModelError(f"--bf16: this GPU ({torch.cuda.get_device_name()}) has no bfloat16; run in float32")
+    if device_type == "cpu" and not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+        logger.warning("--bf16: this CPU has no bfloat16 instructions (AVX512-BF16, AMX): bf16 products are "
+                       "emulated in float32, with the same roundings but slower than float32")  # fmt: skip
+    return torch.autocast(device_type, dtype={BF16: torch.bfloat16}[dtype])
 
 
 def from_texts(tokenizer, prompts, completions, context: int | None) -> tuple[list[Encoded | None], list[str]]:

@@ -3,6 +3,7 @@ diversity, and print the quality/diversity table with each method's Pareto front
 
     python -m analysis sweep --run runs/demo/mle --run runs/demo/iqlearn --limit 100
     python -m analysis sweep --run 'runs/demo/*' --checkpoints all --temperatures 0,0.5,1 --beams 4 --samples 5
+    python -m analysis sweep --run runs/demo/iqlearn --bf16 true                 # forward under bfloat16 autocast
     accelerate launch --num_processes 2 -m analysis sweep --run runs/demo/mle     # prompts split between processes
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m analysis sweep ...   # two CPU processes
 
@@ -38,6 +39,12 @@ and values once for all K (irl.kv_cache), and the KV cache is allocated once for
 batched by length, `BATCH_SIZE` prompts (K samples each) to a batch by default, and the calculator's
 vocabulary-wide tables are built once per tokenizer.
 
+Precision: --bf16 runs the model's forward under bfloat16 autocast, its weights kept in float32 (as training's
+--bf16); the manifest records it (autocast: bfloat16), so a bf16 sweep and a float32 one of the same checkpoint and
+split are different settings and never share a directory. Greedy tokens can differ from float32's where two logits
+are within bf16 rounding of each other; the compact decoder's self-check compares it with generate under the same
+autocast, at the bfloat16 tolerance (irl.generation.CHECK_TOLERANCE).
+
 Reproducibility: the prompts, ordered by length, are cut into fixed batches of `batch_size` prompts, and each
 batch is decoded with torch seeded from (seed, decoding, batch index). Processes share out whole batches, so a
 prompt's samples do not depend on the number of processes (nor on which cells were done before). Tables keep
@@ -68,6 +75,7 @@ from analysis import schema as S
 from analysis.calculator import CalculatorLogitsProcessor
 from analysis.pareto import pareto_by
 from analysis.results import manifest_changes
+from analysis.scoring import BF16, autocast
 from analysis.stats import mean_se
 from common.io import FileError, atomic_write_text, check_checkpoint_weights, read_json, write_parquet
 from irl import config as irl_config
@@ -122,6 +130,10 @@ class Settings:
     batch_size: int  # prompts per generate call; part of the sampling seed, so it changes sampled rows
     calculator: bool
     metrics: tuple[str, ...]
+    # the forward's autocast dtype (--bf16: "bfloat16"), None: the weights' own (float32). None is also what a
+    # manifest written before this field reads as, so those sweeps stay float32 sweeps; a bf16 sweep is another
+    # setting, refused in a float32 sweep's directory and the other way round
+    autocast: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -373,10 +385,11 @@ def _decode_cell(model, job: _Job, decoding: Decoding, progress) -> list:
     s, out = job.settings, []
     for b in job.batches:
         chunk = job.examples[b * s.batch_size : (b + 1) * s.batch_size]
-        columns = generate_batch(
-            model, job.tokenizer, [ex["prompt"] for ex in chunk], decoding, s.samples, s.max_new_tokens,
-            batch_seed(s.seed, decoding.label, b), job.calculator, s.max_prompt_tokens,
-        )  # fmt: skip
+        with autocast(s.autocast, model.device.type):
+            columns = generate_batch(
+                model, job.tokenizer, [ex["prompt"] for ex in chunk], decoding, s.samples, s.max_new_tokens,
+                batch_seed(s.seed, decoding.label, b), job.calculator, s.max_prompt_tokens,
+            )  # fmt: skip
         n = decoding.samples_per_prompt(s.samples)
         columns[S.PROMPT_ID] = [ex["id"] for ex in chunk for _ in range(n)]
         columns["_order"] = [ex["_order"] for ex in chunk for _ in range(n)]
@@ -429,6 +442,7 @@ def sweep(
     top_p=TOP_P,
     min_p=MIN_P,
     quality_threshold: float | None = None,
+    bf16: bool = False,
 ) -> pd.DataFrame:
     """Run the decoding sweep (see the module docstring) and return the aggregate rows of the asked-for cells.
 
@@ -441,7 +455,7 @@ def sweep(
     math task a second time with the calculator (default: on for math). max_new_tokens: default
     `default_max_new_tokens`; longer prompts keep their last `max_prompt_tokens` tokens. Under `accelerate launch`
     each process decodes its share of the batches and the main process writes; every process returns the same
-    table.
+    table. bf16: the model's forward under bfloat16 autocast (analysis.scoring.autocast), recorded in the manifest.
     """
     try:
         for name in metrics or ():
@@ -455,7 +469,7 @@ def sweep(
     grid = decoding_grid(temperatures, beams, top_p, min_p)
     state = _process_state()
     asked = dict(samples=samples, limit=limit, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
-                 calculator=calculator, metrics=metrics)  # fmt: skip
+                 calculator=calculator, metrics=metrics, autocast=BF16 if bf16 else None)  # fmt: skip
     jobs = _plan(state, run_dirs, checkpoints, grid, split, asked)
     if dry_run:  # irl/memory.py: the longest prompts of the split, a full batch of them
         return pd.DataFrame([dry_run_decoding(
@@ -536,7 +550,7 @@ def main(argv=None) -> None:
         table = sweep(
             args.run, args.checkpoints, args.temperatures, args.beams, args.samples, args.split, args.limit,
             args.max_new_tokens, args.metrics, args.calculator, args.seed, args.batch_size, args.dry_run,
-            top_p=args.top_p, min_p=args.min_p, quality_threshold=args.quality_threshold,
+            top_p=args.top_p, min_p=args.min_p, quality_threshold=args.quality_threshold, bf16=args.bf16,
         )  # fmt: skip
     except (SweepError, ModelError, DataError, irl_config.ConfigError, FileError) as e:
         sys.exit(f"error: {e}")

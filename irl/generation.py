@@ -41,11 +41,20 @@ COMPACT, GENERATE = "compact", "generate"  # the paths of `decode` (Decoded.path
 # between its step logits and generate's, relative to their largest magnitude. Both compute the same attention
 # (the shared prefix's in two parts that meet in one softmax) and layers in another order: sums over H or the
 # context rounded differently, a few eps per layer, about 1e-5 for a few dozen float32 layers (eps 1.2e-7), so
-# 1e-4; bfloat16 weights round each product to 8 bits (eps 7.8e-3): 5e-2; float16 (eps 9.8e-4): 1e-2; float64
-# (eps 2.2e-16): 1e-12. The tokens must be equal: a row dropped or misplaced by compaction changes them.
+# 1e-4; bfloat16 weights, or float32 ones under bfloat16 autocast (the analysis commands' --bf16), round each
+# product's inputs and output to 8 bits (eps 7.8e-3): 5e-2; float16 (eps 9.8e-4): 1e-2; float64 (eps 2.2e-16):
+# 1e-12. The dtype is the autocast one when autocast is on (`compute_dtype`), else the weights'. The tokens must
+# be equal: a row dropped or misplaced by compaction changes them.
 CHECK_PROMPTS, CHECK_TOKENS = 2, 8
 CHECK_TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2}
 _checked: dict[tuple, dict] = {}  # (device type, dtype, model type) -> the check's record, once per process
+
+
+def compute_dtype(model) -> torch.dtype:
+    """The dtype a model's products run in here: the autocast dtype when autocast is on for its device (the
+    analysis commands' --bf16 keeps float32 weights under bfloat16 autocast), else its weights' dtype."""
+    device = model.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else model.dtype
 
 
 def left_padded(tokenizer, prompts, device, max_prompt_tokens: int | None = None) -> dict:
@@ -229,11 +238,11 @@ class _StepLogits(LogitsProcessor):
 
 def check_compact(model, batch: dict, *, eos_token_id: int, pad_token_id: int) -> dict:
     """`decode_compact` against `generate` on the first CHECK_PROMPTS prompts of a left-padded batch, once per
-    process for a device type, dtype and model type (later calls return the first record): CHECK_TOKENS greedy
-    tokens, two rows per prompt for the compact decoder, one for generate, their raw logits compared at each step
-    before a row ends. Returns {"passed", "tokens_equal", "check/compact_logits_max_rel_diff", "tolerance"}; a
+    process for a device type, dtype (`compute_dtype`: autocast's when on) and model type (later calls return the
+    first record): CHECK_TOKENS greedy tokens, two rows per prompt for the compact decoder, one for generate,
+    their raw logits compared at each step before a row ends. Returns {"passed", "tokens_equal", "check/compact_logits_max_rel_diff", "tolerance"}; a
     failure is logged once with its figures."""
-    key = (model.device.type, model.dtype, model.config.model_type)
+    key = (model.device.type, compute_dtype(model), model.config.model_type)
     if key in _checked:
         return _checked[key]
     rows = {k: v[:CHECK_PROMPTS] for k, v in batch.items()}
@@ -253,7 +262,7 @@ def check_compact(model, batch: dict, *, eos_token_id: int, pad_token_id: int) -
         if a.shape != b.shape:  # a row has ended: the compact decoder's rows are fewer and reordered from here
             break
         worst = max(worst, ((a - b).abs().max() / b.abs().max()).item())
-    tolerance = CHECK_TOLERANCE[model.dtype]
+    tolerance = CHECK_TOLERANCE[key[1]]
     record = {"passed": tokens_equal and worst <= tolerance, "tokens_equal": tokens_equal,
               "check/compact_logits_max_rel_diff": worst, "tolerance": tolerance}  # fmt: skip
     if not record["passed"]:
