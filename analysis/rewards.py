@@ -53,10 +53,10 @@ import pandas as pd
 import torch
 
 from analysis import agreement, cli, definitions, scoring
-from analysis.scoring import BF16, autocast
 from analysis import reward_data as D
 from analysis import schema as S
 from analysis.results import checkpoint_sha256, manifest_changes
+from analysis.scoring import BF16, autocast
 from common.io import FileError, atomic_write_text, check_checkpoint_weights, write_parquet
 from irl import runs
 from irl.data import OK, TRUNCATED, DataError

@@ -9,6 +9,7 @@ the decoder, the layout of training (irl.data.episode_features); their context h
 (irl.model.context_length is None).
 """
 
+import functools
 import logging
 import sys
 from contextlib import nullcontext
@@ -39,10 +40,19 @@ def autocast(dtype: str | None, device_type: str):
         return nullcontext()
     if device_type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ModelError(f"--bf16: this GPU ({torch.cuda.get_device_name()}) has no bfloat16; run in float32")
-    if device_type == "cpu" and not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+    if device_type == "cpu":
+        cpu_has_bf16()
+    return torch.autocast(device_type, dtype={BF16: torch.bfloat16}[dtype])
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX); a warning, once per process, when not."""
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    if not native:
         logger.warning("--bf16: this CPU has no bfloat16 instructions (AVX512-BF16, AMX): bf16 products are "
                        "emulated in float32, with the same roundings but slower than float32")  # fmt: skip
-    return torch.autocast(device_type, dtype={BF16: torch.bfloat16}[dtype])
+    return native
 
 
 def from_texts(tokenizer, prompts, completions, context: int | None) -> tuple[list[Encoded | None], list[str]]:

@@ -9,14 +9,17 @@ roundings up to the order of float32 sums. The model is the tiny preset (irl/mod
 
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from analysis import rewards
+from analysis import rewards, scoring
 from analysis import schema as S
 from analysis.cli import rewards_parser, sweep_parser
 from analysis.results import read_jsonl
@@ -42,7 +45,7 @@ ROUNDINGS = 3 * PRODUCTS  # 39
 # worst case n u): a logit is within sqrt(39) u = 2.4e-2 of the logits' scale (their largest magnitude) of its
 # float32 value, with float32's own roundings (eps 1.2e-7) negligible beside it.
 LOGIT_RTOL = math.sqrt(ROUNDINGS) * U
-SWEEP = dict(temperatures=(0.0, 1.0), beams=(), samples=2, limit=6, max_new_tokens=12)
+SWEEP = dict(temperatures=(0.0, 1.0), beams=(2,), samples=2, limit=6, max_new_tokens=12)
 
 
 def logit_scale(checkpoint, sequences) -> float:
@@ -63,6 +66,60 @@ def test_bf16_flag_reads_as_trainings():
         assert parser.parse_args([*required, "--bf16", "true"]).bf16 is True
         assert parser.parse_args([*required, "--bf16", "False"]).bf16 is False
         assert parser.parse_args([*required, "--bf16"]).bf16 is True
+
+
+def test_autocast_runs_on_any_cpu_and_says_when_its_bf16_is_emulated(monkeypatch, caplog):
+    """--bf16's context: bf16 products with float32 weights; on a CPU without bf16 instructions (as an AVX2-only
+    one reports) the same, with a warning once per process; None changes nothing."""
+    layer = torch.nn.Linear(4, 3)
+    x = torch.randn(2, 4)
+    with scoring.autocast(None, "cpu"):
+        assert layer(x).dtype == torch.float32
+    with scoring.autocast(scoring.BF16, "cpu"):
+        native = layer(x)
+    assert native.dtype == BF16 and layer.weight.dtype == torch.float32
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    scoring.cpu_has_bf16.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger=scoring.__name__):
+            for _ in range(2):  # a sweep enters it once per batch: said once
+                with scoring.autocast(scoring.BF16, "cpu"):
+                    torch.testing.assert_close(layer(x), native, rtol=0, atol=0)  # the same roundings
+    finally:
+        scoring.cpu_has_bf16.cache_clear()
+    assert caplog.text.count("no bfloat16 instructions") == 1
+
+
+# The tiny checkpoint's logits under bf16 autocast, printed as a list: run here, and in a process whose oneDNN and
+# ATen kernels are held to AVX2 (no AVX512-BF16, no AMX), as on a CPU without bf16 instructions.
+LOGITS = """
+import json, sys, torch
+from irl.model import load_model
+model = load_model(sys.argv[1]).eval()
+with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    print(json.dumps(model(input_ids=torch.tensor([json.loads(sys.argv[2])])).logits.float().tolist()))
+"""
+
+
+def test_bf16_logits_on_an_avx2_only_cpu_are_those_of_bf16_instructions(tiny_run):
+    """With oneDNN and ATen held to AVX2 (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY), bf16 autocast multiplies the
+    same bf16-rounded inputs in float32 kernels: the logits agree with this CPU's within the tolerance every bf16
+    test here uses (LOGIT_RTOL of the logits' scale)."""
+    checkpoint = str(tiny_run / "checkpoint-3")
+    sequence = json.dumps(load_tokenizer(checkpoint)("Question: Ava has 3 apples and eats 1.")["input_ids"])
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def logits(**env):
+        out = subprocess.run([sys.executable, "-c", LOGITS, checkpoint, sequence], env={**os.environ, **env},
+                             cwd=root, capture_output=True, text=True, check=True)  # fmt: skip
+        return np.array(json.loads(out.stdout.splitlines()[-1]))
+
+    here, avx2 = logits(), logits(ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2")
+    scale = np.abs(here).max()
+    # float32 sums in another order (eps 1.2e-7) move a few products across a bf16 rounding boundary: one more
+    # rounding there, propagated as the others are, inside the LOGIT_RTOL budget
+    assert np.abs(avx2 - here).max() <= LOGIT_RTOL * scale
 
 
 def test_training_in_bf16_keeps_float32s_loss_and_checks_its_chunked_loss_at_the_bf16_tolerance(tmp_path, monkeypatch):
