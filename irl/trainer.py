@@ -300,7 +300,9 @@ class IRLTrainer(Trainer):
         ZeRO-3 and FSDP the sharded weights are gathered for generation first (irl/sharding.py)."""
         cfg, tokenizer = self.cfg, self.processing_class
         prompt_width = inputs["prompt_input_ids"].shape[1]
-        with unwrap_for_generation(model, self.accelerator) as (unwrapped, synced):
+        # under the run's autocast, as accelerate runs the forward: the compact decoder's self-check then sees
+        # the dtype its logits are computed in (irl.generation.compute_dtype) and judges at its tolerance
+        with unwrap_for_generation(model, self.accelerator) as (unwrapped, synced), self.accelerator.autocast():
             return sample_completions(
                 unwrapped,
                 inputs["prompt_input_ids"],

@@ -173,6 +173,17 @@ def test_shared_prefix_decoding_checks_itself_against_generate_at_the_bf16_toler
     assert decoded.path == generation.COMPACT
 
 
+def test_online_training_in_bf16_checks_its_compact_sampler_as_bf16(tmp_path, monkeypatch):
+    """Online IQLearn samples its completions under the run's bf16 autocast, so the compact decoder's self-check
+    is keyed and judged as bf16 (the forward's logits are bf16 products), and passes: the sampler stays compact."""
+    monkeypatch.setattr(generation, "_checked", {})
+    train(tiny(tmp_path, "online", objective="iqlearn", alpha=0.1, sample_max_new_tokens=8, use_cpu=True, bf16=True,
+               max_steps=2, save_steps=2))  # fmt: skip
+    assert list(generation._checked) == [("cpu", BF16, "llama")]
+    record = generation._checked[("cpu", BF16, "llama")]
+    assert record["passed"] and record["tolerance"] == generation.CHECK_TOLERANCE[BF16]
+
+
 def test_a_bf16_sweep_scores_as_float32_and_never_shares_its_directory(tiny_run, tmp_path):
     """The sweep under --bf16 records autocast: bfloat16 in its manifest; its greedy completions that are float32's
     tokens have float32's mean entropy within bf16 rounding; a float32 sweep into a bf16 directory, or a bf16 one
