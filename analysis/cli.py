@@ -69,8 +69,8 @@ def _bool(text: str) -> bool:
 
 
 # --bf16, as training spells it: the model's forward under bfloat16 autocast, its weights kept in float32
-BF16_HELP = ("Run the model's forward under bfloat16 autocast (weights stay float32, as training's --bf16). "
-             "Recorded in manifest.json as autocast: bfloat16; a directory made in float32 refuses it.")
+BF16_HELP = ("true: run the model's forward under bfloat16 autocast (weights stay float32, as training's --bf16). "
+             "Recorded in manifest.json (autocast: bfloat16): bf16 and float32 results never share a directory.")
 
 
 def _floats(text: str) -> list[float]:
@@ -110,7 +110,7 @@ def sweep_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0)
     add("--batch_size", type=int, default=SWEEP_BATCH_SIZE, help="Prompts decoded together, K samples each "
         "(changes the sampled rows).")  # fmt: skip
-    add("--bf16", type=_bool, nargs="?", const=True, default=False, help=BF16_HELP)
+    add("--bf16", type=_bool, nargs="?", const=True, default=False, metavar="true|false", help=BF16_HELP)
     add("--dry_run", action="store_true", help="Print the predicted peak memory of decoding and stop.")
     return parser
 
@@ -145,6 +145,6 @@ def rewards_parser() -> argparse.ArgumentParser:
     add("--reference", default=INITIAL_REFERENCE, help="π_ref of the implicit reward β(log π - log π_ref): a "
         "checkpoint sharing the tokenizer, or `initial` (default): the model the run started from.")  # fmt: skip
     add("--beta", type=float, default=1.0, help="β of the implicit reward.")
-    add("--bf16", type=_bool, nargs="?", const=True, default=False, help=BF16_HELP + " Choose another --name "
-        "to keep both.")  # fmt: skip
+    add("--bf16", type=_bool, nargs="?", const=True, default=False, metavar="true|false", help=BF16_HELP + " Give "
+        "bf16 rewards their own --name to keep both.")  # fmt: skip
     return parser

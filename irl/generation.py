@@ -240,8 +240,8 @@ def check_compact(model, batch: dict, *, eos_token_id: int, pad_token_id: int) -
     """`decode_compact` against `generate` on the first CHECK_PROMPTS prompts of a left-padded batch, once per
     process for a device type, dtype (`compute_dtype`: autocast's when on) and model type (later calls return the
     first record): CHECK_TOKENS greedy tokens, two rows per prompt for the compact decoder, one for generate,
-    their raw logits compared at each step before a row ends. Returns {"passed", "tokens_equal", "check/compact_logits_max_rel_diff", "tolerance"}; a
-    failure is logged once with its figures."""
+    their raw logits compared at each step before a row ends. Returns {"passed", "tokens_equal",
+    "check/compact_logits_max_rel_diff", "tolerance"}; a failure is logged once with its figures."""
     key = (model.device.type, compute_dtype(model), model.config.model_type)
     if key in _checked:
         return _checked[key]
