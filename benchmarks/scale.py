@@ -1,21 +1,27 @@
 """Cost at scale on this machine: a ladder of model sizes from the presets to the 0.5B shape, through training,
-decoding and reward extraction, measured and predicted.
+decoding and reward extraction, measured and predicted, in float32 and in bfloat16 autocast.
 
-    python benchmarks/scale.py                                   # the whole ladder (make bench-scale)
-    python benchmarks/scale.py --points tiny,small --contexts 256  # some points
+    python benchmarks/scale.py                                   # the whole ladder, both dtypes (make bench-scale)
+    python benchmarks/scale.py --points tiny,small --contexts 256 --dtypes float32   # some points
 
 Points (LADDER): the `tiny`, `small` and `t5-small` presets, Llama and Qwen2 shapes between them and the
 published ones (random weights, byte-level tokenizers of irl/shapes.py), T5-base and Qwen2.5-0.5B (models/shapes/).
-Each point at each context length (256 to 2,048 by default), B = max(1, 2048 / context) sequences per batch
-(--tokens_per_batch):
+Each point at each context length (256 to 2,048 by default; the training stage of a point in TRAIN_CONTEXTS only
+at those), B = max(1, 2048 / context) sequences per batch (--tokens_per_batch):
 
 - train: two optimizer steps of `python -m irl train` (irl.train.train) on sequences of exactly `context` tokens,
-  MLE and offline IQLearn (lam 0.1), on the chunked route and on materialised logits; seconds per token is the
-  second step's (metrics.jsonl train/tokens_per_s), peak the whole run's (the model built, the steps, the save);
-- decode: irl.generation.decode of 8 prompts of context / 2 tokens for context / 2 new tokens: greedy, t = 1 with
-  K = 5 and beam 4; seconds per generated token;
-- rewards: analysis.scoring.score_batch on batches of at most 4,096 tokens of sequences of `context` tokens;
-  seconds per scored token.
+  MLE and offline IQLearn (lam 0.1), on the chunked route and on materialised logits (encoder-decoder models have
+  only the latter); seconds per token is the second step's (metrics.jsonl train/tokens_per_s), peak the whole
+  run's (the model built, the steps, the save);
+- decode: irl.generation.decode of DECODE_PROMPTS prompts of context - N tokens for N = min(DECODE_NEW,
+  context / 2) new tokens (the cache reaches `context`): greedy, t = 1 with K = 5 and beam 4; seconds per generated
+  token, the prompts' forward included (a sweep's cost per token at completions of this length);
+- rewards: analysis.rewards.extract on batches of at most 4,096 tokens of sequences of `context` tokens, then its
+  tables written by analysis.rewards.write; seconds per scored token (scoring and writing), bytes written per
+  scored token. Decoder-only models: the ladder's shapes have no trained tokenizer to make seq2seq episodes of.
+
+dtype float32 runs everything in float32; bfloat16 runs training with `--bf16 true` and decoding and scoring
+under torch.autocast(bfloat16), float32 weights in every case (as training keeps them).
 
 Peak: bytes of torch tensors on the CPU at their highest (irl/memory.py measured_peak, the weights of the decode and
 rewards stages added), beside irl/memory.py's prediction for the same run. Each point is one JSON line appended to
@@ -36,16 +42,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from analysis.scoring import score_batch  # noqa: E402
+from analysis import rewards  # noqa: E402
+from analysis import schema as S  # noqa: E402
 from irl import memory, shapes  # noqa: E402
 from irl.config import TrainConfig  # noqa: E402
-from irl.data import Encoded  # noqa: E402
 from irl.generation import Decoding, decode  # noqa: E402
-from irl.model import count_parameters, load_model  # noqa: E402
+from irl.model import count_parameters, load_model, load_tokenizer  # noqa: E402
 from irl.train import train  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "scale.jsonl"
@@ -53,7 +60,14 @@ CONTEXTS = (256, 512, 1024, 2048)
 TOKENS_PER_BATCH = 2048  # sequences per batch: max(1, this / context)
 DECODINGS = {"greedy": (Decoding("greedy"), 1), "t=1,K=5": (Decoding("sample", 1.0), 5), "beam=4": (
     Decoding("beam", beams=4), 4)}  # fmt: skip
-DECODE_PROMPTS = 8
+DECODE_PROMPTS = 2
+DECODE_NEW = 32
+DTYPES = ("float32", "bfloat16")
+# each training run of the 0.5B shape takes 1.5 min (float32) here: at two contexts, the ladder keeps to 60 min
+TRAIN_CONTEXTS = {"qwen2.5-0.5b": (256, 2048)}
+# points whose IQLearn training also runs with activation checkpointing (as configs/paper/ sets it), both routes,
+# in float32 (in bf16 the prediction of the materialised route with checkpointing is 25% high: docs/scale.md)
+CHECKPOINTED = ("llama-32k-43m", "qwen2.5-0.5b")
 REWARD_BATCH_TOKENS = 4096
 _QWEN = json.loads((shapes.SHAPES_DIR / "qwen2.5-0.5b" / "config.json").read_text())
 _LLAMA = json.loads((shapes.SHAPES_DIR / "llama-128k" / "config.json").read_text())
@@ -106,25 +120,31 @@ def write_data(path: Path, rows: int, context: int) -> None:
     path.write_text("".join(json.dumps({"prompt": "Q:", "completion": completion()}) + "\n" for _ in range(rows)))
 
 
-def train_points(name, path, context, workdir, objectives, tokens_per_batch=TOKENS_PER_BATCH) -> list[dict]:
+def train_points(name, path, context, workdir, objectives, dtype, tokens_per_batch=TOKENS_PER_BATCH) -> list[dict]:
     batch = max(1, tokens_per_batch // context)
     data = workdir / f"data-{context}.jsonl"
     if not data.is_file():
         write_data(data, 4 * batch + 8, context)
     out = []
     for objective in objectives:
-        for chunked in (True, False):
-            run_dir = workdir / "runs" / f"{name}-{context}-{objective}-{chunked}"
+        routes = [(True, False), (False, False)]
+        if name in CHECKPOINTED and objective == "iqlearn" and dtype == "float32":
+            routes += [(True, True), (False, True)]
+        for chunked, checkpointed in routes:
+            run_dir = workdir / "runs" / f"{name}-{context}-{objective}-{chunked}-{checkpointed}-{dtype}"
             shutil.rmtree(run_dir, ignore_errors=True)
             cfg = TrainConfig(output_dir=str(run_dir), model=path, data=str(data), max_length=context,
                               per_device_train_batch_size=batch, max_steps=2, learning_rate=1e-4, warmup_steps=0,
                               logging_steps=1, eval_strategy="no", save_steps=100, eval_size=4, objective=objective,
-                              lam=0.1, chunked_loss=chunked, vocab_size=1024)  # fmt: skip
+                              lam=0.1, chunked_loss=chunked, vocab_size=1024,
+                              bf16=dtype == "bfloat16", activation_checkpointing=checkpointed)  # fmt: skip
+            if chunked and not can_chunk(memory.model_config(cfg)):
+                continue  # the materialised run below is the only route
             peak, trainer = memory.measured_peak(lambda: train(cfg))
             predicted = memory.predict_train(cfg, trainer.model.config).peak  # a preset: its trained vocabulary
             logs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
             speed = [r["train/tokens_per_s"] for r in logs if "train/tokens_per_s" in r][-1]
-            route = "chunked" if trainer.chunked else "materialised"
+            route = ("chunked" if trainer.chunked else "materialised") + ("+checkpointing" if checkpointed else "")
             out.append(dict(stage=f"train/{objective}", route=route, peak_bytes=peak, predicted_peak_bytes=predicted,
                             seconds_per_token=1 / speed, parameters=count_parameters(trainer.model),
                             vocab=trainer.model.config.vocab_size))  # fmt: skip
@@ -132,10 +152,18 @@ def train_points(name, path, context, workdir, objectives, tokens_per_batch=TOKE
     return out
 
 
-def decode_points(model, context) -> list[dict]:
-    prompt, new = context // 2, context // 2
+def can_chunk(config) -> bool:
+    from irl.trainer import HEAD_IS_LINEAR
+
+    return not config.is_encoder_decoder and config.model_type in HEAD_IS_LINEAR
+
+
+def decode_points(model, context, dtype) -> list[dict]:
+    new = min(DECODE_NEW, context // 2)
+    prompt = context - new
     parameters, vocab = count_parameters(model), model.config.vocab_size
     weights = parameters * 4
+    autocast = dtype == "bfloat16"
     ids = torch.randint(2, vocab, (DECODE_PROMPTS, prompt), generator=torch.Generator().manual_seed(0))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     out = []
@@ -143,10 +171,11 @@ def decode_points(model, context) -> list[dict]:
         rows = decoding.beams if decoding.kind == "beam" else decoding.samples_per_prompt(k)
         shared = decoding.kind == "sample" and rows > 1 and not model.config.is_encoder_decoder
         predicted = memory.predict_decoding(model.config, parameters, DECODE_PROMPTS, prompt, new, rows,
-                                            decoding.kind == "beam", shared)["peak"]  # fmt: skip
+                                            decoding.kind == "beam", shared, autocast=autocast)["peak"]  # fmt: skip
         start = time.perf_counter()
-        peak, decoded = memory.measured_peak(lambda: decode(
-            model, batch, decoding, k, max_new_tokens=new, seed=0, eos_token_id=vocab + 1, pad_token_id=0))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            peak, decoded = memory.measured_peak(lambda: decode(
+                model, batch, decoding, k, max_new_tokens=new, seed=0, eos_token_id=vocab + 1, pad_token_id=0))
         seconds = time.perf_counter() - start
         generated = sum(len(c) for c in decoded.completion_ids)
         out.append(dict(stage="decode", route=label, peak_bytes=weights + peak, predicted_peak_bytes=predicted,
@@ -154,28 +183,41 @@ def decode_points(model, context) -> list[dict]:
     return out
 
 
-def reward_points(model, context) -> list[dict]:
+def reward_points(model, tokenizer, context, dtype, workdir) -> list[dict]:
     if model.config.is_encoder_decoder:
-        return []  # score_batch's seq2seq layout splits prompt and completion; measured on decoder-only models
+        return []  # no trained tokenizer to make the prompt/completion split of a seq2seq episode (docstring)
     parameters, vocab = count_parameters(model), model.config.vocab_size
     rows, prompt = max(1, REWARD_BATCH_TOKENS // context), context // 8
     g = torch.Generator().manual_seed(0)
-    batch = [Encoded(torch.randint(2, vocab, (prompt,), generator=g).tolist(),
-                     torch.randint(2, vocab, (context - prompt - 1,), generator=g).tolist() + [1], True)
-             for _ in range(rows)]  # fmt: skip
-    predicted = memory.predict_scoring(model.config, parameters, rows * context)["peak"]
+    ids = [(torch.randint(2, vocab, (prompt,), generator=g).tolist(),
+            torch.randint(2, vocab, (context - prompt - 1,), generator=g).tolist() + [tokenizer.eos_token_id])
+           for _ in range(rows)]  # fmt: skip
+    table = pd.DataFrame({S.EXAMPLE_ID: [f"x{i}" for i in range(rows)], S.PROMPT_ID: [f"p{i}" for i in range(rows)],
+                          S.PROMPT: [tokenizer.decode(p) for p, _ in ids],
+                          S.COMPLETION: [tokenizer.decode(c) for _, c in ids],
+                          S.PROMPT_IDS: [p for p, _ in ids], S.COMPLETION_IDS: [c for _, c in ids],
+                          S.ENDED: True})  # fmt: skip
+    autocast = dtype == "bfloat16"
+    predicted = memory.predict_scoring(model.config, parameters, REWARD_BATCH_TOKENS, autocast=autocast)["peak"]
+    out_dir = workdir / "rewards"
+    shutil.rmtree(out_dir, ignore_errors=True)
     start = time.perf_counter()
-    peak, _ = memory.measured_peak(lambda: score_batch(model, batch, 0, 1, 0.99))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        peak, found = memory.measured_peak(lambda: rewards.extract(model, tokenizer, table, 0.99, REWARD_BATCH_TOKENS))
+    rewards.write(out_dir, found, None, {}, {})
     seconds = time.perf_counter() - start
-    return [dict(stage="rewards", route="score_batch", peak_bytes=parameters * 4 + peak, predicted_peak_bytes=predicted,
-                 seconds_per_token=seconds / (rows * (context - prompt)), parameters=parameters, vocab=vocab)]
+    scored = found.counts["tokens"]
+    written = sum(f.stat().st_size for f in out_dir.iterdir())
+    return [dict(stage="rewards", route="extract", peak_bytes=parameters * 4 + peak, predicted_peak_bytes=predicted,
+                 seconds_per_token=seconds / scored, bytes_written_per_token=written / scored, parameters=parameters,
+                 vocab=vocab)]  # fmt: skip
 
 
 def done_keys(out: Path, head: str) -> set:
     if not out.is_file():
         return set()
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    return {(r["model"], r["context"], r["stage"]) for r in rows if r["commit"] == head}
+    return {(r["model"], r["context"], r["dtype"], r["stage"]) for r in rows if r["commit"] == head}
 
 
 def exponents(rows: list[dict]) -> list[str]:
@@ -230,6 +272,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--stages", default="train,decode,rewards")
     parser.add_argument("--objectives", default="mle,iqlearn", help="Objectives of the train stage.")
     parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--dtypes", default=",".join(DTYPES), help=f"Comma-separated, of {list(DTYPES)}.")
     parser.add_argument("--tokens_per_batch", type=int, default=TOKENS_PER_BATCH,
                         help="Training tokens per batch: max(1, this / context) sequences.")
     args = parser.parse_args(argv)
@@ -239,28 +282,23 @@ def main(argv=None) -> list[dict]:
     done = done_keys(out, head)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        for name in args.points.split(","):
-            path = model_path(name, workdir)
-            for context in map(int, args.contexts.split(",")):
-                todo = [s for s in stages if not any(k[:2] == (name, context) and k[2].startswith(s) for k in done)]
-                if not todo:
-                    continue
-                objectives = args.objectives.split(",")
-                found = (train_points(name, path, context, workdir, objectives, args.tokens_per_batch)
-                         if "train" in todo else [])
-                if {"decode", "rewards"} & set(todo):
-                    torch.manual_seed(0)
-                    model = (load_model(path) if name not in ("tiny", "small", "t5-small")
-                             else _preset(name, context)).eval()  # fmt: skip
-                    found += decode_points(model, context) if "decode" in todo else []
-                    found += reward_points(model, context) if "rewards" in todo else []
-                    del model
-                with out.open("a") as f:
-                    for point in found:
-                        row = dict(commit=head, machine=machine(), model=name, context=context, dtype="float32",
-                                   **point)  # fmt: skip
-                        f.write(json.dumps(row) + "\n")
-                        print(json.dumps(row), flush=True)
+        for dtype in args.dtypes.split(","):
+            for name in args.points.split(","):
+                path = model_path(name, workdir)
+                for context in map(int, args.contexts.split(",")):
+                    todo = [s for s in stages if not any(k[:3] == (name, context, dtype) and k[3].startswith(s)
+                                                         for k in done)]  # fmt: skip
+                    if context not in TRAIN_CONTEXTS.get(name, (context,)):
+                        todo = [s for s in todo if s != "train"]
+                    if not todo:
+                        continue
+                    found = measure(name, path, context, dtype, todo, workdir, args)
+                    with out.open("a") as f:
+                        for point in found:
+                            row = dict(commit=head, machine=machine(), model=name, context=context, dtype=dtype,
+                                       **point)  # fmt: skip
+                            f.write(json.dumps(row) + "\n")
+                            print(json.dumps(row), flush=True)
     rows = [r for r in map(json.loads, out.read_text().splitlines()) if r["commit"] == head]
     print(f"\n{'model':<15} {'T':>5} {'stage':<13} {'route':<13} {'s/token':>10} {'peak GiB':>9} {'predicted':>9}")
     for r in rows:
@@ -269,6 +307,32 @@ def main(argv=None) -> list[dict]:
     print("\n".join(exponents(rows)))
     plot(rows, out.with_suffix(".png"))
     return rows
+
+
+def measure(name, path, context, dtype, stages, workdir, args) -> list[dict]:
+    """The points of `stages` of one model at one context and dtype."""
+    found = []
+    if "train" in stages:
+        found += train_points(name, path, context, workdir, args.objectives.split(","), dtype, args.tokens_per_batch)
+    if {"decode", "rewards"} & set(stages):
+        torch.manual_seed(0)
+        preset = name in ("tiny", "small", "t5-small")
+        model = (_preset(name, context) if preset else load_model(path)).eval()
+        found += decode_points(model, context, dtype) if "decode" in stages else []
+        if "rewards" in stages:
+            tokenizer = load_tokenizer(_preset_tokenizer(workdir) if preset else path)
+            found += reward_points(model, tokenizer, context, dtype, workdir)
+    return found
+
+
+def _preset_tokenizer(workdir: Path) -> str:
+    """A byte-level tokenizer of the presets' vocabulary (1,024; pad 0, EOS 1), for scoring their episodes."""
+    directory = workdir / "preset-tokenizer"
+    if not directory.is_dir():
+        directory.mkdir()
+        shapes.write_tokenizer(directory, shapes.TokenizerLayout(1024, {0: "<pad>", 1: "</s>"}, "</s>", "<pad>", None,
+                                                                 4096))  # fmt: skip
+    return str(directory)
 
 
 def _preset(name: str, context: int):

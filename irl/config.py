@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 import yaml
+import torch
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SchedulerType
 
@@ -278,6 +279,8 @@ class TrainConfig(TrainingArguments):
             self.per_device_eval_batch_size = self.per_device_train_batch_size
         if self.eval_steps == 0:
             self.eval_steps = self.max_steps
+        if self.bf16 and not torch.accelerator.is_available():
+            self.use_cpu = True  # bf16 autocast on the CPU; TrainingArguments asks for it by name on a CPU-only host
         try:
             super().__post_init__()
         except ConfigError:

@@ -18,7 +18,8 @@ The terms, P parameters of which P_t trainable, in the model's dtype (b bytes ea
     optimizer    2 P_t b                        AdamW's two moments; 8-bit or other optimizers are not modelled
     activations  what autograd saves in the model's forward for one batch, counted by tracing the forward of the
                  same architecture with 1 and 2 layers on batches of 1 and 2 sequences (`saved_bytes`) and
-                 extending the count linearly in layers and in sequences: exact for every layer alike
+                 extending the count linearly in layers and in sequences: exact for every layer alike; with
+                 activation checkpointing, each layer's input and one layer's activations (`activation_bytes`)
     head         the objective's route through the output embedding W (V, H), N = B T rows (irl/kernels.py):
                  chunked, single pass: dL/dh (N, H) and dL/dW (V, H) formed in forward and kept, 2 chunks of
                  logits (rows, V) alive while a chunk is processed; in backward the two gradients scaled once more;
@@ -32,8 +33,13 @@ parameter's size in AdamW's per-parameter update).
 
 Decoding (`predict_decoding`, no gradient): weights, and the larger of the prompt's forward beside its cache and
 the KV cache at its fullest (every row to the last step) beside a step's logits. Reward extraction
-(`predict_scoring`): weights, and the larger of a layer's feed-forward and the kept logits. Not modelled yet:
-gradient checkpointing, 8-bit optimizers, bf16 autocast.
+(`predict_scoring`): weights, and the larger of a layer's feed-forward and the kept logits. Not modelled:
+8-bit optimizers, and activation offloading.
+
+Under bf16 autocast (training's `--bf16 true`; decoding and scoring under torch.autocast) the weights stay float32
+and autocast casts each to bfloat16 where a matmul reads it: the activations are traced under autocast (what is
+saved then includes each layer's cast weights), the head's products (logits, dL/dh) are bfloat16 with W's cast
+kept for backward, and decoding holds the casts of every weight for its whole run (autocast's weight cache).
 """
 
 import copy
@@ -62,12 +68,13 @@ class Prediction:
     head_transient: int  # chunks of logits alive during forward
     head_backward: int  # what backward adds at its start
     largest_parameter: int
+    attention_backward: int = 0  # gradients of materialised attention scores in a layer's backward (T5)
     peak: int = 0
 
     def __post_init__(self):
         base = self.weights + self.optimizer
         forward_end = base + self.activations + self.head_kept + self.head_transient
-        backward_start = base + self.activations + self.head_kept + self.head_backward
+        backward_start = base + self.activations + self.head_kept + max(self.head_backward, self.attention_backward)
         step = base + self.gradients + 2 * self.largest_parameter
         self.peak = max(forward_end, backward_start, step)
 
@@ -146,11 +153,12 @@ def _with_layers(config, layers: int, vocab: int):
     return config
 
 
-def _probe(config, layers: int, batch: int, lengths: tuple[int, int], chunked: bool) -> int:
+def _probe(config, layers: int, batch: int, lengths: tuple[int, int], chunked: bool, autocast: bool,
+           padded: bool) -> int:
     """Activation bytes of one forward of the architecture with `layers` layers on `batch` sequences of `lengths`
     (decoder-only: (T, 0); encoder-decoder: (encoder T, decoder T)), on the CPU, weights left uninitialised (the
-    count does not depend on their values). One sequence is padded at its end, so that the padding mask a real
-    batch has is built."""
+    count does not depend on their values). When `padded`, one sequence is padded at its end, so that the padding
+    mask a real batch has is built."""
     from irl.trainer import final_hidden
 
     config = _with_layers(config, layers, PROBE_VOCAB)
@@ -160,22 +168,30 @@ def _probe(config, layers: int, batch: int, lengths: tuple[int, int], chunked: b
     encoder, decoder = lengths
     ids = torch.zeros(batch, encoder, dtype=torch.long)
     mask = torch.ones_like(ids)
-    mask[0, -1] = 0
+    mask[0, -1] = int(not padded)
     if config.is_encoder_decoder:
         dec = torch.zeros(batch, decoder, dtype=torch.long)
         dec_mask = torch.ones_like(dec)
-        dec_mask[0, -1] = 0
-        return saved_bytes(model, lambda: model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec,
-                                                decoder_attention_mask=dec_mask))  # fmt: skip
-    if chunked:
-        return saved_bytes(model, lambda: final_hidden(model, ids, mask))
-    return saved_bytes(model, lambda: model(input_ids=ids, attention_mask=mask))
+        dec_mask[0, -1] = int(not padded)
+        forward = lambda: model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec,  # noqa: E731
+                                decoder_attention_mask=dec_mask)  # fmt: skip
+    elif chunked:
+        forward = lambda: final_hidden(model, ids, mask)  # noqa: E731
+    else:
+        forward = lambda: model(input_ids=ids, attention_mask=mask)  # noqa: E731
+    # under autocast what is saved includes each layer's weights cast to bfloat16 (autocast's cache)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        return saved_bytes(model, forward)
 
 
-def activation_bytes(config, batch: int, lengths: tuple[int, int], chunked: bool) -> int:
+def activation_bytes(config, batch: int, lengths: tuple[int, int], chunked: bool, autocast: bool = False,
+                     checkpointed: bool = False) -> int:
     """Activations of the full model on `batch` sequences: traced at 1 and 2 layers and 1 and 2 sequences, then
-    a + b B + c L + d B L through the four counts (each term linear in layers and in sequences)."""
-    counts = {(n, b): _probe(config, n, b, lengths, chunked) for n in (1, 2) for b in (1, 2)}
+    a + b B + c L + d B L through the four counts (each term linear in layers and in sequences). With activation
+    checkpointing (`checkpointed`) each layer keeps only its input, the residual stream (B, T, H) in float32, and
+    backward recomputes one layer's activations at a time: a + b B + (c + d B) + L B T H 4."""
+    padded = batch > 1  # a batch of one sequence is never padded: its attention takes no mask
+    counts = {(n, b): _probe(config, n, b, lengths, chunked, autocast, padded) for n in (1, 2) for b in (1, 2)}
     per_layer = {b: counts[2, b] - counts[1, b] for b in (1, 2)}  # one more layer, at 1 and 2 sequences
     fixed = {b: counts[1, b] - per_layer[b] for b in (1, 2)}
     layers = config.num_hidden_layers
@@ -183,6 +199,9 @@ def activation_bytes(config, batch: int, lengths: tuple[int, int], chunked: bool
     def at(values):  # linear in sequences through the counts at 1 and 2
         return values[1] + (batch - 1) * (values[2] - values[1])
 
+    if checkpointed:
+        hidden = getattr(config, "hidden_size", None) or config.d_model
+        return at(fixed) + at(per_layer) + layers * batch * sum(lengths) * hidden * 4
     return at(fixed) + layers * at(per_layer)
 
 
@@ -210,28 +229,38 @@ def predict_train(cfg, config=None) -> Prediction:
     seq2seq = config.is_encoder_decoder
     chunked = cfg.chunked_loss and not seq2seq and config.model_type in HEAD_IS_LINEAR
     splits = [(length - d, d + 1) for d in (1, length // 2, length - 1)] if seq2seq else [(length, 0)]
-    activations = max(activation_bytes(config, batch, split, chunked) for split in splits)
+    autocast = bool(cfg.bf16)
+    checkpointed = bool(cfg.activation_checkpointing)
+    activations = max(activation_bytes(config, batch, split, chunked, autocast, checkpointed) for split in splits)
 
     vocab, hidden = model.get_output_embeddings().weight.shape
     rows = batch * (max(d for _, d in splits) if seq2seq else length)  # positions whose logits are read
     acc = max(width, 4)  # the head's statistics and its dW accumulate in at least float32
+    # under bf16 autocast the head's products (logits, dL/dh) are bfloat16, and W's bfloat16 cast is kept for backward
+    product = 2 if autocast else width
+    cast = vocab * hidden * 2 if autocast else 0
     if chunked:
         from irl.objectives import single_pass
 
         chunk = max(1, kernels.CHUNK_LOGITS // vocab, -(-rows * hidden // vocab))
         transient = 2 * min(chunk, rows) * vocab * acc  # z and exp(z - max) of a chunk
         if single_pass(_objective(cfg)):
-            kept = rows * hidden * width + vocab * hidden * width  # dL/dh and dL/dW formed in forward
-            backward = kept  # both scaled by the loss's output gradient
+            kept = rows * hidden * product + vocab * hidden * acc + cast  # dL/dh and dL/dW formed in forward
+            backward = kept - cast  # both scaled by the loss's output gradient
         else:  # recomputed in backward: the rows' hidden states are kept, and the chunk comes back with dL/dz
-            kept = rows * hidden * width
+            kept = rows * hidden * product + cast
             backward = transient + vocab * hidden * acc
     else:
-        kept = rows * vocab * width  # the logits, kept by the fused pass
-        copies = 1 if width == acc else 2  # a chunk of exp(z - max), and of z in float32 when the logits are not
+        kept = rows * vocab * product + cast  # the logits, kept by the fused pass
+        copies = 1 if product == acc else 2  # a chunk of exp(z - max), and of z in float32 when the logits are not
         transient = copies * min(kernels.CHUNK_ROWS, rows) * vocab * acc
-        backward = rows * vocab * acc + (rows * vocab * width if width != acc else 0)  # dL/dz, and in the dtype
+        backward = rows * vocab * acc + (rows * vocab * product if product != acc else 0)  # dL/dz, and in the dtype
+    # T5's relative position bias is a float attention mask that needs a gradient: each layer's backward forms
+    # the (B, heads, T, T) gradients of its scores, its softmax and the bias, at the longest self-attention
+    longest = max(max(splits)) if seq2seq else length
+    attention_backward = 3 * scores_bytes(config, batch, longest) if relative_bias(config) else 0
     return Prediction(
+        attention_backward=attention_backward,
         weights=parameters * width,
         gradients=trainable * width,
         optimizer=2 * trainable * width,
@@ -262,9 +291,6 @@ def dry_run_train(cfg) -> dict:
     """Print the predicted memory of training per `cfg`, term by term, whether it fits the device, and last one
     JSON object; trains nothing."""
     prediction = predict_train(cfg)
-    if cfg.activation_checkpointing:
-        print("activation_checkpointing is not modelled: the activations below are those kept without it, an upper "
-              "bound")  # fmt: skip
     available = device_memory(cfg.device)
     fits = prediction.peak <= (1 - HEADROOM) * available
     for name, value in dataclasses.asdict(prediction).items():
@@ -278,25 +304,34 @@ def dry_run_train(cfg) -> dict:
     return record
 
 
-def kv_bytes_per_token(config, width: int = 4) -> int:
+def kv_bytes_per_token(config, width: int = 4, autocast: bool = False) -> int:
     """Bytes of keys and values one position holds in a decoder's cache, all layers: 2 L kv_heads head_dim b (and
-    for an encoder-decoder model, its decoder's self-attention; cross-attention is counted per prompt token)."""
+    for an encoder-decoder model, its decoder's self-attention; cross-attention is counted per prompt token).
+    Under bf16 autocast the projections are bfloat16, but rotary embeddings multiply the keys by float32 cos and sin
+    before they are cached: float32 keys beside bfloat16 values."""
     heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     layers = config.num_decoder_layers if config.is_encoder_decoder else config.num_hidden_layers
-    return 2 * layers * heads * head_dim * width
+    if not autocast:
+        return 2 * layers * heads * head_dim * width
+    keys = 4 if "rope_parameters" in config.to_dict() else 2
+    return layers * heads * head_dim * (keys + 2)
 
 
 def predict_decoding(config, parameters: int, prompts: int, prompt_tokens: int, new_tokens: int, rows_per_prompt: int,
-                     beam: bool, shared: bool, width: int = 4) -> dict:
+                     beam: bool, shared: bool, width: int = 4, autocast: bool = False) -> dict:
     """Predicted peak bytes of decoding `prompts` prompts of `prompt_tokens` tokens (left-padded to the longest),
     `rows_per_prompt` rows each (K samples or beams), up to `new_tokens` tokens, in irl/generation.py `decode`:
 
-        weights      P b
+        weights      P b; under bf16 autocast (`autocast`) also their bfloat16 casts (`autocast_cast_bytes`), and
+                     the cache, activations and logits below in bfloat16
         kv_cache     per position kv_bytes_per_token: the prompt's positions once per prompt when `shared`
                      (shared-prefix decoding), else once per row; every row's generated positions, preallocated
-        prefill      the prompt's forward, no gradient (`forward_bytes` of the B prompts), beside the prompts' cache
-        step         the active rows' logits in float32 and what is made of them (scores, softmax): 3 rows V 4;
+        prefill      the prompts' forward, no gradient (`forward_bytes` of the B prompts when `shared` or read by
+                     an encoder, else of every row: generate expands the prompts first; the larger of it
+                     and T5's position bias, `bias_bytes`), beside the prompts' cache (a decoder's)
+        step         the active rows' logits in float32 and what is made of them (scores, softmax): 3 rows V 4
+                     (and the logits in bfloat16 before, under autocast);
                      beam search: log-softmax and the (B, beams V) candidates, 4 rows V 4; and one layer's cache
                      copied (the prompt's into the preallocated buffers; beam search through generate grows and
                      reorders its cache by copies)
@@ -305,19 +340,27 @@ def predict_decoding(config, parameters: int, prompts: int, prompt_tokens: int, 
     (weights, kv_cache, step).
     """
     rows = prompts * rows_per_prompt
-    per_token = kv_bytes_per_token(config, width)
-    layers = config.num_decoder_layers if config.is_encoder_decoder else config.num_hidden_layers
-    prompt_kv = prompts * prompt_tokens * per_token
-    kv = ((prompts if shared else rows) * prompt_tokens + rows * new_tokens) * per_token
+    seq2seq = config.is_encoder_decoder
+    cached = prompts if shared else rows  # rows holding the prompt's positions (an encoder's: its cross-attention)
+    read = prompts if shared or seq2seq else rows  # generate expands the prompts to every row before a decoder
+    weights = parameters * width + (autocast_cast_bytes(config, parameters) if autocast else 0)
+    per_token = kv_bytes_per_token(config, width, autocast)
+    layers = config.num_decoder_layers if seq2seq else config.num_hidden_layers
+    prompt_kv = 0 if seq2seq else read * prompt_tokens * per_token  # an encoder's output, not yet a cache
+    kv = (cached * prompt_tokens + rows * new_tokens) * per_token
     copied = (kv if beam else prompt_kv) // layers
-    prefill = forward_bytes(config, prompts * prompt_tokens, width)
+    prefill = forward_bytes(config, read * prompt_tokens, width, autocast)
+    if relative_bias(config):  # the encoder's position bias, beside which the feed-forward's bytes are small
+        prefill = max(prefill, bias_bytes(config, prompt_tokens, autocast))
     step = (4 if beam else 3) * rows * config.vocab_size * 4 + copied
-    terms = {"weights": parameters * width, "kv_cache": kv, "prefill": prefill, "step": step}
+    step += rows * config.vocab_size * 2 if autocast else 0  # the bfloat16 logits, before their float32 copy
+    terms = {"weights": weights, "kv_cache": kv, "prefill": prefill, "step": step}
     terms["peak"] = terms["weights"] + max(prompt_kv + prefill, kv + step)
     return terms
 
 
-def dry_run_decoding(checkpoint, prompts: int, prompt_tokens: int, new_tokens: int, decodings, k: int) -> dict:
+def dry_run_decoding(checkpoint, prompts: int, prompt_tokens: int, new_tokens: int, decodings, k: int,
+                     autocast: bool = False) -> dict:
     """Print the predicted peak of decoding a batch of `prompts` prompts of `prompt_tokens` tokens under each of
     `decodings` (irl/generation.py Decoding) with K = `k`, the largest last as one JSON object with `fits`."""
     from transformers import AutoConfig
@@ -333,7 +376,7 @@ def dry_run_decoding(checkpoint, prompts: int, prompt_tokens: int, new_tokens: i
         shared = rows > 1 and decoding.kind == "sample" and not config.is_encoder_decoder
         shared = shared and config.model_type in MODEL_TYPES
         predictions[decoding.label] = predict_decoding(config, parameters, prompts, prompt_tokens, new_tokens, rows,
-                                                       decoding.kind == "beam", shared)  # fmt: skip
+                                                       decoding.kind == "beam", shared, autocast=autocast)  # fmt: skip
     label, worst = max(predictions.items(), key=lambda item: item[1]["peak"])
     available = device_memory(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     for name, terms in predictions.items():
@@ -344,33 +387,64 @@ def dry_run_decoding(checkpoint, prompts: int, prompt_tokens: int, new_tokens: i
     return record
 
 
-def forward_bytes(config, tokens: int, width: int = 4) -> int:
+def relative_bias(config) -> bool:
+    """Whether attention adds a learned relative position bias (T5): SDPA then takes a float mask of (B, heads,
+    T, T) and materialises the scores."""
+    return "relative_attention_num_buckets" in config.to_dict()
+
+
+def scores_bytes(config, rows: int, tokens: int) -> int:
+    """Bytes of one (rows, heads, T, T) float32 tensor of attention scores."""
+    heads = getattr(config, "num_heads", None) or config.num_attention_heads
+    return rows * heads * tokens * tokens * 4
+
+
+def bias_bytes(config, tokens: int, autocast: bool) -> int:
+    """What a forward without gradient holds of T5's position bias over `tokens` tokens: the bias (1, heads, T, T) in
+    float32 and its sum with the padding mask (broadcast over the rows by SDPA), and under bf16 autocast that sum's
+    bfloat16 cast, which SDPA reads (measured: 263 MiB at 8 heads, T = 2,016, against 248 MiB for the two)."""
+    return scores_bytes(config, 1, tokens) * (10 if autocast else 8) // 4
+
+
+def autocast_cast_bytes(config, parameters: int) -> int:
+    """What bf16 autocast's weight cache holds while a decode runs with gradients possible (no_grad, not
+    inference_mode): each weight a linear layer reads, cast to bfloat16 once, i.e. every parameter but an untied
+    input embedding (read by index, not cast), 2 bytes each."""
+    hidden = getattr(config, "hidden_size", None) or config.d_model
+    untied = 0 if config.tie_word_embeddings else config.vocab_size * hidden
+    return 2 * (parameters - untied)
+
+
+def forward_bytes(config, tokens: int, width: int = 4, autocast: bool = False) -> int:
     """The widest moment of a forward pass without gradient and without a KV cache over `tokens` tokens: a layer's
     feed-forward, tokens (4 H + 3 I) b (the residual stream, its norm, the layer's input and output, and gate, up
     and their product). Attention on the CPU (SDPA's flash kernel, with or without a padding mask) holds less:
-    q, k, v and its output. T5's attention, which materialises its scores (rows, heads, T, T), is not modelled."""
+    q, k, v and its output. T5's attention materialises its scores (`scores_bytes`, added by the caller).
+    Under bf16 autocast the feed-forward's products are bfloat16 and the residual stream stays float32."""
     hidden = getattr(config, "hidden_size", None) or config.d_model
     inner = getattr(config, "intermediate_size", None) or config.d_ff
-    return tokens * (4 * hidden + 3 * inner) * width
+    return tokens * (4 * hidden * width + 3 * inner * (2 if autocast else width))
 
 
-def predict_scoring(config, parameters: int, batch_tokens: int, width: int = 4) -> dict:
+def predict_scoring(config, parameters: int, batch_tokens: int, width: int = 4, autocast: bool = False) -> dict:
     """Predicted peak bytes of reward extraction (analysis/scoring.py `score`, no gradient, no KV cache) in
-    batches of at most `batch_tokens` padded tokens:
+    batches of at most `batch_tokens` padded tokens (under bf16 autocast, `autocast`, the activations and the kept
+    logits in bfloat16; in inference mode autocast keeps no casts of the weights):
 
         weights   P b
         forward   `forward_bytes` of batch_tokens tokens
         logits    the kept logits, at most batch_tokens V (float32), and a chunk of CHUNK_ROWS rows of
                   exp(z - max) in the fused pass (irl/kernels.py token_terms)
     """
-    forward = forward_bytes(config, batch_tokens, width)
-    logits = (batch_tokens + min(kernels.CHUNK_ROWS, batch_tokens)) * config.vocab_size * 4
+    chunk = min(kernels.CHUNK_ROWS, batch_tokens) * config.vocab_size * 4 * (2 if autocast else 1)
+    forward = forward_bytes(config, batch_tokens, width, autocast)
+    logits = batch_tokens * config.vocab_size * (2 if autocast else width) + chunk
     terms = {"weights": parameters * width, "forward": forward, "logits": logits}
     terms["peak"] = terms["weights"] + max(forward, logits)
     return terms
 
 
-def dry_run_rewards(checkpoint, batch_tokens: int) -> dict:
+def dry_run_rewards(checkpoint, batch_tokens: int, autocast: bool = False) -> dict:
     """Print the predicted peak of reward extraction from `checkpoint` in batches of `batch_tokens` tokens, then one
     JSON object with `fits`."""
     from transformers import AutoConfig
@@ -378,7 +452,7 @@ def dry_run_rewards(checkpoint, batch_tokens: int) -> dict:
     config = AutoConfig.from_pretrained(checkpoint)
     with torch.device("meta"):
         parameters = sum(p.numel() for p in _auto(config).from_config(config, dtype=DTYPE).parameters())
-    terms = predict_scoring(config, parameters, batch_tokens)
+    terms = predict_scoring(config, parameters, batch_tokens, autocast=autocast)
     available = device_memory(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     print(f"{checkpoint}: " + ", ".join(f"{k} {v / 2**30:.3f} GiB" for k, v in terms.items()))
     record = {"predicted_peak_bytes": terms["peak"], "fits": terms["peak"] <= (1 - HEADROOM) * available,

@@ -1,5 +1,5 @@
-"""benchmarks/scale.py at toy size: the two smallest points of the ladder through every stage, one JSON line per
-point with the fields the README's table reads, a table, the curves, and a second run that resumes (adds
+"""benchmarks/scale.py at toy size: the two smallest points of the ladder through every stage in both dtypes, one
+JSON line per point with the fields the README's table reads, a table, the curves, and a second run that resumes (adds
 nothing)."""
 
 import json
@@ -18,12 +18,14 @@ def test_two_smallest_points_through_every_stage_and_resume(tmp_path, capsys):
     argv = ["--points", "tiny,small", "--contexts", "32", "--objectives", "mle", "--tokens_per_batch", "256",
             "--out", str(out)]
     rows = scale.main(argv)
-    assert {(r["model"], r["stage"], r["route"]) for r in rows} == {
-        (model, stage, route) for model in ("tiny", "small") for stage, route in [
-            ("train/mle", "chunked"), ("train/mle", "materialised"), ("decode", "greedy"), ("decode", "t=1,K=5"),
-            ("decode", "beam=4"), ("rewards", "score_batch")]}  # fmt: skip
+    assert sorted((r["model"], r["dtype"], r["stage"], r["route"]) for r in rows) == sorted(
+        (model, dtype, stage, route) for model in ("tiny", "small") for dtype in ("float32", "bfloat16")
+        for stage, route in [("train/mle", "chunked"), ("train/mle", "materialised"), ("decode", "greedy"),
+                             ("decode", "t=1,K=5"), ("decode", "beam=4"), ("rewards", "extract")])  # fmt: skip
     for row in map(json.loads, out.read_text().splitlines()):
         assert FIELDS <= set(row) and row["peak_bytes"] > 0 and row["seconds_per_token"] > 0
+        # what analysis.rewards.write puts on disk per scored token: tens of bytes (parquet, compressed)
+        assert row["stage"] != "rewards" or 10 < row["bytes_written_per_token"] < 1000
     assert out.with_suffix(".png").stat().st_size > 0
     lines = out.read_text()
     scale.main(argv)  # resumes: every point is there for this commit
