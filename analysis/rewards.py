@@ -378,7 +378,7 @@ def score_checkpoint(checkpoint, data: list[Data], gamma: float | None = None, *
 def main(argv=None) -> None:
     args = cli.rewards_parser().parse_args(argv)
     if args.dry_run:  # irl/memory.py: weights, a batch's forward and its logits
-        dry_run_rewards(args.checkpoint, args.batch_tokens)
+        dry_run_rewards(args.checkpoint, args.batch_tokens, autocast=args.bf16)
         return
     try:
         fields = {S.PROMPT: args.prompt_field, S.COMPLETION: args.completion_field}

@@ -476,7 +476,7 @@ def sweep(
             job.checkpoint, min(len(job.examples), job.settings.batch_size),
             min(filter(None, (len(job.tokenizer(job.examples[-1]["prompt"])["input_ids"]),
                               job.settings.max_prompt_tokens))),
-            job.settings.max_new_tokens, grid, job.settings.samples) for job in jobs])  # fmt: skip
+            job.settings.max_new_tokens, grid, job.settings.samples, autocast=bf16) for job in jobs])  # fmt: skip
     state.wait_for_everyone()  # every process has listed the missing cells before the main one writes any
     total = sum(len(job.todo) * len(job.batches) for job in jobs)
     progress = tqdm(total=total, desc="sweep", unit="batch", disable=not state.is_main_process)

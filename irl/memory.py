@@ -26,9 +26,10 @@ The terms, P parameters of which P_t trainable, in the model's dtype (b bytes ea
                  materialised logits: the (B, T, V) logits kept, their gradient (B, T, V) in backward, and
                  a chunk of CHUNK_ROWS rows of exp(z - max) in the fused pass (two below float32)
 
-and the peak is the largest of three moments of a step: the end of forward (weights, optimizer, activations, the
+and the peak is the largest of four moments of a step: the end of forward (weights, optimizer, activations, the
 head's kept tensors and chunks), the start of backward (the same, plus the head's gradients scaled by the loss's
-output gradient), and the optimizer's step (weights, optimizer, gradients, and two temporaries of the largest
+output gradient), under activation checkpointing a layer's recomputation (weights, optimizer, the kept inputs and
+one layer's activations), and the optimizer's step (weights, optimizer, gradients, and two temporaries of the largest
 parameter's size in AdamW's per-parameter update).
 
 Decoding (`predict_decoding`, no gradient): weights, and the larger of the prompt's forward beside its cache and
@@ -69,14 +70,17 @@ class Prediction:
     head_backward: int  # what backward adds at its start
     largest_parameter: int
     attention_backward: int = 0  # gradients of materialised attention scores in a layer's backward (T5)
+    recomputed: int = 0  # one layer's activations, recomputed in backward under activation checkpointing
     peak: int = 0
 
     def __post_init__(self):
         base = self.weights + self.optimizer
         forward_end = base + self.activations + self.head_kept + self.head_transient
         backward_start = base + self.activations + self.head_kept + max(self.head_backward, self.attention_backward)
+        # the top layer recomputed once the head's gradients are down to dL/dh; lower layers find fewer inputs kept
+        recompute = base + self.activations + self.recomputed
         step = base + self.gradients + 2 * self.largest_parameter
-        self.peak = max(forward_end, backward_start, step)
+        self.peak = max(forward_end, backward_start, recompute, step)
 
 
 def measured_peak(fn) -> tuple[int, object]:
@@ -185,11 +189,12 @@ def _probe(config, layers: int, batch: int, lengths: tuple[int, int], chunked: b
 
 
 def activation_bytes(config, batch: int, lengths: tuple[int, int], chunked: bool, autocast: bool = False,
-                     checkpointed: bool = False) -> int:
-    """Activations of the full model on `batch` sequences: traced at 1 and 2 layers and 1 and 2 sequences, then
-    a + b B + c L + d B L through the four counts (each term linear in layers and in sequences). With activation
-    checkpointing (`checkpointed`) each layer keeps only its input, the residual stream (B, T, H) in float32, and
-    backward recomputes one layer's activations at a time: a + b B + (c + d B) + L B T H 4."""
+                     checkpointed: bool = False) -> tuple[int, int]:
+    """(activations kept from forward to backward, one layer's activations recomputed in backward) of the full
+    model on `batch` sequences: traced at 1 and 2 layers and 1 and 2 sequences, then a + b B + c L + d B L through
+    the four counts (each term linear in layers and in sequences), and nothing recomputed. With activation
+    checkpointing (`checkpointed`) each layer keeps only its input, the residual stream (B, T, H) in float32:
+    a + b B + L B T H 4, and backward recomputes one layer's activations at a time, c + d B."""
     padded = batch > 1  # a batch of one sequence is never padded: its attention takes no mask
     counts = {(n, b): _probe(config, n, b, lengths, chunked, autocast, padded) for n in (1, 2) for b in (1, 2)}
     per_layer = {b: counts[2, b] - counts[1, b] for b in (1, 2)}  # one more layer, at 1 and 2 sequences
@@ -201,8 +206,8 @@ def activation_bytes(config, batch: int, lengths: tuple[int, int], chunked: bool
 
     if checkpointed:
         hidden = getattr(config, "hidden_size", None) or config.d_model
-        return at(fixed) + at(per_layer) + layers * batch * sum(lengths) * hidden * 4
-    return at(fixed) + layers * at(per_layer)
+        return at(fixed) + layers * batch * sum(lengths) * hidden * 4, at(per_layer)
+    return at(fixed) + layers * at(per_layer), 0
 
 
 def predict_train(cfg, config=None) -> Prediction:
@@ -231,7 +236,8 @@ def predict_train(cfg, config=None) -> Prediction:
     splits = [(length - d, d + 1) for d in (1, length // 2, length - 1)] if seq2seq else [(length, 0)]
     autocast = bool(cfg.bf16)
     checkpointed = bool(cfg.activation_checkpointing)
-    activations = max(activation_bytes(config, batch, split, chunked, autocast, checkpointed) for split in splits)
+    activations, recomputed = max(activation_bytes(config, batch, split, chunked, autocast, checkpointed)
+                                  for split in splits)  # fmt: skip
 
     vocab, hidden = model.get_output_embeddings().weight.shape
     rows = batch * (max(d for _, d in splits) if seq2seq else length)  # positions whose logits are read
@@ -261,6 +267,7 @@ def predict_train(cfg, config=None) -> Prediction:
     attention_backward = 3 * scores_bytes(config, batch, longest) if relative_bias(config) else 0
     return Prediction(
         attention_backward=attention_backward,
+        recomputed=recomputed,
         weights=parameters * width,
         gradients=trainable * width,
         optimizer=2 * trainable * width,
