@@ -20,10 +20,16 @@ the real code:
   through analysis.rewards.load and score_checkpoint: tokens, sequences, pairs,
   summary.json and manifest.json as the command writes them. The same model scores every checkpoint, so the
   rewards differ between texts only.
+
+    enlarge_rewards(root, n)  the same samples at t = 1 of each run's last checkpoint, repeated as further samples
+                              of their prompts until they make n token rows, scored again into the same rewards
+                              directory: reward tables of a given size (the samples' distinct episodes are
+                              scored once, so 10M token rows take minutes)
 """
 
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -121,6 +127,43 @@ def build_runs(
     finally:
         torch.set_num_threads(threads)
     return root
+
+
+def enlarge_rewards(root, token_rows: int) -> list[Path]:
+    """Make the reward table of the samples at the highest temperature of each run's last checkpoint (under a
+    runs directory of `build_runs`) hold `token_rows` token rows, or the first rows past it: its samples are
+    repeated, copy after copy, as further samples of their prompts (sample = sample + copy x samples per prompt),
+    written as a sweep cell beside `root` and scored by analysis.rewards.score_checkpoint with the fixture's
+    scorer into the same rewards directory, which is replaced. A table already made from that cell is kept.
+    Returns the rewards directories."""
+    from analysis import reward_data, rewards
+    from common.io import read_json, write_parquet
+    from irl.runs import last_checkpoint, rewards_dir
+
+    root = Path(root)
+    scorer = rewards.load_checkpoint(last_checkpoint(root.parent / "scorer"))
+    written = []
+    for config in sorted(root.rglob("config.yaml")):
+        ckpt = last_checkpoint(config.parent)
+        name = next(d.name for d in (ckpt / "rewards").iterdir() if d.name != PAIRS)
+        out = rewards_dir(ckpt, name)
+        cell = Path(read_json(out / MANIFEST)["data"])  # the sweep cell scored there
+        enlarged = root.parent / f"token-rows-{token_rows}" / ckpt.relative_to(root) / cell.parent.name / cell.name
+        written.append(out)
+        if cell == enlarged:
+            continue
+        samples = reward_data.read_sweep(cell)
+        per_prompt = int(samples[S.SAMPLE].max()) + 1
+        copies = -(-token_rows // int(samples[S.N_TOKENS].sum()))
+        more = pd.concat([samples.assign(**{S.SAMPLE: samples[S.SAMPLE] + c * per_prompt}) for c in range(copies)])
+        more = more.iloc[: int(np.searchsorted(more[S.N_TOKENS].cumsum().to_numpy(), token_rows)) + 1]
+        order = {p: i for i, p in enumerate(samples[S.PROMPT_ID].unique())}  # prompt by prompt, as a sweep writes
+        more = more.sort_values(S.PROMPT_ID, key=lambda p: p.map(order), kind="stable").reset_index(drop=True)
+        enlarged.parent.mkdir(parents=True, exist_ok=True)
+        write_parquet(enlarged, more)
+        shutil.rmtree(out)
+        rewards.score_checkpoint(ckpt, [rewards.load(str(enlarged), ckpt)], n_boot=N_BOOT, scorer=scorer)
+    return written
 
 
 def _write_run(run: Path, cfg: TrainConfig, rng) -> None:
