@@ -9,7 +9,7 @@ temperatures + 3 beam widths, K=5), their aggregates, and per checkpoint the rew
 and of ~400 corruption preference pairs (tests/app_fixtures.py: drawn samples and curves, every table and
 summary.json by the real writers; 26 min to build with load average 11 on 2 cores). With --token_rows N, the
 reward table of the samples at t=1 of each run's last checkpoint (the checkpoints the pages open on) is made to
-hold N token rows: those samples repeated as further samples of their prompts and scored again by
+hold N token rows: those samples repeated as the samples of further prompts and scored again by
 analysis.rewards (tests/app_fixtures.py enlarge_rewards; a few minutes at 10M). Then it serves the app
 (`streamlit run`), and measures in chromium (a step that takes longer than app_fixtures.LOAD_MS fails):
 
