@@ -691,6 +691,14 @@ def test_reward_and_preference_figures():
     assert scatter.data[0].type == "scatter"
     assert scatter.layout.title.text == "R vs rouge1: Spearman ρ = 0.500 [0.250,<br>0.750] (n = 3)"  # wrapped
     assert scatter.layout.title.subtitle.text == "γ = 1"
+    many = pd.DataFrame({S.R: np.arange(charts.SVG_POINTS + 1.0), "em": np.arange(charts.SVG_POINTS + 1) % 2,
+                         "rouge1": np.linspace(0, 1, charts.SVG_POINTS + 1)})  # fmt: skip
+    box, points = charts.reward_quality_figure(many, S.R, "em", corr).data  # the same boxes, every point by WebGL
+    assert (box.type, box.boxpoints, list(box.x), list(box.y)) == ("box", False, list(many["em"]), list(many[S.R]))
+    assert points.type == "scattergl" and list(points.y) == list(many[S.R])
+    jitter = np.asarray(points.x) - many["em"].to_numpy()
+    assert np.abs(jitter).max() <= 0.2 * charts.BOX_WIDTH == 0.2 * box.width
+    assert charts.reward_quality_figure(many, S.R, "rouge1", corr).data[0].type == "scattergl"
     undefined = charts.reward_quality_figure(seqs, S.R, "em", corr | {"spearman": np.nan})
     assert title(undefined.to_plotly_json()) == "R vs em: Spearman ρ = n/a (a side is constant) (n = 3)"
 

@@ -14,7 +14,9 @@ from irl import runs as R
 CHANGES = {S.REWARD: "Δr_t", S.LOGP: "Δlog π"}  # the per-token changes between two checkpoints
 # token rows of the two tables together up to which they are compared whole at once (on 2 cores about a second
 # per million rows); larger ones on request, so that the page opens without waiting for them
-ACROSS_ROWS = 2_000_000
+ACROSS_ROWS = 1_000_000
+# matching examples the page lists at most (all of them in its CSV): the browser receives every row it lists
+SHOWN_EXAMPLES = 1_000
 SEQUENCE_DEFINITIONS = [sequence for _, sequence in S.DEFINITIONS.values()]  # each definition's completion score
 
 root, runs, results = widgets.context()
@@ -157,7 +159,13 @@ def show_tokens(example_id: int) -> None:
 
 show_tokens(example_id)
 with st.expander(f"{len(found)} matching examples of {label_a}"):
-    st.dataframe(found, hide_index=True)
+    if len(found) > SHOWN_EXAMPLES:
+        st.caption(f"The first {SHOWN_EXAMPLES:,} in this order; the CSV holds all {len(found):,}.")
+    st.dataframe(found.head(SHOWN_EXAMPLES), hide_index=True)
+    st.download_button(
+        "Download CSV", data=lambda: found.to_csv(index=False), file_name=f"examples-{label_a}-{data_name}.csv",
+        mime="text/csv", key="csv-examples", icon=":material/download:",
+    )  # fmt: skip
 
 if len(chosen) == 2:
     run_b, step_b, _ = where[label_b]
