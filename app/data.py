@@ -269,14 +269,35 @@ def summaries(root: Path, results: pd.DataFrame, name: str) -> dict[tuple[str, i
     }
 
 
-def gather(root: Path, results: pd.DataFrame, kind: str, name: str, file: str, runs: pd.DataFrame) -> pd.DataFrame:
-    """One table from every checkpoint with `<kind>/<name>/<file>`, with run (path under root), step,
-    checkpoint label, method, lam and objective columns set by the app."""
+def gather(root: Path, results: pd.DataFrame, kind: str, name: str, file: str, runs: pd.DataFrame,
+           columns=None) -> pd.DataFrame:
+    """One table from every checkpoint with `<kind>/<name>/<file>` (optionally only some columns), with run
+    (path under root), step, checkpoint label, method, lam and objective columns set by the app."""
     has = results[(results["kind"] == kind) & (results["name"] == name) & results["files"].map(lambda f: file in f)]
     if has.empty:
         return pd.DataFrame()
     paths = [result_path(r.run, r.step, kind, name, file) for r in has.itertuples()]
-    return with_runs(read_many(root, paths, keys=[{S.RUN: r.run, S.STEP: r.step} for r in has.itertuples()]), runs)
+    keys = [{S.RUN: r.run, S.STEP: r.step} for r in has.itertuples()]
+    return with_runs(read_many(root, paths, columns, keys=keys), runs)
+
+
+# A sample's token record (lists of ids and positions), which the reward pages leave out: the token table holds
+# the same ids one per row, and at 200k completions (10M tokens) these lists are most of a sequences table (~360
+# MB of ~510 MB to cache: seconds to pickle on every cache miss, and to unpickle on every hit).
+TOKEN_RECORD = {S.PROMPT_IDS, S.COMPLETION_IDS, S.COMPLETION_CALC_IDS, S.CALC_FORCED}
+
+
+def sequence_columns(root: Path, run: str, step: int, data: str) -> list[str]:
+    """The columns of a checkpoint's sequences table but the samples' token record (TOKEN_RECORD), from the
+    parquet footer."""
+    path = _stamp(root, result_path(run, step, R.REWARDS, data, R.SEQUENCES_FILE))[0]
+    return [c for c in read_schema(path) if c not in TOKEN_RECORD]
+
+
+def sequences(root: Path, run: str, step: int, data: str) -> pd.DataFrame:
+    """A checkpoint's sequences table without the samples' token record (TOKEN_RECORD)."""
+    path = result_path(run, step, R.REWARDS, data, R.SEQUENCES_FILE)
+    return read_parquet(root, path, sequence_columns(root, run, step, data))
 
 
 def with_runs(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:

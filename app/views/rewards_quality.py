@@ -91,8 +91,14 @@ if names:
         ckpt = widgets.select(st, "Checkpoint", ckpts, key="checkpoint", index=len(ckpts) - 1)
         row = corr[corr[S.CHECKPOINT] == ckpt].iloc[0]
         # that checkpoint's sequences only: a reward table of 10M tokens holds ~200k of them
-        of_ckpt = results[(results[S.RUN] == row[S.RUN]) & (results[S.STEP] == row[S.STEP])]
-        one = data.gather(root, of_ckpt, R.REWARDS, data_name, R.SEQUENCES_FILE, runs).dropna(subset=[metric])
+        of_ckpt = with_seqs[(with_seqs[S.RUN] == row[S.RUN]) & (with_seqs[S.STEP] == row[S.STEP])]
+        of_ckpt = of_ckpt[of_ckpt["name"] == data_name]
+        if of_ckpt.empty:
+            st.info(f"{ckpt} has no {R.SEQUENCES_FILE} for `{data_name}` beside its summary.json.")
+            return
+        columns = data.sequence_columns(root, row[S.RUN], row[S.STEP], data_name)
+        one = data.gather(root, of_ckpt, R.REWARDS, data_name, R.SEQUENCES_FILE, runs, columns)
+        one = one.dropna(subset=[metric])
         fig = charts.reward_quality_figure(one, score, metric, row, rule)
         widgets.chart(fig, one, f"{score}-vs-{metric}-{ckpt}")
 

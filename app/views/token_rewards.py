@@ -50,7 +50,7 @@ if summaries:
 
 def sequences(label):
     run, step, _ = where[label]
-    return data.read_parquet(root, data.result_path(run, step, R.REWARDS, data_name, R.SEQUENCES_FILE))
+    return data.sequences(root, run, step, data_name)
 
 
 seqs = sequences(label_a)
