@@ -10,8 +10,8 @@ and of ~400 corruption preference pairs (tests/app_fixtures.py: drawn samples an
 summary.json by the real writers; 26 min to build with load average 11 on 2 cores). With --token_rows N, the
 reward table of the samples at t=1 of each run's last checkpoint (the checkpoints the pages open on) is made to
 hold N token rows: those samples repeated as the samples of further prompts and scored again by
-analysis.rewards (tests/app_fixtures.py enlarge_rewards; a few minutes at 10M), and the Token rewards page is
-also measured on them (it opens on another data set). Then it serves the app
+analysis.rewards (tests/app_fixtures.py enlarge_rewards; 2 min at 1M, 12 min at 10M with load average 4), and
+the Token rewards page is also measured on them (it opens on another data set). Then it serves the app
 (`streamlit run`), and measures in chromium (a step that takes longer than app_fixtures.LOAD_MS fails):
 
 - app start: a new browser loads the app from a new server (Streamlit's frontend, the server's first script

@@ -24,7 +24,7 @@ the real code:
     enlarge_rewards(root, n)  the samples at t = 1 of each run's last checkpoint, repeated as the samples of
                               further prompts until they make n token rows, scored again into the same rewards
                               directory: reward tables of a given size (the samples' distinct episodes are
-                              scored once, so 10M token rows take minutes)
+                              scored once: 4 tables of 10M token rows in 12 min, load average 4)
 """
 
 import json
