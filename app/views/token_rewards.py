@@ -172,7 +172,8 @@ if len(chosen) == 2:
     st.subheader(f"What changed from {label_a} (a) to {label_b} (b)")
     rows = data.token_rows(root, run_a, step_a, data_name) + data.token_rows(root, run_b, step_b, data_name)
     across = st.toggle(
-        f"Across every completion of `{data_name}`", value=rows <= ACROSS_ROWS, key="across",
+        f"Across every completion of `{data_name}`", value=rows <= ACROSS_ROWS,
+        key=f"across-{data_name}-{label_a}-{label_b}",  # one per pair of tables: its default follows their size
         help=f"Compares the two token tables whole ({rows:,} rows together: about a second per million rows); "
         f"on by itself up to {ACROSS_ROWS:,} rows.",
     )  # fmt: skip
