@@ -292,23 +292,36 @@ def token_figure(tokens: pd.DataFrame, quantity: str, title: str = "", error_pos
     return _layout(fig, title, "token position", "value")
 
 
+# Points a chart draws as SVG elements at most; more are drawn by WebGL (Scattergl): chromium draws 20k SVG
+# points in seconds, and a reward table of 10M tokens holds ~200k completions
+SVG_POINTS = 20_000
+BOX_WIDTH = 0.5  # of the 0/1 boxes, in x units, when their points are drawn by WebGL
+
+
 def reward_quality_figure(seqs: pd.DataFrame, r: str, metric: str, corr: dict, rule: str = "") -> go.Figure:
     """Sequence reward `r` against a per-sample metric. A 0/1 metric (exact match) gets a box with every point
-    per value; a continuous one a scatter. The title carries Spearman's rho, its bootstrap interval and n as
+    per value; a continuous one a scatter. Above SVG_POINTS points, they are drawn by WebGL. The title carries Spearman's rho, its bootstrap interval and n as
     analysis/rewards.py wrote them (`corr`: a row of tables.summary_correlations), the subtitle `rule`."""
     rho = "n/a (a side is constant)" if np.isnan(corr["spearman"]) else (
         f"{corr['spearman']:.3f} [{corr['spearman_low']:.3f}, {corr['spearman_high']:.3f}]"
     )  # fmt: skip
     title = f"{escape(r)} vs {escape(metric)}: Spearman ρ = {rho} (n = {int(corr['n'])})"
     values = seqs[metric].dropna().unique()
+    many = len(seqs) > SVG_POINTS
     if set(values) <= {0.0, 1.0}:
         fig = go.Figure(go.Box(
-            x=seqs[metric], y=seqs[r], boxpoints="all", jitter=0.4, pointpos=0, name=r,
+            x=seqs[metric], y=seqs[r], boxpoints=False if many else "all", jitter=0.4, pointpos=0, name=r,
             marker=dict(size=4, opacity=0.6),
         ))  # fmt: skip
+        if many:  # the same boxes; their points by WebGL, jittered across the middle 40% of a box as Plotly does
+            jitter = np.random.default_rng(0).uniform(-0.2 * BOX_WIDTH, 0.2 * BOX_WIDTH, len(seqs))
+            fig.add_trace(go.Scattergl(x=seqs[metric] + jitter, y=seqs[r], mode="markers", name=r, showlegend=False,
+                                       marker=dict(size=4, opacity=0.6)))  # fmt: skip
+            fig.update_traces(width=BOX_WIDTH, selector=dict(type="box"))
         fig.update_xaxes(tickvals=[0, 1])
     else:
-        fig = go.Figure(go.Scatter(x=seqs[metric], y=seqs[r], mode="markers", marker=dict(size=5, opacity=0.6)))
+        points = go.Scattergl if many else go.Scatter
+        fig = go.Figure(points(x=seqs[metric], y=seqs[r], mode="markers", marker=dict(size=5, opacity=0.6)))
     return _layout(fig, title, metric, r, rule)
 
 

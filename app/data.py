@@ -2,7 +2,7 @@
 
 Each file is read once per (path, modification time) with st.cache_data, so a run still training shows its
 new metrics on the next rerun and an unchanged file costs nothing. Token tables are read per example with a
-pyarrow filter, never whole for display. Imports neither torch nor transformers nor evaluate (nor scipy).
+pyarrow filter, never whole for display; whole only to compare two checkpoints, kept as the small tables shown. Imports neither torch nor transformers nor evaluate (nor scipy).
 
 Confinement: `index` walks the runs root and checks every path it is about to list or read with
 app/safety.py before it does (runs, checkpoints, metrics.jsonl, config.yaml, sweep/ and rewards/ folders and
@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import streamlit as st
 
 from analysis import schema as S
@@ -268,14 +269,35 @@ def summaries(root: Path, results: pd.DataFrame, name: str) -> dict[tuple[str, i
     }
 
 
-def gather(root: Path, results: pd.DataFrame, kind: str, name: str, file: str, runs: pd.DataFrame) -> pd.DataFrame:
-    """One table from every checkpoint with `<kind>/<name>/<file>`, with run (path under root), step,
-    checkpoint label, method, lam and objective columns set by the app."""
+def gather(root: Path, results: pd.DataFrame, kind: str, name: str, file: str, runs: pd.DataFrame,
+           columns=None) -> pd.DataFrame:
+    """One table from every checkpoint with `<kind>/<name>/<file>` (optionally only some columns), with run
+    (path under root), step, checkpoint label, method, lam and objective columns set by the app."""
     has = results[(results["kind"] == kind) & (results["name"] == name) & results["files"].map(lambda f: file in f)]
     if has.empty:
         return pd.DataFrame()
     paths = [result_path(r.run, r.step, kind, name, file) for r in has.itertuples()]
-    return with_runs(read_many(root, paths, keys=[{S.RUN: r.run, S.STEP: r.step} for r in has.itertuples()]), runs)
+    keys = [{S.RUN: r.run, S.STEP: r.step} for r in has.itertuples()]
+    return with_runs(read_many(root, paths, columns, keys=keys), runs)
+
+
+# A sample's token record (lists of ids and positions), which the reward pages leave out: the token table holds
+# the same ids one per row, and at 200k completions (10M tokens) these lists are most of a sequences table (~360
+# MB of ~510 MB to cache: seconds to pickle on every cache miss, and to unpickle on every hit).
+TOKEN_RECORD = {S.PROMPT_IDS, S.COMPLETION_IDS, S.COMPLETION_CALC_IDS, S.CALC_FORCED}
+
+
+def sequence_columns(root: Path, run: str, step: int, data: str) -> list[str]:
+    """The columns of a checkpoint's sequences table but the samples' token record (TOKEN_RECORD), from the
+    parquet footer."""
+    path = _stamp(root, result_path(run, step, R.REWARDS, data, R.SEQUENCES_FILE))[0]
+    return [c for c in read_schema(path) if c not in TOKEN_RECORD]
+
+
+def sequences(root: Path, run: str, step: int, data: str) -> pd.DataFrame:
+    """A checkpoint's sequences table without the samples' token record (TOKEN_RECORD)."""
+    path = result_path(run, step, R.REWARDS, data, R.SEQUENCES_FILE)
+    return read_parquet(root, path, sequence_columns(root, run, step, data))
 
 
 def with_runs(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
@@ -297,10 +319,30 @@ def token_columns(root: Path, run: str, step: int, data: str) -> list[str]:
     return read_schema(_stamp(root, result_path(run, step, R.REWARDS, data, R.TOKENS_FILE))[0])
 
 
-def token_rewards(root: Path, run: str, step: int, data: str) -> pd.DataFrame:
-    """A checkpoint's token table with only what reward comparisons need."""
-    path = result_path(run, step, R.REWARDS, data, R.TOKENS_FILE)
-    return read_parquet(root, path, columns=[S.EXAMPLE_ID, S.POSITION, S.TOKEN_ID, S.TOKEN, S.REWARD, S.LOGP])
+def token_rows(root: Path, run: str, step: int, data: str) -> int:
+    """The number of rows of a checkpoint's token table (from the parquet footer: no rows are read)."""
+    path = _stamp(root, result_path(run, step, R.REWARDS, data, R.TOKENS_FILE))[0]
+    try:
+        return pq.read_metadata(path).num_rows
+    except (OSError, pa.ArrowException) as e:
+        raise FileError(path, f"damaged parquet file ({str(e).splitlines()[0]})") from None
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _token_changes(a: tuple[str, float], b: tuple[str, float]) -> tuple[int, dict]:
+    # kept as the small tables the page shows: two token tables of 10M rows each would cost seconds to
+    # unpickle on every rerun, and their comparison seconds to compute again
+    columns = [S.EXAMPLE_ID, S.POSITION, S.TOKEN_ID, S.TOKEN, *tables.DIFFERENCES]
+    diff = tables.token_differences(*(read_table(path, columns).to_pandas() for path, _ in (a, b)))
+    changes = {q: (tables.largest_changes(diff, q), tables.token_moves(diff, q)) for q in tables.DIFFERENCES}
+    return diff[S.EXAMPLE_ID].nunique(), changes
+
+
+def token_changes(root: Path, a: tuple[str, int], b: tuple[str, int], data: str) -> tuple[int, dict]:
+    """Across the completions of `data` that checkpoints a and b ((run, step) each) both scored identically
+    (tables.token_differences): how many they are, and per quantity of tables.DIFFERENCES the tokens that changed
+    most (tables.largest_changes) and the token texts that moved most (tables.token_moves)."""
+    return _token_changes(*(_stamp(root, result_path(*ckpt, R.REWARDS, data, R.TOKENS_FILE)) for ckpt in (a, b)))
 
 
 def sample_files(results: pd.DataFrame, split: str) -> list[tuple[str, int, str]]:

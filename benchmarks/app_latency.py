@@ -2,11 +2,16 @@
 
     .venv/bin/python benchmarks/app_latency.py            # needs /usr/bin/chromium (apt-get install -y chromium)
     .venv/bin/python benchmarks/app_latency.py --runs /tmp/bench-runs   # keep the runs directory; reuse it next time
+    .venv/bin/python benchmarks/app_latency.py --runs /tmp/bench-runs --token_rows 10000000   # 10M-row tables
 
 Builds 2 methods x 2 seeds x 5 checkpoints (20 checkpoints) with ~100k samples (150 math prompts, greedy + 4
 temperatures + 3 beam widths, K=5), their aggregates, and per checkpoint the rewards of the 750 samples at t=1
 and of ~400 corruption preference pairs (tests/app_fixtures.py: drawn samples and curves, every table and
-summary.json by the real writers; 26 min to build with load average 11 on 2 cores); serves the app
+summary.json by the real writers; 26 min to build with load average 11 on 2 cores). With --token_rows N, the
+reward table of the samples at t=1 of each run's last checkpoint (the checkpoints the pages open on) is made to
+hold N token rows: those samples repeated as the samples of further prompts and scored again by
+analysis.rewards (tests/app_fixtures.py enlarge_rewards; 2 min at 1M, 12 min at 10M with load average 4), and
+the Token rewards page is also measured on them (it opens on another data set). Then it serves the app
 (`streamlit run`), and measures in chromium (a step that takes longer than app_fixtures.LOAD_MS fails):
 
 - app start: a new browser loads the app from a new server (Streamlit's frontend, the server's first script
@@ -35,7 +40,16 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.app_fixtures import PAGES, TITLES, build_runs, choose, chromium, serve_app, timed_run  # noqa: E402
+from tests.app_fixtures import (  # noqa: E402
+    PAGES,
+    TITLES,
+    build_runs,
+    choose,
+    chromium,
+    enlarge_rewards,
+    serve_app,
+    timed_run,
+)
 
 
 def shape(root: Path) -> dict:
@@ -43,7 +57,13 @@ def shape(root: Path) -> dict:
         return sum(pq.read_metadata(p).num_rows for p in root.rglob(pattern))
 
     checkpoints = len(list(root.rglob("checkpoint-*")))
-    return {"token_rows": rows("tokens.parquet"), "samples": rows("samples-*.parquet"), "checkpoints": checkpoints}
+    largest = max(pq.read_metadata(p).num_rows for p in root.rglob("tokens.parquet"))
+    return {
+        "token_rows": rows("tokens.parquet"),
+        "largest_token_table": largest,
+        "samples": rows("samples-*.parquet"),
+        "checkpoints": checkpoints,
+    }
 
 
 def select_first_run(page):
@@ -69,6 +89,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=None, help="build the runs directory here and keep it, or "
                         "reuse it if it holds one already (default: a temporary directory)")  # fmt: skip
+    parser.add_argument("--token_rows", type=int, default=None, help="make the reward table of each run's last "
+                        "checkpoint hold this many token rows (default: as built, ~35k)")  # fmt: skip
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -79,7 +101,11 @@ def main(argv=None):
                 root, seeds=(0, 1), steps=(100, 200, 300, 400, 500), n_prompts=150, k=5,
                 temperatures=(0.25, 0.5, 0.75, 1.0), beams=(2, 4, 8),
             )  # fmt: skip
-        print("runs directory:", shape(root), flush=True)
+        enlarged = None
+        if args.token_rows:
+            enlarged = enlarge_rewards(root, args.token_rows)[0].name  # the Token rewards page opens on another
+        runs_shape = shape(root)
+        print("runs directory:", runs_shape, flush=True)
         first, interaction = {}, {}
         with serve_app(root, tmp / "streamlit.log") as base, chromium(tmp / "profile", 1400, 1000) as context:
             page = context.new_page()
@@ -91,15 +117,21 @@ def main(argv=None):
                 timed_run(page, link(TITLES[other]).click, **PAGES[other])
                 timed_run(page, page.get_by_role("button", name="Reload").click, **PAGES[other])
                 first[title] = timed_run(page, link(title).click, **PAGES[url])
+                if url == "token_rewards" and enlarged:  # then on the enlarged tables, their caches still cold
+                    pick = lambda: choose(page, "Data", enlarged)  # noqa: E731
+                    first[f"{title} ({enlarged})"] = timed_run(page, pick, **PAGES[url])
             print("first render, cold cache (s):", {k: round(v, 3) for k, v in first.items()}, flush=True)
+            query = {"token_rewards": f"?data={enlarged}"} if enlarged else {}
             for name, (url, actions) in interactions(page).items():
-                timed_run(page, lambda url=url: page.goto(f"{base}/{url}"), reload=True, **PAGES[url])
+                address = f"{base}/{url}{query.get(url, '')}"
+                timed_run(page, lambda address=address: page.goto(address), reload=True, **PAGES[url])
                 for action in actions:  # warm both states
                     timed_run(page, action, **PAGES[url])
                 times = [timed_run(page, actions[i % 2], **PAGES[url]) for i in range(3)]
                 interaction[name] = statistics.median(times)
                 print(f"{name}: {[round(t, 3) for t in times]}", flush=True)
     result = {
+        "largest_token_table": runs_shape["largest_token_table"],
         "first_render_s": round(max(first.values()), 3),
         "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the machine slows every figure
         "app_start_s": round(start, 3),

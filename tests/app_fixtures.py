@@ -20,10 +20,16 @@ the real code:
   through analysis.rewards.load and score_checkpoint: tokens, sequences, pairs,
   summary.json and manifest.json as the command writes them. The same model scores every checkpoint, so the
   rewards differ between texts only.
+
+    enlarge_rewards(root, n)  the samples at t = 1 of each run's last checkpoint, repeated as the samples of
+                              further prompts until they make n token rows, scored again into the same rewards
+                              directory: reward tables of a given size (the samples' distinct episodes are
+                              scored once: 4 tables of 10M token rows in 12 min, load average 4)
 """
 
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -121,6 +127,41 @@ def build_runs(
     finally:
         torch.set_num_threads(threads)
     return root
+
+
+def enlarge_rewards(root, token_rows: int) -> list[Path]:
+    """Make the reward table of the samples at the highest temperature of each run's last checkpoint (under a
+    runs directory of `build_runs`) hold `token_rows` token rows, or the first rows past it: its samples are
+    repeated, copy after copy, as the samples of further prompts (prompt id <id>#<copy>, the same text and K), so
+    that best-of-K over a prompt's samples costs what it does at the fixture's K; written as a sweep cell beside
+    `root` and scored by analysis.rewards.score_checkpoint with the fixture's scorer into the same rewards
+    directory, which is replaced. A table already made from that cell is kept. Returns the rewards directories."""
+    from analysis import reward_data, rewards
+    from common.io import read_json, write_parquet
+    from irl.runs import last_checkpoint, rewards_dir, sweep_rewards_name
+
+    root = Path(root)
+    scorer = rewards.load_checkpoint(last_checkpoint(root.parent / "scorer"))
+    written = []
+    for config in sorted(root.rglob("config.yaml")):
+        ckpt = last_checkpoint(config.parent)
+        label = reward_data.default_decoding(reward_data.read_sweep(sweep_dir(ckpt, SPLIT)))
+        cell = sweep_dir(ckpt, SPLIT) / cell_file(label)
+        out = rewards_dir(ckpt, sweep_rewards_name(SPLIT, label))
+        enlarged = root.parent / f"token-rows-{token_rows}" / ckpt.relative_to(root) / SPLIT / cell.name
+        written.append(out)
+        if (out / MANIFEST).is_file() and read_json(out / MANIFEST)["data"] == str(enlarged):
+            continue
+        samples = reward_data.read_sweep(cell)
+        copies = -(-token_rows // int(samples[S.N_TOKENS].sum()))
+        more = pd.concat([samples.assign(**{S.PROMPT_ID: samples[S.PROMPT_ID] + (f"#{c}" if c else "")})
+                          for c in range(copies)], ignore_index=True)  # fmt: skip
+        more = more.iloc[: int(np.searchsorted(more[S.N_TOKENS].cumsum().to_numpy(), token_rows)) + 1]
+        enlarged.parent.mkdir(parents=True, exist_ok=True)
+        write_parquet(enlarged, more)
+        shutil.rmtree(out, ignore_errors=True)
+        rewards.score_checkpoint(ckpt, [rewards.load(str(enlarged), ckpt)], n_boot=N_BOOT, scorer=scorer)
+    return written
 
 
 def _write_run(run: Path, cfg: TrainConfig, rng) -> None:

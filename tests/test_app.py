@@ -528,6 +528,28 @@ def test_token_differences_compare_only_identical_completions():
     assert tables.largest_changes(diff, S.LOGP)[S.POSITION].tolist() == [0, 1]  # a tie keeps position order
 
 
+def test_token_changes_keep_the_whole_comparison_and_one_example_is_its_rows(real_runs):
+    """What the Token rewards page shows of two checkpoints' token tables: data.token_changes holds the largest
+    changes and token moves of the whole tables' comparison, and one completion compared alone (the rows the
+    page reads for it) gives that comparison's rows of the completion."""
+    name, runs = "math-preferences", ("mle/seed0", "iqlearn/seed1")
+    a, b = (pd.read_parquet(rewards_file(real_runs, run, name, S.TOKENS_FILE)) for run in runs)
+    whole = tables.token_differences(a, b)
+    assert whole[S.EXAMPLE_ID].nunique() > 1  # the same completions, scored by both
+    where = [(run, LAST) for run in runs]
+    compared, changes = data.token_changes(real_runs.root, *where, name)
+    assert compared == whole[S.EXAMPLE_ID].nunique()
+    for q in tables.DIFFERENCES:
+        largest, moves = changes[q]
+        pd.testing.assert_frame_equal(largest, tables.largest_changes(whole, q))
+        pd.testing.assert_frame_equal(moves, tables.token_moves(whole, q))
+    for example in a[S.EXAMPLE_ID].unique():
+        one = tables.token_differences(*(data.tokens(real_runs.root, *w, name, example) for w in where))
+        expected = whole[whole[S.EXAMPLE_ID] == example].reset_index(drop=True)
+        pd.testing.assert_frame_equal(one, expected)
+    assert data.token_rows(real_runs.root, *where[0], name) == len(a)
+
+
 def test_token_moves_average_each_token_texts_changes():
     diff = pd.DataFrame({S.TOKEN: ["x", "x", "y", "y", "y", "z"], "d_reward": [1.0, -3.0, 0.5, 0.5, np.nan, 9.0]})
     moves = tables.token_moves(diff, S.REWARD)  # z seen once: left out; y's NaN (no next state) not counted
@@ -669,6 +691,14 @@ def test_reward_and_preference_figures():
     assert scatter.data[0].type == "scatter"
     assert scatter.layout.title.text == "R vs rouge1: Spearman ρ = 0.500 [0.250,<br>0.750] (n = 3)"  # wrapped
     assert scatter.layout.title.subtitle.text == "γ = 1"
+    many = pd.DataFrame({S.R: np.arange(charts.SVG_POINTS + 1.0), "em": np.arange(charts.SVG_POINTS + 1) % 2,
+                         "rouge1": np.linspace(0, 1, charts.SVG_POINTS + 1)})  # fmt: skip
+    box, points = charts.reward_quality_figure(many, S.R, "em", corr).data  # the same boxes, every point by WebGL
+    assert (box.type, box.boxpoints, list(box.x), list(box.y)) == ("box", False, list(many["em"]), list(many[S.R]))
+    assert points.type == "scattergl" and list(points.y) == list(many[S.R])
+    jitter = np.asarray(points.x) - many["em"].to_numpy()
+    assert np.abs(jitter).max() <= 0.2 * charts.BOX_WIDTH == 0.2 * box.width
+    assert charts.reward_quality_figure(many, S.R, "rouge1", corr).data[0].type == "scattergl"
     undefined = charts.reward_quality_figure(seqs, S.R, "em", corr | {"spearman": np.nan})
     assert title(undefined.to_plotly_json()) == "R vs em: Spearman ρ = n/a (a side is constant) (n = 3)"
 

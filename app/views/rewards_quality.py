@@ -83,15 +83,22 @@ if names:
     )  # fmt: skip
     of_metric = every[every["metric"] == metric]
     corr = of_metric[of_metric["reward"] == score]
-    seqs = data.gather(root, results, R.REWARDS, data_name, R.SEQUENCES_FILE, runs)
 
     @st.fragment  # switching checkpoint reruns only the scatter
     def score_scatter() -> None:
         """The score against the metric for one checkpoint, with the Spearman rho summary.json holds for it."""
         ckpts = corr.sort_values([S.STEP, S.RUN])[S.CHECKPOINT].tolist()
         ckpt = widgets.select(st, "Checkpoint", ckpts, key="checkpoint", index=len(ckpts) - 1)
-        one = seqs[seqs[S.CHECKPOINT] == ckpt].dropna(subset=[metric])
         row = corr[corr[S.CHECKPOINT] == ckpt].iloc[0]
+        # that checkpoint's sequences only: a reward table of 10M tokens holds ~200k of them
+        of_ckpt = with_seqs[(with_seqs[S.RUN] == row[S.RUN]) & (with_seqs[S.STEP] == row[S.STEP])]
+        of_ckpt = of_ckpt[of_ckpt["name"] == data_name]
+        if of_ckpt.empty:
+            st.info(f"{ckpt} has no {R.SEQUENCES_FILE} for `{data_name}` beside its summary.json.")
+            return
+        columns = data.sequence_columns(root, row[S.RUN], row[S.STEP], data_name)
+        one = data.gather(root, of_ckpt, R.REWARDS, data_name, R.SEQUENCES_FILE, runs, columns)
+        one = one.dropna(subset=[metric])
         fig = charts.reward_quality_figure(one, score, metric, row, rule)
         widgets.chart(fig, one, f"{score}-vs-{metric}-{ckpt}")
 

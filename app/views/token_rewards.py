@@ -1,7 +1,8 @@
 """Token rewards: one completion's per-token terms under one checkpoint, or two side by side, coloured by the
 chosen quantity; examples found by correctness or reward; and, for two checkpoints on the same completions, the
 change in reward and log π per token: the example coloured by it, its tokens and the split's by the largest
-change, and the token texts that moved most."""
+change, and the token texts that moved most (across the split: at once up to ACROSS_ROWS token rows, on request
+above)."""
 
 import pandas as pd
 import streamlit as st
@@ -11,6 +12,11 @@ from app import charts, data, tables, widgets
 from irl import runs as R
 
 CHANGES = {S.REWARD: "Δr_t", S.LOGP: "Δlog π"}  # the per-token changes between two checkpoints
+# token rows of the two tables together up to which they are compared whole at once (on 2 cores about a second
+# per million rows); larger ones on request, so that the page opens without waiting for them
+ACROSS_ROWS = 1_000_000
+# matching examples the page lists at most (all of them in its CSV): the browser receives every row it lists
+SHOWN_EXAMPLES = 1_000
 SEQUENCE_DEFINITIONS = [sequence for _, sequence in S.DEFINITIONS.values()]  # each definition's completion score
 
 root, runs, results = widgets.context()
@@ -44,7 +50,7 @@ if summaries:
 
 def sequences(label):
     run, step, _ = where[label]
-    return data.read_parquet(root, data.result_path(run, step, R.REWARDS, data_name, R.SEQUENCES_FILE))
+    return data.sequences(root, run, step, data_name)
 
 
 seqs = sequences(label_a)
@@ -153,23 +159,37 @@ def show_tokens(example_id: int) -> None:
 
 show_tokens(example_id)
 with st.expander(f"{len(found)} matching examples of {label_a}"):
-    st.dataframe(found, hide_index=True)
+    if len(found) > SHOWN_EXAMPLES:
+        st.caption(f"The first {SHOWN_EXAMPLES:,} in this order; the CSV holds all {len(found):,}.")
+    st.dataframe(found.head(SHOWN_EXAMPLES), hide_index=True)
+    st.download_button(
+        "Download CSV", data=lambda: found.to_csv(index=False), file_name=f"examples-{label_a}-{data_name}.csv",
+        mime="text/csv", key="csv-examples", icon=":material/download:",
+    )  # fmt: skip
 
 if len(chosen) == 2:
     run_b, step_b, _ = where[label_b]
     st.subheader(f"What changed from {label_a} (a) to {label_b} (b)")
-    diff = tables.token_differences(
-        data.token_rewards(root, run_a, step_a, data_name), data.token_rewards(root, run_b, step_b, data_name)
+    rows = data.token_rows(root, run_a, step_a, data_name) + data.token_rows(root, run_b, step_b, data_name)
+    across = st.toggle(
+        f"Across every completion of `{data_name}`", value=rows <= ACROSS_ROWS,
+        key=f"across-{data_name}-{label_a}-{label_b}",  # one per pair of tables: its default follows their size
+        help=f"Compares the two token tables whole ({rows:,} rows together: about a second per million rows); "
+        f"on by itself up to {ACROSS_ROWS:,} rows.",
     )  # fmt: skip
-    if diff.empty:
-        st.info("The two checkpoints scored no completion in common (same tokens under the same example id).")
-        st.stop()
+    if across:
+        compared, changes = data.token_changes(root, (run_a, step_a), (run_b, step_b), data_name)
+        if not compared:
+            st.info("The two checkpoints scored no completion in common (same tokens under the same example id).")
+            st.stop()
     change = widgets.segmented(
         st, "Change in", tables.DIFFERENCES, key="change", default=S.REWARD, format_func=CHANGES.get,
         help="b minus a, per token of the completions both scored with the same tokens.",
     )  # fmt: skip
     name = f"{tables.delta(change)}-{label_b}-minus-{label_a}-{data_name}"
-    one = diff[diff[S.EXAMPLE_ID] == example_id]
+    compare = [S.EXAMPLE_ID, S.POSITION, S.TOKEN_ID, S.TOKEN, *tables.DIFFERENCES]
+    one = tables.token_differences(*(data.tokens(root, run, step, data_name, example_id)[compare]
+                                     for run, step in ((run_a, step_a), (run_b, step_b))))  # fmt: skip
     left, right = widgets.side_by_side("changes")
     with left:
         st.markdown(f"**This completion, coloured by {CHANGES[change]}** (blue: higher under b, red: lower), its "
@@ -180,8 +200,12 @@ if len(chosen) == 2:
             st.html(charts.difference_html(one, change, label_a, label_b))
             widgets.table(tables.largest_changes(one, change, top=None), f"{name}-example-{example_id}")
     with right:
-        st.markdown(f"**Across `{data_name}`: the tokens whose {change} moved most** "
-                    f"({diff[S.EXAMPLE_ID].nunique()} completions compared)")  # fmt: skip
-        widgets.table(tables.largest_changes(diff, change), f"{name}-largest")
-        st.markdown("**By token text**: the mean change over its occurrences (seen at least twice)")
-        widgets.table(tables.token_moves(diff, change), f"{name}-by-token")
+        if across:
+            largest, moves = changes[change]
+            st.markdown(f"**Across `{data_name}`: the tokens whose {change} moved most** ({compared} completions "
+                        "compared)")  # fmt: skip
+            widgets.table(largest, f"{name}-largest")
+            st.markdown("**By token text**: the mean change over its occurrences (seen at least twice)")
+            widgets.table(moves, f"{name}-by-token")
+        else:
+            st.info(f"Turn on *Across every completion* to compare the two token tables whole ({rows:,} rows).")
