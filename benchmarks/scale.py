@@ -6,8 +6,8 @@ decoding and reward extraction, measured and predicted, in float32 and in bfloat
 
 Points (LADDER): the `tiny`, `small` and `t5-small` presets, Llama and Qwen2 shapes between them and the
 published ones (random weights, byte-level tokenizers of irl/shapes.py), T5-base and Qwen2.5-0.5B (models/shapes/).
-Each point at each context length (256 to 2,048 by default; the training stage of a point in TRAIN_CONTEXTS only
-at those), B = max(1, 2048 / context) sequences per batch (--tokens_per_batch):
+Each point at each context length (256, 1,024 and 2,048 by default; the training stage of a point in TRAIN_CONTEXTS
+only at those), each in a process of its own, B = max(1, 2048 / context) sequences per batch (--tokens_per_batch):
 
 - train: two optimizer steps of `python -m irl train` (irl.train.train) on sequences of exactly `context` tokens,
   MLE and offline IQLearn (lam 0.1), on the chunked route and on materialised logits (encoder-decoder models have
@@ -56,7 +56,7 @@ from irl.model import count_parameters, load_model, load_tokenizer  # noqa: E402
 from irl.train import train  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "scale.jsonl"
-CONTEXTS = (256, 512, 1024, 2048)
+CONTEXTS = (256, 1024, 2048)
 TOKENS_PER_BATCH = 2048  # sequences per batch: max(1, this / context)
 DECODINGS = {"greedy": (Decoding("greedy"), 1), "t=1,K=5": (Decoding("sample", 1.0), 5), "beam=4": (
     Decoding("beam", beams=4), 4)}  # fmt: skip
@@ -275,30 +275,25 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--dtypes", default=",".join(DTYPES), help=f"Comma-separated, of {list(DTYPES)}.")
     parser.add_argument("--tokens_per_batch", type=int, default=TOKENS_PER_BATCH,
                         help="Training tokens per batch: max(1, this / context) sequences.")
+    parser.add_argument("--point", default=None, help=argparse.SUPPRESS)  # name:context:dtype, in this process
     args = parser.parse_args(argv)
     out, head = Path(args.out), commit()
     out.parent.mkdir(parents=True, exist_ok=True)
-    stages = args.stages.split(",")
+    if args.point:
+        name, context, dtype = args.point.split(":")
+        return measure_point(name, int(context), dtype, args.stages.split(","), args, out, head)
     done = done_keys(out, head)
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        for dtype in args.dtypes.split(","):
-            for name in args.points.split(","):
-                path = model_path(name, workdir)
-                for context in map(int, args.contexts.split(",")):
-                    todo = [s for s in stages if not any(k[:3] == (name, context, dtype) and k[3].startswith(s)
-                                                         for k in done)]  # fmt: skip
-                    if context not in TRAIN_CONTEXTS.get(name, (context,)):
-                        todo = [s for s in todo if s != "train"]
-                    if not todo:
-                        continue
-                    found = measure(name, path, context, dtype, todo, workdir, args)
-                    with out.open("a") as f:
-                        for point in found:
-                            row = dict(commit=head, machine=machine(), model=name, context=context, dtype=dtype,
-                                       **point)  # fmt: skip
-                            f.write(json.dumps(row) + "\n")
-                            print(json.dumps(row), flush=True)
+    for dtype in args.dtypes.split(","):
+        for name in args.points.split(","):
+            for context in map(int, args.contexts.split(",")):
+                todo = [s for s in args.stages.split(",") if not any(
+                    k[:3] == (name, context, dtype) and k[3].startswith(s) for k in done)]  # fmt: skip
+                if context not in TRAIN_CONTEXTS.get(name, (context,)):
+                    todo = [s for s in todo if s != "train"]
+                if todo:  # a process per point: what one leaves allocated (the profiler's buffers) cannot add up
+                    subprocess.run([sys.executable, __file__, "--point", f"{name}:{context}:{dtype}", "--stages",
+                                    ",".join(todo), "--objectives", args.objectives, "--tokens_per_batch",
+                                    str(args.tokens_per_batch), "--out", str(out)], check=True)  # fmt: skip
     rows = [r for r in map(json.loads, out.read_text().splitlines()) if r["commit"] == head]
     print(f"\n{'model':<15} {'T':>5} {'stage':<13} {'route':<13} {'s/token':>10} {'peak GiB':>9} {'predicted':>9}")
     for r in rows:
@@ -306,6 +301,18 @@ def main(argv=None) -> list[dict]:
               f"{r['peak_bytes'] / 2**30:>9.3f} {r['predicted_peak_bytes'] / 2**30:>9.3f}")  # fmt: skip
     print("\n".join(exponents(rows)))
     plot(rows, out.with_suffix(".png"))
+    return rows
+
+
+def measure_point(name, context, dtype, stages, args, out: Path, head: str) -> list[dict]:
+    """Measure the points of `stages` of one model at one context and dtype, and append them to `out`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        found = measure(name, model_path(name, Path(tmp)), context, dtype, stages, Path(tmp), args)
+    rows = [dict(commit=head, machine=machine(), model=name, context=context, dtype=dtype, **point) for point in found]
+    with out.open("a") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
     return rows
 
 
