@@ -9,7 +9,8 @@ Shapes (SHAPES, by the recipe's name): models/shapes/qwen2.5-0.5b for gsm8k_*, m
 for t5_base_* and t5_large_*: the published architectures with random weights (irl/shapes.py).
 
 Fits: the predicted peak is at most (1 - irl.memory.HEADROOM) of `--memory_gib` (24 GiB, this machine's memory, by
-default). Before training, the prediction is also held against the memory available now (MemAvailable): a recipe
+default). For GAIL, irl.memory's prediction covers the policy alone: its reference policy, discriminator and the
+discriminator's activations are added to it (`gail_omitted`) before deciding. Before training, the prediction is also held against the memory available now (MemAvailable): a recipe
 that fits 24 GiB but not what other processes leave free is not started (nothing recorded, a rerun takes it up).
 
 A recipe that fits trains through irl.train.train, under irl.memory.measured_peak, with everything as the recipe
@@ -181,7 +182,9 @@ def why_not(name: str, shape: str, workdir: Path, extra: list[str], cfg, predict
             break
     gpu = next((g for g in GPUS_GIB if bound <= (1 - memory.HEADROOM) * g * 2**30), None)
     fix = next((r["flags"] for r in remedies if r["fits"]), None)
-    reason = (f"predicted {bound / 2**30:.1f} GiB > {(1 - memory.HEADROOM) * budget / 2**30:.1f} GiB; "
+    added = f" (irl.memory {prediction.peak / 2**30:.1f} GiB + {sum(omitted.values()) / 2**30:.1f} GiB it leaves " \
+        f"out: gail_omitted)" if omitted else ""  # fmt: skip
+    reason = (f"predicted {bound / 2**30:.1f} GiB{added} > {(1 - memory.HEADROOM) * budget / 2**30:.1f} GiB; "
               f"largest term {largest} {terms[largest] / 2**30:.1f} GiB; "
               + (f"fits with {fix}" if fix else "no change above makes it fit")
               + (f"; as configured it needs a GPU of {gpu} GB" if gpu else ""))  # fmt: skip
