@@ -10,15 +10,16 @@ for t5_base_* and t5_large_*: the published architectures with random weights (i
 
 Fits: the predicted peak is at most (1 - irl.memory.HEADROOM) of `--memory_gib` (24 GiB, this machine's memory, by
 default). For GAIL, irl.memory's prediction covers the policy alone: its reference policy, discriminator and the
-discriminator's activations are added to it (`gail_omitted`) before deciding. Before training, the prediction is also held against the memory available now (MemAvailable): a recipe
-that fits 24 GiB but not what other processes leave free is not started (nothing recorded, a rerun takes it up).
+discriminator's activations are added to it (`gail_omitted`) before deciding. Before training, the prediction is
+also held against the memory available now (MemAvailable): a recipe that fits 24 GiB but not what other processes
+leave free is not started (nothing recorded, a rerun takes it up).
 
 A recipe that fits trains through irl.train.train, under irl.memory.measured_peak, with everything as the recipe
 sets it (batch size, gradient accumulation, bf16, activation checkpointing, max_length, objective, lam,
-num_samples, sample_max_new_tokens, eval_size, seed, ...) except OVERRIDES, which only make it run offline and
-measured: the shape as `--model`, local data (a directory laid out as the hub dataset, with the recipe's config
-name and columns), the run directory, `--report_to none`, `--max_steps 2`, `--logging_steps 1` (a log line per
-step: its tokens) and `--eval_strategy no` (the end-of-training evaluation of eval_size examples is a forward pass
+num_samples, sample_max_new_tokens, eval_size, seed, ...) except these overrides (`flags`, `measure`), which only
+make it run offline and measured: the shape as `--model`, local data (a directory laid out as the hub dataset,
+with the recipe's config name and columns), the run directory, `--report_to none`, `--max_steps 2`,
+`--logging_steps 1` (a log line per step: its tokens) and `--eval_strategy no` (the end-of-training evaluation of eval_size examples is a forward pass
 over 500 examples: minutes at this size, and no part of a training step). The run saves its checkpoint at the end,
 as every run does. GSM8K's local data: the built-in math task's problems (tasks/math.py, GSM8K's own problems with
 their names and numbers made variable, solutions ending in "#### <n>"), question/answer, as many as 2 steps x
@@ -104,10 +105,8 @@ def write_gsm8k(directory: Path, config_name: str, train_rows: int, test_rows: i
                  "answer": ex["completion"].strip()} for ex in splits[split]]  # fmt: skip
         (directory / config_name).mkdir(parents=True, exist_ok=True)
         pd.DataFrame(rows).to_parquet(directory / config_name / f"{split}-00000-of-00001.parquet")
-    (directory / "README.md").write_text(
-        f"---\nconfigs:\n- config_name: {config_name}\n  data_files:\n  - split: train\n    path: {config_name}/train-*\n"
-        f"  - split: test\n    path: {config_name}/test-*\n---\n"
-    )
+    files = "".join(f"  - split: {split}\n    path: {config_name}/{split}-*\n" for split in ("train", "test"))
+    (directory / "README.md").write_text(f"---\nconfigs:\n- config_name: {config_name}\n  data_files:\n{files}---\n")
 
 
 LOCAL_DATA = {"openai/gsm8k": write_gsm8k}  # hub dataset -> writer of a local stand-in with its columns
@@ -155,7 +154,8 @@ def gail_omitted(cfg) -> dict:
             "discriminator_activations_bytes": activations}
 
 
-def why_not(name: str, shape: str, workdir: Path, extra: list[str], cfg, prediction, omitted: dict, budget: int) -> dict:
+def why_not(name: str, shape: str, workdir: Path, extra: list[str], cfg, prediction, omitted: dict,
+            budget: int) -> dict:
     """What the peak is made of and what would make the recipe fit `budget` bytes: each change added to the ones
     before it (bf16 autocast, activation checkpointing, then the per-device batch halved with the accumulation
     doubled, the batch per optimizer step kept), with its prediction, and the smallest GPU that holds it as is."""
@@ -170,7 +170,8 @@ def why_not(name: str, shape: str, workdir: Path, extra: list[str], cfg, predict
     batch, accumulation = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
     while batch > 1:
         batch, accumulation = batch // 2, accumulation * 2
-        changes.append({"--per_device_train_batch_size": str(batch), "--gradient_accumulation_steps": str(accumulation)})
+        changes.append({"--per_device_train_batch_size": str(batch),
+                        "--gradient_accumulation_steps": str(accumulation)})
     remedies, applied = [], {}
     for change in changes:
         applied |= change
