@@ -19,9 +19,9 @@ sets it (batch size, gradient accumulation, bf16, activation checkpointing, max_
 num_samples, sample_max_new_tokens, eval_size, seed, ...) except these overrides (`flags`, `measure`), which only
 make it run offline and measured: the shape as `--model`, local data (a directory laid out as the hub dataset,
 with the recipe's config name and columns), the run directory, `--report_to none`, `--max_steps 2`,
-`--logging_steps 1` (a log line per step: its tokens) and `--eval_strategy no` (the end-of-training evaluation of eval_size examples is a forward pass
-over 500 examples: minutes at this size, and no part of a training step). The run saves its checkpoint at the end,
-as every run does. GSM8K's local data: the built-in math task's problems (tasks/math.py, GSM8K's own problems with
+`--logging_steps 1` (a log line per step: its tokens) and `--eval_strategy no` (the end-of-training evaluation
+of eval_size examples is a forward pass over 500 examples: minutes at this size, and no part of a training step).
+The run saves its checkpoint at the end, as every run does. GSM8K's local data: the built-in math task's problems (tasks/math.py, GSM8K's own problems with
 their names and numbers made variable, solutions ending in "#### <n>"), question/answer, as many as 2 steps x
 batch x accumulation plus eval_size. gsm8k_gail starts (`--init`) from the 2-step gsm8k_mle run's checkpoint.
 
