@@ -21,14 +21,15 @@ make it run offline and measured: the shape as `--model`, local data (a director
 with the recipe's config name and columns), the run directory, `--report_to none`, `--max_steps 2`,
 `--logging_steps 1` (a log line per step: its tokens) and `--eval_strategy no` (the end-of-training evaluation
 of eval_size examples is a forward pass over 500 examples: minutes at this size, and no part of a training step).
-The run saves its checkpoint at the end, as every run does. GSM8K's local data: the built-in math task's problems (tasks/math.py, GSM8K's own problems with
-their names and numbers made variable, solutions ending in "#### <n>"), question/answer, as many as 2 steps x
-batch x accumulation plus eval_size. gsm8k_gail starts (`--init`) from the 2-step gsm8k_mle run's checkpoint.
+The run saves its checkpoint at the end, as every run does. GSM8K's local data: the built-in math task's problems
+(tasks/math.py, GSM8K's own problems with their names and numbers made variable, solutions ending in "#### <n>"),
+question/answer, as many as 2 steps x batch x accumulation plus eval_size. gsm8k_gail starts (`--init`) from the
+2-step gsm8k_mle run's checkpoint.
 
 One JSON line per recipe is appended to `--out` (benchmarks/results/paper_recipes.jsonl) with the commit and machine;
 a recipe already there for this commit is skipped. Trained: the measured peak (torch tensors, as predicted) and the
-process's maximum resident memory, seconds of each step (the optimizer step's callbacks, from its first
-micro-batch to after the optimizer step), expert tokens per step (non-padding, from metrics.jsonl), the overrides.
+process's maximum resident memory, seconds of each optimizer step (its micro-batches, sampling included, and the
+optimizer's step: `StepClock`), expert tokens per step (non-padding, from metrics.jsonl), the overrides.
 Not fitting: the predicted terms, the largest, and the predictions under each change that would help (bf16,
 activation checkpointing, a smaller per-device batch with more accumulation, as flags), and the smallest GPU
 memory that holds the recipe as configured.
