@@ -28,7 +28,8 @@ question/answer, as many as 2 steps x batch x accumulation plus eval_size. gsm8k
 
 One JSON line per recipe is appended to `--out` (benchmarks/results/paper_recipes.jsonl) with the commit and machine;
 a recipe already there for this commit is skipped. Trained: the measured peak (torch tensors, as predicted) and the
-process's maximum resident memory, seconds of each optimizer step (its micro-batches, sampling included, and the
+process's maximum resident memory so far (recipes run one after another in it: a maximum over those before too),
+seconds of each optimizer step (its micro-batches, sampling included, and the
 optimizer's step: `StepClock`), expert tokens per step (non-padding, from metrics.jsonl), the overrides.
 Not fitting: the predicted terms, the largest, and the predictions under each change that would help (bf16,
 activation checkpointing, a smaller per-device batch with more accumulation, as flags), and the smallest GPU
@@ -207,7 +208,7 @@ def measure(name: str, shape: str, workdir: Path, extra: list[str], init: str | 
     logged = read_metrics(Path(cfg.output_dir) / "metrics.jsonl").dropna(subset=["train/tokens_per_s"])
     spent = logged["time/update_s"] + (logged["time/sample_s"] if "time/sample_s" in logged else 0)
     tokens = (logged["train/tokens_per_s"] * spent).round().astype(int).tolist()
-    return {"peak_bytes": peak, "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    return {"peak_bytes": peak, "process_max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "seconds_per_step": clock.seconds, "tokens_per_step": tokens, "run_seconds": seconds,
             "sequences_per_step": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps,
             "route": "chunked" if trainer.chunked else "materialised", "overrides": " ".join(overrides),
