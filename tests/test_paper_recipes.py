@@ -208,8 +208,8 @@ import paper_recipes as bench  # noqa: E402
 
 TOY = "--eval_size 4 --per_device_train_batch_size 2 --max_length 96 --sample_max_new_tokens 8"
 MEASURED = {"recipe", "shape", "commit", "machine", "predicted_peak_bytes", "fits", "budget", "budget_bytes",
-            "peak_bytes", "process_max_rss_bytes", "seconds_per_step", "tokens_per_step", "sequences_per_step", "overrides",
-            "route", "activations_bytes", "weights_bytes"}  # fmt: skip
+            "peak_bytes", "process_max_rss_bytes", "seconds_per_step", "tokens_per_step", "sequences_per_step",
+            "overrides", "route", "activations_bytes", "weights_bytes"}  # fmt: skip
 
 
 def test_bench_trains_fitting_recipes_two_steps_and_resumes(tmp_path, qwen_standin):
