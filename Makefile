@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export HF_EVALUATE_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-all test app bench bench-scale chromium clean-demo base data findings findings-quick \
+.PHONY: demo demo-all test app bench bench-scale bench-recipes chromium clean-demo base data findings findings-quick \
 	findings-small findings-beams-text findings-lam-text
 
 $(VENV)/.installed: requirements.txt
@@ -65,6 +65,12 @@ bench: $(VENV)/.installed chromium
 # rewards, measured beside irl/memory.py's prediction, into benchmarks/results/scale.jsonl and scale.png; resumes.
 bench-scale: $(VENV)/.installed
 	$(PY) benchmarks/scale.py
+
+# Each recipe of configs/paper/ at its real shape (benchmarks/paper_recipes.py): predicted peak memory, and for each
+# that fits 24 GiB two real optimizer steps on local data of its columns, measured, into
+# benchmarks/results/paper_recipes.jsonl; a recipe that does not fit gets the reason. Resumes.
+bench-recipes: $(VENV)/.installed
+	$(PY) benchmarks/paper_recipes.py
 
 clean-demo:
 	rm -rf $(RUNS)

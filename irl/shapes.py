@@ -6,6 +6,11 @@ researcher's size, not for quality.
 
     python -m irl.shapes          # rewrite the tokenizers of models/shapes/* from SHAPES (deterministic bytes)
 
+models/shapes/qwen2.5-0.5b/chat_template.jinja is Qwen2.5-0.5B-Instruct's published chat template (from its
+tokenizer_config.json; the model configs/paper/gsm8k_*.yaml name, of the same architecture), copied as config.json
+is: with <|im_start|> and <|im_end|> at their published ids, `apply_chat_template: true` renders a conversation on
+the shape as on the published model (the shape's EOS stays the base model's <|endoftext|>).
+
 A shape directory is marked by `shape.json` (SHAPE_FILE: the hub model its config.json was copied from), so that a
 checkpoint whose weights are missing still fails to load instead of silently training from random weights.
 

@@ -4,6 +4,7 @@ as openai/gsm8k: configs main and socratic, question/answer columns, train and t
 configuration name load from such a directory. The T5 recipes train on a T5 stand-in on XSUM-shaped data."""
 
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -198,3 +199,74 @@ def test_t5_recipe_runs_on_its_standin(tmp_path, task, objective):
 def test_gail_recipe_refuses_a_model_beside_init(tmp_path):
     with pytest.raises(ConfigError, match="with init set"):
         load_config(["--config", str(PAPER / "gsm8k_gail.yaml"), "--model", "x", "--bf16", "false"])
+
+
+# benchmarks/paper_recipes.py at toy size: its machinery on the stand-in (the recipes' own batch and length are for
+# the full-size run, `make bench-recipes`)
+sys.path.insert(0, str(PAPER.parent.parent / "benchmarks"))
+import paper_recipes as bench  # noqa: E402
+
+TOY = "--eval_size 4 --per_device_train_batch_size 2 --max_length 96 --sample_max_new_tokens 8"
+MEASURED = {"recipe", "shape", "commit", "machine", "predicted_peak_bytes", "fits", "budget", "budget_bytes",
+            "peak_bytes", "process_max_rss_bytes", "seconds_per_step", "tokens_per_step", "sequences_per_step",
+            "overrides", "route", "activations_bytes", "weights_bytes"}  # fmt: skip
+
+
+def test_bench_trains_fitting_recipes_two_steps_and_resumes(tmp_path, qwen_standin):
+    out, work = tmp_path / "recipes.jsonl", tmp_path / "work"
+    argv = ["--recipes", "gsm8k_gail,gsm8k_mle", "--out", str(out), "--workdir", str(work), "--shapes",
+            f"gsm8k_={qwen_standin}", "--flags", TOY]  # fmt: skip
+    rows = bench.main(argv)
+    assert [r["recipe"] for r in rows] == ["gsm8k_mle", "gsm8k_gail"]  # GAIL after the run it starts from
+    for r in rows:
+        assert MEASURED <= set(r) and r["fits"] and r["peak_bytes"] > 0 and r["shape"] == str(qwen_standin)
+        assert len(r["seconds_per_step"]) == 2 and all(s > 0 for s in r["seconds_per_step"])
+        # the recipe's gradient accumulation (2) kept: 2 x 2 sequences of at most 96 tokens per optimizer step
+        assert r["sequences_per_step"] == 4 and all(0 < t <= 4 * 96 for t in r["tokens_per_step"])
+        assert "--max_steps 2" in r["overrides"] and "--eval_strategy no" in r["overrides"]
+    mle, gail = rows
+    assert "--model" in mle["overrides"] and "--model" not in gail["overrides"]
+    assert gail["init"].startswith(str(work / "runs" / "gsm8k_mle" / "checkpoint-2"))
+    assert (work / "runs" / "gsm8k_mle").is_dir() and not (work / "runs" / "gsm8k_gail").exists()
+    # GAIL's reference and discriminator, which irl/memory.py does not predict, bound the measured peak
+    omitted = gail["omitted_by_prediction"]
+    assert omitted["reference_bytes"] == gail["weights_bytes"]  # a copy of the weights
+    assert gail["predicted_peak_bytes"] < gail["peak_bytes"] <= gail["predicted_peak_with_omitted_bytes"]
+    config = yaml.safe_load((work / "runs" / "gsm8k_mle" / "config.yaml").read_text())
+    assert (config["bf16"], config["activation_checkpointing"], config["gradient_accumulation_steps"]) == (
+        True, True, 2)  # fmt: skip  the recipe's settings
+    lines = out.read_text()
+    bench.main(argv)  # resumes: both recipes are there for this commit
+    assert out.read_text() == lines
+
+
+def test_bench_says_why_a_recipe_does_not_fit_without_training(tmp_path, qwen_standin):
+    out, work = tmp_path / "recipes.jsonl", tmp_path / "work"
+    [row] = bench.main(["--recipes", "gsm8k_iqlearn", "--out", str(out), "--workdir", str(work), "--memory_gib",
+                        "0.001", "--shapes", f"gsm8k_={qwen_standin}", "--flags", TOY])  # fmt: skip
+    assert not row["fits"] and "peak_bytes" not in row and not (work / "runs").exists()
+    terms = {f"{k}_bytes": row[f"{k}_bytes"] for k in bench.TERMS}
+    assert row["largest_term"] == max(terms, key=terms.get) and row["largest_term"] in row["reason"]
+    # bf16 and checkpointing are on already: the one change left halves the batch, the accumulation doubled
+    [remedy] = row["remedies"]
+    assert remedy["flags"] == "--per_device_train_batch_size 1 --gradient_accumulation_steps 4"
+    assert remedy["predicted_peak_bytes"] < row["predicted_peak_bytes"] and not remedy["fits"]
+    assert row["smallest_gpu_gib"] == 16 and "GPU of 16 GB" in row["reason"]
+
+
+def test_qwen_shape_renders_chat_as_qwen_instruct():
+    """The shape's chat template is Qwen2.5-Instruct's: its default system turn, <|im_start|> and <|im_end|> at
+    their published ids; the completion is the assistant's text and <|im_end|>, then the shape's EOS."""
+    from irl.data import encode_example
+    from irl.model import load_tokenizer
+    from irl.shapes import SHAPES_DIR
+
+    tokenizer = load_tokenizer(str(SHAPES_DIR / "qwen2.5-0.5b"))
+    encoded, _ = encode_example(tokenizer, [{"role": "user", "content": "What is 3 + 4?"}],
+                                [{"role": "assistant", "content": "3 + 4 = 7\n#### 7"}], 512)  # fmt: skip
+    assert tokenizer.decode(encoded.prompt_ids) == (
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\nWhat is 3 + 4?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert encoded.prompt_ids[0] == 151_644 and encoded.prompt_ids[-11:] == [151_644, *b"assistant\n"]
+    assert encoded.completion_ids == [*b"3 + 4 = 7\n#### 7", 151_645, 151_643]
