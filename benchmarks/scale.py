@@ -25,8 +25,8 @@ under torch.autocast(bfloat16), float32 weights in every case (as training keeps
 
 Peak: bytes of torch tensors on the CPU at their highest (irl/memory.py measured_peak, the weights of the decode and
 rewards stages added), beside irl/memory.py's prediction for the same run. Each point is one JSON line appended to
-`--out` (benchmarks/results/scale.jsonl) with the commit and machine that made it; a point already there for this
-commit is skipped, so an interrupted ladder resumes. At the end: a table, the exponent of each cost in parameters
+`--out` (benchmarks/results/scale.jsonl) with the commit of the code it measured and the machine; a point already
+there for that commit is skipped, so an interrupted ladder resumes. At the end: a table, the exponent of each cost in parameters
 (least squares in log-log at each context) and in context (at each model), and the curves (scale.png beside --out).
 """
 
@@ -108,7 +108,10 @@ def machine() -> str:
 
 
 def commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    """The last commit that changed the code measured (irl/, analysis/, this script): a ladder resumes across
+    commits that change nothing it measures."""
+    done = subprocess.run(["git", "log", "-1", "--format=%h", "--", "irl", "analysis", "benchmarks/scale.py"],
+                          cwd=REPO, capture_output=True, text=True)  # fmt: skip
     return done.stdout.strip()
 
 
