@@ -159,6 +159,10 @@ class GAILTrainer(IRLTrainer):
         if self.ref_model is not None:  # under DeepSpeed and FSDP the Trainer has not moved the policy yet
             self.ref_model.to(self.args.device)
         self.discriminator = load_discriminator(cfg.init, cfg.trust_remote_code).to(self.args.device)
+        if cfg.activation_checkpointing:  # as the Trainer sets it on the policy; the score head is not checkpointed
+            body = self.discriminator.body if self.seq2seq else self.discriminator
+            kwargs = dict(cfg.activation_checkpointing_kwargs or {})
+            body.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs or None)
         lr = cfg.learning_rate if cfg.disc_lr is None else cfg.disc_lr
         self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=lr, weight_decay=cfg.weight_decay)
 
@@ -167,7 +171,8 @@ class GAILTrainer(IRLTrainer):
         n = expert["input_ids"].shape[0]
         both = cat_rows(expert, policy, batch_keys(self.seq2seq))
         self.discriminator.train()
-        logits = action_logits(self.discriminator, both, self.seq2seq)  # (B + B*K, T-1)
+        with self.accelerator.autocast():  # the run's mixed precision, as the policy's forward runs in
+            logits = action_logits(self.discriminator, both, self.seq2seq).float()  # (B + B*K, T-1)
         actions = both["completion_mask"][:, 1:].bool()
         loss, stats = objectives.discriminator_loss(logits[:n], actions[:n], logits[n:], actions[n:])
         (loss / self.current_gradient_accumulation_steps).backward()

@@ -14,7 +14,8 @@ CUDA context, the allocator's cache) is not in it; `fits` leaves HEADROOM of the
 The terms, P parameters of which P_t trainable, in the model's dtype (b bytes each):
 
     weights      P b
-    gradients    P_t b                          (set to None after each step: held from backward to the step)
+    gradients    P_t b                          (set to None after each step: held from backward to the step, and
+                                                through every micro-batch under gradient accumulation)
     optimizer    2 P_t b                        AdamW's two moments; 8-bit or other optimizers are not modelled
     activations  what autograd saves in the model's forward for one batch, counted by tracing the forward of the
                  same architecture with 1 and 2 layers on batches of 1 and 2 sequences (`saved_bytes`) and
@@ -26,11 +27,16 @@ The terms, P parameters of which P_t trainable, in the model's dtype (b bytes ea
                  materialised logits: the (B, T, V) logits kept, their gradient (B, T, V) in backward, and
                  a chunk of CHUNK_ROWS rows of exp(z - max) in the fused pass (two below float32)
 
-and the peak is the largest of four moments of a step: the end of forward (weights, optimizer, activations, the
+GAIL adds what stays resident (the frozen reference policy, P b, and the discriminator, the policy's body with
+its gradients and AdamW's moments, 4 P b) and a moment of its own, the discriminator's step over the expert and
+sampled rows (its activations traced as the policy's, with a one-logit head).
+
+The peak is the largest of the moments of a step: the end of forward (weights, optimizer, activations, the
 head's kept tensors and chunks), the start of backward (the same, plus the head's gradients scaled by the loss's
 output gradient), under activation checkpointing a layer's recomputation (weights, optimizer, the kept inputs and
-one layer's activations), and the optimizer's step (weights, optimizer, gradients, and two temporaries of the largest
-parameter's size in AdamW's per-parameter update).
+one layer's activations), GAIL's discriminator step, and the optimizer's step (weights, optimizer, gradients, and
+two temporaries of the largest parameter's size in AdamW's per-parameter update); under gradient accumulation the
+gradients are held at every moment.
 
 Decoding (`predict_decoding`, no gradient): weights, and the larger of the prompt's forward beside its cache and
 the KV cache at its fullest (every row to the last step) beside a step's logits. Reward extraction
@@ -71,16 +77,21 @@ class Prediction:
     largest_parameter: int
     attention_backward: int = 0  # gradients of materialised attention scores in a layer's backward (T5)
     recomputed: int = 0  # one layer's activations, recomputed in backward under activation checkpointing
+    accumulated: int = 0  # gradients held through the next micro-batch under gradient accumulation
+    resident: int = 0  # other models held through the step: GAIL's reference and discriminator (its AdamW too)
+    discriminator: int = 0  # GAIL: the activations of the discriminator's step, before the policy's forward
     peak: int = 0
 
     def __post_init__(self):
-        base = self.weights + self.optimizer
-        forward_end = base + self.activations + self.head_kept + self.head_transient
-        backward_start = base + self.activations + self.head_kept + max(self.head_backward, self.attention_backward)
+        base = self.weights + self.optimizer + self.resident
+        held = base + self.accumulated + self.activations
+        forward_end = held + self.head_kept + self.head_transient
+        backward_start = held + self.head_kept + max(self.head_backward, self.attention_backward)
         # the top layer recomputed once the head's gradients are down to dL/dh; lower layers find fewer inputs kept
-        recompute = base + self.activations + self.recomputed
+        recompute = held + self.recomputed
+        discriminator = base + self.accumulated + self.discriminator
         step = base + self.gradients + 2 * self.largest_parameter
-        self.peak = max(forward_end, backward_start, recompute, step)
+        self.peak = max(forward_end, backward_start, recompute, discriminator, step)
 
 
 def measured_peak(fn) -> tuple[int, object]:
@@ -265,9 +276,18 @@ def predict_train(cfg, config=None) -> Prediction:
     # the (B, heads, T, T) gradients of its scores, its softmax and the bias, at the longest self-attention
     longest = max(max(splits)) if seq2seq else length
     attention_backward = 3 * scores_bytes(config, batch, longest) if relative_bias(config) else 0
+    resident = discriminator = 0
+    if cfg.objective == "gail":  # irl/gail.py: a frozen copy of the policy (not with LoRA) and the discriminator,
+        # the policy's body and a one-logit head, trained by AdamW on the expert and sampled rows
+        body = parameters - (0 if config.tie_word_embeddings else vocab * hidden)
+        resident = (0 if cfg.use_peft else parameters * width) + 4 * body * width
+        discriminator = sum(activation_bytes(config, batch, splits[-1], False, autocast, checkpointed))
     return Prediction(
         attention_backward=attention_backward,
         recomputed=recomputed,
+        accumulated=trainable * width if cfg.gradient_accumulation_steps > 1 else 0,
+        resident=resident,
+        discriminator=discriminator,
         weights=parameters * width,
         gradients=trainable * width,
         optimizer=2 * trainable * width,
