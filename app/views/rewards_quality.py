@@ -101,6 +101,8 @@ if names:
         one = one.dropna(subset=[metric])
         fig = charts.reward_quality_figure(one, score, metric, row, rule)
         widgets.chart(fig, one, f"{score}-vs-{metric}-{ckpt}")
+        if caption := charts.points_caption(one, metric):
+            st.caption(caption)
 
     left, right = widgets.side_by_side("correlations")
     with left:

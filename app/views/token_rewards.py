@@ -93,15 +93,36 @@ else:  # from the checkpoint's sweep of a split of the same name, if any
     sweep = results[(results[S.RUN] == run_a) & (results[S.STEP] == step_a) & (results["kind"] == R.SWEEP)]
     texts = data.prompts(root, sweep, data_name)
     text = dict(zip(texts[S.PROMPT_ID], texts[S.PROMPT]))
-pick = st.columns([1, 1])
+prompts = found[S.PROMPT_ID].unique()  # best match first
+limit = tables.PROMPT_CHOICES
+many = len(prompts) > limit
+columns = st.columns([1, 2, 2] if many else [1, 1])
+prompt_column, completion_column = columns[-2:]
+query = widgets.search(
+    columns[0], "Find a prompt", key="find", placeholder="id or text",
+    help=f"Lists the prompts whose id or text holds this (any case); the picker lists the first {limit:,}.",
+) if many else ""  # fmt: skip
+options, matching = tables.prompt_choices(prompts, text, query, limit)
+linked = st.query_params.get("prompt")  # the prompt picked, or the link's
+if linked not in options and linked in set(prompts):
+    if query:  # it does not hold what was typed: the picker starts on the first prompt that does
+        st.query_params.pop("prompt")
+    else:  # past the first ones: listed first, so that a link opens any prompt
+        options = [linked, *options]
+if not matching:
+    st.info("No prompt holds the text typed in *Find a prompt*.")  # the text itself is shown in its box
+    st.stop()
+if matching > limit:
+    st.caption(f"The first {limit:,} of the {matching:,} prompts{' holding it' if query else ''} in this order; "
+               "*Find a prompt* reaches the others.")  # fmt: skip
 prompt_id = widgets.select(
-    pick[0], "Prompt (best match first)", found[S.PROMPT_ID].unique(), key="prompt",
+    prompt_column, "Prompt (best match first)", options, key="prompt",
     format_func=lambda p: f"{p}: {text[p][:90]!r}" if p in text else p,
 )  # fmt: skip
 of_prompt = found[found[S.PROMPT_ID] == prompt_id].set_index(S.EXAMPLE_ID, drop=False)
 mark = {1.0: " ✓", 0.0: " ✗"}
 example_id = widgets.select(
-    pick[1], "Completion", of_prompt.index, key="example",
+    completion_column, "Completion", of_prompt.index, key="example",
     format_func=lambda e: f"{source(of_prompt.loc[e])}   {r_col} = {of_prompt.loc[e, r_col]:.2f}"
     + (mark.get(of_prompt.loc[e, S.EXACT_MATCH], "") if S.EXACT_MATCH in of_prompt else ""),
 )  # fmt: skip
