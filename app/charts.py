@@ -293,12 +293,13 @@ def token_figure(tokens: pd.DataFrame, quantity: str, title: str = "", error_pos
     return _layout(fig, title, "token position", "value")
 
 
-# Points a chart draws at most, as SVG elements; of more, a random subset of this many is drawn by WebGL
-# (Scattergl): chromium draws 10k SVG points in a second, and a reward table of 10M tokens holds ~200k
-# completions, whose every value would also make the figure ~10 MB to send
-SHOWN_POINTS = 10_000
+# Points a reward-quality chart draws at most (as SVG); of more, a random subset of this many. A reward table of
+# 10M tokens holds ~200k completions: all of them would make the figure ~10 MB to send, and WebGL, which draws
+# many points fast, takes a second to start in a browser without a GPU (a page of one such chart, headless
+# chromium on 2 busy cores: 0.6 s with 2,000 SVG points, 1.2 s with 10,000, 1.9 s with 10,000 by WebGL)
+SHOWN_POINTS = 2_000
 POINTS_SEED = 0  # the subset is the same at every rerun
-BOX_WIDTH = 0.5  # of the 0/1 boxes, in x units, when their points are drawn by WebGL
+BOX_WIDTH = 0.5  # of the 0/1 boxes, in x units, when drawn from their statistics beside a subset of points
 
 
 def shown_points(n: int) -> np.ndarray:
@@ -323,37 +324,36 @@ def points_caption(seqs: pd.DataFrame, metric: str) -> str:
 
 
 def reward_quality_figure(seqs: pd.DataFrame, r: str, metric: str, corr: dict, rule: str = "") -> go.Figure:
-    """Sequence reward `r` against a per-sample metric. A 0/1 metric (exact match) gets a box with every point
+    """Sequence reward `r` against a per-sample metric. A 0/1 metric (exact match) gets a box with its points
     per value; a continuous one a scatter. Above SHOWN_POINTS points, a random SHOWN_POINTS of them are drawn
-    by WebGL (`shown_points`) and each box is given as its statistics over all points (tables.box_statistics:
-    Plotly's own boxes, sent without the points). The title carries Spearman's rho, its bootstrap interval and
-    n as analysis/rewards.py wrote them (`corr`: a row of tables.summary_correlations), the subtitle `rule`."""
+    (`shown_points`) and each box is given as its statistics over all points (tables.box_statistics: Plotly's
+    own boxes, sent without the points). The title carries Spearman's rho, its bootstrap interval and n as
+    analysis/rewards.py wrote them (`corr`: a row of tables.summary_correlations), the subtitle `rule`."""
     rho = "n/a (a side is constant)" if np.isnan(corr["spearman"]) else (
         f"{corr['spearman']:.3f} [{corr['spearman_low']:.3f}, {corr['spearman_high']:.3f}]"
     )  # fmt: skip
     title = f"{escape(r)} vs {escape(metric)}: Spearman ρ = {rho} (n = {int(corr['n'])})"
-    many = len(seqs) > SHOWN_POINTS
-    shown = seqs.iloc[shown_points(len(seqs))]
-    if _is_binary(seqs[metric]) and not many:
+    if not _is_binary(seqs[metric]):
+        shown = seqs.iloc[shown_points(len(seqs))]
+        fig = go.Figure(go.Scatter(x=shown[metric], y=shown[r], mode="markers", marker=dict(size=5, opacity=0.6)))
+    elif len(seqs) <= SHOWN_POINTS:
         fig = go.Figure(go.Box(
             x=seqs[metric], y=seqs[r], boxpoints="all", jitter=0.4, pointpos=0, name=r,
             marker=dict(size=4, opacity=0.6),
         ))  # fmt: skip
-        fig.update_xaxes(tickvals=[0, 1])
-    elif _is_binary(seqs[metric]):
+    else:
         boxes = tables.box_statistics(seqs, metric, r)
         fig = go.Figure(go.Box(
             x=boxes[metric], q1=boxes["q1"], median=boxes["median"], q3=boxes["q3"],
             lowerfence=boxes["lowerfence"], upperfence=boxes["upperfence"], name=r, width=BOX_WIDTH,
         ))  # fmt: skip
-        # the points by WebGL, jittered across the middle 40% of a box as Plotly does
+        # the points drawn, jittered across the middle 40% of a box as Plotly jitters a box's own points
+        shown = seqs.iloc[shown_points(len(seqs))]
         jitter = np.random.default_rng(POINTS_SEED).uniform(-0.2 * BOX_WIDTH, 0.2 * BOX_WIDTH, len(shown))
-        fig.add_trace(go.Scattergl(x=shown[metric] + jitter, y=shown[r], mode="markers", name=r, showlegend=False,
-                                   marker=dict(size=4, opacity=0.6)))  # fmt: skip
+        fig.add_trace(go.Scatter(x=shown[metric] + jitter, y=shown[r], mode="markers", name=r, showlegend=False,
+                                 marker=dict(size=4, opacity=0.6)))  # fmt: skip
+    if _is_binary(seqs[metric]):
         fig.update_xaxes(tickvals=[0, 1])
-    else:
-        points = go.Scattergl if many else go.Scatter
-        fig = go.Figure(points(x=shown[metric], y=shown[r], mode="markers", marker=dict(size=5, opacity=0.6)))
     return _layout(fig, title, metric, r, rule)
 
 

@@ -696,10 +696,10 @@ def test_reward_and_preference_figures():
     n = charts.SHOWN_POINTS + 1
     many = pd.DataFrame({S.R: np.arange(float(n)), "rouge1": np.linspace(0, 1, n)})
     points = charts.reward_quality_figure(many, S.R, "rouge1", corr).data[0]
-    assert points.type == "scattergl" and len(points.y) == charts.SHOWN_POINTS
+    assert points.type == "scatter" and len(points.y) == charts.SHOWN_POINTS
     assert set(points.y) < set(many[S.R]) and list(points.y) == sorted(points.y)  # a subset, in the table's order
     assert charts.points_caption(many, "rouge1") == (
-        "10,000 of 10,001 points shown (a random subset); ρ over all; the CSV holds every point.")
+        f"2,000 of {n:,} points shown (a random subset); ρ over all; the CSV holds every point.")
     undefined = charts.reward_quality_figure(seqs, S.R, "em", corr | {"spearman": np.nan})
     assert title(undefined.to_plotly_json()) == "R vs em: Spearman ρ = n/a (a side is constant) (n = 3)"
 
@@ -762,13 +762,13 @@ def test_box_statistics_are_plotlys_boxes():
 
 def test_a_large_box_figure_draws_a_subset_and_boxes_over_every_point():
     """Above SHOWN_POINTS, the 0/1 figure sends each box as its statistics over ALL points (not only the drawn
-    ones), draws a seeded subset of SHOWN_POINTS by WebGL, and its caption counts both."""
+    ones), draws a seeded subset of SHOWN_POINTS, and its caption counts both."""
     n = 3 * charts.SHOWN_POINTS + 7
     rng = np.random.default_rng(1)
     seqs = pd.DataFrame({"em": (rng.random(n) < 0.3).astype(float), S.R: rng.gamma(2.0, size=n)})
     corr = {"spearman": 0.5, "spearman_low": 0.25, "spearman_high": 0.75, "n": float(n)}
     box, points = charts.reward_quality_figure(seqs, S.R, "em", corr).data
-    assert (box.type, box.y, points.type, len(points.y)) == ("box", None, "scattergl", charts.SHOWN_POINTS)
+    assert (box.type, box.y, points.type, len(points.y)) == ("box", None, "scatter", charts.SHOWN_POINTS)
     assert list(box.x) == [0.0, 1.0] and box.width == charts.BOX_WIDTH
     for i, value in enumerate(box.x):
         every = plotly_box(seqs.loc[seqs["em"] == value, S.R])
@@ -780,7 +780,7 @@ def test_a_large_box_figure_draws_a_subset_and_boxes_over_every_point():
     jitter = np.asarray(points.x) - seqs["em"].to_numpy()[charts.shown_points(n)]
     assert np.abs(jitter).max() <= 0.2 * charts.BOX_WIDTH
     assert charts.points_caption(seqs, "em") == (
-        f"10,000 of {n:,} points shown (a random subset); boxes over all; the CSV holds every point.")
+        f"2,000 of {n:,} points shown (a random subset); boxes over all; the CSV holds every point.")
 
 
 def test_token_figure_shows_the_chosen_quantity_and_running_reward():

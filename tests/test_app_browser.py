@@ -164,7 +164,7 @@ def test_box_statistics_are_the_boxes_plotly_draws(page, tmp_path):
     those plotly.js itself computes from the points with its defaults: the small figure's boxes (every point
     sent), drawn by the Plotly bundled with plotly.py, hold the same quartiles, median and fences."""
     rng = np.random.default_rng(5)
-    n = 2_001  # odd and even groups, skewed and tied values, outliers on both sides
+    n = charts.SHOWN_POINTS - 1  # every point sent; odd and even groups, skewed and tied values, outliers on both sides
     seqs = pd.DataFrame({"em": (rng.random(n) < 0.4).astype(float),
                          S.R: np.r_[rng.standard_t(2, size=n - 1).round(1), [40.0]]})  # fmt: skip
     corr = {"spearman": 0.1, "spearman_low": 0.0, "spearman_high": 0.2, "n": float(n)}

@@ -48,9 +48,9 @@ if summaries:
     st.caption(f"Rewards: {tables.reward_rule(summaries)}.")
 
 
-def sequences(label):
+def sequences(label, only=None):
     run, step, _ = where[label]
-    return data.sequences(root, run, step, data_name)
+    return data.sequences(root, run, step, data_name, only)
 
 
 seqs = sequences(label_a)
@@ -143,6 +143,7 @@ def show_tokens(example_id: int) -> None:
         "π(·|s_t).",
     )  # fmt: skip
     token_ids = {}
+    shown = [S.EXAMPLE_ID, *S.REWARD_SCORES, *S.LIKELIHOOD_SCORES, *metrics, S.ERROR_POSITION]  # in the captions
     for label, column in zip(chosen, st.columns(len(chosen))):
         run, step, _ = where[label]
         with column:
@@ -152,7 +153,7 @@ def show_tokens(example_id: int) -> None:
                 st.info(f"{label} has no example {example_id} in `{data_name}`.")
                 continue
             token_ids[label] = tuple(toks[S.TOKEN_ID])
-            row = sequences(label).set_index(S.EXAMPLE_ID).loc[example_id]
+            row = sequences(label, shown).set_index(S.EXAMPLE_ID).loc[example_id]
             st.caption(" · ".join(f"{s} = {row[s]:.3f}" for s in S.REWARD_SCORES if s in row.index))
             baselines = [f"{s} = {row[s]:.3f}" for s in S.LIKELIHOOD_SCORES if s in row.index and s != S.LENGTH]
             quality = [f"{c} = {row[c]:g}" for c in metrics if c in row.index]
