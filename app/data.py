@@ -307,8 +307,10 @@ def with_runs(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     and checkpoint label of each row's run."""
     meta = runs[[S.RUN, S.METHOD, S.LAM, "objective"]]
     table = table.drop(columns=[S.METHOD, S.LAM, "objective"], errors="ignore").merge(meta, on=S.RUN, how="left")
-    table[S.CHECKPOINT] = [checkpoint_label(r, s) for r, s in zip(table[S.RUN], table[S.STEP])]
-    return table
+    # one label per checkpoint, not per row: a table of a checkpoint's completions has ~200k rows at 10M tokens
+    labels = table[[S.RUN, S.STEP]].drop_duplicates()
+    labels[S.CHECKPOINT] = [checkpoint_label(r, s) for r, s in zip(labels[S.RUN].tolist(), labels[S.STEP].tolist())]
+    return table.merge(labels, on=[S.RUN, S.STEP], how="left")
 
 
 def tokens(root: Path, run: str, step: int, data: str, example_id: int) -> pd.DataFrame:

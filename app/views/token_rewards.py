@@ -88,7 +88,8 @@ def source(row) -> str:
 
 run_a, step_a, _ = where[label_a]
 if S.PROMPT in seqs.columns:
-    text = dict(zip(seqs[S.PROMPT_ID], seqs[S.PROMPT]))
+    texts = seqs[[S.PROMPT_ID, S.PROMPT]].drop_duplicates(S.PROMPT_ID)  # a prompt's K samples repeat its text
+    text = dict(zip(texts[S.PROMPT_ID].tolist(), texts[S.PROMPT].tolist()))
 else:  # from the checkpoint's sweep of a split of the same name, if any
     sweep = results[(results[S.RUN] == run_a) & (results[S.STEP] == step_a) & (results["kind"] == R.SWEEP)]
     texts = data.prompts(root, sweep, data_name)
