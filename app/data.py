@@ -2,7 +2,8 @@
 
 Each file is read once per (path, modification time) with st.cache_data, so a run still training shows its
 new metrics on the next rerun and an unchanged file costs nothing. Token tables are read per example with a
-pyarrow filter, never whole for display; whole only to compare two checkpoints, kept as the small tables shown. Imports neither torch nor transformers nor evaluate (nor scipy).
+pyarrow filter, never whole for display; whole only to compare two checkpoints, kept as the small tables shown.
+Imports neither torch nor transformers nor evaluate (nor scipy).
 
 Confinement: `index` walks the runs root and checks every path it is about to list or read with
 app/safety.py before it does (runs, checkpoints, metrics.jsonl, config.yaml, sweep/ and rewards/ folders and
