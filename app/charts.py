@@ -15,6 +15,7 @@ from plotly.subplots import make_subplots
 
 from analysis import schema as S
 from app.safety import escape
+from app import tables
 from app.tables import DIFFERENCES, delta
 
 SYMBOLS = {"greedy": "circle", "sample": "diamond", "beam": "square"}
@@ -292,36 +293,67 @@ def token_figure(tokens: pd.DataFrame, quantity: str, title: str = "", error_pos
     return _layout(fig, title, "token position", "value")
 
 
-# Points a chart draws as SVG elements at most; more are drawn by WebGL (Scattergl): chromium draws 20k SVG
-# points in seconds, and a reward table of 10M tokens holds ~200k completions
-SVG_POINTS = 20_000
-BOX_WIDTH = 0.5  # of the 0/1 boxes, in x units, when their points are drawn by WebGL
+# Points a reward-quality chart draws at most (as SVG); of more, a random subset of this many. A reward table of
+# 10M tokens holds ~200k completions: all of them would make the figure ~10 MB to send, and WebGL, which draws
+# many points fast, takes a second to start in a browser without a GPU (a page of one such chart, headless
+# chromium on 2 busy cores: 0.6 s with 2,000 SVG points, 1.2 s with 10,000, 1.9 s with 10,000 by WebGL)
+SHOWN_POINTS = 2_000
+POINTS_SEED = 0  # the subset is the same at every rerun
+BOX_WIDTH = 0.5  # of the 0/1 boxes, in x units, when drawn from their statistics beside a subset of points
+
+
+def shown_points(n: int) -> np.ndarray:
+    """The positions of the points drawn of `n`: all up to SHOWN_POINTS, else SHOWN_POINTS of them drawn at
+    random (seed POINTS_SEED), in their order."""
+    if n <= SHOWN_POINTS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(POINTS_SEED).choice(n, SHOWN_POINTS, replace=False))
+
+
+def _is_binary(values: pd.Series) -> bool:
+    return set(values.dropna().unique()) <= {0.0, 1.0}
+
+
+def points_caption(seqs: pd.DataFrame, metric: str) -> str:
+    """What reward_quality_figure of `seqs` against `metric` leaves out: nothing (""), or how many points it
+    draws of how many."""
+    if len(seqs) <= SHOWN_POINTS:
+        return ""
+    over_all = "boxes over all" if _is_binary(seqs[metric]) else "ρ over all"
+    return f"{SHOWN_POINTS:,} of {len(seqs):,} points shown (a random subset); {over_all}; the CSV holds every point."
 
 
 def reward_quality_figure(seqs: pd.DataFrame, r: str, metric: str, corr: dict, rule: str = "") -> go.Figure:
-    """Sequence reward `r` against a per-sample metric. A 0/1 metric (exact match) gets a box with every point
-    per value; a continuous one a scatter. Above SVG_POINTS points, they are drawn by WebGL. The title carries Spearman's rho, its bootstrap interval and n as
+    """Sequence reward `r` against a per-sample metric. A 0/1 metric (exact match) gets a box with its points
+    per value; a continuous one a scatter. Above SHOWN_POINTS points, a random SHOWN_POINTS of them are drawn
+    (`shown_points`) and each box is given as its statistics over all points (tables.box_statistics: Plotly's
+    own boxes, sent without the points). The title carries Spearman's rho, its bootstrap interval and n as
     analysis/rewards.py wrote them (`corr`: a row of tables.summary_correlations), the subtitle `rule`."""
     rho = "n/a (a side is constant)" if np.isnan(corr["spearman"]) else (
         f"{corr['spearman']:.3f} [{corr['spearman_low']:.3f}, {corr['spearman_high']:.3f}]"
     )  # fmt: skip
     title = f"{escape(r)} vs {escape(metric)}: Spearman ρ = {rho} (n = {int(corr['n'])})"
-    values = seqs[metric].dropna().unique()
-    many = len(seqs) > SVG_POINTS
-    if set(values) <= {0.0, 1.0}:
+    if not _is_binary(seqs[metric]):
+        shown = seqs.iloc[shown_points(len(seqs))]
+        fig = go.Figure(go.Scatter(x=shown[metric], y=shown[r], mode="markers", marker=dict(size=5, opacity=0.6)))
+    elif len(seqs) <= SHOWN_POINTS:
         fig = go.Figure(go.Box(
-            x=seqs[metric], y=seqs[r], boxpoints=False if many else "all", jitter=0.4, pointpos=0, name=r,
+            x=seqs[metric], y=seqs[r], boxpoints="all", jitter=0.4, pointpos=0, name=r,
             marker=dict(size=4, opacity=0.6),
         ))  # fmt: skip
-        if many:  # the same boxes; their points by WebGL, jittered across the middle 40% of a box as Plotly does
-            jitter = np.random.default_rng(0).uniform(-0.2 * BOX_WIDTH, 0.2 * BOX_WIDTH, len(seqs))
-            fig.add_trace(go.Scattergl(x=seqs[metric] + jitter, y=seqs[r], mode="markers", name=r, showlegend=False,
-                                       marker=dict(size=4, opacity=0.6)))  # fmt: skip
-            fig.update_traces(width=BOX_WIDTH, selector=dict(type="box"))
-        fig.update_xaxes(tickvals=[0, 1])
     else:
-        points = go.Scattergl if many else go.Scatter
-        fig = go.Figure(points(x=seqs[metric], y=seqs[r], mode="markers", marker=dict(size=5, opacity=0.6)))
+        boxes = tables.box_statistics(seqs, metric, r)
+        fig = go.Figure(go.Box(
+            x=boxes[metric], q1=boxes["q1"], median=boxes["median"], q3=boxes["q3"],
+            lowerfence=boxes["lowerfence"], upperfence=boxes["upperfence"], name=r, width=BOX_WIDTH,
+        ))  # fmt: skip
+        # the points drawn, jittered across the middle 40% of a box as Plotly jitters a box's own points
+        shown = seqs.iloc[shown_points(len(seqs))]
+        jitter = np.random.default_rng(POINTS_SEED).uniform(-0.2 * BOX_WIDTH, 0.2 * BOX_WIDTH, len(shown))
+        fig.add_trace(go.Scatter(x=shown[metric] + jitter, y=shown[r], mode="markers", name=r, showlegend=False,
+                                 marker=dict(size=4, opacity=0.6)))  # fmt: skip
+    if _is_binary(seqs[metric]):
+        fig.update_xaxes(tickvals=[0, 1])
     return _layout(fig, title, metric, r, rule)
 
 

@@ -2,7 +2,8 @@
 
 Each file is read once per (path, modification time) with st.cache_data, so a run still training shows its
 new metrics on the next rerun and an unchanged file costs nothing. Token tables are read per example with a
-pyarrow filter, never whole for display; whole only to compare two checkpoints, kept as the small tables shown. Imports neither torch nor transformers nor evaluate (nor scipy).
+pyarrow filter, never whole for display; whole only to compare two checkpoints, kept as the small tables shown.
+Imports neither torch nor transformers nor evaluate (nor scipy).
 
 Confinement: `index` walks the runs root and checks every path it is about to list or read with
 app/safety.py before it does (runs, checkpoints, metrics.jsonl, config.yaml, sweep/ and rewards/ folders and
@@ -294,10 +295,12 @@ def sequence_columns(root: Path, run: str, step: int, data: str) -> list[str]:
     return [c for c in read_schema(path) if c not in TOKEN_RECORD]
 
 
-def sequences(root: Path, run: str, step: int, data: str) -> pd.DataFrame:
-    """A checkpoint's sequences table without the samples' token record (TOKEN_RECORD)."""
+def sequences(root: Path, run: str, step: int, data: str, only=None) -> pd.DataFrame:
+    """A checkpoint's sequences table without the samples' token record (TOKEN_RECORD); with `only`, just those
+    of its columns (a table of ~200k completions is ~150 MB with its texts, a second to read and to cache)."""
     path = result_path(run, step, R.REWARDS, data, R.SEQUENCES_FILE)
-    return read_parquet(root, path, sequence_columns(root, run, step, data))
+    columns = sequence_columns(root, run, step, data)
+    return read_parquet(root, path, columns if only is None else [c for c in columns if c in set(only)])
 
 
 def with_runs(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
@@ -305,8 +308,10 @@ def with_runs(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     and checkpoint label of each row's run."""
     meta = runs[[S.RUN, S.METHOD, S.LAM, "objective"]]
     table = table.drop(columns=[S.METHOD, S.LAM, "objective"], errors="ignore").merge(meta, on=S.RUN, how="left")
-    table[S.CHECKPOINT] = [checkpoint_label(r, s) for r, s in zip(table[S.RUN], table[S.STEP])]
-    return table
+    # one label per checkpoint, not per row: a table of a checkpoint's completions has ~200k rows at 10M tokens
+    labels = table[[S.RUN, S.STEP]].drop_duplicates()
+    labels[S.CHECKPOINT] = [checkpoint_label(r, s) for r, s in zip(labels[S.RUN].tolist(), labels[S.STEP].tolist())]
+    return table.merge(labels, on=[S.RUN, S.STEP], how="left")
 
 
 def tokens(root: Path, run: str, step: int, data: str, example_id: int) -> pd.DataFrame:

@@ -4,6 +4,8 @@ figures of summary.json as tables, and token reward differences. No streamlit, n
 The app computes no statistic of its own: correlations, pairwise accuracy, intervals and best-of-N are read
 from summary.json (analysis/rewards.py, computed by analysis/agreement.py), sweep means and standard errors
 from aggregate.parquet (analysis/sweep.py), means over seeds and their standard errors by analysis/stats.py.
+The one exception is `box_statistics`: what Plotly would compute from the points of a box plot, computed here
+when the points are too many to send to the browser.
 """
 
 import posixpath
@@ -298,3 +300,39 @@ def token_moves(diff: pd.DataFrame, quantity: str, min_count: int = 2, top: int 
     order = moves["mean"].abs().sort_values(ascending=False, kind="stable").index
     names = {"mean": f"mean {delta(quantity)}", "mean_abs": f"mean |{delta(quantity)}|"}
     return moves.loc[order[:top]].rename(columns=names).reset_index(drop=True)
+
+
+BOX_STATISTICS = ("n", "q1", "median", "q3", "lowerfence", "upperfence")
+
+
+def box_statistics(frame: pd.DataFrame, by: str, value: str) -> pd.DataFrame:
+    """Per value of `by` (sorted), the box Plotly's box trace draws over the non-NaN `value`s with its defaults
+    (quartilemethod "linear"): n, q1, median, q3 and the fences. Plotly's "linear" quantile interpolates
+    between the sorted values at position p·n − ½ (0-based, clipped to the ends): numpy's method "hazen"
+    (Hyndman & Fan's type 5). Its fences are the most extreme values within 1.5 IQR of the box (the box's own
+    edge where none is)."""
+    rows = []
+    for key, values in frame.dropna(subset=[value]).groupby(by, sort=True)[value]:
+        v = np.sort(values.to_numpy(float))
+        q1, median, q3 = np.quantile(v, [0.25, 0.5, 0.75], method="hazen")
+        reach = 1.5 * (q3 - q1)
+        low, high = v[v >= q1 - reach], v[v <= q3 + reach]
+        rows.append({by: key, "n": len(v), "q1": q1, "median": median, "q3": q3,
+                     "lowerfence": min(q1, low[0]), "upperfence": max(q3, high[-1])})  # fmt: skip
+    return pd.DataFrame(rows, columns=[by, *BOX_STATISTICS])
+
+
+# Prompts a picker lists at most; the others are found by the picker's filter. A reward table of 10M tokens holds
+# ~40k prompts, and each option listed costs the browser ~1 ms to draw (1,000 took a second more than 100)
+PROMPT_CHOICES = 100
+
+
+def prompt_choices(prompt_ids, texts: dict, query: str, limit: int) -> tuple[list, int]:
+    """The prompts a picker lists of `prompt_ids` (in their order): those whose id or text (`texts`, by id)
+    holds `query` (case-insensitive, as typed; every prompt for ""), the first `limit` of them; and how many
+    match."""
+    ids = pd.Series(list(prompt_ids), dtype=object)
+    if query:
+        held = lambda s: s.str.contains(query, case=False, regex=False)  # noqa: E731
+        ids = ids[held(ids.astype(str)) | held(ids.map(texts).fillna("").astype(str))]
+    return ids.iloc[:limit].tolist(), len(ids)

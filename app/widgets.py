@@ -55,6 +55,17 @@ def select(where, label: str, options, key: str, index: int = 0, url=str, **kwar
     return value
 
 
+def search(where, label: str, key: str, **kwargs) -> str:
+    """`where.text_input` starting on the text the URL names under `key`, else empty; written back to the URL
+    (left out of it when empty)."""
+    value = where.text_input(label, value=st.query_params.get(key, ""), key=key, **kwargs)
+    if value:
+        st.query_params[key] = value
+    else:
+        st.query_params.pop(key, None)
+    return value
+
+
 def segmented(where, label: str, options, key: str, default, url=str, **kwargs):
     """`where.segmented_control` with one required choice, its options wrapping in a narrow column, starting
     on the option the URL names, else on `default`; written back to the URL under `key`."""

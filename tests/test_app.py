@@ -9,6 +9,7 @@ import base64
 import ctypes
 import html
 import json
+import math
 import os
 import re
 import shutil
@@ -691,14 +692,14 @@ def test_reward_and_preference_figures():
     assert scatter.data[0].type == "scatter"
     assert scatter.layout.title.text == "R vs rouge1: Spearman ρ = 0.500 [0.250,<br>0.750] (n = 3)"  # wrapped
     assert scatter.layout.title.subtitle.text == "γ = 1"
-    many = pd.DataFrame({S.R: np.arange(charts.SVG_POINTS + 1.0), "em": np.arange(charts.SVG_POINTS + 1) % 2,
-                         "rouge1": np.linspace(0, 1, charts.SVG_POINTS + 1)})  # fmt: skip
-    box, points = charts.reward_quality_figure(many, S.R, "em", corr).data  # the same boxes, every point by WebGL
-    assert (box.type, box.boxpoints, list(box.x), list(box.y)) == ("box", False, list(many["em"]), list(many[S.R]))
-    assert points.type == "scattergl" and list(points.y) == list(many[S.R])
-    jitter = np.asarray(points.x) - many["em"].to_numpy()
-    assert np.abs(jitter).max() <= 0.2 * charts.BOX_WIDTH == 0.2 * box.width
-    assert charts.reward_quality_figure(many, S.R, "rouge1", corr).data[0].type == "scattergl"
+    assert charts.points_caption(seqs, "em") == ""  # every point drawn
+    n = charts.SHOWN_POINTS + 1
+    many = pd.DataFrame({S.R: np.arange(float(n)), "rouge1": np.linspace(0, 1, n)})
+    points = charts.reward_quality_figure(many, S.R, "rouge1", corr).data[0]
+    assert points.type == "scatter" and len(points.y) == charts.SHOWN_POINTS
+    assert set(points.y) < set(many[S.R]) and list(points.y) == sorted(points.y)  # a subset, in the table's order
+    assert charts.points_caption(many, "rouge1") == (
+        f"2,000 of {n:,} points shown (a random subset); ρ over all; the CSV holds every point.")
     undefined = charts.reward_quality_figure(seqs, S.R, "em", corr | {"spearman": np.nan})
     assert title(undefined.to_plotly_json()) == "R vs em: Spearman ρ = n/a (a side is constant) (n = 3)"
 
@@ -719,6 +720,67 @@ def test_reward_and_preference_figures():
     assert (iq.name, list(iq.y), mle.name, list(mle.y)) == ("iq", [0.6], "mle", [0.1, -0.1])
     # rel 1e-6, approx's default: float64 arithmetic on both sides
     assert list(iq.error_y.array) == pytest.approx([0.3]) and list(mle.error_y.arrayminus) == pytest.approx([0.1, 0.2])
+
+
+def plotly_box(values) -> dict:
+    """The box Plotly draws over `values` with its defaults, as plotly.js computes it (src/traces/box/calc.js):
+    Lib.interp(sorted, p) at position p·n − ½ for the quartiles and the median, and the fences at the most
+    extreme values within 1.5 IQR of the box, the box's edge where none is."""
+    v = sorted(values)
+    n = len(v)
+
+    def interp(p):
+        at = p * n - 0.5
+        if at < 0:
+            return v[0]
+        if at > n - 1:
+            return v[-1]
+        frac = at % 1
+        return frac * v[math.ceil(at)] + (1 - frac) * v[math.floor(at)]
+
+    q1, q3 = interp(0.25), interp(0.75)
+    low = min(x for x in v if x >= q1 - 1.5 * (q3 - q1))
+    high = max(x for x in v if x <= q3 + 1.5 * (q3 - q1))
+    return {"n": n, "q1": q1, "median": interp(0.5), "q3": q3, "lowerfence": min(q1, low), "upperfence": max(q3, high)}
+
+
+def test_box_statistics_are_plotlys_boxes():
+    # by hand: 1, 2, 3, 4, 100: q1 at position 0.75 (1.75), median 3, q3 at 3.25 (4 + 0.25 · 96 = 28); IQR
+    # 26.25, so the fences reach -37.625 and 67.375: the lower at 1, the upper at the box's edge, 28 (no value
+    # lies between 28 and 67.375; 100 lies outside)
+    five = pd.DataFrame({"x": 0.0, S.R: [4.0, 100.0, 1.0, 3.0, 2.0]})
+    box = tables.box_statistics(five, "x", S.R).iloc[0]
+    assert box[list(tables.BOX_STATISTICS)].tolist() == [5, 1.75, 3.0, 28.0, 1.0, 28.0]
+    # and on skewed, tied and tiny groups, with a NaN left out as Plotly leaves it out
+    rng = np.random.default_rng(3)
+    values = np.r_[rng.exponential(size=501), np.round(rng.normal(size=400), 1), [7.0], [np.nan]]
+    frame = pd.DataFrame({"x": np.r_[np.zeros(501), np.ones(400), [2.0], [1.0]], S.R: values})
+    for (_, g), (_, row) in zip(frame.groupby("x"), tables.box_statistics(frame, "x", S.R).iterrows()):
+        # rel 1e-6, approx's default: the same float64 interpolation on both sides
+        assert row[list(tables.BOX_STATISTICS)].to_dict() == pytest.approx(plotly_box(g[S.R].dropna()))
+
+
+def test_a_large_box_figure_draws_a_subset_and_boxes_over_every_point():
+    """Above SHOWN_POINTS, the 0/1 figure sends each box as its statistics over ALL points (not only the drawn
+    ones), draws a seeded subset of SHOWN_POINTS, and its caption counts both."""
+    n = 3 * charts.SHOWN_POINTS + 7
+    rng = np.random.default_rng(1)
+    seqs = pd.DataFrame({"em": (rng.random(n) < 0.3).astype(float), S.R: rng.gamma(2.0, size=n)})
+    corr = {"spearman": 0.5, "spearman_low": 0.25, "spearman_high": 0.75, "n": float(n)}
+    box, points = charts.reward_quality_figure(seqs, S.R, "em", corr).data
+    assert (box.type, box.y, points.type, len(points.y)) == ("box", None, "scatter", charts.SHOWN_POINTS)
+    assert list(box.x) == [0.0, 1.0] and box.width == charts.BOX_WIDTH
+    for i, value in enumerate(box.x):
+        every = plotly_box(seqs.loc[seqs["em"] == value, S.R])
+        drawn = {k: box[k][i] for k in ("q1", "median", "q3", "lowerfence", "upperfence")}
+        # rel 1e-6, approx's default: the same float64 interpolation on both sides
+        assert drawn == pytest.approx({k: every[k] for k in drawn})
+    again = charts.reward_quality_figure(seqs, S.R, "em", corr).data[1]
+    assert list(again.y) == list(points.y) and set(points.y) < set(seqs[S.R])  # seeded: the same subset
+    jitter = np.asarray(points.x) - seqs["em"].to_numpy()[charts.shown_points(n)]
+    assert np.abs(jitter).max() <= 0.2 * charts.BOX_WIDTH
+    assert charts.points_caption(seqs, "em") == (
+        f"2,000 of {n:,} points shown (a random subset); boxes over all; the CSV holds every point.")
 
 
 def test_token_figure_shows_the_chosen_quantity_and_running_reward():
@@ -953,3 +1015,37 @@ def test_quality_diversity_page_shows_each_fronts_hypervolume(monkeypatch, real_
     assert shown["hypervolume"].gt(0).any()
     line = next(figure(at, i) for i in range(len(at.get("plotly_chart"))) if "hypervolume" in title(figure(at, i)))
     assert sorted(t["name"] for t in line["data"]) == sorted(shown[S.METHOD])
+
+
+def test_token_view_lists_the_first_prompts_and_finds_the_others(monkeypatch, real_runs):
+    """Past tables.PROMPT_CHOICES prompts (here 2), the picker lists the first ones in the page's order, says how
+    many there are, and *Find a prompt* narrows it to the prompts whose id or text holds what was typed; a link
+    opens a prompt past the first ones; nothing matching says so."""
+    monkeypatch.setattr(tables, "PROMPT_CHOICES", 2)
+    at = app(monkeypatch, real_runs.root, "views/token_rewards.py")
+    picker = select(at, "Prompt (best match first)")
+    seqs = pd.read_parquet(rewards_file(real_runs, "mle/seed0", HOSTILE, S.SEQUENCES_FILE))
+    everyone = seqs.sort_values(S.R_CENTERED, ascending=False, kind="stable")[S.PROMPT_ID].unique().tolist()
+    assert len(everyone) > 2 and [o.split(":")[0] for o in picker.options] == everyone[:2]  # "<id>: <text>"
+    assert f"The first 2 of the {len(everyone)} prompts in this order" in at.caption[1].value
+    last = everyone[-1]
+    at.text_input(key="find").input(last.upper()).run()  # any case
+    assert not at.exception
+    assert select(at, "Prompt (best match first)").value == last and at.query_params["find"] == last.upper()
+    tokens = pd.read_parquet(rewards_file(real_runs, "mle/seed0", HOSTILE, S.TOKENS_FILE))
+    example = seqs.loc[seqs[S.PROMPT_ID] == last, S.EXAMPLE_ID]
+    assert select(at, "Completion").value in set(example) and set(example) <= set(tokens[S.EXAMPLE_ID])
+    at.text_input(key="find").input("no prompt holds this").run()
+    assert "No prompt holds the text typed" in at.info[0].value
+    opened = opened_from_link(monkeypatch, real_runs.root, "views/token_rewards.py", {"prompt": last})
+    assert select(opened, "Prompt (best match first)").value == last and not opened.warning
+
+
+def test_prompt_choices_filter_by_id_or_text_and_keep_the_order():
+    ids = ["p3", "p1", "p2", "q9"]
+    texts = {"p3": "What is 2+2?", "p1": "Name a <b>", "p2": "what IS 3+3?"}
+    assert tables.prompt_choices(ids, texts, "", 2) == (["p3", "p1"], 4)
+    assert tables.prompt_choices(ids, texts, "what is", 5) == (["p3", "p2"], 2)  # any case, in the given order
+    assert tables.prompt_choices(ids, texts, "Q9", 5) == (["q9"], 1)  # by id; q9 has no text
+    assert tables.prompt_choices(ids, texts, "2+", 5) == (["p3"], 1)  # as typed, not a pattern
+    assert tables.prompt_choices(ids, texts, "<b>", 5) == (["p1"], 1)

@@ -9,11 +9,15 @@ script run. Needs `apt-get install -y chromium`; fails, does not skip, without i
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from tests.app_fixtures import (
     CHART_TEXT_CLASHES, OVERFLOWING, PAGES, REPO, choose, chromium, serve_app, timed_run,
 )
+from analysis import schema as S
+from app import charts, tables
 from findings import rules as R
 from tests.conftest import HOSTILE, HOSTILE_TOKENS
 
@@ -153,3 +157,32 @@ def test_findings_page_renders_a_grids_report(page, quick_findings):
                 assert download.value.suggested_filename.endswith(f".{fmt.lower()}")
         finally:
             tab.close()
+
+
+def test_box_statistics_are_the_boxes_plotly_draws(page, tmp_path):
+    """The statistics a large Rewards vs quality figure sends instead of its points (tables.box_statistics) are
+    those plotly.js itself computes from the points with its defaults: the small figure's boxes (every point
+    sent), drawn by the Plotly bundled with plotly.py, hold the same quartiles, median and fences."""
+    rng = np.random.default_rng(5)
+    n = charts.SHOWN_POINTS - 1  # every point sent; odd and even groups, skewed and tied values, outliers on both sides
+    seqs = pd.DataFrame({"em": (rng.random(n) < 0.4).astype(float),
+                         S.R: np.r_[rng.standard_t(2, size=n - 1).round(1), [40.0]]})  # fmt: skip
+    corr = {"spearman": 0.1, "spearman_low": 0.0, "spearman_high": 0.2, "n": float(n)}
+    fig = charts.reward_quality_figure(seqs, S.R, "em", corr)
+    assert fig.data[0].type == "box" and fig.data[0].boxpoints == "all"  # drawn from its points
+    path = tmp_path / "boxes.html"
+    fig.write_html(path, include_plotlyjs=True, div_id="boxes")
+    tab = page.context.new_page()
+    try:
+        tab.goto(path.as_uri())
+        tab.wait_for_function("document.getElementById('boxes').calcdata !== undefined")
+        drawn = tab.evaluate("document.getElementById('boxes').calcdata[0].map("
+                             "b => ({x: b.pos, n: b.pts.length, q1: b.q1, median: b.med, q3: b.q3, "
+                             "lowerfence: b.lf, upperfence: b.uf}))")  # fmt: skip
+    finally:
+        tab.close()
+    boxes = tables.box_statistics(seqs, "em", S.R)
+    assert [b["x"] for b in drawn] == boxes["em"].tolist()
+    for box, (_, ours) in zip(drawn, boxes.iterrows()):
+        # rel 1e-6, approx's default: both interpolate in float64 (JavaScript numbers)
+        assert {k: box[k] for k in tables.BOX_STATISTICS} == pytest.approx(ours[list(tables.BOX_STATISTICS)].to_dict())

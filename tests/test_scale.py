@@ -1,6 +1,6 @@
 """benchmarks/scale.py at toy size: the smallest point of the ladder through every stage in both dtypes (a process
-each), one JSON line per point with the fields the README's table reads, a table, the curves, and a second run that resumes (adds
-nothing)."""
+each), one JSON line per point with the fields the README's table reads, a table, the curves, and a second run
+that resumes (adds nothing)."""
 
 import json
 import sys

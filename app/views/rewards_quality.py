@@ -96,11 +96,16 @@ if names:
         if of_ckpt.empty:
             st.info(f"{ckpt} has no {R.SEQUENCES_FILE} for `{data_name}` beside its summary.json.")
             return
-        columns = data.sequence_columns(root, row[S.RUN], row[S.STEP], data_name)
+        # the points and what names them (their CSV): at ~200k completions, their texts would take a second to
+        # read and cache
+        named = {S.EXAMPLE_ID, S.PROMPT_ID, S.SIDE, S.PAIR_ID, S.DECODING, S.SAMPLE, score, metric}
+        columns = [c for c in data.sequence_columns(root, row[S.RUN], row[S.STEP], data_name) if c in named]
         one = data.gather(root, of_ckpt, R.REWARDS, data_name, R.SEQUENCES_FILE, runs, columns)
         one = one.dropna(subset=[metric])
         fig = charts.reward_quality_figure(one, score, metric, row, rule)
         widgets.chart(fig, one, f"{score}-vs-{metric}-{ckpt}")
+        if caption := charts.points_caption(one, metric):
+            st.caption(caption)
 
     left, right = widgets.side_by_side("correlations")
     with left:

@@ -15,8 +15,9 @@ CHANGES = {S.REWARD: "Δr_t", S.LOGP: "Δlog π"}  # the per-token changes betwe
 # token rows of the two tables together up to which they are compared whole at once (on 2 cores about a second
 # per million rows); larger ones on request, so that the page opens without waiting for them
 ACROSS_ROWS = 1_000_000
-# matching examples the page lists at most (all of them in its CSV): the browser receives every row it lists
-SHOWN_EXAMPLES = 1_000
+# matching examples the page lists at most (all of them in its CSV): the browser receives and draws every row it
+# lists (1,000 rows of a sweep's columns took 0.7 s more than 100)
+SHOWN_EXAMPLES = 200
 SEQUENCE_DEFINITIONS = [sequence for _, sequence in S.DEFINITIONS.values()]  # each definition's completion score
 
 root, runs, results = widgets.context()
@@ -48,9 +49,9 @@ if summaries:
     st.caption(f"Rewards: {tables.reward_rule(summaries)}.")
 
 
-def sequences(label):
+def sequences(label, only=None):
     run, step, _ = where[label]
-    return data.sequences(root, run, step, data_name)
+    return data.sequences(root, run, step, data_name, only)
 
 
 seqs = sequences(label_a)
@@ -88,20 +89,42 @@ def source(row) -> str:
 
 run_a, step_a, _ = where[label_a]
 if S.PROMPT in seqs.columns:
-    text = dict(zip(seqs[S.PROMPT_ID], seqs[S.PROMPT]))
+    texts = seqs[[S.PROMPT_ID, S.PROMPT]].drop_duplicates(S.PROMPT_ID)  # a prompt's K samples repeat its text
+    text = dict(zip(texts[S.PROMPT_ID].tolist(), texts[S.PROMPT].tolist()))
 else:  # from the checkpoint's sweep of a split of the same name, if any
     sweep = results[(results[S.RUN] == run_a) & (results[S.STEP] == step_a) & (results["kind"] == R.SWEEP)]
     texts = data.prompts(root, sweep, data_name)
     text = dict(zip(texts[S.PROMPT_ID], texts[S.PROMPT]))
-pick = st.columns([1, 1])
+prompts = found[S.PROMPT_ID].unique()  # best match first
+limit = tables.PROMPT_CHOICES
+many = len(prompts) > limit
+columns = st.columns([1, 2, 2] if many else [1, 1])
+prompt_column, completion_column = columns[-2:]
+query = widgets.search(
+    columns[0], "Find a prompt", key="find", placeholder="id or text",
+    help=f"Lists the prompts whose id or text holds this (any case); the picker lists the first {limit:,}.",
+) if many else ""  # fmt: skip
+options, matching = tables.prompt_choices(prompts, text, query, limit)
+linked = st.query_params.get("prompt")  # the prompt picked, or the link's
+if linked not in options and linked in set(prompts):
+    if query:  # it does not hold what was typed: the picker starts on the first prompt that does
+        st.query_params.pop("prompt")
+    else:  # past the first ones: listed first, so that a link opens any prompt
+        options = [linked, *options]
+if not matching:
+    st.info("No prompt holds the text typed in *Find a prompt*.")  # the text itself is shown in its box
+    st.stop()
+if matching > limit:
+    st.caption(f"The first {limit:,} of the {matching:,} prompts{' holding it' if query else ''} in this order; "
+               "*Find a prompt* reaches the others.")  # fmt: skip
 prompt_id = widgets.select(
-    pick[0], "Prompt (best match first)", found[S.PROMPT_ID].unique(), key="prompt",
+    prompt_column, "Prompt (best match first)", options, key="prompt",
     format_func=lambda p: f"{p}: {text[p][:90]!r}" if p in text else p,
 )  # fmt: skip
 of_prompt = found[found[S.PROMPT_ID] == prompt_id].set_index(S.EXAMPLE_ID, drop=False)
 mark = {1.0: " ✓", 0.0: " ✗"}
 example_id = widgets.select(
-    pick[1], "Completion", of_prompt.index, key="example",
+    completion_column, "Completion", of_prompt.index, key="example",
     format_func=lambda e: f"{source(of_prompt.loc[e])}   {r_col} = {of_prompt.loc[e, r_col]:.2f}"
     + (mark.get(of_prompt.loc[e, S.EXACT_MATCH], "") if S.EXACT_MATCH in of_prompt else ""),
 )  # fmt: skip
@@ -122,6 +145,7 @@ def show_tokens(example_id: int) -> None:
         "π(·|s_t).",
     )  # fmt: skip
     token_ids = {}
+    shown = [S.EXAMPLE_ID, *S.REWARD_SCORES, *S.LIKELIHOOD_SCORES, *metrics, S.ERROR_POSITION]  # in the captions
     for label, column in zip(chosen, st.columns(len(chosen))):
         run, step, _ = where[label]
         with column:
@@ -131,7 +155,7 @@ def show_tokens(example_id: int) -> None:
                 st.info(f"{label} has no example {example_id} in `{data_name}`.")
                 continue
             token_ids[label] = tuple(toks[S.TOKEN_ID])
-            row = sequences(label).set_index(S.EXAMPLE_ID).loc[example_id]
+            row = sequences(label, shown).set_index(S.EXAMPLE_ID).loc[example_id]
             st.caption(" · ".join(f"{s} = {row[s]:.3f}" for s in S.REWARD_SCORES if s in row.index))
             baselines = [f"{s} = {row[s]:.3f}" for s in S.LIKELIHOOD_SCORES if s in row.index and s != S.LENGTH]
             quality = [f"{c} = {row[c]:g}" for c in metrics if c in row.index]
