@@ -9,8 +9,7 @@ Shapes (SHAPES, by the recipe's name): models/shapes/qwen2.5-0.5b for gsm8k_*, m
 for t5_base_* and t5_large_*: the published architectures with random weights (irl/shapes.py).
 
 Fits: the predicted peak is at most (1 - irl.memory.HEADROOM) of `--memory_gib` (24 GiB, this machine's memory, by
-default). For GAIL, irl.memory's prediction covers the policy alone: its reference policy, discriminator and the
-discriminator's activations are added to it (`gail_omitted`) before deciding. Before training, the prediction is
+default); for GAIL it counts the reference policy, the discriminator and its step. Before training, the prediction is
 also held against the memory available now (MemAvailable): a recipe that fits 24 GiB but not what other processes
 leave free is not started (nothing recorded, a rerun takes it up).
 
@@ -37,6 +36,7 @@ memory that holds the recipe as configured.
 """
 
 import argparse
+import dataclasses
 import json
 import resource
 import shutil
@@ -46,7 +46,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from transformers import AutoModelForCausalLM, TrainerCallback
+from transformers import TrainerCallback
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -67,8 +67,7 @@ STEPS = 2
 MEMORY_GIB = 24
 GPUS_GIB = (16, 24, 40, 48, 80, 141)  # memory of common GPUs (V100/T4 16 GB ... H200 141 GB)
 GAIL, GAIL_INIT = "gsm8k_gail", "gsm8k_mle"  # GAIL starts from the MLE recipe's checkpoint (its `init`)
-TERMS = ("weights", "gradients", "optimizer", "activations", "head_kept", "head_transient", "head_backward",
-         "attention_backward")  # fmt: skip
+TERMS = tuple(f.name for f in dataclasses.fields(memory.Prediction) if f.name not in ("largest_parameter", "peak"))
 
 
 class StepClock(TrainerCallback):
@@ -131,39 +130,19 @@ def flags(name: str, shape: str, workdir: Path, extra: list[str], init: str | No
 
 
 def predict(name: str, shape: str, workdir: Path, extra: list[str], more: tuple = ()):
-    """(config, prediction, what the prediction leaves out, the peak to decide by) of recipe `name` at `shape`
-    with `more` flags (GAIL's `init` the shape: the MLE run it starts from has the shape's config)."""
+    """(config, prediction) of recipe `name` at `shape` with `more` flags (GAIL's `init` the shape: the MLE run it
+    starts from has the shape's config)."""
     cfg = load_config(["--config", str(PAPER / f"{name}.yaml"), *flags(name, shape, workdir, extra, shape), *more])
-    prediction = memory.predict_train(cfg)
-    omitted = gail_omitted(cfg) if name == GAIL else {}
-    return cfg, prediction, omitted, prediction.peak + sum(omitted.values())
+    return cfg, memory.predict_train(cfg)
 
 
-def gail_omitted(cfg) -> dict:
-    """What irl.memory.predict_train leaves out of a GAIL run (irl/gail.py), in bytes: the frozen reference policy
-    (a copy of the weights), the discriminator (the policy's body and a one-logit head: its weights, gradients and
-    AdamW's two moments), and the activations of the discriminator's forward over the expert and sampled rows
-    (B + B K sequences of max_length), counted by irl.memory.activation_bytes in float32 and without activation
-    checkpointing (it runs before the policy's forward, outside the Trainer's autocast, and the Trainer turns
-    checkpointing on for the policy alone). Added to the policy's predicted peak they overstate the peak
-    (the discriminator's activations are freed before the policy's forward): a bound for deciding what to start."""
-    config = memory.model_config(cfg)
-    with torch.device("meta"):
-        parameters = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
-    rows = cfg.per_device_train_batch_size * (1 + cfg.num_samples)
-    activations = memory.activation_bytes(config, rows, (cfg.max_length, 0), chunked=False, autocast=False)
-    return {"reference_bytes": 4 * parameters, "discriminator_bytes": 4 * 4 * parameters,
-            "discriminator_activations_bytes": activations}
-
-
-def why_not(name: str, shape: str, workdir: Path, extra: list[str], cfg, prediction, omitted: dict,
-            budget: int) -> dict:
+def why_not(name: str, shape: str, workdir: Path, extra: list[str], cfg, prediction, budget: int) -> dict:
     """What the peak is made of and what would make the recipe fit `budget` bytes: each change added to the ones
     before it (bf16 autocast, activation checkpointing, then the per-device batch halved with the accumulation
     doubled, the batch per optimizer step kept), with its prediction, and the smallest GPU that holds it as is."""
-    terms = {**{f"{k}_bytes": getattr(prediction, k) for k in TERMS}, **omitted}
+    terms = {f"{k}_bytes": getattr(prediction, k) for k in TERMS}
     largest = max(terms, key=terms.get)
-    bound = prediction.peak + sum(omitted.values())
+    bound = prediction.peak
     changes = []
     if not cfg.bf16:
         changes.append({"--bf16": "true"})
@@ -178,16 +157,14 @@ def why_not(name: str, shape: str, workdir: Path, extra: list[str], cfg, predict
     for change in changes:
         applied |= change
         more = tuple(x for item in applied.items() for x in item)
-        peak = predict(name, shape, workdir, extra, more)[3]
+        peak = predict(name, shape, workdir, extra, more)[1].peak
         remedies.append({"flags": " ".join(more), "predicted_peak_bytes": peak,
                          "fits": peak <= (1 - memory.HEADROOM) * budget})  # fmt: skip
         if remedies[-1]["fits"]:
             break
     gpu = next((g for g in GPUS_GIB if bound <= (1 - memory.HEADROOM) * g * 2**30), None)
     fix = next((r["flags"] for r in remedies if r["fits"]), None)
-    added = f" (irl.memory {prediction.peak / 2**30:.1f} GiB + {sum(omitted.values()) / 2**30:.1f} GiB it leaves " \
-        f"out: gail_omitted)" if omitted else ""  # fmt: skip
-    reason = (f"predicted {bound / 2**30:.1f} GiB{added} > {(1 - memory.HEADROOM) * budget / 2**30:.1f} GiB; "
+    reason = (f"predicted {bound / 2**30:.1f} GiB > {(1 - memory.HEADROOM) * budget / 2**30:.1f} GiB; "
               f"largest term {largest} {terms[largest] / 2**30:.1f} GiB; "
               + (f"fits with {fix}" if fix else "no change above makes it fit")
               + (f"; as configured it needs a GPU of {gpu} GB" if gpu else ""))  # fmt: skip
@@ -248,16 +225,15 @@ def main(argv=None) -> list[dict]:
         if name in recorded:
             continue
         shape = shape_of(name, shapes)
-        cfg, prediction, omitted, bound = predict(name, shape, workdir, extra)  # GAIL: bound > prediction.peak
+        cfg, prediction = predict(name, shape, workdir, extra)
+        bound = prediction.peak
         fits = bound <= (1 - memory.HEADROOM) * budget
         row = {"recipe": name, "shape": shape, "commit": head, "machine": machine(),
                "predicted_peak_bytes": prediction.peak, "fits": fits, "budget_bytes": budget,
                "budget": f"{args.memory_gib:g} GiB less {memory.HEADROOM:.0%} headroom (--memory_gib)",
                **{f"{k}_bytes": getattr(prediction, k) for k in TERMS}}  # fmt: skip
-        if omitted:
-            row |= {"omitted_by_prediction": omitted, "predicted_peak_with_omitted_bytes": bound}
         if not fits:
-            row |= why_not(name, shape, workdir, extra, cfg, prediction, omitted, budget)
+            row |= why_not(name, shape, workdir, extra, cfg, prediction, budget)
         else:
             available = memory.device_memory(torch.device("cpu"))
             if bound > (1 - memory.HEADROOM) * available:

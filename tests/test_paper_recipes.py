@@ -228,10 +228,10 @@ def test_bench_trains_fitting_recipes_two_steps_and_resumes(tmp_path, qwen_stand
     assert "--model" in mle["overrides"] and "--model" not in gail["overrides"]
     assert gail["init"].startswith(str(work / "runs" / "gsm8k_mle" / "checkpoint-2"))
     assert (work / "runs" / "gsm8k_mle").is_dir() and not (work / "runs" / "gsm8k_gail").exists()
-    # GAIL's reference and discriminator, which irl/memory.py does not predict, bound the measured peak
-    omitted = gail["omitted_by_prediction"]
-    assert omitted["reference_bytes"] == gail["weights_bytes"]  # a copy of the weights
-    assert gail["predicted_peak_bytes"] < gail["peak_bytes"] <= gail["predicted_peak_with_omitted_bytes"]
+    # GAIL's reference (a copy of the weights) and discriminator (body, gradients, AdamW) are predicted
+    assert gail["weights_bytes"] < gail["resident_bytes"] <= 5 * gail["weights_bytes"]
+    # every row taken at max_length (96) bounds a run whose sampled rows stop after 8 tokens: an upper bound here
+    assert gail["peak_bytes"] <= gail["predicted_peak_bytes"] <= 1.5 * gail["peak_bytes"]
     config = yaml.safe_load((work / "runs" / "gsm8k_mle" / "config.yaml").read_text())
     assert (config["bf16"], config["activation_checkpointing"], config["gradient_accumulation_steps"]) == (
         True, True, 2)  # fmt: skip  the recipe's settings
@@ -243,7 +243,7 @@ def test_bench_trains_fitting_recipes_two_steps_and_resumes(tmp_path, qwen_stand
 def test_bench_says_why_a_recipe_does_not_fit_without_training(tmp_path, qwen_standin):
     out, work = tmp_path / "recipes.jsonl", tmp_path / "work"
     [row] = bench.main(["--recipes", "gsm8k_iqlearn", "--out", str(out), "--workdir", str(work), "--memory_gib",
-                        "0.001", "--shapes", f"gsm8k_={qwen_standin}", "--flags", TOY])  # fmt: skip
+                        "0.0008", "--shapes", f"gsm8k_={qwen_standin}", "--flags", TOY])  # fmt: skip
     assert not row["fits"] and "peak_bytes" not in row and not (work / "runs").exists()
     terms = {f"{k}_bytes": row[f"{k}_bytes"] for k in bench.TERMS}
     assert row["largest_term"] == max(terms, key=terms.get) and row["largest_term"] in row["reason"]
