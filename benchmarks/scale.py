@@ -26,8 +26,9 @@ under torch.autocast(bfloat16), float32 weights in every case (as training keeps
 Peak: bytes of torch tensors on the CPU at their highest (irl/memory.py measured_peak, the weights of the decode and
 rewards stages added), beside irl/memory.py's prediction for the same run. Each point is one JSON line appended to
 `--out` (benchmarks/results/scale.jsonl) with the commit of the code it measured and the machine; a point already
-there for that commit is skipped, so an interrupted ladder resumes. At the end: a table, the exponent of each cost in parameters
-(least squares in log-log at each context) and in context (at each model), and the curves (scale.png beside --out).
+there for that commit is skipped, so an interrupted ladder resumes. At the end: a table, the exponent of each cost
+in parameters (least squares in log-log at each context and dtype) and in context (at each model and dtype), and
+the curves (scale.png beside --out).
 """
 
 import argparse
@@ -232,14 +233,14 @@ def exponents(rows: list[dict]) -> list[str]:
     for x_key, group_key in (("parameters", "context"), ("context", "model")):
         groups = {}
         for r in rows:
-            groups.setdefault((r["stage"], r["route"], r[group_key]), []).append(r)
-        for (stage, route, at), group in sorted(groups.items(), key=str):
+            groups.setdefault((r["stage"], r["route"], r["dtype"], r[group_key]), []).append(r)
+        for (stage, route, dtype, at), group in sorted(groups.items(), key=str):
             if len({r[x_key] for r in group}) < 3:
                 continue
             x = np.log([r[x_key] for r in group])
             time_slope = np.polyfit(x, np.log([r["seconds_per_token"] for r in group]), 1)[0]
             memory_slope = np.polyfit(x, np.log([r["peak_bytes"] for r in group]), 1)[0]
-            lines.append(f"{stage:<14} {route:<13} {group_key} {at}: time ~ {x_key}^{time_slope:.2f}, "
+            lines.append(f"{stage:<14} {route:<13} {dtype:<8} {group_key} {at}: time ~ {x_key}^{time_slope:.2f}, "
                          f"peak ~ {x_key}^{memory_slope:.2f}")  # fmt: skip
     return lines
 
