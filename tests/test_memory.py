@@ -83,6 +83,21 @@ def test_dry_run_prints_json_last_and_trains_nothing(data, capsys):
     assert not out.exists()
 
 
+def decoding_peak(model_class, config, shape, decoding, k, new_tokens, autocast) -> tuple[int, int]:
+    """(weight bytes, measured peak above them) of irl/generation.py decode on a random model of `config` over
+    prompts of random ids, `shape` (prompts, tokens), under bf16 autocast when `autocast`; EOS lies outside the
+    vocabulary, so no row ends early."""
+    torch.manual_seed(0)
+    model = model_class(config).eval()
+    weights = sum(p.numel() for p in model.parameters()) * 4
+    ids = torch.randint(2, config.vocab_size, shape)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        measured, _ = measured_peak(lambda: decode(model, batch, decoding, k, max_new_tokens=new_tokens, seed=0,
+                                                   eos_token_id=config.vocab_size + 1, pad_token_id=0))  # fmt: skip
+    return weights, measured
+
+
 @pytest.mark.parametrize("autocast", [False, True])
 @pytest.mark.parametrize("decoding", [Decoding("greedy"), Decoding("sample", 1.0), Decoding("beam", beams=4)])
 def test_decoding_prediction_is_within_15_percent_of_the_measured(decoding, autocast):
@@ -92,14 +107,7 @@ def test_decoding_prediction_is_within_15_percent_of_the_measured(decoding, auto
     config = LlamaConfig(vocab_size=8192, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
                          num_attention_heads=8, max_position_embeddings=256, tie_word_embeddings=True,
                          bos_token_id=None, eos_token_id=1, pad_token_id=0)  # fmt: skip
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).eval()
-    weights = sum(p.numel() for p in model.parameters()) * 4
-    ids = torch.randint(2, 8192, (8, 64))
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        measured, _ = measured_peak(lambda: decode(model, batch, decoding, 5, max_new_tokens=32, seed=0,
-                                                   eos_token_id=8192 + 1, pad_token_id=0))  # fmt: skip
+    weights, measured = decoding_peak(LlamaForCausalLM, config, (8, 64), decoding, 5, 32, autocast)
     rows = 4 if decoding.kind == "beam" else decoding.samples_per_prompt(5)
     predicted = predict_decoding(config, weights // 4, 8, 64, 32, rows, decoding.kind == "beam",
                                  decoding.kind == "sample", autocast=autocast)["peak"]  # fmt: skip
@@ -112,14 +120,8 @@ def test_t5_decoding_prediction_counts_the_position_bias(autocast):
     its bfloat16 cast under autocast), 8 times the rest of the model's peak: within 15% only if it is counted."""
     config = T5Config(vocab_size=512, d_model=64, d_kv=8, d_ff=128, num_layers=2, num_heads=8,
                       decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)  # fmt: skip
-    torch.manual_seed(0)
-    model = T5ForConditionalGeneration(config).eval()
-    weights = sum(p.numel() for p in model.parameters()) * 4
-    ids = torch.randint(2, 512, (2, 1000))
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        measured, _ = measured_peak(lambda: decode(model, batch, Decoding("greedy"), 1, max_new_tokens=8, seed=0,
-                                                   eos_token_id=512 + 1, pad_token_id=0))  # fmt: skip
+    weights, measured = decoding_peak(T5ForConditionalGeneration, config, (2, 1000), Decoding("greedy"), 1, 8,
+                                      autocast)  # fmt: skip
     predicted = predict_decoding(config, weights // 4, 2, 1000, 8, 1, False, False, autocast=autocast)["peak"]
     assert abs(predicted - (weights + measured)) <= TOLERANCE * (weights + measured), (predicted, weights + measured)
 
