@@ -15,6 +15,7 @@ Usage:
 """
 
 import ast
+import functools
 import re
 import weakref
 from fractions import Fraction
@@ -98,6 +99,7 @@ def _format(value: Fraction) -> str:
     return f"{float(value):.4f}".rstrip("0")
 
 
+@functools.lru_cache(maxsize=4096)  # a row writing a number asks for the same text at each of its steps
 def evaluate_expression(text_before_equals: str) -> str | None:
     """The result of the arithmetic expression that ends `text_before_equals`, formatted, or None.
 
@@ -156,7 +158,8 @@ def calculator_rewrite(solution_text: str) -> str:
     return out
 
 
-_SURFACES = weakref.WeakKeyDictionary()  # tokenizer -> (block_after_number, block_after_separator)
+# tokenizer -> (block_after_number, block_after_separator, equals, blocking): see CalculatorLogitsProcessor.__init__
+_SURFACES = weakref.WeakKeyDictionary()
 
 
 def _token_surfaces(tokenizer) -> list[str]:
@@ -201,13 +204,21 @@ class CalculatorLogitsProcessor(LogitsProcessor):
     def __init__(self, tokenizer, prompt_length: int):
         self.tokenizer = tokenizer
         self.prompt_length = prompt_length  # the column generation starts at; set per batch of prompts
+        self._targets = {}  # result -> the ids of " " + result
         if tokenizer not in _SURFACES:  # decoding the whole vocabulary: once per tokenizer
             surfaces = _token_surfaces(tokenizer)
+            special = set(tokenizer.all_special_ids)
             _SURFACES[tokenizer] = (
                 torch.tensor([i for i, s in enumerate(surfaces) if re.match(r"[0-9]|[.,/][0-9]", s)]),
                 torch.tensor([i for i, s in enumerate(surfaces) if re.match(r"[0-9]", s)]),
+                # tokens whose text holds a "=", and tokens whose text holds a character no number after "=" has
+                # (not a part of a character, which the next token may complete; not a special token, which
+                # decoding skips): `_past_the_number` reads a row's ids with these instead of decoding them
+                frozenset(i for i, s in enumerate(surfaces) if "=" in s and i not in special),
+                frozenset(i for i, s in enumerate(surfaces) if re.search(r"[^\s\-0-9.,]", s) and "=" not in s
+                          and "\ufffd" not in s and i not in special),  # fmt: skip
             )
-        self.block_after_number, self.block_after_separator = _SURFACES[tokenizer]
+        self.block_after_number, self.block_after_separator, self.equals, self.blocking = _SURFACES[tokenizer]
 
     def forced_positions(self, completion_ids: list[int]) -> list[int]:
         """Positions of a completion decoded with this processor whose token the calculator forced. The action
@@ -216,8 +227,29 @@ class CalculatorLogitsProcessor(LogitsProcessor):
             t for t in range(len(completion_ids)) if self._action(completion_ids[:t]) == ("force", completion_ids[t])
         ]
 
+    def _target(self, result: str) -> list[int]:
+        """The token ids of " " + result, as the calculator writes it."""
+        if result not in self._targets:
+            self._targets[result] = self.tokenizer.encode(" " + result, add_special_tokens=False)
+        return self._targets[result]
+
+    def _past_the_number(self, ids: list[int]) -> bool:
+        """Whether `_action` of these ids is None for want of a number after a "=", read from the ids backwards
+        without decoding them: no token holds a "=", or a token after the last one that does holds a character
+        that no text after the last "=" that `_action` reads has (anything but a space, "-", a digit, "." or ",").
+        Most rows at most steps are past the number: each step's cost is then a token or two, not decoding the
+        row's whole text."""
+        for token in reversed(ids):
+            if token in self.equals:
+                return False
+            if token in self.blocking:
+                return True
+        return True
+
     def _action(self, ids: list[int]) -> tuple[str, int | torch.Tensor] | None:
         """("force", token id), ("block", token ids) or None for one row's generated ids."""
+        if self._past_the_number(ids):
+            return None
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         head, equals, tail = text.rpartition("=")
         if not equals or not re.fullmatch(r"\s?-?[0-9.,]*", tail):
@@ -225,7 +257,7 @@ class CalculatorLogitsProcessor(LogitsProcessor):
         result = evaluate_expression(head)
         if result is None:
             return None
-        target = self.tokenizer.encode(" " + result, add_special_tokens=False)
+        target = self._target(result)
         if tail == "":
             return "force", target[0]
         for k in range(len(target) - 1, 0, -1):

@@ -220,3 +220,42 @@ def test_rewrite_reproduces_gsm_symbolic_references():
         n_unchanged += all(a == b or abs(a - b) < Fraction(1, 10**4) for a, b in zip(before, after))
     assert n_fired / n_results >= 0.9
     assert n_unchanged / len(references) >= 0.95
+
+
+def test_reading_ids_backwards_decides_as_decoding_them(tokenizer):
+    """`_past_the_number` skips decoding a row only where decoding finds no number after a "=" to act on: on every
+    prefix of 40 gsm_symbolic references with wrong results, and of texts with "£", "÷", an ideographic space
+    (whitespace to the regex, three bytes to a byte-level tokenizer) and a special token after a "=", each
+    tokenised by a byte-level BPE trained on them and by the character-level tokenizer, `_action` gives what
+    decoding every prefix gives; and it decodes few of them."""
+    from reasoning_gym.arithmetic.gsm_symbolic.gsm_symbolic import GSMSymbolicDataset, GSMSymbolicDatasetConfig
+
+    from irl.model import train_tokenizer
+
+    dataset = GSMSymbolicDataset(GSMSymbolicDatasetConfig(seed=0, size=40))
+    texts = [_wrong(dataset[i]["metadata"]["answer_cot"]) for i in range(40)]
+    texts += [" 12 / 4 =\u3000 3 pens", " £2 × 3 = 6£", " 15÷3 = 5.", " 2 + 2 = 4<eos>1", " 3 * 4 =-12,0 apples"]
+    for tok in (train_tokenizer(texts, 400), tokenizer):
+        processor = CalculatorLogitsProcessor(tok, 0)
+        decoding = CalculatorLogitsProcessor(tok, 0)
+        decoding._past_the_number = lambda ids: False  # every row decoded
+        decoded = prefixes = 0
+        for text in texts:
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            for t in range(len(ids) + 1):
+                prefixes += 1
+                decoded += not processor._past_the_number(ids[:t])
+                fast, full = processor._action(ids[:t]), decoding._action(ids[:t])
+                assert type(fast) is type(full) and (fast is None or (fast[0] == full[0] and torch.equal(
+                    torch.as_tensor(fast[1]), torch.as_tensor(full[1])))), (text, t)  # fmt: skip
+        assert decoded < 0.3 * prefixes, (decoded, prefixes)
+
+
+def _wrong(reference: str) -> str:
+    """A reference with each result written right after a "=" replaced by a wrong one (its digits reversed, then 1)."""
+    pieces = reference.split("=")
+    for i in range(1, len(pieces)):
+        m = _WRITTEN_RESULT.match(pieces[i])
+        if m:
+            pieces[i] = pieces[i][: m.start("num")] + m["num"][::-1] + "1" + pieces[i][m.end("num") :]
+    return "=".join(pieces)

@@ -74,7 +74,7 @@ def test_two_part_attention_equals_attention_over_the_concatenated_cache():
         assert got.shape == (len(rows), 1, query_heads, dim)
         # float64 attention over <= 20 positions, the same sums in another order: ~20 * 2**-53 of values ~3
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
-    assert layer.prefix_keys.shape[0] < prompts  # a prompt that lost all its rows lost its keys too
+    assert layer.prefix_keys_t.shape[0] < prompts  # a prompt that lost all its rows lost its keys too
     with pytest.raises(ValueError, match="one token per step"):
         layer.attend(torch.randn(3, query_heads, 2, dim, dtype=torch.float64), got_keys, got_values, 1.0)
 
