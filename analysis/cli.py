@@ -147,4 +147,10 @@ def rewards_parser() -> argparse.ArgumentParser:
     add("--beta", type=float, default=1.0, help="β of the implicit reward.")
     add("--bf16", type=_bool, nargs="?", const=True, default=False, metavar="true|false", help=BF16_HELP + " Give "
         "bf16 rewards their own --name to keep both.")  # fmt: skip
+    add("--chunked", type=_bool, default=True, metavar="true|false", help="Decoder-only models with a linear head: "
+        "project the final hidden states a chunk of rows at a time, never holding a batch's (batch, length, vocab) "
+        "logits (analysis/scoring.py); false: the full logits. summary.json records the route that ran.")  # fmt: skip
+    add("--check_fast_paths", type=_bool, default=True, metavar="true|false", help="Compare the chunked route with "
+        "the full logits on two episodes the first time it runs for a device type, dtype and model type, and score "
+        "on the full logits if they differ; false: skip the check.")  # fmt: skip
     return parser

@@ -45,7 +45,7 @@ bf16 ones (and the other way round): give them another --name.
 import hashlib
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +79,7 @@ class Rewards:
     tokens: pd.DataFrame  # schema.TOKEN_COLUMNS
     sequences: pd.DataFrame  # schema.SEQUENCE_COLUMNS, truncated, error_position, the data's columns
     counts: dict
+    route: dict = field(default_factory=dict)  # analysis.scoring.score's record: the route that ran, its check
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -178,22 +179,23 @@ def _key(e) -> tuple | None:
 
 
 def extract(model, tokenizer, rows: pd.DataFrame, gamma: float, batch_tokens: int = cli.BATCH_TOKENS,
-            reference=None, beta: float = 1.0) -> Rewards:
+            reference=None, beta: float = 1.0, *, chunked: bool = True, check: bool = True) -> Rewards:
     """Token and sequence rewards of `rows` (example_id, prompt_id, prompt, completion, optionally the token
     record prompt_ids/completion_ids/ended and rejected_error_char-style `error_char`, any others). Rows left
     out are counted by status; R_centered is R minus the mean R of the scored rows with the same prompt_id.
     Beside r_t, every definition of analysis/definitions.py; the implicit one against `reference` (a model
-    sharing the tokenizer, scored on the same episodes; None: no implicit reward, NaN)."""
+    sharing the tokenizer, scored on the same episodes; None: no implicit reward, NaN). `chunked`, `check`: the
+    route of analysis.scoring.score and its self-check; Rewards.route records the route that ran."""
     rows = rows.reset_index(drop=True)
     encoded, status = encode_rows(tokenizer, rows, context_length(model.config))
     keys = [_key(e) for e in encoded]
     distinct = list(dict.fromkeys(k for k in keys if k is not None))
     first = {k: i for i, k in reversed(list(enumerate(keys))) if k is not None}
     episodes = [encoded[first[k]] for k in distinct]
-    per, tokens = scoring.score(model, tokenizer, episodes, gamma, batch_tokens)
+    per, tokens, route = scoring.score(model, tokenizer, episodes, gamma, batch_tokens, chunked=chunked, check=check)
     tokens[S.LOGP_REF] = np.nan
     if reference is not None:  # log pi_ref of the same actions, matched by (episode, position)
-        _, ref = scoring.score(reference, tokenizer, episodes, gamma, batch_tokens)
+        _, ref, _ = scoring.score(reference, tokenizer, episodes, gamma, batch_tokens, chunked=chunked, check=check)
         at = ref.set_index(["episode", S.POSITION])[S.LOGP]
         tokens[S.LOGP_REF] = at.reindex(pd.MultiIndex.from_frame(tokens[["episode", S.POSITION]])).to_numpy()
     which = {k: j for j, k in enumerate(distinct)}
@@ -223,7 +225,7 @@ def extract(model, tokenizer, rows: pd.DataFrame, gamma: float, batch_tokens: in
     token_rows = link.merge(tokens, on="episode", how="inner", sort=False)[[*S.TOKEN_COLUMNS, S.LOGP_REF]]
     counts["tokens"] = len(token_rows)
     token_rows, seqs = definitions.add_definitions(token_rows, seqs, beta)
-    return Rewards(token_rows, seqs, counts)
+    return Rewards(token_rows, seqs, counts, route)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -332,14 +334,16 @@ def load(data: str, checkpoint, fields: dict[str, str] = FIELDS, split: str = "t
 
 def score_checkpoint(checkpoint, data: list[Data], gamma: float | None = None, *, n_boot: int = 1000, seed: int = 0,
                      batch_tokens: int = cli.BATCH_TOKENS, scorer=None, reference: str = INITIAL,
-                     beta: float = 1.0, bf16: bool = False) -> dict[str, dict]:
+                     beta: float = 1.0, bf16: bool = False, chunked: bool = True,
+                     check: bool = True) -> dict[str, dict]:
     """Rewards of a checkpoint on each data set, written to irl.runs.rewards_dir(checkpoint, name) with the
     analyses that apply (module docstring); returns {name: summary}. Every path that extracts rewards calls this:
     the command, analysis.report, the findings grid and the demo. gamma: `checkpoint_gamma`. Each directory's
     manifest is checked before anything is scored: one made with other settings is refused (RewardError).
     `scorer`: (model, tokenizer) already loaded (default: the checkpoint's own, loaded once for all data).
     `reference`, `beta`: π_ref and β of the implicit reward (reference_model). `bf16`: both models' forward under
-    bfloat16 autocast (analysis.scoring.autocast), recorded in the manifest and summary."""
+    bfloat16 autocast (analysis.scoring.autocast), recorded in the manifest and summary. `chunked`, `check`: the
+    scoring route and its self-check (analysis.scoring.score); the route that ran is in the summary ("route")."""
     model, tokenizer = scorer or load_checkpoint(checkpoint)
     precision = BF16 if bf16 else None
     gamma = checkpoint_gamma(checkpoint, gamma)
@@ -361,13 +365,14 @@ def score_checkpoint(checkpoint, data: list[Data], gamma: float | None = None, *
     summaries = {}
     for d, manifest in zip(data, manifests):
         with autocast(precision, model.device.type):
-            rewards = extract(model, tokenizer, d.rows, gamma, batch_tokens, ref_model, beta)
+            rewards = extract(model, tokenizer, d.rows, gamma, batch_tokens, ref_model, beta, chunked=chunked,
+                              check=check)  # fmt: skip
         pairs = None
         if d.pairs is not None:
             pairs, rewards.counts["dropped_pairs"] = D.pairs_table(rewards.sequences, d.pairs)
             rewards.counts["pairs"] = len(pairs)
         summary = {"checkpoint": str(checkpoint), "data": d.name, "gamma": gamma, "terminal": TERMINAL_RULE,
-                   "autocast": precision}  # fmt: skip
+                   "autocast": precision, "route": rewards.route}  # fmt: skip
         summary |= {"scores": list(S.SCORES), "counts": rewards.counts, "reference": ref_what, "beta": beta}
         summary |= analyse(rewards, pairs, d.metrics, n_boot, seed)
         write(runs.rewards_dir(checkpoint, d.name), rewards, pairs, summary, manifest)
@@ -378,7 +383,7 @@ def score_checkpoint(checkpoint, data: list[Data], gamma: float | None = None, *
 def main(argv=None) -> None:
     args = cli.rewards_parser().parse_args(argv)
     if args.dry_run:  # irl/memory.py: weights, a batch's forward and its logits
-        dry_run_rewards(args.checkpoint, args.batch_tokens, autocast=args.bf16)
+        dry_run_rewards(args.checkpoint, args.batch_tokens, autocast=args.bf16, chunked=args.chunked)
         return
     try:
         fields = {S.PROMPT: args.prompt_field, S.COMPLETION: args.completion_field}
@@ -389,7 +394,8 @@ def main(argv=None) -> None:
         data = load(args.data, args.checkpoint, fields, args.split, args.name, metrics)
         summary = score_checkpoint(args.checkpoint, [data], gamma, n_boot=args.n_boot, seed=args.seed,
                                    batch_tokens=args.batch_tokens, scorer=scorer, reference=args.reference,
-                                   beta=args.beta, bf16=args.bf16)[data.name]  # fmt: skip
+                                   beta=args.beta, bf16=args.bf16, chunked=args.chunked,
+                                   check=args.check_fast_paths)[data.name]  # fmt: skip
     except (RewardError, DataError, ModelError, FileError) as e:
         sys.exit(f"error: {e}")
     print(json.dumps(_json_safe(summary), indent=1))

@@ -7,6 +7,15 @@ What is scored is exactly a list of `irl.data.Encoded` episodes: a sweep's sampl
 Encoder-decoder models (T5) score an episode with its prompt in the encoder and [decoder start] + completion in
 the decoder, the layout of training (irl.data.episode_features); their context has no length limit
 (irl.model.context_length is None).
+
+Decoder-only models whose logits are exactly lm_head(final hidden states) (irl/trainer.py HEAD_IS_LINEAR) are
+scored on the chunked route by default, as they train: the final hidden states of the kept positions are projected
+a chunk of rows at a time (irl.kernels.head_token_terms), so a batch never holds its (B, T, V) logits (at the 0.5B
+shape's vocabulary of 151,936, 2.3 GiB per 4,096 tokens in float32). The route checks itself (`check_chunked`):
+the first time it runs in a process for a device type, dtype and model type, the first episodes of the batch are
+scored both ways and compared; if they differ, that scoring and every later one for the same key read the
+materialised logits, a warning says so once with the figures, and the record `score` returns says which route
+ran (analysis/rewards.py writes it in summary.json).
 """
 
 import functools
@@ -20,11 +29,19 @@ import torch
 
 from analysis import schema as S
 from irl.data import OK, TRUNCATED, Collator, Encoded, encode_example, episode_features, model_inputs
-from irl.kernels import token_terms
+from irl import memory
+from irl.generation import compute_dtype
+from irl.kernels import head_token_terms, token_terms
 from irl.model import ModelError
 
 logger = logging.getLogger(__name__)
 BF16 = "bfloat16"  # the autocast dtype of --bf16: what the manifests of sweeps and rewards record as `autocast`
+CHUNKED, MATERIALISED = "chunked", "materialised"  # the routes of `score` (its record's "route")
+# The chunked route's self-check: episodes of the first batch scored both ways, and the largest difference of Q, V
+# and the entropy allowed, relative to the largest magnitude of each: the same sums in another order, as the
+# training loss's check (irl/trainer.py CHECK_TOLERANCE says why these figures).
+CHECK_EPISODES = 2
+_checked: dict[tuple, dict] = {}  # (device type, dtype, model type) -> the check's record, once per process
 
 
 def autocast(dtype: str | None, device_type: str):
@@ -92,12 +109,15 @@ def _batches(encoded: list, batch_tokens: int) -> list[list[int]]:
 
 
 @torch.inference_mode()
-def score_batch(model, batch: list[Encoded], pad_id: int, eos_id: int, gamma: float) -> dict[str, np.ndarray]:
+def score_batch(model, batch: list[Encoded], pad_id: int, eos_id: int, gamma: float,
+                chunked: bool = False) -> dict[str, np.ndarray]:
     """Per completion action of a batch, row-major: q, v, v_next, logp, reward, entropy (v_next and reward NaN
-    for an action without a next state). One forward pass, then irl.kernels.token_terms, as in training:
-    `_causal_terms` or `_seq2seq_terms` per the model's config."""
-    seq2seq = model.config.is_encoder_decoder
-    terms = (_seq2seq_terms if seq2seq else _causal_terms)(model, batch, pad_id, eos_id)
+    for an action without a next state). One forward pass, then irl.kernels' token terms, as in training:
+    `_causal_terms` (on the chunked route when `chunked`, which `can_chunk` must allow) or `_seq2seq_terms`."""
+    if model.config.is_encoder_decoder:
+        terms = _seq2seq_terms(model, batch, pad_id, eos_id)
+    else:
+        terms = _causal_terms(model, batch, pad_id, eos_id, chunked)
     mask, no_next = terms.mask, terms.mask & ~terms.td_mask  # (B, actions)
     nan = torch.tensor(float("nan"), device=terms.q.device)
     out = {
@@ -111,9 +131,16 @@ def score_batch(model, batch: list[Encoded], pad_id: int, eos_id: int, gamma: fl
     return {k: v[mask].float().cpu().numpy() for k, v in out.items()}
 
 
-def _causal_terms(model, batch: list[Encoded], pad_id: int, eos_id: int):
+def can_chunk(model) -> bool:
+    """Whether the chunked route can score `model`: a decoder-only model whose logits are exactly its linear
+    lm_head's projection of the final hidden states."""
+    return memory.can_chunk(model.config) and isinstance(model.get_output_embeddings(), torch.nn.Linear)
+
+
+def _causal_terms(model, batch: list[Encoded], pad_id: int, eos_id: int, chunked: bool = False):
     """TokenTerms of a decoder-only model: the batch left-padded, the logits kept for the completion positions only
-    (`logits_to_keep`)."""
+    (`logits_to_keep`), or with `chunked` the final hidden states of those positions projected a chunk of rows at
+    a time (irl.kernels.head_token_terms: zero outside the completion's actions, which are all that is read)."""
     seqs = [e.prompt_ids + e.completion_ids for e in batch]
     width = max(map(len, seqs))
     keep = max(len(e.completion_ids) for e in batch) + 1  # logits of the completions and the last prompt token
@@ -128,6 +155,12 @@ def _causal_terms(model, batch: list[Encoded], pad_id: int, eos_id: int):
     device = model.device
     ids, attention, positions = ids.to(device), attention.to(device), positions.to(device)
     # use_cache=False: one pass reads the whole sequence, a KV cache of every layer would only hold memory
+    if chunked:  # the base model's output is the final hidden states, after the final norm: lm_head's input
+        hidden = model.base_model(input_ids=ids, attention_mask=attention, position_ids=positions,
+                                  use_cache=False).last_hidden_state[:, -keep:]  # fmt: skip
+        head = model.get_output_embeddings()
+        return head_token_terms(hidden, head.weight, head.bias, ids[:, -keep:], completion[:, -keep:].to(device),
+                                eos_id)  # fmt: skip
     logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, logits_to_keep=keep,
                    use_cache=False).logits  # fmt: skip
     # logits (B, keep, V): column k holds the state in which the action ids[:, width - keep + k + 1] is taken
@@ -143,8 +176,39 @@ def _seq2seq_terms(model, batch: list[Encoded], pad_id: int, eos_id: int):
     return token_terms(logits, inputs["decoder_input_ids"], inputs["completion_mask"], eos_id)
 
 
-def score(model, tokenizer, encoded: list[Encoded | None], gamma: float, batch_tokens: int):
-    """Score episodes: (per-episode table indexed like `encoded`, per-token table).
+@torch.inference_mode()
+def check_chunked(model, batch: list[Encoded], pad_id: int, eos_id: int) -> dict:
+    """The chunked route against materialised logits on the first CHECK_EPISODES episodes of a batch, once per
+    process for a device type, dtype (irl.generation.compute_dtype: autocast's when on) and model type (later calls
+    return the first record): Q, V and the entropy of every completion action compared. Returns {"passed",
+    "check/chunked_terms_max_rel_diff", "tolerance"}; a failure is logged once with its figures."""
+    from irl.trainer import CHECK_TOLERANCE
+
+    key = (model.device.type, compute_dtype(model), model.config.model_type)
+    if key in _checked:
+        return _checked[key]
+    episodes = batch[:CHECK_EPISODES]
+    fast, stock = (_causal_terms(model, episodes, pad_id, eos_id, chunked) for chunked in (True, False))
+    worst = max(
+        ((a - b)[stock.mask].abs().max() / b[stock.mask].abs().max().clamp(min=torch.finfo(b.dtype).tiny)).item()
+        for a, b in ((fast.q, stock.q), (fast.v, stock.v), (fast.entropy, stock.entropy))
+    )
+    tolerance = CHECK_TOLERANCE[key[1]]
+    record = {"passed": worst <= tolerance, "check/chunked_terms_max_rel_diff": worst, "tolerance": tolerance}
+    if not record["passed"]:
+        logger.warning("rewards: on %s the chunked route differs from materialised logits by %.3g (relative; "
+                       "tolerance %.3g): scoring reads the full logits", key, worst, tolerance)  # fmt: skip
+    _checked[key] = record
+    return record
+
+
+def score(model, tokenizer, encoded: list[Encoded | None], gamma: float, batch_tokens: int, *, chunked: bool = True,
+          check: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Score episodes: (per-episode table indexed like `encoded`, per-token table, the route's record).
+
+    `chunked`: the chunked route where `can_chunk` allows it (module docstring); `check`: its self-check first
+    (`check_chunked`; a failure scores on materialised logits). The record: {"route": CHUNKED or MATERIALISED},
+    with the check's figures when it ran.
 
     Per episode (NaN where `encoded` holds None): R (the rewards of the tokens with a next state, summed),
     R_mean (their mean), logp_sum, logp_mean (per token), v0 (V of the first state), length (tokens scored, EOS
@@ -152,12 +216,17 @@ def score(model, tokenizer, encoded: list[Encoded | None], gamma: float, batch_t
     `encoded`), position (0 = first completion token), token_id, token (tokenizer.decode([id])), q, v, v_next,
     logp, reward, entropy.
     """
-    chunks, index = [], []
-    for batch in _batches(encoded, batch_tokens):
-        chunks.append(
-            score_batch(model, [encoded[i] for i in batch], tokenizer.pad_token_id, tokenizer.eos_token_id, gamma)
-        )
-        index += batch
+    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    order = _batches(encoded, batch_tokens)
+    batches = [[encoded[i] for i in batch] for batch in order]
+    record = {}
+    chunked = chunked and can_chunk(model)
+    if chunked and check and batches:
+        record = check_chunked(model, batches[0], pad_id, eos_id)
+        chunked = record["passed"]
+    record = {"route": CHUNKED if chunked else MATERIALISED, **record}
+    chunks = [score_batch(model, batch, pad_id, eos_id, gamma, chunked) for batch in batches]
+    index = [i for batch in order for i in batch]
     lengths = np.array([len(encoded[i].completion_ids) for i in index], dtype=int)
     token_ids = np.concatenate([encoded[i].completion_ids for i in index]).astype(int) if index else np.zeros(0, int)
     tokens = pd.DataFrame(
@@ -184,7 +253,7 @@ def score(model, tokenizer, encoded: list[Encoded | None], gamma: float, batch_t
         }
     ).reindex(range(len(encoded)))
     per[S.TRUNCATED] = [e is not None and not e.ended for e in encoded]
-    return per, tokens
+    return per, tokens, record
 
 
 def error_position(tokenizer, completion_ids: list[int], error_char: int) -> int:

@@ -142,7 +142,7 @@ def train_points(name, path, context, workdir, objectives, dtype, tokens_per_bat
                               logging_steps=1, eval_strategy="no", save_steps=100, eval_size=4, objective=objective,
                               lam=0.1, chunked_loss=chunked, vocab_size=1024,
                               bf16=dtype == "bfloat16", activation_checkpointing=checkpointed)  # fmt: skip
-            if chunked and not can_chunk(memory.model_config(cfg)):
+            if chunked and not memory.can_chunk(memory.model_config(cfg)):
                 continue  # the materialised run below is the only route
             peak, trainer = memory.measured_peak(lambda: train(cfg))
             predicted = memory.predict_train(cfg, trainer.model.config).peak  # a preset: its trained vocabulary
@@ -154,12 +154,6 @@ def train_points(name, path, context, workdir, objectives, dtype, tokens_per_bat
                             vocab=trainer.model.config.vocab_size))  # fmt: skip
             shutil.rmtree(run_dir, ignore_errors=True)
     return out
-
-
-def can_chunk(config) -> bool:
-    from irl.trainer import HEAD_IS_LINEAR
-
-    return not config.is_encoder_decoder and config.model_type in HEAD_IS_LINEAR
 
 
 def decode_points(model, context, dtype) -> list[dict]:

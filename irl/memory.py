@@ -40,7 +40,8 @@ gradients are held at every moment.
 
 Decoding (`predict_decoding`, no gradient): weights, and the larger of the prompt's forward beside its cache and
 the KV cache at its fullest (every row to the last step) beside a step's logits. Reward extraction
-(`predict_scoring`): weights, and the larger of a layer's feed-forward and the kept logits. Not modelled:
+(`predict_scoring`): weights, and the larger of a layer's feed-forward and the kept logits (or, on the chunked
+route, the final hidden states and a chunk of logits). Not modelled:
 8-bit optimizers, and activation offloading.
 
 Under bf16 autocast (training's `--bf16 true`; decoding and scoring under torch.autocast) the weights stay float32
@@ -223,8 +224,6 @@ def activation_bytes(config, batch: int, lengths: tuple[int, int], chunked: bool
 
 def predict_train(cfg, config=None) -> Prediction:
     """The predicted memory of training per `cfg` (irl/config.py TrainConfig): module docstring."""
-    from irl.trainer import HEAD_IS_LINEAR
-
     config = config or model_config(cfg)
     with torch.device("meta"):
         model = _auto(config).from_config(config, dtype=DTYPE)
@@ -243,7 +242,7 @@ def predict_train(cfg, config=None) -> Prediction:
     if cfg.samples_policy:  # sampled completions go through the same forward as the expert rows
         batch += cfg.per_device_train_batch_size * cfg.num_samples
     seq2seq = config.is_encoder_decoder
-    chunked = cfg.chunked_loss and not seq2seq and config.model_type in HEAD_IS_LINEAR
+    chunked = cfg.chunked_loss and can_chunk(config)
     splits = [(length - d, d + 1) for d in (1, length // 2, length - 1)] if seq2seq else [(length, 0)]
     autocast = bool(cfg.bf16)
     checkpointed = bool(cfg.activation_checkpointing)
@@ -453,25 +452,44 @@ def forward_bytes(config, tokens: int, width: int = 4, autocast: bool = False) -
     return tokens * (4 * hidden * width + 3 * inner * (2 if autocast else width))
 
 
-def predict_scoring(config, parameters: int, batch_tokens: int, width: int = 4, autocast: bool = False) -> dict:
+def predict_scoring(config, parameters: int, batch_tokens: int, width: int = 4, autocast: bool = False,
+                    chunked: bool = False) -> dict:
     """Predicted peak bytes of reward extraction (analysis/scoring.py `score`, no gradient, no KV cache) in
     batches of at most `batch_tokens` padded tokens (under bf16 autocast, `autocast`, the activations and the kept
     logits in bfloat16; in inference mode autocast keeps no casts of the weights):
 
         weights   P b
         forward   `forward_bytes` of batch_tokens tokens
-        logits    the kept logits, at most batch_tokens V (float32), and a chunk of CHUNK_ROWS rows of
-                  exp(z - max) in the fused pass (irl/kernels.py token_terms)
+        logits    materialised: the kept logits, at most batch_tokens V (float32), and a chunk of CHUNK_ROWS rows
+                  of exp(z - max) in the fused pass (irl/kernels.py token_terms);
+                  `chunked` (a decoder-only model with a linear head, analysis/scoring.py can_chunk): the final
+                  hidden states of the batch (batch_tokens H b) and their kept rows, the chunk's z and exp(z - max)
+                  in float32 (irl/kernels.py head_token_terms), under autocast also the chunk's bf16 product and
+                  W's bf16 cast
     """
-    chunk = min(kernels.CHUNK_ROWS, batch_tokens) * config.vocab_size * 4 * (2 if autocast else 1)
+    hidden, vocab = getattr(config, "hidden_size", None) or config.d_model, config.vocab_size
     forward = forward_bytes(config, batch_tokens, width, autocast)
-    logits = batch_tokens * config.vocab_size * (2 if autocast else width) + chunk
+    if chunked and can_chunk(config):
+        rows = min(batch_tokens, max(1, kernels.CHUNK_LOGITS // vocab, -(-batch_tokens * hidden // vocab)))
+        logits = 2 * batch_tokens * hidden * width + 2 * rows * vocab * 4
+        logits += rows * vocab * 2 + vocab * hidden * 2 if autocast else 0
+    else:
+        chunk = min(kernels.CHUNK_ROWS, batch_tokens) * vocab * 4 * (2 if autocast else 1)
+        logits = batch_tokens * vocab * (2 if autocast else width) + chunk
     terms = {"weights": parameters * width, "forward": forward, "logits": logits}
     terms["peak"] = terms["weights"] + max(forward, logits)
     return terms
 
 
-def dry_run_rewards(checkpoint, batch_tokens: int, autocast: bool = False) -> dict:
+def can_chunk(config) -> bool:
+    """Whether a model of `config` can take the chunked head routes (training's chunked loss, scoring's chunked
+    route): decoder-only, its logits exactly lm_head(final hidden states) (irl/trainer.py HEAD_IS_LINEAR)."""
+    from irl.trainer import HEAD_IS_LINEAR
+
+    return not config.is_encoder_decoder and config.model_type in HEAD_IS_LINEAR
+
+
+def dry_run_rewards(checkpoint, batch_tokens: int, autocast: bool = False, chunked: bool = True) -> dict:
     """Print the predicted peak of reward extraction from `checkpoint` in batches of `batch_tokens` tokens, then one
     JSON object with `fits`."""
     from transformers import AutoConfig
@@ -479,7 +497,7 @@ def dry_run_rewards(checkpoint, batch_tokens: int, autocast: bool = False) -> di
     config = AutoConfig.from_pretrained(checkpoint)
     with torch.device("meta"):
         parameters = sum(p.numel() for p in _auto(config).from_config(config, dtype=DTYPE).parameters())
-    terms = predict_scoring(config, parameters, batch_tokens, autocast=autocast)
+    terms = predict_scoring(config, parameters, batch_tokens, autocast=autocast, chunked=chunked)
     available = device_memory(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     print(f"{checkpoint}: " + ", ".join(f"{k} {v / 2**30:.3f} GiB" for k, v in terms.items()))
     record = {"predicted_peak_bytes": terms["peak"], "fits": terms["peak"] <= (1 - HEADROOM) * available,

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis import rewards
+from analysis import rewards, scoring
 from analysis import schema as S
 from analysis.__main__ import main as analysis_main
 from analysis.metrics import answers_match
@@ -131,6 +131,7 @@ def test_command_rewards_equal_a_plain_forward_pass(checkpoint, model_and_tokeni
     assert seqs[S.R_CENTERED].iloc[1:4].abs().max() < 1e-9
     summary = json.loads((rewards_dir(checkpoint, "plain") / runs.SUMMARY_FILE).read_text())
     assert summary["gamma"] == 0.9 and summary["counts"]["tokens"] == len(tokens)
+    assert summary["route"]["route"] == "chunked" and summary["route"]["passed"]  # the tiny preset is a Llama
     found = [(c["reward"], c["metric"], c["n"]) for c in summary["correlations"]]
     assert found == [(score, "score", 5) for score in S.SCORES]  # every reward figure beside the baselines
 
@@ -287,3 +288,41 @@ def test_every_manifest_is_checked_before_anything_is_scored(checkpoint, tmp_pat
                                                   r"there, 0.9 now\)"):  # fmt: skip
         rewards.score_checkpoint(checkpoint, [first, second], gamma=0.9)
     assert not rewards_dir(checkpoint, "first-of-two").exists()
+
+
+def test_the_chunked_route_scores_as_the_logits_and_checks_itself(checkpoint, model_and_tokenizer, monkeypatch):
+    """Scoring from the final hidden states a chunk of rows at a time gives the rewards of the materialised
+    logits (the same float32 sums in another order); a chunked route made deliberately wrong is caught by its
+    self-check, and the rewards are then those of the materialised route bit for bit, the record saying so; the
+    check runs once per process for a key, and can be skipped."""
+    model, tokenizer = model_and_tokenizer
+    examples = math_test_split(checkpoint)[:6]
+    rows = pd.DataFrame({S.EXAMPLE_ID: range(6), S.PROMPT_ID: [e["id"] for e in examples],
+                         S.PROMPT: [e["prompt"] for e in examples], S.COMPLETION: [e["completion"] for e in examples]})
+    monkeypatch.setattr(scoring, "_checked", {})
+    stock = rewards.extract(model, tokenizer, rows, 0.9, batch_tokens=300, chunked=False)
+    fast = rewards.extract(model, tokenizer, rows, 0.9, batch_tokens=300)
+    assert stock.route == {"route": "materialised"}
+    assert fast.route["route"] == "chunked" and fast.route["check/chunked_terms_max_rel_diff"] < 1e-5
+    for key in (S.Q, S.V, S.V_NEXT, S.LOGP, S.REWARD, S.TOKEN_ENTROPY):  # logits <= 10 within ~d_ff ulps (2e-4)
+        np.testing.assert_allclose(fast.tokens[key], stock.tokens[key], atol=2e-4, rtol=1e-5, err_msg=key)
+
+    head_token_terms = scoring.head_token_terms
+
+    def wrong(*args, **kwargs):
+        terms = head_token_terms(*args, **kwargs)
+        terms.q = terms.q * 1.01
+        return terms
+
+    monkeypatch.setattr(scoring, "head_token_terms", wrong)
+    monkeypatch.setattr(scoring, "_checked", {})
+    caught = rewards.extract(model, tokenizer, rows, 0.9, batch_tokens=300)
+    assert caught.route["route"] == "materialised" and not caught.route["passed"]
+    assert caught.route["check/chunked_terms_max_rel_diff"] == pytest.approx(1e-2, rel=1e-3)
+    pd.testing.assert_frame_equal(caught.tokens, stock.tokens)  # bit for bit: the stock route ran
+    pd.testing.assert_frame_equal(caught.sequences, stock.sequences)
+    again = rewards.extract(model, tokenizer, rows, 0.9, batch_tokens=300)  # the key's record: no second check
+    assert again.route == caught.route
+    unchecked = rewards.extract(model, tokenizer, rows, 0.9, batch_tokens=300, check=False)
+    assert unchecked.route == {"route": "chunked"}  # the wrong route itself: nothing compared it
+    assert not np.allclose(unchecked.tokens[S.Q], stock.tokens[S.Q], atol=2e-4)
