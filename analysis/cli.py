@@ -112,6 +112,10 @@ def sweep_parser() -> argparse.ArgumentParser:
         "(changes the sampled rows).")  # fmt: skip
     add("--bf16", type=_bool, nargs="?", const=True, default=False, metavar="true|false", help=BF16_HELP)
     add("--dry_run", action="store_true", help="Print the predicted peak memory of decoding and stop.")
+    add("--check_fast_paths", type=_bool, default=True, metavar="true|false", help="Compare the compact decoder "
+        "with transformers' generate on two prompts the first time it runs for a device type, dtype and model type, "
+        "and decode through generate if they differ; false: skip the check. The samples tables record the path "
+        "that ran (decode_path).")  # fmt: skip
     return parser
 
 

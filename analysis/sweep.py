@@ -146,15 +146,16 @@ def _texts(tokenizer, ids: list[list[int]]) -> list[str]:
 
 
 def generate_batch(model, tokenizer, prompts: list[str], decoding: Decoding, k: int, max_new_tokens: int, seed: int,
-                   calculator: CalculatorLogitsProcessor | None,
-                   max_prompt_tokens: int | None = None) -> dict[str, list]:  # fmt: skip
+                   calculator: CalculatorLogitsProcessor | None, max_prompt_tokens: int | None = None,
+                   check: bool = True) -> dict[str, list]:  # fmt: skip
     """Decode a batch of prompts: the token record of every sample (schema: prompt_ids, completion_ids, ended,
     n_tokens, entropy, and the completion's text), each a list of len(prompts) * decoding.samples_per_prompt(k)
     values, prompt-major (row i * n + j: sample j of prompt i). With a `calculator`, the batch is decoded a second
-    time with it, from the same seed: completion_calc_ids, ended_calc, calc_forced and completion_calc."""
+    time with it, from the same seed: completion_calc_ids, ended_calc, calc_forced and completion_calc. `check`: the
+    compact decoder's self-check (irl.generation.decode)."""
     batch = left_padded(tokenizer, prompts, model.device, max_prompt_tokens)
     ids = dict(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    out = decode(model, batch, decoding, k, max_new_tokens=max_new_tokens, seed=seed, entropy=True, **ids)
+    out = decode(model, batch, decoding, k, max_new_tokens=max_new_tokens, seed=seed, entropy=True, check=check, **ids)
     columns = {
         S.PROMPT_IDS: out.prompt_ids,
         S.COMPLETION_IDS: out.completion_ids,
@@ -168,7 +169,7 @@ def generate_batch(model, tokenizer, prompts: list[str], decoding: Decoding, k: 
         # the column where generation starts in the ids the processor sees: after the left-padded prompt, or after
         # the decoder start token of an encoder-decoder model
         calculator.prompt_length = 1 if model.config.is_encoder_decoder else batch["input_ids"].shape[1]
-        calc = decode(model, batch, decoding, k, max_new_tokens=max_new_tokens, seed=seed,
+        calc = decode(model, batch, decoding, k, max_new_tokens=max_new_tokens, seed=seed, check=check,
                       logits_processor=LogitsProcessorList([calculator]), **ids)  # fmt: skip
         columns[S.COMPLETION_CALC_IDS] = calc.completion_ids
         columns[S.ENDED_CALC] = calc.ended
@@ -380,7 +381,7 @@ def _plan(state: PartialState, run_dirs, checkpoints, grid: list[Decoding], spli
     return jobs
 
 
-def _decode_cell(model, job: _Job, decoding: Decoding, progress) -> list:
+def _decode_cell(model, job: _Job, decoding: Decoding, progress, check: bool = True) -> list:
     """(batch index, columns) for each of this process's batches of one cell, per-sample metrics included."""
     s, out = job.settings, []
     for b in job.batches:
@@ -388,7 +389,7 @@ def _decode_cell(model, job: _Job, decoding: Decoding, progress) -> list:
         with autocast(s.autocast, model.device.type):
             columns = generate_batch(
                 model, job.tokenizer, [ex["prompt"] for ex in chunk], decoding, s.samples, s.max_new_tokens,
-                batch_seed(s.seed, decoding.label, b), job.calculator, s.max_prompt_tokens,
+                batch_seed(s.seed, decoding.label, b), job.calculator, s.max_prompt_tokens, check,
             )  # fmt: skip
         n = decoding.samples_per_prompt(s.samples)
         columns[S.PROMPT_ID] = [ex["id"] for ex in chunk for _ in range(n)]
@@ -443,6 +444,7 @@ def sweep(
     min_p=MIN_P,
     quality_threshold: float | None = None,
     bf16: bool = False,
+    check_fast_paths: bool = True,
 ) -> pd.DataFrame:
     """Run the decoding sweep (see the module docstring) and return the aggregate rows of the asked-for cells.
 
@@ -456,6 +458,8 @@ def sweep(
     `default_max_new_tokens`; longer prompts keep their last `max_prompt_tokens` tokens. Under `accelerate launch`
     each process decodes its share of the batches and the main process writes; every process returns the same
     table. bf16: the model's forward under bfloat16 autocast (analysis.scoring.autocast), recorded in the manifest.
+    check_fast_paths: the compact decoder's self-check (irl.generation.check_compact); the path that ran is in each
+    samples table (decode_path).
     """
     try:
         for name in metrics or ():
@@ -487,7 +491,7 @@ def sweep(
                 atomic_write_text(job.out_dir / runs.MANIFEST, json.dumps(asdict(job.settings), indent=1) + "\n")
         for decoding in job.todo:
             progress.set_postfix_str(f"{job.run_dir.name} step {runs.step_of(job.checkpoint)} {decoding.label}")
-            parts = gather_object(_decode_cell(model, job, decoding, progress))
+            parts = gather_object(_decode_cell(model, job, decoding, progress, check_fast_paths))
             if state.is_main_process:
                 write_parquet(cell_path(job.out_dir, decoding), _cell_table(job, decoding, parts))
         if state.is_main_process:
@@ -551,6 +555,7 @@ def main(argv=None) -> None:
             args.run, args.checkpoints, args.temperatures, args.beams, args.samples, args.split, args.limit,
             args.max_new_tokens, args.metrics, args.calculator, args.seed, args.batch_size, args.dry_run,
             top_p=args.top_p, min_p=args.min_p, quality_threshold=args.quality_threshold, bf16=args.bf16,
+            check_fast_paths=args.check_fast_paths,
         )  # fmt: skip
     except (SweepError, ModelError, DataError, irl_config.ConfigError, FileError) as e:
         sys.exit(f"error: {e}")

@@ -357,3 +357,22 @@ def test_two_processes_write_the_same_rows(two_processes, swept):
     two = rows(sweep_dir(two_processes.root / "sweep" / "checkpoint-3", "test"))
     # texts exactly; entropies to ENTROPY_ATOL, as launched processes run one thread each (sums may reorder)
     pd.testing.assert_frame_equal(two, rows(swept[1]), check_exact=False, rtol=0, atol=ENTROPY_ATOL)
+
+
+def test_the_sweep_can_skip_the_compact_decoders_check(tiny_run, swept, tmp_path, monkeypatch):
+    """--check_fast_paths false: no self-check runs, the compact decoder decodes, and the rows are the checked
+    sweep's (the check draws no random number the samples see)."""
+    from irl import generation
+
+    monkeypatch.setattr(generation, "_checked", {})
+    checks = []
+    check = generation.check_compact
+    monkeypatch.setattr(generation, "check_compact", lambda *a, **kw: checks.append(1) or check(*a, **kw))
+    run = copy_run(tiny_run, tmp_path)
+    args = sweep_parser().parse_args(["--run", str(run), "--check_fast_paths", "false"])
+    assert args.check_fast_paths is False
+    sweep(run, **{**SWEEP, "beams": ()}, check_fast_paths=args.check_fast_paths)
+    assert not checks and not generation._checked
+    found = pd.read_parquet(sweep_dir(run / "checkpoint-3", "test") / "samples-t=1.parquet").drop(columns=S.RUN)
+    assert set(found[S.DECODE_PATH]) == {generation.COMPACT}
+    pd.testing.assert_frame_equal(found, pd.read_parquet(swept[1] / "samples-t=1.parquet").drop(columns=S.RUN))
