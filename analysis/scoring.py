@@ -40,7 +40,8 @@ CHUNKED, MATERIALISED = "chunked", "materialised"  # the routes of `score` (its 
 # The chunked route's self-check: episodes of the first batch scored both ways, and the largest difference of Q, V
 # and the entropy allowed, relative to the largest magnitude of each: the same sums in another order, as the
 # training loss's check (irl/trainer.py CHECK_TOLERANCE says why these figures).
-CHECK_EPISODES = 2
+CHECK_EPISODES, CHECK_TOKENS = 2, 64  # episodes of the first batch, each cut to its last prompt and first completion
+# tokens: materialised logits of 2 x 128 positions, whatever the context (the check must not set the peak)
 _checked: dict[tuple, dict] = {}  # (device type, dtype, model type) -> the check's record, once per process
 
 
@@ -178,16 +179,18 @@ def _seq2seq_terms(model, batch: list[Encoded], pad_id: int, eos_id: int):
 
 @torch.inference_mode()
 def check_chunked(model, batch: list[Encoded], pad_id: int, eos_id: int) -> dict:
-    """The chunked route against materialised logits on the first CHECK_EPISODES episodes of a batch, once per
-    process for a device type, dtype (irl.generation.compute_dtype: autocast's when on) and model type (later calls
-    return the first record): Q, V and the entropy of every completion action compared. Returns {"passed",
+    """The chunked route against materialised logits on the first CHECK_EPISODES episodes of a batch, each cut to
+    its last CHECK_TOKENS prompt tokens and first CHECK_TOKENS completion tokens, once per process for a device
+    type, dtype (irl.generation.compute_dtype: autocast's when on) and model type (later calls return the first
+    record): Q, V and the entropy of every completion action compared. Returns {"passed",
     "check/chunked_terms_max_rel_diff", "tolerance"}; a failure is logged once with its figures."""
     from irl.trainer import CHECK_TOLERANCE
 
     key = (model.device.type, compute_dtype(model), model.config.model_type)
     if key in _checked:
         return _checked[key]
-    episodes = batch[:CHECK_EPISODES]
+    episodes = [Encoded(e.prompt_ids[-CHECK_TOKENS:], e.completion_ids[:CHECK_TOKENS], False)
+                for e in batch[:CHECK_EPISODES]]  # fmt: skip
     fast, stock = (_causal_terms(model, episodes, pad_id, eos_id, chunked) for chunked in (True, False))
     worst = max(
         ((a - b)[stock.mask].abs().max() / b[stock.mask].abs().max().clamp(min=torch.finfo(b.dtype).tiny)).item()

@@ -17,8 +17,9 @@ only at those), each in a process of its own, B = max(1, 2048 / context) sequenc
   context / 2) new tokens (the cache reaches `context`): greedy, t = 1 with K = 5 and beam 4; seconds per generated
   token, the prompts' forward included (a sweep's cost per token at completions of this length);
 - rewards: analysis.rewards.extract on batches of at most 4,096 tokens of sequences of `context` tokens, then its
-  tables written by analysis.rewards.write; seconds per scored token (scoring and writing), bytes written per
-  scored token. Decoder-only models: the ladder's shapes have no trained tokenizer to make seq2seq episodes of.
+  tables written by analysis.rewards.write, on the chunked route (analysis/scoring.py; its self-check included) and
+  on materialised logits; seconds per scored token (scoring and writing), bytes written per scored token.
+  Decoder-only models: the ladder's shapes have no trained tokenizer to make seq2seq episodes of.
 
 dtype float32 runs everything in float32; bfloat16 runs training with `--bf16 true` and decoding and scoring
 under torch.autocast(bfloat16), float32 weights in every case (as training keeps them).
@@ -26,8 +27,9 @@ under torch.autocast(bfloat16), float32 weights in every case (as training keeps
 Peak: bytes of torch tensors on the CPU at their highest (irl/memory.py measured_peak, the weights of the decode and
 rewards stages added), beside irl/memory.py's prediction for the same run. Each point is one JSON line appended to
 `--out` (benchmarks/results/scale.jsonl) with the commit of the code it measured and the machine; a point already
-there for that commit is skipped, so an interrupted ladder resumes. At the end: a table, the exponent of each cost
-in parameters (least squares in log-log at each context and dtype) and in context (at each model and dtype), and
+there for that commit is skipped, so an interrupted ladder resumes. At the end: a table (`newest`: each stage of a
+point as the last commit that measured it left it), the exponent of each cost in parameters (least squares in
+log-log at each context and dtype) and in context (at each model and dtype), and
 the curves (scale.png beside --out).
 """
 
@@ -196,19 +198,33 @@ def reward_points(model, tokenizer, context, dtype, workdir) -> list[dict]:
                           S.PROMPT_IDS: [p for p, _ in ids], S.COMPLETION_IDS: [c for _, c in ids],
                           S.ENDED: True})  # fmt: skip
     autocast = dtype == "bfloat16"
-    predicted = memory.predict_scoring(model.config, parameters, REWARD_BATCH_TOKENS, autocast=autocast)["peak"]
-    out_dir = workdir / "rewards"
-    shutil.rmtree(out_dir, ignore_errors=True)
-    start = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        peak, found = memory.measured_peak(lambda: rewards.extract(model, tokenizer, table, 0.99, REWARD_BATCH_TOKENS))
-    rewards.write(out_dir, found, None, {}, {})
-    seconds = time.perf_counter() - start
-    scored = found.counts["tokens"]
-    written = sum(f.stat().st_size for f in out_dir.iterdir())
-    return [dict(stage="rewards", route="extract", peak_bytes=parameters * 4 + peak, predicted_peak_bytes=predicted,
-                 seconds_per_token=seconds / scored, bytes_written_per_token=written / scored, parameters=parameters,
-                 vocab=vocab)]  # fmt: skip
+    out_dir, out = workdir / "rewards", []
+    for chunked in (True, False) if memory.can_chunk(model.config) else (False,):
+        predicted = memory.predict_scoring(model.config, parameters, REWARD_BATCH_TOKENS, autocast=autocast,
+                                           chunked=chunked)["peak"]  # fmt: skip
+        shutil.rmtree(out_dir, ignore_errors=True)
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            peak, found = memory.measured_peak(lambda: rewards.extract(model, tokenizer, table, 0.99,
+                                                                       REWARD_BATCH_TOKENS, chunked=chunked))
+        rewards.write(out_dir, found, None, {}, {})
+        seconds = time.perf_counter() - start
+        scored = found.counts["tokens"]
+        written = sum(f.stat().st_size for f in out_dir.iterdir())
+        out.append(dict(stage="rewards", route=found.route["route"], peak_bytes=parameters * 4 + peak,
+                        predicted_peak_bytes=predicted, seconds_per_token=seconds / scored,
+                        bytes_written_per_token=written / scored, parameters=parameters, vocab=vocab))  # fmt: skip
+    return out
+
+
+def newest(out: Path) -> list[dict]:
+    """The rows of `out` as the ladder stands: for each model, context, dtype and stage, the rows of the last commit
+    that measured it (a stage measured again after a change to the code it runs replaces its earlier rows; the
+    others keep theirs, each row naming its commit)."""
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    point = lambda r: (r["model"], r["context"], r["dtype"], r["stage"])  # noqa: E731
+    last = {point(r): r["commit"] for r in rows}
+    return [r for r in rows if r["commit"] == last[point(r)]]
 
 
 def done_keys(out: Path, head: str) -> set:
@@ -292,11 +308,13 @@ def main(argv=None) -> list[dict]:
                     subprocess.run([sys.executable, __file__, "--point", f"{name}:{context}:{dtype}", "--stages",
                                     ",".join(todo), "--objectives", args.objectives, "--tokens_per_batch",
                                     str(args.tokens_per_batch), "--out", str(out)], check=True)  # fmt: skip
-    rows = [r for r in map(json.loads, out.read_text().splitlines()) if r["commit"] == head]
-    print(f"\n{'model':<15} {'T':>5} {'stage':<13} {'route':<13} {'s/token':>10} {'peak GiB':>9} {'predicted':>9}")
+    rows = newest(out)
+    print(f"\n{'model':<15} {'T':>5} {'dtype':<8} {'stage':<13} {'route':<24} {'s/token':>10} {'peak GiB':>9} "
+          f"{'predicted':>9} commit")  # fmt: skip
     for r in rows:
-        print(f"{r['model']:<15} {r['context']:>5} {r['stage']:<13} {r['route']:<13} {r['seconds_per_token']:>10.2e} "
-              f"{r['peak_bytes'] / 2**30:>9.3f} {r['predicted_peak_bytes'] / 2**30:>9.3f}")  # fmt: skip
+        print(f"{r['model']:<15} {r['context']:>5} {r['dtype']:<8} {r['stage']:<13} {r['route']:<24} "
+              f"{r['seconds_per_token']:>10.2e} {r['peak_bytes'] / 2**30:>9.3f} "
+              f"{r['predicted_peak_bytes'] / 2**30:>9.3f} {r['commit']}")  # fmt: skip
     print("\n".join(exponents(rows)))
     plot(rows, out.with_suffix(".png"))
     return rows

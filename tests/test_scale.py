@@ -21,7 +21,8 @@ def test_smallest_point_through_every_stage_and_resume(tmp_path, capsys):
     assert sorted((r["model"], r["dtype"], r["stage"], r["route"]) for r in rows) == sorted(
         (model, dtype, stage, route) for model in ("tiny",) for dtype in ("float32", "bfloat16")
         for stage, route in [("train/mle", "chunked"), ("train/mle", "materialised"), ("decode", "greedy"),
-                             ("decode", "t=1,K=5"), ("decode", "beam=4"), ("rewards", "extract")])  # fmt: skip
+                             ("decode", "t=1,K=5"), ("decode", "beam=4"), ("rewards", "chunked"),
+                             ("rewards", "materialised")])  # fmt: skip
     for row in map(json.loads, out.read_text().splitlines()):
         assert FIELDS <= set(row) and row["peak_bytes"] > 0 and row["seconds_per_token"] > 0
         # what analysis.rewards.write puts on disk per scored token: tens of bytes (parquet, compressed)
@@ -31,3 +32,20 @@ def test_smallest_point_through_every_stage_and_resume(tmp_path, capsys):
     scale.main(argv)  # resumes: every point is there for this commit
     assert out.read_text() == lines
     assert "model" in capsys.readouterr().out
+
+
+def test_the_table_takes_each_stage_from_the_last_commit_that_measured_it(tmp_path):
+    """A stage measured again at a later commit replaces that point's earlier rows of the stage, routes renamed
+    included; the other stages of the point keep their rows."""
+    row = dict(machine="m", model="tiny", context=256, dtype="float32", peak_bytes=1, predicted_peak_bytes=1,
+               seconds_per_token=1.0, parameters=1, vocab=1)  # fmt: skip
+    rows = [dict(row, commit="a", stage="rewards", route="extract"),
+            dict(row, commit="a", stage="decode", route="greedy"),
+            dict(row, commit="b", stage="rewards", route="chunked"),
+            dict(row, commit="b", stage="rewards", route="materialised"),
+            dict(row, commit="a", stage="rewards", route="extract", context=1024)]  # fmt: skip
+    out = tmp_path / "scale.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    found = [(r["commit"], r["context"], r["stage"], r["route"]) for r in scale.newest(out)]
+    assert found == [("a", 256, "decode", "greedy"), ("b", 256, "rewards", "chunked"),
+                     ("b", 256, "rewards", "materialised"), ("a", 1024, "rewards", "extract")]
