@@ -17,8 +17,9 @@ only at those), each in a process of its own, B = max(1, 2048 / context) sequenc
   context / 2) new tokens (the cache reaches `context`): greedy, t = 1 with K = 5 and beam 4; seconds per generated
   token, the prompts' forward included (a sweep's cost per token at completions of this length);
 - rewards: analysis.rewards.extract on batches of at most 4,096 tokens of sequences of `context` tokens, then its
-  tables written by analysis.rewards.write, on the chunked route (analysis/scoring.py; its self-check included) and
-  on materialised logits; seconds per scored token (scoring and writing), bytes written per scored token.
+  tables written by analysis.rewards.write, on the chunked route (analysis/scoring.py) and on materialised logits,
+  each after an untimed extraction of one sequence (the chunked route's self-check, once per process, and the first
+  call's set-up); seconds per scored token (scoring and writing), bytes written per scored token.
   Decoder-only models: the ladder's shapes have no trained tokenizer to make seq2seq episodes of.
 
 dtype float32 runs everything in float32; bfloat16 runs training with `--bf16 true` and decoding and scoring
@@ -203,8 +204,10 @@ def reward_points(model, tokenizer, context, dtype, workdir) -> list[dict]:
         predicted = memory.predict_scoring(model.config, parameters, REWARD_BATCH_TOKENS, autocast=autocast,
                                            chunked=chunked)["peak"]  # fmt: skip
         shutil.rmtree(out_dir, ignore_errors=True)
-        start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            # untimed, on one sequence: the route's self-check (once per process) and the first call's set-up
+            rewards.extract(model, tokenizer, table.head(1), 0.99, REWARD_BATCH_TOKENS, chunked=chunked)
+            start = time.perf_counter()
             peak, found = memory.measured_peak(lambda: rewards.extract(model, tokenizer, table, 0.99,
                                                                        REWARD_BATCH_TOKENS, chunked=chunked))
         rewards.write(out_dir, found, None, {}, {})
