@@ -464,15 +464,14 @@ def predict_scoring(config, parameters: int, batch_tokens: int, width: int = 4, 
                   of exp(z - max) in the fused pass (irl/kernels.py token_terms);
                   `chunked` (a decoder-only model with a linear head, analysis/scoring.py can_chunk): the final
                   hidden states of the batch (batch_tokens H b) and their kept rows, the chunk's z and exp(z - max)
-                  in float32 (irl/kernels.py head_token_terms), under autocast also the chunk's bf16 product and
-                  W's bf16 cast
+                  in float32 (irl/kernels.py head_token_terms), under autocast also W's bf16 cast
     """
     hidden, vocab = getattr(config, "hidden_size", None) or config.d_model, config.vocab_size
     forward = forward_bytes(config, batch_tokens, width, autocast)
     if chunked and can_chunk(config):
         rows = min(batch_tokens, max(1, kernels.CHUNK_LOGITS // vocab, -(-batch_tokens * hidden // vocab)))
         logits = 2 * batch_tokens * hidden * width + 2 * rows * vocab * 4
-        logits += rows * vocab * 2 + vocab * hidden * 2 if autocast else 0
+        logits += vocab * hidden * 2 if autocast else 0  # the chunk's bf16 product is gone before exp(z - max)
     else:
         chunk = min(kernels.CHUNK_ROWS, batch_tokens) * vocab * 4 * (2 if autocast else 1)
         logits = batch_tokens * vocab * (2 if autocast else width) + chunk

@@ -126,12 +126,13 @@ def test_t5_decoding_prediction_counts_the_position_bias(autocast):
     assert abs(predicted - (weights + measured)) <= TOLERANCE * (weights + measured), (predicted, weights + measured)
 
 
+@pytest.mark.parametrize("autocast", [False, True], ids=["float32", "bf16"])
 @pytest.mark.parametrize("chunked", [False, True], ids=["materialised", "chunked"])
 @pytest.mark.parametrize("vocab,rows,length", [(8192, 7, 129), (1024, 8, 501)])
-def test_scoring_prediction_is_within_15_percent_of_the_measured(vocab, rows, length, chunked):
+def test_scoring_prediction_is_within_15_percent_of_the_measured(vocab, rows, length, chunked, autocast):
     """analysis/scoring.py score_batch: left-padded rows (one a token shorter), logits kept for the completions;
     the logits are the widest moment at the larger vocabulary, a layer's feed-forward at the smaller; on the
-    chunked route, the feed-forward at both."""
+    chunked route, the feed-forward at both; in float32 and under bf16 autocast."""
     config = LlamaConfig(vocab_size=vocab, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
                          num_attention_heads=8, max_position_embeddings=1024, tie_word_embeddings=True,
                          bos_token_id=None, eos_token_id=1, pad_token_id=0)  # fmt: skip
@@ -141,8 +142,9 @@ def test_scoring_prediction_is_within_15_percent_of_the_measured(vocab, rows, le
     prompt = length // 8
     batch = [Encoded(torch.randint(2, vocab, (prompt - (i == 0),)).tolist(),
                      torch.randint(2, vocab, (length - prompt - 1,)).tolist() + [1], True) for i in range(rows)]
-    measured, _ = measured_peak(lambda: score_batch(model, batch, 0, 1, 0.99, chunked))
-    predicted = predict_scoring(config, weights // 4, rows * length, chunked=chunked)["peak"]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        measured, _ = measured_peak(lambda: score_batch(model, batch, 0, 1, 0.99, chunked))
+    predicted = predict_scoring(config, weights // 4, rows * length, autocast=autocast, chunked=chunked)["peak"]
     assert abs(predicted - (weights + measured)) <= TOLERANCE * (weights + measured), (predicted, weights + measured)
 
 
