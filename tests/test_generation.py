@@ -215,8 +215,8 @@ def test_top_p_and_min_p_filter_as_hand_computed():
 def test_draw_inverts_the_cumulative_distribution_by_hand_and_in_frequency():
     """probs .25, 0, .5, .25 (cumulative .25, .25, .75, 1, exact in binary): u = .1 draws 0; u = .25 draws 2,
     never the empty token 1; u = .75 draws 3; rows need not sum to one (.125, .125: cumulative .125, .25, so u = .5
-    draws 1); u = 1, which rounding can reach, draws the last token of nonzero probability. 200,000 draws from a row of five probabilities give
-    each token's frequency within 5 standard errors."""
+    draws 1); u = 1, which rounding can reach, draws the last token of nonzero probability. 200,000 draws from a
+    row of five probabilities give each token's frequency within 5 standard errors."""
     probs = torch.tensor([[0.25, 0.0, 0.5, 0.25]] * 4 + [[0.125, 0.125, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]])
     uniform = torch.tensor([0.1, 0.25, 0.75, 0.999, 0.5, 1.0])
     assert generation.draw(probs, uniform).tolist() == [0, 2, 3, 3, 1, 1]
