@@ -306,9 +306,9 @@ def decode_compact(model, batch: dict, decoding: Decoding, n: int, *, max_new_to
     (as `generate` passes them: prompt included for a decoder-only model, [decoder start] + generated for an
     encoder-decoder one), then takes the argmax (greedy) or samples (`draw`) from softmax of scores / temperature
     filtered by the decoding's top-p and min-p (`Decoding.warpers`, generate's order; no top-k). An
-    encoder-decoder model encodes the prompts once; each step runs the decoder with the cached self- and cross-attention of its active
-    rows. Greedy rows equal `generate`'s; sampled rows are reproducible for a seed (the random draws are those of
-    the active rows only, so they differ from `generate`'s)."""
+    encoder-decoder model encodes the prompts once; each step runs the decoder with the cached self- and
+    cross-attention of its active rows. Greedy rows equal `generate`'s; sampled rows are reproducible for a seed
+    (the random draws are those of the active rows only, so they differ from `generate`'s)."""
     seq2seq = model.config.is_encoder_decoder
     attention = batch["attention_mask"].repeat_interleave(n, 0)  # (N, P): row i * n + j is sample j of prompt i
     total, device = attention.shape[0], attention.device
