@@ -26,8 +26,9 @@ question/answer, as many as 2 steps x batch x accumulation plus eval_size. gsm8k
 2-step gsm8k_mle run's checkpoint.
 
 One JSON line per recipe is appended to `--out` (benchmarks/results/paper_recipes.jsonl) with the commit and machine;
-a recipe already there for this commit is skipped. Trained: the measured peak (torch tensors, as predicted) and the
-process's maximum resident memory so far (recipes run one after another in it: a maximum over those before too),
+a recipe already there for this commit is skipped. Each recipe runs in a process of its own. Trained: the measured
+peak (torch tensors, as predicted) and its process's maximum resident memory (for GAIL, the MLE run it starts from
+included when that had to be trained again),
 seconds of each optimizer step (its micro-batches, sampling included, and the
 optimizer's step: `StepClock`), expert tokens per step (non-padding, from metrics.jsonl), the overrides.
 Not fitting: the predicted terms, the largest, and the predictions under each change that would help (bf16,
@@ -40,6 +41,7 @@ import dataclasses
 import json
 import resource
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -206,6 +208,39 @@ def done(out: Path, head: str) -> set:
     return {r["recipe"] for r in rows if r["commit"] == head}
 
 
+def take(name: str, args, out: Path, head: str) -> None:
+    """Predict recipe `name`; train it for STEPS steps if it fits, else say why not; append its row to `out`."""
+    workdir, extra = Path(args.workdir), args.flags.split()
+    shapes = dict(item.split("=", 1) for item in args.shapes.split(","))
+    budget = int(args.memory_gib * 2**30)
+    shape = shape_of(name, shapes)
+    cfg, prediction = predict(name, shape, workdir, extra)
+    bound = prediction.peak
+    fits = bound <= (1 - memory.HEADROOM) * budget
+    row = {"recipe": name, "shape": shape, "commit": head, "machine": machine(),
+           "predicted_peak_bytes": prediction.peak, "fits": fits, "budget_bytes": budget,
+           "budget": f"{args.memory_gib:g} GiB less {memory.HEADROOM:.0%} headroom (--memory_gib)",
+           **{f"{k}_bytes": getattr(prediction, k) for k in TERMS}}  # fmt: skip
+    if not fits:
+        row |= why_not(name, shape, workdir, extra, cfg, prediction, budget)
+    else:
+        available = memory.device_memory(torch.device("cpu"))
+        if bound > (1 - memory.HEADROOM) * available:
+            print(f"{name}: fits {args.memory_gib:g} GiB, but only {available / 2**30:.1f} GiB is available now; "
+                  f"not started (rerun when the machine is quiet)", flush=True)  # fmt: skip
+            return
+        if cfg.data not in LOCAL_DATA:
+            print(f"{name}: fits, not trained: no local stand-in for data {cfg.data!r} (LOCAL_DATA)", flush=True)
+            return
+        init = gail_init(shape_of(GAIL_INIT, shapes), workdir, extra) if name == GAIL else None
+        row |= measure(name, shape, workdir, extra, init)
+        if name != GAIL_INIT:  # the MLE run stays: GAIL's init
+            shutil.rmtree(workdir / "runs" / name, ignore_errors=True)
+    with out.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipes", help="Comma-separated recipe names (files of configs/paper/); default: all.")
@@ -215,41 +250,25 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--shapes", default=",".join(f"{k}={v}" for k, v in SHAPES.items()),
                         help="prefix=model path, the model of each recipe whose name starts with prefix.")
     parser.add_argument("--flags", default="", help="More flags for every recipe, after the overrides (toy sizes).")
+    parser.add_argument("--in_process", action="store_true", help=argparse.SUPPRESS)  # the recipes in this process
     args = parser.parse_args(argv)
-    out, workdir, head, extra = Path(args.out), Path(args.workdir), commit(), args.flags.split()
-    shapes = dict(item.split("=", 1) for item in args.shapes.split(","))
-    budget = int(args.memory_gib * 2**30)
+    out, head = Path(args.out), commit()
     out.parent.mkdir(parents=True, exist_ok=True)
     recorded = done(out, head)
     for name in recipes(args.recipes):
         if name in recorded:
             continue
-        shape = shape_of(name, shapes)
-        cfg, prediction = predict(name, shape, workdir, extra)
-        bound = prediction.peak
-        fits = bound <= (1 - memory.HEADROOM) * budget
-        row = {"recipe": name, "shape": shape, "commit": head, "machine": machine(),
-               "predicted_peak_bytes": prediction.peak, "fits": fits, "budget_bytes": budget,
-               "budget": f"{args.memory_gib:g} GiB less {memory.HEADROOM:.0%} headroom (--memory_gib)",
-               **{f"{k}_bytes": getattr(prediction, k) for k in TERMS}}  # fmt: skip
-        if not fits:
-            row |= why_not(name, shape, workdir, extra, cfg, prediction, budget)
-        else:
-            available = memory.device_memory(torch.device("cpu"))
-            if bound > (1 - memory.HEADROOM) * available:
-                print(f"{name}: fits {args.memory_gib:g} GiB, but only {available / 2**30:.1f} GiB is available now; "
-                      f"not started (rerun when the machine is quiet)", flush=True)  # fmt: skip
-                continue
-            if cfg.data not in LOCAL_DATA:
-                print(f"{name}: fits, not trained: no local stand-in for data {cfg.data!r} (LOCAL_DATA)", flush=True)
-                continue
-            init = gail_init(shape_of(GAIL_INIT, shapes), workdir, extra) if name == GAIL else None
-            row |= measure(name, shape, workdir, extra, init)
-            if name != GAIL_INIT:  # the MLE run stays: GAIL's init
-                shutil.rmtree(workdir / "runs" / name, ignore_errors=True)
-        with out.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(json.dumps(row), flush=True)
+        if args.in_process:
+            take(name, args, out, head)
+            continue
+        # a process per recipe: what one leaves allocated (the profiler's buffers, the allocator's cache) is not
+        # counted against the next one's available memory, and a recipe the kernel kills stops only itself
+        child = subprocess.run([sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]),
+                                "--recipes", name, "--in_process"])  # fmt: skip
+        if child.returncode:
+            print(f"{name}: its process ended with status {child.returncode}; nothing recorded", flush=True)
+    if args.in_process:
+        return []
     rows = [r for r in map(json.loads, out.read_text().splitlines()) if r["commit"] == head]
     print(f"\n{'recipe':<26} {'predicted':>9} {'measured':>9} {'s/step':>8} {'tokens/step':>11}  fits / reason")
     for r in rows:
