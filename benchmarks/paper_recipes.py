@@ -25,7 +25,8 @@ The run saves its checkpoint at the end, as every run does. GSM8K's local data: 
 question/answer, as many as 2 steps x batch x accumulation plus eval_size. gsm8k_gail starts (`--init`) from the
 2-step gsm8k_mle run's checkpoint.
 
-One JSON line per recipe is appended to `--out` (benchmarks/results/paper_recipes.jsonl) with the commit and machine;
+`--unprofiled` recipes train without the profiler (peak_bytes null; times and resident memory only). One JSON line
+per recipe is appended to `--out` (benchmarks/results/paper_recipes.jsonl) with the commit and machine;
 a recipe already there for this commit is skipped. Each recipe runs in a process of its own. Trained: the measured
 peak (torch tensors, as predicted) and its process's maximum resident memory (for GAIL, the MLE run it starts from
 included when that had to be trained again),
@@ -173,8 +174,10 @@ def why_not(name: str, shape: str, workdir: Path, extra: list[str], cfg, predict
     return {"largest_term": largest, "remedies": remedies, "smallest_gpu_gib": gpu, "reason": reason}
 
 
-def measure(name: str, shape: str, workdir: Path, extra: list[str], init: str | None) -> dict:
-    """Two optimizer steps of recipe `name` on local data, measured; the run directory is left in workdir."""
+def measure(name: str, shape: str, workdir: Path, extra: list[str], init: str | None, profiled: bool = True) -> dict:
+    """Two optimizer steps of recipe `name` on local data, measured; the run directory is left in workdir. Not
+    `profiled`: no peak of torch tensors (peak_bytes None), the steps, their times and the process's resident
+    memory only."""
     recipe = ["--config", str(PAPER / f"{name}.yaml"), *flags(name, shape, workdir, extra, init)]
     data = local_data(load_config(recipe), workdir)
     overrides = [*recipe[2:], "--data", str(data)]
@@ -182,7 +185,8 @@ def measure(name: str, shape: str, workdir: Path, extra: list[str], init: str | 
     shutil.rmtree(cfg.output_dir, ignore_errors=True)  # a run interrupted before: train refuses to overwrite it
     clock = StepClock()
     start = time.perf_counter()
-    peak, trainer = memory.measured_peak(lambda: train(cfg, callbacks=[clock]))
+    run = lambda: train(cfg, callbacks=[clock])  # noqa: E731
+    peak, trainer = memory.measured_peak(run) if profiled else (None, run())
     seconds = time.perf_counter() - start
     logged = read_metrics(Path(cfg.output_dir) / "metrics.jsonl").dropna(subset=["train/tokens_per_s"])
     spent = logged["time/update_s"] + (logged["time/sample_s"] if "time/sample_s" in logged else 0)
@@ -233,7 +237,7 @@ def take(name: str, args, out: Path, head: str) -> None:
             print(f"{name}: fits, not trained: no local stand-in for data {cfg.data!r} (LOCAL_DATA)", flush=True)
             return
         init = gail_init(shape_of(GAIL_INIT, shapes), workdir, extra) if name == GAIL else None
-        row |= measure(name, shape, workdir, extra, init)
+        row |= measure(name, shape, workdir, extra, init, profiled=name not in args.unprofiled.split(","))
         if name != GAIL_INIT:  # the MLE run stays: GAIL's init
             shutil.rmtree(workdir / "runs" / name, ignore_errors=True)
     with out.open("a") as f:
@@ -250,6 +254,10 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--shapes", default=",".join(f"{k}={v}" for k, v in SHAPES.items()),
                         help="prefix=model path, the model of each recipe whose name starts with prefix.")
     parser.add_argument("--flags", default="", help="More flags for every recipe, after the overrides (toy sizes).")
+    parser.add_argument("--unprofiled", default="", help="Comma-separated recipes trained without the profiler that "
+                        "measures the peak of torch tensors: the steps, their times and the process's resident memory "
+                        "only (the profiler holds an event per operation and allocation: a recipe that samples makes "
+                        "millions, more than this machine holds beside the run).")  # fmt: skip
     parser.add_argument("--in_process", action="store_true", help=argparse.SUPPRESS)  # the recipes in this process
     args = parser.parse_args(argv)
     out, head = Path(args.out), commit()
@@ -272,8 +280,8 @@ def main(argv=None) -> list[dict]:
     rows = [r for r in map(json.loads, out.read_text().splitlines()) if r["commit"] == head]
     print(f"\n{'recipe':<26} {'predicted':>9} {'measured':>9} {'s/step':>8} {'tokens/step':>11}  fits / reason")
     for r in rows:
-        measured = f"{r['peak_bytes'] / 2**30:9.2f}" if "peak_bytes" in r else f"{'-':>9}"
-        step = f"{r['seconds_per_step'][-1]:8.1f} {r['tokens_per_step'][-1]:>11}" if "peak_bytes" in r else \
+        measured = f"{r['peak_bytes'] / 2**30:9.2f}" if r.get("peak_bytes") else f"{'-':>9}"
+        step = f"{r['seconds_per_step'][-1]:8.1f} {r['tokens_per_step'][-1]:>11}" if "seconds_per_step" in r else \
             f"{'-':>8} {'-':>11}"  # fmt: skip
         print(f"{r['recipe']:<26} {r['predicted_peak_bytes'] / 2**30:9.2f} {measured} {step}  "
               f"{'fits' if r['fits'] else r['reason']}")  # fmt: skip
