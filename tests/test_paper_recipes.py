@@ -270,3 +270,11 @@ def test_qwen_shape_renders_chat_as_qwen_instruct():
     )
     assert encoded.prompt_ids[0] == 151_644 and encoded.prompt_ids[-11:] == [151_644, *b"assistant\n"]
     assert encoded.completion_ids == [*b"3 + 4 = 7\n#### 7", 151_645, 151_643]
+
+
+def test_bench_takes_an_unprofiled_recipe_its_steps_without_the_peak(tmp_path, qwen_standin):
+    out, work = tmp_path / "recipes.jsonl", tmp_path / "work"
+    [row] = bench.main(["--recipes", "gsm8k_mle", "--unprofiled", "gsm8k_mle", "--out", str(out), "--workdir",
+                        str(work), "--shapes", f"gsm8k_={qwen_standin}", "--flags", TOY])  # fmt: skip
+    assert row["fits"] and row["peak_bytes"] is None and row["process_max_rss_bytes"] > 0
+    assert len(row["seconds_per_step"]) == 2 and row["sequences_per_step"] == 4
