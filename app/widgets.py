@@ -122,14 +122,17 @@ def _file_name(name: str) -> str:
     return re.sub(r"[^\w.=-]+", "_", name)  # a file name, and a widget key
 
 
-def chart(fig: go.Figure, table: pd.DataFrame, name: str) -> None:
+def chart(fig: go.Figure, table: pd.DataFrame, name: str, slot: str | None = None) -> None:
     """A Plotly chart whose mode bar saves `name`.png or `name`.svg (the sidebar's choice), and a button
-    downloading its table as `name`.csv."""
+    downloading its table as `name`.csv. `slot`: the chart's place on its page, which keys it (default: `name`):
+    a chart whose name follows a widget keeps its slot when the widget changes, so the browser redraws it in
+    place instead of building a new one."""
     name = _file_name(name)
-    st.plotly_chart(fig, config=image_config(name), key=f"chart-{name}")
+    slot = name if slot is None else slot
+    st.plotly_chart(fig, config=image_config(name), key=f"chart-{slot}")
     st.download_button(
         "Download CSV", data=lambda: table.to_csv(index=False), file_name=f"{name}.csv", mime="text/csv",
-        key=f"csv-{name}", icon=":material/download:",
+        key=f"csv-{slot}", icon=":material/download:",
     )  # fmt: skip
 
 

@@ -42,7 +42,8 @@ with left:
     if points.empty:
         st.info(f"No setting has both {quality} and {diversity} (greedy decoding has no Self-BLEU of one sample).")
     else:
-        widgets.chart(charts.pareto_figure(points, quality, diversity), points, f"pareto-{split}-{quality}-{diversity}")
+        widgets.chart(charts.pareto_figure(points, quality, diversity), points, f"pareto-{split}-{quality}-{diversity}",
+                      slot="pareto")  # fmt: skip
         st.caption("Error bars: standard error over seeds. Lines: each method's Pareto front at each step picked (one "
                    "dash per step: pick several steps to see the front move over training). "
                    "Marker: ● greedy, ◆ sampling, ■ beam search.")  # fmt: skip
@@ -68,7 +69,7 @@ elif not volumes.empty:
     left, right = widgets.side_by_side("hypervolume")
     with left:
         name = f"hypervolume-{split}-{quality}-{diversity}"
-        widgets.chart(charts.hypervolume_figure(volumes, quality, diversity), volumes, name)
+        widgets.chart(charts.hypervolume_figure(volumes, quality, diversity), volumes, name, slot="hypervolume")
     with right:
         widgets.table(volumes, f"{name}-table")
 
