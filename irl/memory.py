@@ -170,17 +170,25 @@ def _with_layers(config, layers: int, vocab: int):
 
 
 def _probe(config, layers: int, batch: int, lengths: tuple[int, int], chunked: bool, autocast: bool,
-           padded: bool) -> int:
+           padded: bool, lora=None, input_grads: bool = False) -> int:
     """Activation bytes of one forward of the architecture with `layers` layers on `batch` sequences of `lengths`
     (decoder-only: (T, 0); encoder-decoder: (encoder T, decoder T)), on the CPU, weights left uninitialised (the
     count does not depend on their values). When `padded`, one sequence is padded at its end, so that the padding
-    mask a real batch has is built."""
+    mask a real batch has is built. With `lora` (a TrainConfig), the model carries its adapters, as training's does;
+    with `input_grads`, its input embeddings' output requires a gradient, as activation checkpointing makes it (with
+    frozen embeddings, the first layer then saves what every other layer does)."""
     from irl.trainer import final_hidden
 
     config = _with_layers(config, layers, PROBE_VOCAB)
     with torch.device("meta"):
         model = _auto(config).from_config(config, dtype=DTYPE)
     model = model.to_empty(device="cpu").train()
+    if lora is not None:  # frozen weights: their layers keep only what the adapters' and the inputs' gradients need
+        from irl.model import add_lora
+
+        model = add_lora(model, lora, lora.model)
+        if input_grads:
+            model.enable_input_require_grads()
     encoder, decoder = lengths
     ids = torch.zeros(batch, encoder, dtype=torch.long)
     mask = torch.ones_like(ids)
@@ -201,14 +209,15 @@ def _probe(config, layers: int, batch: int, lengths: tuple[int, int], chunked: b
 
 
 def activation_bytes(config, batch: int, lengths: tuple[int, int], chunked: bool, autocast: bool = False,
-                     checkpointed: bool = False) -> tuple[int, int]:
+                     checkpointed: bool = False, lora=None) -> tuple[int, int]:
     """(activations kept from forward to backward, one layer's activations recomputed in backward) of the full
     model on `batch` sequences: traced at 1 and 2 layers and 1 and 2 sequences, then a + b B + c L + d B L through
     the four counts (each term linear in layers and in sequences), and nothing recomputed. With activation
     checkpointing (`checkpointed`) each layer keeps only its input, the residual stream (B, T, H) in float32:
     a + b B + L B T H 4, and backward recomputes one layer's activations at a time, c + d B."""
     padded = batch > 1  # a batch of one sequence is never padded: its attention takes no mask
-    counts = {(n, b): _probe(config, n, b, lengths, chunked, autocast, padded) for n in (1, 2) for b in (1, 2)}
+    counts = {(n, b): _probe(config, n, b, lengths, chunked, autocast, padded, lora, checkpointed)
+              for n in (1, 2) for b in (1, 2)}  # fmt: skip
     per_layer = {b: counts[2, b] - counts[1, b] for b in (1, 2)}  # one more layer, at 1 and 2 sequences
     fixed = {b: counts[1, b] - per_layer[b] for b in (1, 2)}
     layers = config.num_hidden_layers
@@ -246,12 +255,15 @@ def predict_train(cfg, config=None) -> Prediction:
     splits = [(length - d, d + 1) for d in (1, length // 2, length - 1)] if seq2seq else [(length, 0)]
     autocast = bool(cfg.bf16)
     checkpointed = bool(cfg.activation_checkpointing)
-    activations, recomputed = max(activation_bytes(config, batch, split, chunked, autocast, checkpointed)
+    lora = cfg if cfg.use_peft else None
+    activations, recomputed = max(activation_bytes(config, batch, split, chunked, autocast, checkpointed, lora)
                                   for split in splits)  # fmt: skip
 
-    vocab, hidden = model.get_output_embeddings().weight.shape
+    head = model.get_output_embeddings().weight
+    vocab, hidden = head.shape
     rows = batch * (max(d for _, d in splits) if seq2seq else length)  # positions whose logits are read
     acc = max(width, 4)  # the head's statistics and its dW accumulate in at least float32
+    head_grad = vocab * hidden * acc if head.requires_grad else 0  # no dL/dW for a frozen head (LoRA)
     # under bf16 autocast the head's products (logits, dL/dh) are bfloat16, and W's bfloat16 cast is kept for backward
     product = 2 if autocast else width
     cast = vocab * hidden * 2 if autocast else 0
@@ -261,11 +273,11 @@ def predict_train(cfg, config=None) -> Prediction:
         chunk = max(1, kernels.CHUNK_LOGITS // vocab, -(-rows * hidden // vocab))
         transient = 2 * min(chunk, rows) * vocab * acc  # z and exp(z - max) of a chunk
         if single_pass(_objective(cfg)):
-            kept = rows * hidden * product + vocab * hidden * acc + cast  # dL/dh and dL/dW formed in forward
+            kept = rows * hidden * product + head_grad + cast  # dL/dh and dL/dW formed in forward
             backward = kept - cast  # both scaled by the loss's output gradient
         else:  # recomputed in backward: the rows' hidden states are kept, and the chunk comes back with dL/dz
             kept = rows * hidden * product + cast
-            backward = transient + vocab * hidden * acc
+            backward = transient + head_grad
     else:
         kept = rows * vocab * product + cast  # the logits, kept by the fused pass
         copies = 1 if product == acc else 2  # a chunk of exp(z - max), and of z in float32 when the logits are not
