@@ -82,8 +82,9 @@ class TrainConfig(TrainingArguments):
     )
     check_fast_paths: bool = _f(
         True,
-        "The first time the chunked loss runs in a process for a device type, dtype and model type, compare its loss "
-        "and gradients on two rows of the batch with materialised logits' and train on the logits if they differ "
+        "The first time the chunked loss runs in a process for a device type, dtype and model type (and a head "
+        "trained or frozen), compare its loss and gradients on two rows of the batch (128 positions around their "
+        "first completion tokens) with materialised logits' and train on the logits if they differ "
         "(irl/trainer.py check_chunked); false: skip the check.",
     )
     alpha: float = _f(

@@ -63,15 +63,18 @@ HEAD_IS_LINEAR = frozenset(
 # Set-ups where the lm_head weight is not whole outside the model's forward (sharded by FSDP, DeepSpeed ZeRO-3,
 # Megatron): they train on the full logits.
 SHARDED = frozenset({DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM})
-# The chunked route's self-check (`check_chunked`): rows of the batch compared, and the largest difference allowed
+# The chunked route's self-check (`check_chunked`): rows of the batch compared, the window of positions they are cut
+# to (CHECK_TOKENS before the rows' first completion token and CHECK_TOKENS from it: at any context the check holds
+# the logits of 2 x 128 positions, 39 MB at V = 152k), and the largest difference allowed
 # from materialised logits, relative to the largest magnitude of each compared tensor. Both routes sum the same
 # float32 products in another order, so they differ by roundings of sums over V or H terms, about sqrt(V) eps:
 # 4e-5 at V = 152k in float32 (eps 1.2e-7), 1e-3 leaves a margin of 25; under bf16 autocast the products keep 8
 # bits (eps 7.8e-3) and the logits differ by about one rounding of each: 5e-2; float16 (eps 9.8e-4): 1e-2;
 # float64 (eps 2.2e-16): 1e-10.
 CHECK_ROWS = 2
+CHECK_TOKENS = 64
 CHECK_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-3, torch.bfloat16: 5e-2, torch.float16: 1e-2}
-_checked: dict[tuple, dict] = {}  # (device type, dtype, model type) -> the check's record, once per process
+_checked: dict[tuple, dict] = {}  # (device type, dtype, model type, head trained) -> its check, once per process
 
 logger = logging.getLogger(__name__)
 
@@ -101,24 +104,38 @@ def head_is_linear(model) -> bool:
     return model.config.model_type in HEAD_IS_LINEAR
 
 
+def check_window(rows: dict) -> dict:
+    """The (B, T) tensors of `rows` cut to the positions [s, s + 2 CHECK_TOKENS), s = CHECK_TOKENS before the first
+    completion token of any row (0 when none has one): a shorter episode of the same rows, its completions' first
+    tokens and the prompt before them."""
+    completion = rows["completion_mask"].bool()
+    first = completion.int().argmax(1)[completion.any(1)]  # each row's first completion position
+    start = max(0, int(first.min()) - CHECK_TOKENS) if len(first) else 0
+    return {k: v[:, start:start + 2 * CHECK_TOKENS] for k, v in rows.items()}
+
+
 def check_chunked(model, inputs, eos_token_id: int, gamma: float, autocast) -> dict:
     """Compare the chunked routes (kernels.head_loss and kernels.head_token_terms) with materialised logits (the
-    model's own lm_head, then kernels.token_terms) on the first CHECK_ROWS rows of a batch: IQLearn's loss
+    model's own lm_head, then kernels.token_terms) on the first CHECK_ROWS rows of a batch, cut to the 2 CHECK_TOKENS
+    positions from CHECK_TOKENS before their first completion token (`check_window`): IQLearn's loss
     (lam = 1, so that Q, V and V(s') all count) and its gradients with respect to the final hidden states and the
-    output embedding. Returns {"check/chunked_loss_max_rel_diff": the largest relative difference, "passed"}.
-    The model's forward runs once, without touching the caller's graph, its RNG state restored after."""
-    rows = {k: v[:CHECK_ROWS] for k, v in inputs.items() if k in ("input_ids", "attention_mask", "completion_mask")}
+    output embedding where the run trains it (a frozen head, as under LoRA, has no gradient on either route, and
+    forming one here would hold (V, H) tensors the run never does). Returns {"check/chunked_loss_max_rel_diff": the
+    largest relative difference, "passed"}. The model's forward runs once, without touching the caller's graph, its
+    RNG state restored after."""
+    rows = check_window({k: v[:CHECK_ROWS] for k, v in inputs.items()
+                         if k in ("input_ids", "attention_mask", "completion_mask")})  # fmt: skip
     ids, completion = rows["input_ids"], rows["completion_mask"]
     head = model.get_output_embeddings()
     objective = functools.partial(objectives.iqlearn, lam=1.0, gamma=gamma)
     with torch.random.fork_rng(devices=[ids.device] if ids.device.type == "cuda" else []):
         with torch.no_grad():
             hidden = final_hidden(model, ids, rows["attention_mask"])
-    leaves = (hidden.detach().requires_grad_(), head.weight.detach().requires_grad_())
+    leaves = (hidden.detach().requires_grad_(), head.weight.detach().requires_grad_(head.weight.requires_grad))
 
     def grads(route):
         loss = route(*leaves)
-        return (loss, *torch.autograd.grad(loss, leaves))
+        return (loss, *torch.autograd.grad(loss, [x for x in leaves if x.requires_grad]))
 
     def stock(h, w):
         with autocast():
@@ -352,7 +369,8 @@ class IRLTrainer(Trainer):
             with self.accelerator.autocast():
                 device = inputs["input_ids"].device.type
                 dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-            key = (device, dtype or unwrapped.dtype, unwrapped.config.model_type)
+            trains_head = unwrapped.get_output_embeddings().weight.requires_grad  # its gradient is checked too
+            key = (device, dtype or unwrapped.dtype, unwrapped.config.model_type, trains_head)
             if key not in _checked:
                 _checked[key] = check_chunked(unwrapped, inputs, self.eos_token_id, self.cfg.gamma,
                                               self.accelerator.autocast)  # fmt: skip

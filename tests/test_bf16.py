@@ -144,11 +144,11 @@ def test_training_in_bf16_keeps_float32s_loss_and_checks_its_chunked_loss_at_the
     assert loss["bf16"] != loss["fp32"]  # autocast did run: bf16 roundings change the loss
     route = next(line for line in lines["bf16"] if "route/loss" in line)
     assert route["route/loss"] == "chunked"
-    record = trainer_module._checked[("cpu", BF16, "llama")]
+    record = trainer_module._checked[("cpu", BF16, "llama", True)]  # the head trains
     assert record["passed"] and record["tolerance"] == trainer_module.CHECK_TOLERANCE[BF16]
     assert route["check/chunked_loss_max_rel_diff"] == record["check/chunked_loss_max_rel_diff"] <= record["tolerance"]
-    assert trainer_module._checked[("cpu", torch.float32, "llama")]["tolerance"] == trainer_module.CHECK_TOLERANCE[
-        torch.float32]
+    assert trainer_module._checked[("cpu", torch.float32, "llama", True)]["tolerance"] == (
+        trainer_module.CHECK_TOLERANCE[torch.float32])
 
 
 def test_shared_prefix_decoding_checks_itself_against_generate_at_the_bf16_tolerance(tiny_run, monkeypatch):

@@ -434,6 +434,25 @@ def route_line(run_dir) -> dict:
     return next(r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "route/loss" in r)
 
 
+def test_the_check_cuts_its_rows_to_128_positions_around_their_first_completion_tokens():
+    """At any context the self-check reads 2 x 128 positions: from 64 before the rows' earliest first completion
+    token (row 0's at 100, row 1's at 150: positions 36 to 163), the same positions of every tensor."""
+    ids = torch.arange(2 * 300).view(2, 300)
+    completion = torch.zeros(2, 300, dtype=torch.long)
+    completion[0, 100:280] = 1
+    completion[1, 150:200] = 1
+    rows = trainer_module.check_window({"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                                        "completion_mask": completion})  # fmt: skip
+    assert torch.equal(rows["input_ids"], ids[:, 36:164])
+    assert torch.equal(rows["completion_mask"], completion[:, 36:164])
+    assert rows["completion_mask"].sum(1).tolist() == [64, 14] and rows["attention_mask"].shape == (2, 128)
+    short = trainer_module.check_window({"input_ids": ids[:, :50], "completion_mask": completion[:, :50]})
+    assert torch.equal(short["input_ids"], ids[:, :50])  # no completion token: from the start, as long as it is
+    completion[0, :] = 0  # only row 1 has completion tokens
+    assert torch.equal(trainer_module.check_window({"completion_mask": completion})["completion_mask"],
+                       completion[:, 86:214])
+
+
 def test_a_wrong_chunked_loss_is_caught_and_the_run_trains_on_the_logits(tmp_path, monkeypatch):
     """The chunked loss made 1% wrong: its self-check sees it (a relative difference of 1e-2 against 1e-3 allowed
     in float32), the run falls back to materialised logits and ends with the weights of a run that trained on them
