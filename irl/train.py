@@ -14,8 +14,9 @@ weights, tokenizer, optimizer and scheduler state; GAIL adds discriminator/). `-
 last complete checkpoint and ends with the same weights as an uninterrupted run.
 
 The config is the Trainer's arguments (irl/config.py): every Trainer option applies as transformers documents
-it. With `use_peft`, the model gets LoRA adapters (irl/model.py `add_lora`) and checkpoints hold the adapter; a
-preset's initial weights, the adapter's base, are saved once in <run>/base_model/.
+it. With `use_peft`, the model gets LoRA adapters (irl/model.py `add_lora`) and checkpoints hold the adapter; the
+random initial weights of a preset or a shape directory (irl/shapes.py), the adapter's base, are saved once in
+<run>/base_model/.
 """
 
 import dataclasses
@@ -34,6 +35,7 @@ from irl.config import RESUME_MAY_CHANGE, ConfigError, TrainConfig, config_dict,
 from irl.data import Collator, encode, example_text, load_splits
 from irl.gail import GAILTrainer
 from irl.runs import last_checkpoint, step_of
+from irl.shapes import is_shape
 from irl.trainer import IRLTrainer
 
 
@@ -104,10 +106,12 @@ def load_tokenizer_and_model(cfg: TrainConfig, train_examples, run_dir: Path, fr
     """The tokenizer and the model to train: a preset (its tokenizer trained by the main process) or a model by
     name or path, with fresh LoRA adapters when `use_peft`. `fresh`: the run starts from step 0, so the main
     process trains the tokenizer (and saves a LoRA base) again over whatever a run that failed before its first
-    checkpoint left there; a resumed run reads the ones its checkpoints were trained with."""
+    checkpoint left there; a resumed run reads the ones its checkpoints were trained with. The base of a LoRA run
+    on random weights that no file holds (a preset, a shape directory) is saved in the run directory, so that its
+    checkpoints load on the weights they were trained on."""
+    main = cfg.process_index == 0
     if cfg.model in models.PRESETS:
         tok_dir = run_dir / "tokenizer"
-        main = cfg.process_index == 0
         if cfg.tokenizer:
             tokenizer = models.load_tokenizer(cfg.tokenizer, cfg.trust_remote_code)
         else:
@@ -118,18 +122,19 @@ def load_tokenizer_and_model(cfg: TrainConfig, train_examples, run_dir: Path, fr
                     models.train_tokenizer(texts, cfg.vocab_size).save_pretrained(tok_dir)
                 tokenizer = models.load_tokenizer(str(tok_dir))
         model = models.build_preset(cfg.model, tokenizer, cfg.max_length, cfg.seed)
-        base = f"../{models.BASE_MODEL}"  # the adapter's base, relative to a checkpoint of this run
-        if cfg.use_peft:
-            with cfg.main_process_first(local=False, desc="base model"):
-                if main and (fresh or not (run_dir / models.BASE_MODEL / "config.json").is_file()):
-                    model.save_pretrained(run_dir / models.BASE_MODEL)
     else:
         model = models.load_model(cfg.model, cfg.trust_remote_code)
         tokenizer = models.load_tokenizer(cfg.tokenizer or cfg.model, cfg.trust_remote_code)
+    if not cfg.use_peft:
+        return tokenizer, model
+    if cfg.model in models.PRESETS or is_shape(cfg.model):
+        base = f"../{models.BASE_MODEL}"  # the adapter's base, relative to a checkpoint of this run
+        with cfg.main_process_first(local=False, desc="base model"):
+            if main and (fresh or not (run_dir / models.BASE_MODEL / "config.json").is_file()):
+                model.save_pretrained(run_dir / models.BASE_MODEL)
+    else:
         base = str(Path(cfg.model).resolve()) if Path(cfg.model).expanduser().is_dir() else cfg.model
-    if cfg.use_peft:
-        model = models.add_lora(model, cfg, base)
-    return tokenizer, model
+    return tokenizer, models.add_lora(model, cfg, base)
 
 
 def describe_start(counts: dict, record: dict) -> str:

@@ -1,6 +1,7 @@
 """LoRA (peft) on the tiny preset: only the adapters train, lam=0 is MLE bit for bit, the checkpoint holds the
 adapter as peft saves it and every later stage (load_model, the sweep, reward extraction) reads it merged on its
-base; GAIL's KL reference is the initial policy exactly."""
+base; GAIL's KL reference is the initial policy exactly; the chunked loss checks itself without the frozen head's
+gradient."""
 
 import json
 
@@ -10,7 +11,8 @@ from safetensors.torch import load_file
 
 from analysis.__main__ import main as analysis_main
 from analysis.sweep import sweep
-from irl import runs
+from irl import kernels, runs, shapes
+from irl import trainer as trainer_module
 from irl.model import ADAPTER_CONFIG, BASE_MODEL, load_model, load_tokenizer
 from irl.train import train
 from tests.test_train import tiny
@@ -100,3 +102,46 @@ def test_gail_reference_under_lora_is_the_initial_policy(lora_runs, tmp_path):
     assert (ckpt / "discriminator" / "model.safetensors").is_file()
     merged = load_model(str(ckpt))  # adapter on (adapter on its own base), merged twice
     assert type(merged).__name__ == "LlamaForCausalLM"
+
+
+def test_a_lora_run_checks_its_chunked_loss_without_the_frozen_heads_gradient(tmp_path, monkeypatch):
+    """The chunked loss's self-check compares what a LoRA run forms, the loss and dL/dh, and never the frozen
+    output embedding's gradient (a (V, H) tensor: 1.3 GiB of the check's peak at the 0.5B shape); a run that trains
+    the head is checked apart, its head's gradient included."""
+    monkeypatch.setattr(trainer_module, "_checked", {})
+    head_loss, weight_grads = kernels.head_loss, []
+
+    def spy(objective, hidden, weight, *args, **kwargs):
+        weight_grads.append(weight.requires_grad)
+        return head_loss(objective, hidden, weight, *args, **kwargs)
+
+    monkeypatch.setattr(kernels, "head_loss", spy)
+    assert train(tiny(tmp_path, "lora", max_steps=1, save_steps=1, **LORA)).chunked
+    assert weight_grads and not any(weight_grads)  # the check's route and the run's steps alike
+    assert [key[-1] for key in trainer_module._checked] == [False]
+    weight_grads.clear()
+    assert train(tiny(tmp_path, "full", max_steps=1, save_steps=1)).chunked
+    assert all(weight_grads) and [key[-1] for key in trainer_module._checked] == [False, True]
+
+
+def test_a_lora_run_on_a_shape_saves_its_random_base(tmp_path):
+    """A shape directory (irl/shapes.py) holds no weights: its model's random weights are saved as the adapter's
+    base, as a preset's are, so the checkpoint loads on the weights it was trained on, whatever torch's generator
+    holds when it is loaded."""
+    shape = tmp_path / "shape"
+    shape.mkdir()
+    config = json.loads((shapes.SHAPES_DIR / "qwen2.5-0.5b" / "config.json").read_text())
+    config.update(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                  num_key_value_heads=1, max_window_layers=1)  # fmt: skip
+    (shape / "config.json").write_text(json.dumps(config))
+    shapes.write_tokenizer(shape, shapes.SHAPES["qwen2.5-0.5b"])
+    (shape / shapes.SHAPE_FILE).write_text("{}")
+    trainer = train(tiny(tmp_path, "lora", model=str(shape), max_steps=2, save_steps=2, **LORA))
+    ckpt = runs.last_checkpoint(tmp_path / "lora")
+    assert json.loads((ckpt / ADAPTER_CONFIG).read_text())["base_model_name_or_path"] == f"../{BASE_MODEL}"
+    assert (tmp_path / "lora" / BASE_MODEL / "model.safetensors").is_file()
+    torch.manual_seed(1234)  # another generator state than the run's: a shape rebuilt now would differ
+    merged = load_model(str(ckpt)).eval()
+    ids = torch.tensor([load_tokenizer(str(ckpt))("Question: 3 + 4 = 7")["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, trainer.model.eval()(ids).logits, rtol=0, atol=1e-5)
