@@ -11,8 +11,9 @@ only at those), each in a process of its own, B = max(1, 2048 / context) sequenc
 
 - train: two optimizer steps of `python -m irl train` (irl.train.train) on sequences of exactly `context` tokens,
   MLE and offline IQLearn (lam 0.1), on the chunked route and on materialised logits (encoder-decoder models have
-  only the latter); seconds per token is the second step's (metrics.jsonl train/tokens_per_s), peak the whole
-  run's (the model built, the steps, the save);
+  only the latter); IQLearn in float32 also with activation checkpointing at the CHECKPOINTED points, and as LoRA
+  with checkpointing on LORA_TOKENS_PER_BATCH tokens at the LORA points; seconds per token is the second step's
+  (metrics.jsonl train/tokens_per_s), peak the whole run's (the model built, the steps, the save);
 - decode: irl.generation.decode of DECODE_PROMPTS prompts of context - N tokens for N = min(DECODE_NEW,
   context / 2) new tokens (the cache reaches `context`): greedy, t = 1 with K = 5 and beam 4; seconds per generated
   token, the prompts' forward included (a sweep's cost per token at completions of this length);
@@ -27,8 +28,10 @@ under torch.autocast(bfloat16), float32 weights in every case (as training keeps
 
 Peak: bytes of torch tensors on the CPU at their highest (irl/memory.py measured_peak, the weights of the decode and
 rewards stages added), beside irl/memory.py's prediction for the same run. Each point is one JSON line appended to
-`--out` (benchmarks/results/scale.jsonl) with the commit of the code it measured and the machine; a point already
-there for that commit is skipped, so an interrupted ladder resumes. At the end: a table (`newest`: each stage of a
+`--out` (benchmarks/results/scale.jsonl) with the commit of the code it measured, the machine and the wall time of
+its process (point_seconds); a point already there for that commit is skipped, so an interrupted ladder resumes,
+and a point whose process fails (killed for memory) is named at the end while the others go on. At the end: the
+ladder's wall time, a table (`newest`: each stage of a
 point as the last commit that measured it left it), the exponent of each cost in parameters (least squares in
 log-log at each context and dtype) and in context (at each model and dtype), and
 the curves (scale.png beside --out).
@@ -67,11 +70,18 @@ DECODINGS = {"greedy": (Decoding("greedy"), 1), "t=1,K=5": (Decoding("sample", 1
 DECODE_PROMPTS = 2
 DECODE_NEW = 32
 DTYPES = ("float32", "bfloat16")
-# each training run of the 0.5B shape takes 1.5 min (float32) here: at two contexts, the ladder keeps to 60 min
-TRAIN_CONTEXTS = {"qwen2.5-0.5b": (256, 2048)}
+# the training stage of these points only at these contexts (each batch holds the same tokens at every context): at
+# 2,048 the profiler that measures the peak holds its events beside the tensors, and the process of the 0.5B shape's
+# materialised run, or of T5-base's, passes this machine's 24 GB
+TRAIN_CONTEXTS = {"qwen2.5-0.5b": (256,), "t5-base": (256,)}
 # points whose IQLearn training also runs with activation checkpointing (as configs/paper/ sets it), both routes,
 # in float32 (in bf16 the prediction of the materialised route with checkpointing is 25% high: docs/scale.md)
 CHECKPOINTED = ("llama-32k-43m", "qwen2.5-0.5b")
+# points whose IQLearn training also runs as LoRA (irl/config.py's defaults: r 16 on peft's default modules) with
+# activation checkpointing, both routes, in float32, on LORA_TOKENS_PER_BATCH tokens per batch: with the weights
+# frozen (no gradients, no AdamW moments), the batch's activations and the head are what a run's memory grows with
+LORA = ("qwen2.5-0.5b",)
+LORA_TOKENS_PER_BATCH = 4096
 REWARD_BATCH_TOKENS = 4096
 _QWEN = json.loads((shapes.SHAPES_DIR / "qwen2.5-0.5b" / "config.json").read_text())
 _LLAMA = json.loads((shapes.SHAPES_DIR / "llama-128k" / "config.json").read_text())
@@ -129,29 +139,34 @@ def write_data(path: Path, rows: int, context: int) -> None:
 
 def train_points(name, path, context, workdir, objectives, dtype, tokens_per_batch=TOKENS_PER_BATCH) -> list[dict]:
     batch = max(1, tokens_per_batch // context)
+    lora_batch = max(1, LORA_TOKENS_PER_BATCH // context)
     data = workdir / f"data-{context}.jsonl"
     if not data.is_file():
-        write_data(data, 4 * batch + 8, context)
+        write_data(data, 4 * max(batch, lora_batch) + 8, context)
     out = []
     for objective in objectives:
-        routes = [(True, False), (False, False)]
+        routes = [(True, False, False), (False, False, False)]
         if name in CHECKPOINTED and objective == "iqlearn" and dtype == "float32":
-            routes += [(True, True), (False, True)]
-        for chunked, checkpointed in routes:
-            run_dir = workdir / "runs" / f"{name}-{context}-{objective}-{chunked}-{checkpointed}-{dtype}"
+            routes += [(True, True, False), (False, True, False)]
+        if name in LORA and objective == "iqlearn" and dtype == "float32":
+            routes += [(True, True, True), (False, True, True)]
+        for chunked, checkpointed, lora in routes:
+            run_dir = workdir / "runs" / f"{name}-{context}-{objective}-{chunked}-{checkpointed}-{lora}-{dtype}"
             shutil.rmtree(run_dir, ignore_errors=True)
             cfg = TrainConfig(output_dir=str(run_dir), model=path, data=str(data), max_length=context,
-                              per_device_train_batch_size=batch, max_steps=2, learning_rate=1e-4, warmup_steps=0,
-                              logging_steps=1, eval_strategy="no", save_steps=100, eval_size=4, objective=objective,
-                              lam=0.1, chunked_loss=chunked, vocab_size=1024,
-                              bf16=dtype == "bfloat16", activation_checkpointing=checkpointed)  # fmt: skip
+                              per_device_train_batch_size=lora_batch if lora else batch, max_steps=2,
+                              learning_rate=1e-4, warmup_steps=0, logging_steps=1, eval_strategy="no",
+                              save_steps=100, eval_size=4, objective=objective, lam=0.1, chunked_loss=chunked,
+                              vocab_size=1024, bf16=dtype == "bfloat16", activation_checkpointing=checkpointed,
+                              use_peft=lora)  # fmt: skip
             if chunked and not memory.can_chunk(memory.model_config(cfg)):
                 continue  # the materialised run below is the only route
             peak, trainer = memory.measured_peak(lambda: train(cfg))
             predicted = memory.predict_train(cfg, trainer.model.config).peak  # a preset: its trained vocabulary
             logs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
             speed = [r["train/tokens_per_s"] for r in logs if "train/tokens_per_s" in r][-1]
-            route = ("chunked" if trainer.chunked else "materialised") + ("+checkpointing" if checkpointed else "")
+            route = ("chunked" if trainer.chunked else "materialised") + ("+checkpointing" if checkpointed else "") + (
+                "+lora" if lora else "")
             out.append(dict(stage=f"train/{objective}", route=route, peak_bytes=peak, predicted_peak_bytes=predicted,
                             seconds_per_token=1 / speed, parameters=count_parameters(trainer.model),
                             vocab=trainer.model.config.vocab_size))  # fmt: skip
@@ -299,7 +314,7 @@ def main(argv=None) -> list[dict]:
     if args.point:
         name, context, dtype = args.point.split(":")
         return measure_point(name, int(context), dtype, args.stages.split(","), args, out, head)
-    done = done_keys(out, head)
+    done, failed, start = done_keys(out, head), [], time.perf_counter()
     for dtype in args.dtypes.split(","):
         for name in args.points.split(","):
             for context in map(int, args.contexts.split(",")):
@@ -308,9 +323,12 @@ def main(argv=None) -> list[dict]:
                 if context not in TRAIN_CONTEXTS.get(name, (context,)):
                     todo = [s for s in todo if s != "train"]
                 if todo:  # a process per point: what one leaves allocated (the profiler's buffers) cannot add up
-                    subprocess.run([sys.executable, __file__, "--point", f"{name}:{context}:{dtype}", "--stages",
-                                    ",".join(todo), "--objectives", args.objectives, "--tokens_per_batch",
-                                    str(args.tokens_per_batch), "--out", str(out)], check=True)  # fmt: skip
+                    done_point = subprocess.run([sys.executable, __file__, "--point", f"{name}:{context}:{dtype}",
+                                                 "--stages", ",".join(todo), "--objectives", args.objectives,
+                                                 "--tokens_per_batch", str(args.tokens_per_batch), "--out", str(out)])
+                    if done_point.returncode:  # killed for memory, say: the ladder goes on, and says so at the end
+                        failed.append(f"{name} at {context} in {dtype}: exit status {done_point.returncode}")
+    print(f"ladder: {time.perf_counter() - start:.0f} s")
     rows = newest(out)
     print(f"\n{'model':<15} {'T':>5} {'dtype':<8} {'stage':<13} {'route':<24} {'s/token':>10} {'peak GiB':>9} "
           f"{'predicted':>9} commit")  # fmt: skip
@@ -320,14 +338,19 @@ def main(argv=None) -> list[dict]:
               f"{r['predicted_peak_bytes'] / 2**30:>9.3f} {r['commit']}")  # fmt: skip
     print("\n".join(exponents(rows)))
     plot(rows, out.with_suffix(".png"))
+    if failed:
+        print("points that failed (rerun the command to retry them):", *failed, sep="\n  ")
     return rows
 
 
 def measure_point(name, context, dtype, stages, args, out: Path, head: str) -> list[dict]:
     """Measure the points of `stages` of one model at one context and dtype, and append them to `out`."""
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         found = measure(name, model_path(name, Path(tmp)), context, dtype, stages, Path(tmp), args)
-    rows = [dict(commit=head, machine=machine(), model=name, context=context, dtype=dtype, **point) for point in found]
+    wall = round(time.perf_counter() - start, 1)  # the whole point: its model built, every stage and route
+    rows = [dict(commit=head, machine=machine(), model=name, context=context, dtype=dtype, point_seconds=wall,
+                 **point) for point in found]  # fmt: skip
     with out.open("a") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
