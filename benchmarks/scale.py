@@ -7,7 +7,8 @@ decoding and reward extraction, measured and predicted, in float32 and in bfloat
 Points (LADDER): the `tiny`, `small` and `t5-small` presets, Llama and Qwen2 shapes between them and the
 published ones (random weights, byte-level tokenizers of irl/shapes.py), T5-base and Qwen2.5-0.5B (models/shapes/).
 Each point at each context length (256, 1,024 and 2,048 by default; the training stage of a point in TRAIN_CONTEXTS
-only at those), each in a process of its own, B = max(1, 2048 / context) sequences per batch (--tokens_per_batch):
+only at those), each in a process of its own (and each training run in one of its own), B = max(1, 2048 / context)
+sequences per batch (--tokens_per_batch):
 
 - train: two optimizer steps of `python -m irl train` (irl.train.train) on sequences of exactly `context` tokens,
   MLE and offline IQLearn (lam 0.1), on the chunked route and on materialised logits (encoder-decoder models have
@@ -39,6 +40,7 @@ the curves (scale.png beside --out).
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import random
@@ -47,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -152,26 +155,35 @@ def train_points(name, path, context, workdir, objectives, dtype, tokens_per_bat
             routes += [(True, True, True), (False, True, True)]
         for chunked, checkpointed, lora in routes:
             run_dir = workdir / "runs" / f"{name}-{context}-{objective}-{chunked}-{checkpointed}-{lora}-{dtype}"
-            shutil.rmtree(run_dir, ignore_errors=True)
-            cfg = TrainConfig(output_dir=str(run_dir), model=path, data=str(data), max_length=context,
-                              per_device_train_batch_size=lora_batch if lora else batch, max_steps=2,
-                              learning_rate=1e-4, warmup_steps=0, logging_steps=1, eval_strategy="no",
-                              save_steps=100, eval_size=4, objective=objective, lam=0.1, chunked_loss=chunked,
-                              vocab_size=1024, bf16=dtype == "bfloat16", activation_checkpointing=checkpointed,
-                              use_peft=lora)  # fmt: skip
-            if chunked and not memory.can_chunk(memory.model_config(cfg)):
-                continue  # the materialised run below is the only route
-            peak, trainer = memory.measured_peak(lambda: train(cfg))
-            predicted = memory.predict_train(cfg, trainer.model.config).peak  # a preset: its trained vocabulary
-            logs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-            speed = [r["train/tokens_per_s"] for r in logs if "train/tokens_per_s" in r][-1]
-            route = ("chunked" if trainer.chunked else "materialised") + ("+checkpointing" if checkpointed else "") + (
-                "+lora" if lora else "")
-            out.append(dict(stage=f"train/{objective}", route=route, peak_bytes=peak, predicted_peak_bytes=predicted,
-                            seconds_per_token=1 / speed, parameters=count_parameters(trainer.model),
-                            vocab=trainer.model.config.vocab_size))  # fmt: skip
-            shutil.rmtree(run_dir, ignore_errors=True)
+            values = dict(output_dir=str(run_dir), model=path, data=str(data), max_length=context,
+                          per_device_train_batch_size=lora_batch if lora else batch, max_steps=2, learning_rate=1e-4,
+                          warmup_steps=0, logging_steps=1, eval_strategy="no", save_steps=100, eval_size=4,
+                          objective=objective, lam=0.1, chunked_loss=chunked, vocab_size=1024,
+                          bf16=dtype == "bfloat16", activation_checkpointing=checkpointed, use_peft=lora)  # fmt: skip
+            # a process per run: what a run leaves behind (the profiler's buffers, the allocator's cache) adds up,
+            # and the 0.5B shape's fourth run in one process passed this machine's 24 GB
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                found = pool.submit(train_run, values).result()  # BrokenProcessPool if killed: the point fails
+            out += [dict(stage=f"train/{objective}", **found)] if found else []
     return out
+
+
+def train_run(values: dict) -> dict | None:
+    """One training run of the ladder, TrainConfig(**values), measured: its route, peak, prediction and speed (None
+    for the chunked route of a model that has none)."""
+    shutil.rmtree(values["output_dir"], ignore_errors=True)
+    cfg = TrainConfig(**values)
+    if cfg.chunked_loss and not memory.can_chunk(memory.model_config(cfg)):
+        return None  # the materialised run is the only route
+    peak, trainer = memory.measured_peak(lambda: train(cfg))
+    predicted = memory.predict_train(cfg, trainer.model.config).peak  # a preset: its trained vocabulary
+    logs = [json.loads(line) for line in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    speed = [r["train/tokens_per_s"] for r in logs if "train/tokens_per_s" in r][-1]
+    route = ("chunked" if trainer.chunked else "materialised") + (
+        "+checkpointing" if cfg.activation_checkpointing else "") + ("+lora" if cfg.use_peft else "")
+    shutil.rmtree(cfg.output_dir, ignore_errors=True)
+    return dict(route=route, peak_bytes=peak, predicted_peak_bytes=predicted, seconds_per_token=1 / speed,
+                parameters=count_parameters(trainer.model), vocab=trainer.model.config.vocab_size)
 
 
 def decode_points(model, context, dtype) -> list[dict]:
