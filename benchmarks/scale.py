@@ -146,6 +146,9 @@ def train_points(name, path, context, workdir, objectives, dtype, tokens_per_bat
     data = workdir / f"data-{context}.jsonl"
     if not data.is_file():
         write_data(data, 4 * max(batch, lora_batch) + 8, context)
+    # encoder-decoder models have no chunked route: their materialised runs are the only ones
+    chunkable = memory.can_chunk(memory.model_config(TrainConfig(output_dir=str(workdir / "runs"), model=path,
+                                                                 data=str(data), vocab_size=1024)))  # fmt: skip
     out = []
     for objective in objectives:
         routes = [(True, False, False), (False, False, False)]
@@ -153,7 +156,7 @@ def train_points(name, path, context, workdir, objectives, dtype, tokens_per_bat
             routes += [(True, True, False), (False, True, False)]
         if name in LORA and objective == "iqlearn" and dtype == "float32":
             routes += [(True, True, True), (False, True, True)]
-        for chunked, checkpointed, lora in routes:
+        for chunked, checkpointed, lora in [route for route in routes if chunkable or not route[0]]:
             run_dir = workdir / "runs" / f"{name}-{context}-{objective}-{chunked}-{checkpointed}-{lora}-{dtype}"
             values = dict(output_dir=str(run_dir), model=path, data=str(data), max_length=context,
                           per_device_train_batch_size=lora_batch if lora else batch, max_steps=2, learning_rate=1e-4,
@@ -161,20 +164,17 @@ def train_points(name, path, context, workdir, objectives, dtype, tokens_per_bat
                           objective=objective, lam=0.1, chunked_loss=chunked, vocab_size=1024,
                           bf16=dtype == "bfloat16", activation_checkpointing=checkpointed, use_peft=lora)  # fmt: skip
             # a process per run: what a run leaves behind (the profiler's buffers, the allocator's cache) adds up,
-            # and the 0.5B shape's fourth run in one process passed this machine's 24 GB
+            # and the 0.5B shape's fourth run in one process passed this machine's 24 GB; a run the kernel kills
+            # raises BrokenProcessPool, and the point fails
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                found = pool.submit(train_run, values).result()  # BrokenProcessPool if killed: the point fails
-            out += [dict(stage=f"train/{objective}", **found)] if found else []
+                out.append(dict(stage=f"train/{objective}", **pool.submit(train_run, values).result()))
     return out
 
 
-def train_run(values: dict) -> dict | None:
-    """One training run of the ladder, TrainConfig(**values), measured: its route, peak, prediction and speed (None
-    for the chunked route of a model that has none)."""
+def train_run(values: dict) -> dict:
+    """One training run of the ladder, TrainConfig(**values), measured: its route, peak, prediction and speed."""
     shutil.rmtree(values["output_dir"], ignore_errors=True)
     cfg = TrainConfig(**values)
-    if cfg.chunked_loss and not memory.can_chunk(memory.model_config(cfg)):
-        return None  # the materialised run is the only route
     peak, trainer = memory.measured_peak(lambda: train(cfg))
     predicted = memory.predict_train(cfg, trainer.model.config).peak  # a preset: its trained vocabulary
     logs = [json.loads(line) for line in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
