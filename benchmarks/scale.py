@@ -7,8 +7,9 @@ decoding and reward extraction, measured and predicted, in float32 and in bfloat
 Points (LADDER): the `tiny`, `small` and `t5-small` presets, Llama and Qwen2 shapes between them and the
 published ones (random weights, byte-level tokenizers of irl/shapes.py), T5-base and Qwen2.5-0.5B (models/shapes/).
 Each point at each context length (256, 1,024 and 2,048 by default; the training stage of a point in TRAIN_CONTEXTS
-only at those), each in a process of its own (and each training run in one of its own), B = max(1, 2048 / context)
-sequences per batch (--tokens_per_batch):
+only at those), B = max(1, 2048 / context) sequences per batch (--tokens_per_batch). Each training run, and each
+point's decoding and scoring, runs in a process of its own, forked from a server that imported the ladder once
+(`alone`):
 
 - train: two optimizer steps of `python -m irl train` (irl.train.train) on sequences of exactly `context` tokens,
   MLE and offline IQLearn (lam 0.1), on the chunked route and on materialised logits (encoder-decoder models have
@@ -17,11 +18,12 @@ sequences per batch (--tokens_per_batch):
   (metrics.jsonl train/tokens_per_s), peak the whole run's (the model built, the steps, the save);
 - decode: irl.generation.decode of DECODE_PROMPTS prompts of context - N tokens for N = min(DECODE_NEW,
   context / 2) new tokens (the cache reaches `context`): greedy, t = 1 with K = 5 and beam 4; seconds per generated
-  token, the prompts' forward included (a sweep's cost per token at completions of this length);
+  token, the prompts' forward included (a sweep's cost per token at completions of this length), after the compact
+  decoder's self-check (once per process, as a sweep's first batch runs it) untimed on the prompts' last 16 tokens;
 - rewards: analysis.rewards.extract on batches of at most 4,096 tokens of sequences of `context` tokens, then its
   tables written by analysis.rewards.write, on the chunked route (analysis/scoring.py) and on materialised logits,
-  each after an untimed extraction of one sequence (the chunked route's self-check, once per process, and the first
-  call's set-up); seconds per scored token (scoring and writing), bytes written per scored token.
+  each after an untimed extraction of one 16-token completion (the chunked route's self-check, once per process,
+  and the first call's set-up); seconds per scored token (scoring and writing), bytes written per scored token.
   Decoder-only models: the ladder's shapes have no trained tokenizer to make seq2seq episodes of.
 
 dtype float32 runs everything in float32; bfloat16 runs training with `--bf16 true` and decoding and scoring
@@ -50,6 +52,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pandas as pd
@@ -61,7 +64,7 @@ from analysis import rewards  # noqa: E402
 from analysis import schema as S  # noqa: E402
 from irl import memory, shapes  # noqa: E402
 from irl.config import TrainConfig  # noqa: E402
-from irl.generation import Decoding, decode  # noqa: E402
+from irl.generation import Decoding, check_compact, decode  # noqa: E402
 from irl.model import count_parameters, load_model, load_tokenizer  # noqa: E402
 from irl.train import train  # noqa: E402
 
@@ -86,6 +89,8 @@ CHECKPOINTED = ("llama-32k-43m", "qwen2.5-0.5b")
 LORA = ("qwen2.5-0.5b",)
 LORA_TOKENS_PER_BATCH = 4096
 REWARD_BATCH_TOKENS = 4096
+# what the ladder's units import, loaded once by the server that `alone` forks them from
+PRELOAD = ("analysis.rewards", "irl.generation", "irl.memory", "irl.model", "irl.train", "pandas", "torch")
 _QWEN = json.loads((shapes.SHAPES_DIR / "qwen2.5-0.5b" / "config.json").read_text())
 _LLAMA = json.loads((shapes.SHAPES_DIR / "llama-128k" / "config.json").read_text())
 # name -> a preset, a directory of models/shapes/, or (config.json of a shape written for the ladder, its layout)
@@ -164,11 +169,21 @@ def train_points(name, path, context, workdir, objectives, dtype, tokens_per_bat
                           objective=objective, lam=0.1, chunked_loss=chunked, vocab_size=1024,
                           bf16=dtype == "bfloat16", activation_checkpointing=checkpointed, use_peft=lora)  # fmt: skip
             # a process per run: what a run leaves behind (the profiler's buffers, the allocator's cache) adds up,
-            # and the 0.5B shape's fourth run in one process passed this machine's 24 GB; a run the kernel kills
-            # raises BrokenProcessPool, and the point fails
-            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                out.append(dict(stage=f"train/{objective}", **pool.submit(train_run, values).result()))
+            # and the 0.5B shape's fourth run in one process passed this machine's 24 GB
+            out.append(dict(stage=f"train/{objective}", **alone(train_run, values)))
     return out
+
+
+def alone(fn, *args):
+    """fn(*args) in a process of its own, forked from a server process that imported what the units run once (the
+    forkserver start method, PRELOAD preloaded): a unit starts in a fraction of a second instead of the seconds its
+    imports take, and nothing it allocates outlives it. The server runs no torch operation, so no thread pool is
+    forked. A unit the kernel kills raises BrokenProcessPool."""
+    context = multiprocessing.get_context("forkserver")
+    # by name: Python 3.11's forkserver never receives the main script's path, so preloading "__main__" does nothing
+    context.set_forkserver_preload([*PRELOAD, fn.__module__])
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def train_run(values: dict) -> dict:
@@ -194,6 +209,10 @@ def decode_points(model, context, dtype) -> list[dict]:
     autocast = dtype == "bfloat16"
     ids = torch.randint(2, vocab, (DECODE_PROMPTS, prompt), generator=torch.Generator().manual_seed(0))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        # untimed, on the prompts' last 16 tokens: the compact decoder's self-check, once per process (a sweep's
+        # first batch runs it, not each batch)
+        check_compact(model, {k: v[:, -16:] for k, v in batch.items()}, eos_token_id=vocab + 1, pad_token_id=0)
     out = []
     for label, (decoding, k) in DECODINGS.items():
         rows = decoding.beams if decoding.kind == "beam" else decoding.samples_per_prompt(k)
@@ -225,6 +244,8 @@ def reward_points(model, tokenizer, context, dtype, workdir) -> list[dict]:
                           S.COMPLETION: [tokenizer.decode(c) for _, c in ids],
                           S.PROMPT_IDS: [p for p, _ in ids], S.COMPLETION_IDS: [c for _, c in ids],
                           S.ENDED: True})  # fmt: skip
+    completion = ids[0][1][:15] + [tokenizer.eos_token_id]
+    warm = table.head(1).assign(**{S.COMPLETION: [tokenizer.decode(completion)], S.COMPLETION_IDS: [completion]})
     autocast = dtype == "bfloat16"
     out_dir, out = workdir / "rewards", []
     for chunked in (True, False) if memory.can_chunk(model.config) else (False,):
@@ -232,8 +253,8 @@ def reward_points(model, tokenizer, context, dtype, workdir) -> list[dict]:
                                            chunked=chunked)["peak"]  # fmt: skip
         shutil.rmtree(out_dir, ignore_errors=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            # untimed, on one sequence: the route's self-check (once per process) and the first call's set-up
-            rewards.extract(model, tokenizer, table.head(1), 0.99, REWARD_BATCH_TOKENS, chunked=chunked)
+            # untimed, on a short sequence: the route's self-check (once per process) and the first call's set-up
+            rewards.extract(model, tokenizer, warm, 0.99, REWARD_BATCH_TOKENS, chunked=chunked)
             start = time.perf_counter()
             peak, found = memory.measured_peak(lambda: rewards.extract(model, tokenizer, table, 0.99,
                                                                        REWARD_BATCH_TOKENS, chunked=chunked))
@@ -319,13 +340,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--dtypes", default=",".join(DTYPES), help=f"Comma-separated, of {list(DTYPES)}.")
     parser.add_argument("--tokens_per_batch", type=int, default=TOKENS_PER_BATCH,
                         help="Training tokens per batch: max(1, this / context) sequences.")
-    parser.add_argument("--point", default=None, help=argparse.SUPPRESS)  # name:context:dtype, in this process
     args = parser.parse_args(argv)
     out, head = Path(args.out), commit()
     out.parent.mkdir(parents=True, exist_ok=True)
-    if args.point:
-        name, context, dtype = args.point.split(":")
-        return measure_point(name, int(context), dtype, args.stages.split(","), args, out, head)
     done, failed, start = done_keys(out, head), [], time.perf_counter()
     for dtype in args.dtypes.split(","):
         for name in args.points.split(","):
@@ -334,12 +351,12 @@ def main(argv=None) -> list[dict]:
                     k[:3] == (name, context, dtype) and k[3].startswith(s) for k in done)]  # fmt: skip
                 if context not in TRAIN_CONTEXTS.get(name, (context,)):
                     todo = [s for s in todo if s != "train"]
-                if todo:  # a process per point: what one leaves allocated (the profiler's buffers) cannot add up
-                    done_point = subprocess.run([sys.executable, __file__, "--point", f"{name}:{context}:{dtype}",
-                                                 "--stages", ",".join(todo), "--objectives", args.objectives,
-                                                 "--tokens_per_batch", str(args.tokens_per_batch), "--out", str(out)])
-                    if done_point.returncode:  # killed for memory, say: the ladder goes on, and says so at the end
-                        failed.append(f"{name} at {context} in {dtype}: exit status {done_point.returncode}")
+                if not todo:
+                    continue
+                try:
+                    measure_point(name, context, dtype, todo, args, out, head)
+                except BrokenProcessPool:  # killed for memory, say: the ladder goes on, and says so at the end
+                    failed.append(f"{name} at {context} in {dtype}: a process of it was killed")
     print(f"ladder: {time.perf_counter() - start:.0f} s")
     rows = newest(out)
     print(f"\n{'model':<15} {'T':>5} {'dtype':<8} {'stage':<13} {'route':<24} {'s/token':>10} {'peak GiB':>9} "
@@ -371,18 +388,25 @@ def measure_point(name, context, dtype, stages, args, out: Path, head: str) -> l
 
 
 def measure(name, path, context, dtype, stages, workdir, args) -> list[dict]:
-    """The points of `stages` of one model at one context and dtype."""
+    """The points of `stages` of one model at one context and dtype: each training run in a process of its own, then
+    decoding and scoring in one."""
     found = []
     if "train" in stages:
         found += train_points(name, path, context, workdir, args.objectives.split(","), dtype, args.tokens_per_batch)
     if {"decode", "rewards"} & set(stages):
-        torch.manual_seed(0)
-        preset = name in ("tiny", "small", "t5-small")
-        model = (_preset(name, context) if preset else load_model(path)).eval()
-        found += decode_points(model, context, dtype) if "decode" in stages else []
-        if "rewards" in stages:
-            tokenizer = load_tokenizer(_preset_tokenizer(workdir) if preset else path)
-            found += reward_points(model, tokenizer, context, dtype, workdir)
+        found += alone(inference_points, name, path, context, dtype, stages, workdir)
+    return found
+
+
+def inference_points(name, path, context, dtype, stages, workdir) -> list[dict]:
+    """The decode and rewards points of `stages`, on one model built once."""
+    torch.manual_seed(0)
+    preset = name in ("tiny", "small", "t5-small")
+    model = (_preset(name, context) if preset else load_model(path)).eval()
+    found = decode_points(model, context, dtype) if "decode" in stages else []
+    if "rewards" in stages:
+        tokenizer = load_tokenizer(_preset_tokenizer(workdir) if preset else path)
+        found += reward_points(model, tokenizer, context, dtype, workdir)
     return found
 
 
