@@ -7,18 +7,20 @@ initialised (speed does not depend on the weights), and a word-level tokenizer o
 words, every prompt `--prompt` tokens and every completion `--completion` tokens (EOS included).
 
 - extraction: analysis.scoring.score_batch on the `--batch` tokenised sequences: one forward pass, the token
-  terms and the per-token arrays on the host; tokens/s = completion tokens scored / median seconds.
+  terms and the per-token arrays on the host, on the chunked head (the route `score` and the rewards command take
+  by default) and on materialised logits; tokens/s = completion tokens scored / median seconds.
 - sampling: model.generate of the same tokenised prompts (ancestral sampling, top_k=0, KV cache), forced to the
   same length with min_new_tokens; tokens/s = generated tokens / median seconds.
 - speedup = sampling seconds / extraction seconds: token ids in, numbers out, both ways.
 - end to end: analysis.scoring.score on the texts (encoded by training's rule, decoding each token's
   text and building the tables included), reported as end_to_end_tokens_per_s and end_to_end_speedup; on a GPU
   this host-side work, not the forward pass, sets its speed.
-- peak memory of one extraction batch (score_batch), weights excluded: CUDA max_memory_allocated above what was
-  allocated before; on CPU, the largest total of tensor storage allocated during the batch and alive at once
-  (counted by objective_overhead.PeakTensorMemory, a dispatch mode), not RSS: the allocator's cache and Python
-  objects are not counted.
-Last line: JSON {"speedup", "peak_mem_mb", "extract_tokens_per_s", "generate_tokens_per_s", ...}.
+- peak memory of one extraction batch (score_batch) on each route, weights excluded: CUDA max_memory_allocated
+  above what was allocated before; on CPU, the largest total of tensor storage allocated during the batch and alive
+  at once (counted by objective_overhead.PeakTensorMemory, a dispatch mode), not RSS: the allocator's cache and
+  Python objects are not counted.
+Last line: JSON {"speedup", "peak_mem_mb", "extract_tokens_per_s", "generate_tokens_per_s", ...}, the chunked
+route's, with the materialised route's as extract_materialised_tokens_per_s and peak_mem_materialised_mb.
 """
 
 import argparse
@@ -106,8 +108,11 @@ def main():
     batch = [Encoded(p, c + [1], True) for p, c in zip(prompts.tolist(), completions)]
     n_tokens = args.batch * args.completion
 
-    def extract():
-        assert len(score_batch(model, batch, pad_id=0, eos_id=1, gamma=0.99)[S.REWARD]) == n_tokens
+    def extract(chunked=True):
+        assert len(score_batch(model, batch, pad_id=0, eos_id=1, gamma=0.99, chunked=chunked)[S.REWARD]) == n_tokens
+
+    def extract_materialised():
+        extract(chunked=False)
 
     def end_to_end():
         whole = args.batch * (args.prompt + args.completion)  # the whole batch in one forward pass
@@ -122,8 +127,9 @@ def main():
         )  # fmt: skip
         assert out.shape[1] - prompts.shape[1] == n
 
-    extract(), sample(n=4), end_to_end()  # warm-up (a short generation: the per-step work is the same)
-    seconds = median_seconds({"extract": extract, "sample": sample, "end_to_end": end_to_end}, args.reps, args.device)
+    extract(), extract_materialised(), sample(n=4), end_to_end()  # warm-up (a short generation: the same steps)
+    seconds = median_seconds({"extract": extract, "extract_materialised": extract_materialised, "sample": sample,
+                              "end_to_end": end_to_end}, args.reps, args.device)  # fmt: skip
     extract_s, generate_s, end_to_end_s = seconds["extract"], seconds["sample"], seconds["end_to_end"]
     result = {
         "vocab": args.vocab,
@@ -132,11 +138,13 @@ def main():
         "completion": args.completion,
         "device": args.device,
         "extract_tokens_per_s": round(n_tokens / extract_s, 1),
+        "extract_materialised_tokens_per_s": round(n_tokens / seconds["extract_materialised"], 1),
         "generate_tokens_per_s": round(n_tokens / generate_s, 1),
         "end_to_end_tokens_per_s": round(n_tokens / end_to_end_s, 1),
         "end_to_end_speedup": round(generate_s / end_to_end_s, 2),
         "speedup": round(generate_s / extract_s, 2),
         "peak_mem_mb": round(peak_mb(extract, args.device), 1),
+        "peak_mem_materialised_mb": round(peak_mb(extract_materialised, args.device), 1),
     }
     print(json.dumps(result), flush=True)
 

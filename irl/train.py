@@ -125,6 +125,7 @@ def load_tokenizer_and_model(cfg: TrainConfig, train_examples, run_dir: Path, fr
     else:
         model = models.load_model(cfg.model, cfg.trust_remote_code)
         tokenizer = models.load_tokenizer(cfg.tokenizer or cfg.model, cfg.trust_remote_code)
+        align_pad(model, tokenizer)
     if not cfg.use_peft:
         return tokenizer, model
     if cfg.model in models.PRESETS or is_shape(cfg.model):
@@ -135,6 +136,16 @@ def load_tokenizer_and_model(cfg: TrainConfig, train_examples, run_dir: Path, fr
     else:
         base = str(Path(cfg.model).resolve()) if Path(cfg.model).expanduser().is_dir() else cfg.model
     return tokenizer, models.add_lora(model, cfg, base)
+
+
+def align_pad(model, tokenizer) -> None:
+    """A model whose config names no padding token (Qwen2.5's, Llama's) takes the tokenizer's, which the collator pads
+    with, in its config and generation config: what transformers' Trainer would do at the start of training, with a
+    warning every run, for a token the loss never sees."""
+    pad = tokenizer.pad_token_id
+    for config in (model.config, getattr(model, "generation_config", None)):
+        if config is not None and config.pad_token_id is None and pad is not None:
+            config.pad_token_id = pad
 
 
 def describe_start(counts: dict, record: dict) -> str:

@@ -61,3 +61,31 @@ def test_a_directory_without_weights_that_is_not_a_shape_fails(tmp_path):
     shutil.copy(shapes.SHAPES_DIR / "t5-base" / "config.json", tmp_path / "config.json")
     with pytest.raises(ModelError, match="cannot load a model"):
         load_model(str(tmp_path))
+
+
+def test_a_shape_without_a_padding_token_takes_the_tokenizers_before_the_trainer_would(tmp_path, monkeypatch):
+    """Qwen2.5's published config names no padding token; the run gives the model the tokenizer's (config and
+    generation config), so transformers' Trainer finds nothing to align and warns of nothing."""
+    import json
+
+    from transformers import trainer_utils
+
+    from irl.config import TrainConfig
+    from irl.train import load_tokenizer_and_model
+
+    shape = tmp_path / "shape"
+    shape.mkdir()
+    config = json.loads((shapes.SHAPES_DIR / "qwen2.5-0.5b" / "config.json").read_text())
+    assert config.get("pad_token_id") is None
+    config.update(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                  num_key_value_heads=1, max_window_layers=1)  # fmt: skip
+    (shape / "config.json").write_text(json.dumps(config))
+    shapes.write_tokenizer(shape, shapes.SHAPES["qwen2.5-0.5b"])
+    (shape / shapes.SHAPE_FILE).write_text("{}")
+    cfg = TrainConfig(output_dir=str(tmp_path / "run"), model=str(shape))
+    tokenizer, model = load_tokenizer_and_model(cfg, [], tmp_path / "run", fresh=True)
+    assert tokenizer.pad_token_id == 151_643 == model.config.pad_token_id == model.generation_config.pad_token_id
+    warned = []
+    monkeypatch.setattr(trainer_utils.logger, "warning", lambda *args, **kwargs: warned.append(args))
+    trainer_utils.align_special_tokens(model, tokenizer)
+    assert warned == []
