@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import scale  # noqa: E402
 
@@ -71,3 +73,15 @@ def test_a_point_killed_for_memory_is_named_and_the_ladder_goes_on(tmp_path, cap
     assert {r["model"] for r in rows} == {"tiny"} and all(r["point_seconds"] > 0 for r in rows)
     printed = capsys.readouterr().out
     assert "points that failed" in printed and "small at 32 in float32: a process of it was killed" in printed
+
+
+def test_the_machine_names_the_cpu_model_and_its_bf16_instructions():
+    """Rows of two CPUs must not read alike: times depend on the model and on which bf16 instructions it has."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo: the machine is named by platform.processor()")
+    first = cpuinfo.read_text().split("\n\n")[0]
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first.splitlines() if ":" in line)}
+    described = scale.machine()
+    assert fields["model name"] in described and f"{os.cpu_count()} cores" in described
+    assert ("avx512_bf16" in described) == ("avx512_bf16" in fields["flags"].split())
