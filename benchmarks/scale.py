@@ -31,12 +31,12 @@ under torch.autocast(bfloat16), float32 weights in every case (as training keeps
 
 Peak: bytes of torch tensors on the CPU at their highest (irl/memory.py measured_peak, the weights of the decode and
 rewards stages added), beside irl/memory.py's prediction for the same run. Each point is one JSON line appended to
-`--out` (benchmarks/results/scale.jsonl) with the commit of the code it measured, the machine and the wall time of
-its process (point_seconds); a point already there for that commit is skipped, so an interrupted ladder resumes,
-and a point whose process fails (killed for memory) is named at the end while the others go on. At the end: the
-ladder's wall time, a table (`newest`: each stage of a
-point as the last commit that measured it left it), the exponent of each cost in parameters (least squares in
-log-log at each context and dtype) and in context (at each model and dtype), and
+`--out` (benchmarks/results/scale.jsonl) with the commit of the code it measured, the machine and the point's wall
+time (point_seconds: its units, their processes' starts included); a point already there for that commit is skipped,
+so an interrupted ladder resumes, and a point one of whose processes is killed (for memory) or raises is named at
+the end while the others go on (its traceback printed when it raised). At the end: the ladder's wall time, a table
+(`newest`: each stage of a point as the last commit that measured it left it), the exponent of each cost in
+parameters (least squares in log-log at each context and dtype) and in context (at each model and dtype), and
 the curves (scale.png beside --out).
 """
 
@@ -51,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -367,6 +368,9 @@ def main(argv=None) -> list[dict]:
                     measure_point(name, context, dtype, todo, args, out, head)
                 except BrokenProcessPool:  # killed for memory, say: the ladder goes on, and says so at the end
                     failed.append(f"{name} at {context} in {dtype}: a process of it was killed")
+                except Exception as error:  # an error in a unit (its traceback printed now): the same
+                    traceback.print_exc()
+                    failed.append(f"{name} at {context} in {dtype}: {type(error).__name__}: {error}")
     print(f"ladder: {time.perf_counter() - start:.0f} s")
     rows = newest(out)
     print(f"\n{'model':<15} {'T':>5} {'dtype':<8} {'stage':<13} {'route':<24} {'s/token':>10} {'peak GiB':>9} "

@@ -54,16 +54,20 @@ def test_the_table_takes_each_stage_from_the_last_commit_that_measured_it(tmp_pa
                      ("b", 256, "rewards", "materialised"), ("a", 1024, "rewards", "extract")]
 
 
-def test_a_point_killed_for_memory_is_named_and_the_ladder_goes_on(tmp_path, capsys, monkeypatch):
-    """A point whose process dies (the kernel kills it at the machine's memory) stops no other point: each is run,
-    and the failed ones are named at the end, for a rerun of the same command to retry."""
+@pytest.mark.parametrize("failure", ["killed", "error"])
+def test_a_point_killed_for_memory_is_named_and_the_ladder_goes_on(tmp_path, capsys, monkeypatch, failure):
+    """A point whose process dies (the kernel kills it at the machine's memory) or whose unit raises stops no other
+    point: each is run, and the failed ones are named at the end, for a rerun of the same command to retry."""
     out = tmp_path / "scale.jsonl"
     calls = []
 
     def alone(fn, *args):
         calls.append(args[0])
-        # the small point's process ends at once, as one the kernel kills: without a word to the ladder
-        return real_alone(os._exit, 137) if args[0] == "small" else real_alone(fn, *args)
+        if args[0] != "small":
+            return real_alone(fn, *args)
+        # the small point's process ends at once, as one the kernel kills (without a word to the ladder), or its
+        # unit raises in the process
+        return real_alone(os._exit, 137) if failure == "killed" else real_alone(int, "not a number")
 
     real_alone = scale.alone
     monkeypatch.setattr(scale, "alone", alone)
@@ -72,7 +76,8 @@ def test_a_point_killed_for_memory_is_named_and_the_ladder_goes_on(tmp_path, cap
     assert calls == ["small", "tiny"]
     assert {r["model"] for r in rows} == {"tiny"} and all(r["point_seconds"] > 0 for r in rows)
     printed = capsys.readouterr().out
-    assert "points that failed" in printed and "small at 32 in float32: a process of it was killed" in printed
+    said = "a process of it was killed" if failure == "killed" else "ValueError: invalid literal for int()"
+    assert "points that failed" in printed and f"small at 32 in float32: {said}" in printed
 
 
 def test_the_machine_names_the_cpu_model_and_its_bf16_instructions():
