@@ -132,8 +132,8 @@ def machine() -> str:
     cpu, flags = platform.processor() or platform.machine(), set()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        fields = dict(line.split(":", 1) for line in cpuinfo.read_text().splitlines()[:40] if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        first = cpuinfo.read_text().split("\n\n")[0]  # the first processor's block: every core's is the same
+        fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first.splitlines() if ":" in line)}
         cpu, flags = fields.get("model name", cpu), set(fields.get("flags", "").split())
     bf16 = "/".join(f for f in ("amx_bf16", "avx512_bf16") if f in flags)
     return (f"{platform.machine()} {cpu}{f' ({bf16})' if bf16 else ''}, {os.cpu_count()} cores, "
@@ -392,7 +392,8 @@ def measure_point(name, context, dtype, stages, args, out: Path, head: str) -> l
     with tempfile.TemporaryDirectory() as tmp:
         found = measure(name, model_path(name, Path(tmp)), context, dtype, stages, Path(tmp), args)
     wall = round(time.perf_counter() - start, 1)  # the whole point: its model built, every stage and route
-    rows = [dict(commit=head, machine=machine(), model=name, context=context, dtype=dtype, point_seconds=wall,
+    described = machine()
+    rows = [dict(commit=head, machine=described, model=name, context=context, dtype=dtype, point_seconds=wall,
                  **point) for point in found]  # fmt: skip
     with out.open("a") as f:
         for row in rows:
