@@ -11,10 +11,11 @@ from safetensors.torch import load_file
 
 from analysis.__main__ import main as analysis_main
 from analysis.sweep import sweep
-from irl import kernels, runs, shapes
+from irl import kernels, runs
 from irl import trainer as trainer_module
 from irl.model import ADAPTER_CONFIG, BASE_MODEL, load_model, load_tokenizer
 from irl.train import train
+from tests.test_shapes import small_qwen_shape
 from tests.test_train import tiny
 
 LORA = dict(use_peft=True, lora_r=4, lora_alpha=8, lora_dropout=0.0,
@@ -128,14 +129,7 @@ def test_a_lora_run_on_a_shape_saves_its_random_base(tmp_path):
     """A shape directory (irl/shapes.py) holds no weights: its model's random weights are saved as the adapter's
     base, as a preset's are, so the checkpoint loads on the weights it was trained on, whatever torch's generator
     holds when it is loaded."""
-    shape = tmp_path / "shape"
-    shape.mkdir()
-    config = json.loads((shapes.SHAPES_DIR / "qwen2.5-0.5b" / "config.json").read_text())
-    config.update(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                  num_key_value_heads=1, max_window_layers=1)  # fmt: skip
-    (shape / "config.json").write_text(json.dumps(config))
-    shapes.write_tokenizer(shape, shapes.SHAPES["qwen2.5-0.5b"])
-    (shape / shapes.SHAPE_FILE).write_text("{}")
+    shape = small_qwen_shape(tmp_path / "shape")
     trainer = train(tiny(tmp_path, "lora", model=str(shape), max_steps=2, save_steps=2, **LORA))
     ckpt = runs.last_checkpoint(tmp_path / "lora")
     assert json.loads((ckpt / ADAPTER_CONFIG).read_text())["base_model_name_or_path"] == f"../{BASE_MODEL}"

@@ -3,7 +3,9 @@ loader every stage uses (so no memory is spent on weights); their tokenizers at 
 special tokens at their published ids, written by irl/shapes.py byte for byte; a directory without weights that is
 not a shape still fails to load."""
 
+import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -63,26 +65,28 @@ def test_a_directory_without_weights_that_is_not_a_shape_fails(tmp_path):
         load_model(str(tmp_path))
 
 
+def small_qwen_shape(directory: Path) -> Path:
+    """A shape directory of Qwen2.5-0.5B's published config (its tokenizer, no weights), made one small layer wide."""
+    directory.mkdir()
+    config = json.loads((shapes.SHAPES_DIR / "qwen2.5-0.5b" / "config.json").read_text())
+    config.update(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                  num_key_value_heads=1, max_window_layers=1)  # fmt: skip
+    (directory / "config.json").write_text(json.dumps(config))
+    shapes.write_tokenizer(directory, shapes.SHAPES["qwen2.5-0.5b"])
+    (directory / shapes.SHAPE_FILE).write_text("{}")
+    return directory
+
+
 def test_a_shape_without_a_padding_token_takes_the_tokenizers_before_the_trainer_would(tmp_path, monkeypatch):
     """Qwen2.5's published config names no padding token; the run gives the model the tokenizer's (config and
     generation config), so transformers' Trainer finds nothing to align and warns of nothing."""
-    import json
-
     from transformers import trainer_utils
 
     from irl.config import TrainConfig
     from irl.train import load_tokenizer_and_model
 
-    shape = tmp_path / "shape"
-    shape.mkdir()
-    config = json.loads((shapes.SHAPES_DIR / "qwen2.5-0.5b" / "config.json").read_text())
-    assert config.get("pad_token_id") is None
-    config.update(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                  num_key_value_heads=1, max_window_layers=1)  # fmt: skip
-    (shape / "config.json").write_text(json.dumps(config))
-    shapes.write_tokenizer(shape, shapes.SHAPES["qwen2.5-0.5b"])
-    (shape / shapes.SHAPE_FILE).write_text("{}")
-    cfg = TrainConfig(output_dir=str(tmp_path / "run"), model=str(shape))
+    assert json.loads((shapes.SHAPES_DIR / "qwen2.5-0.5b" / "config.json").read_text()).get("pad_token_id") is None
+    cfg = TrainConfig(output_dir=str(tmp_path / "run"), model=str(small_qwen_shape(tmp_path / "shape")))
     tokenizer, model = load_tokenizer_and_model(cfg, [], tmp_path / "run", fresh=True)
     assert tokenizer.pad_token_id == 151_643 == model.config.pad_token_id == model.generation_config.pad_token_id
     warned = []
