@@ -11,9 +11,10 @@ only at those), B = max(1, 2048 / context) sequences per batch (--tokens_per_bat
 point's decoding and scoring, runs in a process of its own, forked from a server that imported the ladder once
 (`alone`):
 
-- train: two optimizer steps of `python -m irl train` (irl.train.train) on sequences of exactly `context` tokens,
-  MLE and offline IQLearn (lam 0.1), on the chunked route and on materialised logits (encoder-decoder models have
-  only the latter); IQLearn in float32 also with activation checkpointing at the CHECKPOINTED points, and as LoRA
+- train: two optimizer steps of `python -m irl train` (irl.train.train) on batches padded to at most `context`
+  tokens (write_data: rows of 8 lengths from `context` down, under a byte-level tokenizer), MLE and offline
+  IQLearn (lam 0.1), on the chunked route and on materialised logits (encoder-decoder models have only the
+  latter); IQLearn in float32 also with activation checkpointing at the CHECKPOINTED points, and as LoRA
   with checkpointing on LORA_TOKENS_PER_BATCH tokens at the LORA points; seconds per token is the second step's
   (metrics.jsonl train/tokens_per_s), peak the whole run's (the model built, the steps, the save);
 - decode: irl.generation.decode of DECODE_PROMPTS prompts of context - N tokens for N = min(DECODE_NEW,
@@ -74,6 +75,8 @@ CONTEXTS = (256, 1024, 2048)
 TOKENS_PER_BATCH = 2048  # sequences per batch: max(1, this / context)
 DECODINGS = {"greedy": (Decoding("greedy"), 1), "t=1,K=5": (Decoding("sample", 1.0), 5), "beam=4": (
     Decoding("beam", beams=4), 4)}  # fmt: skip
+# training rows have this many lengths, from the context down: a batch of more than one row is padded (write_data)
+PADDED_LENGTHS = 8
 DECODE_PROMPTS = 2
 DECODE_NEW = 32
 DTYPES = ("float32", "bfloat16")
@@ -92,6 +95,7 @@ LORA_TOKENS_PER_BATCH = 4096
 REWARD_BATCH_TOKENS = 4096
 # what the ladder's units import, loaded once by the server that `alone` forks them from
 PRELOAD = ("analysis.rewards", "irl.generation", "irl.memory", "irl.model", "irl.train", "pandas", "torch")
+PRESETS = ("tiny", "small", "t5-small")
 _QWEN = json.loads((shapes.SHAPES_DIR / "qwen2.5-0.5b" / "config.json").read_text())
 _LLAMA = json.loads((shapes.SHAPES_DIR / "llama-128k" / "config.json").read_text())
 # name -> a preset, a directory of models/shapes/, or (config.json of a shape written for the ladder, its layout)
@@ -115,7 +119,7 @@ def model_path(name: str, workdir: Path) -> str:
     """A preset's name, a shape directory, or a shape directory written under `workdir` for a ladder point."""
     source = LADDER[name]
     if isinstance(source, str):
-        return source if source in ("tiny", "small", "t5-small") else str(REPO / source)
+        return source if source in PRESETS else str(REPO / source)
     config, layout = source
     directory = workdir / name
     if not (directory / shapes.SHAPE_FILE).is_file():
@@ -149,11 +153,19 @@ def commit() -> str:
 
 
 def write_data(path: Path, rows: int, context: int) -> None:
-    """Training examples longer than any context (cut to exactly `context` tokens): a short prompt and words."""
+    """Training examples of PADDED_LENGTHS lengths, from `context` tokens down (row i: context - i % PADDED_LENGTHS),
+    under a byte-level tokenizer without merges (a token a byte): the prompt "Q:", words cut to the length, EOS. A
+    batch of B > 1 rows is then padded (its rows' lengths differ) to at most `context` tokens, as the dry run's
+    prediction counts it: batches of real data are (irl/memory.py activation_bytes)."""
     rng = random.Random(0)
     words = [f"w{i}" for i in range(500)] + ["the", "of", "and", "a", "to", "in"]
-    completion = lambda: " " + " ".join(rng.choice(words) for _ in range(context))  # noqa: E731
-    path.write_text("".join(json.dumps({"prompt": "Q:", "completion": completion()}) + "\n" for _ in range(rows)))
+    text = " " + " ".join(rng.choice(words) for _ in range(context))
+    prompt = "Q:"
+    lines = []
+    for i in range(rows):
+        completion = text[: context - i % PADDED_LENGTHS - len(prompt) - 1]  # with EOS: context - i % PADDED tokens
+        lines.append(json.dumps({"prompt": prompt, "completion": completion}) + "\n")
+    path.write_text("".join(lines))
 
 
 def train_points(name, path, context, workdir, objectives, dtype, tokens_per_batch=TOKENS_PER_BATCH) -> list[dict]:
@@ -178,7 +190,8 @@ def train_points(name, path, context, workdir, objectives, dtype, tokens_per_bat
                           per_device_train_batch_size=lora_batch if lora else batch, max_steps=2, learning_rate=1e-4,
                           warmup_steps=0, logging_steps=1, eval_strategy="no", save_steps=100, eval_size=4,
                           objective=objective, lam=0.1, chunked_loss=chunked, vocab_size=1024,
-                          bf16=dtype == "bfloat16", activation_checkpointing=checkpointed, use_peft=lora)  # fmt: skip
+                          bf16=dtype == "bfloat16", activation_checkpointing=checkpointed, use_peft=lora,
+                          tokenizer=_preset_tokenizer(workdir) if name in PRESETS else None)  # fmt: skip
             # a process per run: what a run leaves behind (the profiler's buffers, the allocator's cache) adds up,
             # and the 0.5B shape's fourth run in one process passed this machine's 24 GB
             out.append(dict(stage=f"train/{objective}", **alone(train_run, values)))
@@ -416,7 +429,7 @@ def measure(name, path, context, dtype, stages, workdir, args) -> list[dict]:
 def inference_points(name, path, context, dtype, stages, workdir) -> list[dict]:
     """The decode and rewards points of `stages`, on one model built once."""
     torch.manual_seed(0)
-    preset = name in ("tiny", "small", "t5-small")
+    preset = name in PRESETS
     model = (_preset(name, context) if preset else load_model(path)).eval()
     found = decode_points(model, context, dtype) if "decode" in stages else []
     if "rewards" in stages:
@@ -426,7 +439,8 @@ def inference_points(name, path, context, dtype, stages, workdir) -> list[dict]:
 
 
 def _preset_tokenizer(workdir: Path) -> str:
-    """A byte-level tokenizer of the presets' vocabulary (1,024; pad 0, EOS 1), for scoring their episodes."""
+    """A byte-level tokenizer of the presets' vocabulary (1,024; pad 0, EOS 1), for training them on write_data's
+    rows and scoring their episodes."""
     directory = workdir / "preset-tokenizer"
     if not directory.is_dir():
         directory.mkdir()

@@ -90,3 +90,23 @@ def test_the_machine_names_the_cpu_model_and_its_bf16_instructions():
     described = scale.machine()
     assert fields["model name"] in described and f"{os.cpu_count()} cores" in described
     assert ("avx512_bf16" in described) == ("avx512_bf16" in fields["flags"].split())
+
+
+def test_training_batches_are_padded_to_the_context_as_the_prediction_counts_them(tmp_path):
+    """write_data's rows, encoded by the training encoder under the byte-level tokenizer the ladder trains with,
+    have PADDED_LENGTHS lengths from the context down: any two rows of different lengths make a padded batch whose
+    longest row is at most the context (irl/memory.py counts a padded batch at max_length for B > 1)."""
+    from irl.data import encode_example
+    from irl.model import load_tokenizer
+
+    context, rows = 64, 20
+    path = tmp_path / "data.jsonl"
+    scale.write_data(path, rows, context)
+    tokenizer = load_tokenizer(scale._preset_tokenizer(tmp_path))
+    lengths = []
+    for line in path.read_text().splitlines():
+        example = json.loads(line)
+        encoded, status = encode_example(tokenizer, example["prompt"], example["completion"], context)
+        assert status == "ok" and encoded.completion_ids[-1] == tokenizer.eos_token_id  # whole episodes, none cut
+        lengths.append(len(encoded.prompt_ids) + len(encoded.completion_ids))
+    assert lengths == [context - i % scale.PADDED_LENGTHS for i in range(rows)]
