@@ -323,8 +323,9 @@ def decode_compact(model, batch: dict, decoding: Decoding, n: int, *, max_new_to
     entropy_sum = torch.zeros(total, device=device)
     shared = False
     if seq2seq:  # ids: the decoder's, from its start token; the encoder reads each prompt once
-        encoded = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        hidden = encoded.last_hidden_state.repeat_interleave(n, 0)  # (N, P, H)
+        encoder = model.get_encoder()
+        hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        hidden = hidden.repeat_interleave(n, 0) if n > 1 else hidden  # (N, P, H): held for every step
         ids = torch.full((total, 1), model.config.decoder_start_token_id, dtype=torch.long, device=device)
         out = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=attention,
                     decoder_input_ids=ids, use_cache=True)  # fmt: skip

@@ -365,6 +365,9 @@ def predict_decoding(config, parameters: int, prompts: int, prompt_tokens: int, 
                      the cache, activations and logits below in bfloat16
         kv_cache     per position kv_bytes_per_token: the prompt's positions once per prompt when `shared`
                      (shared-prefix decoding), else once per row; every row's generated positions, preallocated
+        encoder      an encoder-decoder model's encoder output, repeated for every row (rows P H, in the weights'
+                     dtype: T5's last layer norm returns it so under autocast), which each step's cross-attention
+                     reads beside the cache
         prefill      the prompts' forward, no gradient (`forward_bytes` of the B prompts when `shared` or read by
                      an encoder, else of every row: generate expands the prompts first; the larger of it
                      and T5's position bias, `bias_bytes`), beside the prompts' cache (a decoder's)
@@ -375,7 +378,7 @@ def predict_decoding(config, parameters: int, prompts: int, prompt_tokens: int, 
                      reorders its cache by copies)
 
     and the peak is the larger of the prefill (weights, the prompts' cache, prefill) and the decoding steps
-    (weights, kv_cache, step).
+    (weights, kv_cache, encoder, step).
     """
     rows = prompts * rows_per_prompt
     seq2seq = config.is_encoder_decoder
@@ -392,8 +395,10 @@ def predict_decoding(config, parameters: int, prompts: int, prompt_tokens: int, 
         prefill = max(prefill, bias_bytes(config, prompt_tokens, autocast))
     step = (4 if beam else 3) * rows * config.vocab_size * 4 + copied
     step += rows * config.vocab_size * 2 if autocast else 0  # the bfloat16 logits, before their float32 copy
-    terms = {"weights": weights, "kv_cache": kv, "prefill": prefill, "step": step}
-    terms["peak"] = terms["weights"] + max(prompt_kv + prefill, kv + step)
+    hidden = getattr(config, "hidden_size", None) or config.d_model
+    encoder = rows * prompt_tokens * hidden * width if seq2seq else 0
+    terms = {"weights": weights, "kv_cache": kv, "encoder": encoder, "prefill": prefill, "step": step}
+    terms["peak"] = terms["weights"] + max(prompt_kv + prefill, kv + encoder + step)
     return terms
 
 

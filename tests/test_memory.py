@@ -160,3 +160,18 @@ def test_rewards_dry_run_prints_json_last(tmp_path, capsys):
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["fits"] is True and last["predicted_peak_bytes"] > last["weights_bytes"] > 0
     assert not (tmp_path / "checkpoint" / "rewards").exists()
+
+
+def test_t5_sampling_prediction_counts_the_encoder_output_of_every_row():
+    """K = 10 samples of 2 prompts of a T5 with a wide residual stream and a narrow cache: the encoder's output
+    repeated for the 20 rows, which every step's cross-attention reads, is most of what decoding holds beside the
+    weights (the cache is under a third of it): within 15% only if it is counted."""
+    config = T5Config(vocab_size=512, d_model=512, d_kv=8, d_ff=64, num_layers=1, num_heads=8,
+                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)  # fmt: skip
+    weights, measured = decoding_peak(T5ForConditionalGeneration, config, (2, 64), Decoding("sample", 1.0), 10, 8,
+                                      False)  # fmt: skip
+    terms = predict_decoding(config, weights // 4, 2, 64, 8, 10, False, False)
+    assert terms["encoder"] == 20 * 64 * 512 * 4 and terms["encoder"] > 3 * terms["kv_cache"]
+    assert abs(terms["peak"] - (weights + measured)) <= TOLERANCE * (weights + measured), (terms, weights + measured)
+    without = terms["weights"] + max(terms["prefill"], terms["kv_cache"] + terms["step"])
+    assert without < (1 - TOLERANCE) * (weights + measured)
