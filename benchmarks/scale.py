@@ -3,6 +3,7 @@ decoding and reward extraction, measured and predicted, in float32 and in bfloat
 
     python benchmarks/scale.py                                   # the whole ladder, both dtypes (make bench-scale)
     python benchmarks/scale.py --points tiny,small --contexts 256 --dtypes float32   # some points
+    python benchmarks/scale.py --report                          # the ladder as it stands, markdown; no measuring
 
 Points (LADDER): the `tiny`, `small` and `t5-small` presets, Llama and Qwen2 shapes between them and the
 published ones (random weights, byte-level tokenizers of irl/shapes.py), T5-base and Qwen2.5-0.5B (models/shapes/).
@@ -93,6 +94,7 @@ CHECKPOINTED = ("llama-32k-43m", "qwen2.5-0.5b")
 LORA = ("qwen2.5-0.5b",)
 LORA_TOKENS_PER_BATCH = 4096
 REWARD_BATCH_TOKENS = 4096
+TOLERANCE = 0.15  # the prediction's aim: within 15% of the measured peak at every point of the ladder
 # what the ladder's units import, loaded once by the server that `alone` forks them from
 PRELOAD = ("analysis.rewards", "irl.generation", "irl.memory", "irl.model", "irl.train", "pandas", "torch")
 PRESETS = ("tiny", "small", "t5-small")
@@ -330,6 +332,59 @@ def exponents(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.0f}"
+
+
+def _pairs(rows: list[dict], stage_prefix: str) -> dict:
+    """{(model, context, dtype, stage, what both routes add): {"chunked": row, "materialised": row}}."""
+    pairs = {}
+    for r in rows:
+        if not r["stage"].startswith(stage_prefix):
+            continue
+        head, _, extra = r["route"].partition("+")
+        pairs.setdefault((r["model"], r["context"], r["dtype"], r["stage"], extra), {})[head] = r
+    return {k: v for k, v in pairs.items() if len(v) == 2}
+
+
+def report(rows: list[dict]) -> str:
+    """The ladder as docs/scale.md gives it, in markdown: predicted against measured peak, the chunked head against
+    materialised logits in training and in scoring (memory ratio = chunked peak / materialised, time ratio = seconds
+    per token chunked / materialised), and every row (`newest`'s)."""
+    order = {name: i for i, name in enumerate(LADDER)}
+    rows = sorted(rows, key=lambda r: (DTYPES.index(r["dtype"]), order.get(r["model"], len(order)), r["context"],
+                                       r["stage"], r["route"]))  # fmt: skip
+    ratio = lambda r: r["predicted_peak_bytes"] / r["peak_bytes"]  # noqa: E731
+    outside = [r for r in rows if abs(ratio(r) - 1) > TOLERANCE]
+    lines = [f"Predicted over measured peak: {len(rows) - len(outside)} of {len(rows)} rows within "
+             f"{TOLERANCE:.0%} (from {min(map(ratio, rows)):.2f} to {max(map(ratio, rows)):.2f}).",
+             *(f"- {r['model']} at {r['context']} in {r['dtype']}, {r['stage']} {r['route']}: {ratio(r):.2f} "
+               f"({_mib(r['peak_bytes'])} MiB measured, {_mib(r['predicted_peak_bytes'])} predicted)"
+               for r in outside), ""]  # fmt: skip
+    lines += ["| point | T | dtype | objective | route | chunked peak MiB | materialised peak MiB | memory ratio "
+              "| time ratio | commit |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (model, context, dtype, stage, extra), pair in _pairs(rows, "train/").items():
+        c, m = pair["chunked"], pair["materialised"]
+        lines.append(f"| {model} | {context} | {dtype} | {stage.split('/')[1]} | {extra or '-'} | "
+                     f"{_mib(c['peak_bytes'])} | {_mib(m['peak_bytes'])} | {c['peak_bytes'] / m['peak_bytes']:.2f} | "
+                     f"{c['seconds_per_token'] / m['seconds_per_token']:.2f} | {c['commit']} |")  # fmt: skip
+    lines += ["", "| point | T | dtype | chunked peak MiB | materialised peak MiB | memory ratio | time ratio | "
+              "predicted chunked / materialised MiB | commit |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (model, context, dtype, _, _), pair in _pairs(rows, "rewards").items():
+        c, m = pair["chunked"], pair["materialised"]
+        lines.append(f"| {model} | {context} | {dtype} | {_mib(c['peak_bytes'])} | {_mib(m['peak_bytes'])} | "
+                     f"{c['peak_bytes'] / m['peak_bytes']:.2f} | "
+                     f"{c['seconds_per_token'] / m['seconds_per_token']:.2f} | "
+                     f"{_mib(c['predicted_peak_bytes'])} / {_mib(m['predicted_peak_bytes'])} | {c['commit']} |")
+    lines += ["", "| point | parameters | vocab | T | dtype | stage | route | s/token | peak MiB | predicted MiB | "
+              "pred/meas | commit |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['parameters']:,} | {r['vocab']:,} | {r['context']} | {r['dtype']} | "
+                     f"{r['stage']} | {r['route']} | {r['seconds_per_token']:.2e} | {_mib(r['peak_bytes'])} | "
+                     f"{_mib(r['predicted_peak_bytes'])} | {ratio(r):.2f} | {r['commit']} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -364,8 +419,15 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--dtypes", default=",".join(DTYPES), help=f"Comma-separated, of {list(DTYPES)}.")
     parser.add_argument("--tokens_per_batch", type=int, default=TOKENS_PER_BATCH,
                         help="Training tokens per batch: max(1, this / context) sequences.")
+    parser.add_argument("--report", action="store_true",
+                        help="Print the ladder as it stands in --out as markdown (docs/scale.md's tables); measure "
+                             "nothing.")  # fmt: skip
     args = parser.parse_args(argv)
     out, head = Path(args.out), commit()
+    if args.report:
+        rows = newest(out)
+        print(report(rows))
+        return rows
     out.parent.mkdir(parents=True, exist_ok=True)
     done, failed, start = done_keys(out, head), [], time.perf_counter()
     for dtype in args.dtypes.split(","):

@@ -39,10 +39,10 @@ two temporaries of the largest parameter's size in AdamW's per-parameter update)
 gradients are held at every moment.
 
 Decoding (`predict_decoding`, no gradient): weights, and the larger of the prompt's forward beside its cache and
-the KV cache at its fullest (every row to the last step) beside a step's logits. Reward extraction
-(`predict_scoring`): weights, and the larger of a layer's feed-forward and the kept logits (or, on the chunked
-route, the final hidden states and a chunk of logits). Not modelled:
-8-bit optimizers, and activation offloading.
+the KV cache at its fullest (every row to the last step, with an encoder-decoder model's encoder output of every
+row) beside a step's logits. Reward extraction (`predict_scoring`): weights, and the larger of a layer's feed-forward
+and the kept logits (or, on the chunked route, the final hidden states and a chunk of logits). Not modelled: 8-bit
+optimizers, and activation offloading.
 
 Under bf16 autocast (training's `--bf16 true`; decoding and scoring under torch.autocast) the weights stay float32
 and autocast casts each to bfloat16 where a matmul reads it: the activations are traced under autocast (what is

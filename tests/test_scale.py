@@ -110,3 +110,20 @@ def test_training_batches_are_padded_to_the_context_as_the_prediction_counts_the
         assert status == "ok" and encoded.completion_ids[-1] == tokenizer.eos_token_id  # whole episodes, none cut
         lengths.append(len(encoded.prompt_ids) + len(encoded.completion_ids))
     assert lengths == [context - i % scale.PADDED_LENGTHS for i in range(rows)]
+
+
+def test_the_report_pairs_the_routes_and_names_the_points_outside_the_tolerance():
+    """Hand-made rows: a training pair at 3 and 4 MiB (memory ratio 0.75, time ratio 2 / 1.6 = 1.25), a scoring
+    pair, and one row whose prediction is 20% high."""
+    mib = 2**20
+    row = lambda stage, route, peak, predicted, seconds: dict(  # noqa: E731
+        commit="abc1234", model="small", parameters=10, vocab=1024, context=256, dtype="float32", stage=stage,
+        route=route, peak_bytes=peak * mib, predicted_peak_bytes=predicted * mib, seconds_per_token=seconds)
+    rows = [row("train/mle", "chunked", 3, 3, 2.0), row("train/mle", "materialised", 4, 4.2, 1.6),
+            row("rewards", "chunked", 2, 2.4, 1.0), row("rewards", "materialised", 8, 8, 2.0)]
+    text = scale.report(rows)
+    assert text.splitlines()[0] == "Predicted over measured peak: 3 of 4 rows within 15% (from 1.00 to 1.20)."
+    assert text.splitlines()[1] == "- small at 256 in float32, rewards chunked: 1.20 (2 MiB measured, 2 predicted)"
+    assert "| small | 256 | float32 | mle | - | 3 | 4 | 0.75 | 1.25 | abc1234 |" in text.splitlines()
+    assert "| small | 256 | float32 | 2 | 8 | 0.25 | 0.50 | 2 / 8 | abc1234 |" in text.splitlines()
+    assert sum(line.startswith("| small | 10 | 1,024 |") for line in text.splitlines()) == 4  # every row
