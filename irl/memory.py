@@ -226,7 +226,7 @@ def activation_bytes(config, batch: int, lengths: tuple[int, int], chunked: bool
         return values[1] + (batch - 1) * (values[2] - values[1])
 
     if checkpointed:
-        hidden = getattr(config, "hidden_size", None) or config.d_model
+        hidden = hidden_size(config)
         return at(fixed) + layers * batch * sum(lengths) * hidden * 4, at(per_layer)
     return at(fixed) + layers * at(per_layer), 0
 
@@ -395,7 +395,7 @@ def predict_decoding(config, parameters: int, prompts: int, prompt_tokens: int, 
         prefill = max(prefill, bias_bytes(config, prompt_tokens, autocast))
     step = (4 if beam else 3) * rows * config.vocab_size * 4 + copied
     step += rows * config.vocab_size * 2 if autocast else 0  # the bfloat16 logits, before their float32 copy
-    hidden = getattr(config, "hidden_size", None) or config.d_model
+    hidden = hidden_size(config)
     encoder = rows * prompt_tokens * hidden * width if seq2seq else 0
     terms = {"weights": weights, "kv_cache": kv, "encoder": encoder, "prefill": prefill, "step": step}
     terms["peak"] = terms["weights"] + max(prompt_kv + prefill, kv + encoder + step)
@@ -430,6 +430,11 @@ def dry_run_decoding(checkpoint, prompts: int, prompt_tokens: int, new_tokens: i
     return record
 
 
+def hidden_size(config) -> int:
+    """The width of the residual stream: hidden_size, or d_model for a config that names it only so."""
+    return getattr(config, "hidden_size", None) or config.d_model
+
+
 def relative_bias(config) -> bool:
     """Whether attention adds a learned relative position bias (T5): SDPA then takes a float mask of (B, heads,
     T, T) and materialises the scores."""
@@ -453,7 +458,7 @@ def autocast_cast_bytes(config, parameters: int) -> int:
     """What bf16 autocast's weight cache holds while a decode runs with gradients possible (no_grad, not
     inference_mode): each weight a linear layer reads, cast to bfloat16 once, i.e. every parameter but an untied
     input embedding (read by index, not cast), 2 bytes each."""
-    hidden = getattr(config, "hidden_size", None) or config.d_model
+    hidden = hidden_size(config)
     untied = 0 if config.tie_word_embeddings else config.vocab_size * hidden
     return 2 * (parameters - untied)
 
@@ -464,7 +469,7 @@ def forward_bytes(config, tokens: int, width: int = 4, autocast: bool = False) -
     and their product). Attention on the CPU (SDPA's flash kernel, with or without a padding mask) holds less:
     q, k, v and its output. T5's attention materialises its scores (`scores_bytes`, added by the caller).
     Under bf16 autocast the feed-forward's products are bfloat16 and the residual stream stays float32."""
-    hidden = getattr(config, "hidden_size", None) or config.d_model
+    hidden = hidden_size(config)
     inner = getattr(config, "intermediate_size", None) or config.d_ff
     return tokens * (4 * hidden * width + 3 * inner * (2 if autocast else width))
 
@@ -483,7 +488,7 @@ def predict_scoring(config, parameters: int, batch_tokens: int, width: int = 4, 
                   hidden states of the batch (batch_tokens H b) and their kept rows, the chunk's z and exp(z - max)
                   in float32 (irl/kernels.py head_token_terms), under autocast also W's bf16 cast
     """
-    hidden, vocab = getattr(config, "hidden_size", None) or config.d_model, config.vocab_size
+    hidden, vocab = hidden_size(config), config.vocab_size
     forward = forward_bytes(config, batch_tokens, width, autocast)
     if chunked and can_chunk(config):
         rows = min(batch_tokens, max(1, kernels.CHUNK_LOGITS // vocab, -(-batch_tokens * hidden // vocab)))
