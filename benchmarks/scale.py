@@ -179,6 +179,7 @@ def train_points(name, path, context, workdir, objectives, dtype, tokens_per_bat
     # encoder-decoder models have no chunked route: their materialised runs are the only ones
     chunkable = memory.can_chunk(memory.model_config(TrainConfig(output_dir=str(workdir / "runs"), model=path,
                                                                  data=str(data), vocab_size=1024)))  # fmt: skip
+    tokenizer = _preset_tokenizer(workdir) if name in PRESETS else None  # a shape's own, from its directory
     out = []
     for objective in objectives:
         routes = [(True, False, False), (False, False, False)]
@@ -193,7 +194,7 @@ def train_points(name, path, context, workdir, objectives, dtype, tokens_per_bat
                           warmup_steps=0, logging_steps=1, eval_strategy="no", save_steps=100, eval_size=4,
                           objective=objective, lam=0.1, chunked_loss=chunked, vocab_size=1024,
                           bf16=dtype == "bfloat16", activation_checkpointing=checkpointed, use_peft=lora,
-                          tokenizer=_preset_tokenizer(workdir) if name in PRESETS else None)  # fmt: skip
+                          tokenizer=tokenizer)  # fmt: skip
             # a process per run: what a run leaves behind (the profiler's buffers, the allocator's cache) adds up,
             # and the 0.5B shape's fourth run in one process passed this machine's 24 GB
             out.append(dict(stage=f"train/{objective}", **alone(train_run, values)))
