@@ -426,7 +426,9 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
     out, head = Path(args.out), commit()
     if args.report:
-        rows = newest(out)
+        rows = newest(out) if out.is_file() else []
+        if not rows:
+            parser.error(f"--report: no ladder rows in {out}")
         print(report(rows))
         return rows
     out.parent.mkdir(parents=True, exist_ok=True)

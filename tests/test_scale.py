@@ -127,3 +127,15 @@ def test_the_report_pairs_the_routes_and_names_the_points_outside_the_tolerance(
     assert "| small | 256 | float32 | mle | - | 3 | 4 | 0.75 | 1.25 | abc1234 |" in text.splitlines()
     assert "| small | 256 | float32 | 2 | 8 | 0.25 | 0.50 | 2 / 8 | abc1234 |" in text.splitlines()
     assert sum(line.startswith("| small | 10 | 1,024 |") for line in text.splitlines()) == 4  # every row
+
+
+@pytest.mark.parametrize("written", [None, ""], ids=["missing", "empty"])
+def test_a_report_of_no_rows_is_one_line_naming_the_file(tmp_path, capsys, written):
+    out = tmp_path / "scale.jsonl"
+    if written is not None:
+        out.write_text(written)
+    with pytest.raises(SystemExit) as exit_:
+        scale.main(["--report", "--out", str(out)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"--report: no ladder rows in {out}")
+    assert not out.exists() or out.read_text() == written  # nothing written
