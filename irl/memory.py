@@ -47,7 +47,9 @@ optimizers, and activation offloading.
 Under bf16 autocast (training's `--bf16 true`; decoding and scoring under torch.autocast) the weights stay float32
 and autocast casts each to bfloat16 where a matmul reads it: the activations are traced under autocast (what is
 saved then includes each layer's cast weights), the head's products (logits, dL/dh) are bfloat16 with W's cast
-kept for backward, and decoding holds the casts of every weight for its whole run (autocast's weight cache).
+kept for backward, and decoding holds the cast of each weight from its first read to the end of its run
+(autocast's weight cache: the output head's is made after the prompts' forward, an encoder-decoder model's decoder's
+after its encoder's). A rotary model's cache is then float32, values included (`kv_bytes_per_token`).
 """
 
 import copy
@@ -346,14 +348,16 @@ def kv_bytes_per_token(config, width: int = 4, autocast: bool = False) -> int:
     """Bytes of keys and values one position holds in a decoder's cache, all layers: 2 L kv_heads head_dim b (and
     for an encoder-decoder model, its decoder's self-attention; cross-attention is counted per prompt token).
     Under bf16 autocast the projections are bfloat16, but rotary embeddings multiply the keys by float32 cos and sin
-    before they are cached: float32 keys beside bfloat16 values."""
+    before they are cached, and the values follow them: transformers' DynamicLayer starts each layer's cache as an
+    empty tensor of the first keys' dtype and concatenates onto it, which promotes the bfloat16 values to float32
+    (the preallocated cache of irl/kv_cache.py is built from that one, in its dtypes). Without rotary embeddings
+    (T5) both stay bfloat16."""
     heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     layers = config.num_decoder_layers if config.is_encoder_decoder else config.num_hidden_layers
     if not autocast:
         return 2 * layers * heads * head_dim * width
-    keys = 4 if "rope_parameters" in config.to_dict() else 2
-    return layers * heads * head_dim * (keys + 2)
+    return 2 * layers * heads * head_dim * (4 if "rope_parameters" in config.to_dict() else 2)
 
 
 def predict_decoding(config, parameters: int, prompts: int, prompt_tokens: int, new_tokens: int, rows_per_prompt: int,
@@ -362,7 +366,9 @@ def predict_decoding(config, parameters: int, prompts: int, prompt_tokens: int, 
     `rows_per_prompt` rows each (K samples or beams), up to `new_tokens` tokens, in irl/generation.py `decode`:
 
         weights      P b; under bf16 autocast (`autocast`) also their bfloat16 casts (`autocast_cast_bytes`), and
-                     the cache, activations and logits below in bfloat16
+                     the activations and logits below in bfloat16
+        later_casts  of those casts, the ones made after the prompts' forward (not held at its widest moment:
+                     `prefill_cast_bytes`)
         kv_cache     per position kv_bytes_per_token: the prompt's positions once per prompt when `shared`
                      (shared-prefix decoding), else once per row; every row's generated positions, preallocated
         encoder      an encoder-decoder model's encoder output, repeated for every row (rows P H, in the weights'
@@ -377,14 +383,16 @@ def predict_decoding(config, parameters: int, prompts: int, prompt_tokens: int, 
                      copied (the prompt's into the preallocated buffers; beam search through generate grows and
                      reorders its cache by copies)
 
-    and the peak is the larger of the prefill (weights, the prompts' cache, prefill) and the decoding steps
-    (weights, kv_cache, encoder, step).
+    and the peak is the larger of the prefill (weights less later_casts, the prompts' cache, prefill) and the
+    decoding steps (weights, kv_cache, encoder, step).
     """
     rows = prompts * rows_per_prompt
     seq2seq = config.is_encoder_decoder
     cached = prompts if shared else rows  # rows holding the prompt's positions (an encoder's: its cross-attention)
     read = prompts if shared or seq2seq else rows  # generate expands the prompts to every row before a decoder
-    weights = parameters * width + (autocast_cast_bytes(config, parameters) if autocast else 0)
+    casts = autocast_cast_bytes(config, parameters) if autocast else 0
+    weights = parameters * width + casts
+    later_casts = casts - prefill_cast_bytes(config, parameters) if autocast else 0
     per_token = kv_bytes_per_token(config, width, autocast)
     layers = config.num_decoder_layers if seq2seq else config.num_hidden_layers
     prompt_kv = 0 if seq2seq else read * prompt_tokens * per_token  # an encoder's output, not yet a cache
@@ -397,8 +405,9 @@ def predict_decoding(config, parameters: int, prompts: int, prompt_tokens: int, 
     step += rows * config.vocab_size * 2 if autocast else 0  # the bfloat16 logits, before their float32 copy
     hidden = hidden_size(config)
     encoder = rows * prompt_tokens * hidden * width if seq2seq else 0
-    terms = {"weights": weights, "kv_cache": kv, "encoder": encoder, "prefill": prefill, "step": step}
-    terms["peak"] = terms["weights"] + max(prompt_kv + prefill, kv + encoder + step)
+    terms = {"weights": weights, "kv_cache": kv, "encoder": encoder, "prefill": prefill, "step": step,
+             "later_casts": later_casts}
+    terms["peak"] = weights + max(prompt_kv + prefill - later_casts, kv + encoder + step)
     return terms
 
 
@@ -461,6 +470,18 @@ def autocast_cast_bytes(config, parameters: int) -> int:
     hidden = hidden_size(config)
     untied = 0 if config.tie_word_embeddings else config.vocab_size * hidden
     return 2 * (parameters - untied)
+
+
+def prefill_cast_bytes(config, parameters: int) -> int:
+    """Of `autocast_cast_bytes`, what the weight cache holds while the prompts' forward is at its widest: the casts
+    of the weights read before it. A decoder's prompt forward reads every weight but the output head's (read once
+    the last layer is done); an encoder-decoder model's reads its encoder's linear layers only (attention's four
+    projections and the feed-forward's two, or three when gated, in each layer)."""
+    if not config.is_encoder_decoder:
+        return autocast_cast_bytes(config, parameters) - 2 * config.vocab_size * hidden_size(config)
+    attention = 4 * config.d_model * config.num_heads * config.d_kv
+    feed_forward = (3 if config.is_gated_act else 2) * config.d_model * config.d_ff
+    return 2 * config.num_layers * (attention + feed_forward)
 
 
 def forward_bytes(config, tokens: int, width: int = 4, autocast: bool = False) -> int:
