@@ -251,6 +251,23 @@ def test_rewards_quality_page_counts_a_tie_as_half(monkeypatch, real_runs):
             assert (y + high, y - low) == pytest.approx((written["high"], written["low"]))
 
 
+def test_margin_histograms_are_the_pairs_of_the_checkpoints_picked(monkeypatch, real_runs):
+    """The margins chart draws R(chosen) - R(rejected) of pairs.parquet, one histogram per checkpoint picked (by
+    default the last of each method), and nothing when none is picked."""
+    at = app(monkeypatch, real_runs.root, "views/rewards_quality.py")
+    margins = lambda: next(figure(at, i) for i in range(len(at.get("plotly_chart")))  # noqa: E731
+                           if title(figure(at, i)).startswith("margin distribution"))  # fmt: skip
+    picked = next(w for w in at.multiselect if w.label == "Margins of")
+    assert picked.value == [f"iqlearn/seed0@{LAST}", f"mle/seed0@{LAST}"]
+    for trace in margins()["data"]:
+        run = trace["name"].rsplit("@", 1)[0]
+        written = pd.read_parquet(rewards_file(real_runs, run, HOSTILE, S.PAIRS_FILE))[S.MARGIN]
+        assert list(trace["x"]) == written.tolist()
+    assert [t["name"] for t in margins()["data"]] == picked.value
+    picked.set_value([]).run()
+    assert not at.exception and margins()["data"] == []
+
+
 def test_token_view_marks_the_known_error(monkeypatch, real_runs):
     """A corrupted rejected completion of the built-in preference set: the token the corruption changed first is
     outlined and marked in the per-token chart, and the error-localisation figure is the written one."""

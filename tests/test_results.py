@@ -99,6 +99,26 @@ def test_app_and_findings_give_each_run_the_same_attributes(four_runs):
         assert (a["objective"], a["base"], a[S.SEED]) == (objective, "tiny", 0)
 
 
+def test_app_labels_rows_with_their_runs_as_a_merge_would():
+    """app.data.with_runs (each run's and checkpoint's values looked up once and taken per row) against the
+    obvious merge on run, then on (run, step): rows in their order on a fresh index, a run the runs table lacks
+    left empty, a table's own method and checkpoint columns replaced."""
+    from app import data
+
+    runs = pd.DataFrame({S.RUN: ["a/seed0", "b/seed0"], S.METHOD: ["mle", "iqlearn"], S.LAM: [0.0, 0.1],
+                         "objective": ["mle", "iqlearn"], S.SEED: [0, 0]})  # fmt: skip
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({S.RUN: rng.choice(["b/seed0", "a/seed0", "gone/seed1"], 500),
+                          S.STEP: rng.choice([4, 8, 100], 500), "x": np.arange(500), S.METHOD: "stale",
+                          S.CHECKPOINT: "stale"}, index=rng.permutation(500))  # fmt: skip
+    meta = runs[[S.RUN, S.METHOD, S.LAM, "objective"]]
+    merged = table.drop(columns=[S.METHOD, S.CHECKPOINT]).merge(meta, on=S.RUN, how="left")
+    merged[S.CHECKPOINT] = [f"{r}@{s}" for r, s in zip(merged[S.RUN], merged[S.STEP])]
+    pd.testing.assert_frame_equal(data.with_runs(table, runs), merged)
+    assert data.with_runs(table, runs)[S.METHOD].isna().sum() == (table[S.RUN] == "gone/seed1").sum() > 0
+    pd.testing.assert_frame_equal(data.with_runs(table.iloc[:0], runs), merged.iloc[:0])
+
+
 def test_readers_import_no_torch():
     code = ("import sys; import analysis.results, app.data, app.tables, findings.tables, findings.report; "
             "assert 'torch' not in sys.modules, 'torch imported'")  # fmt: skip

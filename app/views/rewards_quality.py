@@ -7,6 +7,7 @@ Every figure is the one analysis/rewards.py wrote to summary.json (computed by a
 page draws the points and distributions behind them from sequences.parquet and pairs.parquet.
 """
 
+import pandas as pd
 import streamlit as st
 
 from analysis import schema as S
@@ -137,7 +138,6 @@ pref = widgets.select(st, "Preference data", sorted(with_pairs["name"].unique())
 summaries = data.summaries(root, results, pref)
 rule = tables.reward_rule(summaries)
 acc = data.with_runs(tables.summary_preferences(summaries), runs).sort_values([S.STEP, S.RUN], kind="stable")
-pairs = data.gather(root, results, R.REWARDS, pref, R.PAIRS_FILE, runs)
 # default: the last checkpoint of one run of each method
 ckpts = acc.drop_duplicates(S.CHECKPOINT)
 last = ckpts[ckpts[S.STEP] == ckpts[S.STEP].max()].drop_duplicates(S.METHOD)
@@ -148,7 +148,10 @@ left, right = widgets.side_by_side("preferences")
 with left:
     widgets.chart(charts.accuracy_figure(acc, rule), acc, f"pairwise-accuracy-{pref}")
 with right:
-    margins = pairs[pairs[S.CHECKPOINT].isin(shown)]
+    # the pairs of the checkpoints shown only: a file per checkpoint, each read costing more than its rows
+    picked = ckpts.loc[ckpts[S.CHECKPOINT].isin(shown), [S.RUN, S.STEP]]
+    margins = data.gather(root, results.merge(picked, on=[S.RUN, S.STEP]), R.REWARDS, pref, R.PAIRS_FILE, runs)
+    margins = margins if not margins.empty else pd.DataFrame(columns=[S.CHECKPOINT, S.MARGIN])  # none picked
     widgets.chart(charts.margin_figure(margins, rule), margins, f"margins-{pref}")
 by_source = tables.summary_preferences_by_source(summaries)
 if not by_source.empty:
