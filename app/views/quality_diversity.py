@@ -10,6 +10,15 @@ from analysis import schema as S
 from app import charts, data, tables, widgets
 from irl import runs as R
 
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def temperature_chart(agg, quality: str, baselines):
+    """Quality against temperature (the seed means of `agg`) and its table: the same whichever diversity axis is
+    picked, so switching that axis reuses it."""
+    by_temperature = stats.aggregate_seeds(agg.dropna(subset=[quality]), metrics=[quality])
+    return charts.temperature_figure(by_temperature, quality, baselines if not baselines.empty else None), by_temperature
+
+
 root, runs, results = widgets.context()
 st.header("Quality vs diversity")
 swept = results[(results["kind"] == R.SWEEP) & results["files"].map(lambda f: R.AGGREGATE in f)]
@@ -51,8 +60,7 @@ baselines = data.gather(root, results, R.SWEEP, split, R.BASELINES, runs)
 if not baselines.empty:  # the same prompts give the same baselines in every run of a task
     baselines = baselines.drop_duplicates([S.BASELINE, S.BASELINE_SETTING, S.N])
 with right:
-    by_temperature = stats.aggregate_seeds(agg.dropna(subset=[quality]), metrics=[quality])
-    figure = charts.temperature_figure(by_temperature, quality, baselines if not baselines.empty else None)
+    figure, by_temperature = temperature_chart(agg, quality, baselines)
     widgets.chart(figure, by_temperature, f"temperature-{split}-{quality}")
     st.caption("Lines: greedy (at 0) and sampling temperatures; open squares: beam search widths; dashed: the "
                "task's trivial baselines on the same prompts.")  # fmt: skip

@@ -109,11 +109,11 @@ if names:
             st.caption(caption)
 
     left, right = widgets.side_by_side("correlations")
-    with left:
-        score_scatter()
-    with right:
+    with right:  # first: the browser then draws the scatter at its half width once, not at the full width first
         fig = charts.correlation_lam_figure(corr, rule)
         widgets.chart(fig, corr, f"spearman-vs-lam-{data_name}-{score}-{metric}")
+    with left:
+        score_scatter()
     by_score = of_metric.sort_values([S.STEP, S.RUN], kind="stable")
     widgets.chart(charts.score_correlations_figure(by_score, metric, rule), by_score, f"spearman-{data_name}-{metric}")
     definitions_table(summaries, f"{data_name}-{metric}", metric)
