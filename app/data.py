@@ -303,6 +303,40 @@ def sequences(root: Path, run: str, step: int, data: str, only=None) -> pd.DataF
     return read_parquet(root, path, columns if only is None else [c for c in columns if c in set(only)])
 
 
+# A sample's texts: at 200k completions, two thirds of a sequences table's bytes to cache (~100 MB: a third of a
+# second to pickle on a cache miss, and to unpickle on every hit), where a page needs the prompts' texts once each
+# and the others for the rows it lists.
+TEXTS = (S.PROMPT, S.COMPLETION, S.REFERENCE, S.COMPLETION_CALC)
+
+
+def sequence_prompts(root: Path, run: str, step: int, data: str) -> pd.DataFrame:
+    """prompt_id and prompt text of each prompt of a checkpoint's sequences table, once each, first-seen order."""
+    return _prompts((_stamp(root, result_path(run, step, R.REWARDS, data, R.SEQUENCES_FILE)),))
+
+
+def _texts(path: str, mtime: float, columns: tuple, example_ids: tuple) -> pd.DataFrame:
+    table = read_table(path, [S.EXAMPLE_ID, *columns])
+    wanted = pa.array(example_ids, table.schema.field(S.EXAMPLE_ID).type)
+    return table.filter(pc.is_in(table[S.EXAMPLE_ID], wanted)).to_pandas()  # the rows asked for, converted
+
+
+_listed_texts = st.cache_data(_texts, max_entries=32, show_spinner=False)
+
+
+def with_texts(root: Path, run: str, step: int, data: str, rows: pd.DataFrame, cache: bool = True) -> pd.DataFrame:
+    """`rows` of a checkpoint's sequences table (read without TEXTS) with their texts, in their order, the
+    table's columns in the table's order. `cache`: keep the texts read (for a page's listing, not for a download
+    of every row)."""
+    path, mtime = _stamp(root, result_path(run, step, R.REWARDS, data, R.SEQUENCES_FILE))
+    columns = [c for c in read_schema(path) if c not in TOKEN_RECORD]
+    texts = tuple(c for c in TEXTS if c in columns and c not in rows)
+    if not texts:
+        return rows
+    found = (_listed_texts if cache else _texts)(path, mtime, texts, tuple(rows[S.EXAMPLE_ID].tolist()))
+    joined = rows.join(found.set_index(S.EXAMPLE_ID), on=S.EXAMPLE_ID)
+    return joined[[c for c in columns if c in joined] + [c for c in joined if c not in columns]]
+
+
 def with_runs(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """`table` (with run and step columns) with the method, lam (analysis.results.run_attributes), objective
     and checkpoint label of each row's run."""

@@ -1058,6 +1058,22 @@ def test_token_view_lists_the_first_prompts_and_finds_the_others(monkeypatch, re
     assert select(opened, "Prompt (best match first)").value == last and not opened.warning
 
 
+def test_token_view_lists_the_matching_examples_as_written(monkeypatch, real_runs):
+    """The examples listed (read without their texts, which come for the rows listed only) are sequences.parquet's
+    rows in the page's order with every column but the token record, texts included; the CSV's reader gives every
+    row so."""
+    at = app(monkeypatch, real_runs.root, "views/token_rewards.py")
+    seqs = pd.read_parquet(rewards_file(real_runs, "mle/seed0", HOSTILE, S.SEQUENCES_FILE))
+    seqs = seqs.drop(columns=[c for c in data.TOKEN_RECORD if c in seqs])
+    ordered = seqs.sort_values(S.R_CENTERED, ascending=False, kind="stable").reset_index(drop=True)
+    listed = next(e for e in at.expander if "matching examples" in e.label).dataframe[0].value
+    assert {S.PROMPT, S.COMPLETION} <= set(listed.columns) and len(listed) == len(ordered)
+    pd.testing.assert_frame_equal(listed.reset_index(drop=True), ordered, check_dtype=False)
+    without = ordered.drop(columns=list(data.TEXTS), errors="ignore")
+    every = data.with_texts(real_runs.root, "mle/seed0", LAST, HOSTILE, without, cache=False)
+    pd.testing.assert_frame_equal(every, ordered, check_dtype=False)
+
+
 def test_prompt_choices_filter_by_id_or_text_and_keep_the_order():
     ids = ["p3", "p1", "p2", "q9"]
     texts = {"p3": "What is 2+2?", "p1": "Name a <b>", "p2": "what IS 3+3?"}

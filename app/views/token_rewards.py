@@ -54,7 +54,9 @@ def sequences(label, only=None):
     return data.sequences(root, run, step, data_name, only)
 
 
-seqs = sequences(label_a)
+# without the samples' texts (data.TEXTS): the prompts' come once each, the rest for the examples listed
+seqs = sequences(label_a, [c for c in data.sequence_columns(root, *where[label_a][:2], data_name)
+                           if c not in data.TEXTS])  # fmt: skip
 find = st.columns(3)
 correctness = "all"
 if S.EXACT_MATCH in seqs.columns:
@@ -88,8 +90,8 @@ def source(row) -> str:
 
 
 run_a, step_a, _ = where[label_a]
-if S.PROMPT in seqs.columns:
-    texts = seqs[[S.PROMPT_ID, S.PROMPT]].drop_duplicates(S.PROMPT_ID)  # a prompt's K samples repeat its text
+if S.PROMPT in data.sequence_columns(root, run_a, step_a, data_name):
+    texts = data.sequence_prompts(root, run_a, step_a, data_name)
     text = dict(zip(texts[S.PROMPT_ID].tolist(), texts[S.PROMPT].tolist()))
 else:  # from the checkpoint's sweep of a split of the same name, if any
     sweep = results[(results[S.RUN] == run_a) & (results[S.STEP] == step_a) & (results["kind"] == R.SWEEP)]
@@ -185,9 +187,10 @@ show_tokens(example_id)
 with st.expander(f"{len(found)} matching examples of {label_a}"):
     if len(found) > SHOWN_EXAMPLES:
         st.caption(f"The first {SHOWN_EXAMPLES:,} in this order; the CSV holds all {len(found):,}.")
-    st.dataframe(found.head(SHOWN_EXAMPLES), hide_index=True)
+    st.dataframe(data.with_texts(root, run_a, step_a, data_name, found.head(SHOWN_EXAMPLES)), hide_index=True)
     st.download_button(
-        "Download CSV", data=lambda: found.to_csv(index=False), file_name=f"examples-{label_a}-{data_name}.csv",
+        "Download CSV", data=lambda: data.with_texts(root, run_a, step_a, data_name, found, cache=False).to_csv(
+            index=False), file_name=f"examples-{label_a}-{data_name}.csv",
         mime="text/csv", key="csv-examples", icon=":material/download:",
     )  # fmt: skip
 
