@@ -16,7 +16,8 @@ def temperature_chart(agg, quality: str, baselines):
     """Quality against temperature (the seed means of `agg`) and its table: the same whichever diversity axis is
     picked, so switching that axis reuses it."""
     by_temperature = stats.aggregate_seeds(agg.dropna(subset=[quality]), metrics=[quality])
-    return charts.temperature_figure(by_temperature, quality, baselines if not baselines.empty else None), by_temperature
+    figure = charts.temperature_figure(by_temperature, quality, baselines if not baselines.empty else None)
+    return figure, by_temperature
 
 
 root, runs, results = widgets.context()
