@@ -11,7 +11,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.cache_utils import DynamicLayer
 
 from irl import generation
-from irl.generation import Decoding, decode, left_padded, truncate_left
+from irl.generation import Decoding, agreement, decode, left_padded, truncate_left
 from irl.kv_cache import PreallocatedLayer
 from irl.model import build_preset, train_tokenizer
 
@@ -149,6 +149,26 @@ def test_left_truncation_keeps_a_leading_special_token():
     assert truncate_left([1, 10, 11, 12, 13], 3, Bos()) == [1, 12, 13]
     assert truncate_left([10, 11, 12, 13], 3, Bos()) == [11, 12, 13]
     assert truncate_left([1, 10], 3, Bos()) == [1, 10]
+
+
+def test_the_self_check_allows_a_tie_and_stops_comparing_that_row():
+    """generation.agreement on hand-made logits (2 rows, vocabulary 3, tolerance 0.1 of the largest magnitude, 4):
+    equal tokens and logits within it pass; a row that takes the other side of a tie (generate's logits 4.0 and
+    3.8: 0.2 <= 0.4) passes, counts one tie, and its later logits, read after another token, are not compared; a
+    row that takes a token 2.0 below generate's (> 0.4) fails, as do logits 0.5 apart on rows that agree."""
+    stock = [torch.tensor([[4.0, 3.8, 0.0], [0.0, 1.0, 3.0]]), torch.tensor([[1.0, 2.0, 0.0], [0.0, 0.0, 2.0]])]
+    same = agreement([[0, 1], [2, 2]], [[0, 1], [2, 2]], [b.clone() for b in stock], stock, 0.1)
+    assert same == {"passed": True, "tokens_equal": True, "ties": 0, "check/compact_logits_max_rel_diff": 0.0,
+                    "tolerance": 0.1}  # fmt: skip
+    far_after = [stock[0].clone(), stock[1] + torch.tensor([[9.0, 0.0, 0.0], [0.0, 0.0, 0.0]])]
+    tie = agreement([[1, 0], [2, 2]], [[0, 1], [2, 2]], far_after, stock, 0.1)
+    assert tie["passed"] and not tie["tokens_equal"] and tie["ties"] == 1
+    assert tie["check/compact_logits_max_rel_diff"] == 0.0  # row 0's second step not compared
+    wrong = [torch.tensor([[4.0, 3.8, 0.0], [0.0, 1.0, 3.0]]), stock[1]]
+    assert not agreement([[0, 1], [1, 2]], [[0, 1], [2, 2]], wrong, stock, 0.1)["passed"]  # 1.0 against 3.0
+    off = [stock[0] + 0.5, stock[1]]
+    result = agreement([[0, 1], [2, 2]], [[0, 1], [2, 2]], off, stock, 0.1)
+    assert not result["passed"] and result["check/compact_logits_max_rel_diff"] == pytest.approx(0.5 / 4.0)
 
 
 def test_a_wrong_compact_decoder_is_caught_and_decoding_goes_through_generate(model_and_tokenizer, monkeypatch):
