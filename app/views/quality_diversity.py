@@ -20,6 +20,24 @@ def temperature_chart(agg, quality: str, baselines):
     return figure, by_temperature
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def pareto_chart(agg, quality: str, diversity: str):
+    """The (checkpoint, decoding) points of `agg` averaged over seeds with their fronts, and their figure (None
+    when no setting has both measures): switching an axis back reuses them."""
+    points = tables.pareto_points(agg, quality, diversity)
+    return points, None if points.empty else charts.pareto_figure(points, quality, diversity)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def hypervolume_chart(every_step, quality: str, diversity: str):
+    """Each method's front's hypervolume per step, over every step's seed means, and its figure (None when there
+    is none to draw)."""
+    over_seeds = stats.aggregate_seeds(every_step.dropna(subset=[quality, diversity]), metrics=[quality, diversity])
+    volumes = pareto.hypervolume_by(over_seeds, quality, diversity)
+    drawn = diversity in pareto.HYPERVOLUME_REFERENCE and not volumes.empty
+    return volumes, charts.hypervolume_figure(volumes, quality, diversity) if drawn else None
+
+
 root, runs, results = widgets.context()
 st.header("Quality vs diversity")
 swept = results[(results["kind"] == R.SWEEP) & results["files"].map(lambda f: R.AGGREGATE in f)]
@@ -48,12 +66,11 @@ every_step, agg = agg, agg[agg[S.STEP].isin(picked)]
 
 left, right = widgets.side_by_side("charts")
 with left:
-    points = tables.pareto_points(agg, quality, diversity)
-    if points.empty:
+    points, figure = pareto_chart(agg, quality, diversity)
+    if figure is None:
         st.info(f"No setting has both {quality} and {diversity} (greedy decoding has no Self-BLEU of one sample).")
     else:
-        widgets.chart(charts.pareto_figure(points, quality, diversity), points, f"pareto-{split}-{quality}-{diversity}",
-                      slot="pareto")  # fmt: skip
+        widgets.chart(figure, points, f"pareto-{split}-{quality}-{diversity}", slot="pareto")
         st.caption("Error bars: standard error over seeds. Lines: each method's Pareto front at each step picked (one "
                    "dash per step: pick several steps to see the front move over training). "
                    "Marker: ● greedy, ◆ sampling, ■ beam search.")  # fmt: skip
@@ -67,8 +84,7 @@ with right:
                "task's trivial baselines on the same prompts.")  # fmt: skip
 
 # each method's front per step, over every step: how far it reaches, one number per checkpoint
-over_seeds = stats.aggregate_seeds(every_step.dropna(subset=[quality, diversity]), metrics=[quality, diversity])
-volumes = pareto.hypervolume_by(over_seeds, quality, diversity)
+volumes, figure = hypervolume_chart(every_step, quality, diversity)
 if diversity not in pareto.HYPERVOLUME_REFERENCE:
     st.caption(f"No hypervolume against {diversity}: it has no worst value to bound the area with.")
 elif not volumes.empty:
@@ -78,7 +94,7 @@ elif not volumes.empty:
     left, right = widgets.side_by_side("hypervolume")
     with left:
         name = f"hypervolume-{split}-{quality}-{diversity}"
-        widgets.chart(charts.hypervolume_figure(volumes, quality, diversity), volumes, name, slot="hypervolume")
+        widgets.chart(figure, volumes, name, slot="hypervolume")
     with right:
         widgets.table(volumes, f"{name}-table")
 

@@ -6,6 +6,15 @@ import streamlit as st
 from analysis import schema as S
 from app import charts, data, tables, widgets
 
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def curves_chart(long: pd.DataFrame):
+    """The seed bands of the selected runs' metrics (tables.seed_band) and their figure: selecting the same runs
+    again reuses them."""
+    bands = tables.seed_band(long)
+    return bands, charts.curves_figure(bands, tables.CURVES)
+
+
 root, runs, results = widgets.context()
 st.header("Runs")
 # blank, not "nan", where a setting does not apply (gamma and alpha of MLE; analysis.results.run_attributes)
@@ -33,5 +42,5 @@ long = pd.concat(
 if long.empty:
     st.info("The selected runs have logged no training metrics yet.")
 else:
-    bands = tables.seed_band(long)
-    widgets.chart(charts.curves_figure(bands, tables.CURVES), bands, "training-curves")
+    bands, figure = curves_chart(long)
+    widgets.chart(figure, bands, "training-curves")
