@@ -1059,14 +1059,18 @@ def test_token_view_lists_the_first_prompts_and_finds_the_others(monkeypatch, re
 
 
 def test_token_view_lists_the_matching_examples_as_written(monkeypatch, real_runs):
-    """The examples listed (read without their texts, which come for the rows listed only) are sequences.parquet's
-    rows in the page's order with every column but the token record, texts included; the CSV's reader gives every
-    row so."""
+    """The matching examples are drawn only once their expander is opened. Listed (read without their texts, which
+    come for the rows listed only), they are sequences.parquet's rows in the page's order with every column but the
+    token record, texts included; the CSV's reader gives every row so."""
     at = app(monkeypatch, real_runs.root, "views/token_rewards.py")
+    examples = lambda: next(e for e in at.expander if "matching examples" in e.label)  # noqa: E731
+    assert not examples().children  # closed: nothing read for it
+    at.session_state["examples"] = True  # opened
+    at.run()
     seqs = pd.read_parquet(rewards_file(real_runs, "mle/seed0", HOSTILE, S.SEQUENCES_FILE))
     seqs = seqs.drop(columns=[c for c in data.TOKEN_RECORD if c in seqs])
     ordered = seqs.sort_values(S.R_CENTERED, ascending=False, kind="stable").reset_index(drop=True)
-    listed = next(e for e in at.expander if "matching examples" in e.label).dataframe[0].value
+    listed = examples().dataframe[0].value
     assert {S.PROMPT, S.COMPLETION} <= set(listed.columns) and len(listed) == len(ordered)
     pd.testing.assert_frame_equal(listed.reset_index(drop=True), ordered, check_dtype=False)
     without = ordered.drop(columns=list(data.TEXTS), errors="ignore")

@@ -184,15 +184,18 @@ def show_tokens(example_id: int) -> None:
 
 
 show_tokens(example_id)
-with st.expander(f"{len(found)} matching examples of {label_a}"):
-    if len(found) > SHOWN_EXAMPLES:
-        st.caption(f"The first {SHOWN_EXAMPLES:,} in this order; the CSV holds all {len(found):,}.")
-    st.dataframe(data.with_texts(root, run_a, step_a, data_name, found.head(SHOWN_EXAMPLES)), hide_index=True)
-    st.download_button(
-        "Download CSV", data=lambda: data.with_texts(root, run_a, step_a, data_name, found, cache=False).to_csv(
-            index=False), file_name=f"examples-{label_a}-{data_name}.csv",
-        mime="text/csv", key="csv-examples", icon=":material/download:",
-    )  # fmt: skip
+# drawn only while open (its table reads the examples' texts): a rerun when it opens or closes
+examples = st.expander(f"{len(found)} matching examples of {label_a}", key="examples", on_change="rerun")
+if examples.open:
+    with examples:
+        if len(found) > SHOWN_EXAMPLES:
+            st.caption(f"The first {SHOWN_EXAMPLES:,} in this order; the CSV holds all {len(found):,}.")
+        st.dataframe(data.with_texts(root, run_a, step_a, data_name, found.head(SHOWN_EXAMPLES)), hide_index=True)
+        st.download_button(
+            "Download CSV", data=lambda: data.with_texts(root, run_a, step_a, data_name, found, cache=False).to_csv(
+                index=False), file_name=f"examples-{label_a}-{data_name}.csv",
+            mime="text/csv", key="csv-examples", icon=":material/download:",
+        )  # fmt: skip
 
 if len(chosen) == 2:
     run_b, step_b, _ = where[label_b]
