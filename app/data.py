@@ -1,8 +1,11 @@
 """Cached loaders: everything the pages read from the runs directory comes through here.
 
 Each file is read once per (path, modification time) with st.cache_data, so a run still training shows its
-new metrics on the next rerun and an unchanged file costs nothing. Token tables are read per example with a
-pyarrow filter, never whole for display; whole only to compare two checkpoints, kept as the small tables shown.
+new metrics on the next rerun and an unchanged file costs nothing. A checkpoint's sequences table, ~200k rows at 10M
+scored tokens, is kept with st.cache_resource instead (`sequences`): one frame shared by every rerun and session,
+read-only to its callers, where st.cache_data would pickle it on a miss and unpickle it on every rerun (0.1 s).
+Token tables are read per example with a pyarrow filter, never whole for display; whole only to compare two
+checkpoints, kept as the small tables shown.
 Imports neither torch nor transformers nor evaluate (nor scipy).
 
 Confinement: `index` walks the runs root and checks every path it is about to list or read with
@@ -176,6 +179,7 @@ def index(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
 def clear() -> None:
     """Forget every cached table (the Reload button)."""
     st.cache_data.clear()
+    _shared.clear()
 
 
 def _stamp(root: Path, relative) -> tuple[str, float]:
@@ -295,12 +299,18 @@ def sequence_columns(root: Path, run: str, step: int, data: str) -> list[str]:
     return [c for c in read_schema(path) if c not in TOKEN_RECORD]
 
 
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _shared(path: str, mtime: float, columns: tuple) -> pd.DataFrame:
+    return read_table(path, list(columns)).to_pandas()
+
+
 def sequences(root: Path, run: str, step: int, data: str, only=None) -> pd.DataFrame:
     """A checkpoint's sequences table without the samples' token record (TOKEN_RECORD); with `only`, just those
-    of its columns (a table of ~200k completions is ~150 MB with its texts, a second to read and to cache)."""
-    path = result_path(run, step, R.REWARDS, data, R.SEQUENCES_FILE)
+    of its columns (a table of ~200k completions is ~150 MB with its texts, a second to read and to cache). The
+    frame is the cached one itself (module docstring): read it, never change it in place."""
+    path, mtime = _stamp(root, result_path(run, step, R.REWARDS, data, R.SEQUENCES_FILE))
     columns = sequence_columns(root, run, step, data)
-    return read_parquet(root, path, columns if only is None else [c for c in columns if c in set(only)])
+    return _shared(path, mtime, tuple(columns if only is None else [c for c in columns if c in set(only)]))
 
 
 # A sample's texts: at 200k completions, two thirds of a sequences table's bytes to cache (~100 MB: a third of a

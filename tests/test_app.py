@@ -1078,6 +1078,23 @@ def test_token_view_lists_the_matching_examples_as_written(monkeypatch, real_run
     pd.testing.assert_frame_equal(every, ordered, check_dtype=False)
 
 
+def test_the_shared_sequences_table_is_read_once_and_never_changed(monkeypatch, real_runs):
+    """app.data.sequences hands every rerun the one cached frame (st.cache_resource, not a copy): the token view,
+    rerun under other selections, leaves it equal to sequences.parquet (but the token record)."""
+    columns = data.sequence_columns(real_runs.root, "mle/seed0", LAST, HOSTILE)
+    shared = data.sequences(real_runs.root, "mle/seed0", LAST, HOSTILE, [c for c in columns if c not in data.TEXTS])
+    at = app(monkeypatch, real_runs.root, "views/token_rewards.py")  # its checkpoint's table: the frame read above
+    select(at, "Prompt (best match first)").set_value("h0").run()
+    select(at, "Side by side with").set_value("none").run()
+    at.session_state["examples"] = True
+    at.run()
+    assert not at.exception
+    again = data.sequences(real_runs.root, "mle/seed0", LAST, HOSTILE, [c for c in columns if c not in data.TEXTS])
+    assert again is shared
+    written = pd.read_parquet(rewards_file(real_runs, "mle/seed0", HOSTILE, S.SEQUENCES_FILE))[list(shared.columns)]
+    pd.testing.assert_frame_equal(shared, written, check_dtype=False)
+
+
 def test_prompt_choices_filter_by_id_or_text_and_keep_the_order():
     ids = ["p3", "p1", "p2", "q9"]
     texts = {"p3": "What is 2+2?", "p1": "Name a <b>", "p2": "what IS 3+3?"}

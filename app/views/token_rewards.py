@@ -72,7 +72,9 @@ r_col = widgets.segmented(
     "sum the other reward definitions (r_t at γ = 1, the implicit reward, r_t minus the prompt's baseline).",
 )  # fmt: skip
 found = seqs if correctness == "all" else seqs[(seqs[S.EXACT_MATCH] == 1) == (correctness == "correct")]
-found = found.sort_values(r_col, ascending=order == "lowest first", kind="stable")
+# the examples' order by the score: sorted as one column, the table taken in that order where it is listed (at 200k
+# completions, sorting every column costs more than the rest of the page's reading)
+ordered = found[r_col].sort_values(ascending=order == "lowest first", kind="stable").index
 if found.empty:
     st.info("No example matches.")
     st.stop()
@@ -97,7 +99,7 @@ else:  # from the checkpoint's sweep of a split of the same name, if any
     sweep = results[(results[S.RUN] == run_a) & (results[S.STEP] == step_a) & (results["kind"] == R.SWEEP)]
     texts = data.prompts(root, sweep, data_name)
     text = dict(zip(texts[S.PROMPT_ID], texts[S.PROMPT]))
-prompts = found[S.PROMPT_ID].unique()  # best match first
+prompts = found[S.PROMPT_ID].loc[ordered].unique()  # best match first
 limit = tables.PROMPT_CHOICES
 many = len(prompts) > limit
 columns = st.columns([1, 2, 2] if many else [1, 1])
@@ -123,7 +125,8 @@ prompt_id = widgets.select(
     prompt_column, "Prompt (best match first)", options, key="prompt",
     format_func=lambda p: f"{p}: {text[p][:90]!r}" if p in text else p,
 )  # fmt: skip
-of_prompt = found[found[S.PROMPT_ID] == prompt_id].set_index(S.EXAMPLE_ID, drop=False)
+of_prompt = found.loc[ordered[(found[S.PROMPT_ID].loc[ordered] == prompt_id).to_numpy()]]
+of_prompt = of_prompt.set_index(S.EXAMPLE_ID, drop=False)
 mark = {1.0: " ✓", 0.0: " ✗"}
 example_id = widgets.select(
     completion_column, "Completion", of_prompt.index, key="example",
@@ -157,7 +160,8 @@ def show_tokens(example_id: int) -> None:
                 st.info(f"{label} has no example {example_id} in `{data_name}`.")
                 continue
             token_ids[label] = tuple(toks[S.TOKEN_ID])
-            row = sequences(label, shown).set_index(S.EXAMPLE_ID).loc[example_id]
+            table = seqs if label == label_a else sequences(label, shown)  # the page's own for its checkpoint
+            row = table[table[S.EXAMPLE_ID] == example_id].iloc[0]
             st.caption(" · ".join(f"{s} = {row[s]:.3f}" for s in S.REWARD_SCORES if s in row.index))
             baselines = [f"{s} = {row[s]:.3f}" for s in S.LIKELIHOOD_SCORES if s in row.index and s != S.LENGTH]
             quality = [f"{c} = {row[c]:g}" for c in metrics if c in row.index]
@@ -187,6 +191,7 @@ show_tokens(example_id)
 # drawn only while open (its table reads the examples' texts): a rerun when it opens or closes
 examples = st.expander(f"{len(found)} matching examples of {label_a}", key="examples", on_change="rerun")
 if examples.open:
+    found = found.loc[ordered]
     with examples:
         if len(found) > SHOWN_EXAMPLES:
             st.caption(f"The first {SHOWN_EXAMPLES:,} in this order; the CSV holds all {len(found):,}.")
