@@ -338,7 +338,7 @@ def with_texts(root: Path, run: str, step: int, data: str, rows: pd.DataFrame, c
     table's columns in the table's order. `cache`: keep the texts read (for a page's listing, not for a download
     of every row)."""
     path, mtime = _stamp(root, result_path(run, step, R.REWARDS, data, R.SEQUENCES_FILE))
-    columns = [c for c in read_schema(path) if c not in TOKEN_RECORD]
+    columns = sequence_columns(root, run, step, data)
     texts = tuple(c for c in TEXTS if c in columns and c not in rows)
     if not texts:
         return rows
@@ -355,10 +355,10 @@ def with_runs(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     # has ~200k rows at 10M tokens: a merge would hash and copy every column, 4 times slower)
     run_codes, run_names = pd.factorize(table[S.RUN])
     step_codes, steps = pd.factorize(table[S.STEP])
-    codes, checkpoints = pd.factorize(run_codes * max(len(steps), 1) + step_codes)
+    per_run = max(len(steps), 1)
+    codes, checkpoints = pd.factorize(run_codes * per_run + step_codes)
     of_run = runs.drop_duplicates(S.RUN).set_index(S.RUN)[[S.METHOD, S.LAM, "objective"]].reindex(run_names)
-    labels = pd.array([checkpoint_label(run_names[c // max(len(steps), 1)], steps[c % max(len(steps), 1)])
-                       for c in checkpoints], dtype="str")  # fmt: skip
+    labels = pd.array([checkpoint_label(run_names[c // per_run], steps[c % per_run]) for c in checkpoints], dtype="str")
     return table.assign(**{c: of_run[c].array.take(run_codes) for c in of_run}, **{S.CHECKPOINT: labels.take(codes)})
 
 

@@ -355,9 +355,9 @@ def kv_bytes_per_token(config, width: int = 4, autocast: bool = False) -> int:
     heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     layers = config.num_decoder_layers if config.is_encoder_decoder else config.num_hidden_layers
-    if not autocast:
-        return 2 * layers * heads * head_dim * width
-    return 2 * layers * heads * head_dim * (4 if "rope_parameters" in config.to_dict() else 2)
+    if autocast:
+        width = 4 if "rope_parameters" in config.to_dict() else 2
+    return 2 * layers * heads * head_dim * width
 
 
 def predict_decoding(config, parameters: int, prompts: int, prompt_tokens: int, new_tokens: int, rows_per_prompt: int,

@@ -55,8 +55,8 @@ def sequences(label, only=None):
 
 
 # without the samples' texts (data.TEXTS): the prompts' come once each, the rest for the examples listed
-seqs = sequences(label_a, [c for c in data.sequence_columns(root, *where[label_a][:2], data_name)
-                           if c not in data.TEXTS])  # fmt: skip
+columns_a = data.sequence_columns(root, *where[label_a][:2], data_name)
+seqs = sequences(label_a, [c for c in columns_a if c not in data.TEXTS])
 find = st.columns(3)
 correctness = "all"
 if S.EXACT_MATCH in seqs.columns:
@@ -92,14 +92,15 @@ def source(row) -> str:
 
 
 run_a, step_a, _ = where[label_a]
-if S.PROMPT in data.sequence_columns(root, run_a, step_a, data_name):
+if S.PROMPT in columns_a:
     texts = data.sequence_prompts(root, run_a, step_a, data_name)
     text = dict(zip(texts[S.PROMPT_ID].tolist(), texts[S.PROMPT].tolist()))
 else:  # from the checkpoint's sweep of a split of the same name, if any
     sweep = results[(results[S.RUN] == run_a) & (results[S.STEP] == step_a) & (results["kind"] == R.SWEEP)]
     texts = data.prompts(root, sweep, data_name)
     text = dict(zip(texts[S.PROMPT_ID], texts[S.PROMPT]))
-prompts = found[S.PROMPT_ID].loc[ordered].unique()  # best match first
+ordered_prompts = found[S.PROMPT_ID].loc[ordered]
+prompts = ordered_prompts.unique()  # best match first
 limit = tables.PROMPT_CHOICES
 many = len(prompts) > limit
 columns = st.columns([1, 2, 2] if many else [1, 1])
@@ -125,7 +126,7 @@ prompt_id = widgets.select(
     prompt_column, "Prompt (best match first)", options, key="prompt",
     format_func=lambda p: f"{p}: {text[p][:90]!r}" if p in text else p,
 )  # fmt: skip
-of_prompt = found.loc[ordered[(found[S.PROMPT_ID].loc[ordered] == prompt_id).to_numpy()]]
+of_prompt = found.loc[ordered[(ordered_prompts == prompt_id).to_numpy()]]
 of_prompt = of_prompt.set_index(S.EXAMPLE_ID, drop=False)
 mark = {1.0: " ✓", 0.0: " ✗"}
 example_id = widgets.select(
