@@ -22,8 +22,9 @@ The terms, P parameters of which P_t trainable, in the model's dtype (b bytes ea
                  extending the count linearly in layers and in sequences: exact for every layer alike; with
                  activation checkpointing, each layer's input and one layer's activations (`activation_bytes`)
     head         the objective's route through the output embedding W (V, H), N = B T rows (irl/kernels.py):
-                 chunked, single pass: dL/dh (N, H) and dL/dW (V, H) formed in forward and kept, 2 chunks of
-                 logits (rows, V) alive while a chunk is processed; in backward the two gradients scaled once more;
+                 chunked, single pass: dL/dh (N, H) and dL/dW (V, H) formed in forward and kept (backward scales
+                 them in place), 2 chunks of logits (rows, V) alive while a chunk is processed, and below float32
+                 the group of chunks' dL/dz they are gathered into (irl/kernels.py GROUP_LOGITS);
                  materialised logits: the (B, T, V) logits kept, their gradient (B, T, V) in backward, and
                  a chunk of CHUNK_ROWS rows of exp(z - max) in the fused pass (two below float32)
 
@@ -31,12 +32,12 @@ GAIL adds what stays resident (the frozen reference policy, P b, and the discrim
 its gradients and AdamW's moments, 4 P b) and a moment of its own, the discriminator's step over the expert and
 sampled rows (its activations traced as the policy's, with a one-logit head).
 
-The peak is the largest of the moments of a step: the end of forward (weights, optimizer, activations, the
-head's kept tensors and chunks), the start of backward (the same, plus the head's gradients scaled by the loss's
-output gradient), under activation checkpointing a layer's recomputation (weights, optimizer, the kept inputs and
-one layer's activations), GAIL's discriminator step, and the optimizer's step (weights, optimizer, gradients, and
-two temporaries of the largest parameter's size in AdamW's per-parameter update); under gradient accumulation the
-gradients are held at every moment.
+The peak is the largest of the moments of a step: the end of forward (weights, optimizer, activations, the head's
+kept tensors and chunks), the start of backward (the same, plus what the head's backward forms: the gradient of the
+materialised logits, or the recomputing route's chunk and dL/dW), under activation checkpointing a layer's
+recomputation (weights, optimizer, the kept inputs and one layer's activations), GAIL's discriminator step, and the
+optimizer's step (weights, optimizer, gradients, and two temporaries of the largest parameter's size in AdamW's
+per-parameter update); under gradient accumulation the gradients are held at every moment.
 
 Decoding (`predict_decoding`, no gradient): weights, and the larger of the prompt's forward beside its cache and
 the KV cache at its fullest (every row to the last step, with an encoder-decoder model's encoder output of every
@@ -273,13 +274,20 @@ def predict_train(cfg, config=None) -> Prediction:
         from irl.objectives import single_pass
 
         chunk = max(1, kernels.CHUNK_LOGITS // vocab, -(-rows * hidden // vocab))
-        transient = 2 * min(chunk, rows) * vocab * acc  # z and exp(z - max) of a chunk
+        # a chunk's z, and below float32 the product z is read from and the group of chunks' dL/dz they are
+        # gathered into; where the statistics are taken, exp(z - max) (irl/kernels.py _ChunkBuffers, GROUP_LOGITS)
+        low = product != acc
+        logits = min(chunk, rows) * vocab * (acc + (product if low else 0))
+        grouped = min(kernels.group_rows(chunk, vocab, low_precision=True), rows) * vocab * product if low else 0
+        exp = min(chunk, rows) * vocab * acc
         if single_pass(_objective(cfg)):
             kept = rows * hidden * product + head_grad + cast  # dL/dh and dL/dW formed in forward
-            backward = kept - cast  # both scaled by the loss's output gradient
+            transient = logits + exp + grouped
+            backward = 0  # both scaled in place by the loss's output gradient
         else:  # recomputed in backward: the rows' hidden states are kept, and the chunk comes back with dL/dz
             kept = rows * hidden * product + cast
-            backward = transient + head_grad
+            transient = logits + exp
+            backward = logits + grouped + head_grad
     else:
         kept = rows * vocab * product + cast  # the logits, kept by the fused pass
         copies = 1 if product == acc else 2  # a chunk of exp(z - max), and of z in float32 when the logits are not
@@ -507,14 +515,15 @@ def predict_scoring(config, parameters: int, batch_tokens: int, width: int = 4, 
                   of exp(z - max) in the fused pass (irl/kernels.py token_terms);
                   `chunked` (a decoder-only model with a linear head, analysis/scoring.py can_chunk): the final
                   hidden states of the batch (batch_tokens H b) and their kept rows, the chunk's z and exp(z - max)
-                  in float32 (irl/kernels.py head_token_terms), under autocast also W's bf16 cast
+                  in float32 (irl/kernels.py head_token_terms), under autocast also W's bf16 cast and the chunk's
+                  bf16 product
     """
     hidden, vocab = hidden_size(config), config.vocab_size
     forward = forward_bytes(config, batch_tokens, width, autocast)
     if chunked and can_chunk(config):
         rows = min(batch_tokens, max(1, kernels.CHUNK_LOGITS // vocab, -(-batch_tokens * hidden // vocab)))
         logits = 2 * batch_tokens * hidden * width + 2 * rows * vocab * 4
-        logits += vocab * hidden * 2 if autocast else 0  # the chunk's bf16 product is gone before exp(z - max)
+        logits += (vocab * hidden + rows * vocab) * 2 if autocast else 0  # W's cast, the chunk's bf16 product
     else:
         chunk = min(kernels.CHUNK_ROWS, batch_tokens) * vocab * 4 * (2 if autocast else 1)
         logits = batch_tokens * vocab * (2 if autocast else width) + chunk

@@ -228,10 +228,48 @@ def test_default_chunks_hold_chunk_logits_or_the_hidden_states_size(monkeypatch)
         torch.testing.assert_close(getattr(several, name), getattr(one_chunk, name), rtol=1e-12, atol=1e-12)
 
 
-def test_chunked_under_bf16_autocast_runs_the_products_in_bf16():
+def test_groups_of_chunks_gather_each_chunks_gradient_once_in_order(monkeypatch):
+    """Below float32 the chunks' dL/dz are gathered into groups of whole chunks (GROUP_LOGITS) before the (V, H)
+    product: every row once, in order, each group's buffer exactly its chunks' float32 gradients cast; in float32
+    each chunk is its own group, handed on as it is."""
+    monkeypatch.setattr(kernels, "GROUP_LOGITS", 3 * 4 * V)  # 3 chunks of 4 rows
+    g = torch.Generator().manual_seed(0)
+    grads = torch.randn(23, V, generator=g)
+    called = []
+
+    def chunk_grad(rows):
+        called.append((rows.start, rows.stop))
+        return grads[rows].clone()
+
+    groups = list(kernels._grouped_logit_grads(23, 4, V, torch.bfloat16, torch.float32, "cpu", chunk_grad))
+    assert [(s.start, s.stop) for s, _ in groups] == [(0, 12), (12, 23)]
+    assert called == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 20), (20, 23)]
+    assert torch.equal(torch.cat([x for _, x in groups]), grads.to(torch.bfloat16))
+    called.clear()
+    groups = list(kernels._grouped_logit_grads(23, 4, V, torch.float32, torch.float32, "cpu", chunk_grad))
+    assert [(s.start, s.stop) for s, _ in groups] == called == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 20), (20, 23)]
+    assert torch.equal(torch.cat([x for _, x in groups]), grads)
+
+
+def test_single_pass_gradients_are_handed_on_once():
+    """head_loss forms its gradients in forward and scales them in place in backward (no second (V, H) copy): a
+    second backward through the same loss says why it cannot, instead of scaling them twice."""
+    ids, cmask = layout()
+    hidden, weight, _ = leaves(bias=False)
+    loss = head_loss(lambda t: iqlearn(t, 0.5, 0.9), hidden, weight, None, ids, cmask, EOS, chunk_rows=4)[0]
+    (loss * 2).backward(retain_graph=True)
+    first = weight.grad.clone()
+    with pytest.raises(RuntimeError, match="second backward"):
+        loss.backward()
+    assert torch.equal(weight.grad, first)
+
+
+@pytest.mark.parametrize("group_chunks", [1, 2, 1000])
+def test_chunked_under_bf16_autocast_runs_the_products_in_bf16(monkeypatch, group_chunks):
     """Under autocast the head routes (recomputing, and one-pass) multiply in bf16, as the model's own lm_head
     would: they agree with the full-logits route under the same autocast to bf16 precision, and their gradients
-    keep the leaves' dtypes."""
+    keep the leaves' dtypes; with each chunk its own group, groups of two chunks of 4 rows, or one group."""
+    monkeypatch.setattr(kernels, "GROUP_LOGITS", group_chunks * 4 * V)
     ids, cmask = layout()
     hidden, weight, _ = leaves(bias=False)
     hidden32 = hidden.detach().float().requires_grad_(True)
