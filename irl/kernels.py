@@ -35,14 +35,14 @@ CHUNK_ROWS = 1024
 # states when those are larger, and there are at most V / H + 1 chunks: each chunk reads and writes the whole
 # (V, H) weight gradient once, which many small chunks would turn into the backward's main cost on a GPU.
 CHUNK_LOGITS = 2**25
-# Entries of the low-precision dL/dz the head routes gather before they form dL/dh, dL/dW and dL/db (under bf16
-# autocast): the chunks of a group of rows (a whole number of chunks, GROUP_LOGITS // V rows or fewer) are written
-# into one buffer, so the (V, H) product dL/dz^T h and its addition to the float32 sum of dL/dW are made once per
-# group instead of once per chunk. That product is bound by writing its V H outputs at a chunk's few rows: at
-# V = 152k, H = 896 and 220-row chunks it and the float32 addition took 0.36 s a chunk, against 0.54 s for a
-# group of 880 rows (2-core Xeon with AMX). 256 MiB of bfloat16; in float32 the chunks' products are added in
-# place (addmm_) and there are no groups.
-GROUP_LOGITS = 2**27
+# Rows of low-precision dL/dz the head routes gather, at most, before they form dL/dh, dL/dW and dL/db (under bf16
+# autocast): the chunks of a group (as many whole chunks as GROUP_ROWS holds, at least one) are written into one
+# buffer, so that the (V, H) product dL/dz^T h and its addition to the float32 sum of dL/dW are made once per group
+# instead of once per chunk. That product is bound by writing its V H outputs when it reads few rows: at V = 152k,
+# H = 896 and chunks of 220 rows, it and the addition took 0.36 s a chunk, against 0.54 s for a group of 880 rows
+# (2-core Xeon with AMX). A chunk of 1,024 rows or more (V = 32k) is its own group. In float32 each chunk's product
+# is added in place (addmm_) and there are no groups.
+GROUP_ROWS = 1024
 # Entries of the low-precision (V, H) product dL/dz^T h formed at once: a slice of the vocabulary at a time, so that
 # each slice is added to the float32 sum of dL/dW while it is still in cache (16 MiB of bfloat16). At V = 152k and
 # H = 896, a group of 880 rows took 0.36 s so, against 0.59 s for the whole product and then its addition.
@@ -116,7 +116,7 @@ class _HeadQVEntropy(torch.autograd.Function):
               W, b and the per-row v, H are kept.
     backward: per chunk, z is computed again from h, then
               dL/dz = p * (g_v - g_H * (z - v + H)) + onehot(a) * g_q          (as _FusedQVEntropy)
-              and per group of chunks (GROUP_LOGITS; a chunk in float32)
+              and per group of chunks (GROUP_ROWS; a chunk in float32)
               dL/dh = dL/dz W,    dL/dW = sum over groups of dL/dz^T h,    dL/db = sum over rows of dL/dz
     Recomputing z costs one more (rows x H x V) product per chunk (four in all instead of three) and spares the
     (N, V) logits, their softmax and their gradient. The products run in the autocast dtype when autocast is on at
@@ -179,17 +179,17 @@ def _head_dtypes(hidden, weight) -> tuple[torch.dtype, torch.dtype]:
     return dtype, torch.promote_types(dtype, torch.float32)
 
 
-def group_rows(chunk_rows: int, vocab: int, low_precision: bool) -> int:
-    """Rows of a group (see GROUP_LOGITS): a whole number of chunks, one unless the products run below the
+def group_rows(chunk_rows: int, low_precision: bool) -> int:
+    """Rows of a group (see GROUP_ROWS): a whole number of chunks, one unless the products run below the
     statistics' precision."""
-    return chunk_rows * (max(1, GROUP_LOGITS // (vocab * chunk_rows)) if low_precision else 1)
+    return chunk_rows * (max(1, GROUP_ROWS // chunk_rows) if low_precision else 1)
 
 
 def _grouped_logit_grads(n: int, chunk_rows: int, vocab: int, dtype, acc, device, chunk_grad):
     """(group, dL/dz of its rows in `dtype`) for the groups of rows covering n rows (`group_rows`), where
     chunk_grad(rows) gives dL/dz of a chunk's rows in `acc` (valid until the next call): a group of one chunk is
     that chunk's dL/dz cast, a larger one its chunks' written into one buffer."""
-    for group in _chunks(n, group_rows(chunk_rows, vocab, dtype != acc)):
+    for group in _chunks(n, group_rows(chunk_rows, dtype != acc)):
         if group.stop - group.start <= chunk_rows:
             yield group, chunk_grad(group).to(dtype)
             continue
@@ -388,7 +388,7 @@ class _HeadLoss(torch.autograd.Function):
     forward, per chunk of `chunk_rows` rows: z, then v and H of its rows as _HeadQVEntropy, then g_v = dL/dv and
               g_H = dL/dH of its rows (autograd through `loss_of` on the small per-row tensors), then
               dL/dz (without its one-hot part) = p * (g_v - g_H * (log p + H));
-    per group of chunks (GROUP_LOGITS; a chunk in float32): dL/dh = dL/dz W,   dL/dW += dL/dz^T h,
+    per group of chunks (GROUP_ROWS; a chunk in float32): dL/dh = dL/dz W,   dL/dW += dL/dz^T h,
               dL/db += sum over rows of dL/dz;
     after the groups: the loss from every row's q, v and H, g_q = dL/dq, and the one-hot part of dL/dz, added
               row by row: dL/dh_n += g_q[n] W[a_n], dL/dW[a_n] += g_q[n] h_n, dL/db[a_n] += g_q[n].

@@ -24,7 +24,7 @@ The terms, P parameters of which P_t trainable, in the model's dtype (b bytes ea
     head         the objective's route through the output embedding W (V, H), N = B T rows (irl/kernels.py):
                  chunked, single pass: dL/dh (N, H) and dL/dW (V, H) formed in forward and kept (backward scales
                  them in place), 2 chunks of logits (rows, V) alive while a chunk is processed, and below float32
-                 the group of chunks' dL/dz they are gathered into (irl/kernels.py GROUP_LOGITS);
+                 the group of chunks' dL/dz they are gathered into (irl/kernels.py GROUP_ROWS);
                  materialised logits: the (B, T, V) logits kept, their gradient (B, T, V) in backward, and
                  a chunk of CHUNK_ROWS rows of exp(z - max) in the fused pass (two below float32)
 
@@ -275,10 +275,10 @@ def predict_train(cfg, config=None) -> Prediction:
 
         chunk = max(1, kernels.CHUNK_LOGITS // vocab, -(-rows * hidden // vocab))
         # a chunk's z, and below float32 the product z is read from and the group of chunks' dL/dz they are
-        # gathered into; where the statistics are taken, exp(z - max) (irl/kernels.py _ChunkBuffers, GROUP_LOGITS)
+        # gathered into; where the statistics are taken, exp(z - max) (irl/kernels.py _ChunkBuffers, GROUP_ROWS)
         low = product != acc
         logits = min(chunk, rows) * vocab * (acc + (product if low else 0))
-        grouped = min(kernels.group_rows(chunk, vocab, low_precision=True), rows) * vocab * product if low else 0
+        grouped = min(kernels.group_rows(chunk, low_precision=True), rows) * vocab * product if low else 0
         exp = min(chunk, rows) * vocab * acc
         if single_pass(_objective(cfg)):
             kept = rows * hidden * product + head_grad + cast  # dL/dh and dL/dW formed in forward

@@ -229,10 +229,11 @@ def test_default_chunks_hold_chunk_logits_or_the_hidden_states_size(monkeypatch)
 
 
 def test_groups_of_chunks_gather_each_chunks_gradient_once_in_order(monkeypatch):
-    """Below float32 the chunks' dL/dz are gathered into groups of whole chunks (GROUP_LOGITS) before the (V, H)
+    """Below float32 the chunks' dL/dz are gathered into groups of whole chunks (GROUP_ROWS) before the (V, H)
     product: every row once, in order, each group's buffer exactly its chunks' float32 gradients cast; in float32
     each chunk is its own group, handed on as it is."""
-    monkeypatch.setattr(kernels, "GROUP_LOGITS", 3 * 4 * V)  # 3 chunks of 4 rows
+    monkeypatch.setattr(kernels, "GROUP_ROWS", 14)  # 3 chunks of 4 rows
+    assert [kernels.group_rows(4, True), kernels.group_rows(4, False), kernels.group_rows(20, True)] == [12, 4, 20]
     g = torch.Generator().manual_seed(0)
     grads = torch.randn(23, V, generator=g)
     called = []
@@ -269,7 +270,7 @@ def test_chunked_under_bf16_autocast_runs_the_products_in_bf16(monkeypatch, grou
     """Under autocast the head routes (recomputing, and one-pass) multiply in bf16, as the model's own lm_head
     would: they agree with the full-logits route under the same autocast to bf16 precision, and their gradients
     keep the leaves' dtypes; with each chunk its own group, groups of two chunks of 4 rows, or one group."""
-    monkeypatch.setattr(kernels, "GROUP_LOGITS", group_chunks * 4 * V)
+    monkeypatch.setattr(kernels, "GROUP_ROWS", group_chunks * 4)
     ids, cmask = layout()
     hidden, weight, _ = leaves(bias=False)
     hidden32 = hidden.detach().float().requires_grad_(True)
