@@ -133,7 +133,7 @@ class _HeadQVEntropy(torch.autograd.Function):
         q, v, entropy = (torch.empty(n, dtype=acc, device=hidden.device) for _ in range(3))
         with torch.autocast(device, enabled=False):  # dtypes are explicit below
             w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
-            buffers = _ChunkBuffers(min(chunk_rows, n), w.shape[0], dtype, acc, hidden.device)
+            buffers = _ChunkBuffers(min(chunk_rows, n), w.shape[0], dtype, acc, hidden.device, statistics=True)
             for rows in _chunks(n, chunk_rows):
                 z = buffers.logits(hidden[rows].to(dtype), w, b)  # (rows, V)
                 q[rows] = z.gather(-1, actions[rows, None]).squeeze(-1)
@@ -154,14 +154,13 @@ class _HeadQVEntropy(torch.autograd.Function):
         grad_bias = torch.zeros_like(bias, dtype=acc) if needs_bias else None
         with torch.autocast(device, enabled=False):
             w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
-            buffers = _ChunkBuffers(min(ctx.chunk_rows, n), w.shape[0], dtype, acc, hidden.device)
+            buffers = _ChunkBuffers(min(ctx.chunk_rows, n), w.shape[0], dtype, acc, hidden.device, statistics=False)
 
             def chunk_grad(rows):
                 z = buffers.logits(hidden[rows].to(dtype), w, b)  # (rows, V), as in forward
                 return _logit_grad_(z, rows, actions, v, entropy, g_q, g_v, g_entropy)
 
-            for group, grad_z in _grouped_logit_grads(n, ctx.chunk_rows, w.shape[0], dtype, acc, hidden.device,
-                                                      chunk_grad):  # fmt: skip
+            for group, grad_z in _grouped_logit_grads(n, ctx.chunk_rows, buffers, chunk_grad):
                 _add_group_grads(grad_z, hidden[group].to(dtype), w, group, grad_hidden, grad_weight, grad_bias)
         grad_weight = grad_weight.to(weight.dtype) if needs_weight else None
         grad_bias = grad_bias.to(bias.dtype) if needs_bias else None
@@ -185,46 +184,53 @@ def group_rows(chunk_rows: int, low_precision: bool) -> int:
     return chunk_rows * (max(1, GROUP_ROWS // chunk_rows) if low_precision else 1)
 
 
-def _grouped_logit_grads(n: int, chunk_rows: int, vocab: int, dtype, acc, device, chunk_grad):
-    """(group, dL/dz of its rows in `dtype`) for the groups of rows covering n rows (`group_rows`), where
-    chunk_grad(rows) gives dL/dz of a chunk's rows in `acc` (valid until the next call): a group of one chunk is
-    that chunk's dL/dz cast, a larger one its chunks' written into one buffer."""
-    for group in _chunks(n, group_rows(chunk_rows, dtype != acc)):
+def _grouped_logit_grads(n: int, chunk_rows: int, buffers: "_ChunkBuffers", chunk_grad):
+    """(group, dL/dz of its rows in the products' dtype) for the groups of rows covering n rows (`group_rows`),
+    where chunk_grad(rows) gives dL/dz of a chunk's rows in the statistics' dtype (a view of buffers.z): a group of
+    one chunk is that chunk's dL/dz as `buffers.low` gives it (valid until the next chunk), a larger one its chunks'
+    written into a buffer of the group."""
+    for group in _chunks(n, group_rows(chunk_rows, buffers.product_dtype != buffers.z.dtype)):
         if group.stop - group.start <= chunk_rows:
-            yield group, chunk_grad(group).to(dtype)
+            yield group, buffers.low(chunk_grad(group))
             continue
-        grad_z = torch.empty(group.stop - group.start, vocab, dtype=dtype, device=device)
+        grad_z = torch.empty(group.stop - group.start, buffers.z.shape[1], dtype=buffers.product_dtype,
+                             device=buffers.z.device)  # fmt: skip
         for rows in _chunks(group.stop - group.start, chunk_rows):
             grad_z[rows] = chunk_grad(slice(group.start + rows.start, group.start + rows.stop))
         yield group, grad_z
 
 
 class _ChunkBuffers:
-    """A chunk's logits z in the statistics' dtype, below that dtype the product z is read from, and where the
-    statistics are taken exp(z - max) (`e`, made on first use), allocated once for the largest chunk and reused by
-    every chunk: on CPU a fresh (rows, V) tensor costs the page faults of its first write, which took a third of a
-    chunk's elementwise time at V = 152k."""
+    """A chunk's logits z in the statistics' dtype and, where the `statistics` are taken, exp(z - max) (`e`),
+    allocated once for the largest chunk and reused by every chunk: on CPU a fresh (rows, V) tensor costs the page
+    faults of its first write, which took a third of a chunk's elementwise time at V = 152k. Below the statistics'
+    dtype the product z is read from, and a chunk's dL/dz cast back to it, are written into e's memory, which holds
+    neither then (or into a buffer of their own without statistics)."""
 
-    def __init__(self, rows: int, vocab: int, dtype, acc, device):
+    def __init__(self, rows: int, vocab: int, dtype, acc, device, statistics: bool):
         self.z = torch.empty(rows, vocab, dtype=acc, device=device)
-        self.product = None if dtype == acc else torch.empty(rows, vocab, dtype=dtype, device=device)
-        self._e = None
-
-    @property
-    def e(self):
-        if self._e is None:
-            self._e = torch.empty_like(self.z)
-        return self._e
+        self.e = torch.empty_like(self.z) if statistics else None
+        self.product_dtype = dtype
+        if dtype == acc:
+            self._low = None
+        elif self.e is not None:  # the first rows * vocab entries of e's memory, read as `dtype`
+            self._low = self.e.view(-1).view(dtype)[:rows * vocab].view(rows, vocab)
+        else:
+            self._low = torch.empty(rows, vocab, dtype=dtype, device=device)
 
     def logits(self, h, w, b):
-        """z = h W^T + b (rows, V) of a chunk's hidden states h, in `acc`: a view of the buffer."""
+        """z = h W^T + b (rows, V) of a chunk's hidden states h, in the statistics' dtype: a view of the buffer."""
         rows = h.shape[0]
-        out = self.z[:rows] if self.product is None else self.product[:rows]
+        out = self.z[:rows] if self._low is None else self._low[:rows]
         if b is None:
             torch.mm(h, w.T, out=out)
         else:
             torch.addmm(b, h, w.T, out=out)
-        return out if self.product is None else self.z[:rows].copy_(out)
+        return out if self._low is None else self.z[:rows].copy_(out)
+
+    def low(self, x):
+        """x (a chunk's rows of z's dtype) in the products' dtype: x itself when that is z's dtype."""
+        return x if self._low is None else self._low[:x.shape[0]].copy_(x)
 
 
 def _weight_grad_sum(weight, acc, n: int):
@@ -413,7 +419,7 @@ class _HeadLoss(torch.autograd.Function):
         grad_bias = torch.zeros_like(bias, dtype=acc) if needs_bias else None
         with torch.autocast(device, enabled=False):
             w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
-            buffers = _ChunkBuffers(min(chunk_rows, n), w.shape[0], dtype, acc, hidden.device)
+            buffers = _ChunkBuffers(min(chunk_rows, n), w.shape[0], dtype, acc, hidden.device, statistics=True)
             # q = z[a] row by row: a dot product per row, rounded to the products' dtype as a chunk's z would be
             q = (hidden.to(acc) * w[actions].to(acc)).sum(-1)
             q = (q if b is None else q + b[actions].to(acc)).to(dtype).to(acc)
@@ -424,8 +430,7 @@ class _HeadLoss(torch.autograd.Function):
                 _, _, (g_v, g_entropy) = _loss_grads(loss_of, (q, v, entropy), wrt=(1, 2))
                 return _logit_grad_(z, rows, actions, v, entropy, None, g_v, g_entropy)
 
-            for group, grad_z in _grouped_logit_grads(n, chunk_rows, w.shape[0], dtype, acc, hidden.device,
-                                                      chunk_grad):  # fmt: skip
+            for group, grad_z in _grouped_logit_grads(n, chunk_rows, buffers, chunk_grad):
                 _add_group_grads(grad_z, hidden[group].to(dtype), w, group, grad_hidden, grad_weight, grad_bias)
             loss, stats, (g_q,) = _loss_grads(loss_of, (q, v, entropy), wrt=(0,))
             if g_q is not None:

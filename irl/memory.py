@@ -274,20 +274,22 @@ def predict_train(cfg, config=None) -> Prediction:
         from irl.objectives import single_pass
 
         chunk = max(1, kernels.CHUNK_LOGITS // vocab, -(-rows * hidden // vocab))
-        # a chunk's z, and below float32 the product z is read from and the group of chunks' dL/dz they are
-        # gathered into; where the statistics are taken, exp(z - max) (irl/kernels.py _ChunkBuffers, GROUP_ROWS)
+        # a chunk's z and exp(z - max) (below float32 the product z is read from is written into the latter's
+        # memory), and below float32 the group of chunks' dL/dz they are gathered into when a group holds more than
+        # one chunk (irl/kernels.py _ChunkBuffers, GROUP_ROWS); without statistics (the recomputing route's
+        # backward) the product has a buffer of its own
         low = product != acc
-        logits = min(chunk, rows) * vocab * (acc + (product if low else 0))
-        grouped = min(kernels.group_rows(chunk, low_precision=True), rows) * vocab * product if low else 0
-        exp = min(chunk, rows) * vocab * acc
+        logits = min(chunk, rows) * vocab * acc
+        group = min(kernels.group_rows(chunk, low_precision=low), rows)
+        grouped = group * vocab * product if group > min(chunk, rows) else 0
         if single_pass(_objective(cfg)):
             kept = rows * hidden * product + head_grad + cast  # dL/dh and dL/dW formed in forward
-            transient = logits + exp + grouped
+            transient = 2 * logits + grouped
             backward = 0  # both scaled in place by the loss's output gradient
         else:  # recomputed in backward: the rows' hidden states are kept, and the chunk comes back with dL/dz
             kept = rows * hidden * product + cast
-            transient = logits + exp
-            backward = logits + grouped + head_grad
+            transient = 2 * logits
+            backward = logits + (min(chunk, rows) * vocab * product if low else 0) + grouped + head_grad
     else:
         kept = rows * vocab * product + cast  # the logits, kept by the fused pass
         copies = 1 if product == acc else 2  # a chunk of exp(z - max), and of z in float32 when the logits are not
@@ -515,15 +517,14 @@ def predict_scoring(config, parameters: int, batch_tokens: int, width: int = 4, 
                   of exp(z - max) in the fused pass (irl/kernels.py token_terms);
                   `chunked` (a decoder-only model with a linear head, analysis/scoring.py can_chunk): the final
                   hidden states of the batch (batch_tokens H b) and their kept rows, the chunk's z and exp(z - max)
-                  in float32 (irl/kernels.py head_token_terms), under autocast also W's bf16 cast and the chunk's
-                  bf16 product
+                  in float32 (irl/kernels.py head_token_terms), under autocast also W's bf16 cast
     """
     hidden, vocab = hidden_size(config), config.vocab_size
     forward = forward_bytes(config, batch_tokens, width, autocast)
     if chunked and can_chunk(config):
         rows = min(batch_tokens, max(1, kernels.CHUNK_LOGITS // vocab, -(-batch_tokens * hidden // vocab)))
         logits = 2 * batch_tokens * hidden * width + 2 * rows * vocab * 4
-        logits += (vocab * hidden + rows * vocab) * 2 if autocast else 0  # W's cast, the chunk's bf16 product
+        logits += vocab * hidden * 2 if autocast else 0  # W's cast (the chunk's bf16 product is in exp's memory)
     else:
         chunk = min(kernels.CHUNK_ROWS, batch_tokens) * vocab * 4 * (2 if autocast else 1)
         logits = batch_tokens * vocab * (2 if autocast else width) + chunk

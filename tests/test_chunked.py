@@ -242,14 +242,23 @@ def test_groups_of_chunks_gather_each_chunks_gradient_once_in_order(monkeypatch)
         called.append((rows.start, rows.stop))
         return grads[rows].clone()
 
-    groups = list(kernels._grouped_logit_grads(23, 4, V, torch.bfloat16, torch.float32, "cpu", chunk_grad))
+    buffers = kernels._ChunkBuffers(4, V, torch.bfloat16, torch.float32, "cpu", statistics=False)
+    groups = list(kernels._grouped_logit_grads(23, 4, buffers, chunk_grad))
     assert [(s.start, s.stop) for s, _ in groups] == [(0, 12), (12, 23)]
     assert called == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 20), (20, 23)]
     assert torch.equal(torch.cat([x for _, x in groups]), grads.to(torch.bfloat16))
     called.clear()
-    groups = list(kernels._grouped_logit_grads(23, 4, V, torch.float32, torch.float32, "cpu", chunk_grad))
+    buffers = kernels._ChunkBuffers(4, V, torch.float32, torch.float32, "cpu", statistics=True)
+    groups = list(kernels._grouped_logit_grads(23, 4, buffers, chunk_grad))
     assert [(s.start, s.stop) for s, _ in groups] == called == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 20), (20, 23)]
     assert torch.equal(torch.cat([x for _, x in groups]), grads)
+    # a group of one chunk below float32: that chunk's gradient cast into e's memory (free once the statistics are
+    # taken), read before the next chunk
+    monkeypatch.setattr(kernels, "GROUP_ROWS", 4)
+    buffers = kernels._ChunkBuffers(4, V, torch.bfloat16, torch.float32, "cpu", statistics=True)
+    for group, x in kernels._grouped_logit_grads(23, 4, buffers, chunk_grad):
+        assert torch.equal(x, grads[group].to(torch.bfloat16))
+        assert x.untyped_storage().data_ptr() == buffers.e.untyped_storage().data_ptr()
 
 
 def test_single_pass_gradients_are_handed_on_once():
