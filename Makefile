@@ -56,6 +56,7 @@ chromium:
 
 bench: $(VENV)/.installed chromium
 	$(PY) benchmarks/objective_overhead.py
+	$(PY) benchmarks/head_routes.py
 	$(PY) benchmarks/logging_overhead.py
 	$(PY) benchmarks/sweep_throughput.py
 	$(PY) benchmarks/reward_throughput.py
