@@ -13,6 +13,7 @@ Routes (irl/kernels.py):
 Each route's forward and backward runs once untimed, then --reps times, the routes taking turns so that drifts of
 the machine hit all alike; the median wall time is kept. One JSON line per dtype: {"dtype", "rows", "hidden",
 "vocab", "chunked_s", "recompute_s", "materialised_s", "time_ratio" (chunked / materialised), "recompute_ratio",
+"loss_max_rel_diff" (the routes' losses against the materialised one's: that they computed the same loss), "reps",
 "commit", "machine"}. Peak memory at real shapes is the ladder's (benchmarks/scale.py).
 """
 
@@ -51,6 +52,7 @@ def make_step(route: str, hidden, weight, ids, cmask, autocast: bool):
             else:
                 loss = objective(token_terms(F.linear(h, w), ids, cmask, EOS))[0]
         loss.backward()
+        return loss.item()
 
     return step
 
@@ -63,19 +65,19 @@ def measure(rows: int, hidden_size: int, vocab: int, dtype: str, reps: int) -> d
     cmask = torch.ones_like(ids)
     cmask[0, 0] = 0  # every position after the first is a completion token: N actions
     steps = {r: make_step(r, hidden, weight, ids, cmask, dtype == "bfloat16") for r in ROUTES}
-    for step in steps.values():
-        step()
+    losses = {r: step() for r, step in steps.items()}  # the untimed run of each route
     seconds = {r: [] for r in ROUTES}
     for rep in range(reps):
         for r in ROUTES[rep % len(ROUTES):] + ROUTES[:rep % len(ROUTES)]:
             start = time.perf_counter()
             steps[r]()
             seconds[r].append(time.perf_counter() - start)
-    median = {f"{r}_s": round(statistics.median(s), 3) for r, s in seconds.items()}
+    median = {f"{r}_s": round(statistics.median(s), 6) for r, s in seconds.items()}
     return {"dtype": dtype, "rows": rows, "hidden": hidden_size, "vocab": vocab, **median,
             "time_ratio": round(median["chunked_s"] / median["materialised_s"], 3),
             "recompute_ratio": round(median["recompute_s"] / median["materialised_s"], 3),
-            "reps": reps, "commit": commit(), "machine": machine()}  # fmt: skip
+            "loss_max_rel_diff": max(abs(losses[r] / losses["materialised"] - 1) for r in ROUTES), "reps": reps,
+            "commit": commit(), "machine": machine()}  # fmt: skip
 
 
 def main():

@@ -139,3 +139,16 @@ def test_a_report_of_no_rows_is_one_line_naming_the_file(tmp_path, capsys, writt
     assert exit_.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith(f"--report: no ladder rows in {out}")
     assert not out.exists() or out.read_text() == written  # nothing written
+
+
+def test_head_routes_times_each_route_on_the_same_loss():
+    """benchmarks/head_routes.py at toy size: every route timed, the ratios of the medians, and the routes' losses
+    equal (float32: to rounding; bf16 products: to bf16 precision)."""
+    import head_routes
+
+    for dtype, tolerance in (("float32", 1e-5), ("bfloat16", 2e-2)):
+        row = head_routes.measure(rows=12, hidden_size=8, vocab=40, dtype=dtype, reps=2)
+        assert (row["dtype"], row["rows"], row["hidden"], row["vocab"], row["reps"]) == (dtype, 12, 8, 40, 2)
+        assert all(row[f"{r}_s"] > 0 for r in head_routes.ROUTES)
+        assert row["time_ratio"] == round(row["chunked_s"] / row["materialised_s"], 3)
+        assert row["loss_max_rel_diff"] < tolerance
