@@ -292,11 +292,19 @@ def gather(root: Path, results: pd.DataFrame, kind: str, name: str, file: str, r
 TOKEN_RECORD = {S.PROMPT_IDS, S.COMPLETION_IDS, S.COMPLETION_CALC_IDS, S.CALC_FORCED}
 
 
+def _sequences_file(root: Path, run: str, step: int, data: str) -> tuple[str, float]:
+    """(path, modification time) of a checkpoint's sequences table, inside the runs root."""
+    return _stamp(root, result_path(run, step, R.REWARDS, data, R.SEQUENCES_FILE))
+
+
+def _columns(path: str) -> list[str]:
+    return [c for c in read_schema(path) if c not in TOKEN_RECORD]
+
+
 def sequence_columns(root: Path, run: str, step: int, data: str) -> list[str]:
     """The columns of a checkpoint's sequences table but the samples' token record (TOKEN_RECORD), from the
     parquet footer."""
-    path = _stamp(root, result_path(run, step, R.REWARDS, data, R.SEQUENCES_FILE))[0]
-    return [c for c in read_schema(path) if c not in TOKEN_RECORD]
+    return _columns(_sequences_file(root, run, step, data)[0])
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
@@ -308,8 +316,8 @@ def sequences(root: Path, run: str, step: int, data: str, only=None) -> pd.DataF
     """A checkpoint's sequences table without the samples' token record (TOKEN_RECORD); with `only`, just those
     of its columns (a table of ~200k completions is ~150 MB with its texts, a second to read and to cache). The
     frame is the cached one itself (module docstring): read it, never change it in place."""
-    path, mtime = _stamp(root, result_path(run, step, R.REWARDS, data, R.SEQUENCES_FILE))
-    columns = sequence_columns(root, run, step, data)
+    path, mtime = _sequences_file(root, run, step, data)
+    columns = _columns(path)
     return _shared(path, mtime, tuple(columns if only is None else [c for c in columns if c in set(only)]))
 
 
@@ -321,7 +329,7 @@ TEXTS = (S.PROMPT, S.COMPLETION, S.REFERENCE, S.COMPLETION_CALC)
 
 def sequence_prompts(root: Path, run: str, step: int, data: str) -> pd.DataFrame:
     """prompt_id and prompt text of each prompt of a checkpoint's sequences table, once each, first-seen order."""
-    return _prompts((_stamp(root, result_path(run, step, R.REWARDS, data, R.SEQUENCES_FILE)),))
+    return _prompts((_sequences_file(root, run, step, data),))
 
 
 def _texts(path: str, mtime: float, columns: tuple, example_ids: tuple) -> pd.DataFrame:
@@ -337,8 +345,8 @@ def with_texts(root: Path, run: str, step: int, data: str, rows: pd.DataFrame, c
     """`rows` of a checkpoint's sequences table (read without TEXTS) with their texts, in their order, the
     table's columns in the table's order. `cache`: keep the texts read (for a page's listing, not for a download
     of every row)."""
-    path, mtime = _stamp(root, result_path(run, step, R.REWARDS, data, R.SEQUENCES_FILE))
-    columns = sequence_columns(root, run, step, data)
+    path, mtime = _sequences_file(root, run, step, data)
+    columns = _columns(path)
     texts = tuple(c for c in TEXTS if c in columns and c not in rows)
     if not texts:
         return rows
