@@ -273,15 +273,15 @@ def predict_train(cfg, config=None) -> Prediction:
     if chunked:
         from irl.objectives import single_pass
 
-        chunk = max(1, kernels.CHUNK_LOGITS // vocab, -(-rows * hidden // vocab))
+        chunk = min(rows, max(1, kernels.CHUNK_LOGITS // vocab, -(-rows * hidden // vocab)))  # rows of a chunk
         # a chunk's z and exp(z - max) (below float32 the product z is read from is written into the latter's
         # memory), and below float32 the group of chunks' dL/dz they are gathered into when a group holds more than
         # one chunk (irl/kernels.py _ChunkBuffers, GROUP_ROWS); without statistics (the recomputing route's
         # backward) the product has a buffer of its own
         low = product != acc
-        logits = min(chunk, rows) * vocab * acc
+        logits = chunk * vocab * acc
         group = min(kernels.group_rows(chunk, low_precision=low), rows)
-        grouped = group * vocab * product if group > min(chunk, rows) else 0
+        grouped = group * vocab * product if group > chunk else 0
         if single_pass(_objective(cfg)):
             kept = rows * hidden * product + head_grad + cast  # dL/dh and dL/dW formed in forward
             transient = 2 * logits + grouped
@@ -289,7 +289,7 @@ def predict_train(cfg, config=None) -> Prediction:
         else:  # recomputed in backward: the rows' hidden states are kept, and the chunk comes back with dL/dz
             kept = rows * hidden * product + cast
             transient = 2 * logits
-            backward = logits + (min(chunk, rows) * vocab * product if low else 0) + grouped + head_grad
+            backward = logits + (chunk * vocab * product if low else 0) + grouped + head_grad
     else:
         kept = rows * vocab * product + cast  # the logits, kept by the fused pass
         copies = 1 if product == acc else 2  # a chunk of exp(z - max), and of z in float32 when the logits are not
